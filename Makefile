@@ -1,0 +1,36 @@
+# The few commands a newcomer needs. Everything runs from .venv, made here.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?= 60
+
+.PHONY: demo test lint unit integration clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed  ## stream simulated shoppers through the embedded stack and watch
+	$(BIN)/segstream demo --duration $(DURATION)
+
+lint: $(VENV)/.installed-dev  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint  ## lint, then every test (integration tests start their own broker and Redis)
+	$(BIN)/pytest
+
+unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
+	$(BIN)/pytest processors tests/processors tests/streams
+
+clean:
+	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,279 @@
+"""Rule-defined segments: a YAML file of named conditions over features.
+
+A rule file lists segments; each has a ``name``, a ``description`` and a
+``condition`` built from ``all``, ``any`` and ``not`` over comparisons
+``{feature, op, value}``. :func:`parse_rules` validates the text with pydantic
+and reports every error with its line and field; :meth:`RuleSet.evaluate`
+returns the names of the segments a user's features satisfy.
+
+>>> rules = parse_rules('''
+... segments:
+...   - name: Buyers
+...     description: Ordered at least once.
+...     condition: {feature: orders, op: ">=", value: 1}
+...   - name: Browsers
+...     description: Looks a lot, never buys.
+...     condition:
+...       all:
+...         - {feature: product_views, op: ">=", value: 10}
+...         - not: {feature: orders, op: ">", value: 0}
+... ''')
+>>> rules.evaluate({"orders": 0.0, "product_views": 12.0})
+('Browsers',)
+>>> parse_rules("segments:\\n  - name: X\\n    condition: {feature: nope, op: '>', value: 1}\\n")
+Traceback (most recent call last):
+...
+processors.rules.RuleFileError: rules: 2 error(s)
+  line 2, segments[0].description: Field required
+  line 3, segments[0].condition.feature: unknown feature 'nope'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+
+from processors.profile import FEATURE_NAMES
+
+Features = Mapping[str, float]
+Predicate = Callable[[Features], bool]
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Comparison(_Node):
+    """``feature op value``, e.g. ``{feature: orders, op: ">=", value: 3}``."""
+
+    feature: str
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+
+    @field_validator("feature")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in FEATURE_NAMES:
+            raise ValueError(f"unknown feature {name!r}")
+        return name
+
+    def compile(self) -> Predicate:
+        """A predicate over a feature mapping."""
+        compare, feature, value = _OPERATORS[self.op], self.feature, self.value
+        return lambda features: compare(features[feature], value)
+
+
+class AllOf(_Node):
+    """True when every sub-condition is true."""
+
+    all_of: list[Condition] = Field(alias="all", min_length=1)
+
+    def compile(self) -> Predicate:
+        """A predicate over a feature mapping."""
+        parts = [part.compile() for part in self.all_of]
+        return lambda features: all(part(features) for part in parts)
+
+
+class AnyOf(_Node):
+    """True when at least one sub-condition is true."""
+
+    any_of: list[Condition] = Field(alias="any", min_length=1)
+
+    def compile(self) -> Predicate:
+        """A predicate over a feature mapping."""
+        parts = [part.compile() for part in self.any_of]
+        return lambda features: any(part(features) for part in parts)
+
+
+class NotOf(_Node):
+    """True when the sub-condition is false."""
+
+    not_of: Condition = Field(alias="not")
+
+    def compile(self) -> Predicate:
+        """A predicate over a feature mapping."""
+        part = self.not_of.compile()
+        return lambda features: not part(features)
+
+
+def _condition_kind(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        for key in ("all", "any", "not", "feature"):
+            if key in value:
+                return key
+    return None
+
+
+Condition = Annotated[
+    Annotated[Comparison, Tag("feature")]
+    | Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[NotOf, Tag("not")],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="condition",
+        custom_error_message="a condition is a mapping with one of: all, any, not, feature",
+    ),
+]
+
+
+class SegmentRule(_Node):
+    """One named segment and the condition a user's features must meet."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w \-]*$")
+    description: str
+    condition: Condition
+
+
+class RuleFile(_Node):
+    """The whole YAML document."""
+
+    segments: list[SegmentRule] = Field(min_length=1)
+
+    @field_validator("segments")
+    @classmethod
+    def _unique(cls, segments: list[SegmentRule]) -> list[SegmentRule]:
+        seen: set[str] = set()
+        for segment in segments:
+            if segment.name in seen:
+                raise ValueError(f"duplicate segment name {segment.name!r}")
+            seen.add(segment.name)
+        return segments
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """One problem in a rule file: where it is and what is wrong."""
+
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, " if self.line is not None else ""
+        return f"{where}{self.field}: {self.message}"
+
+
+class RuleFileError(ValueError):
+    """A rule file that cannot be used; ``errors`` lists every problem."""
+
+    def __init__(self, source: str, errors: Sequence[RuleError]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        lines = "\n".join(f"  {error}" for error in self.errors)
+        super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
+
+
+class RuleSet:
+    """Compiled rules, ready to evaluate many users quickly."""
+
+    def __init__(self, definition: RuleFile, digest: str) -> None:
+        self.definition = definition
+        self.digest = digest
+        self._compiled = [(rule.name, rule.condition.compile()) for rule in definition.segments]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Segment names in file order."""
+        return tuple(name for name, _ in self._compiled)
+
+    def evaluate(self, features: Features) -> tuple[str, ...]:
+        """Names of the segments whose condition ``features`` meet, in file order."""
+        return tuple(name for name, predicate in self._compiled if predicate(features))
+
+
+def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map each YAML path (keys and list indexes) to its 1-based line."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, str(key.value))
+                walk(value, child)
+                lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+_ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
+_TAGS = frozenset(("feature", "all", "any", "not"))
+
+
+def _is_condition_slot(path: list[str | int]) -> bool:
+    """Whether the next location part is a condition (so pydantic puts a tag there)."""
+    if not path:
+        return False
+    if path[-1] in ("condition", "not"):
+        return True
+    return isinstance(path[-1], int) and len(path) > 1 and path[-2] in ("all", "any")
+
+
+def _errors(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> list[RuleError]:
+    found = []
+    for item in error.errors(include_url=False):
+        path: list[str | int] = []
+        tag_expected = False
+        for part in item["loc"]:
+            if tag_expected and part in _TAGS:
+                tag_expected = False
+                continue  # the discriminator's tag, not a key of the document
+            path.append(_ALIASES.get(part, part) if isinstance(part, str) else part)
+            tag_expected = _is_condition_slot(path)
+        line = None
+        for end in range(len(path), -1, -1):
+            line = lines.get(tuple(path[:end]))
+            if line is not None:
+                break
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        message = item["msg"].removeprefix("Value error, ")
+        found.append(RuleError(line, field or "(document)", message))
+    return found
+
+
+def parse_rules(text: str, source: str = "rules") -> RuleSet:
+    """Validate rule-file text and compile it; raise :class:`RuleFileError` on any problem."""
+    try:
+        document = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(error, "problem", None) or str(error)
+        raise RuleFileError(source, [RuleError(line, "(yaml)", problem)]) from None
+    try:
+        definition = RuleFile.model_validate(document)
+    except ValidationError as error:
+        raise RuleFileError(source, _errors(error, lines)) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return RuleSet(definition, digest)

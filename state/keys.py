@@ -1,0 +1,53 @@
+"""Where segstream keeps things in Redis: one place that names every key.
+
+>>> keys = KeyLayout("seg")
+>>> keys.state("alice"), keys.labels("alice"), keys.members("Buyers")
+('seg:s:alice', 'seg:u:alice', 'seg:m:Buyers')
+>>> keys.offset("segstream-worker", "events", 3)
+'seg:o:segstream-worker:events:3'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Key names under one ``prefix``; see the README's "Redis keys" table."""
+
+    prefix: str = "seg"
+
+    def state(self, user_id: str) -> str:
+        """String: the user's full state (msgpack), the worker's state of record."""
+        return f"{self.prefix}:s:{user_id}"
+
+    def labels(self, user_id: str) -> str:
+        """Hash: the user's segments (JSON list), change version and evaluation time."""
+        return f"{self.prefix}:u:{user_id}"
+
+    def members(self, segment: str) -> str:
+        """Set: the ids of the users in ``segment``."""
+        return f"{self.prefix}:m:{segment}"
+
+    def offset(self, group: str, topic: str, partition: int) -> str:
+        """String: the next input offset of a partition, committed with the state it produced."""
+        return f"{self.prefix}:o:{group}:{topic}:{partition}"
+
+    @property
+    def segments(self) -> str:
+        """Set: every segment name that has had a member."""
+        return f"{self.prefix}:segments"
+
+    @property
+    def counters(self) -> str:
+        """Hash: pipeline totals (events, dead letters, changes), exact like the state."""
+        return f"{self.prefix}:stats"
+
+    def state_pattern(self) -> str:
+        """SCAN pattern matching every user's state key."""
+        return f"{self.prefix}:s:*"
+
+    def user_of_state(self, key: str) -> str:
+        """The user id in a :meth:`state` key."""
+        return key[len(self.prefix) + 3 :]

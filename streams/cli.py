@@ -1,0 +1,299 @@
+"""The ``segstream`` command line: one entry point for every process and tool."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import click
+import orjson
+import redis
+
+from processors.rules import RuleFileError, parse_rules
+from state.keys import KeyLayout
+from state.read_model import ReadModel
+from streams import logs
+from streams.embedded import Stack, StackError, start_stack
+from streams.settings import Settings, SettingsError
+from streams.simulate import FileSink, KafkaSink, send
+from streams.simulator import DEFAULT_END, Simulation
+
+DEV_STATE = Path(".segstream")
+
+
+def settings() -> Settings:
+    """Settings from the environment; a wrong one ends the command naming it."""
+    try:
+        return Settings()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def read_model(config: Settings) -> ReadModel:
+    """The read model of the configured Redis."""
+    return ReadModel(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, for loops that end cleanly."""
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """segstream: streaming user segmentation from Kafka events to Redis.
+
+    Every command reads its settings from SEGSTREAM_* environment variables;
+    `segstream dev env` prints the ones that point at the embedded dev stack.
+    """
+
+
+@main.command()
+def worker() -> None:
+    """Consume events in batches and keep users' segments current in Redis."""
+    from prometheus_client import start_http_server
+
+    from streams.topics import ensure_topics
+    from streams.worker import Worker, load_rules
+
+    config = settings()
+    logs.configure(config.log_level)
+    try:
+        rules = load_rules(config)
+    except (OSError, RuleFileError) as error:
+        raise click.ClickException(f"rules file refused: {error}") from None
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr="127.0.0.1")
+    ensure_topics(config)
+    Worker(config, rules).run(stop_on_signals())
+
+
+@main.command()
+def topics() -> None:
+    """Create the Kafka topics segstream uses (those that do not exist yet)."""
+    from streams.topics import ensure_topics
+
+    created = ensure_topics(settings())
+    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@main.command()
+@click.option("--users", default=1_000, show_default=True, type=click.IntRange(1), help="Shoppers.")
+@click.option(
+    "--seed", default=1, show_default=True, type=int, help="Random seed; fixes the stream."
+)
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Events per second; 0 sends as fast as possible.",
+)
+@click.option(
+    "--duration",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Stop after this many seconds; 0 runs until the history is exhausted.",
+)
+@click.option("--events", "limit", default=0, type=click.IntRange(0), help="Stop after N events.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write JSON Lines to this file instead of producing to Kafka ('-' for stdout).",
+)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write each user's persona (JSON Lines) [default: OUTPUT.truth.jsonl, "
+    "or .segstream/truth.jsonl].",
+)
+@click.option(
+    "--end",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Event time (UTC) the simulated history ends at [default: 2026-11-01].",
+)
+@click.option(
+    "--invalid-share",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of malformed events to mix in, to exercise the dead-letter topic.",
+)
+def simulate(
+    users: int,
+    seed: int,
+    rate: float,
+    duration: float,
+    limit: int,
+    output: Path | None,
+    truth: Path | None,
+    end: datetime | None,
+    invalid_share: float,
+) -> None:
+    """Stream simulated shoppers drawn from personas to Kafka or to a file."""
+    end_time = end.replace(tzinfo=UTC).timestamp() if end else DEFAULT_END
+    simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share)
+    truth_path = truth or (
+        output.with_name(output.name + ".truth.jsonl")
+        if output and str(output) != "-"
+        else DEV_STATE / "truth.jsonl"
+    )
+    truth_path.parent.mkdir(parents=True, exist_ok=True)
+    with truth_path.open("wb") as handle:
+        for row in simulation.truth():
+            handle.write(orjson.dumps(row) + b"\n")
+    stop = stop_on_signals()
+    if output is not None:
+        with click.open_file(str(output), "wb") as handle:
+            sent = send(simulation, FileSink(handle), rate, duration, limit, stop)
+    else:
+        sent = send(simulation, KafkaSink(settings()), rate, duration, limit, stop)
+    click.echo(f"sent {sent} events from {users} users; personas in {truth_path}", err=True)
+
+
+@main.group()
+def dev() -> None:
+    """Run the embedded broker and Redis in the background for development."""
+
+
+@dev.command("up")
+@click.option(
+    "--dir",
+    "directory",
+    default=DEV_STATE,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the stack keeps its logs and its state file.",
+)
+def dev_up(directory: Path) -> None:
+    """Start the broker and Redis, remember them, and print their settings."""
+    state_file = directory / "dev.json"
+    if state_file.exists() and Stack.load(state_file).alive():
+        raise click.ClickException(f"a dev stack already runs (see {state_file})")
+    try:
+        stack = start_stack(directory.resolve())
+    except StackError as error:
+        raise click.ClickException(str(error)) from None
+    stack.save(state_file)
+    _print_environment(stack)
+
+
+@dev.command("env")
+@click.option(
+    "--dir", "directory", default=DEV_STATE, show_default=True, type=click.Path(path_type=Path)
+)
+def dev_env(directory: Path) -> None:
+    """Print `export SEGSTREAM_...` lines for the running dev stack (eval them)."""
+    _print_environment(_running_dev_stack(directory))
+
+
+@dev.command("down")
+@click.option(
+    "--dir", "directory", default=DEV_STATE, show_default=True, type=click.Path(path_type=Path)
+)
+def dev_down(directory: Path) -> None:
+    """Stop the dev stack's broker and Redis."""
+    state_file = directory / "dev.json"
+    if not state_file.exists():
+        raise click.ClickException("no dev stack is running (`segstream dev up` starts one)")
+    Stack.load(state_file).stop()
+    state_file.unlink()
+    click.echo("dev stack stopped", err=True)
+
+
+def _running_dev_stack(directory: Path) -> Stack:
+    state_file = directory / "dev.json"
+    if not state_file.exists():
+        raise click.ClickException("no dev stack is running (`segstream dev up` starts one)")
+    stack = Stack.load(state_file)
+    if not stack.alive():
+        raise click.ClickException(
+            f"the dev stack in {state_file} has stopped; run `segstream dev down`"
+        )
+    return stack
+
+
+def _print_environment(stack: Stack) -> None:
+    for name, value in stack.environment().items():
+        click.echo(f"export {name}={value}")
+
+
+@main.command()
+@click.argument("user_id")
+def profile(user_id: str) -> None:
+    """Print one user's aggregates and segments as JSON."""
+    found = read_model(settings()).user(user_id)
+    if found is None:
+        raise click.ClickException(f"no profile for user {user_id!r}")
+    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def profiles() -> None:
+    """Work with every user's profile at once."""
+
+
+@profiles.command("export")
+@click.option(
+    "--output",
+    default="-",
+    show_default=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="JSON Lines file to write ('-' for stdout).",
+)
+def profiles_export(output: str) -> None:
+    """Write every profile as JSON Lines: user_id, features, segments, version."""
+    count = 0
+    with click.open_file(output, "wb") as sink:
+        for document in read_model(settings()).users():
+            sink.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n")
+            count += 1
+    click.echo(f"exported {count} profiles", err=True)
+
+
+@main.group()
+def rules() -> None:
+    """Check rule files."""
+
+
+@rules.command("validate")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rules_validate(file: Path) -> None:
+    """Check a rules file; print every error with its line and field."""
+    try:
+        parsed = parse_rules(file.read_text(encoding="utf-8"), source=str(file))
+    except RuleFileError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(f"{file}: {len(parsed.names)} segments, digest {parsed.digest}")
+
+
+@main.command()
+@click.option(
+    "--duration", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds."
+)
+@click.option("--users", default=2_000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--rate", default=3_000.0, show_default=True, type=click.FloatRange(1), help="Events/s."
+)
+@click.option("--seed", default=1, show_default=True, type=int)
+def demo(duration: float, users: int, rate: float, seed: int) -> None:
+    """Start everything on the embedded stack and watch shoppers being segmented live."""
+    from streams.demo import run_demo
+
+    started = time.monotonic()
+    run_demo(duration=duration, users=users, rate=rate, seed=seed)
+    click.echo(f"demo finished in {time.monotonic() - started:.0f} s", err=True)

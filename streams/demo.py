@@ -1,0 +1,182 @@
+"""``segstream demo``: the whole pipeline on the embedded stack, watched live.
+
+Starts a broker and Redis, creates the topics, starts a worker and the
+simulator as child processes, renders segment sizes, events/s and dead
+letters with rich, and after the duration (or Ctrl-C) prints a summary and
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from state.read_model import ReadModel
+from streams.cli import read_model
+from streams.embedded import Stack, running_stack
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+_REFRESH_SECONDS = 0.5
+_DRAIN_SECONDS = 15.0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the view shows at one moment."""
+
+    elapsed: float
+    events: int
+    dead_letters: int
+    users: int
+    changes: int
+    rate: float
+    sizes: dict[str, int]
+
+
+def _snapshot(model: ReadModel, started: float, previous: Snapshot | None) -> Snapshot:
+    counters = model.counters()
+    elapsed = time.monotonic() - started
+    events = counters.get("events", 0)
+    rate = 0.0
+    if previous is not None and elapsed > previous.elapsed:
+        rate = (events - previous.events) / (elapsed - previous.elapsed)
+    return Snapshot(
+        elapsed=elapsed,
+        events=events,
+        dead_letters=counters.get("dead_letters", 0),
+        users=counters.get("users", 0),
+        changes=counters.get("changes", 0),
+        rate=rate,
+        sizes=model.segment_sizes(),
+    )
+
+
+def _segment_table(snapshot: Snapshot, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("segment")
+    table.add_column("users", justify="right")
+    table.add_column("share", justify="right")
+    for name, size in sorted(snapshot.sizes.items(), key=lambda item: -item[1]):
+        share = size / snapshot.users if snapshot.users else 0.0
+        table.add_row(name, f"{size:,}", f"{share:.1%}")
+    return table
+
+
+def _totals(snapshot: Snapshot, average_rate: float) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("events", f"{snapshot.events:,}")
+    table.add_row("dead letters (DLQ)", f"{snapshot.dead_letters:,}")
+    table.add_row("users", f"{snapshot.users:,}")
+    table.add_row("segment changes", f"{snapshot.changes:,}")
+    table.add_row("events/s", f"{average_rate:,.0f}")
+    return table
+
+
+def _live_view(snapshot: Snapshot, duration: float) -> Group:
+    header = Text(
+        f"segstream demo  {snapshot.elapsed:4.0f}/{duration:.0f} s   "
+        f"{snapshot.rate:8,.0f} events/s   DLQ {snapshot.dead_letters:,}",
+        style="bold cyan",
+    )
+    return Group(
+        header, _segment_table(snapshot, "live segments"), _totals(snapshot, snapshot.rate)
+    )
+
+
+def _start(command: list[str], environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", *command],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _drain(model: ReadModel, started: float, sent_all: Snapshot) -> Snapshot:
+    """Wait until the worker's totals stop moving (it has caught up), at most a while."""
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    last = sent_all
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        current = _snapshot(model, started, last)
+        if current.events == last.events:
+            return current
+        last = current
+    return last
+
+
+def run_demo(duration: float, users: int, rate: float, seed: int) -> None:
+    """Run the demo; returns after printing the summary, with every process stopped."""
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="segstream-demo-") as scratch:
+        directory = Path(scratch)
+        console.print(f"starting the embedded broker and Redis (logs in {directory}) ...")
+        with running_stack(directory) as stack:
+            _run(console, stack, directory, duration, users, rate, seed)
+
+
+def _run(
+    console: Console,
+    stack: Stack,
+    directory: Path,
+    duration: float,
+    users: int,
+    rate: float,
+    seed: int,
+) -> None:
+    environment = {**os.environ, **stack.environment()}
+    config = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
+    ensure_topics(config)
+    model = read_model(config)
+    simulation_args = ["simulate", "--users", str(users), "--rate", str(rate), "--seed", str(seed)]
+    simulation_args += ["--invalid-share", "0.002", "--truth", str(directory / "truth.jsonl")]
+    worker = _start(["worker"], environment, directory / "worker.log")
+    simulator = _start(simulation_args, environment, directory / "simulate.log")
+    started = time.monotonic()
+    snapshot = _snapshot(model, started, None)
+    interrupted = False
+    try:
+        with Live(_live_view(snapshot, duration), console=console, refresh_per_second=4) as live:
+            while snapshot.elapsed < duration:
+                time.sleep(_REFRESH_SECONDS)
+                snapshot = _snapshot(model, started, snapshot)
+                live.update(_live_view(snapshot, duration))
+                if worker.poll() is not None:
+                    console.print(f"[red]the worker exited; see {directory / 'worker.log'}")
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _stop(simulator)
+    if not interrupted:
+        snapshot = _drain(model, started, snapshot)
+    _stop(worker)
+    final = _snapshot(model, started, None)
+    console.print(_segment_table(final, "segments at the end of the demo"))
+    console.print(_totals(final, final.events / max(snapshot.elapsed, 1e-9)))

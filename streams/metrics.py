@@ -1,0 +1,37 @@
+"""Prometheus metrics of the worker, declared once; labelled children bound up front."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter(
+    "segstream_worker_events_total",
+    "Events consumed by the worker, by outcome.",
+    ["outcome"],
+)
+EVENTS_APPLIED = EVENTS.labels(outcome="applied")
+EVENTS_DEAD_LETTERED = EVENTS.labels(outcome="dead_lettered")
+
+DEAD_LETTERS = Counter(
+    "segstream_worker_dead_letters_total",
+    "Events sent to the dead-letter topic, by reason.",
+    ["reason"],
+)
+CHANGES = Counter(
+    "segstream_worker_segment_changes_total",
+    "Segment change events published.",
+)
+BATCH_EVENTS = Histogram(
+    "segstream_worker_batch_events",
+    "Events per consumed batch.",
+    buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000),
+)
+BATCH_SECONDS = Histogram(
+    "segstream_worker_batch_seconds",
+    "Time to process one batch, from consume to state commit.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+FENCED = Counter(
+    "segstream_worker_fenced_batches_total",
+    "Batches dropped because another worker had committed their partitions.",
+)

@@ -1,0 +1,98 @@
+"""Every setting segstream reads, from ``SEGSTREAM_*`` environment variables.
+
+This is the only module that reads the environment. A wrong value fails at
+start-up with a message naming the variable.
+
+>>> Settings(partitions=8).partitions
+8
+>>> try:
+...     Settings(partitions=0)
+... except SettingsError as error:
+...     print(error)
+invalid setting SEGSTREAM_PARTITIONS=0: Input should be greater than or equal to 1
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SEGSTREAM_"
+
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+
+def default_rules_file() -> Path:
+    """The rules file shipped with segstream."""
+    return Path(str(resources.files("processors") / "rules" / "default.yaml"))
+
+
+class SettingsError(ValueError):
+    """A setting has a value segstream cannot use."""
+
+
+class Settings(BaseSettings):
+    """segstream's configuration; each field is ``SEGSTREAM_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", min_length=1)
+    """Kafka bootstrap servers, ``host:port[,host:port...]``."""
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    """Redis URL of the segment store."""
+    redis_prefix: str = Field("seg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    """Prefix of every Redis key segstream writes."""
+
+    events_topic: TopicName = "events"
+    dead_letter_topic: TopicName = "events.dlq"
+    changes_topic: TopicName = "segment-changes"
+    partitions: int = Field(4, ge=1, le=1024)
+    """Partitions of the events topic (and of the change topic) when segstream creates them."""
+    replication_factor: int = Field(1, ge=1, le=16)
+
+    group_id: str = Field("segstream-worker", min_length=1)
+    """Consumer group of the workers."""
+    batch_max_events: int = Field(5_000, ge=1, le=1_000_000)
+    """Most events one batch consumes."""
+    batch_max_wait_ms: int = Field(100, ge=1, le=60_000)
+    """Longest a batch waits to fill, in milliseconds."""
+    session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
+    """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
+    max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)
+    """Largest event accepted, in bytes; larger ones are dead-lettered as ``oversized``."""
+
+    rules_file: Path = Field(default_factory=default_rules_file)
+    """YAML rules file the workers start with."""
+
+    metrics_port: int = Field(0, ge=0, le=65_535)
+    """Port of the worker's Prometheus ``/metrics``; 0 turns it off."""
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(
+            name
+            for name in os.environ
+            if name.startswith(ENV_PREFIX)
+            and name[len(ENV_PREFIX) :].lower() not in type(self).model_fields
+        )
+        if unknown:
+            raise SettingsError("\n".join(f"unknown setting {name}" for name in unknown))
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors(include_url=False):
+        name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
+        value = problem.get("input")
+        shown = f"={value}" if isinstance(value, str | int | float) else ""
+        lines.append(f"invalid setting {name}{shown}: {problem['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The Kafka topics segstream uses, and their idempotent creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.cimpl import NewTopic
+
+from streams.kafka import admin_client
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic's name, partition count and topic-level configuration."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topology(settings: Settings) -> list[TopicSpec]:
+    """Every topic segstream reads or writes.
+
+    >>> [spec.name for spec in topology(Settings(partitions=2))]
+    ['events', 'events.dlq', 'segment-changes']
+    """
+    return [
+        TopicSpec(settings.events_topic, settings.partitions),
+        TopicSpec(settings.dead_letter_topic, 1),
+        TopicSpec(settings.changes_topic, settings.partitions),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [spec for spec in topology(settings) if spec.name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(spec.name, spec.partitions, settings.replication_factor, config=spec.config)
+            for spec in wanted
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    log.info("topics created=%s", ",".join(created) or "-")
+    return created
