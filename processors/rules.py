@@ -153,16 +153,6 @@ class RuleFile(_Node):
 
     segments: list[SegmentRule] = Field(min_length=1)
 
-    @field_validator("segments")
-    @classmethod
-    def _unique(cls, segments: list[SegmentRule]) -> list[SegmentRule]:
-        seen: set[str] = set()
-        for segment in segments:
-            if segment.name in seen:
-                raise ValueError(f"duplicate segment name {segment.name!r}")
-            seen.add(segment.name)
-        return segments
-
 
 @dataclass(frozen=True)
 class RuleError:
@@ -261,6 +251,18 @@ def _errors(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> 
     return found
 
 
+def _duplicates(definition: RuleFile, lines: dict[tuple[str | int, ...], int]) -> list[RuleError]:
+    seen: set[str] = set()
+    found = []
+    for index, segment in enumerate(definition.segments):
+        if segment.name in seen:
+            line = lines.get(("segments", index, "name"))
+            message = f"duplicate segment name {segment.name!r}"
+            found.append(RuleError(line, f"segments[{index}].name", message))
+        seen.add(segment.name)
+    return found
+
+
 def parse_rules(text: str, source: str = "rules") -> RuleSet:
     """Validate rule-file text and compile it; raise :class:`RuleFileError` on any problem."""
     try:
@@ -275,5 +277,8 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
         definition = RuleFile.model_validate(document)
     except ValidationError as error:
         raise RuleFileError(source, _errors(error, lines)) from None
+    duplicates = _duplicates(definition, lines)
+    if duplicates:
+        raise RuleFileError(source, duplicates)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return RuleSet(definition, digest)

@@ -285,9 +285,9 @@ def rules_validate(file: Path) -> None:
 @click.option(
     "--duration", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds."
 )
-@click.option("--users", default=2_000, show_default=True, type=click.IntRange(1))
+@click.option("--users", default=1_000, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--rate", default=3_000.0, show_default=True, type=click.FloatRange(1), help="Events/s."
+    "--rate", default=5_000.0, show_default=True, type=click.FloatRange(1), help="Events/s."
 )
 @click.option("--seed", default=1, show_default=True, type=int)
 def demo(duration: float, users: int, rate: float, seed: int) -> None:

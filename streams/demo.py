@@ -174,6 +174,7 @@ def _run(
         interrupted = True
     finally:
         _stop(simulator)
+    console.print()
     if not interrupted:
         snapshot = _drain(model, started, snapshot)
     _stop(worker)

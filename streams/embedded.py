@@ -141,7 +141,7 @@ def _wait_for_redis(url: str, process: subprocess.Popen[bytes], deadline: float)
 
 
 def _wait_for_broker(bootstrap: str, process: subprocess.Popen[bytes], deadline: float) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     while True:
         try:
             admin.list_topics(timeout=1.0)

@@ -98,24 +98,30 @@ class _Shopper:
         while moment < stop:
             sessions.append(moment)
             moment += rng.expovariate(1 / mean_gap)
-        if persona.return_share and rng.random() < persona.return_share:
+        returns = persona.return_share and rng.random() < persona.return_share
+        if returns:
             sessions.append(self.end - rng.random() * 10 * _DAY)
         identify_at = len(sessions) - 1 if self.user.identified and not self._always_known() else -1
         self.known = self._always_known()
         for number, session_start in enumerate(sessions):
             begin = max(session_start, self.last_moment + 45 * 60)
-            yield from self._session(begin, identify=number == identify_at)
+            browse_only = returns and number == len(sessions) - 1
+            yield from self._session(begin, identify=number == identify_at, browse_only=browse_only)
 
     def _always_known(self) -> bool:
         return self.user.identified and self.persona.anonymous_share == 0
 
-    def _session(self, start: float, *, identify: bool) -> Iterator[tuple[float, dict[str, Any]]]:
+    def _session(
+        self, start: float, *, identify: bool, browse_only: bool
+    ) -> Iterator[tuple[float, dict[str, Any]]]:
         persona, rng = self.persona, self.rng
         device = self.device if rng.random() < 0.8 else _pick(rng, persona.devices)
         focus = _pick(rng, persona.categories)
         roll = rng.random()
         kind = (
-            "purchase"
+            "browse"
+            if browse_only
+            else "purchase"
             if roll < persona.purchase_share
             else "cart"
             if roll < persona.purchase_share + persona.cart_share

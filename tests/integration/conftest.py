@@ -1,0 +1,153 @@
+"""A real Tansu broker and a real Redis for the whole session, and helpers around them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from state.keys import KeyLayout
+from state.read_model import ReadModel
+from streams.embedded import Stack, running_stack
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture
+def config(stack: Stack) -> Settings:
+    """Settings with topics, Redis keys and group of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        redis_prefix=f"t{tag}",
+        events_topic=f"events-{tag}",
+        dead_letter_topic=f"events.dlq-{tag}",
+        changes_topic=f"segment-changes-{tag}",
+        group_id=f"workers-{tag}",
+        partitions=4,
+        batch_max_wait_ms=50,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The process environment that gives a child process ``settings``."""
+    values = {
+        f"SEGSTREAM_{name.upper()}": str(value) for name, value in settings.model_dump().items()
+    }
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
+    return {**clean, **values}
+
+
+def segstream(
+    settings: Settings, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``segstream`` command against ``settings`` and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class WorkerProcess:
+    """``segstream worker`` as a child process, as it runs in production."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                env=environment(settings),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+
+@pytest.fixture
+def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        worker = WorkerProcess(config, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()
+
+
+@pytest.fixture
+def model(config: Settings) -> ReadModel:
+    return ReadModel(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+
+
+def wait_for_events(model: ReadModel, total: int, timeout: float = 120) -> dict[str, int]:
+    """Wait until the workers have committed ``total`` events (applied or dead-lettered)."""
+    deadline = time.monotonic() + timeout
+    counters: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counters = model.counters()
+        if counters.get("events", 0) + counters.get("dead_letters", 0) >= total:
+            return counters
+        time.sleep(0.2)
+    raise AssertionError(f"workers committed {counters} of {total} events in {timeout} s")
+
+
+def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
+    """Every message on ``topic``, partition by partition in offset order.
+
+    Reads until nothing arrives for ``idle`` seconds: Tansu reports a high
+    watermark that stops at the last record batch's first offset, so the
+    watermark cannot tell when a partition has been read to its end.
+    """
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4().hex}"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign(
+            [TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions]
+        )
+        by_partition: dict[int, list] = {partition: [] for partition in partitions}
+        while batch := consumer.consume(10_000, idle):
+            for message in batch:
+                assert message.error() is None, message.error()
+                by_partition[message.partition()].append(message)
+        return [
+            message for partition in sorted(by_partition) for message in by_partition[partition]
+        ]
+    finally:
+        consumer.close()

@@ -1,0 +1,159 @@
+"""The worker on a real broker and Redis, against an in-memory oracle of the same events."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from processors.batch import apply_batch
+from processors.events import Action, decode_event
+from state.keys import KeyLayout
+from state.redis_store import RedisStateStore
+from streams.simulate import KafkaSink, send
+from streams.simulator import Simulation
+from streams.worker import load_rules
+from tests.integration.conftest import read_topic, segstream, wait_for_events
+
+pytestmark = pytest.mark.integration
+
+
+def produce(config, simulation, limit=0, skip=0):
+    """Produce the simulation's events (after the first ``skip``); return them."""
+    import threading
+    from itertools import islice
+
+    events = list(islice(simulation.events(), skip, (skip + limit) if limit else None))
+
+    class Replay(Simulation):
+        def events(self):
+            return iter(events)
+
+    replay = Replay.__new__(Replay)
+    send(replay, KafkaSink(config), rate=0, duration=0, limit=0, stop=threading.Event())
+    return events
+
+
+def oracle(config, events):
+    decoded = [decode_event(event.value, max_bytes=config.max_event_bytes) for event in events]
+    actions = [item for item in decoded if isinstance(item, Action)]
+    return apply_batch(actions, {}, load_rules(config)).users, decoded
+
+
+def assert_store_matches(config, model, expected):
+    store = RedisStateStore(model.client, KeyLayout(config.redis_prefix), config.group_id)
+    stored = dict(store.users())
+    assert set(stored) == set(expected)
+    for user_id, user in expected.items():
+        assert stored[user_id].profile == user.profile, user_id
+        assert stored[user_id].labels.segments == user.labels.segments, user_id
+    members = defaultdict(set)
+    for user_id, user in expected.items():
+        for segment in user.labels.segments:
+            members[segment].add(user_id)
+    for segment, size in model.segment_sizes().items():
+        assert size == len(members[segment]), segment
+        found = {m.decode() for m in model.client.smembers(model.keys.members(segment))}
+        assert found == members[segment]
+
+
+def test_worker_segments_users_dead_letters_and_publishes_changes(config, model, start_worker):
+    simulation = Simulation(users=250, seed=5, invalid_share=0.01)
+    events = produce(config, simulation)
+    worker = start_worker()
+    counters = wait_for_events(model, len(events))
+    assert worker.stop() == 0
+
+    expected, decoded = oracle(config, events)
+    rejected = [
+        (event, item)
+        for event, item in zip(events, decoded, strict=True)
+        if not isinstance(item, Action)
+    ]
+    assert counters["events"] == len(events) - len(rejected)
+    assert counters["dead_letters"] == len(rejected) > 0
+    assert counters["users"] == len(expected)
+    assert_store_matches(config, model, expected)
+
+    dead = read_topic(config, config.dead_letter_topic)
+    assert sorted(message.value() for message in dead) == sorted(
+        event.value for event, _ in rejected
+    )
+    reasons = {message.value(): dict(message.headers())["reason"].decode() for message in dead}
+    assert all(reasons[event.value] == item.reason for event, item in rejected)
+    assert all(dict(message.headers())["detail"] for message in dead)
+
+    changes = [
+        orjson.loads(message.value()) for message in read_topic(config, config.changes_topic)
+    ]
+    assert counters["changes"] == len(changes)
+    store = RedisStateStore(model.client, KeyLayout(config.redis_prefix), config.group_id)
+    stored = dict(store.users())
+    history = defaultdict(list)
+    for change in changes:
+        history[change["user_id"]].append(change)
+    for user_id, user in expected.items():
+        seen = history.get(user_id, [])
+        assert [change["version"] for change in seen] == list(range(1, len(seen) + 1))
+        segments: set[str] = set()
+        for change in seen:
+            assert not set(change["entered"]) & segments
+            assert set(change["exited"]) <= segments
+            segments = (segments | set(change["entered"])) - set(change["exited"])
+            assert segments == set(change["segments"])
+        assert segments == set(user.labels.segments)
+        assert stored[user_id].labels.version == len(seen)
+
+
+def test_profile_and_export_commands_read_what_the_worker_wrote(
+    config, model, start_worker, tmp_path
+):
+    simulation = Simulation(users=40, seed=8)
+    events = produce(config, simulation)
+    worker = start_worker()
+    wait_for_events(model, len(events))
+    worker.stop()
+    expected, _ = oracle(config, events)
+
+    user_id = sorted(expected)[0]
+    shown = segstream(config, "profile", user_id)
+    assert shown.returncode == 0, shown.stderr
+    document = orjson.loads(shown.stdout)
+    assert document == orjson.loads(orjson.dumps(expected[user_id].document(user_id)))
+
+    missing = segstream(config, "profile", "nobody-at-all")
+    assert missing.returncode == 1
+    assert "no profile for user 'nobody-at-all'" in missing.stderr
+
+    output = tmp_path / "profiles.jsonl"
+    exported = segstream(config, "profiles", "export", "--output", str(output))
+    assert exported.returncode == 0, exported.stderr
+    rows = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    assert sorted(row["user_id"] for row in rows) == sorted(expected)
+    assert {"user_id", "features", "segments", "version"} <= set(rows[0])
+
+
+def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(
+    config, model, start_worker
+):
+    simulation = Simulation(users=200, seed=13, invalid_share=0.005)
+    events = produce(config, simulation)
+    rng = random.Random(1)
+    for _ in range(2):
+        worker = start_worker()
+        wait_for_events(
+            model,
+            rng.randrange(len(events) // 4, len(events) // 2) if _ == 0 else len(events) * 2 // 3,
+        )
+        worker.kill()
+    worker = start_worker()
+    counters = wait_for_events(model, len(events))
+    worker.stop()
+
+    expected, decoded = oracle(config, events)
+    rejected = sum(1 for item in decoded if not isinstance(item, Action))
+    assert counters["events"] + counters["dead_letters"] == len(events)
+    assert counters["dead_letters"] == rejected
+    assert_store_matches(config, model, expected)

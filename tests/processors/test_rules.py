@@ -1,0 +1,107 @@
+"""Rule files: evaluation, and errors reported with line and field."""
+
+from pathlib import Path
+
+import pytest
+
+from processors.rules import RuleFileError, parse_rules
+from streams.settings import default_rules_file
+
+ONE = """
+segments:
+  - name: Mixed
+    description: test
+    condition:
+      any:
+        - all:
+            - {feature: orders, op: ">", value: 2}
+            - {feature: revenue, op: "<", value: 100}
+        - not: {feature: page_views, op: "!=", value: 7}
+"""
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        ({"orders": 3, "revenue": 50, "page_views": 0}, ("Mixed",)),
+        ({"orders": 3, "revenue": 150, "page_views": 0}, ()),
+        ({"orders": 0, "revenue": 0, "page_views": 7}, ("Mixed",)),
+        ({"orders": 2, "revenue": 50, "page_views": 8}, ()),
+    ],
+)
+def test_nested_conditions(features, expected):
+    assert parse_rules(ONE).evaluate(features) == expected
+
+
+def test_every_operator():
+    for op, holds in [
+        (">", False),
+        (">=", True),
+        ("<", False),
+        ("<=", True),
+        ("==", True),
+        ("!=", False),
+    ]:
+        text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders, op: '{op}', value: 1}}\n"
+        assert parse_rules(text).evaluate({"orders": 1}) == (("S",) if holds else ())
+
+
+def test_default_rules_parse():
+    rules = parse_rules(Path(default_rules_file()).read_text())
+    assert rules.names == (
+        "High-Value Recent Buyers",
+        "Lapsed Customers",
+        "Cart Abandoners",
+        "Frequent Browsers",
+        "Bargain Hunters",
+        "New Visitors",
+    )
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(RuleFileError) as caught:
+        parse_rules(text, source="test.yaml")
+    return [str(error) for error in caught.value.errors]
+
+
+def test_errors_name_line_and_field():
+    text = """segments:
+  - name: A
+    description: x
+    condition:
+      all:
+        - {feature: orders, op: '>=', value: 1}
+        - not: {feature: orders, op: '=>', value: 1}
+        - any: []
+        - {bogus: 1}
+  - name: B
+    description: y
+    condition: {feature: no_such_feature, op: '>', value: abc}
+"""
+    assert errors_of(text) == [
+        "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
+        "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
+        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature",
+        "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
+        "line 12, segments[1].condition.value: Input should be a valid number, unable to parse string as a number",
+    ]
+
+
+def test_yaml_syntax_error_has_a_line():
+    assert errors_of("segments:\n  - name: [unclosed\n") == [
+        "line 3, (yaml): expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_duplicate_names_are_refused():
+    text = (
+        "segments:\n"
+        + "  - {name: A, description: d, condition: {feature: orders, op: '>', value: 1}}\n" * 2
+    )
+    assert errors_of(text) == ["line 3, segments[1].name: duplicate segment name 'A'"]
+
+
+def test_empty_file_is_refused():
+    assert errors_of("") == [
+        "(document): Input should be a valid dictionary or instance of RuleFile"
+    ]
