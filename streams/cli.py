@@ -75,7 +75,7 @@ def worker() -> None:
     except (OSError, RuleFileError) as error:
         raise click.ClickException(f"rules file refused: {error}") from None
     if config.metrics_port:
-        start_http_server(config.metrics_port, addr="127.0.0.1")
+        start_http_server(config.metrics_port, addr=config.metrics_host)
     ensure_topics(config)
     Worker(config, rules).run(stop_on_signals())
 

@@ -1,4 +1,4 @@
-"""Every setting segstream reads, from ``SEGSTREAM_*`` environment variables.
+"""Every setting segstream reads, from `SEGSTREAM_*` environment variables.
 
 This is the only module that reads the environment. A wrong value fails at
 start-up with a message naming the variable.
@@ -37,23 +37,29 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    """segstream's configuration; each field is ``SEGSTREAM_<NAME>`` in the environment."""
+    """segstream's configuration; each field is `SEGSTREAM_<NAME>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", min_length=1)
-    """Kafka bootstrap servers, ``host:port[,host:port...]``."""
+    """Kafka bootstrap servers, `host:port[,host:port...]`."""
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
     """Redis URL of the segment store."""
     redis_prefix: str = Field("seg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     """Prefix of every Redis key segstream writes."""
 
     events_topic: TopicName = "events"
+    """Topic the trackers' events arrive on, keyed by user id."""
     dead_letter_topic: TopicName = "events.dlq"
+    """Topic of undecodable events: the original bytes with `reason` and `detail` headers."""
     changes_topic: TopicName = "segment-changes"
+    """Topic of segment changes, keyed by user id."""
     partitions: int = Field(4, ge=1, le=1024)
     """Partitions of the events topic (and of the change topic) when segstream creates them."""
     replication_factor: int = Field(1, ge=1, le=16)
+    """Replication factor of the topics segstream creates."""
 
     group_id: str = Field("segstream-worker", min_length=1)
     """Consumer group of the workers."""
@@ -64,14 +70,17 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
     max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)
-    """Largest event accepted, in bytes; larger ones are dead-lettered as ``oversized``."""
+    """Largest event accepted, in bytes; larger ones are dead-lettered as `oversized`."""
 
     rules_file: Path = Field(default_factory=default_rules_file)
     """YAML rules file the workers start with."""
 
     metrics_port: int = Field(0, ge=0, le=65_535)
-    """Port of the worker's Prometheus ``/metrics``; 0 turns it off."""
+    """Port of the worker's Prometheus `/metrics`; 0 turns it off."""
+    metrics_host: str = Field("127.0.0.1", min_length=1)
+    """Address `/metrics` listens on; 0.0.0.0 to be scraped from other hosts."""
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    """Logging threshold: DEBUG, INFO, WARNING or ERROR."""
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(
@@ -86,6 +95,16 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as error:
             raise SettingsError(_describe(error)) from None
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table, as the README shows them."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = "the shipped rules" if field.default_factory else f"`{field.default}`"
+        meaning = " ".join((field.description or "").split())
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
 
 
 def _describe(error: ValidationError) -> str:

@@ -1,5 +1,7 @@
 """The batch step: coalescing, versions, and independence from batch boundaries."""
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,7 +78,7 @@ def test_final_state_does_not_depend_on_batch_boundaries(stream, cuts):
     whole = apply_batch(actions, {}, RULES).users
     users: dict[str, UserState] = {}
     bounds = sorted({0, len(actions), *(cut for cut in cuts if cut < len(actions))})
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in pairwise(bounds):
         users = {**users, **apply_batch(actions[start:end], users, RULES).users}
     assert {u: s.profile for u, s in users.items()} == {u: s.profile for u, s in whole.items()}
     assert {u: s.labels.segments for u, s in users.items()} == {

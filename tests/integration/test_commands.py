@@ -1,0 +1,103 @@
+"""`segstream dev` and `segstream demo` as a newcomer runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_dev_up_env_down(tmp_path):
+    up = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    try:
+        again = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+        assert again.returncode == 1
+        assert "already runs" in again.stderr
+
+        env = run("dev", "env", "--dir", "stack", cwd=tmp_path)
+        assert env.returncode == 0, env.stderr
+        settings = dict(re.findall(r"^export (SEGSTREAM_\w+)=(\S+)$", env.stdout, re.MULTILINE))
+        assert set(settings) == {"SEGSTREAM_KAFKA_BOOTSTRAP", "SEGSTREAM_REDIS_URL"}
+        assert redis.Redis.from_url(settings["SEGSTREAM_REDIS_URL"]).ping()
+        admin = AdminClient({"bootstrap.servers": settings["SEGSTREAM_KAFKA_BOOTSTRAP"]})
+        assert admin.list_topics(timeout=10) is not None
+    finally:
+        down = run("dev", "down", "--dir", "stack", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert processes_mentioning(str(tmp_path / "stack")) == []
+    gone = run("dev", "env", "--dir", "stack", cwd=tmp_path)
+    assert gone.returncode == 1
+    assert "no dev stack is running" in gone.stderr
+
+
+def test_demo_runs_for_its_duration_prints_a_summary_and_stops_everything(tmp_path):
+    started = time.monotonic()
+    demo = run(
+        "demo", "--duration", "8", "--users", "150", "--rate", "3000", cwd=tmp_path, timeout=120
+    )
+    assert demo.returncode == 0, demo.stderr + demo.stdout
+    assert time.monotonic() - started < 60
+    summary = demo.stdout.split("segments at the end of the demo")[-1]
+    events = int(re.search(r"events\s+([\d,]+)", summary).group(1).replace(",", ""))
+    dead = int(re.search(r"dead letters \(DLQ\)\s+([\d,]+)", summary).group(1).replace(",", ""))
+    assert events > 5_000
+    assert dead > 0
+    assert re.search(r"events/s\s+[\d,]+", summary)
+    scratch = re.search(r"logs in (\S+segstream-demo-\w+)", demo.stdout).group(1)
+    assert processes_mentioning(scratch) == []
+
+
+def test_demo_ends_cleanly_on_ctrl_c(tmp_path):
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams", "demo", "--duration", "120", "--users", "100"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(10)
+    os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    stdout, stderr = demo.communicate(timeout=60)
+    assert demo.returncode == 0, stderr
+    assert "segments at the end of the demo" in stdout
+    scratch = re.search(r"logs in (\S+segstream-demo-\w+)", stdout).group(1)
+    assert processes_mentioning(scratch) == []
