@@ -98,7 +98,7 @@ class _Shopper:
         while moment < stop:
             sessions.append(moment)
             moment += rng.expovariate(1 / mean_gap)
-        returns = persona.return_share and rng.random() < persona.return_share
+        returns = persona.return_share > 0 and rng.random() < persona.return_share
         if returns:
             sessions.append(self.end - rng.random() * 10 * _DAY)
         identify_at = len(sessions) - 1 if self.user.identified and not self._always_known() else -1
