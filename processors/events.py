@@ -185,7 +185,7 @@ SegmentEvent: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 
-_EVENT: TypeAdapter[SegmentEvent] = TypeAdapter(SegmentEvent)  # type: ignore[arg-type]
+_EVENT: TypeAdapter[SegmentEvent] = TypeAdapter(SegmentEvent)  # type: ignore[arg-type, unused-ignore]
 
 
 class _InvalidFieldError(ValueError):
