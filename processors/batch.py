@@ -1,7 +1,8 @@
-"""One batch of actions applied to user state: the worker's pure core.
+"""One batch of a partition's actions applied to user state: the worker's pure core.
 
-Actions are applied in the order given; each touched user is then evaluated
-once against the rules, so a batch yields at most one change per user.
+Actions are applied in the order given (the aggregates do not depend on it);
+a `messageId` seen before is skipped. Each touched user is then evaluated once
+against the rules, so a batch yields at most one change per user.
 
 >>> from processors.events import Action, EventKind
 >>> from processors.rules import parse_rules
@@ -9,19 +10,20 @@ once against the rules, so a batch yields at most one change per user.
 ... segments:
 ...   - name: Buyers
 ...     description: Ordered at least once.
-...     condition: {feature: orders, op: ">=", value: 1}
+...     condition: {feature: orders_lifetime, op: ">=", value: 1}
 ... ''')
->>> actions = [Action("u1", "m1", EventKind.PAGE, 10.0), Action("u1", "m2", EventKind.ORDER, 20.0)]
->>> outcome = apply_batch(actions, {}, rules)
->>> [(c.user_id, c.entered, c.version) for c in outcome.changes]
-[('u1', ('Buyers',), 1)]
+>>> actions = [Action("u1", "m1", EventKind.PAGE, 10.0), Action("u1", "m2", EventKind.ORDER, 20.0),
+...            Action("u1", "m2", EventKind.ORDER, 20.0)]
+>>> outcome = apply_batch(actions, {}, rules, watermark=0.0)
+>>> [(c.user_id, c.entered, c.version) for c in outcome.changes], outcome.duplicates
+([('u1', ('Buyers',), 1)], 1)
 >>> outcome.users["u1"].profile.events
 2
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.events import Action
@@ -37,18 +39,25 @@ class BatchOutcome:
     users: dict[str, UserState]
     changes: list[SegmentChange]
     new_users: int
+    duplicates: int
 
 
 def apply_batch(
-    actions: Sequence[Action], stored: Mapping[str, UserState], rules: RuleSet
+    actions: Sequence[Action],
+    stored: Mapping[str, UserState],
+    rules: RuleSet,
+    *,
+    watermark: float,
 ) -> BatchOutcome:
-    """Fold ``actions`` into the users' ``stored`` state and re-evaluate their segments.
+    """Fold one partition's `actions` into its users' `stored` state and re-evaluate them.
 
-    ``stored`` holds the state loaded for (some of) the actions' users; a user
-    without one starts empty. The states in ``stored`` are updated in place.
+    `stored` holds the state loaded for (some of) the actions' users; a user
+    without one starts empty. The states in `stored` are updated in place.
+    `watermark` is the partition's watermark after these actions: message ids
+    of events before it can be forgotten, since a duplicate of them is late.
     """
     users: dict[str, UserState] = {}
-    new_users = 0
+    new_users = duplicates = 0
     for action in actions:
         user = users.get(action.user_id)
         if user is None:
@@ -57,15 +66,35 @@ def apply_batch(
                 user = UserState()
                 new_users += 1
             users[action.user_id] = user
-        user.profile.apply(action)
+        if user.first_time(action):
+            user.profile.apply(action)
+        else:
+            duplicates += 1
+    for user in users.values():
+        user.forget_before(watermark)
+    changes = evaluate(users.items(), rules, reason=ChangeReason.EVENT)
+    return BatchOutcome(users, changes, new_users, duplicates)
+
+
+def evaluate(
+    users: Iterable[tuple[str, UserState]],
+    rules: RuleSet,
+    *,
+    reason: str,
+    as_of: float | None = None,
+) -> list[SegmentChange]:
+    """Evaluate `users` as of `as_of` (default: their latest event) and return the changes.
+
+    Evaluation never goes back in time: a user is evaluated as of the later of
+    `as_of`, their latest event and their previous evaluation.
+    """
     changes = []
-    for user_id, user in users.items():
-        as_of = user.profile.last_seen or 0.0
-        user.as_of = as_of
-        segments = rules.evaluate(user.profile.features(as_of))
-        change = user.labels.move_to(
-            segments, user_id=user_id, reason=ChangeReason.EVENT, event_time=as_of
-        )
+    for user_id, user in users:
+        moment = max(user.as_of, float(user.profile.last_seen or 0), as_of or 0.0)
+        user.as_of = moment
+        user.profile.prune(moment)
+        segments = rules.evaluate(user.profile.features(moment))
+        change = user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)
         if change is not None:
             changes.append(change)
-    return BatchOutcome(users, changes, new_users)
+    return changes

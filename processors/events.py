@@ -1,7 +1,7 @@
 """Segment Spec events: validation and reduction to compact actions.
 
-Trackers send Segment-style JSON (``track``, ``page``, ``screen``, ``identify``,
-``alias``, ``group``). :func:`decode_event` validates one raw message with
+Trackers send Segment-style JSON (`track`, `page`, `screen`, `identify`,
+`alias`, `group`). :func:`decode_event` validates one raw message with
 pydantic and reduces it to an :class:`Action`, the small record the rest of the
 pipeline works with, or to a :class:`Rejection` naming why it cannot be used.
 
@@ -59,7 +59,7 @@ TRACK_KINDS: dict[str, EventKind] = {
 
 
 class Reason:
-    """Dead-letter reasons: stable codes carried in the ``reason`` header."""
+    """Dead-letter reasons: stable codes carried in the `reason` header."""
 
     INVALID_JSON = "invalid_json"
     INVALID_SCHEMA = "invalid_schema"
@@ -75,9 +75,9 @@ class Reason:
 class Action:
     """One validated event reduced to what segmentation needs.
 
-    ``user_id`` is the profile the event belongs to: the ``userId`` when known,
-    otherwise the ``anonymousId``. ``timestamp`` is event time in epoch seconds.
-    ``value`` is the order revenue for orders and price times quantity for cart
+    `user_id` is the profile the event belongs to: the `userId` when known,
+    otherwise the `anonymousId`. `timestamp` is event time in epoch seconds.
+    `value` is the order revenue for orders and price times quantity for cart
     adds and removals, in the event's currency units; 0 otherwise.
     """
 
@@ -104,14 +104,14 @@ _SCHEMA = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_st
 
 
 class Device(BaseModel):
-    """``context.device``; only the type (mobile, tablet, desktop, ...) is used."""
+    """`context.device`; only the type (mobile, tablet, desktop, ...) is used."""
 
     model_config = _SCHEMA
     type: str | None = None
 
 
 class Context(BaseModel):
-    """The subset of Segment's ``context`` object that segstream reads."""
+    """The subset of Segment's `context` object that segstream reads."""
 
     model_config = _SCHEMA
     device: Device | None = None
@@ -147,7 +147,7 @@ class _Common(BaseModel):
 
 
 class TrackEvent(_Common):
-    """A ``track`` call: a named action with free-form properties."""
+    """A `track` call: a named action with free-form properties."""
 
     type: Literal["track"]
     event: str = Field(min_length=1, max_length=256)
@@ -155,27 +155,27 @@ class TrackEvent(_Common):
 
 
 class PageEvent(_Common):
-    """A ``page`` (web) or ``screen`` (app) view."""
+    """A `page` (web) or `screen` (app) view."""
 
     type: Literal["page", "screen"]
     name: str | None = None
 
 
 class IdentifyEvent(_Common):
-    """An ``identify`` call; links ``anonymousId`` to ``userId`` when both are set."""
+    """An `identify` call; links `anonymousId` to `userId` when both are set."""
 
     type: Literal["identify"]
 
 
 class AliasEvent(_Common):
-    """An ``alias`` call: ``previousId`` and ``userId`` are the same person."""
+    """An `alias` call: `previousId` and `userId` are the same person."""
 
     type: Literal["alias"]
     previous_id: str = Field(alias="previousId", min_length=1, max_length=256)
 
 
 class GroupEvent(_Common):
-    """A ``group`` call; accepted and counted, not used for segmentation."""
+    """A `group` call; accepted and counted, not used for segmentation."""
 
     type: Literal["group"]
 
@@ -197,7 +197,7 @@ class _InvalidFieldError(ValueError):
 
 
 def _amount(value: Any, field: str, reason: str) -> float | None:
-    """A non-negative finite number, or ``None`` when absent."""
+    """A non-negative finite number, or `None` when absent."""
     if value is None:
         return None
     try:
@@ -218,7 +218,7 @@ def _category(value: Any, field: str) -> str | None:
 
 
 def _order(properties: Properties) -> tuple[float, tuple[str, ...]]:
-    """Revenue (``revenue``, else ``total``, else 0) and product categories."""
+    """Revenue (`revenue`, else `total`, else 0) and product categories."""
     revenue = _amount(properties.revenue, "revenue", Reason.INVALID_REVENUE)
     if revenue is None:
         revenue = _amount(properties.total, "total", Reason.INVALID_REVENUE) or 0.0
@@ -266,7 +266,7 @@ def _rejection(error: ValidationError) -> Rejection:
 
 
 def _message_id(raw: bytes, given: str | None) -> str:
-    """The event's ``messageId``, or a digest of its bytes when it has none."""
+    """The event's `messageId`, or a digest of its bytes when it has none."""
     if given:
         return given
     return "sha1:" + hashlib.sha1(raw, usedforsecurity=False).hexdigest()

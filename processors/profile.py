@@ -1,26 +1,37 @@
-"""Per-user behavioural aggregates, folded one action at a time.
+"""Per-user behavioural aggregates over sliding event-time windows.
 
-A :class:`Profile` is the state segstream keeps for one user. It is updated by
-:meth:`Profile.apply`, turned into named features by :meth:`Profile.features`,
-and flattened for storage by :meth:`Profile.to_row`.
+A :class:`Profile` is folded one action at a time by :meth:`Profile.apply`
+and read as named features by :meth:`Profile.features` as of an event time.
+Every aggregate is commutative (integer counters, minimums and maximums,
+mergeable session windows, revenue in integer cents), so the same events give
+the same profile in any arrival order. The README's "Features" section defines
+each feature, its unit, window and edge cases.
 
 >>> from processors.events import Action, EventKind
 >>> profile = Profile()
 >>> profile.apply(Action("u1", "m1", EventKind.PAGE, 1_000.0, device="mobile"))
 >>> profile.apply(Action("u1", "m2", EventKind.ORDER, 1_060.0, value=30.0))
 >>> features = profile.features(as_of=1_060.0)
->>> features["orders"], features["revenue"], features["events"]
-(1.0, 30.0, 2.0)
+>>> features["orders_1h"], features["revenue_lifetime"], features["sessions_7d"]
+(1.0, 30.0, 1.0)
 >>> Profile.from_row(profile.to_row()) == profile
 True
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from processors.events import Action, EventKind
+from processors.windows import Sessions, SlidingCounts
+
+MINUTE = 60
+HOUR = 3_600
+DAY = 86_400
+SESSION_GAP = 30 * MINUTE
+"""Inactivity that ends a session, in seconds: events 30 minutes or more apart are two sessions."""
 
 COUNTED_KINDS: dict[EventKind, str] = {
     EventKind.PAGE: "page_views",
@@ -30,92 +41,264 @@ COUNTED_KINDS: dict[EventKind, str] = {
     EventKind.CHECKOUT: "checkouts",
     EventKind.ORDER: "orders",
 }
-"""Event kinds counted per user, with the feature name of each count."""
+"""Event kinds counted per window, with the feature name of each count."""
+
+BEHAVIOUR_KINDS = frozenset(EventKind) - {EventKind.IDENTIFY, EventKind.ALIAS}
+"""Kinds that are the user's behaviour (counted in `events`); identity calls are not."""
+
+WINDOWS: dict[str, tuple[str, int]] = {
+    "1h": ("minutes", 12),
+    "24h": ("hours", 24),
+    "7d": ("days", 7),
+    "30d": ("days", 30),
+}
+"""Each count window: the bucket tier it reads and how many buckets it sums."""
 
 _KIND_SLOT = {kind: slot for slot, kind in enumerate(COUNTED_KINDS)}
-_DAY = 86_400.0
+_EVENTS, _MOBILE, _REVENUE = 6, 7, 8
+_SESSION_CART, _SESSION_ORDER = 1, 2
 
 FEATURE_NAMES: tuple[str, ...] = (
-    *COUNTED_KINDS.values(),
-    "events",
-    "revenue",
+    *(f"{name}_{window}" for name in COUNTED_KINDS.values() for window in WINDOWS),
+    "revenue_7d",
+    "revenue_30d",
+    "revenue_lifetime",
+    "orders_lifetime",
     "avg_order_value",
-    "days_since_last_seen",
+    "frequency",
+    "recency",
+    "T",
+    "monetary_value",
     "days_since_last_order",
+    "days_since_last_seen",
     "days_since_first_seen",
+    "events_lifetime",
+    "sessions_7d",
+    "session_duration_7d",
+    "bounce_rate_7d",
+    "abandoned_carts_7d",
+    "top_category_share_30d",
+    "mobile_share_30d",
+    "events_per_active_day_7d",
+    "events_per_active_day_prev_7d",
+    "engagement_velocity",
 )
-"""Every numeric feature a profile provides, in a fixed order."""
+"""Every numeric feature, in the fixed order of feature vectors."""
+
+TEXT_FEATURES: tuple[str, ...] = ("top_category_30d", "last_device")
+"""Features whose value is a name; `""` when unknown."""
+
+Features = dict[str, float | str]
+
+
+def _cents(value: float) -> int:
+    return round(value * 100)
 
 
 @dataclass(slots=True)
 class Profile:
-    """Lifetime aggregates of one user.
+    """Everything segstream knows of one user's behaviour; times are epoch seconds."""
 
-    Times are event times in epoch seconds; ``None`` means "never".
-    ``counts`` holds one count per entry of :data:`COUNTED_KINDS`.
-    """
-
-    counts: list[int] = field(default_factory=lambda: [0] * len(COUNTED_KINDS))
+    minutes: SlidingCounts = field(default_factory=lambda: SlidingCounts(5 * MINUTE, 12))
+    hours: SlidingCounts = field(default_factory=lambda: SlidingCounts(HOUR, 24))
+    days: SlidingCounts = field(default_factory=lambda: SlidingCounts(DAY, 30))
+    category_days: dict[str, dict[int, int]] = field(default_factory=dict)
+    sessions: Sessions = field(default_factory=lambda: Sessions(SESSION_GAP))
+    purchase_days: dict[int, int] = field(default_factory=dict)
+    orders: int = 0
     events: int = 0
-    revenue: float = 0.0
-    first_seen: float | None = None
-    last_seen: float | None = None
-    last_order: float | None = None
-    last_device: str | None = None
+    first_seen: int | None = None
+    last_seen: int | None = None
+    last_order: int | None = None
+    last_device: tuple[int, str] | None = None
 
     def apply(self, action: Action) -> None:
-        """Fold one action into the aggregates."""
+        """Fold one action into the aggregates (in any order)."""
+        moment = int(action.timestamp)
+        kind = action.kind
+        if kind not in BEHAVIOUR_KINDS:
+            return
         self.events += 1
-        slot = _KIND_SLOT.get(action.kind)
+        self.first_seen = moment if self.first_seen is None else min(self.first_seen, moment)
+        self.last_seen = moment if self.last_seen is None else max(self.last_seen, moment)
+        if action.device and (
+            self.last_device is None or (moment, action.device) > self.last_device
+        ):
+            self.last_device = (moment, action.device)
+        slot = _KIND_SLOT.get(kind)
         if slot is not None:
-            self.counts[slot] += 1
-        moment = action.timestamp
-        if self.first_seen is None or moment < self.first_seen:
-            self.first_seen = moment
-        if self.last_seen is None or moment >= self.last_seen:
-            self.last_seen = moment
-            if action.device:
-                self.last_device = action.device
-        if action.kind is EventKind.ORDER:
-            self.revenue += action.value
-            if self.last_order is None or moment > self.last_order:
-                self.last_order = moment
+            self.minutes.add(moment, slot)
+            self.hours.add(moment, slot)
+            self.days.add(moment, slot)
+        self.days.add(moment, _EVENTS)
+        if action.device == "mobile":
+            self.days.add(moment, _MOBILE)
+        day = moment // DAY
+        for category in action.categories:
+            per_day = self.category_days.setdefault(category, {})
+            per_day[day] = per_day.get(day, 0) + 1
+        flags = 0
+        if kind is EventKind.CART_ADD:
+            flags = _SESSION_CART
+        elif kind is EventKind.ORDER:
+            flags = _SESSION_ORDER
+            cents = _cents(action.value)
+            self.orders += 1
+            self.days.add(moment, _REVENUE, cents)
+            self.purchase_days[day] = self.purchase_days.get(day, 0) + cents
+            self.last_order = moment if self.last_order is None else max(self.last_order, moment)
+        self.sessions.add(moment, flags)
 
-    def features(self, as_of: float) -> dict[str, float]:
-        """Named numeric features as of event time ``as_of`` (epoch seconds).
+    def prune(self, as_of: float) -> None:
+        """Drop what no window as of `as_of` or later can see."""
+        self.minutes.prune(as_of)
+        self.hours.prune(as_of)
+        self.days.prune(as_of)
+        oldest_day = int(as_of // DAY) - self.days.span
+        for category in list(self.category_days):
+            per_day = {d: n for d, n in self.category_days[category].items() if d > oldest_day}
+            if per_day:
+                self.category_days[category] = per_day
+            else:
+                del self.category_days[category]
+        self.sessions.prune(as_of - 7 * DAY)
 
-        Day counts are fractional days; "never" is reported as -1.
-        """
-        values = dict(zip(COUNTED_KINDS.values(), map(float, self.counts), strict=True))
-        orders = values["orders"]
-        values["events"] = float(self.events)
-        values["revenue"] = round(self.revenue, 2)
-        values["avg_order_value"] = round(self.revenue / orders, 2) if orders else 0.0
-        values["days_since_last_seen"] = _days_since(self.last_seen, as_of)
+    def features(self, as_of: float) -> Features:
+        """Every feature as of event time `as_of` (epoch seconds)."""
+        values: Features = {}
+        tiers = {"minutes": self.minutes, "hours": self.hours, "days": self.days}
+        for window, (tier, buckets) in WINDOWS.items():
+            counts = tiers[tier].window(as_of, buckets)
+            for slot, name in enumerate(COUNTED_KINDS.values()):
+                values[f"{name}_{window}"] = float(counts[slot]) if slot < len(counts) else 0.0
+        week = self.days.window(as_of, 7)
+        month = self.days.window(as_of, 30)
+        values["revenue_7d"] = _slot(week, _REVENUE) / 100
+        values["revenue_30d"] = _slot(month, _REVENUE) / 100
+        revenue = sum(self.purchase_days.values())
+        values["revenue_lifetime"] = revenue / 100
+        values["orders_lifetime"] = float(self.orders)
+        values["avg_order_value"] = round(revenue / self.orders / 100, 2) if self.orders else 0.0
+        values.update(self._rfm(as_of))
         values["days_since_last_order"] = _days_since(self.last_order, as_of)
+        values["days_since_last_seen"] = _days_since(self.last_seen, as_of)
         values["days_since_first_seen"] = _days_since(self.first_seen, as_of)
+        values["events_lifetime"] = float(self.events)
+        values.update(self._sessions(as_of))
+        values.update(self._affinity(as_of, month))
+        values.update(self._velocity(as_of))
+        values["last_device"] = self.last_device[1] if self.last_device else ""
         return values
 
+    def _rfm(self, as_of: float) -> dict[str, float]:
+        """Buy-Till-You-Die RFM with daily periods, as lifetimes' summary computes it."""
+        if not self.purchase_days:
+            return {"frequency": 0.0, "recency": 0.0, "T": 0.0, "monetary_value": 0.0}
+        days = sorted(self.purchase_days)
+        first, last = days[0], days[-1]
+        repeat = [self.purchase_days[day] for day in days[1:]]
+        return {
+            "frequency": float(len(repeat)),
+            "recency": float(last - first),
+            "T": float(max(int(as_of // DAY) - first, 0)),
+            "monetary_value": round(sum(repeat) / len(repeat) / 100, 2) if repeat else 0.0,
+        }
+
+    def _sessions(self, as_of: float) -> dict[str, float]:
+        recent = [s for s in self.sessions.items if as_of - 7 * DAY < s[0] <= as_of]
+        closed = [s for s in recent if s[1] + SESSION_GAP <= as_of]
+        abandoned = sum(1 for s in closed if s[3] & _SESSION_CART and not s[3] & _SESSION_ORDER)
+        count = len(recent)
+        return {
+            "sessions_7d": float(count),
+            "session_duration_7d": round(sum(s[1] - s[0] for s in recent) / count, 1)
+            if count
+            else 0.0,
+            "bounce_rate_7d": round(sum(1 for s in recent if s[2] == 1) / count, 4)
+            if count
+            else 0.0,
+            "abandoned_carts_7d": float(abandoned),
+        }
+
+    def _affinity(self, as_of: float, month: list[int]) -> Features:
+        last_day = int(as_of // DAY)
+        totals = {
+            category: sum(n for day, n in per_day.items() if last_day - 30 < day <= last_day)
+            for category, per_day in self.category_days.items()
+        }
+        totals = {category: n for category, n in totals.items() if n}
+        events = _slot(month, _EVENTS)
+        values: Features = {
+            "mobile_share_30d": round(_slot(month, _MOBILE) / events, 4) if events else 0.0
+        }
+        if not totals:
+            values.update(top_category_30d="", top_category_share_30d=0.0)
+            return values
+        top = min(totals, key=lambda category: (-totals[category], category))
+        values["top_category_30d"] = top
+        values["top_category_share_30d"] = round(totals[top] / sum(totals.values()), 4)
+        return values
+
+    def _velocity(self, as_of: float) -> dict[str, float]:
+        recent = _slot(self.days.window(as_of, 7), _EVENTS)
+        before = _slot(self.days.window(as_of, 7, skip=7), _EVENTS)
+        recent_days = self.days.active(as_of, 7)
+        before_days = self.days.active(as_of, 7, skip=7)
+        per_day = recent / recent_days if recent_days else 0.0
+        per_day_before = before / before_days if before_days else 0.0
+        return {
+            "events_per_active_day_7d": round(per_day, 4),
+            "events_per_active_day_prev_7d": round(per_day_before, 4),
+            "engagement_velocity": round(math.log2((per_day + 1) / (per_day_before + 1)), 4),
+        }
+
     def to_row(self) -> list[Any]:
-        """The aggregates as a plain list, for compact serialisation."""
+        """The aggregates as plain, canonical lists (sorted keys) for serialisation."""
         return [
-            self.counts,
+            self.minutes.to_row(),
+            self.hours.to_row(),
+            self.days.to_row(),
+            [
+                [name, sorted(per_day.items())]
+                for name, per_day in sorted(self.category_days.items())
+            ],
+            self.sessions.items,
+            sorted(self.purchase_days.items()),
+            self.orders,
             self.events,
-            self.revenue,
             self.first_seen,
             self.last_seen,
             self.last_order,
-            self.last_device,
+            list(self.last_device) if self.last_device else None,
         ]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Profile:
         """Inverse of :meth:`to_row`."""
-        counts, events, revenue, first_seen, last_seen, last_order, device = row
-        return cls(counts, events, revenue, first_seen, last_seen, last_order, device)
+        profile = cls()
+        minutes, hours, days, categories, sessions, purchases, *scalars = row
+        profile.minutes.load_row(minutes)
+        profile.hours.load_row(hours)
+        profile.days.load_row(days)
+        profile.category_days = {name: dict(map(tuple, pairs)) for name, pairs in categories}
+        profile.sessions.items = sessions
+        profile.purchase_days = dict(map(tuple, purchases))
+        orders, events, first_seen, last_seen, last_order, last_device = scalars
+        profile.orders, profile.events = orders, events
+        profile.first_seen, profile.last_seen, profile.last_order = (
+            first_seen,
+            last_seen,
+            last_order,
+        )
+        profile.last_device = (last_device[0], last_device[1]) if last_device else None
+        return profile
 
 
-def _days_since(moment: float | None, as_of: float) -> float:
+def _slot(counts: list[int], slot: int) -> int:
+    return counts[slot] if slot < len(counts) else 0
+
+
+def _days_since(moment: int | None, as_of: float) -> float:
     if moment is None:
         return -1.0
-    return round(max(0.0, as_of - moment) / _DAY, 4)
+    return round(max(0.0, as_of - moment) / DAY, 4)

@@ -1,8 +1,8 @@
 """Rule-defined segments: a YAML file of named conditions over features.
 
-A rule file lists segments; each has a ``name``, a ``description`` and a
-``condition`` built from ``all``, ``any`` and ``not`` over comparisons
-``{feature, op, value}``. :func:`parse_rules` validates the text with pydantic
+A rule file lists segments; each has a `name`, a `description` and a
+`condition` built from `all`, `any` and `not` over comparisons
+`{feature, op, value}`. :func:`parse_rules` validates the text with pydantic
 and reports every error with its line and field; :meth:`RuleSet.evaluate`
 returns the names of the segments a user's features satisfy.
 
@@ -10,15 +10,15 @@ returns the names of the segments a user's features satisfy.
 ... segments:
 ...   - name: Buyers
 ...     description: Ordered at least once.
-...     condition: {feature: orders, op: ">=", value: 1}
+...     condition: {feature: orders_lifetime, op: ">=", value: 1}
 ...   - name: Browsers
 ...     description: Looks a lot, never buys.
 ...     condition:
 ...       all:
-...         - {feature: product_views, op: ">=", value: 10}
-...         - not: {feature: orders, op: ">", value: 0}
+...         - {feature: product_views_30d, op: ">=", value: 10}
+...         - not: {feature: orders_lifetime, op: ">", value: 0}
 ... ''')
->>> rules.evaluate({"orders": 0.0, "product_views": 12.0})
+>>> rules.evaluate({"orders_lifetime": 0.0, "product_views_30d": 12.0})
 ('Browsers',)
 >>> parse_rules("segments:\\n  - name: X\\n    condition: {feature: nope, op: '>', value: 1}\\n")
 Traceback (most recent call last):
@@ -45,14 +45,16 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from processors.profile import FEATURE_NAMES
+from processors.profile import FEATURE_NAMES, TEXT_FEATURES
 
-Features = Mapping[str, float]
+Features = Mapping[str, float | str]
 Predicate = Callable[[Features], bool]
 
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
@@ -67,18 +69,32 @@ class _Node(BaseModel):
 
 
 class Comparison(_Node):
-    """``feature op value``, e.g. ``{feature: orders, op: ">=", value: 3}``."""
+    """`feature op value`, e.g. `{feature: orders_30d, op: ">=", value: 3}`.
+
+    Numeric features compare with any operator against a number; text
+    features (`top_category_30d`, `last_device`) with `==` or `!=` against a name.
+    """
 
     feature: str
     op: Literal[">", ">=", "<", "<=", "==", "!="]
-    value: float
+    value: float | str
 
     @field_validator("feature")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in FEATURE_NAMES:
+        if name not in FEATURE_NAMES and name not in TEXT_FEATURES:
             raise ValueError(f"unknown feature {name!r}")
         return name
+
+    @model_validator(mode="after")
+    def _typed(self) -> Comparison:
+        if self.feature in TEXT_FEATURES:
+            if self.op not in ("==", "!="):
+                raise PydanticCustomError("text_feature", "a text feature compares with == or !=")
+            self.__dict__["value"] = str(self.value)
+        elif isinstance(self.value, str):
+            raise PydanticCustomError("number", "value should be a number for this feature")
+        return self
 
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
@@ -168,7 +184,7 @@ class RuleError:
 
 
 class RuleFileError(ValueError):
-    """A rule file that cannot be used; ``errors`` lists every problem."""
+    """A rule file that cannot be used; `errors` lists every problem."""
 
     def __init__(self, source: str, errors: Sequence[RuleError]) -> None:
         self.source = source
@@ -191,7 +207,7 @@ class RuleSet:
         return tuple(name for name, _ in self._compiled)
 
     def evaluate(self, features: Features) -> tuple[str, ...]:
-        """Names of the segments whose condition ``features`` meet, in file order."""
+        """Names of the segments whose condition `features` meet, in file order."""
         return tuple(name for name, predicate in self._compiled if predicate(features))
 
 

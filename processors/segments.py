@@ -17,18 +17,19 @@ import orjson
 
 
 class ChangeReason:
-    """Why a user's segments changed; carried as ``reason`` on change events."""
+    """Why a user's segments changed; carried as `reason` on change events."""
 
     EVENT = "event"
+    TIME = "time"
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentChange:
     """A user entered or left segments.
 
-    ``version`` grows by one with every change of the same user, so a consumer
+    `version` grows by one with every change of the same user, so a consumer
     that drops versions it has seen sees every transition exactly once.
-    ``event_time`` is the event time (epoch seconds) the change is as of.
+    `event_time` is the event time (epoch seconds) the change is as of.
     """
 
     user_id: str
@@ -65,7 +66,7 @@ class UserLabels:
     def move_to(
         self, segments: tuple[str, ...], *, user_id: str, reason: str, event_time: float
     ) -> SegmentChange | None:
-        """Adopt ``segments``; return the change, or ``None`` when nothing moved."""
+        """Adopt `segments`; return the change, or `None` when nothing moved."""
         if segments == self.segments:
             return None
         before, after = set(self.segments), set(segments)

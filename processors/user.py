@@ -2,7 +2,10 @@
 
 >>> from processors.events import Action, EventKind
 >>> user = UserState()
->>> user.profile.apply(Action("u1", "m1", EventKind.PAGE, 100.0))
+>>> action = Action("u1", "m1", EventKind.PAGE, 100.0)
+>>> user.first_time(action), user.first_time(action)
+(True, False)
+>>> user.profile.apply(action)
 >>> user.labels.segments = ("Browsers",)
 >>> UserState.from_bytes(user.to_bytes()) == user
 True
@@ -10,31 +13,50 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from processors.events import Action
 from processors.profile import Profile
 from processors.segments import UserLabels
 
 
+def message_digest(message_id: str) -> int:
+    """A 64-bit digest of a `messageId`, for remembering it in little space."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big")
+
+
 @dataclass(slots=True)
 class UserState:
-    """A user's aggregates and labels; ``as_of`` is the event time they were last evaluated at."""
+    """A user's aggregates and labels.
+
+    `as_of` is the event time they were last evaluated at. `recent` maps the
+    digests of the user's recent `messageId`s to their event times, so a
+    message delivered twice is applied once.
+    """
 
     profile: Profile = field(default_factory=Profile)
     labels: UserLabels = field(default_factory=UserLabels)
     as_of: float = 0.0
+    recent: dict[int, int] = field(default_factory=dict)
 
-    def to_bytes(self) -> bytes:
-        """Compact serialisation (msgpack) for the state store."""
-        row = [self.profile.to_row(), list(self.labels.segments), self.labels.version, self.as_of]
-        packed: bytes = msgpack.packb(row)
-        return packed
+    def first_time(self, action: Action) -> bool:
+        """Remember `action`'s `messageId`; False when it was seen before."""
+        digest = message_digest(action.message_id)
+        if digest in self.recent:
+            return False
+        self.recent[digest] = int(action.timestamp)
+        return True
+
+    def forget_before(self, moment: float) -> None:
+        """Forget message ids of events before `moment` (a duplicate of them would be late)."""
+        self.recent = {digest: when for digest, when in self.recent.items() if when >= moment}
 
     def document(self, user_id: str) -> dict[str, Any]:
-        """The user as exported: id, features as of ``as_of``, segments and version."""
+        """The user as exported: id, features as of `as_of`, segments and version."""
         return {
             "user_id": user_id,
             "features": self.profile.features(self.as_of),
@@ -43,8 +65,25 @@ class UserState:
             "as_of": self.as_of,
         }
 
+    def to_bytes(self) -> bytes:
+        """Compact serialisation (msgpack) for the state store."""
+        row = [
+            self.profile.to_row(),
+            list(self.labels.segments),
+            self.labels.version,
+            self.as_of,
+            sorted(self.recent.items()),
+        ]
+        packed: bytes = msgpack.packb(row)
+        return packed
+
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
         """Inverse of :meth:`to_bytes`."""
-        profile, segments, version, as_of = msgpack.unpackb(data)
-        return cls(Profile.from_row(profile), UserLabels(tuple(segments), version), as_of)
+        profile, segments, version, as_of, recent = msgpack.unpackb(data)
+        return cls(
+            Profile.from_row(profile),
+            UserLabels(tuple(segments), version),
+            as_of,
+            {digest: when for digest, when in recent},
+        )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
-    """Key names under one ``prefix``; see the README's "Redis keys" table."""
+    """Key names under one `prefix`; see the README's "Redis keys" table."""
 
     prefix: str = "seg"
 
@@ -27,12 +27,16 @@ class KeyLayout:
         return f"{self.prefix}:u:{user_id}"
 
     def members(self, segment: str) -> str:
-        """Set: the ids of the users in ``segment``."""
+        """Set: the ids of the users in `segment`."""
         return f"{self.prefix}:m:{segment}"
 
     def offset(self, group: str, topic: str, partition: int) -> str:
-        """String: the next input offset of a partition, committed with the state it produced."""
+        """String: a partition's progress (offset, watermark), committed with the state."""
         return f"{self.prefix}:o:{group}:{topic}:{partition}"
+
+    def partition_users(self, topic: str, partition: int) -> str:
+        """Set: the users whose events arrive on a partition (for watermark sweeps)."""
+        return f"{self.prefix}:pu:{topic}:{partition}"
 
     @property
     def segments(self) -> str:

@@ -20,7 +20,7 @@ class ReadModel:
         self._store = RedisStateStore(client, keys, group="")
 
     def user(self, user_id: str) -> dict[str, Any] | None:
-        """One user's exported document, or ``None`` when segstream has not seen them."""
+        """One user's exported document, or `None` when segstream has not seen them."""
         found = self._store.load([user_id]).get(user_id)
         return None if found is None else found.document(user_id)
 
@@ -40,6 +40,6 @@ class ReadModel:
         return dict(zip(names, sizes, strict=True))
 
     def counters(self) -> dict[str, int]:
-        """Pipeline totals: ``events``, ``dead_letters``, ``changes`` and so on."""
+        """Pipeline totals: `events`, `dead_letters`, `changes` and so on."""
         raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.counters))
         return {name.decode(): int(value) for name, value in raw.items()}

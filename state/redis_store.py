@@ -1,7 +1,7 @@
 """The Redis implementation of :class:`~state.store.StateStore`.
 
-One batch is one ``MULTI``/``EXEC`` transaction. The partitions' offset keys
-are ``WATCH``ed and checked first, so a worker that lost a partition in a
+One batch is one `MULTI`/`EXEC` transaction. The partitions' offset keys
+are `WATCH`ed and checked first, so a worker that lost a partition in a
 rebalance cannot overwrite the state its successor has written.
 """
 
@@ -15,13 +15,13 @@ import redis
 
 from processors.user import UserState
 from state.keys import KeyLayout
-from state.store import BatchCommit, PartitionFencedError
+from state.store import BatchCommit, PartitionFencedError, PartitionProgress
 
 _LOAD_CHUNK = 1_000
 
 
 class RedisStateStore:
-    """State of record in Redis, for the consumer ``group``."""
+    """State of record in Redis, for the consumer `group`."""
 
     def __init__(self, client: redis.Redis, keys: KeyLayout, group: str) -> None:
         self.client = client
@@ -29,7 +29,7 @@ class RedisStateStore:
         self.group = group
 
     def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """The stored state of each of ``user_ids`` that has one (one MGET per 1,000)."""
+        """The stored state of each of `user_ids` that has one (one MGET per 1,000)."""
         ids = list(user_ids)
         found: dict[str, UserState] = {}
         for start in range(0, len(ids), _LOAD_CHUNK):
@@ -40,35 +40,48 @@ class RedisStateStore:
                     found[user_id] = UserState.from_bytes(cast(bytes, blob))
         return found
 
-    def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
-        """The next offset to read of each partition, ``None`` where none is committed."""
+    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+        """The committed progress of each partition that has one."""
         if not partitions:
             return {}
         keys = [self.keys.offset(self.group, topic, partition) for partition in partitions]
-        values = self.client.mget(keys)
+        values = cast(list[bytes | None], self.client.mget(keys))
         return {
-            partition: None if value is None else int(value)
+            partition: PartitionProgress.parse(value.decode())
             for partition, value in zip(partitions, values, strict=True)
+            if value is not None
         }
 
+    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
+        """Every user whose events arrive on the partition, in chunks of about 1,000."""
+        key = self.keys.partition_users(topic, partition)
+        chunk: list[str] = []
+        for member in self.client.sscan_iter(key, count=_LOAD_CHUNK):
+            chunk.append(cast(bytes, member).decode())
+            if len(chunk) >= _LOAD_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
     def commit(self, batch: BatchCommit) -> None:
-        """Write ``batch`` in one transaction, fenced on its partitions' offsets."""
-        offset_keys = [self.keys.offset(self.group, r.topic, r.partition) for r in batch.ranges]
+        """Write `batch` in one transaction, fenced on its partitions' offsets."""
+        keys = [self.keys.offset(self.group, p.topic, p.partition) for p in batch.partitions]
         with self.client.pipeline(transaction=True) as pipe:
             try:
-                if offset_keys:
-                    pipe.watch(*offset_keys)  # type: ignore[no-untyped-call]
-                    stored = pipe.mget(offset_keys)
-                    for committed, consumed in zip(stored, batch.ranges, strict=True):
-                        expected = None if consumed.start is None else str(consumed.start)
-                        actual = None if committed is None else cast(bytes, committed).decode()
-                        if actual != expected:
+                if keys:
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    stored = cast(list[bytes | None], pipe.mget(keys))
+                    for value, consumed in zip(stored, batch.partitions, strict=True):
+                        actual = None if value is None else PartitionProgress.parse(value.decode())
+                        offset = None if actual is None else actual.offset
+                        if offset != consumed.start:
                             raise PartitionFencedError(
-                                f"{consumed.topic}[{consumed.partition}] is at offset {actual}, "
-                                f"this worker expected {expected}"
+                                f"{consumed.topic}[{consumed.partition}] is at offset {offset}, "
+                                f"this worker expected {consumed.start}"
                             )
                 pipe.multi()
-                self._write(pipe, batch, offset_keys)
+                self._write(pipe, batch, keys)
                 pipe.execute()
             except redis.WatchError as error:
                 raise PartitionFencedError("a partition was committed concurrently") from error
@@ -98,8 +111,12 @@ class RedisStateStore:
         for name, amount in batch.counters.items():
             if amount:
                 pipe.hincrby(keys.counters, name, amount)
-        for key, consumed in zip(offset_keys, batch.ranges, strict=True):
-            pipe.set(key, consumed.end)
+        for key, consumed in zip(offset_keys, batch.partitions, strict=True):
+            pipe.set(key, consumed.progress.encode())
+            if consumed.new_users:
+                pipe.sadd(
+                    keys.partition_users(consumed.topic, consumed.partition), *consumed.new_users
+                )
 
     def users(self) -> Iterator[tuple[str, UserState]]:
         """Every stored user, scanned in chunks."""

@@ -1,9 +1,11 @@
 """What a state store keeps and how one batch is committed to it.
 
 A batch's commit is atomic: the touched users' state, their labels and
-segment membership, the pipeline counters, and the input offsets the batch
-ends at are written together or not at all. A worker that restarts seeks to
-the committed offsets, so every event's effect is in the store exactly once.
+segment membership, the pipeline counters, and each partition's progress (the
+offset the batch ends at and the partition's event-time watermark) are written
+together or not at all. A worker that restarts seeks to the committed offsets
+and resumes the committed watermarks, so every event's effect is in the store
+exactly once and late events are judged the same way again.
 """
 
 from __future__ import annotations
@@ -17,16 +19,41 @@ from processors.user import UserState
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionRange:
-    """Input consumed from one partition: from ``start`` (the committed offset) to ``end``.
+class PartitionProgress:
+    """Where a partition stands: the next offset to read and its watermark's state.
 
-    ``start`` is ``None`` when nothing was committed for the partition before.
+    >>> PartitionProgress.parse(PartitionProgress(42, 1700.5, -1.0).encode())
+    PartitionProgress(offset=42, max_event_time=1700.5, floor=-1.0)
+    """
+
+    offset: int
+    max_event_time: float
+    floor: float
+
+    def encode(self) -> str:
+        """The stored form: `offset max_event_time floor`."""
+        return f"{self.offset} {self.max_event_time!r} {self.floor!r}"
+
+    @classmethod
+    def parse(cls, text: str) -> PartitionProgress:
+        """Inverse of :meth:`encode`."""
+        offset, max_event_time, floor = text.split()
+        return cls(int(offset), float(max_event_time), float(floor))
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCommit:
+    """A batch's input from one partition: from `start` (the committed offset) to `progress`.
+
+    `start` is `None` when nothing was committed for the partition before;
+    `new_users` are the users first seen in this batch on this partition.
     """
 
     topic: str
     partition: int
     start: int | None
-    end: int
+    progress: PartitionProgress
+    new_users: Sequence[str] = ()
 
 
 @dataclass(slots=True)
@@ -35,7 +62,7 @@ class BatchCommit:
 
     users: Mapping[str, UserState]
     changes: Sequence[SegmentChange]
-    ranges: Sequence[PartitionRange]
+    partitions: Sequence[PartitionCommit]
     counters: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -47,15 +74,19 @@ class StateStore(Protocol):
     """The worker's state of record."""
 
     def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """The stored state of each of ``user_ids`` that has one."""
+        """The stored state of each of `user_ids` that has one."""
         ...
 
-    def committed_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
-        """The next offset to read of each partition, ``None`` where none is committed."""
+    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+        """The committed progress of each partition that has one."""
+        ...
+
+    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
+        """Every user whose events arrive on the partition, in chunks."""
         ...
 
     def commit(self, batch: BatchCommit) -> None:
-        """Write ``batch`` atomically; raise :class:`PartitionFencedError` if fenced."""
+        """Write `batch` atomically; raise :class:`PartitionFencedError` if fenced."""
         ...
 
     def users(self) -> Iterator[tuple[str, UserState]]:

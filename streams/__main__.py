@@ -1,4 +1,4 @@
-"""``python -m streams`` runs the ``segstream`` command line."""
+"""`python -m streams` runs the `segstream` command line."""
 
 from streams.cli import main
 

@@ -1,4 +1,4 @@
-"""The ``segstream`` command line: one entry point for every process and tool."""
+"""The `segstream` command line: one entry point for every process and tool."""
 
 from __future__ import annotations
 

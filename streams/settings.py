@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SEGSTREAM_"
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
     """Longest a batch waits to fill, in milliseconds."""
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
+    allowed_lateness_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
+    """How far behind a partition's newest event time an event may arrive and still count, in s."""
+    dedup_horizon_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
+    """How long a `messageId` is remembered, in event-time seconds; at least the lateness."""
+    max_future_seconds: float = Field(86_400, ge=0)
+    """Events stamped further than this past the wall clock are dead-lettered, in s."""
     max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)
     """Largest event accepted, in bytes; larger ones are dead-lettered as `oversized`."""
 
@@ -81,6 +88,16 @@ class Settings(BaseSettings):
     """Address `/metrics` listens on; 0.0.0.0 to be scraped from other hosts."""
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """Logging threshold: DEBUG, INFO, WARNING or ERROR."""
+
+    @model_validator(mode="after")
+    def _horizon_covers_lateness(self) -> Settings:
+        if self.dedup_horizon_seconds < self.allowed_lateness_seconds:
+            raise PydanticCustomError(
+                "dedup_horizon",
+                "SEGSTREAM_DEDUP_HORIZON_SECONDS must be at least "
+                "SEGSTREAM_ALLOWED_LATENESS_SECONDS, or a late duplicate could be applied twice",
+            )
+        return self
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(
@@ -110,6 +127,9 @@ def settings_table() -> str:
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False):
+        if not problem["loc"]:
+            lines.append(f"invalid settings: {problem['msg']}")
+            continue
         name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
         value = problem.get("input")
         shown = f"={value}" if isinstance(value, str | int | float) else ""

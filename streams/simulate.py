@@ -70,10 +70,10 @@ def send(
     limit: int,
     stop: threading.Event,
 ) -> int:
-    """Write events to ``sink`` at ``rate`` per second (0: unthrottled).
+    """Write events to `sink` at `rate` per second (0: unthrottled).
 
-    Ends when the history is exhausted, after ``duration`` seconds (0: no limit),
-    after ``limit`` events (0: no limit), or when ``stop`` is set. Returns the
+    Ends when the history is exhausted, after `duration` seconds (0: no limit),
+    after `limit` events (0: no limit), or when `stop` is set. Returns the
     number of events written.
     """
     started = time.monotonic()

@@ -1,6 +1,6 @@
 """Simulated shoppers: a reproducible stream of Segment events from personas.
 
-Every user draws from its own random generator seeded by ``(seed, index)``, so
+Every user draws from its own random generator seeded by `(seed, index)`, so
 the events of one user do not depend on how many others there are, and the
 same seed always gives the same stream. Events come out in event-time order.
 
@@ -43,8 +43,8 @@ _LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES")
 class SimulatedUser:
     """A simulated shopper and their ground-truth persona.
 
-    ``user_id`` is the id segstream will know them by at the end: their
-    ``userId`` when they are identified, otherwise their ``anonymousId``.
+    `user_id` is the id segstream will know them by at the end: their
+    `userId` when they are identified, otherwise their `anonymousId`.
     """
 
     index: int
@@ -214,8 +214,8 @@ _MALFORMED: tuple[bytes, ...] = (
 class Simulation:
     """A population of shoppers drawn from :data:`~streams.personas.PERSONAS`.
 
-    ``end`` is the event time (epoch seconds) the history ends at.
-    ``invalid_share`` adds that share of malformed events on top of the valid
+    `end` is the event time (epoch seconds) the history ends at.
+    `invalid_share` adds that share of malformed events on top of the valid
     ones, leaving the valid stream unchanged.
     """
 

@@ -39,7 +39,7 @@ def produce(config, simulation, limit=0, skip=0):
 def oracle(config, events):
     decoded = [decode_event(event.value, max_bytes=config.max_event_bytes) for event in events]
     actions = [item for item in decoded if isinstance(item, Action)]
-    return apply_batch(actions, {}, load_rules(config)).users, decoded
+    return apply_batch(actions, {}, load_rules(config), watermark=0.0).users, decoded
 
 
 def assert_store_matches(config, model, expected):

@@ -1,27 +1,36 @@
-"""The batch step: coalescing, versions, and independence from batch boundaries."""
+"""The batch step: coalescing, versions, dedup, and independence from order and batching."""
 
+import random
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.batch import apply_batch
+from processors.batch import apply_batch, evaluate
 from processors.events import Action, EventKind
 from processors.rules import parse_rules
 from processors.user import UserState
+from processors.watermark import Watermark
 
 RULES = parse_rules("""
 segments:
   - name: Buyers
     description: ordered
-    condition: {feature: orders, op: ">=", value: 1}
+    condition: {feature: orders_lifetime, op: ">=", value: 1}
   - name: Browsers
     description: looked, never bought
     condition:
       all:
-        - {feature: product_views, op: ">=", value: 2}
-        - {feature: orders, op: "==", value: 0}
+        - {feature: product_views_30d, op: ">=", value: 2}
+        - {feature: orders_lifetime, op: "==", value: 0}
+  - name: Lapsed
+    description: no order for 30 days
+    condition:
+      all:
+        - {feature: orders_lifetime, op: ">=", value: 1}
+        - {feature: days_since_last_order, op: ">", value: 30}
 """)
+DAY = 86_400.0
 
 
 def test_one_change_per_user_per_batch():
@@ -30,7 +39,7 @@ def test_one_change_per_user_per_batch():
         Action("u", "2", EventKind.PRODUCT_VIEWED, 2.0),  # enters Browsers ...
         Action("u", "3", EventKind.ORDER, 3.0, value=5.0),  # ... and leaves for Buyers
     ]
-    outcome = apply_batch(actions, {}, RULES)
+    outcome = apply_batch(actions, {}, RULES, watermark=0.0)
     assert len(outcome.changes) == 1
     change = outcome.changes[0]
     assert (change.entered, change.exited, change.version, change.event_time) == (
@@ -43,11 +52,11 @@ def test_one_change_per_user_per_batch():
 
 
 def test_no_change_when_segments_stay():
-    first = apply_batch([Action("u", "1", EventKind.ORDER, 1.0)], {}, RULES)
-    again = apply_batch([Action("u", "2", EventKind.ORDER, 2.0)], first.users, RULES)
+    first = apply_batch([Action("u", "1", EventKind.ORDER, 1.0)], {}, RULES, watermark=0.0)
+    again = apply_batch([Action("u", "2", EventKind.ORDER, 2.0)], first.users, RULES, watermark=0.0)
     assert again.changes == []
     assert again.new_users == 0
-    assert again.users["u"].profile.counts[-1] == 2
+    assert again.users["u"].profile.orders == 2
 
 
 def test_versions_grow_with_each_transition():
@@ -56,31 +65,92 @@ def test_versions_grow_with_each_transition():
     for number, kind in enumerate(
         [EventKind.PRODUCT_VIEWED, EventKind.PRODUCT_VIEWED, EventKind.ORDER]
     ):
-        outcome = apply_batch([Action("u", str(number), kind, float(number))], users, RULES)
+        outcome = apply_batch(
+            [Action("u", str(number), kind, float(number))], users, RULES, watermark=0.0
+        )
         users = outcome.users
         versions += [change.version for change in outcome.changes]
     assert versions == [1, 2]
     assert users["u"].labels.segments == ("Buyers",)
 
 
+def test_a_message_id_is_applied_once_while_remembered():
+    order = Action("u", "same", EventKind.ORDER, 100.0, value=10.0)
+    first = apply_batch([order, order], {}, RULES, watermark=0.0)
+    assert first.duplicates == 1
+    again = apply_batch([order], first.users, RULES, watermark=50.0)
+    assert again.duplicates == 1
+    assert again.users["u"].profile.orders == 1
+    forgotten = apply_batch(
+        [Action("u", "x", EventKind.PAGE, 300.0)], again.users, RULES, watermark=200.0
+    )
+    assert forgotten.users["u"].recent == {next(iter(forgotten.users["u"].recent)): 300}
+
+
+def test_time_moves_a_user_into_lapsed():
+    users = apply_batch(
+        [Action("u", "1", EventKind.ORDER, 0.0, value=10.0)], {}, RULES, watermark=0.0
+    ).users
+    assert evaluate(users.items(), RULES, reason="time", as_of=29 * DAY) == []
+    [change] = evaluate(users.items(), RULES, reason="time", as_of=31 * DAY)
+    assert (change.entered, change.reason, change.event_time) == (("Lapsed",), "time", 31 * DAY)
+    assert evaluate(users.items(), RULES, reason="time", as_of=1.0) == []  # never back in time
+    assert users["u"].as_of == 31 * DAY
+
+
 kinds = st.sampled_from(
     [EventKind.PAGE, EventKind.PRODUCT_VIEWED, EventKind.ORDER, EventKind.CART_ADD]
 )
+LATENESS = 3_600.0
 streams = st.lists(
-    st.tuples(st.sampled_from(["a", "b", "c"]), kinds, st.floats(0, 1e6)), min_size=1, max_size=40
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        kinds,
+        st.floats(0, 40 * DAY),
+        st.sampled_from(["mobile", "desktop"]),
+        st.floats(0, LATENESS),
+    ),
+    min_size=1,
+    max_size=60,
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(streams, st.lists(st.integers(1, 40), max_size=5))
-def test_final_state_does_not_depend_on_batch_boundaries(stream, cuts):
-    actions = [Action(user, str(i), kind, moment) for i, (user, kind, moment) in enumerate(stream)]
-    whole = apply_batch(actions, {}, RULES).users
+def run(actions, cuts):
+    """Feed `actions` in batches cut at `cuts`, as a worker would, checking none is late."""
+    clock = Watermark(LATENESS)
     users: dict[str, UserState] = {}
     bounds = sorted({0, len(actions), *(cut for cut in cuts if cut < len(actions))})
     for start, end in pairwise(bounds):
-        users = {**users, **apply_batch(actions[start:end], users, RULES).users}
-    assert {u: s.profile for u, s in users.items()} == {u: s.profile for u, s in whole.items()}
-    assert {u: s.labels.segments for u, s in users.items()} == {
-        u: s.labels.segments for u, s in whole.items()
-    }
+        assert all(clock.admit(action.timestamp) for action in actions[start:end])
+        horizon = clock.max_event_time - LATENESS
+        users = {**users, **apply_batch(actions[start:end], users, RULES, watermark=horizon).users}
+    return {user_id: user.profile.to_row() for user_id, user in users.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams, st.lists(st.integers(1, 60), max_size=6))
+def test_profiles_do_not_depend_on_batching_or_arrival_order_within_lateness(stream, cuts):
+    actions = [
+        Action(user, str(i), kind, moment, value=9.99, categories=("c",), device=device)
+        for i, (user, kind, moment, device, _) in enumerate(stream)
+    ]
+    delays = [delay for *_, delay in stream]
+    in_time_order = sorted(actions, key=lambda action: action.timestamp)
+    arrival = sorted(range(len(actions)), key=lambda i: actions[i].timestamp + delays[i])
+    late_but_within_bound = [actions[i] for i in arrival]
+    whole = run(in_time_order, [])
+    assert run(in_time_order, cuts) == whole
+    assert run(late_but_within_bound, cuts) == whole
+
+
+def test_revenue_sums_are_exact_in_any_order():
+    amounts = [0.1, 0.2, 0.7, 19.99, 1e6 + 0.01] * 20
+    actions = [
+        Action("u", str(i), EventKind.ORDER, float(i), value=a) for i, a in enumerate(amounts)
+    ]
+    reordered = list(actions)
+    random.Random(4).shuffle(reordered)
+    forward = apply_batch(actions, {}, RULES, watermark=0.0).users["u"]
+    backward = apply_batch(reordered, {}, RULES, watermark=0.0).users["u"]
+    assert forward.to_bytes() == backward.to_bytes()
+    assert forward.profile.features(100.0)["revenue_lifetime"] == round(sum(amounts), 2)

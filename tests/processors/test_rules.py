@@ -14,19 +14,19 @@ segments:
     condition:
       any:
         - all:
-            - {feature: orders, op: ">", value: 2}
-            - {feature: revenue, op: "<", value: 100}
-        - not: {feature: page_views, op: "!=", value: 7}
+            - {feature: orders_lifetime, op: ">", value: 2}
+            - {feature: revenue_lifetime, op: "<", value: 100}
+        - not: {feature: page_views_30d, op: "!=", value: 7}
 """
 
 
 @pytest.mark.parametrize(
     ("features", "expected"),
     [
-        ({"orders": 3, "revenue": 50, "page_views": 0}, ("Mixed",)),
-        ({"orders": 3, "revenue": 150, "page_views": 0}, ()),
-        ({"orders": 0, "revenue": 0, "page_views": 7}, ("Mixed",)),
-        ({"orders": 2, "revenue": 50, "page_views": 8}, ()),
+        ({"orders_lifetime": 3, "revenue_lifetime": 50, "page_views_30d": 0}, ("Mixed",)),
+        ({"orders_lifetime": 3, "revenue_lifetime": 150, "page_views_30d": 0}, ()),
+        ({"orders_lifetime": 0, "revenue_lifetime": 0, "page_views_30d": 7}, ("Mixed",)),
+        ({"orders_lifetime": 2, "revenue_lifetime": 50, "page_views_30d": 8}, ()),
     ],
 )
 def test_nested_conditions(features, expected):
@@ -42,8 +42,8 @@ def test_every_operator():
         ("==", True),
         ("!=", False),
     ]:
-        text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders, op: '{op}', value: 1}}\n"
-        assert parse_rules(text).evaluate({"orders": 1}) == (("S",) if holds else ())
+        text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders_lifetime, op: '{op}', value: 1}}\n"
+        assert parse_rules(text).evaluate({"orders_lifetime": 1}) == (("S",) if holds else ())
 
 
 def test_default_rules_parse():
@@ -70,8 +70,8 @@ def test_errors_name_line_and_field():
     description: x
     condition:
       all:
-        - {feature: orders, op: '>=', value: 1}
-        - not: {feature: orders, op: '=>', value: 1}
+        - {feature: orders_lifetime, op: '>=', value: 1}
+        - not: {feature: orders_lifetime, op: '=>', value: 1}
         - any: []
         - {bogus: 1}
   - name: B
@@ -83,8 +83,27 @@ def test_errors_name_line_and_field():
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
         "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
-        "line 12, segments[1].condition.value: Input should be a valid number, unable to parse string as a number",
     ]
+
+
+def test_text_features_compare_by_equality_and_numbers_need_numbers():
+    text = """segments:
+  - name: A
+    description: x
+    condition:
+      all:
+        - {feature: top_category_30d, op: '>', value: shoes}
+        - {feature: orders_30d, op: '>', value: many}
+"""
+    assert errors_of(text) == [
+        "line 6, segments[0].condition.all[0]: a text feature compares with == or !=",
+        "line 7, segments[0].condition.all[1]: value should be a number for this feature",
+    ]
+    rules = parse_rules(
+        "segments:\n  - {name: Shoes, description: d, condition: {feature: top_category_30d, op: '==', value: shoes}}\n"
+    )
+    assert rules.evaluate({"top_category_30d": "shoes"}) == ("Shoes",)
+    assert rules.evaluate({"top_category_30d": "bags"}) == ()
 
 
 def test_yaml_syntax_error_has_a_line():
@@ -96,7 +115,8 @@ def test_yaml_syntax_error_has_a_line():
 def test_duplicate_names_are_refused():
     text = (
         "segments:\n"
-        + "  - {name: A, description: d, condition: {feature: orders, op: '>', value: 1}}\n" * 2
+        + "  - {name: A, description: d, condition: {feature: orders_lifetime, op: '>', value: 1}}\n"
+        * 2
     )
     assert errors_of(text) == ["line 3, segments[1].name: duplicate segment name 'A'"]
 

@@ -11,7 +11,7 @@ from processors.rules import parse_rules
 from streams.simulator import Simulation
 
 EMPTY_RULES = parse_rules(
-    "segments:\n  - {name: X, description: d, condition: {feature: orders, op: '<', value: 0}}\n"
+    "segments:\n  - {name: X, description: d, condition: {feature: orders_lifetime, op: '<', value: 0}}\n"
 )
 
 
@@ -20,7 +20,7 @@ def population():
     simulation = Simulation(users=600, seed=11)
     actions = [decode_event(event.value) for event in simulation.events()]
     assert all(isinstance(action, Action) for action in actions)
-    users = apply_batch(actions, {}, EMPTY_RULES).users
+    users = apply_batch(actions, {}, EMPTY_RULES, watermark=0.0).users
     truth = {row["user_id"]: row["persona"] for row in simulation.truth()}
     by_persona = defaultdict(list)
     for user_id, user in users.items():
@@ -70,18 +70,20 @@ def test_personas_behave_differently(population):
     assert mean(rows["luxury_buyer"], "avg_order_value") > 5 * mean(
         rows["bargain_hunter"], "avg_order_value"
     )
-    assert mean(rows["bargain_hunter"], "orders") > 1.5 * mean(rows["luxury_buyer"], "orders")
-    assert mean(rows["frequent_browser"], "product_views") > 3 * mean(
-        rows["cart_abandoner"], "product_views"
+    assert mean(rows["bargain_hunter"], "orders_lifetime") > 1.5 * mean(
+        rows["luxury_buyer"], "orders_lifetime"
     )
-    assert mean(rows["frequent_browser"], "orders") == 0
-    assert mean(rows["cart_abandoner"], "cart_adds") > 5 * mean(
-        rows["frequent_browser"], "cart_adds"
+    assert mean(rows["frequent_browser"], "product_views_30d") > 3 * mean(
+        rows["cart_abandoner"], "product_views_30d"
     )
-    assert mean(rows["cart_abandoner"], "orders") == 0
+    assert mean(rows["frequent_browser"], "orders_lifetime") == 0
+    assert mean(rows["cart_abandoner"], "cart_adds_30d") > 5 * mean(
+        rows["frequent_browser"], "cart_adds_30d"
+    )
+    assert mean(rows["cart_abandoner"], "orders_lifetime") == 0
     assert min(row["days_since_first_seen"] for row in rows["new_visitor"]) >= 0
     assert max(row["days_since_first_seen"] for row in rows["new_visitor"]) <= 7
-    buyers = [row for row in rows["lapsed_customer"] if row["orders"]]
+    buyers = [row for row in rows["lapsed_customer"] if row["orders_lifetime"]]
     assert len(buyers) > 0.8 * len(rows["lapsed_customer"])
     assert min(row["days_since_last_order"] for row in buyers) > 60
 

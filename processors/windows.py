@@ -1,0 +1,135 @@
+"""Sliding event-time windows over sparse buckets of integer counters.
+
+A :class:`SlidingCounts` keeps one small vector of counters per bucket of
+`width` seconds that has seen an event. A window of `n` buckets as of time
+`t` sums the `n` buckets ending with the one that holds `t`: it covers
+between `(n - 1) * width` and `n * width` seconds back from `t`. Adding
+is commutative, so the counters do not depend on the order events arrive in.
+
+>>> counts = SlidingCounts(width=3600, span=24)
+>>> counts.add(10 * 3600 + 5, slot=0)
+>>> counts.add(12 * 3600 + 9, slot=1, amount=2)
+>>> counts.window(as_of=12 * 3600 + 60, buckets=2)
+[0, 2]
+>>> counts.window(as_of=12 * 3600 + 60, buckets=3)
+[1, 2]
+>>> counts.prune(as_of=40 * 3600)
+>>> counts.buckets
+{}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SlidingCounts:
+    """Counters per bucket of `width` seconds; windows read up to `span` buckets.
+
+    `buckets` maps a bucket index (`floor(time / width)`) to its counters,
+    one per slot; a vector grows as higher slots are used.
+    """
+
+    width: int
+    span: int
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(self, moment: float, slot: int, amount: int = 1) -> None:
+        """Add `amount` to counter `slot` of the bucket holding `moment`."""
+        vector = self.buckets.setdefault(int(moment // self.width), [])
+        if len(vector) <= slot:
+            vector.extend([0] * (slot + 1 - len(vector)))
+        vector[slot] += amount
+
+    def window(self, as_of: float, buckets: int, *, skip: int = 0) -> list[int]:
+        """Counters summed over `buckets` buckets ending `skip` buckets before `as_of`'s."""
+        last = int(as_of // self.width) - skip
+        first = last - buckets
+        totals: list[int] = []
+        for index, vector in self.buckets.items():
+            if first < index <= last:
+                if len(totals) < len(vector):
+                    totals.extend([0] * (len(vector) - len(totals)))
+                for slot, value in enumerate(vector):
+                    totals[slot] += value
+        return totals
+
+    def active(self, as_of: float, buckets: int, *, skip: int = 0) -> int:
+        """How many of those buckets have any counter above zero."""
+        last = int(as_of // self.width) - skip
+        return sum(1 for i, v in self.buckets.items() if last - buckets < i <= last and any(v))
+
+    def prune(self, as_of: float) -> None:
+        """Drop the buckets no window as of `as_of` or later can reach."""
+        oldest = int(as_of // self.width) - self.span
+        for index in [index for index in self.buckets if index <= oldest]:
+            del self.buckets[index]
+
+    def merge(self, other: SlidingCounts) -> None:
+        """Add every counter of `other` (same width) into this one."""
+        for index, vector in other.buckets.items():
+            for slot, value in enumerate(vector):
+                if value:
+                    self.add(index * self.width, slot, value)
+
+    def to_row(self) -> list[list[int]]:
+        """Canonical plain form: `[index, *counters]` sorted by index, trailing zeros cut."""
+        rows = []
+        for index in sorted(self.buckets):
+            vector = self.buckets[index]
+            end = len(vector)
+            while end and not vector[end - 1]:
+                end -= 1
+            if end:
+                rows.append([index, *vector[:end]])
+        return rows
+
+    def load_row(self, rows: list[list[int]]) -> None:
+        """Inverse of :meth:`to_row`."""
+        self.buckets = {row[0]: row[1:] for row in rows}
+
+
+@dataclass(slots=True)
+class Sessions:
+    """Session windows: runs of events with gaps shorter than `gap` seconds.
+
+    Each session is `[start, end, events, flags]`; `flags` is an OR of the
+    bits passed to :meth:`add`. Inserting an event extends, creates or joins
+    sessions, so the result does not depend on arrival order.
+
+    >>> sessions = Sessions(gap=1800)
+    >>> for moment in (0, 600, 5000, 2000):
+    ...     sessions.add(moment)
+    >>> sessions.items
+    [[0, 2000, 3, 0], [5000, 5000, 1, 0]]
+    >>> sessions.add(3500)
+    >>> sessions.items
+    [[0, 5000, 5, 0]]
+    """
+
+    gap: int
+    items: list[list[int]] = field(default_factory=list)
+
+    def add(self, moment: float, flags: int = 0, events: int = 1) -> None:
+        """Insert one event (or a whole session's worth, for merging)."""
+        self.insert(int(moment), int(moment), events, flags)
+
+    def insert(self, start: int, end: int, events: int, flags: int) -> None:
+        """Insert a session `[start, end]`, joining every session it comes within `gap` of."""
+        kept = []
+        for session in self.items:
+            if session[0] - self.gap < end and start < session[1] + self.gap:
+                start = min(start, session[0])
+                end = max(end, session[1])
+                events += session[2]
+                flags |= session[3]
+            else:
+                kept.append(session)
+        kept.append([start, end, events, flags])
+        kept.sort()
+        self.items = kept
+
+    def prune(self, before: float) -> None:
+        """Drop sessions that ended more than `gap` before `before`; none can join them."""
+        self.items = [s for s in self.items if s[1] + self.gap >= before]
