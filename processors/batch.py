@@ -1,8 +1,8 @@
 """One batch of a partition's actions applied to user state: the worker's pure core.
 
 Actions are applied in the order given (the aggregates do not depend on it);
-a `messageId` seen before is skipped. Each touched user is then evaluated once
-against the rules, so a batch yields at most one change per user.
+a `messageId` seen before is skipped. A user is evaluated after each of their
+actions, so their transitions depend only on their own events, not on batching.
 
 >>> from processors.events import Action, EventKind
 >>> from processors.rules import parse_rules
@@ -57,6 +57,7 @@ def apply_batch(
     of events before it can be forgotten, since a duplicate of them is late.
     """
     users: dict[str, UserState] = {}
+    changes = []
     new_users = duplicates = 0
     for action in actions:
         user = users.get(action.user_id)
@@ -66,13 +67,16 @@ def apply_batch(
                 user = UserState()
                 new_users += 1
             users[action.user_id] = user
-        if user.first_time(action):
-            user.profile.apply(action)
-        else:
+        if not user.first_time(action):
             duplicates += 1
+            continue
+        user.profile.apply(action)
+        change = _evaluate(action.user_id, user, rules, ChangeReason.EVENT, None)
+        if change is not None:
+            changes.append(change)
     for user in users.values():
         user.forget_before(watermark)
-    changes = evaluate(users.items(), rules, reason=ChangeReason.EVENT)
+        user.profile.prune(user.as_of)
     return BatchOutcome(users, changes, new_users, duplicates)
 
 
@@ -83,18 +87,22 @@ def evaluate(
     reason: str,
     as_of: float | None = None,
 ) -> list[SegmentChange]:
-    """Evaluate `users` as of `as_of` (default: their latest event) and return the changes.
-
-    Evaluation never goes back in time: a user is evaluated as of the later of
-    `as_of`, their latest event and their previous evaluation.
-    """
+    """Evaluate `users` as of `as_of` (default: their latest event) and return the changes."""
     changes = []
     for user_id, user in users:
-        moment = max(user.as_of, float(user.profile.last_seen or 0), as_of or 0.0)
-        user.as_of = moment
-        user.profile.prune(moment)
-        segments = rules.evaluate(user.profile.features(moment))
-        change = user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)
+        change = _evaluate(user_id, user, rules, reason, as_of)
+        user.profile.prune(user.as_of)
         if change is not None:
             changes.append(change)
     return changes
+
+
+def _evaluate(
+    user_id: str, user: UserState, rules: RuleSet, reason: str, as_of: float | None
+) -> SegmentChange | None:
+    """Evaluation never goes back in time: as of the later of `as_of`, the user's
+    latest event and their previous evaluation."""
+    moment = max(user.as_of, float(user.profile.last_seen or 0), as_of or 0.0)
+    user.as_of = moment
+    segments = rules.evaluate(user.profile.features(moment, rules.groups))
+    return user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)

@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,36 +58,6 @@ WINDOWS: dict[str, tuple[str, int]] = {
 _KIND_SLOT = {kind: slot for slot, kind in enumerate(COUNTED_KINDS)}
 _EVENTS, _MOBILE, _REVENUE = 6, 7, 8
 _SESSION_CART, _SESSION_ORDER = 1, 2
-
-FEATURE_NAMES: tuple[str, ...] = (
-    *(f"{name}_{window}" for name in COUNTED_KINDS.values() for window in WINDOWS),
-    "revenue_7d",
-    "revenue_30d",
-    "revenue_lifetime",
-    "orders_lifetime",
-    "avg_order_value",
-    "frequency",
-    "recency",
-    "T",
-    "monetary_value",
-    "days_since_last_order",
-    "days_since_last_seen",
-    "days_since_first_seen",
-    "events_lifetime",
-    "sessions_7d",
-    "session_duration_7d",
-    "bounce_rate_7d",
-    "abandoned_carts_7d",
-    "top_category_share_30d",
-    "mobile_share_30d",
-    "events_per_active_day_7d",
-    "events_per_active_day_prev_7d",
-    "engagement_velocity",
-)
-"""Every numeric feature, in the fixed order of feature vectors."""
-
-TEXT_FEATURES: tuple[str, ...] = ("top_category_30d", "last_device")
-"""Features whose value is a name; `""` when unknown."""
 
 Features = dict[str, float | str]
 
@@ -163,34 +134,57 @@ class Profile:
                 del self.category_days[category]
         self.sessions.prune(as_of - 7 * DAY)
 
-    def features(self, as_of: float) -> Features:
-        """Every feature as of event time `as_of` (epoch seconds)."""
+    def features(self, as_of: float, groups: Iterable[str] | None = None) -> Features:
+        """Features as of event time `as_of` (epoch seconds): all, or those of `groups`.
+
+        :data:`FEATURE_GROUPS` names the group of each feature; computing only the
+        groups a rule set reads keeps per-event evaluation cheap.
+        """
         values: Features = {}
-        tiers = {"minutes": self.minutes, "hours": self.hours, "days": self.days}
-        for window, (tier, buckets) in WINDOWS.items():
-            counts = tiers[tier].window(as_of, buckets)
-            for slot, name in enumerate(COUNTED_KINDS.values()):
-                values[f"{name}_{window}"] = float(counts[slot]) if slot < len(counts) else 0.0
-        week = self.days.window(as_of, 7)
-        month = self.days.window(as_of, 30)
-        values["revenue_7d"] = _slot(week, _REVENUE) / 100
-        values["revenue_30d"] = _slot(month, _REVENUE) / 100
-        revenue = sum(self.purchase_days.values())
-        values["revenue_lifetime"] = revenue / 100
-        values["orders_lifetime"] = float(self.orders)
-        values["avg_order_value"] = round(revenue / self.orders / 100, 2) if self.orders else 0.0
-        values.update(self._rfm(as_of))
-        values["days_since_last_order"] = _days_since(self.last_order, as_of)
-        values["days_since_last_seen"] = _days_since(self.last_seen, as_of)
-        values["days_since_first_seen"] = _days_since(self.first_seen, as_of)
-        values["events_lifetime"] = float(self.events)
-        values.update(self._sessions(as_of))
-        values.update(self._affinity(as_of, month))
-        values.update(self._velocity(as_of))
-        values["last_device"] = self.last_device[1] if self.last_device else ""
+        for group in _GROUPS if groups is None else groups:
+            values.update(getattr(self, f"_{group}")(as_of))
         return values
 
-    def _rfm(self, as_of: float) -> dict[str, float]:
+    def _counts_1h(self, as_of: float) -> Features:
+        return self._counts(self.minutes, as_of, "1h")
+
+    def _counts_24h(self, as_of: float) -> Features:
+        return self._counts(self.hours, as_of, "24h")
+
+    def _counts_7d(self, as_of: float) -> Features:
+        return self._counts(self.days, as_of, "7d")
+
+    def _counts_30d(self, as_of: float) -> Features:
+        return self._counts(self.days, as_of, "30d")
+
+    @staticmethod
+    def _counts(tier: SlidingCounts, as_of: float, window: str) -> Features:
+        counts = tier.window(as_of, WINDOWS[window][1])
+        return {
+            f"{name}_{window}": float(counts[slot]) if slot < len(counts) else 0.0
+            for slot, name in enumerate(COUNTED_KINDS.values())
+        }
+
+    def _revenue(self, as_of: float) -> Features:
+        revenue = sum(self.purchase_days.values())
+        return {
+            "revenue_7d": _slot(self.days.window(as_of, 7), _REVENUE) / 100,
+            "revenue_30d": _slot(self.days.window(as_of, 30), _REVENUE) / 100,
+            "revenue_lifetime": revenue / 100,
+            "orders_lifetime": float(self.orders),
+            "avg_order_value": round(revenue / self.orders / 100, 2) if self.orders else 0.0,
+        }
+
+    def _recency(self, as_of: float) -> Features:
+        return {
+            "days_since_last_order": _days_since(self.last_order, as_of),
+            "days_since_last_seen": _days_since(self.last_seen, as_of),
+            "days_since_first_seen": _days_since(self.first_seen, as_of),
+            "events_lifetime": float(self.events),
+            "last_device": self.last_device[1] if self.last_device else "",
+        }
+
+    def _rfm(self, as_of: float) -> Features:
         """Buy-Till-You-Die RFM with daily periods, as lifetimes' summary computes it."""
         if not self.purchase_days:
             return {"frequency": 0.0, "recency": 0.0, "T": 0.0, "monetary_value": 0.0}
@@ -204,7 +198,7 @@ class Profile:
             "monetary_value": round(sum(repeat) / len(repeat) / 100, 2) if repeat else 0.0,
         }
 
-    def _sessions(self, as_of: float) -> dict[str, float]:
+    def _sessions(self, as_of: float) -> Features:
         recent = [s for s in self.sessions.items if as_of - 7 * DAY < s[0] <= as_of]
         closed = [s for s in recent if s[1] + SESSION_GAP <= as_of]
         abandoned = sum(1 for s in closed if s[3] & _SESSION_CART and not s[3] & _SESSION_ORDER)
@@ -220,7 +214,8 @@ class Profile:
             "abandoned_carts_7d": float(abandoned),
         }
 
-    def _affinity(self, as_of: float, month: list[int]) -> Features:
+    def _affinity(self, as_of: float) -> Features:
+        month = self.days.window(as_of, 30)
         last_day = int(as_of // DAY)
         totals = {
             category: sum(n for day, n in per_day.items() if last_day - 30 < day <= last_day)
@@ -239,7 +234,7 @@ class Profile:
         values["top_category_share_30d"] = round(totals[top] / sum(totals.values()), 4)
         return values
 
-    def _velocity(self, as_of: float) -> dict[str, float]:
+    def _velocity(self, as_of: float) -> Features:
         recent = _slot(self.days.window(as_of, 7), _EVENTS)
         before = _slot(self.days.window(as_of, 7, skip=7), _EVENTS)
         recent_days = self.days.active(as_of, 7)
@@ -302,3 +297,29 @@ def _days_since(moment: int | None, as_of: float) -> float:
     if moment is None:
         return -1.0
     return round(max(0.0, as_of - moment) / DAY, 4)
+
+
+_GROUPS = (
+    "counts_1h",
+    "counts_24h",
+    "counts_7d",
+    "counts_30d",
+    "revenue",
+    "rfm",
+    "recency",
+    "sessions",
+    "affinity",
+    "velocity",
+)
+_SAMPLE = Profile().features(0.0)
+
+FEATURE_GROUPS: dict[str, str] = {
+    name: group for group in _GROUPS for name in Profile().features(0.0, [group])
+}
+"""The group each feature is computed in."""
+
+FEATURE_NAMES: tuple[str, ...] = tuple(n for n, v in _SAMPLE.items() if isinstance(v, float))
+"""Every numeric feature, in the fixed order of feature vectors."""
+
+TEXT_FEATURES: tuple[str, ...] = tuple(n for n, v in _SAMPLE.items() if isinstance(v, str))
+"""Features whose value is a name; `""` when unknown."""

@@ -49,7 +49,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from processors.profile import FEATURE_NAMES, TEXT_FEATURES
+from processors.profile import FEATURE_GROUPS, FEATURE_NAMES, TEXT_FEATURES
 
 Features = Mapping[str, float | str]
 Predicate = Callable[[Features], bool]
@@ -193,13 +193,31 @@ class RuleFileError(ValueError):
         super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
 
 
+def _features_of(condition: Comparison | AllOf | AnyOf | NotOf) -> set[str]:
+    match condition:
+        case Comparison():
+            return {condition.feature}
+        case AllOf():
+            return set().union(*(_features_of(part) for part in condition.all_of))
+        case AnyOf():
+            return set().union(*(_features_of(part) for part in condition.any_of))
+        case NotOf():
+            return _features_of(condition.not_of)
+
+
 class RuleSet:
-    """Compiled rules, ready to evaluate many users quickly."""
+    """Compiled rules, ready to evaluate many users quickly.
+
+    `groups` are the feature groups (see `processors.profile.FEATURE_GROUPS`)
+    the conditions read, so a caller computes only those.
+    """
 
     def __init__(self, definition: RuleFile, digest: str) -> None:
         self.definition = definition
         self.digest = digest
         self._compiled = [(rule.name, rule.condition.compile()) for rule in definition.segments]
+        used = set().union(*(_features_of(rule.condition) for rule in definition.segments))
+        self.groups = tuple(sorted({FEATURE_GROUPS[name] for name in used}))
 
     @property
     def names(self) -> tuple[str, ...]:

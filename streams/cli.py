@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import click
 import orjson
@@ -162,6 +163,60 @@ def simulate(
     else:
         sent = send(simulation, KafkaSink(settings()), rate, duration, limit, stop)
     click.echo(f"sent {sent} events from {users} users; personas in {truth_path}", err=True)
+
+
+def _event_time(text: str | None) -> float | None:
+    """An ISO-8601 time (UTC when no offset is given) or epoch seconds."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither ISO-8601 nor epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--until",
+    help="After the events, advance every partition's watermark to this time "
+    "(ISO-8601 or epoch seconds), so time-based features are as of it.",
+)
+@click.option(
+    "--run-events",
+    default=500_000,
+    show_default=True,
+    type=click.IntRange(1_000),
+    help="Events sorted in memory at once; larger files are merged from sorted runs on disk.",
+)
+@click.option("--timeout", default=3_600.0, show_default=True, help="Seconds to wait for workers.")
+def replay(file: IO[bytes], until: str | None, run_events: int, timeout: float) -> None:
+    """Send a JSON Lines export through the workers in event-time order, and wait for them."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from streams.replay import replay as run_replay
+
+    config = settings()
+    until_time = _event_time(until)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,}"))
+    with Progress(*columns, transient=False) as progress:
+        sending = progress.add_task("events sent", total=None)
+        applying = progress.add_task("offsets applied by the workers", total=None)
+        sent = run_replay(
+            config,
+            file,
+            until=until_time,
+            run_events=run_events,
+            timeout=timeout,
+            on_sent=lambda n: progress.update(sending, completed=n),
+            on_applied=lambda n: progress.update(applying, completed=n),
+        )
+    click.echo(f"replayed {sent} events" + (f"; watermarks at {until}" if until else ""), err=True)
 
 
 @main.group()

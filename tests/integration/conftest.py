@@ -30,9 +30,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture
-def config(stack: Stack) -> Settings:
-    """Settings with topics, Redis keys and group of this test's own."""
+def isolated_settings(stack: Stack) -> Settings:
+    """Settings with topics, Redis keys and consumer group of their own."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
@@ -47,6 +46,12 @@ def config(stack: Stack) -> Settings:
     )
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+def config(stack: Stack) -> Settings:
+    """Settings with topics, Redis keys and group of this test's own."""
+    return isolated_settings(stack)
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -95,11 +100,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(config, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings = config) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         return worker
 
@@ -124,6 +129,13 @@ def wait_for_events(model: ReadModel, total: int, timeout: float = 120) -> dict[
             return counters
         time.sleep(0.2)
     raise AssertionError(f"workers committed {counters} of {total} events in {timeout} s")
+
+
+def export(settings: Settings) -> list[bytes]:
+    """`segstream profiles export`, sorted: the form two runs are compared in."""
+    done = segstream(settings, "profiles", "export", timeout=300)
+    assert done.returncode == 0, done.stderr
+    return sorted(done.stdout.encode().splitlines())
 
 
 def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:

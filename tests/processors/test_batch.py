@@ -33,21 +33,17 @@ segments:
 DAY = 86_400.0
 
 
-def test_one_change_per_user_per_batch():
+def test_every_transition_is_published_even_within_one_batch():
     actions = [
         Action("u", "1", EventKind.PRODUCT_VIEWED, 1.0),
         Action("u", "2", EventKind.PRODUCT_VIEWED, 2.0),  # enters Browsers ...
         Action("u", "3", EventKind.ORDER, 3.0, value=5.0),  # ... and leaves for Buyers
     ]
     outcome = apply_batch(actions, {}, RULES, watermark=0.0)
-    assert len(outcome.changes) == 1
-    change = outcome.changes[0]
-    assert (change.entered, change.exited, change.version, change.event_time) == (
-        ("Buyers",),
-        (),
-        1,
-        3.0,
-    )
+    assert [(c.entered, c.exited, c.version, c.event_time) for c in outcome.changes] == [
+        (("Browsers",), (), 1, 2.0),
+        (("Buyers",), ("Browsers",), 2, 3.0),
+    ]
     assert outcome.new_users == 1
 
 
@@ -115,16 +111,20 @@ streams = st.lists(
 )
 
 
-def run(actions, cuts):
+def run(actions, cuts, *, with_changes=False):
     """Feed `actions` in batches cut at `cuts`, as a worker would, checking none is late."""
     clock = Watermark(LATENESS)
     users: dict[str, UserState] = {}
+    changes = []
     bounds = sorted({0, len(actions), *(cut for cut in cuts if cut < len(actions))})
     for start, end in pairwise(bounds):
         assert all(clock.admit(action.timestamp) for action in actions[start:end])
         horizon = clock.max_event_time - LATENESS
-        users = {**users, **apply_batch(actions[start:end], users, RULES, watermark=horizon).users}
-    return {user_id: user.profile.to_row() for user_id, user in users.items()}
+        outcome = apply_batch(actions[start:end], users, RULES, watermark=horizon)
+        users = {**users, **outcome.users}
+        changes += outcome.changes
+    profiles = {user_id: user.profile.to_row() for user_id, user in users.items()}
+    return (profiles, changes) if with_changes else profiles
 
 
 @settings(max_examples=150, deadline=None)
@@ -138,8 +138,8 @@ def test_profiles_do_not_depend_on_batching_or_arrival_order_within_lateness(str
     in_time_order = sorted(actions, key=lambda action: action.timestamp)
     arrival = sorted(range(len(actions)), key=lambda i: actions[i].timestamp + delays[i])
     late_but_within_bound = [actions[i] for i in arrival]
-    whole = run(in_time_order, [])
-    assert run(in_time_order, cuts) == whole
+    whole, transitions = run(in_time_order, [], with_changes=True)
+    assert run(in_time_order, cuts, with_changes=True) == (whole, transitions)
     assert run(late_but_within_bound, cuts) == whole
 
 
