@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from processors.events import Action
+from processors.profile import LazyFeatures
 from processors.rules import RuleSet
 from processors.segments import ChangeReason, SegmentChange
 from processors.user import UserState
@@ -104,5 +105,5 @@ def _evaluate(
     latest event and their previous evaluation."""
     moment = max(user.as_of, float(user.profile.last_seen or 0), as_of or 0.0)
     user.as_of = moment
-    segments = rules.evaluate(user.profile.features(moment, rules.groups))
+    segments = rules.evaluate(LazyFeatures(user.profile, moment))
     return user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)

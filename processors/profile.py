@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,6 +287,36 @@ class Profile:
         )
         profile.last_device = (last_device[0], last_device[1]) if last_device else None
         return profile
+
+
+class LazyFeatures(Mapping[str, float | str]):
+    """A profile's features as of a time, each group computed when first read.
+
+    Rules short-circuit, so a rule set usually reads a few groups, not all.
+
+    >>> features = LazyFeatures(Profile(), as_of=0.0)
+    >>> features["orders_lifetime"], len(features._values) < len(FEATURE_GROUPS)
+    (0.0, True)
+    """
+
+    def __init__(self, profile: Profile, as_of: float) -> None:
+        self._profile = profile
+        self._as_of = as_of
+        self._values: Features = {}
+
+    def __getitem__(self, name: str) -> float | str:
+        try:
+            return self._values[name]
+        except KeyError:
+            group = FEATURE_GROUPS[name]
+            self._values.update(self._profile.features(self._as_of, (group,)))
+            return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURE_GROUPS)
+
+    def __len__(self) -> int:
+        return len(FEATURE_GROUPS)
 
 
 def _slot(counts: list[int], slot: int) -> int:

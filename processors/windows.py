@@ -34,26 +34,43 @@ class SlidingCounts:
     width: int
     span: int
     buckets: dict[int, list[int]] = field(default_factory=dict)
+    _sums: dict[tuple[int, int], tuple[int, list[int]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Running sums per (buckets, skip) window: the last bucket index they end at, and totals."""
 
     def add(self, moment: float, slot: int, amount: int = 1) -> None:
         """Add `amount` to counter `slot` of the bucket holding `moment`."""
-        vector = self.buckets.setdefault(int(moment // self.width), [])
-        if len(vector) <= slot:
-            vector.extend([0] * (slot + 1 - len(vector)))
+        index = int(moment // self.width)
+        vector = self.buckets.setdefault(index, [])
+        _grow(vector, slot + 1)
         vector[slot] += amount
+        for (buckets, _), (last, totals) in self._sums.items():
+            if last - buckets < index <= last:
+                _grow(totals, slot + 1)
+                totals[slot] += amount
 
     def window(self, as_of: float, buckets: int, *, skip: int = 0) -> list[int]:
-        """Counters summed over `buckets` buckets ending `skip` buckets before `as_of`'s."""
+        """Counters summed over `buckets` buckets ending `skip` buckets before `as_of`'s.
+
+        Kept as running sums that slide forward with `as_of`, so reading a
+        window again later costs only the buckets that entered or left it.
+        """
         last = int(as_of // self.width) - skip
-        first = last - buckets
-        totals: list[int] = []
-        for index, vector in self.buckets.items():
-            if first < index <= last:
-                if len(totals) < len(vector):
-                    totals.extend([0] * (len(vector) - len(totals)))
-                for slot, value in enumerate(vector):
-                    totals[slot] += value
-        return totals
+        cached = self._sums.get((buckets, skip))
+        if cached is not None and cached[0] <= last < cached[0] + buckets:
+            previous, totals = cached
+            for index in range(previous - buckets + 1, last - buckets + 1):
+                _subtract(totals, self.buckets.get(index))
+            for index in range(previous + 1, last + 1):
+                _accumulate(totals, self.buckets.get(index))
+        else:
+            totals = []
+            for index, vector in self.buckets.items():
+                if last - buckets < index <= last:
+                    _accumulate(totals, vector)
+        self._sums[(buckets, skip)] = (last, totals)
+        return list(totals)
 
     def active(self, as_of: float, buckets: int, *, skip: int = 0) -> int:
         """How many of those buckets have any counter above zero."""
@@ -65,6 +82,7 @@ class SlidingCounts:
         oldest = int(as_of // self.width) - self.span
         for index in [index for index in self.buckets if index <= oldest]:
             del self.buckets[index]
+        self._sums = {key: value for key, value in self._sums.items() if value[0] > oldest}
 
     def merge(self, other: SlidingCounts) -> None:
         """Add every counter of `other` (same width) into this one."""
@@ -88,6 +106,25 @@ class SlidingCounts:
     def load_row(self, rows: list[list[int]]) -> None:
         """Inverse of :meth:`to_row`."""
         self.buckets = {row[0]: row[1:] for row in rows}
+        self._sums = {}
+
+
+def _grow(vector: list[int], size: int) -> None:
+    if len(vector) < size:
+        vector.extend([0] * (size - len(vector)))
+
+
+def _accumulate(totals: list[int], vector: list[int] | None) -> None:
+    if vector:
+        _grow(totals, len(vector))
+        for slot, value in enumerate(vector):
+            totals[slot] += value
+
+
+def _subtract(totals: list[int], vector: list[int] | None) -> None:
+    if vector:
+        for slot, value in enumerate(vector):
+            totals[slot] -= value
 
 
 @dataclass(slots=True)
