@@ -1,0 +1,131 @@
+"""Event time on the real pipeline: replay equals live, and late, duplicate and future events."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streams.simulate import KafkaSink
+from streams.simulator import SimulatedEvent, Simulation
+from tests.integration.conftest import (
+    export,
+    isolated_settings,
+    read_topic,
+    segstream,
+    wait_for_events,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def produce_events(settings, events):
+    sink = KafkaSink(settings)
+    for event in events:
+        sink.write(event)
+    sink.close()
+
+
+def page(user, message_id, timestamp):
+    body = {"type": "page", "userId": user, "messageId": message_id, "timestamp": timestamp}
+    return SimulatedEvent(0.0, user.encode(), orjson.dumps(body))
+
+
+def test_replaying_a_shuffled_export_gives_the_profiles_of_live_processing(
+    stack, config, start_worker, model, tmp_path
+):
+    events = list(Simulation(users=120, seed=31).events())
+    produce_events(config, events)  # live: in the order the trackers sent them
+    live_worker = start_worker()
+    wait_for_events(model, len(events))
+    live_worker.stop()
+
+    shuffled = tmp_path / "export.jsonl"
+    lines = [event.value for event in events]
+    random.Random(3).shuffle(lines)
+    shuffled.write_bytes(b"\n".join(lines) + b"\n")
+    replayed = isolated_settings(stack)
+    replay_worker = start_worker(replayed)
+    done = segstream(replayed, "replay", str(shuffled), "--run-events", "5000", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"replayed {len(events)} events" in done.stderr
+    replay_worker.stop()
+    assert export(replayed) == export(config)
+
+
+def test_until_puts_every_profile_as_of_that_moment(config, start_worker, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(e.value for e in Simulation(users=30, seed=4).events()) + b"\n")
+    worker = start_worker()
+    done = segstream(config, "replay", str(path), "--until", "2026-11-20T00:00:00Z", timeout=300)
+    assert done.returncode == 0, done.stderr
+    worker.stop()
+    rows = [orjson.loads(line) for line in export(config)]
+    until = datetime(2026, 11, 20, tzinfo=UTC).timestamp()
+    assert {row["as_of"] for row in rows} == {until}
+    assert all(row["features"]["days_since_last_seen"] >= 19 for row in rows)
+    assert all(row["features"]["sessions_7d"] == 0 for row in rows)
+
+
+def test_late_duplicate_and_future_events(config, start_worker, model):
+    events = [
+        page("ann", "m1", "2026-10-01T12:00:00Z"),
+        page("ann", "m1", "2026-10-01T12:00:00Z"),  # the same message again: applied once
+        page("bob", "m2", "2026-10-01T14:00:00Z"),  # moves the watermark to 13:00 ...
+        page("ann", "m3", "2026-10-01T13:30:00Z"),  # ... within the lateness: applied
+        page("ann", "m4", "2026-10-01T12:59:59Z"),  # before the watermark: late
+        page("ann", "m5", "2999-01-01T00:00:00Z"),  # far in the future
+    ]
+    one = isolated_single_partition(config)
+    produce_events(one, events)
+    worker = start_worker(one)
+    counters = wait_for_events_including_duplicates(model_for(one), len(events))
+    worker.stop()
+    assert counters["events"] == 3
+    assert counters["duplicates"] == 1
+    assert counters["late"] == 1
+    assert counters["dead_letters"] == 2
+    reasons = sorted(
+        dict(m.headers())["reason"].decode() for m in read_topic(one, one.dead_letter_topic)
+    )
+    assert reasons == ["future_timestamp", "late"]
+    ann = orjson.loads(segstream(one, "profile", "ann").stdout)
+    assert ann["features"]["events_lifetime"] == 2
+
+
+def isolated_single_partition(config):
+    from streams.topics import ensure_topics
+
+    settings = config.model_copy(
+        update={
+            "events_topic": config.events_topic + "-one",
+            "redis_prefix": config.redis_prefix + "one",
+            "partitions": 1,
+        }
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def model_for(settings):
+    import redis
+
+    from state.keys import KeyLayout
+    from state.read_model import ReadModel
+
+    return ReadModel(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
+
+
+def wait_for_events_including_duplicates(model, total, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counters = model.counters()
+        seen = sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
+        if seen >= total:
+            return counters
+        time.sleep(0.2)
+    raise AssertionError(f"only {model.counters()} of {total} events")
