@@ -120,6 +120,26 @@ class Profile:
             self.last_order = moment if self.last_order is None else max(self.last_order, moment)
         self.sessions.add(moment, flags)
 
+    def merge(self, other: Profile) -> None:
+        """Add `other`'s aggregates (another id of the same person) into this profile."""
+        self.minutes.merge(other.minutes)
+        self.hours.merge(other.hours)
+        self.days.merge(other.days)
+        for category, per_day in other.category_days.items():
+            mine = self.category_days.setdefault(category, {})
+            for day, count in per_day.items():
+                mine[day] = mine.get(day, 0) + count
+        self.sessions.merge(other.sessions)
+        for day, cents in other.purchase_days.items():
+            self.purchase_days[day] = self.purchase_days.get(day, 0) + cents
+        self.orders += other.orders
+        self.events += other.events
+        self.first_seen = _least(self.first_seen, other.first_seen)
+        self.last_seen = _most(self.last_seen, other.last_seen)
+        self.last_order = _most(self.last_order, other.last_order)
+        if other.last_device and (self.last_device is None or other.last_device > self.last_device):
+            self.last_device = other.last_device
+
     def prune(self, as_of: float) -> None:
         """Drop what no window as of `as_of` or later can see."""
         self.minutes.prune(as_of)
@@ -317,6 +337,14 @@ class LazyFeatures(Mapping[str, float | str]):
 
     def __len__(self) -> int:
         return len(FEATURE_GROUPS)
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _most(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _slot(counts: list[int], slot: int) -> int:

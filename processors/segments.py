@@ -21,6 +21,7 @@ class ChangeReason:
 
     EVENT = "event"
     TIME = "time"
+    MERGE = "merge"
 
 
 @dataclass(frozen=True, slots=True)

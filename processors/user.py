@@ -35,13 +35,18 @@ class UserState:
 
     `as_of` is the event time they were last evaluated at. `recent` maps the
     digests of the user's recent `messageId`s to their event times, so a
-    message delivered twice is applied once.
+    message delivered twice is applied once. `linked` are the other ids this
+    user was told to be (by `identify` or `alias`), `absorbed` those whose
+    aggregates were added here; `alias_of` is set when this id is another's.
     """
 
     profile: Profile = field(default_factory=Profile)
     labels: UserLabels = field(default_factory=UserLabels)
     as_of: float = 0.0
     recent: dict[int, int] = field(default_factory=dict)
+    linked: list[str] = field(default_factory=list)
+    absorbed: list[str] = field(default_factory=list)
+    alias_of: str | None = None
 
     def first_time(self, action: Action) -> bool:
         """Remember `action`'s `messageId`; False when it was seen before."""
@@ -73,6 +78,9 @@ class UserState:
             self.labels.version,
             self.as_of,
             sorted(self.recent.items()),
+            self.linked,
+            self.absorbed,
+            self.alias_of,
         ]
         packed: bytes = msgpack.packb(row)
         return packed
@@ -80,10 +88,15 @@ class UserState:
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
         """Inverse of :meth:`to_bytes`."""
-        profile, segments, version, as_of, recent = msgpack.unpackb(data)
+        profile, segments, version, as_of, recent, linked, absorbed, alias_of = msgpack.unpackb(
+            data
+        )
         return cls(
             Profile.from_row(profile),
             UserLabels(tuple(segments), version),
             as_of,
             {digest: when for digest, when in recent},
+            linked,
+            absorbed,
+            alias_of,
         )

@@ -167,6 +167,11 @@ class Sessions:
         kept.sort()
         self.items = kept
 
+    def merge(self, other: Sessions) -> None:
+        """Insert every session of `other`."""
+        for start, end, events, flags in other.items:
+            self.insert(start, end, events, flags)
+
     def prune(self, before: float) -> None:
         """Drop sessions that ended more than `gap` before `before`; none can join them."""
         self.items = [s for s in self.items if s[1] + self.gap >= before]

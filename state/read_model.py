@@ -10,6 +10,8 @@ import redis
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 
+_MAX_ALIAS_HOPS = 8
+
 
 class ReadModel:
     """Read-only views of the segment store."""
@@ -20,14 +22,31 @@ class ReadModel:
         self._store = RedisStateStore(client, keys, group="")
 
     def user(self, user_id: str) -> dict[str, Any] | None:
-        """One user's exported document, or `None` when segstream has not seen them."""
-        found = self._store.load([user_id]).get(user_id)
-        return None if found is None else found.document(user_id)
+        """One user's exported document, or `None` when segstream has not seen them.
+
+        An id merged into another user (by `identify` or `alias`) gives that user.
+        """
+        for _ in range(_MAX_ALIAS_HOPS):
+            found = self._store.load([user_id]).get(user_id)
+            if found is None:
+                return None
+            if found.alias_of is None:
+                return found.document(user_id)
+            user_id = found.alias_of
+        return None
 
     def users(self) -> Iterator[dict[str, Any]]:
-        """Every user's exported document, in no particular order."""
+        """Every user's exported document, in no particular order; merged ids are left out.
+
+        The export leaves out `version`: how many transitions a user went through
+        can depend on when a merged id's history arrived, while what they are
+        (features, segments, as of when) does not.
+        """
         for user_id, user in self._store.users():
-            yield user.document(user_id)
+            if user.alias_of is None:
+                document = user.document(user_id)
+                del document["version"]
+                yield document
 
     def segment_sizes(self) -> dict[str, int]:
         """Members per segment, for every segment that has had a member."""

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 from processors.segments import SegmentChange
 from processors.user import UserState
 
@@ -22,23 +24,29 @@ from processors.user import UserState
 class PartitionProgress:
     """Where a partition stands: the next offset to read and its watermark's state.
 
-    >>> PartitionProgress.parse(PartitionProgress(42, 1700.5, -1.0).encode())
-    PartitionProgress(offset=42, max_event_time=1700.5, floor=-1.0)
+    `relayed` maps each partition that relayed messages here to the highest
+    of its offsets applied, so a relayed message produced twice is applied once.
+
+    >>> PartitionProgress.parse(PartitionProgress(42, 1700.5, -1.0, {3: 17}).encode())
+    PartitionProgress(offset=42, max_event_time=1700.5, floor=-1.0, relayed={3: 17})
     """
 
     offset: int
     max_event_time: float
     floor: float
+    relayed: dict[int, int] = field(default_factory=dict)
 
     def encode(self) -> str:
-        """The stored form: `offset max_event_time floor`."""
-        return f"{self.offset} {self.max_event_time!r} {self.floor!r}"
+        """The stored form: `offset max_event_time floor relayed-json`."""
+        relayed = orjson.dumps({str(p): o for p, o in sorted(self.relayed.items())}).decode()
+        return f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed}"
 
     @classmethod
     def parse(cls, text: str) -> PartitionProgress:
         """Inverse of :meth:`encode`."""
-        offset, max_event_time, floor = text.split()
-        return cls(int(offset), float(max_event_time), float(floor))
+        offset, max_event_time, floor, relayed = text.split(" ", 3)
+        sources = {int(p): o for p, o in orjson.loads(relayed).items()}
+        return cls(int(offset), float(max_event_time), float(floor), sources)
 
 
 @dataclass(frozen=True, slots=True)

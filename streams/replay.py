@@ -152,13 +152,25 @@ def replay(
     return sent
 
 
+def relays_settled(client: redis.Redis, settings: Settings) -> bool:
+    """Whether every relayed message the workers committed sending has been applied."""
+    sent, applied = client.hmget(
+        KeyLayout(settings.redis_prefix).counters, ["relays_sent", "relays_applied"]
+    )
+    return int(sent or 0) == int(applied or 0)
+
+
 def wait_until_applied(
     settings: Settings,
     offsets: dict[int, int],
     timeout: float,
     on_applied: Progress | None = None,
 ) -> None:
-    """Block until the workers have committed every partition past `offsets`."""
+    """Block until the workers have committed every partition past `offsets`.
+
+    Also waits until every message the workers relayed to themselves (identity
+    merges, forwarded events) has been applied.
+    """
     client = redis.Redis.from_url(settings.redis_url)
     store = RedisStateStore(client, KeyLayout(settings.redis_prefix), settings.group_id)
     deadline = time.monotonic() + timeout
@@ -172,7 +184,7 @@ def wait_until_applied(
             )
             if on_applied:
                 on_applied(done)
-            if done >= target:
+            if done >= target and relays_settled(client, settings):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers applied {done} of {target} offsets in {timeout:.0f} s")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgpack
 import orjson
 import redis
 from confluent_kafka import (
@@ -34,10 +35,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.batch import apply_batch, evaluate
 from processors.events import Action, Rejection, decode_event
+from processors.partition import Absorb, Advance, Item, Merge, Relay, run_partition
 from processors.rules import RuleSet, parse_rules
-from processors.segments import ChangeReason, SegmentChange
+from processors.segments import SegmentChange
 from processors.user import UserState
 from processors.watermark import Watermark
 from state.keys import KeyLayout
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 CONTROL_HEADER = "segstream-control"
 """Header marking a control message on the events topic; its value names the command."""
 ADVANCE_WATERMARK = b"advance-watermark"
+RELAY_HEADER = "segstream-relay"
+"""Header of a message the pipeline relays to itself: `merge`, `absorb` or `forward`."""
+SOURCE_HEADER = "segstream-source"
+"""`partition:offset` of the message a relay was caused by; relays apply once per source."""
 """Control command: the JSON body `{"until": epoch_seconds}` advances the partition's watermark."""
 
 LATE = "late"
@@ -70,12 +75,30 @@ def load_rules(settings: Settings) -> RuleSet:
 
 @dataclass(slots=True)
 class _PartitionBatch:
-    """One partition's share of a batch."""
+    """One partition's share of a batch: its items and the message each came from."""
 
-    first: int
     last: int
-    actions: list[Action] = field(default_factory=list)
-    advance_to: float | None = None
+    items: list[Item] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    advances: bool = False
+    relayed: int = 0
+
+    def add(self, item: Item, message: Message) -> None:
+        self.items.append(item)
+        self.messages.append(message)
+
+    def user_ids(self) -> set[str]:
+        """The users the items name."""
+        ids = set()
+        for item in self.items:
+            match item:
+                case Action():
+                    ids.add(item.user_id)
+                case Merge():
+                    ids.add(item.anonymous_id)
+                case Absorb():
+                    ids.add(item.into)
+        return ids
 
 
 @dataclass(slots=True)
@@ -100,6 +123,7 @@ class Worker:
         self.producer = reliable_producer(settings)
         self._committed: dict[int, int | None] = {}
         self._clocks: dict[int, Watermark] = {}
+        self._relayed: dict[int, dict[int, int]] = {}
         self._delivery_errors: list[str] = []
 
     def run(self, stop: threading.Event) -> None:
@@ -125,30 +149,42 @@ class Worker:
         decoded = self._decode(messages)
         if not decoded.partitions:
             return
-        wanted = {a.user_id for part in decoded.partitions.values() for a in part.actions}
-        stored = self.store.load(wanted)
+        topic = self.settings.events_topic
+        members = {
+            partition: [u for chunk in self.store.partition_users(topic, partition) for u in chunk]
+            for partition, part in decoded.partitions.items()
+            if part.advances
+        }
+        wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
+        stored = self.store.load(wanted.union(*members.values()))
         users: dict[str, UserState] = {}
         changes: list[SegmentChange] = []
+        relays: list[tuple[Relay, int, Message]] = []
         commits = []
         applied = duplicates = new_users = 0
-        topic = self.settings.events_topic
         for partition, part in decoded.partitions.items():
             clock = self._clocks[partition]
-            horizon = clock.max_event_time - self.settings.dedup_horizon_seconds
-            outcome = apply_batch(part.actions, stored, self.rules, watermark=horizon)
-            users.update(outcome.users)
-            changes += outcome.changes
-            applied += len(part.actions) - outcome.duplicates
-            duplicates += outcome.duplicates
-            new_users += outcome.new_users
-            fresh = [u for u in outcome.users if u not in stored]
-            if part.advance_to is not None:
-                changes += self._sweep(partition, part.advance_to, users, fresh)
-            progress = PartitionProgress(part.last + 1, clock.max_event_time, clock.floor)
+            step = run_partition(
+                part.items,
+                stored,
+                self.rules,
+                dedup_before=clock.max_event_time - self.settings.dedup_horizon_seconds,
+                partition_users=members.get(partition, ()),
+            )
+            users.update(step.users)
+            changes += step.changes
+            relays += [(relay, partition, part.messages[relay.position]) for relay in step.relays]
+            applied += step.applied
+            duplicates += step.duplicates
+            new_users += step.new_users
+            fresh = [user_id for user_id in step.users if user_id not in stored]
+            progress = PartitionProgress(
+                part.last + 1, clock.max_event_time, clock.floor, dict(self._relayed[partition])
+            )
             commits.append(
                 PartitionCommit(topic, partition, self._committed.get(partition), progress, fresh)
             )
-        self._produce(decoded.rejected, changes)
+        self._produce(decoded.rejected, changes, relays)
         commit = BatchCommit(
             users=users,
             changes=changes,
@@ -160,6 +196,8 @@ class Worker:
                 "late": sum(1 for _, r in decoded.rejected if r.reason == LATE),
                 "changes": len(changes),
                 "users": new_users,
+                "relays_sent": len(relays),
+                "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
             },
         )
         try:
@@ -177,11 +215,12 @@ class Worker:
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug(
-            "batch events=%d dead_letters=%d users=%d changes=%d",
+            "batch events=%d dead_letters=%d users=%d changes=%d relays=%d",
             applied,
             len(decoded.rejected),
             len(users),
             len(changes),
+            len(relays),
         )
 
     def _decode(self, messages: Sequence[Message]) -> _Decoded:
@@ -203,17 +242,26 @@ class Worker:
                 continue  # revoked while the batch was in flight
             part = partitions.get(partition)
             if part is None:
-                part = partitions[partition] = _PartitionBatch(offset, offset)
+                part = partitions[partition] = _PartitionBatch(offset)
             part.last = offset
-            if _is_control(message):
+            headers = _headers(message)
+            if RELAY_HEADER in headers:
+                item = self._relayed_item(partition, message, headers)
+                if isinstance(item, Rejection):
+                    rejected.append((message, item))
+                elif item is not None:
+                    part.add(item, message)
+                    part.relayed += 1
+                continue
+            if CONTROL_HEADER in headers:
                 until = _advance_until(message.value())
                 if until is None:
-                    rejected.append(
-                        (message, Rejection(INVALID_CONTROL, 'expected {"until": seconds}'))
-                    )
+                    reason = Rejection(INVALID_CONTROL, 'expected {"until": seconds}')
+                    rejected.append((message, reason))
                 else:
                     clock.advance_to(until)
-                    part.advance_to = max(part.advance_to or until, until)
+                    part.advances = True
+                    part.add(Advance(until), message)
                 continue
             result: Action | Rejection = decode_event(message.value() or b"", max_bytes=max_bytes)
             if isinstance(result, Action):
@@ -228,26 +276,57 @@ class Worker:
             if isinstance(result, Rejection):
                 rejected.append((message, result))
             else:
-                part.actions.append(result)
+                part.add(result, message)
         return _Decoded(partitions, rejected)
 
-    def _sweep(
-        self, partition: int, until: float, users: dict[str, UserState], fresh: list[str]
-    ) -> list[SegmentChange]:
-        """Re-evaluate every user of `partition`, stored or `fresh` in this batch, as of `until`."""
-        changes: list[SegmentChange] = []
-        topic = self.settings.events_topic
-        for chunk in [*self.store.partition_users(topic, partition), fresh]:
-            missing = [user_id for user_id in chunk if user_id not in users]
-            users.update(self.store.load(missing))
-            chosen = [(user_id, users[user_id]) for user_id in chunk if user_id in users]
-            changes += evaluate(chosen, self.rules, reason=ChangeReason.TIME, as_of=until)
-        return changes
+    def _relayed_item(
+        self, partition: int, message: Message, headers: dict[str, bytes]
+    ) -> Item | Rejection | None:
+        """The item a relayed message carries; `None` when it was applied before."""
+        try:
+            source, offset = (int(part) for part in headers[SOURCE_HEADER].split(b":"))
+        except (KeyError, ValueError):
+            return Rejection(INVALID_CONTROL, "a relayed message without its source offset")
+        relayed = self._relayed[partition]
+        if offset <= relayed.get(source, -1):
+            return None
+        relayed[source] = offset
+        key = (message.key() or b"").decode()
+        body = message.value() or b""
+        kind = headers[RELAY_HEADER]
+        if kind == b"merge":
+            return Merge(anonymous_id=key, into=body.decode())
+        if kind == b"absorb":
+            source_id, state = msgpack.unpackb(body)
+            return Absorb(source_id=source_id, into=key, state=state)
+        action = decode_event(body, max_bytes=self.settings.max_event_bytes)
+        if isinstance(action, Action):
+            action.user_id = key  # forwarded to the user the id it was sent under belongs to
+        return action
 
     def _produce(
-        self, rejected: list[tuple[Message, Rejection]], changes: Sequence[SegmentChange]
+        self,
+        rejected: list[tuple[Message, Rejection]],
+        changes: Sequence[SegmentChange],
+        relays: Sequence[tuple[Relay, int, Message]],
     ) -> None:
         producer = self.producer
+        for relay, partition, cause in relays:
+            body = relay.body
+            if relay.kind == "forward":
+                body = cause.value() or b""
+            elif relay.kind == "absorb":
+                body = msgpack.packb([(cause.key() or b"").decode(), relay.body])
+            producer.produce(
+                self.settings.events_topic,
+                key=relay.key.encode(),
+                value=body,
+                headers=[
+                    (RELAY_HEADER, relay.kind.encode()),
+                    (SOURCE_HEADER, f"{partition}:{cause.offset()}".encode()),
+                ],
+                on_delivery=self._delivered,
+            )
         for message, rejection in rejected:
             metrics.DEAD_LETTERS.labels(reason=rejection.reason).inc()
             source = f"{message.topic()}/{message.partition()}/{message.offset()}"
@@ -286,6 +365,7 @@ class Worker:
         for partition in partitions:
             found = progress.get(partition)
             self._committed[partition] = None if found is None else found.offset
+            self._relayed[partition] = {} if found is None else dict(found.relayed)
             self._clocks[partition] = (
                 Watermark(lateness)
                 if found is None
@@ -308,6 +388,7 @@ class Worker:
         for tp in partitions:
             self._committed.pop(tp.partition, None)
             self._clocks.pop(tp.partition, None)
+            self._relayed.pop(tp.partition, None)
         log.info("partitions revoked=%s", ",".join(str(tp.partition) for tp in partitions))
 
     def _rewind(self, partitions: list[int]) -> None:
@@ -324,9 +405,14 @@ class Worker:
                 log.warning("seek failed partition=%d error=%r", partition, str(error))
 
 
-def _is_control(message: Message) -> bool:
+def _headers(message: Message) -> dict[str, bytes]:
     headers = message.headers() or []
-    return any(header[0] == CONTROL_HEADER for header in headers if isinstance(header, tuple))
+    found = {}
+    for header in headers:
+        if isinstance(header, tuple):
+            value = header[1] or b""
+            found[str(header[0])] = value.encode() if isinstance(value, str) else bytes(value)
+    return found
 
 
 def _advance_until(body: bytes | None) -> float | None:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -55,7 +56,7 @@ def config(stack: Stack) -> Settings:
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """The process environment that gives a child process ``settings``."""
+    """The process environment that gives a child process `settings`."""
     values = {
         f"SEGSTREAM_{name.upper()}": str(value) for name, value in settings.model_dump().items()
     }
@@ -66,7 +67,7 @@ def environment(settings: Settings) -> dict[str, str]:
 def segstream(
     settings: Settings, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run one ``segstream`` command against ``settings`` and return its result."""
+    """Run one `segstream` command against `settings` and return its result."""
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
         env=environment(settings),
@@ -78,7 +79,7 @@ def segstream(
 
 
 class WorkerProcess:
-    """``segstream worker`` as a child process, as it runs in production."""
+    """`segstream worker` as a child process, as it runs in production."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.log = log
@@ -120,12 +121,13 @@ def model(config: Settings) -> ReadModel:
 
 
 def wait_for_events(model: ReadModel, total: int, timeout: float = 120) -> dict[str, int]:
-    """Wait until the workers have committed ``total`` events (applied or dead-lettered)."""
+    """Wait until the workers have committed `total` events and applied all they relayed."""
     deadline = time.monotonic() + timeout
     counters: dict[str, int] = {}
     while time.monotonic() < deadline:
         counters = model.counters()
-        if counters.get("events", 0) + counters.get("dead_letters", 0) >= total:
+        seen = sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
+        if seen >= total and counters.get("relays_sent", 0) == counters.get("relays_applied", 0):
             return counters
         time.sleep(0.2)
     raise AssertionError(f"workers committed {counters} of {total} events in {timeout} s")
@@ -138,10 +140,29 @@ def export(settings: Settings) -> list[bytes]:
     return sorted(done.stdout.encode().splitlines())
 
 
-def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
-    """Every message on ``topic``, partition by partition in offset order.
+def assert_same_profiles(exported, reference):
+    """Byte equality, reported as the users and fields that differ."""
+    if exported == reference:
+        return
+    mine = {row["user_id"]: row for row in map(orjson.loads, exported)}
+    theirs = {row["user_id"]: row for row in map(orjson.loads, reference)}
+    assert set(mine) == set(theirs)
+    differences = []
+    for user_id in sorted(mine):
+        a, b = mine[user_id], theirs[user_id]
+        fields = {k: (a[k], b[k]) for k in a if k != "features" and a[k] != b[k]}
+        fields |= {
+            k: (v, b["features"][k]) for k, v in a["features"].items() if b["features"][k] != v
+        }
+        if fields:
+            differences.append((user_id, fields))
+    raise AssertionError(f"{len(differences)} users differ, e.g. {differences[:3]}")
 
-    Reads until nothing arrives for ``idle`` seconds: Tansu reports a high
+
+def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
+    """Every message on `topic`, partition by partition in offset order.
+
+    Reads until nothing arrives for `idle` seconds: Tansu reports a high
     watermark that stops at the last record batch's first offset, so the
     watermark cannot tell when a partition has been read to its end.
     """

@@ -11,6 +11,7 @@ import pytest
 from streams.simulate import KafkaSink
 from streams.simulator import SimulatedEvent, Simulation
 from tests.integration.conftest import (
+    assert_same_profiles,
     export,
     isolated_settings,
     read_topic,
@@ -52,7 +53,7 @@ def test_replaying_a_shuffled_export_gives_the_profiles_of_live_processing(
     assert done.returncode == 0, done.stderr
     assert f"replayed {len(events)} events" in done.stderr
     replay_worker.stop()
-    assert export(replayed) == export(config)
+    assert_same_profiles(export(replayed), export(config))
 
 
 def test_until_puts_every_profile_as_of_that_moment(config, start_worker, tmp_path):
@@ -129,3 +130,45 @@ def wait_for_events_including_duplicates(model, total, timeout=60.0):
             return counters
         time.sleep(0.2)
     raise AssertionError(f"only {model.counters()} of {total} events")
+
+
+def identified(kind, user_id, anonymous_id, message_id, timestamp, **fields):
+    body = {"type": kind, "messageId": message_id, "timestamp": timestamp, **fields}
+    if user_id:
+        body["userId"] = user_id
+    if anonymous_id:
+        body["anonymousId"] = anonymous_id
+    key = (user_id or anonymous_id).encode()
+    return SimulatedEvent(0.0, key, orjson.dumps(body))
+
+
+def test_identify_and_alias_merge_anonymous_history_into_the_known_user(
+    config, start_worker, model
+):
+    events = [
+        identified("page", None, "anon-1", "a1", "2026-10-01T10:00:00Z"),
+        identified("page", None, "anon-1", "a2", "2026-10-01T10:01:00Z"),
+        identified("page", None, "old-id", "o1", "2026-10-01T09:00:00Z"),
+        identified("identify", "ann", "anon-1", "i1", "2026-10-01T10:02:00Z"),
+        identified("track", "ann", "anon-1", "t1", "2026-10-01T10:03:00Z", event="Product Viewed"),
+        identified("alias", "ann", None, "al1", "2026-10-01T10:04:00Z", previousId="old-id"),
+    ]
+    produce_events(config, events)
+    worker = start_worker()
+    wait_for_events(model, len(events))
+    # later events under the anonymous id alone still land in ann's profile
+    produce_events(config, [identified("page", None, "anon-1", "a3", "2026-10-01T10:05:00Z")])
+    wait_for_events(model, len(events) + 1)
+    worker.stop()
+
+    ann = orjson.loads(segstream(config, "profile", "ann").stdout)
+    assert ann["features"]["events_lifetime"] == 5  # 3 pages of anon-1, 1 of old-id, 1 view
+    assert ann["features"]["days_since_first_seen"] > 0.04  # old-id's 09:00 page
+    assert orjson.loads(segstream(config, "profile", "anon-1").stdout)["user_id"] == "ann"
+    assert orjson.loads(segstream(config, "profile", "old-id").stdout)["user_id"] == "ann"
+    exported = [orjson.loads(line)["user_id"] for line in export(config)]
+    assert exported == ["ann"]
+    counters = model.counters()
+    assert (
+        counters["relays_sent"] == counters["relays_applied"] == 5
+    )  # 2 merges, 2 absorbs, 1 forward

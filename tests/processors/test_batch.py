@@ -6,7 +6,8 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.batch import apply_batch, evaluate
+from processors.batch import apply_batch
+from processors.evaluation import evaluate
 from processors.events import Action, EventKind
 from processors.rules import parse_rules
 from processors.user import UserState

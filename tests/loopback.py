@@ -1,0 +1,35 @@
+"""Run the pipeline's pure step over a list of events with relays looped back, in memory.
+
+What the workers do across partitions, done in one place: the reference the
+integration tests compare Redis with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from processors.events import Action
+from processors.partition import Absorb, Item, Merge, run_partition
+from processors.rules import RuleSet
+from processors.user import UserState
+
+
+def settle(actions: list[Action], rules: RuleSet) -> dict[str, UserState]:
+    """Every user's final state, merged ids left out."""
+    users: dict[str, UserState] = {}
+    queue: list[Item] = list(actions)
+    while queue:
+        step = run_partition(queue, users, rules, dedup_before=float("-inf"))
+        users.update(step.users)
+        items, queue = queue, []
+        for relay in step.relays:
+            cause = items[relay.position]
+            if relay.kind == "merge":
+                queue.append(Merge(anonymous_id=relay.key, into=relay.body.decode()))
+            elif relay.kind == "absorb":
+                assert isinstance(cause, Merge)
+                queue.append(Absorb(source_id=cause.anonymous_id, into=relay.key, state=relay.body))
+            else:
+                assert isinstance(cause, Action)
+                queue.append(replace(cause, user_id=relay.key))
+    return {user_id: user for user_id, user in users.items() if user.alias_of is None}
