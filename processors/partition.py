@@ -26,6 +26,7 @@ returns these as :class:`Relay` messages for the worker to produce.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -85,6 +86,7 @@ class PartitionStep:
     users: dict[str, UserState]
     changes: list[SegmentChange] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     new_users: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -97,12 +99,15 @@ def run_partition(
     *,
     dedup_before: float,
     partition_users: Sequence[str] = (),
+    retention: float = math.inf,
 ) -> PartitionStep:
     """Apply `items` in order to the partition's users.
 
     `stored` holds the loaded state of the users the items name (and, when an
     :class:`Advance` is among them, of all `partition_users`). Message ids of
-    events before `dedup_before` are forgotten at the end.
+    events before `dedup_before` are forgotten at the end. When a watermark
+    advance leaves a user without events for more than `retention` seconds,
+    the user expires: they leave their segments and their state is dropped.
     """
     step = PartitionStep(users={})
 
@@ -128,9 +133,13 @@ def run_partition(
                 ids = dict.fromkeys([*partition_users, *step.users])
                 everyone = [(user_id, user(user_id)) for user_id in ids]
                 everyone = [(user_id, state) for user_id, state in everyone if not state.alias_of]
-                step.changes += evaluate(
-                    everyone, rules, reason=ChangeReason.TIME, as_of=item.until
-                )
+                idle_since = item.until - retention
+                for user_id, state in everyone:
+                    last_seen = state.profile.last_seen
+                    if last_seen is not None and last_seen < idle_since:
+                        _expire(user_id, state, step, item.until)
+                active = [(u, state) for u, state in everyone if u not in step.expired]
+                step.changes += evaluate(active, rules, reason=ChangeReason.TIME, as_of=item.until)
     for state in step.users.values():
         state.forget_before(dedup_before)
         state.profile.prune(state.as_of)
@@ -176,6 +185,17 @@ def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: RuleSe
     state.recent.update(other.recent)
     state.as_of = max(state.as_of, other.as_of)
     _record(step, evaluate_one(absorb.into, state, rules, ChangeReason.MERGE))
+
+
+def _expire(user_id: str, state: UserState, step: PartitionStep, moment: float) -> None:
+    if user_id in step.expired:
+        return
+    state.as_of = max(state.as_of, moment)
+    _record(
+        step,
+        state.labels.move_to((), user_id=user_id, reason=ChangeReason.EXPIRED, event_time=moment),
+    )
+    step.expired.append(user_id)
 
 
 def _record(step: PartitionStep, change: SegmentChange | None) -> None:

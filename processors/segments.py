@@ -22,6 +22,7 @@ class ChangeReason:
     EVENT = "event"
     TIME = "time"
     MERGE = "merge"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,10 @@ class RedisStateStore:
         self, pipe: redis.client.Pipeline, batch: BatchCommit, offset_keys: list[str]
     ) -> None:
         keys = self.keys
+        expired = {user_id for p in batch.partitions for user_id in p.expired_users}
         for user_id, user in batch.users.items():
-            pipe.set(keys.state(user_id), user.to_bytes())
+            if user_id not in expired:
+                pipe.set(keys.state(user_id), user.to_bytes())
         for change in batch.changes:
             pipe.hset(
                 keys.labels(change.user_id),
@@ -113,10 +115,13 @@ class RedisStateStore:
                 pipe.hincrby(keys.counters, name, amount)
         for key, consumed in zip(offset_keys, batch.partitions, strict=True):
             pipe.set(key, consumed.progress.encode())
+            index = keys.partition_users(consumed.topic, consumed.partition)
             if consumed.new_users:
-                pipe.sadd(
-                    keys.partition_users(consumed.topic, consumed.partition), *consumed.new_users
-                )
+                pipe.sadd(index, *consumed.new_users)
+            if consumed.expired_users:
+                pipe.srem(index, *consumed.expired_users)
+                pipe.delete(*(keys.state(user_id) for user_id in consumed.expired_users))
+                pipe.delete(*(keys.labels(user_id) for user_id in consumed.expired_users))
 
     def users(self) -> Iterator[tuple[str, UserState]]:
         """Every stored user, scanned in chunks."""

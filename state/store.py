@@ -54,7 +54,8 @@ class PartitionCommit:
     """A batch's input from one partition: from `start` (the committed offset) to `progress`.
 
     `start` is `None` when nothing was committed for the partition before;
-    `new_users` are the users first seen in this batch on this partition.
+    `new_users` are the users first seen in this batch on this partition, and
+    `expired_users` those whose state is to be dropped.
     """
 
     topic: str
@@ -62,6 +63,7 @@ class PartitionCommit:
     start: int | None
     progress: PartitionProgress
     new_users: Sequence[str] = ()
+    expired_users: Sequence[str] = ()
 
 
 @dataclass(slots=True)

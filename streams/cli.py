@@ -127,6 +127,11 @@ def topics() -> None:
     help="Event time (UTC) the simulated history ends at [default: 2026-11-01].",
 )
 @click.option(
+    "--days",
+    type=click.FloatRange(0, min_open=True),
+    help="Only the last DAYS days of each shopper's history [default: all 180].",
+)
+@click.option(
     "--invalid-share",
     default=0.0,
     show_default=True,
@@ -143,10 +148,11 @@ def simulate(
     truth: Path | None,
     end: datetime | None,
     invalid_share: float,
+    days: float | None,
 ) -> None:
     """Stream simulated shoppers drawn from personas to Kafka or to a file."""
     end_time = end.replace(tzinfo=UTC).timestamp() if end else DEFAULT_END
-    simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share)
+    simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share, days=days)
     truth_path = truth or (
         output.with_name(output.name + ".truth.jsonl")
         if output and str(output) != "-"

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     """How far behind a partition's newest event time an event may arrive and still count, in s."""
     dedup_horizon_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
     """How long a `messageId` is remembered, in event-time seconds; at least the lateness."""
+    retention_days: float = Field(400, gt=0)
+    """Users without events for longer than this, in event-time days, expire with their state."""
     max_future_seconds: float = Field(86_400, ge=0)
     """Events stamped further than this past the wall clock are dead-lettered, in s."""
     max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)

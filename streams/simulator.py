@@ -75,9 +75,10 @@ class _Shopper:
     """Generates one user's events, oldest first."""
 
     def __init__(
-        self, user: SimulatedUser, persona: Persona, rng: random.Random, end: float
+        self, user: SimulatedUser, persona: Persona, rng: random.Random, end: float, start: float
     ) -> None:
         self.user = user
+        self.start = start
         self.persona = persona
         self.rng = rng
         self.end = end
@@ -104,6 +105,8 @@ class _Shopper:
         identify_at = len(sessions) - 1 if self.user.identified and not self._always_known() else -1
         self.known = self._always_known()
         for number, session_start in enumerate(sessions):
+            if session_start < self.start and number != identify_at:
+                continue  # before the simulated window: not drawn at all
             begin = max(session_start, self.last_moment + 45 * 60)
             browse_only = returns and number == len(sessions) - 1
             yield from self._session(begin, identify=number == identify_at, browse_only=browse_only)
@@ -214,16 +217,23 @@ _MALFORMED: tuple[bytes, ...] = (
 class Simulation:
     """A population of shoppers drawn from :data:`~streams.personas.PERSONAS`.
 
-    `end` is the event time (epoch seconds) the history ends at.
+    `end` is the event time (epoch seconds) the history ends at; with `days`,
+    only the sessions of its last `days` days are drawn (and identification).
     `invalid_share` adds that share of malformed events on top of the valid
     ones, leaving the valid stream unchanged.
     """
 
     def __init__(
-        self, users: int, seed: int, end: float = DEFAULT_END, invalid_share: float = 0.0
+        self,
+        users: int,
+        seed: int,
+        end: float = DEFAULT_END,
+        invalid_share: float = 0.0,
+        days: float | None = None,
     ) -> None:
         self.seed = seed
         self.end = end
+        self.start = -math.inf if days is None else end - days * _DAY
         self.invalid_share = invalid_share
         picker = random.Random(seed)
         names = list(PERSONAS)
@@ -242,7 +252,8 @@ class Simulation:
 
     def _shopper_events(self, user: SimulatedUser) -> Iterator[tuple[float, int, dict[str, Any]]]:
         rng = random.Random(f"{self.seed}:{user.index}")
-        for moment, body in _Shopper(user, PERSONAS[user.persona], rng, self.end).events():
+        shopper = _Shopper(user, PERSONAS[user.persona], rng, self.end, self.start)
+        for moment, body in shopper.events():
             yield moment, user.index, body
 
     def events(self) -> Iterator[SimulatedEvent]:

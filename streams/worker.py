@@ -170,6 +170,7 @@ class Worker:
                 self.rules,
                 dedup_before=clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(partition, ()),
+                retention=self.settings.retention_days * 86_400,
             )
             users.update(step.users)
             changes += step.changes
@@ -182,7 +183,9 @@ class Worker:
                 part.last + 1, clock.max_event_time, clock.floor, dict(self._relayed[partition])
             )
             commits.append(
-                PartitionCommit(topic, partition, self._committed.get(partition), progress, fresh)
+                PartitionCommit(
+                    topic, partition, self._committed.get(partition), progress, fresh, step.expired
+                )
             )
         self._produce(decoded.rejected, changes, relays)
         commit = BatchCommit(
@@ -196,6 +199,7 @@ class Worker:
                 "late": sum(1 for _, r in decoded.rejected if r.reason == LATE),
                 "changes": len(changes),
                 "users": new_users,
+                "expired": sum(len(c.expired_users) for c in commits),
                 "relays_sent": len(relays),
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
             },

@@ -1,0 +1,66 @@
+"""One partition's items: identity commands, watermark advances and retention."""
+
+from processors.events import Action, EventKind
+from processors.partition import Absorb, Advance, Merge, run_partition
+from processors.rules import parse_rules
+
+DAY = 86_400.0
+RULES = parse_rules(
+    "segments:\n  - {name: Seen, description: d, condition: {feature: events_lifetime, op: '>', value: 0}}\n"
+)
+
+
+def test_identify_asks_once_to_merge_the_anonymous_id():
+    identify = Action("ann", "i", EventKind.IDENTIFY, 5.0, anonymous_id="anon")
+    step = run_partition(
+        [identify, identify, Action("ann", "j", EventKind.IDENTIFY, 6.0, anonymous_id="anon")],
+        {},
+        RULES,
+        dedup_before=0,
+    )
+    assert [(r.kind, r.key, r.body) for r in step.relays] == [("merge", "anon", b"ann")]
+    assert step.users["ann"].linked == ["anon"]
+
+
+def test_merge_tombstones_the_id_and_sends_its_history_once():
+    anon = run_partition(
+        [Action("anon", "a", EventKind.PAGE, 1.0)], {}, RULES, dedup_before=0
+    ).users
+    step = run_partition([Merge("anon", "ann"), Merge("anon", "bob")], anon, RULES, dedup_before=0)
+    assert [(r.kind, r.key) for r in step.relays] == [("absorb", "ann")]
+    assert step.users["anon"].alias_of == "ann"
+    assert [(c.user_id, c.exited, c.reason) for c in step.changes] == [("anon", ("Seen",), "merge")]
+
+
+def test_absorb_adds_the_history_once():
+    anon = run_partition(
+        [Action("anon", "a", EventKind.PAGE, 1.0)], {}, RULES, dedup_before=0
+    ).users
+    payload = anon["anon"].to_bytes()
+    absorb = Absorb("anon", "ann", payload)
+    step = run_partition([absorb, absorb], {}, RULES, dedup_before=0)
+    ann = step.users["ann"]
+    assert (ann.profile.events, ann.absorbed, ann.labels.segments) == (1, ["anon"], ("Seen",))
+    assert step.changes[0].reason == "merge"
+
+
+def test_advance_expires_users_idle_past_retention_and_evaluates_the_rest():
+    users = run_partition(
+        [Action("old", "o", EventKind.PAGE, 0.0), Action("new", "n", EventKind.PAGE, 50 * DAY)],
+        {},
+        RULES,
+        dedup_before=0,
+    ).users
+    step = run_partition(
+        [Advance(60 * DAY)],
+        users,
+        RULES,
+        dedup_before=0,
+        partition_users=["old", "new"],
+        retention=30 * DAY,
+    )
+    assert step.expired == ["old"]
+    assert [(c.user_id, c.exited, c.reason) for c in step.changes] == [
+        ("old", ("Seen",), "expired")
+    ]
+    assert step.users["new"].as_of == 60 * DAY
