@@ -78,6 +78,9 @@ def test_late_duplicate_and_future_events(config, start_worker, model):
         page("ann", "m3", "2026-10-01T13:30:00Z"),  # ... within the lateness: applied
         page("ann", "m4", "2026-10-01T12:59:59Z"),  # before the watermark: late
         page("ann", "m5", "2999-01-01T00:00:00Z"),  # far in the future
+        SimulatedEvent(
+            0.0, b"ann", b'{"type": "page", "userId": "ann", "pad": "' + b"x" * 40_000 + b'"}'
+        ),
     ]
     one = isolated_single_partition(config)
     produce_events(one, events)
@@ -87,11 +90,11 @@ def test_late_duplicate_and_future_events(config, start_worker, model):
     assert counters["events"] == 3
     assert counters["duplicates"] == 1
     assert counters["late"] == 1
-    assert counters["dead_letters"] == 2
+    assert counters["dead_letters"] == 3
     reasons = sorted(
         dict(m.headers())["reason"].decode() for m in read_topic(one, one.dead_letter_topic)
     )
-    assert reasons == ["future_timestamp", "late"]
+    assert reasons == ["future_timestamp", "late", "oversized"]
     ann = orjson.loads(segstream(one, "profile", "ann").stdout)
     assert ann["features"]["events_lifetime"] == 2
 
