@@ -157,11 +157,16 @@ Condition = Annotated[
 
 
 class SegmentRule(_Node):
-    """One named segment and the condition a user's features must meet."""
+    """One named segment and the condition a user's features must meet.
+
+    Segments sharing a `group` are mutually exclusive: a user is in the first
+    of them, in file order, whose condition holds.
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w \-]*$")
     description: str
     condition: Condition
+    group: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class RuleFile(_Node):
@@ -212,21 +217,41 @@ class RuleSet:
     the conditions read, so a caller computes only those.
     """
 
-    def __init__(self, definition: RuleFile, digest: str) -> None:
+    def __init__(self, definition: RuleFile, digest: str, version: int | None = None) -> None:
         self.definition = definition
         self.digest = digest
-        self._compiled = [(rule.name, rule.condition.compile()) for rule in definition.segments]
+        self.version = version
+        self._compiled = [
+            (rule.name, rule.group, rule.condition.compile()) for rule in definition.segments
+        ]
         used = set().union(*(_features_of(rule.condition) for rule in definition.segments))
         self.groups = tuple(sorted({FEATURE_GROUPS[name] for name in used}))
 
     @property
     def names(self) -> tuple[str, ...]:
         """Segment names in file order."""
-        return tuple(name for name, _ in self._compiled)
+        return tuple(name for name, _, _ in self._compiled)
+
+    @property
+    def label(self) -> str:
+        """What change events name these rules by: `v<version>` once published, else the digest."""
+        return f"v{self.version}" if self.version is not None else f"file:{self.digest}"
 
     def evaluate(self, features: Features) -> tuple[str, ...]:
-        """Names of the segments whose condition `features` meet, in file order."""
-        return tuple(name for name, predicate in self._compiled if predicate(features))
+        """Names of the segments whose condition `features` meet, in file order.
+
+        Within a priority group only the first segment that matches counts.
+        """
+        taken: set[str] = set()
+        matched = []
+        for name, group, predicate in self._compiled:
+            if group is not None and group in taken:
+                continue
+            if predicate(features):
+                matched.append(name)
+                if group is not None:
+                    taken.add(group)
+        return tuple(matched)
 
 
 def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
@@ -297,7 +322,7 @@ def _duplicates(definition: RuleFile, lines: dict[tuple[str | int, ...], int]) -
     return found
 
 
-def parse_rules(text: str, source: str = "rules") -> RuleSet:
+def parse_rules(text: str, source: str = "rules", version: int | None = None) -> RuleSet:
     """Validate rule-file text and compile it; raise :class:`RuleFileError` on any problem."""
     try:
         document = yaml.safe_load(text)
@@ -315,4 +340,4 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
     if duplicates:
         raise RuleFileError(source, duplicates)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return RuleSet(definition, digest)
+    return RuleSet(definition, digest, version)

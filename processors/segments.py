@@ -23,6 +23,7 @@ class ChangeReason:
     TIME = "time"
     MERGE = "merge"
     EXPIRED = "expired"
+    RULES = "rules"
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,7 +327,7 @@ def profiles_export(output: str) -> None:
 
 @main.group()
 def rules() -> None:
-    """Check rule files."""
+    """Check rule files and publish them to the running workers."""
 
 
 @rules.command("validate")
@@ -340,6 +340,28 @@ def rules_validate(file: Path) -> None:
         click.echo(str(error), err=True)
         sys.exit(1)
     click.echo(f"{file}: {len(parsed.names)} segments, digest {parsed.digest}")
+
+
+@rules.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--reevaluate", is_flag=True, help="Re-label every known user now, not only as they act."
+)
+def rules_apply(file: Path, reevaluate: bool) -> None:
+    """Publish a rules file as the next version; running workers switch within seconds."""
+    from streams.rules_feed import publish
+    from streams.topics import ensure_topics
+
+    config = settings()
+    ensure_topics(config)
+    try:
+        published = publish(
+            config, file.read_text(encoding="utf-8"), str(file), reevaluate=reevaluate
+        )
+    except RuleFileError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(f"published {file} as rules {published.label} ({len(published.names)} segments)")
 
 
 @main.command()

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     """Topic of undecodable events: the original bytes with `reason` and `detail` headers."""
     changes_topic: TopicName = "segment-changes"
     """Topic of segment changes, keyed by user id."""
+    rules_topic: TopicName = "rules"
+    """Compacted topic of published rule versions; workers follow it."""
     partitions: int = Field(4, ge=1, le=1024)
     """Partitions of the events topic (and of the change topic) when segstream creates them."""
     replication_factor: int = Field(1, ge=1, le=16)

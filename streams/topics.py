@@ -27,12 +27,13 @@ def topology(settings: Settings) -> list[TopicSpec]:
     """Every topic segstream reads or writes.
 
     >>> [spec.name for spec in topology(Settings(partitions=2))]
-    ['events', 'events.dlq', 'segment-changes']
+    ['events', 'events.dlq', 'segment-changes', 'rules']
     """
     return [
         TopicSpec(settings.events_topic, settings.partitions),
         TopicSpec(settings.dead_letter_topic, 1),
         TopicSpec(settings.changes_topic, settings.partitions),
+        TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -35,16 +35,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from processors.evaluation import evaluate
 from processors.events import Action, Rejection, decode_event
 from processors.partition import Absorb, Advance, Item, Merge, Relay, run_partition
 from processors.rules import RuleSet, parse_rules
-from processors.segments import SegmentChange
+from processors.segments import ChangeReason, SegmentChange
 from processors.user import UserState
 from processors.watermark import Watermark
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from state.store import BatchCommit, PartitionCommit, PartitionFencedError, PartitionProgress
 from streams import metrics
+from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,15 +131,28 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set, then leave the group cleanly."""
         topic = self.settings.events_topic
+        feed = RulesFeed(self.settings)
+        published = feed.catch_up()
+        if published is not None:
+            self.rules = published
         self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
         wait = self.settings.batch_max_wait_ms / 1000
-        log.info("worker started group=%s topic=%s", self.settings.group_id, topic)
+        log.info(
+            "worker started group=%s topic=%s rules=%s",
+            self.settings.group_id,
+            topic,
+            self.rules.label,
+        )
         try:
             while not stop.is_set():
+                update = feed.poll()
+                if update is not None:
+                    self._switch_rules(*update)
                 messages = self.consumer.consume(self.settings.batch_max_events, wait)
                 if messages:
                     self.process(messages)
         finally:
+            feed.close()
             self.consumer.close()
             self.producer.flush(10)
             self.client.close()
@@ -226,6 +241,31 @@ class Worker:
             len(changes),
             len(relays),
         )
+
+    def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
+        """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
+        self.rules = rules
+        log.info("rules switched to=%s reevaluate=%s", rules.label, reevaluate)
+        if not reevaluate:
+            return
+        topic = self.settings.events_topic
+        relabelled = 0
+        for partition in list(self._committed):
+            for chunk in self.store.partition_users(topic, partition):
+                users = self.store.load(chunk)
+                active = [(u, state) for u, state in users.items() if state.alias_of is None]
+                changes = evaluate(active, rules, reason=ChangeReason.RULES)
+                self._produce([], changes, [])
+                self.store.commit(
+                    BatchCommit(
+                        users=users,
+                        changes=changes,
+                        partitions=[],
+                        counters={"changes": len(changes)},
+                    )
+                )
+                relabelled += len(active)
+        log.info("rules re-evaluated users=%d", relabelled)
 
     def _decode(self, messages: Sequence[Message]) -> _Decoded:
         partitions: dict[int, _PartitionBatch] = {}
@@ -346,7 +386,7 @@ class Worker:
                 on_delivery=self._delivered,
             )
         processed_at = time.time()
-        digest = self.rules.digest
+        digest = self.rules.label
         for change in changes:
             producer.produce(
                 self.settings.changes_topic,

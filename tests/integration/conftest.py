@@ -41,6 +41,7 @@ def isolated_settings(stack: Stack) -> Settings:
         events_topic=f"events-{tag}",
         dead_letter_topic=f"events.dlq-{tag}",
         changes_topic=f"segment-changes-{tag}",
+        rules_topic=f"rules-{tag}",
         group_id=f"workers-{tag}",
         partitions=4,
         batch_max_wait_ms=50,

@@ -1,0 +1,151 @@
+"""Rules published to the compacted rules topic, and the workers' view of them.
+
+`segstream rules apply FILE` validates a rule file and publishes it with the
+next version number; every worker follows the topic and switches to a new
+version at its next batch. A publication that does not parse is refused and
+the running rules stay in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from processors.rules import RuleFileError, RuleSet, parse_rules
+from state.keys import KeyLayout
+from streams.kafka import reliable_producer
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RULES_KEY = b"rules"
+"""The one key of the compacted rules topic: only the latest publication matters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One published version of the rules.
+
+    >>> Publication.from_json(Publication(3, "segments: []", True, 1.5).to_json())
+    Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5)
+    """
+
+    version: int
+    text: str
+    reevaluate: bool
+    published_at: float
+
+    def to_json(self) -> bytes:
+        """The message value."""
+        return orjson.dumps(
+            {
+                "version": self.version,
+                "text": self.text,
+                "reevaluate": self.reevaluate,
+                "published_at": self.published_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, value: bytes) -> Publication:
+        """Inverse of :meth:`to_json`; raises `ValueError` when the value is not one."""
+        try:
+            body = orjson.loads(value)
+            return cls(
+                int(body["version"]),
+                str(body["text"]),
+                bool(body["reevaluate"]),
+                float(body["published_at"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a rules publication: {error}") from None
+
+    def rules(self) -> RuleSet:
+        """The rule set; raises `RuleFileError` when the text does not validate."""
+        return parse_rules(self.text, source=f"rules v{self.version}", version=self.version)
+
+
+def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> RuleSet:
+    """Validate `text` and publish it as the next version; raises `RuleFileError`."""
+    parse_rules(text, source=source)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        version = int(client.incr(f"{KeyLayout(settings.redis_prefix).prefix}:rules:version"))
+    finally:
+        client.close()
+    publication = Publication(version, text, reevaluate, time.time())
+    producer = reliable_producer(settings)
+    errors: list[str] = []
+    producer.produce(
+        settings.rules_topic,
+        key=RULES_KEY,
+        value=publication.to_json(),
+        on_delivery=lambda error, _: errors.append(error.str()) if error else None,
+    )
+    if producer.flush(30) or errors:
+        raise RuntimeError(f"the broker did not take rules v{version}: {errors or 'timeout'}")
+    return publication.rules()
+
+
+class RulesFeed:
+    """Follows the rules topic from its start; :meth:`poll` hands out newer versions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.rules_topic
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"{settings.group_id}-rules",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self.version = 0
+
+    def catch_up(self, timeout: float = 10.0) -> RuleSet | None:
+        """The newest valid rules already published, read at start-up; `None` if none."""
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, 0), timeout=timeout
+        )
+        newest: RuleSet | None = None
+        deadline = time.monotonic() + timeout
+        position = low - 1
+        while high > low and position < high - 1 and time.monotonic() < deadline:
+            for message in self.consumer.consume(100, 0.5):
+                if message.error() is None:
+                    position = max(position, message.offset() or 0)
+                    newest = self._accept(message.value()) or newest
+        return newest
+
+    def poll(self) -> tuple[RuleSet, bool] | None:
+        """A newer valid version published since the last call, and whether to re-evaluate."""
+        found: tuple[RuleSet, bool] | None = None
+        for message in self.consumer.consume(100, 0):
+            if message.error() is None:
+                rules = self._accept(message.value())
+                if rules is not None:
+                    publication = Publication.from_json(message.value() or b"")
+                    found = (rules, publication.reevaluate)
+        return found
+
+    def _accept(self, value: bytes | None) -> RuleSet | None:
+        try:
+            publication = Publication.from_json(value or b"")
+            if publication.version <= self.version:
+                return None
+            rules = publication.rules()
+        except (ValueError, RuleFileError) as error:
+            log.error("rules refused, the running rules stay in force: %s", error)
+            return None
+        self.version = publication.version
+        return rules
+
+    def close(self) -> None:
+        """Leave the topic."""
+        self.consumer.close()
