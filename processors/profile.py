@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from processors.windows import Sessions, SlidingCounts
 MINUTE = 60
 HOUR = 3_600
 DAY = 86_400
+RECENT_SECONDS = HOUR
+"""How far back exact event times are kept for time-window conditions, in seconds."""
 SESSION_GAP = 30 * MINUTE
 """Inactivity that ends a session, in seconds: events 30 minutes or more apart are two sessions."""
 
@@ -74,6 +77,8 @@ class Profile:
     hours: SlidingCounts = field(default_factory=lambda: SlidingCounts(HOUR, 24))
     days: SlidingCounts = field(default_factory=lambda: SlidingCounts(DAY, 30))
     category_days: dict[str, dict[int, int]] = field(default_factory=dict)
+    recent: dict[str, list[int]] = field(default_factory=dict)
+    """Event times of the last `RECENT_SECONDS`, per `"<kind>/<category>"` (sorted)."""
     sessions: Sessions = field(default_factory=lambda: Sessions(SESSION_GAP))
     purchase_days: dict[int, int] = field(default_factory=dict)
     orders: int = 0
@@ -108,6 +113,7 @@ class Profile:
         for category in action.categories:
             per_day = self.category_days.setdefault(category, {})
             per_day[day] = per_day.get(day, 0) + 1
+            bisect.insort(self.recent.setdefault(f"{kind.name}/{category}", []), moment)
         flags = 0
         if kind is EventKind.CART_ADD:
             flags = _SESSION_CART
@@ -120,8 +126,23 @@ class Profile:
             self.last_order = moment if self.last_order is None else max(self.last_order, moment)
         self.sessions.add(moment, flags)
 
+    def burst(self, kind: EventKind, within: float, as_of: float) -> int:
+        """The most `kind` events of one category in the `within` seconds up to `as_of`.
+
+        Exact to the second for `within` up to :data:`RECENT_SECONDS`.
+        """
+        prefix = f"{kind.name}/"
+        most = 0
+        for key, times in self.recent.items():
+            if key.startswith(prefix):
+                start = bisect.bisect_right(times, as_of - within)
+                most = max(most, bisect.bisect_right(times, as_of) - start)
+        return most
+
     def merge(self, other: Profile) -> None:
         """Add `other`'s aggregates (another id of the same person) into this profile."""
+        for key, times in other.recent.items():
+            self.recent[key] = sorted(self.recent.get(key, []) + times)
         self.minutes.merge(other.minutes)
         self.hours.merge(other.hours)
         self.days.merge(other.days)
@@ -153,6 +174,13 @@ class Profile:
             else:
                 del self.category_days[category]
         self.sessions.prune(as_of - 7 * DAY)
+        horizon = as_of - RECENT_SECONDS
+        for key in list(self.recent):
+            kept = [moment for moment in self.recent[key] if moment > horizon]
+            if kept:
+                self.recent[key] = kept
+            else:
+                del self.recent[key]
 
     def features(self, as_of: float, groups: Iterable[str] | None = None) -> Features:
         """Features as of event time `as_of` (epoch seconds): all, or those of `groups`.
@@ -285,6 +313,7 @@ class Profile:
             self.last_seen,
             self.last_order,
             list(self.last_device) if self.last_device else None,
+            sorted(self.recent.items()),
         ]
 
     @classmethod
@@ -298,7 +327,8 @@ class Profile:
         profile.category_days = {name: dict(map(tuple, pairs)) for name, pairs in categories}
         profile.sessions.items = sessions
         profile.purchase_days = dict(map(tuple, purchases))
-        orders, events, first_seen, last_seen, last_order, last_device = scalars
+        orders, events, first_seen, last_seen, last_order, last_device, recent = scalars
+        profile.recent = dict(map(tuple, recent))
         profile.orders, profile.events = orders, events
         profile.first_seen, profile.last_seen, profile.last_order = (
             first_seen,
@@ -307,6 +337,15 @@ class Profile:
         )
         profile.last_device = (last_device[0], last_device[1]) if last_device else None
         return profile
+
+
+BURST_PREFIX = "burst:"
+"""Feature names `burst:<KIND>:<seconds>` read :meth:`Profile.burst`."""
+
+
+def burst_feature(kind: EventKind, within: float) -> str:
+    """The feature name of the most `kind` events of one category within `within` seconds."""
+    return f"{BURST_PREFIX}{kind.name}:{within:g}"
 
 
 class LazyFeatures(Mapping[str, float | str]):
@@ -328,6 +367,11 @@ class LazyFeatures(Mapping[str, float | str]):
         try:
             return self._values[name]
         except KeyError:
+            if name.startswith(BURST_PREFIX):
+                _, kind, within = name.split(":")
+                count = self._profile.burst(EventKind[kind], float(within), self._as_of)
+                self._values[name] = float(count)
+                return self._values[name]
             group = FEATURE_GROUPS[name]
             self._values.update(self._profile.features(self._as_of, (group,)))
             return self._values[name]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -49,7 +50,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from processors.profile import FEATURE_GROUPS, FEATURE_NAMES, TEXT_FEATURES
+from processors.events import EventKind
+from processors.profile import (
+    FEATURE_GROUPS,
+    FEATURE_NAMES,
+    RECENT_SECONDS,
+    TEXT_FEATURES,
+    burst_feature,
+)
 
 Features = Mapping[str, float | str]
 Predicate = Callable[[Features], bool]
@@ -135,9 +143,57 @@ class NotOf(_Node):
         return lambda features: not part(features)
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+_CATEGORY_KINDS = {
+    "Product Viewed": EventKind.PRODUCT_VIEWED,
+    "Product Added": EventKind.CART_ADD,
+    "Product Removed": EventKind.CART_REMOVE,
+    "Order Completed": EventKind.ORDER,
+}
+
+
+class Burst(_Node):
+    """At least `at_least` `event`s in one category within `within` (`90s`, `10m`, `1h`).
+
+    For example `{event: Product Viewed, at_least: 3, within: 10m, per: category}`:
+    true while the user's latest such events show 3 views of one category in
+    the 10 minutes up to the evaluation time.
+    """
+
+    event: Literal["Product Viewed", "Product Added", "Product Removed", "Order Completed"]
+    at_least: int = Field(ge=1, le=10_000)
+    within: str
+    per: Literal["category"] = "category"
+
+    @field_validator("within")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        match = _DURATION.match(text.strip())
+        if match is None:
+            raise ValueError("a duration such as 90s, 10m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not 0 < seconds <= RECENT_SECONDS:
+            raise ValueError(f"between 1s and {RECENT_SECONDS // 60}m")
+        return text.strip()
+
+    @property
+    def feature(self) -> str:
+        """The lazily computed feature this condition reads."""
+        match = _DURATION.match(self.within)
+        assert match is not None
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        return burst_feature(_CATEGORY_KINDS[self.event], seconds)
+
+    def compile(self) -> Predicate:
+        """A predicate over a feature mapping."""
+        feature, least = self.feature, self.at_least
+        return lambda features: float(features[feature]) >= least
+
+
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        for key in ("all", "any", "not", "feature"):
+        for key in ("all", "any", "not", "feature", "event"):
             if key in value:
                 return key
     return None
@@ -147,11 +203,12 @@ Condition = Annotated[
     Annotated[Comparison, Tag("feature")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
-    | Annotated[NotOf, Tag("not")],
+    | Annotated[NotOf, Tag("not")]
+    | Annotated[Burst, Tag("event")],
     Discriminator(
         _condition_kind,
         custom_error_type="condition",
-        custom_error_message="a condition is a mapping with one of: all, any, not, feature",
+        custom_error_message="a condition is a mapping with one of: all, any, not, feature, event",
     ),
 ]
 
@@ -198,10 +255,12 @@ class RuleFileError(ValueError):
         super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
 
 
-def _features_of(condition: Comparison | AllOf | AnyOf | NotOf) -> set[str]:
+def _features_of(condition: Comparison | AllOf | AnyOf | NotOf | Burst) -> set[str]:
     match condition:
         case Comparison():
             return {condition.feature}
+        case Burst():
+            return set()
         case AllOf():
             return set().union(*(_features_of(part) for part in condition.all_of))
         case AnyOf():
@@ -276,7 +335,7 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
 
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
-_TAGS = frozenset(("feature", "all", "any", "not"))
+_TAGS = frozenset(("feature", "all", "any", "not", "event"))
 
 
 def _is_condition_slot(path: list[str | int]) -> bool:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from processors.events import Action, EventKind
+from processors.profile import LazyFeatures, Profile
 from processors.rules import RuleFileError, parse_rules
 from streams.settings import default_rules_file
 
@@ -81,7 +83,7 @@ def test_errors_name_line_and_field():
     assert errors_of(text) == [
         "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
-        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature",
+        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, event",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
     ]
 
@@ -124,4 +126,51 @@ def test_duplicate_names_are_refused():
 def test_empty_file_is_refused():
     assert errors_of("") == [
         "(document): Input should be a valid dictionary or instance of RuleFile"
+    ]
+
+
+BURST = """segments:
+  - name: Shoe Burst
+    description: Three views of one category within ten minutes.
+    condition:
+      all:
+        - {event: Product Viewed, at_least: 3, within: 10m, per: category}
+        - {feature: orders_lifetime, op: "==", value: 0}
+"""
+
+
+def views(*moments, category="shoes"):
+    profile = Profile()
+    for number, moment in enumerate(moments):
+        profile.apply(
+            Action("u", str(number), EventKind.PRODUCT_VIEWED, moment, categories=(category,))
+        )
+    return profile
+
+
+def test_time_window_condition_counts_one_category_within_the_window():
+    rules = parse_rules(BURST)
+    close_together = views(0, 200, 590)
+    assert rules.evaluate(LazyFeatures(close_together, 590)) == ("Shoe Burst",)
+    assert rules.evaluate(LazyFeatures(close_together, 801)) == ()  # the first view slid out
+    spread = views(0, 400, 900)
+    assert rules.evaluate(LazyFeatures(spread, 900)) == ()
+    mixed = views(0, 100)
+    mixed.apply(Action("u", "x", EventKind.PRODUCT_VIEWED, 150, categories=("bags",)))
+    assert rules.evaluate(LazyFeatures(mixed, 150)) == ()
+
+
+def test_time_window_condition_errors():
+    text = """segments:
+  - name: A
+    description: d
+    condition: {event: Product Viewed, at_least: 0, within: 2h}
+  - name: B
+    description: d
+    condition: {event: Product Viewed, at_least: 2, within: 3 days}
+"""
+    assert errors_of(text) == [
+        "line 4, segments[0].condition.at_least: Input should be greater than or equal to 1",
+        "line 4, segments[0].condition.within: between 1s and 60m",
+        "line 7, segments[1].condition.within: a duration such as 90s, 10m or 1h",
     ]
