@@ -55,6 +55,8 @@ class SegmentChange:
             "event_time": self.event_time,
             "processed_at": processed_at,
             "rules_version": rules_version,
+            "cluster": None,
+            "model_version": None,
         }
         return orjson.dumps(document)
 

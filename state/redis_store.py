@@ -101,6 +101,7 @@ class RedisStateStore:
                     "segments": orjson.dumps(change.segments),
                     "version": change.version,
                     "event_time": change.event_time,
+                    "rules_version": batch.rules_version,
                 },
             )
             for segment in change.entered:

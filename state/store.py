@@ -74,6 +74,7 @@ class BatchCommit:
     changes: Sequence[SegmentChange]
     partitions: Sequence[PartitionCommit]
     counters: Mapping[str, int] = field(default_factory=dict)
+    rules_version: str = ""
 
 
 class PartitionFencedError(RuntimeError):

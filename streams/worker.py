@@ -218,6 +218,7 @@ class Worker:
                 "relays_sent": len(relays),
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
             },
+            rules_version=self.rules.label,
         )
         try:
             self.store.commit(commit)
@@ -262,6 +263,7 @@ class Worker:
                         changes=changes,
                         partitions=[],
                         counters={"changes": len(changes)},
+                        rules_version=rules.label,
                     )
                 )
                 relabelled += len(active)
