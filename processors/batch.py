@@ -29,8 +29,6 @@ from processors.partition import PartitionStep, run_partition
 from processors.rules import RuleSet
 from processors.user import UserState
 
-BatchOutcome = PartitionStep
-
 
 def apply_batch(
     actions: Sequence[Action],

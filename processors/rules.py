@@ -52,7 +52,6 @@ from pydantic_core import PydanticCustomError
 
 from processors.events import EventKind
 from processors.profile import (
-    FEATURE_GROUPS,
     FEATURE_NAMES,
     RECENT_SECONDS,
     TEXT_FEATURES,
@@ -255,25 +254,11 @@ class RuleFileError(ValueError):
         super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
 
 
-def _features_of(condition: Comparison | AllOf | AnyOf | NotOf | Burst) -> set[str]:
-    match condition:
-        case Comparison():
-            return {condition.feature}
-        case Burst():
-            return set()
-        case AllOf():
-            return set().union(*(_features_of(part) for part in condition.all_of))
-        case AnyOf():
-            return set().union(*(_features_of(part) for part in condition.any_of))
-        case NotOf():
-            return _features_of(condition.not_of)
-
-
 class RuleSet:
     """Compiled rules, ready to evaluate many users quickly.
 
-    `groups` are the feature groups (see `processors.profile.FEATURE_GROUPS`)
-    the conditions read, so a caller computes only those.
+    Conditions short-circuit, so with :class:`~processors.profile.LazyFeatures`
+    only the features a user's evaluation reaches are computed.
     """
 
     def __init__(self, definition: RuleFile, digest: str, version: int | None = None) -> None:
@@ -283,8 +268,6 @@ class RuleSet:
         self._compiled = [
             (rule.name, rule.group, rule.condition.compile()) for rule in definition.segments
         ]
-        used = set().union(*(_features_of(rule.condition) for rule in definition.segments))
-        self.groups = tuple(sorted({FEATURE_GROUPS[name] for name in used}))
 
     @property
     def names(self) -> tuple[str, ...]:
