@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+import msgpack
 import orjson
 import redis
 from confluent_kafka import KafkaError, Message
@@ -30,7 +31,7 @@ from streams.settings import Settings
 from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
 
 Progress = Callable[[int], None]
-_UNREADABLE = -1.0e18  # before any real event time; finite, so it survives JSON
+_UNREADABLE = -1.0e18  # before any real event time
 
 
 def _sort_key(line: bytes) -> tuple[float, bytes]:
@@ -45,19 +46,18 @@ def _sort_key(line: bytes) -> tuple[float, bytes]:
 
 
 def _spill(run: list[tuple[float, bytes, bytes]], directory: Path, number: int) -> Path:
+    """Write a sorted run as msgpack, which keeps any bytes, valid UTF-8 or not."""
     run.sort(key=lambda item: item[0])
     path = directory / f"run-{number:05d}"
     with path.open("wb") as handle:
         for moment, key, line in run:
-            handle.write(orjson.dumps([moment, key.decode(), line.decode()]) + b"\n")
+            handle.write(msgpack.packb([moment, key, line]))
     return path
 
 
 def _read_run(path: Path) -> Iterator[tuple[float, bytes, bytes]]:
     with path.open("rb") as handle:
-        for row in handle:
-            moment, key, line = orjson.loads(row)
-            yield moment, key.encode(), line.encode()
+        yield from (tuple(row) for row in msgpack.Unpacker(handle))
 
 
 def sorted_events(
@@ -67,10 +67,11 @@ def sorted_events(
 
     >>> import io, tempfile
     >>> lines = b'{"timestamp": "2026-01-02T00:00:00Z", "userId": "b"}\\n' \\
-    ...         b'not json\\n{"timestamp": "2026-01-01T00:00:00Z", "userId": "a"}\\n'
+    ...         b'not json \\xff\\n{"timestamp": "2026-01-01T00:00:00Z", "userId": "a"}\\n'
     >>> with tempfile.TemporaryDirectory() as scratch:
-    ...     [key for _, key, _ in sorted_events(io.BytesIO(lines), Path(scratch), run_events=2)]
-    [b'', b'a', b'b']
+    ...     events = sorted_events(io.BytesIO(lines), Path(scratch), run_events=2)
+    ...     [line[:8] for _, _, line in events]
+    [b'not json', b'{"timest', b'{"timest']
     """
     runs: list[Path] = []
     run: list[tuple[float, bytes, bytes]] = []
