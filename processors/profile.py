@@ -352,21 +352,29 @@ class LazyFeatures(Mapping[str, float | str]):
     """A profile's features as of a time, each group computed when first read.
 
     Rules short-circuit, so a rule set usually reads a few groups, not all.
+    `thresholds` holds population percentiles by name (`p75(revenue_30d)`);
+    one not among them reads as NaN, which no comparison meets.
 
-    >>> features = LazyFeatures(Profile(), as_of=0.0)
+    >>> features = LazyFeatures(Profile(), as_of=0.0, thresholds={"p50(orders_30d)": 1.0})
     >>> features["orders_lifetime"], len(features._values) < len(FEATURE_GROUPS)
     (0.0, True)
+    >>> features["p50(orders_30d)"], features["p90(orders_30d)"]
+    (1.0, nan)
     """
 
-    def __init__(self, profile: Profile, as_of: float) -> None:
+    def __init__(
+        self, profile: Profile, as_of: float, thresholds: Mapping[str, float] | None = None
+    ) -> None:
         self._profile = profile
         self._as_of = as_of
-        self._values: Features = {}
+        self._values: Features = dict(thresholds) if thresholds else {}
 
     def __getitem__(self, name: str) -> float | str:
         try:
             return self._values[name]
         except KeyError:
+            if name not in FEATURE_GROUPS and name[:1] == "p" and name.endswith(")"):
+                return math.nan  # a percentile threshold not known yet
             if name.startswith(BURST_PREFIX):
                 _, kind, within = name.split(":")
                 count = self._profile.burst(EventKind[kind], float(within), self._as_of)

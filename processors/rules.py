@@ -2,9 +2,13 @@
 
 A rule file lists segments; each has a `name`, a `description` and a
 `condition` built from `all`, `any` and `not` over comparisons
-`{feature, op, value}`. :func:`parse_rules` validates the text with pydantic
-and reports every error with its line and field; :meth:`RuleSet.evaluate`
-returns the names of the segments a user's features satisfy.
+`{feature, op, value}`, time windows `{event, at_least, within}` and
+references to other segments `{segment: name}`. A comparison's value is a
+literal or a population percentile, `p75(revenue_30d)`, read from the
+features mapping under that very name. :func:`parse_rules` validates the text
+with pydantic and reports every error with its line and field;
+:meth:`RuleSet.evaluate` returns the names of the segments a user's features
+satisfy.
 
 >>> rules = parse_rules('''
 ... segments:
@@ -33,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -45,6 +49,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -59,7 +64,30 @@ from processors.profile import (
 )
 
 Features = Mapping[str, float | str]
-Predicate = Callable[[Features], bool]
+Predicate = Callable[[Features, set[str]], bool]
+"""A compiled condition: features, and the segments decided so far, to true or false."""
+
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*(\w+)\s*\)$")
+
+
+def percentile_name(feature: str, q: float) -> str:
+    """The name a percentile threshold is read under, e.g. `p75(revenue_30d)`.
+
+    >>> percentile_name("revenue_30d", 75.0), percentile_name("orders_30d", 99.5)
+    ('p75(revenue_30d)', 'p99.5(orders_30d)')
+    """
+    return f"p{q:g}({feature})"
+
+
+def parse_percentile(name: str) -> tuple[str, float] | None:
+    """`(feature, q)` of a percentile name, or `None` when `name` is not one.
+
+    >>> parse_percentile("p75(revenue_30d)"), parse_percentile("revenue_30d")
+    (('revenue_30d', 75.0), None)
+    """
+    match = _PERCENTILE.match(name.strip())
+    return None if match is None else (match.group(2), float(match.group(1)))
+
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
@@ -78,8 +106,10 @@ class _Node(BaseModel):
 class Comparison(_Node):
     """`feature op value`, e.g. `{feature: orders_30d, op: ">=", value: 3}`.
 
-    Numeric features compare with any operator against a number; text
-    features (`top_category_30d`, `last_device`) with `==` or `!=` against a name.
+    Numeric features compare with any operator against a number or a
+    population percentile `pNN(feature)` (NN from 0 to 100); a percentile not
+    known yet makes the comparison false. Text features (`top_category_30d`,
+    `last_device`) compare with `==` or `!=` against a name.
     """
 
     feature: str
@@ -93,20 +123,49 @@ class Comparison(_Node):
             raise ValueError(f"unknown feature {name!r}")
         return name
 
+    @field_validator("value")
+    @classmethod
+    def _threshold(cls, value: float | str, info: ValidationInfo) -> float | str:
+        feature = info.data.get("feature")
+        if feature is None or feature in TEXT_FEATURES or not isinstance(value, str):
+            return value
+        threshold = parse_percentile(value)
+        if threshold is None:
+            raise ValueError("a number or a percentile such as p75(revenue_30d)")
+        name, q = threshold
+        if not 0 <= q <= 100:
+            raise ValueError("a percentile is between p0 and p100")
+        if name not in FEATURE_NAMES:
+            raise ValueError(f"unknown numeric feature {name!r}")
+        return percentile_name(name, q)
+
     @model_validator(mode="after")
     def _typed(self) -> Comparison:
         if self.feature in TEXT_FEATURES:
             if self.op not in ("==", "!="):
                 raise PydanticCustomError("text_feature", "a text feature compares with == or !=")
             self.__dict__["value"] = str(self.value)
-        elif isinstance(self.value, str):
-            raise PydanticCustomError("number", "value should be a number for this feature")
         return self
+
+    @property
+    def percentile(self) -> tuple[str, float] | None:
+        """`(feature, q)` when the value is a percentile threshold."""
+        if self.feature in TEXT_FEATURES or not isinstance(self.value, str):
+            return None
+        return parse_percentile(self.value)
 
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
         compare, feature, value = _OPERATORS[self.op], self.feature, self.value
-        return lambda features: compare(features[feature], value)
+        if self.percentile is not None:
+            threshold = str(value)
+
+            def against_percentile(features: Features, _: set[str]) -> bool:
+                limit = features[threshold]
+                return limit == limit and compare(features[feature], limit)  # NaN: unknown
+
+            return against_percentile
+        return lambda features, _: compare(features[feature], value)
 
 
 class AllOf(_Node):
@@ -117,7 +176,7 @@ class AllOf(_Node):
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
         parts = [part.compile() for part in self.all_of]
-        return lambda features: all(part(features) for part in parts)
+        return lambda features, decided: all(part(features, decided) for part in parts)
 
 
 class AnyOf(_Node):
@@ -128,7 +187,7 @@ class AnyOf(_Node):
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
         parts = [part.compile() for part in self.any_of]
-        return lambda features: any(part(features) for part in parts)
+        return lambda features, decided: any(part(features, decided) for part in parts)
 
 
 class NotOf(_Node):
@@ -139,7 +198,7 @@ class NotOf(_Node):
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
         part = self.not_of.compile()
-        return lambda features: not part(features)
+        return lambda features, decided: not part(features, decided)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
@@ -187,12 +246,27 @@ class Burst(_Node):
     def compile(self) -> Predicate:
         """A predicate over a feature mapping."""
         feature, least = self.feature, self.at_least
-        return lambda features: float(features[feature]) >= least
+        return lambda features, _: float(features[feature]) >= least
+
+
+class InSegment(_Node):
+    """True when the user is in another segment of the file: `{segment: Lapsed Customers}`.
+
+    Segments are evaluated after the ones they refer to; a cycle of
+    references is an error.
+    """
+
+    segment: str = Field(min_length=1)
+
+    def compile(self) -> Predicate:
+        """A predicate over the segments decided so far."""
+        name = self.segment
+        return lambda _, decided: name in decided
 
 
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        for key in ("all", "any", "not", "feature", "event"):
+        for key in ("all", "any", "not", "feature", "event", "segment"):
             if key in value:
                 return key
     return None
@@ -203,11 +277,14 @@ Condition = Annotated[
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[NotOf, Tag("not")]
-    | Annotated[Burst, Tag("event")],
+    | Annotated[Burst, Tag("event")]
+    | Annotated[InSegment, Tag("segment")],
     Discriminator(
         _condition_kind,
         custom_error_type="condition",
-        custom_error_message="a condition is a mapping with one of: all, any, not, feature, event",
+        custom_error_message=(
+            "a condition is a mapping with one of: all, any, not, feature, event, segment"
+        ),
     ),
 ]
 
@@ -258,26 +335,36 @@ class RuleSet:
     """Compiled rules, ready to evaluate many users quickly.
 
     Conditions short-circuit, so with :class:`~processors.profile.LazyFeatures`
-    only the features a user's evaluation reaches are computed.
+    only the features a user's evaluation reaches are computed. Segments are
+    decided in an order where every segment comes after those it refers to
+    and after the earlier members of its priority group.
     """
 
     def __init__(self, definition: RuleFile, digest: str, version: int | None = None) -> None:
         self.definition = definition
         self.digest = digest
         self.version = version
-        self._compiled = [
-            (rule.name, rule.group, rule.condition.compile()) for rule in definition.segments
-        ]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Segment names in file order."""
-        return tuple(name for name, _, _ in self._compiled)
+        self.names = tuple(rule.name for rule in definition.segments)
+        compiled = {
+            rule.name: (rule.group, rule.condition.compile()) for rule in definition.segments
+        }
+        self._compiled = [(name, *compiled[name]) for name in _decision_order(definition)]
+        self._rank = {name: index for index, name in enumerate(self.names)}
 
     @property
     def label(self) -> str:
         """What change events name these rules by: `v<version>` once published, else the digest."""
         return f"v{self.version}" if self.version is not None else f"file:{self.digest}"
+
+    @property
+    def percentiles(self) -> set[tuple[str, float]]:
+        """Every `(feature, q)` percentile threshold the rules use."""
+        found = set()
+        for rule in self.definition.segments:
+            for node in _nodes(rule.condition):
+                if isinstance(node, Comparison) and node.percentile is not None:
+                    found.add(node.percentile)
+        return found
 
     def evaluate(self, features: Features) -> tuple[str, ...]:
         """Names of the segments whose condition `features` meet, in file order.
@@ -285,15 +372,103 @@ class RuleSet:
         Within a priority group only the first segment that matches counts.
         """
         taken: set[str] = set()
-        matched = []
+        matched: set[str] = set()
         for name, group, predicate in self._compiled:
             if group is not None and group in taken:
                 continue
-            if predicate(features):
-                matched.append(name)
+            if predicate(features, matched):
+                matched.add(name)
                 if group is not None:
                     taken.add(group)
-        return tuple(matched)
+        return tuple(sorted(matched, key=self._rank.__getitem__))
+
+
+def _nodes(condition: Condition) -> Iterator[Condition]:
+    """`condition` and every condition nested in it."""
+    yield condition
+    if isinstance(condition, AllOf | AnyOf):
+        for part in condition.all_of if isinstance(condition, AllOf) else condition.any_of:
+            yield from _nodes(part)
+    elif isinstance(condition, NotOf):
+        yield from _nodes(condition.not_of)
+
+
+def _dependencies(definition: RuleFile) -> dict[str, list[str]]:
+    """Per segment, the segments to decide before it: references, then earlier group members."""
+    before: dict[str, list[str]] = {}
+    group_members: dict[str, list[str]] = {}
+    for rule in definition.segments:
+        refs = [n.segment for n in _nodes(rule.condition) if isinstance(n, InSegment)]
+        earlier = group_members.setdefault(rule.group, []) if rule.group else []
+        before[rule.name] = [*refs, *earlier]
+        if rule.group:
+            earlier.append(rule.name)
+    return before
+
+
+def _decision_order(definition: RuleFile) -> list[str]:
+    """Segment names with each after its dependencies (file order otherwise)."""
+    before = _dependencies(definition)
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        placed.add(name)
+        for dependency in before[name]:
+            place(dependency)
+        order.append(name)
+
+    for rule in definition.segments:
+        place(rule.name)
+    return order
+
+
+def _reference_errors(
+    definition: RuleFile, lines: dict[tuple[str | int, ...], int]
+) -> list[RuleError]:
+    """Unknown segment references, and cycles of references (through groups too)."""
+    names = [rule.name for rule in definition.segments]
+    index = {name: position for position, name in enumerate(names)}
+    found = []
+    for position, rule in enumerate(definition.segments):
+        for node in _nodes(rule.condition):
+            if isinstance(node, InSegment) and node.segment not in index:
+                found.append(
+                    RuleError(
+                        lines.get(("segments", position, "condition")),
+                        f"segments[{position}].condition",
+                        f"unknown segment {node.segment!r}",
+                    )
+                )
+    if found:
+        return found
+    before = _dependencies(definition)
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def cycle_from(name: str, path: list[str]) -> list[str] | None:
+        state[name] = 1
+        for dependency in before[name]:
+            if state.get(dependency) == 1:
+                return [*path[path.index(dependency) :], dependency]
+            if dependency not in state and (cycle := cycle_from(dependency, [*path, dependency])):
+                return cycle
+        state[name] = 2
+        return None
+
+    for name in names:
+        if name not in state and (cycle := cycle_from(name, [name])):
+            position = index[cycle[0]]
+            found.append(
+                RuleError(
+                    lines.get(("segments", position, "condition")),
+                    f"segments[{position}].condition",
+                    "segments refer to each other in a cycle: " + " -> ".join(cycle),
+                )
+            )
+            break
+    return found
 
 
 def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
@@ -318,7 +493,7 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
 
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
-_TAGS = frozenset(("feature", "all", "any", "not", "event"))
+_TAGS = frozenset(("feature", "all", "any", "not", "event", "segment"))
 
 
 def _is_condition_slot(path: list[str | int]) -> bool:
@@ -378,8 +553,8 @@ def parse_rules(text: str, source: str = "rules", version: int | None = None) ->
         definition = RuleFile.model_validate(document)
     except ValidationError as error:
         raise RuleFileError(source, _errors(error, lines)) from None
-    duplicates = _duplicates(definition, lines)
-    if duplicates:
-        raise RuleFileError(source, duplicates)
+    problems = _duplicates(definition, lines) or _reference_errors(definition, lines)
+    if problems:
+        raise RuleFileError(source, problems)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return RuleSet(definition, digest, version)

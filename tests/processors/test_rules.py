@@ -83,7 +83,7 @@ def test_errors_name_line_and_field():
     assert errors_of(text) == [
         "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
-        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, event",
+        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, event, segment",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
     ]
 
@@ -99,7 +99,7 @@ def test_text_features_compare_by_equality_and_numbers_need_numbers():
 """
     assert errors_of(text) == [
         "line 6, segments[0].condition.all[0]: a text feature compares with == or !=",
-        "line 7, segments[0].condition.all[1]: value should be a number for this feature",
+        "line 7, segments[0].condition.all[1].value: a number or a percentile such as p75(revenue_30d)",
     ]
     rules = parse_rules(
         "segments:\n  - {name: Shoes, description: d, condition: {feature: top_category_30d, op: '==', value: shoes}}\n"
@@ -174,3 +174,108 @@ def test_time_window_condition_errors():
         "line 4, segments[0].condition.within: between 1s and 60m",
         "line 7, segments[1].condition.within: a duration such as 90s, 10m or 1h",
     ]
+
+
+PERCENTILES = """
+segments:
+  - name: Big Spenders
+    description: Spent at least the 75th percentile in 30 days.
+    condition: {feature: revenue_30d, op: ">=", value: p75(revenue_30d)}
+  - name: Top Browsers
+    description: Views above the 99.5th percentile.
+    condition: {feature: product_views_7d, op: ">", value: "p99.5( product_views_7d )"}
+"""
+
+
+def test_percentile_thresholds_read_population_values_by_name():
+    rules = parse_rules(PERCENTILES)
+    assert rules.percentiles == {("revenue_30d", 75.0), ("product_views_7d", 99.5)}
+    thresholds = {"p75(revenue_30d)": 120.0, "p99.5(product_views_7d)": 40.0}
+    features = {"revenue_30d": 120.0, "product_views_7d": 41.0, **thresholds}
+    assert rules.evaluate(features) == ("Big Spenders", "Top Browsers")
+    assert rules.evaluate({**features, "revenue_30d": 119.0}) == ("Top Browsers",)
+
+
+def test_unknown_percentiles_match_nobody():
+    profile = Profile()
+    profile.apply(Action("u", "m", EventKind.ORDER, 10.0, value=500.0))
+    rules = parse_rules(PERCENTILES)
+    assert rules.evaluate(LazyFeatures(profile, 10.0)) == ()
+    known = LazyFeatures(profile, 10.0, thresholds={"p75(revenue_30d)": 100.0})
+    assert rules.evaluate(known) == ("Big Spenders",)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("p101(revenue_30d)", "a percentile is between p0 and p100"),
+        ("p75(no_such_feature)", "unknown numeric feature 'no_such_feature'"),
+        ("p75(last_device)", "unknown numeric feature 'last_device'"),
+        ("q75(revenue_30d)", "a number or a percentile such as p75(revenue_30d)"),
+    ],
+)
+def test_bad_percentiles_are_refused_with_line_and_field(value, message):
+    text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: revenue_30d, op: '>', value: '{value}'}}\n"
+    assert errors_of(text) == [f"line 4, segments[0].condition.value: {message}"]
+
+
+REFERENCES = """
+segments:
+  - name: VIP Lapsed
+    description: Lapsed, and a big spender.
+    condition:
+      all:
+        - {segment: Lapsed}
+        - {feature: revenue_lifetime, op: ">=", value: 1000}
+  - name: Lapsed
+    description: No order for 30 days.
+    condition: {feature: days_since_last_order, op: ">", value: 30}
+    group: lifecycle
+  - name: Active
+    description: Ordered within 30 days.
+    condition: {feature: orders_30d, op: ">=", value: 0}
+    group: lifecycle
+  - name: Not Active
+    description: Anyone the lifecycle group did not call active.
+    condition: {not: {segment: Active}}
+"""
+
+
+def test_segments_can_refer_to_segments_decided_before_them():
+    rules = parse_rules(REFERENCES)
+    lapsed_vip = {"revenue_lifetime": 2000, "days_since_last_order": 40, "orders_30d": 0}
+    assert rules.evaluate(lapsed_vip) == ("VIP Lapsed", "Lapsed", "Not Active")
+    active = {"revenue_lifetime": 2000, "days_since_last_order": 2, "orders_30d": 1}
+    assert rules.evaluate(active) == ("Active",)
+
+
+def test_reference_cycles_and_unknown_segments_are_refused():
+    cycle = """segments:
+  - name: A
+    description: a
+    condition: {segment: B}
+  - name: B
+    description: b
+    condition: {any: [{segment: C}, {feature: orders_30d, op: '>', value: 1}]}
+  - name: C
+    description: c
+    condition: {not: {segment: A}}
+"""
+    assert errors_of(cycle) == [
+        "line 4, segments[0].condition: segments refer to each other in a cycle: A -> B -> C -> A"
+    ]
+    through_group = """segments:
+  - name: A
+    description: a
+    condition: {segment: B}
+    group: g
+  - name: B
+    description: b
+    condition: {feature: orders_30d, op: '>', value: 1}
+    group: g
+"""
+    assert errors_of(through_group) == [
+        "line 4, segments[0].condition: segments refer to each other in a cycle: A -> B -> A"
+    ]
+    unknown = "segments:\n  - name: A\n    description: a\n    condition: {segment: Nobody}\n"
+    assert errors_of(unknown) == ["line 4, segments[0].condition: unknown segment 'Nobody'"]
