@@ -24,16 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from processors.evaluation import Classification
 from processors.events import Action
 from processors.partition import PartitionStep, run_partition
-from processors.rules import RuleSet
 from processors.user import UserState
 
 
 def apply_batch(
     actions: Sequence[Action],
     stored: Mapping[str, UserState],
-    rules: RuleSet,
+    classification: Classification,
     *,
     watermark: float,
 ) -> PartitionStep:
@@ -41,4 +41,4 @@ def apply_batch(
 
     `watermark` bounds the message ids remembered for deduplication.
     """
-    return run_partition(actions, stored, rules, dedup_before=watermark)
+    return run_partition(actions, stored, classification, dedup_before=watermark)

@@ -30,9 +30,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from processors.evaluation import evaluate, evaluate_one
+from processors.evaluation import (
+    Classification,
+    Classifier,
+    FeatureVector,
+    evaluate,
+    evaluate_one,
+    place,
+    vectors,
+)
 from processors.events import Action, EventKind
-from processors.rules import RuleSet
 from processors.segments import ChangeReason, SegmentChange
 from processors.user import UserState
 
@@ -81,10 +88,19 @@ class Relay:
 
 @dataclass(slots=True)
 class PartitionStep:
-    """What one partition's items produced."""
+    """What one partition's items produced.
+
+    `touched` maps each user whose aggregates or evaluation moved to why
+    (`event`, `merge` or `time`); `vectors` are their feature vectors, one per
+    user, and `placed` those the model placed in a cluster (their labels
+    record its version even when the cluster stayed the same).
+    """
 
     users: dict[str, UserState]
     changes: list[SegmentChange] = field(default_factory=list)
+    touched: dict[str, str] = field(default_factory=dict)
+    vectors: list[FeatureVector] = field(default_factory=list)
+    placed: list[str] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     new_users: int = 0
@@ -95,7 +111,7 @@ class PartitionStep:
 def run_partition(
     items: Sequence[Item],
     stored: Mapping[str, UserState],
-    rules: RuleSet,
+    classification: Classification,
     *,
     dedup_before: float,
     partition_users: Sequence[str] = (),
@@ -108,7 +124,11 @@ def run_partition(
     events before `dedup_before` are forgotten at the end. When a watermark
     advance leaves a user without events for more than `retention` seconds,
     the user expires: they leave their segments and their state is dropped.
+    At the end, every touched user gets a feature vector and, when
+    `classification` has a model, a cluster: at most one cluster change per
+    user per step.
     """
+    rules = classification if isinstance(classification, Classifier) else Classifier(classification)
     step = PartitionStep(users={})
 
     def user(user_id: str) -> UserState:
@@ -140,14 +160,35 @@ def run_partition(
                         _expire(user_id, state, step, item.until)
                 active = [(u, state) for u, state in everyone if u not in step.expired]
                 step.changes += evaluate(active, rules, reason=ChangeReason.TIME, as_of=item.until)
+                for user_id, _ in active:
+                    step.touched.setdefault(user_id, ChangeReason.TIME)
     for state in step.users.values():
         state.forget_before(dedup_before)
         state.profile.prune(state.as_of)
+    _vectorise(step, rules)
     return step
 
 
+def _vectorise(step: PartitionStep, rules: Classifier) -> None:
+    """Feature vectors of the touched users, and their clusters when there is a model."""
+    touched = [
+        (user_id, step.users[user_id])
+        for user_id in step.touched
+        if user_id not in step.expired and step.users[user_id].alias_of is None
+    ]
+    step.vectors = vectors(touched)
+    if rules.model is None:
+        return
+    vector_of = {vector.user_id: vector for vector in step.vectors}
+    for reason in (ChangeReason.EVENT, ChangeReason.MERGE, ChangeReason.TIME):
+        group = [(user_id, state) for user_id, state in touched if step.touched[user_id] == reason]
+        found = [vector_of[user_id] for user_id, _ in group]
+        step.changes += place(group, found, rules.model, reason=reason)
+        step.placed += [user_id for user_id, _ in group]
+
+
 def _event(
-    action: Action, state: UserState, step: PartitionStep, rules: RuleSet, position: int
+    action: Action, state: UserState, step: PartitionStep, rules: Classifier, position: int
 ) -> None:
     if state.alias_of:
         step.relays.append(Relay("forward", state.alias_of, position=position))
@@ -161,6 +202,7 @@ def _event(
         state.linked.append(other)
         step.relays.append(Relay("merge", other, action.user_id.encode(), position))
     state.profile.apply(action)
+    step.touched[action.user_id] = ChangeReason.EVENT
     _record(step, evaluate_one(action.user_id, state, rules, ChangeReason.EVENT))
 
 
@@ -169,14 +211,14 @@ def _merge(merge: Merge, state: UserState, step: PartitionStep, position: int) -
         return  # already merged; the first link wins
     payload = state.to_bytes()
     state.alias_of = merge.into
-    exit_all = state.labels.move_to(
-        (), user_id=merge.anonymous_id, reason=ChangeReason.MERGE, event_time=state.as_of
+    exit_all = state.labels.clear(
+        user_id=merge.anonymous_id, reason=ChangeReason.MERGE, event_time=state.as_of
     )
     _record(step, exit_all)
     step.relays.append(Relay("absorb", merge.into, payload, position))
 
 
-def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: RuleSet) -> None:
+def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: Classifier) -> None:
     if absorb.source_id in state.absorbed:
         return
     state.absorbed.append(absorb.source_id)
@@ -184,6 +226,7 @@ def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: RuleSe
     state.profile.merge(other.profile)
     state.recent.update(other.recent)
     state.as_of = max(state.as_of, other.as_of)
+    step.touched.setdefault(absorb.into, ChangeReason.MERGE)
     _record(step, evaluate_one(absorb.into, state, rules, ChangeReason.MERGE))
 
 
@@ -192,8 +235,7 @@ def _expire(user_id: str, state: UserState, step: PartitionStep, moment: float) 
         return
     state.as_of = max(state.as_of, moment)
     _record(
-        step,
-        state.labels.move_to((), user_id=user_id, reason=ChangeReason.EXPIRED, event_time=moment),
+        step, state.labels.clear(user_id=user_id, reason=ChangeReason.EXPIRED, event_time=moment)
     )
     step.expired.append(user_id)
 

@@ -24,15 +24,20 @@ class ChangeReason:
     MERGE = "merge"
     EXPIRED = "expired"
     RULES = "rules"
+    MODEL = "model"
+    DRIFT = "drift"
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentChange:
-    """A user entered or left segments.
+    """A user entered or left segments, or moved to another cluster.
 
     `version` grows by one with every change of the same user, so a consumer
     that drops versions it has seen sees every transition exactly once.
     `event_time` is the event time (epoch seconds) the change is as of.
+    `cluster` is the user's cluster id after the change (`None` before any
+    model), `previous_cluster` the one before, and `model_version` the
+    snapshot that placed them.
     """
 
     user_id: str
@@ -42,6 +47,9 @@ class SegmentChange:
     version: int
     reason: str
     event_time: float
+    cluster: str | None = None
+    previous_cluster: str | None = None
+    model_version: int | None = None
 
     def to_json(self, processed_at: float, rules_version: str) -> bytes:
         """The change as published on the change topic."""
@@ -50,23 +58,29 @@ class SegmentChange:
             "entered": self.entered,
             "exited": self.exited,
             "segments": self.segments,
+            "cluster": self.cluster,
+            "previous_cluster": self.previous_cluster,
             "version": self.version,
             "reason": self.reason,
             "event_time": self.event_time,
             "processed_at": processed_at,
             "rules_version": rules_version,
-            "cluster": None,
-            "model_version": None,
+            "model_version": self.model_version,
         }
         return orjson.dumps(document)
 
 
 @dataclass(slots=True)
 class UserLabels:
-    """The segments one user is in now, and how many changes led here."""
+    """The segments and cluster one user is in now, and how many changes led here.
+
+    `model_version` is the snapshot the cluster was last assigned with.
+    """
 
     segments: tuple[str, ...] = ()
     version: int = 0
+    cluster: str | None = None
+    model_version: int | None = None
 
     def move_to(
         self, segments: tuple[str, ...], *, user_id: str, reason: str, event_time: float
@@ -74,6 +88,40 @@ class UserLabels:
         """Adopt `segments`; return the change, or `None` when nothing moved."""
         if segments == self.segments:
             return None
+        return self._change(segments, self.cluster, user_id, reason, event_time)
+
+    def place(
+        self, cluster: str, model_version: int, *, user_id: str, reason: str, event_time: float
+    ) -> SegmentChange | None:
+        """Adopt `cluster` as placed by snapshot `model_version`; the change if it moved.
+
+        >>> labels = UserLabels(segments=("Buyers",))
+        >>> labels.place("c2", 7, user_id="u1", reason="event", event_time=1.0).cluster
+        'c2'
+        >>> labels.place("c2", 8, user_id="u1", reason="event", event_time=2.0) is None
+        True
+        >>> labels.model_version
+        8
+        """
+        self.model_version = model_version
+        if cluster == self.cluster:
+            return None
+        return self._change(self.segments, cluster, user_id, reason, event_time)
+
+    def clear(self, *, user_id: str, reason: str, event_time: float) -> SegmentChange | None:
+        """Leave every segment and the cluster (merged away or expired)."""
+        if not self.segments and self.cluster is None:
+            return None
+        return self._change((), None, user_id, reason, event_time)
+
+    def _change(
+        self,
+        segments: tuple[str, ...],
+        cluster: str | None,
+        user_id: str,
+        reason: str,
+        event_time: float,
+    ) -> SegmentChange:
         before, after = set(self.segments), set(segments)
         self.version += 1
         change = SegmentChange(
@@ -84,6 +132,10 @@ class UserLabels:
             version=self.version,
             reason=reason,
             event_time=event_time,
+            cluster=cluster,
+            previous_cluster=self.cluster,
+            model_version=self.model_version,
         )
         self.segments = segments
+        self.cluster = cluster
         return change

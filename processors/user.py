@@ -66,6 +66,8 @@ class UserState:
             "user_id": user_id,
             "features": self.profile.features(self.as_of),
             "segments": list(self.labels.segments),
+            "cluster": self.labels.cluster,
+            "model_version": self.labels.model_version,
             "version": self.labels.version,
             "as_of": self.as_of,
         }
@@ -81,6 +83,8 @@ class UserState:
             self.linked,
             self.absorbed,
             self.alias_of,
+            self.labels.cluster,
+            self.labels.model_version,
         ]
         packed: bytes = msgpack.packb(row)
         return packed
@@ -88,12 +92,12 @@ class UserState:
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
         """Inverse of :meth:`to_bytes`."""
-        profile, segments, version, as_of, recent, linked, absorbed, alias_of = msgpack.unpackb(
-            data
-        )
+        row = msgpack.unpackb(data)
+        profile, segments, version, as_of, recent, linked, absorbed, alias_of = row[:8]
+        cluster, model_version = row[8:10] if len(row) >= 10 else (None, None)
         return cls(
             Profile.from_row(profile),
-            UserLabels(tuple(segments), version),
+            UserLabels(tuple(segments), version, cluster, model_version),
             as_of,
             {digest: when for digest, when in recent},
             linked,

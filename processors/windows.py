@@ -82,7 +82,11 @@ class SlidingCounts:
         oldest = int(as_of // self.width) - self.span
         for index in [index for index in self.buckets if index <= oldest]:
             del self.buckets[index]
-        self._sums = {key: value for key, value in self._sums.items() if value[0] > oldest}
+        self._sums = {
+            (buckets, skip): (last, totals)
+            for (buckets, skip), (last, totals) in self._sums.items()
+            if last - buckets >= oldest  # the window holds no dropped bucket
+        }
 
     def merge(self, other: SlidingCounts) -> None:
         """Add every counter of `other` (same width) into this one."""
