@@ -22,6 +22,7 @@ from processors.profile import FEATURE_NAMES, LazyFeatures
 from processors.rules import RuleSet, percentile_name
 from processors.segments import SegmentChange
 from processors.user import UserState
+from processors.vectors import FeatureVector
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +96,6 @@ def evaluate(
         if change is not None:
             changes.append(change)
     return changes
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureVector:
-    """A user's numeric features (:data:`FEATURE_NAMES` order) as of event time `as_of`."""
-
-    user_id: str
-    as_of: float
-    values: tuple[float, ...]
 
 
 def vectors(users: Sequence[tuple[str, UserState]]) -> list[FeatureVector]:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from processors.evaluation import (
     Classification,
     Classifier,
-    FeatureVector,
     evaluate,
     evaluate_one,
     place,
@@ -42,6 +41,7 @@ from processors.evaluation import (
 from processors.events import Action, EventKind
 from processors.segments import ChangeReason, SegmentChange
 from processors.user import UserState
+from processors.vectors import FeatureVector
 
 
 @dataclass(frozen=True, slots=True)

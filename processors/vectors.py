@@ -1,0 +1,66 @@
+"""Feature vectors and their wire form on the `features` topic.
+
+Workers publish one vector per user per batch, many to a message; each
+message names its columns, so a trainer reads vectors of any worker version
+whose features it knows.
+
+>>> message = pack_vectors([FeatureVector("u1", 60.0, tuple(range(len(FEATURE_NAMES))))])
+>>> [(v.user_id, v.as_of, v.values[:3]) for v in unpack_vectors(message)]
+[('u1', 60.0, (0.0, 1.0, 2.0))]
+>>> unpack_vectors(b"nonsense")
+Traceback (most recent call last):
+...
+processors.vectors.VectorError: not a feature-vector message
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from processors.profile import FEATURE_NAMES
+
+
+class VectorError(ValueError):
+    """A features message that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVector:
+    """A user's numeric features (:data:`FEATURE_NAMES` order) as of event time `as_of`."""
+
+    user_id: str
+    as_of: float
+    values: tuple[float, ...]
+
+
+def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:
+    """One message holding `vectors`."""
+    rows = [[vector.user_id, vector.as_of, list(vector.values)] for vector in vectors]
+    packed: bytes = msgpack.packb({"features": list(FEATURE_NAMES), "rows": rows})
+    return packed
+
+
+def unpack_vectors(message: bytes) -> list[FeatureVector]:
+    """The vectors in a message, columns put in :data:`FEATURE_NAMES` order."""
+    try:
+        document: Any = msgpack.unpackb(message)
+        names, rows = list(document["features"]), document["rows"]
+    except (TypeError, KeyError, ValueError, msgpack.UnpackException):
+        raise VectorError("not a feature-vector message") from None
+    missing = [name for name in FEATURE_NAMES if name not in names]
+    if missing:
+        raise VectorError(f"features this trainer needs are missing: {missing[:5]}")
+    columns = [names.index(name) for name in FEATURE_NAMES]
+    try:
+        return [
+            FeatureVector(
+                str(user_id), float(as_of), tuple(float(values[column]) for column in columns)
+            )
+            for user_id, as_of, values in rows
+        ]
+    except (TypeError, ValueError, IndexError):
+        raise VectorError("a row is not [user_id, as_of, values]") from None
