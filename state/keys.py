@@ -23,12 +23,36 @@ class KeyLayout:
         return f"{self.prefix}:s:{user_id}"
 
     def labels(self, user_id: str) -> str:
-        """Hash: the user's segments (JSON list), change version and evaluation time."""
+        """Hash: the user's segments (JSON list), cluster, versions and evaluation time."""
         return f"{self.prefix}:u:{user_id}"
 
     def members(self, segment: str) -> str:
         """Set: the ids of the users in `segment`."""
         return f"{self.prefix}:m:{segment}"
+
+    def cluster_members(self, cluster: str) -> str:
+        """Set: the ids of the users in `cluster` (an id such as `c3`, or `cold-start`)."""
+        return f"{self.prefix}:cm:{cluster}"
+
+    @property
+    def clusters(self) -> str:
+        """Set: every cluster id that has had a member."""
+        return f"{self.prefix}:clusters"
+
+    @property
+    def model(self) -> str:
+        """String: the latest model snapshot (JSON), as on the models topic."""
+        return f"{self.prefix}:model"
+
+    @property
+    def model_history(self) -> str:
+        """List: every snapshot's version, time, reason and clusters (JSON), newest last."""
+        return f"{self.prefix}:model:history"
+
+    @property
+    def model_sample(self) -> str:
+        """String: the trainer's user sample (msgpack), saved with each snapshot to resume from."""
+        return f"{self.prefix}:model:sample"
 
     def offset(self, group: str, topic: str, partition: int) -> str:
         """String: a partition's progress (offset, watermark), committed with the state."""

@@ -94,23 +94,36 @@ class RedisStateStore:
         for user_id, user in batch.users.items():
             if user_id not in expired:
                 pipe.set(keys.state(user_id), user.to_bytes())
-        for change in batch.changes:
+        relabelled = dict.fromkeys([*(change.user_id for change in batch.changes), *batch.placed])
+        for user_id in relabelled:
+            labels = batch.users[user_id].labels
             pipe.hset(
-                keys.labels(change.user_id),
+                keys.labels(user_id),
                 mapping={
-                    "segments": orjson.dumps(change.segments),
-                    "version": change.version,
-                    "event_time": change.event_time,
+                    "segments": orjson.dumps(labels.segments),
+                    "cluster": labels.cluster or "",
+                    "version": labels.version,
+                    "model_version": labels.model_version or "",
+                    "event_time": batch.users[user_id].as_of,
                     "rules_version": batch.rules_version,
                 },
             )
+        for change in batch.changes:
             for segment in change.entered:
                 pipe.sadd(keys.members(segment), change.user_id)
             for segment in change.exited:
                 pipe.srem(keys.members(segment), change.user_id)
+            if change.cluster != change.previous_cluster:
+                if change.previous_cluster is not None:
+                    pipe.srem(keys.cluster_members(change.previous_cluster), change.user_id)
+                if change.cluster is not None:
+                    pipe.sadd(keys.cluster_members(change.cluster), change.user_id)
         entered = {segment for change in batch.changes for segment in change.entered}
         if entered:
             pipe.sadd(keys.segments, *entered)
+        clusters = {change.cluster for change in batch.changes if change.cluster is not None}
+        if clusters:
+            pipe.sadd(keys.clusters, *clusters)
         for name, amount in batch.counters.items():
             if amount:
                 pipe.hincrby(keys.counters, name, amount)

@@ -68,13 +68,19 @@ class PartitionCommit:
 
 @dataclass(slots=True)
 class BatchCommit:
-    """Everything one batch writes."""
+    """Everything one batch writes.
+
+    The labels of every user with a change, and of every user in `placed`
+    (given a cluster by a model, which they record even when it did not move),
+    are rewritten from their state.
+    """
 
     users: Mapping[str, UserState]
     changes: Sequence[SegmentChange]
     partitions: Sequence[PartitionCommit]
     counters: Mapping[str, int] = field(default_factory=dict)
     rules_version: str = ""
+    placed: Sequence[str] = ()
 
 
 class PartitionFencedError(RuntimeError):

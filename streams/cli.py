@@ -82,6 +82,21 @@ def worker() -> None:
 
 
 @main.command()
+def trainer() -> None:
+    """Learn the clustering model from the workers' feature vectors and publish snapshots.
+
+    A Faust app: one agent over the features topic, a snapshot timer, and a
+    web endpoint (`/model`, `/metrics`) on SEGSTREAM_TRAINER_WEB_PORT.
+    """
+    from streams.topics import ensure_topics
+    from streams.trainer import run
+
+    config = settings()
+    ensure_topics(config)
+    run(config)
+
+
+@main.command()
 def topics() -> None:
     """Create the Kafka topics segstream uses (those that do not exist yet)."""
     from streams.topics import ensure_topics

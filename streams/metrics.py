@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "segstream_worker_events_total",
@@ -34,4 +34,16 @@ BATCH_SECONDS = Histogram(
 FENCED = Counter(
     "segstream_worker_fenced_batches_total",
     "Batches dropped because another worker had committed their partitions.",
+)
+FEATURE_VECTORS = Counter(
+    "segstream_worker_feature_vectors_total",
+    "Feature vectors sent to the trainer.",
+)
+MODEL_VERSION = Gauge(
+    "segstream_worker_model_version",
+    "Version of the model snapshot users are placed with (0 before the first).",
+)
+MODELS_REFUSED = Counter(
+    "segstream_worker_models_refused_total",
+    "Model snapshots refused as corrupt; the previous one stayed in force.",
 )

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import orjson
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from state.keys import KeyLayout
+from streams.feed import CompactedFeed
 from streams.kafka import reliable_producer
 from streams.settings import Settings
 
@@ -92,51 +92,17 @@ def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> 
     return publication.rules()
 
 
-class RulesFeed:
-    """Follows the rules topic from its start; :meth:`poll` hands out newer versions."""
+class RulesFeed(CompactedFeed[tuple[RuleSet, bool]]):
+    """Follows the rules topic: newer valid versions, and whether to re-evaluate with them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = settings.rules_topic
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.group_id}-rules",
-                "enable.auto.commit": False,
-                "log_level": 3,
-            }
-        )
-        self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        super().__init__(settings, settings.rules_topic)
         self.version = 0
 
-    def catch_up(self, timeout: float = 10.0) -> RuleSet | None:
-        """The newest valid rules already published, read at start-up; `None` if none."""
-        low, high = self.consumer.get_watermark_offsets(
-            TopicPartition(self.topic, 0), timeout=timeout
-        )
-        newest: RuleSet | None = None
-        deadline = time.monotonic() + timeout
-        position = low - 1
-        while high > low and position < high - 1 and time.monotonic() < deadline:
-            for message in self.consumer.consume(100, 0.5):
-                if message.error() is None:
-                    position = max(position, message.offset() or 0)
-                    newest = self._accept(message.value()) or newest
-        return newest
-
-    def poll(self) -> tuple[RuleSet, bool] | None:
-        """A newer valid version published since the last call, and whether to re-evaluate."""
-        found: tuple[RuleSet, bool] | None = None
-        for message in self.consumer.consume(100, 0):
-            if message.error() is None:
-                rules = self._accept(message.value())
-                if rules is not None:
-                    publication = Publication.from_json(message.value() or b"")
-                    found = (rules, publication.reevaluate)
-        return found
-
-    def _accept(self, value: bytes | None) -> RuleSet | None:
+    def accept(self, value: bytes) -> tuple[RuleSet, bool] | None:
+        """The rules `value` publishes, if newer than the version in force and valid."""
         try:
-            publication = Publication.from_json(value or b"")
+            publication = Publication.from_json(value)
             if publication.version <= self.version:
                 return None
             rules = publication.rules()
@@ -144,8 +110,4 @@ class RulesFeed:
             log.error("rules refused, the running rules stay in force: %s", error)
             return None
         self.version = publication.version
-        return rules
-
-    def close(self) -> None:
-        """Leave the topic."""
-        self.consumer.close()
+        return rules, publication.reevaluate

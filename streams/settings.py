@@ -17,11 +17,14 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from processors.training import TrainerConfig
 
 ENV_PREFIX = "SEGSTREAM_"
 
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
     """Topic of segment changes, keyed by user id."""
     rules_topic: TopicName = "rules"
     """Compacted topic of published rule versions; workers follow it."""
+    features_topic: TopicName = "features"
+    """Topic of users' feature vectors, many per message, from the workers to the trainer."""
+    models_topic: TopicName = "models"
+    """Compacted topic of model snapshots; workers follow it."""
     partitions: int = Field(4, ge=1, le=1024)
     """Partitions of the events topic (and of the change topic) when segstream creates them."""
     replication_factor: int = Field(1, ge=1, le=16)
@@ -86,6 +93,25 @@ class Settings(BaseSettings):
     rules_file: Path = Field(default_factory=default_rules_file)
     """YAML rules file the workers start with."""
 
+    snapshot_seconds: float = Field(30, ge=1, le=86_400)
+    """How often the trainer publishes a model snapshot, in s."""
+    cluster_k_min: int = Field(2, ge=1, le=50)
+    """Fewest clusters the trainer may choose."""
+    cluster_k_max: int = Field(8, ge=1, le=50)
+    """Most clusters the trainer may choose (by silhouette, when it (re)clusters)."""
+    cluster_min_share: float = Field(0.01, ge=0, lt=1)
+    """Clusters holding less than this fraction of users are merged into their neighbours."""
+    sample_users: int = Field(5_000, ge=100, le=1_000_000)
+    """Users the trainer samples for percentiles, shares and choosing k."""
+    cluster_min_users: int = Field(500, ge=10)
+    """Users with enough history the trainer needs before it first clusters."""
+    cold_start_events: int = Field(5, ge=0)
+    """Events a user needs before joining a cluster; fewer means `cold-start`."""
+    drift_delta: float = Field(0.002, gt=0, lt=1)
+    """Confidence of the ADWIN drift detector on assignment distances; smaller is stricter."""
+    trainer_web_port: int = Field(6066, ge=0, le=65_535)
+    """Port of the trainer's web endpoint (`/model`, `/metrics`); 0 turns it off."""
+
     metrics_port: int = Field(0, ge=0, le=65_535)
     """Port of the worker's Prometheus `/metrics`; 0 turns it off."""
     metrics_host: str = Field("127.0.0.1", min_length=1)
@@ -94,7 +120,18 @@ class Settings(BaseSettings):
     """Logging threshold: DEBUG, INFO, WARNING or ERROR."""
 
     @model_validator(mode="after")
-    def _horizon_covers_lateness(self) -> Settings:
+    def _consistent(self) -> Settings:
+        if self.cluster_k_min > self.cluster_k_max:
+            raise PydanticCustomError(
+                "cluster_k",
+                "SEGSTREAM_CLUSTER_K_MIN must not exceed SEGSTREAM_CLUSTER_K_MAX",
+            )
+        if not self.cluster_k_max <= self.cluster_min_users <= self.sample_users:
+            raise PydanticCustomError(
+                "cluster_users",
+                "need SEGSTREAM_CLUSTER_K_MAX <= SEGSTREAM_CLUSTER_MIN_USERS "
+                "<= SEGSTREAM_SAMPLE_USERS",
+            )
         if self.dedup_horizon_seconds < self.allowed_lateness_seconds:
             raise PydanticCustomError(
                 "dedup_horizon",
@@ -102,6 +139,20 @@ class Settings(BaseSettings):
                 "SEGSTREAM_ALLOWED_LATENESS_SECONDS, or a late duplicate could be applied twice",
             )
         return self
+
+    def trainer_config(self) -> TrainerConfig:
+        """How the trainer learns, from these settings."""
+        from processors.training import TrainerConfig  # numpy, River and scikit-learn: load late
+
+        return TrainerConfig(
+            k_min=self.cluster_k_min,
+            k_max=self.cluster_k_max,
+            min_share=self.cluster_min_share,
+            sample_size=self.sample_users,
+            min_samples=self.cluster_min_users,
+            min_events=self.cold_start_events,
+            drift_delta=self.drift_delta,
+        )
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(

@@ -26,14 +26,19 @@ class TopicSpec:
 def topology(settings: Settings) -> list[TopicSpec]:
     """Every topic segstream reads or writes.
 
+    The features topic has one partition: one trainer learns from all of it
+    (a second trainer waits as a standby in the same group).
+
     >>> [spec.name for spec in topology(Settings(partitions=2))]
-    ['events', 'events.dlq', 'segment-changes', 'rules']
+    ['events', 'events.dlq', 'segment-changes', 'rules', 'features', 'models']
     """
     return [
         TopicSpec(settings.events_topic, settings.partitions),
         TopicSpec(settings.dead_letter_topic, 1),
         TopicSpec(settings.changes_topic, settings.partitions),
         TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.features_topic, 1, {"retention.ms": str(24 * 3_600_000)}),
+        TopicSpec(settings.models_topic, 1, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -6,10 +6,18 @@ One loop iteration handles one batch end to end:
 2. decode each in offset order; undecodable, future and late events go to the
    dead-letter topic with a reason; on-time ones move their partition's watermark;
 3. load the batch's users from Redis (one `MGET`), apply each partition's
-   actions, evaluate the rules;
-4. produce dead letters and segment changes, and wait for the broker's acks;
+   actions, evaluate the rules after each event; then place each touched
+   user in a cluster of the latest model snapshot (numpy, one matrix per
+   partition) and take their feature vector;
+4. produce dead letters, segment changes and the feature vectors (many per
+   message), and wait for the broker's acks;
 5. commit the users, labels, counters, and each partition's offset and
    watermark in one Redis transaction.
+
+Between batches the worker picks up newer rules and model snapshots. A
+snapshot that starts a new generation (the trainer re-clustered) re-places
+every user the worker owns at once, with reason `model` (or `drift`); one
+that only refines centroids applies to each user at their next event.
 
 A crash anywhere before step 5 replays the batch from the committed progress,
 which yields the same state and the same change versions again.
@@ -35,17 +43,20 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processors.evaluation import evaluate
+from processors.evaluation import Classifier, evaluate, place, vectors
 from processors.events import Action, Rejection, decode_event
+from processors.model import ClusterAssigner, ModelSnapshot
 from processors.partition import Absorb, Advance, Item, Merge, Relay, run_partition
 from processors.rules import RuleSet, parse_rules
 from processors.segments import ChangeReason, SegmentChange
 from processors.user import UserState
+from processors.vectors import FeatureVector, pack_vectors
 from processors.watermark import Watermark
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from state.store import BatchCommit, PartitionCommit, PartitionFencedError, PartitionProgress
 from streams import metrics
+from streams.models_feed import ModelsFeed
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 
@@ -59,6 +70,9 @@ RELAY_HEADER = "segstream-relay"
 SOURCE_HEADER = "segstream-source"
 """`partition:offset` of the message a relay was caused by; relays apply once per source."""
 """Control command: the JSON body `{"until": epoch_seconds}` advances the partition's watermark."""
+
+VECTORS_PER_MESSAGE = 1_000
+"""Feature vectors packed into one message of the features topic."""
 
 LATE = "late"
 FUTURE = "future_timestamp"
@@ -117,6 +131,8 @@ class Worker:
 
         self.settings = settings
         self.rules = rules
+        self.model: ClusterAssigner | None = None
+        self.classifier = Classifier.of(rules)
         self.client = redis.Redis.from_url(settings.redis_url)
         self.store = RedisStateStore(
             self.client, KeyLayout(settings.redis_prefix), settings.group_id
@@ -134,25 +150,36 @@ class Worker:
         feed = RulesFeed(self.settings)
         published = feed.catch_up()
         if published is not None:
-            self.rules = published
+            self.rules = published[0]
+        models = ModelsFeed(self.settings)
+        snapshot = models.catch_up()
+        if snapshot is not None:
+            self.model = ClusterAssigner(snapshot)
+            metrics.MODEL_VERSION.set(snapshot.version)
+        self.classifier = Classifier.of(self.rules, self.model)
         self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
         wait = self.settings.batch_max_wait_ms / 1000
         log.info(
-            "worker started group=%s topic=%s rules=%s",
+            "worker started group=%s topic=%s rules=%s model=%s",
             self.settings.group_id,
             topic,
             self.rules.label,
+            self.model.version if self.model else "-",
         )
         try:
             while not stop.is_set():
                 update = feed.poll()
                 if update is not None:
                     self._switch_rules(*update)
+                newer = models.poll()
+                if newer is not None:
+                    self._switch_model(newer)
                 messages = self.consumer.consume(self.settings.batch_max_events, wait)
                 if messages:
                     self.process(messages)
         finally:
             feed.close()
+            models.close()
             self.consumer.close()
             self.producer.flush(10)
             self.client.close()
@@ -175,6 +202,8 @@ class Worker:
         users: dict[str, UserState] = {}
         changes: list[SegmentChange] = []
         relays: list[tuple[Relay, int, Message]] = []
+        found: list[FeatureVector] = []
+        placed: list[str] = []
         commits = []
         applied = duplicates = new_users = 0
         for partition, part in decoded.partitions.items():
@@ -182,13 +211,15 @@ class Worker:
             step = run_partition(
                 part.items,
                 stored,
-                self.rules,
+                self.classifier,
                 dedup_before=clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(partition, ()),
                 retention=self.settings.retention_days * 86_400,
             )
             users.update(step.users)
             changes += step.changes
+            found += step.vectors
+            placed += step.placed
             relays += [(relay, partition, part.messages[relay.position]) for relay in step.relays]
             applied += step.applied
             duplicates += step.duplicates
@@ -202,7 +233,7 @@ class Worker:
                     topic, partition, self._committed.get(partition), progress, fresh, step.expired
                 )
             )
-        self._produce(decoded.rejected, changes, relays)
+        self._produce(decoded.rejected, changes, relays, found)
         commit = BatchCommit(
             users=users,
             changes=changes,
@@ -219,6 +250,7 @@ class Worker:
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
             },
             rules_version=self.rules.label,
+            placed=placed,
         )
         try:
             self.store.commit(commit)
@@ -232,6 +264,7 @@ class Worker:
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EVENTS_DEAD_LETTERED.inc(len(decoded.rejected))
         metrics.CHANGES.inc(len(changes))
+        metrics.FEATURE_VECTORS.inc(len(found))
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug(
@@ -246,28 +279,68 @@ class Worker:
     def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
         """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
         self.rules = rules
+        self.classifier = Classifier.of(rules, self.model)
         log.info("rules switched to=%s reevaluate=%s", rules.label, reevaluate)
-        if not reevaluate:
-            return
+        if reevaluate:
+            self._relabel(ChangeReason.RULES)
+
+    def _switch_model(self, snapshot: ModelSnapshot) -> None:
+        """Place users with `snapshot` from now on; re-place everyone if it re-clustered."""
+        previous = self.model
+        self.model = ClusterAssigner(snapshot)
+        self.classifier = Classifier.of(self.rules, self.model)
+        metrics.MODEL_VERSION.set(snapshot.version)
+        log.info(
+            "model switched to=%d generation=%d reason=%s clusters=%d",
+            snapshot.version,
+            snapshot.generation,
+            snapshot.reason,
+            len(snapshot.clusters),
+        )
+        if previous is None or previous.snapshot.generation != snapshot.generation:
+            self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
+
+    def _relabel(self, reason: str) -> None:
+        """Re-evaluate and re-place every user of the owned partitions, one chunk at a time.
+
+        Each chunk's commit rewrites its partition's progress unchanged, so it is
+        fenced like a batch: a partition that moved to another worker is left alone.
+        """
         topic = self.settings.events_topic
         relabelled = 0
-        for partition in list(self._committed):
+        for partition, committed in list(self._committed.items()):
+            if committed is None:
+                continue
+            progress = PartitionProgress(
+                committed,
+                self._clocks[partition].max_event_time,
+                self._clocks[partition].floor,
+                dict(self._relayed[partition]),
+            )
+            fence = PartitionCommit(topic, partition, committed, progress)
             for chunk in self.store.partition_users(topic, partition):
                 users = self.store.load(chunk)
                 active = [(u, state) for u, state in users.items() if state.alias_of is None]
-                changes = evaluate(active, rules, reason=ChangeReason.RULES)
-                self._produce([], changes, [])
-                self.store.commit(
-                    BatchCommit(
-                        users=users,
-                        changes=changes,
-                        partitions=[],
-                        counters={"changes": len(changes)},
-                        rules_version=rules.label,
+                changes = evaluate(active, self.classifier, reason=reason)
+                if self.model is not None:
+                    changes += place(active, vectors(active), self.model, reason=reason)
+                self._produce([], changes, [], [])
+                try:
+                    self.store.commit(
+                        BatchCommit(
+                            users=users,
+                            changes=changes,
+                            partitions=[fence],
+                            counters={"changes": len(changes)},
+                            rules_version=self.rules.label,
+                            placed=[u for u, _ in active] if self.model is not None else [],
+                        )
                     )
-                )
+                except PartitionFencedError:
+                    log.warning("relabel skipped partition=%d reason=fenced", partition)
+                    break
                 relabelled += len(active)
-        log.info("rules re-evaluated users=%d", relabelled)
+        log.info("users relabelled=%d reason=%s", relabelled, reason)
 
     def _decode(self, messages: Sequence[Message]) -> _Decoded:
         partitions: dict[int, _PartitionBatch] = {}
@@ -355,6 +428,7 @@ class Worker:
         rejected: list[tuple[Message, Rejection]],
         changes: Sequence[SegmentChange],
         relays: Sequence[tuple[Relay, int, Message]],
+        found: Sequence[FeatureVector],
     ) -> None:
         producer = self.producer
         for relay, partition, cause in relays:
@@ -394,6 +468,12 @@ class Worker:
                 self.settings.changes_topic,
                 key=change.user_id.encode(),
                 value=change.to_json(processed_at, digest),
+                on_delivery=self._delivered,
+            )
+        for start in range(0, len(found), VECTORS_PER_MESSAGE):
+            producer.produce(
+                self.settings.features_topic,
+                value=pack_vectors(found[start : start + VECTORS_PER_MESSAGE]),
                 on_delivery=self._delivered,
             )
         remaining = producer.flush(30)

@@ -1,0 +1,66 @@
+"""Following a one-partition compacted topic whose latest valid value is in force.
+
+The rules and models topics work this way: a process reads the topic from its
+start when it begins (:meth:`CompactedFeed.catch_up`), then picks up newer
+publications between batches (:meth:`CompactedFeed.poll`). Each subclass
+decides in :meth:`CompactedFeed.accept` whether a value is newer and valid;
+one that is not is refused there and what is in force stays.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Generic, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.settings import Settings
+
+T = TypeVar("T")
+
+
+class CompactedFeed(Generic[T]):
+    """Reads `topic` (partition 0) from its beginning, without committing offsets."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"{settings.group_id}-{topic}",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+
+    def accept(self, value: bytes) -> T | None:
+        """What `value` publishes, if it is valid and newer than what is in force."""
+        raise NotImplementedError
+
+    def catch_up(self, timeout: float = 10.0) -> T | None:
+        """The newest valid publication already on the topic; `None` if there is none."""
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, 0), timeout=timeout
+        )
+        newest: T | None = None
+        deadline = time.monotonic() + timeout
+        position = low - 1
+        while high > low and position < high - 1 and time.monotonic() < deadline:
+            for message in self.consumer.consume(100, 0.5):
+                if message.error() is None:
+                    position = max(position, message.offset() or 0)
+                    newest = self.accept(message.value() or b"") or newest
+        return newest
+
+    def poll(self) -> T | None:
+        """The newest valid publication since the last call, without waiting."""
+        found: T | None = None
+        for message in self.consumer.consume(100, 0):
+            if message.error() is None:
+                found = self.accept(message.value() or b"") or found
+        return found
+
+    def close(self) -> None:
+        """Leave the topic."""
+        self.consumer.close()

@@ -1,0 +1,184 @@
+"""The trainer: a Faust app that learns the clustering model from the features topic.
+
+One agent reads the workers' feature-vector messages and feeds them to the
+:class:`~processors.training.OnlineClusterer` (River scaler + k-means, user
+sample, drift detector). A timer publishes a snapshot every
+`SEGSTREAM_SNAPSHOT_SECONDS`: first to Redis (latest, history and the user
+sample to resume from), then to the compacted models topic the workers follow.
+The web endpoint serves `/model` (the latest snapshot's summary) and
+`/metrics`.
+
+A restarted trainer resumes from the snapshot and sample in Redis. Only a
+trainer that learned something since its last snapshot publishes, so a
+second instance in the same group waits as a standby; when it takes the
+features partition over, it resumes from the newest snapshot in Redis first.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from processors.model import ModelSnapshot, SnapshotError
+from processors.training import OnlineClusterer
+from processors.vectors import VectorError, unpack_vectors
+from state.keys import KeyLayout
+from state.model_store import ModelStore
+from streams import trainer_metrics as metrics
+from streams.models_feed import MODEL_KEY
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """The trainer's model and where its snapshots go, apart from Faust's plumbing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model = OnlineClusterer(settings.trainer_config())
+        self.store = ModelStore(
+            redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix)
+        )
+        self.fresh = 0
+        """Vectors learned since the last snapshot."""
+
+    def resume(self) -> None:
+        """Continue from the newest snapshot in Redis, if there is a valid one."""
+        try:
+            latest = self.store.latest()
+        except SnapshotError as error:
+            history = self.store.history()
+            self.model.version = max(self.model.version, history[-1]["version"] if history else 0)
+            log.error(
+                "stored snapshot refused, starting afresh from v%d: %s", self.model.version, error
+            )
+            return
+        if latest is None or latest.version <= self.model.version:
+            return
+        self.model = OnlineClusterer(self.settings.trainer_config())
+        self.model.restore(latest, self.store.sample())
+        log.info(
+            "trainer resumed version=%d generation=%d clusters=%d sample=%d",
+            latest.version,
+            latest.generation,
+            len(latest.clusters),
+            len(self.model.sample),
+        )
+
+    def learn(self, message: bytes) -> int:
+        """Learn from one features message; the vectors it held."""
+        try:
+            vectors = unpack_vectors(message)
+        except VectorError as error:
+            metrics.BAD_MESSAGES.inc()
+            log.warning("features message skipped: %s", error)
+            return 0
+        drifts = self.model.drifts
+        self.model.learn_many((vector.user_id, vector.values) for vector in vectors)
+        if self.model.drifts > drifts:
+            metrics.DRIFTS.inc(self.model.drifts - drifts)
+            log.warning("drift detected on assignment distances; re-clustering at next snapshot")
+        metrics.VECTORS.inc(len(vectors))
+        metrics.SAMPLE_USERS.set(len(self.model.sample))
+        self.fresh += len(vectors)
+        return len(vectors)
+
+    def snapshot(self, now: float) -> ModelSnapshot | None:
+        """The next snapshot, saved to Redis; `None` when there is nothing new to publish."""
+        if not self.fresh:
+            return None
+        self.resume()  # another trainer may have published since (a standby taking over)
+        snapshot = self.model.snapshot(now)
+        if snapshot is None:
+            return None
+        self.store.save(snapshot, list(self.model.sample.rows.items()))
+        self.fresh = 0
+        metrics.SNAPSHOTS.labels(reason=snapshot.reason).inc()
+        metrics.MODEL_VERSION.set(snapshot.version)
+        metrics.CLUSTERS.set(len(snapshot.clusters))
+        log.info(
+            "snapshot published version=%d generation=%d reason=%s clusters=%s",
+            snapshot.version,
+            snapshot.generation,
+            snapshot.reason,
+            ", ".join(f"{c.id} {c.name} {c.share:.1%}" for c in snapshot.clusters),
+        )
+        return snapshot
+
+    def status(self) -> dict[str, Any]:
+        """What `/model` shows: the latest snapshot without its percentiles."""
+        previous = self.model.previous
+        return {
+            "learned": self.model.learned,
+            "sample_users": len(self.model.sample),
+            "drifts": self.model.drifts,
+            "snapshot": None
+            if previous is None
+            else previous.model_dump(mode="json", exclude={"quantiles"}),
+        }
+
+
+def build_app(settings: Settings, trainer: Trainer) -> faust.App:
+    """The Faust app: an agent over the features topic and a snapshot timer."""
+    brokers = [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")]
+    session = settings.session_timeout_ms / 1000
+    app = faust.App(
+        f"{settings.group_id}-trainer",
+        broker=brokers,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=1,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=min(3.0, session / 3),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.trainer_web_port > 0,
+        web_port=settings.trainer_web_port or 6066,
+        web_bind=settings.metrics_host,
+        datadir=Path(tempfile.gettempdir()) / f"segstream-trainer-{settings.redis_prefix}",
+        autodiscover=False,
+    )
+    features = app.topic(settings.features_topic, value_type=bytes, key_type=bytes)
+    models = app.topic(settings.models_topic, value_type=bytes, key_type=bytes)
+
+    @app.task
+    async def resume() -> None:
+        trainer.resume()
+
+    @app.agent(features, name="learn")
+    async def learn(stream: Any) -> None:
+        async for message in stream:
+            trainer.learn(message)
+
+    @app.timer(interval=settings.snapshot_seconds)
+    async def publish() -> None:
+        snapshot = trainer.snapshot(time.time())
+        if snapshot is not None:
+            await models.send(key=MODEL_KEY, value=snapshot.to_json())
+
+    @app.page("/model")
+    async def model_status(web: Any, _request: Any) -> Any:
+        return web.json(trainer.status())
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, _request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Run the trainer until SIGINT or SIGTERM."""
+    trainer = Trainer(settings)
+    app = build_app(settings, trainer)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
