@@ -62,6 +62,8 @@ class Assessment:
     offline_nmi: float | None = None
     labels: list[str] = field(default_factory=list)
     """The latest snapshot's cluster of each placed user."""
+    expected: list[str] | None = None
+    """The true group of each placed user, when known."""
     scaled: Matrix | None = None
     """The placed users' scaled features, for plots."""
 
@@ -109,6 +111,7 @@ def assess(
         report.stability.append((before.version, after.version, float(ari)))
     if truth is not None and len(labels) > report.k:
         expected = [group for group, is_warm in zip(truth, warm.tolist(), strict=True) if is_warm]
+        report.expected = expected
         offline = KMeans(n_clusters=report.k, n_init=10, random_state=seed).fit_predict(scaled)
         report.online_ari = float(adjusted_rand_score(expected, labels))
         report.online_nmi = float(normalized_mutual_info_score(expected, labels))

@@ -12,13 +12,15 @@ feature vectors workers publish (:meth:`~OnlineClusterer.learn`); ask it for a
   `StandardScaler` over the log1p-transformed clustering features, and a River
   `KMeans` on the scaled values. The distance of each vector to its centroid
   feeds an ADWIN drift detector.
-- (Re)clustering picks k in `[k_min, k_max]` by silhouette on the sample,
-  merges clusters under `min_share` of the sampled users into their
-  neighbours, and matches the new centroids to the previous snapshot's
-  (Hungarian assignment), so a cluster keeps its id while it stays put.
+- (Re)clustering starts the scaler afresh from the sample, picks k in
+  `[k_min, k_max]` by silhouette on the sample, merges clusters under
+  `min_share` of the sampled users into their neighbours, and matches the
+  new centroids to the previous snapshot's (Hungarian assignment), so a
+  cluster keeps its id while it stays put.
 - The first snapshot clusters once the sample holds `min_samples` warm users;
-  a detected drift re-clusters at the next snapshot (reason `drift`); other
-  snapshots refine centroids only (reason `update`).
+  a detected drift re-clusters at the next snapshot (reason `drift`), and so
+  does the first snapshot `recluster_seconds` after the last clustering
+  (reason `recluster`); other snapshots refine centroids only (reason `update`).
 
 >>> import random
 >>> rng = random.Random(1)
@@ -77,7 +79,8 @@ class TrainerConfig:
     `halflife` (0-1) is how far k-means moves a centroid towards each vector;
     `drift_delta` is ADWIN's confidence; `drift_warmup` vectors are learned
     after a (re)clustering before drift is watched; `match_distance` (scaled
-    units) is how far a centroid may move and keep its id.
+    units) is how far a centroid may move and keep its id; `recluster_seconds`
+    is how long a clustering stands before the next (0: only on drift).
     """
 
     k_min: int = 2
@@ -86,10 +89,11 @@ class TrainerConfig:
     sample_size: int = 5_000
     min_samples: int = 500
     min_events: int = 5
-    halflife: float = 0.02
+    halflife: float = 0.01
     drift_delta: float = 0.002
     drift_warmup: int = 2_000
     match_distance: float = 1.5
+    recluster_seconds: float = 0.0
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -169,6 +173,7 @@ class OnlineClusterer:
         self.previous: ModelSnapshot | None = None
         self._next_id = 1
         self._since_clustering = 0
+        self._clustered_at = -math.inf
         self._events = FEATURE_INDEX["events_lifetime"]
         self._columns = [FEATURE_INDEX[name] for name in self.features]
         self._logged = {FEATURE_INDEX[name] for name in self.log_features}
@@ -216,6 +221,9 @@ class OnlineClusterer:
             return self._recluster(warm, "initial", now)
         if self.drift_pending:
             return self._recluster(warm, "drift", now)
+        every = self.config.recluster_seconds
+        if every and now - self._clustered_at >= every and len(warm) >= self.config.min_samples:
+            return self._recluster(warm, "recluster", now)
         return self._refresh(warm, now)
 
     def recluster(self, now: float) -> ModelSnapshot | None:
@@ -244,6 +252,7 @@ class OnlineClusterer:
         self.ids = [c.id for c in snapshot.clusters]
         self._next_id = 1 + max(int(c.id[1:]) for c in snapshot.clusters)
         self.version, self.generation = snapshot.version, snapshot.generation
+        self._clustered_at = snapshot.created_at
         self.learned = snapshot.learned
         self.previous = snapshot
         for user_id, row in sample:
@@ -263,6 +272,7 @@ class OnlineClusterer:
         return (transform(rows, self.features, self.log_features) - mean) / std
 
     def _recluster(self, warm: Matrix, reason: str, now: float) -> ModelSnapshot:
+        self._rebase_scaler(warm)
         scaled = self._scaled(warm)
         centroids = self._best_centroids(scaled)
         centroids = self._merge_small(scaled, centroids)
@@ -271,8 +281,23 @@ class OnlineClusterer:
         self.generation += 1
         self.detector = drift.ADWIN(delta=self.config.drift_delta)
         self._since_clustering = 0
+        self._clustered_at = now
         self.drift_pending = False
         return self._publish(warm, scaled, reason, now)
+
+    def _rebase_scaler(self, warm: Matrix) -> None:
+        """Start the scaler afresh from the sampled users, as clustering starts from them.
+
+        The running scaler weighs users by how often they send vectors and
+        remembers the population as it was; the sample counts each user once, now.
+        """
+        values = transform(warm, self.features, self.log_features)
+        count = max(self.learned, 1)
+        self.scaler = preprocessing.StandardScaler._from_state(
+            counts=dict.fromkeys(self.features, count),
+            means=dict(zip(self.features, values.mean(axis=0).tolist(), strict=True)),
+            vars=dict(zip(self.features, values.var(axis=0).tolist(), strict=True)),
+        )
 
     def _refresh(self, warm: Matrix, now: float) -> ModelSnapshot:
         scaled = self._scaled(warm)

@@ -96,6 +96,63 @@ def trainer() -> None:
     run(config)
 
 
+@main.command("evaluate")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Ground truth, JSON Lines of {user_id, persona} (as `simulate --truth` writes).",
+)
+@click.option(
+    "--output",
+    default=Path("evaluation"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for report.md and the PNG plots.",
+)
+@click.option(
+    "--sample",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(10),
+    help="Users to sample from Redis.",
+)
+@click.option("--seed", default=7, show_default=True, type=int, help="Sampling and k-means seed.")
+def evaluate_command(truth: Path | None, output: Path, sample: int, seed: int) -> None:
+    """Measure the clustering model on a sample of users; write a report and plots."""
+    from processors.model import SnapshotError
+    from state.model_store import ModelStore
+    from state.redis_store import RedisStateStore
+    from streams.evaluate import EvaluationError, evaluate_model, read_truth, write_report
+
+    config = settings()
+    client = redis.Redis.from_url(config.redis_url)
+    keys = KeyLayout(config.redis_prefix)
+    try:
+        evaluation = evaluate_model(
+            RedisStateStore(client, keys, config.group_id),
+            ModelStore(client, keys),
+            ReadModel(client, keys),
+            sample=sample,
+            seed=seed,
+            truth=read_truth(truth) if truth else None,
+        )
+    except (EvaluationError, SnapshotError) as error:
+        raise click.ClickException(str(error)) from None
+    report = write_report(evaluation, output)
+    a = evaluation.assessment
+    click.echo(
+        f"model v{evaluation.snapshot.version}: k={a.k}, {a.placed}/{a.users} users placed, "
+        f"silhouette {a.silhouette if a.silhouette is None else round(a.silhouette, 3)}"
+    )
+    if a.online_ari is not None:
+        click.echo(
+            f"ARI vs truth: online {a.online_ari:.3f}, offline {a.offline_ari:.3f} "
+            f"(ratio {a.ari_ratio:.2f}); NMI online {a.online_nmi:.3f}, "
+            f"offline {a.offline_nmi:.3f}"
+        )
+    click.echo(f"report: {report}")
+
+
 @main.command()
 def topics() -> None:
     """Create the Kafka topics segstream uses (those that do not exist yet)."""

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     """Users with enough history the trainer needs before it first clusters."""
     cold_start_events: int = Field(5, ge=0)
     """Events a user needs before joining a cluster; fewer means `cold-start`."""
+    recluster_seconds: float = Field(900, ge=0)
+    """How long a clustering stands before the trainer re-clusters, in s; 0: only on drift."""
     drift_delta: float = Field(0.002, gt=0, lt=1)
     """Confidence of the ADWIN drift detector on assignment distances; smaller is stricter."""
     trainer_web_port: int = Field(6066, ge=0, le=65_535)
@@ -152,6 +154,7 @@ class Settings(BaseSettings):
             min_samples=self.cluster_min_users,
             min_events=self.cold_start_events,
             drift_delta=self.drift_delta,
+            recluster_seconds=self.recluster_seconds,
         )
 
     def __init__(self, **values: Any) -> None:
