@@ -303,11 +303,13 @@ class OnlineClusterer:
         scaled = self._scaled(warm)
         centroids = self._centers()
         merged = self._merge_small(scaled, centroids, refit=False)
-        if len(merged) < len(centroids):
-            kept = [i for i, c in enumerate(centroids) if any((c == m).all() for m in merged)]
-            self.ids = [self.ids[i] for i in kept]
-            self._set_centers(merged)
-        return self._publish(warm, scaled, "update", now)
+        if len(merged) == len(centroids):
+            return self._publish(warm, scaled, "update", now)
+        kept = [i for i, c in enumerate(centroids) if any((c == m).all() for m in merged)]
+        self.ids = [self.ids[i] for i in kept]
+        self._set_centers(merged)
+        self.generation += 1  # a cluster is gone: its users must be placed again
+        return self._publish(warm, scaled, "recluster", now)
 
     def _best_centroids(self, scaled: Matrix) -> Matrix:
         config = self.config

@@ -58,6 +58,16 @@ class ReadModel:
             sizes = pipe.execute()
         return dict(zip(names, sizes, strict=True))
 
+    def cluster_sizes(self) -> dict[str, int]:
+        """Members per cluster id (`cold-start` included), for every cluster that has had one."""
+        members = cast(set[bytes], self.client.smembers(self.keys.clusters))
+        ids = sorted(identifier.decode() for identifier in members)
+        with self.client.pipeline(transaction=False) as pipe:
+            for identifier in ids:
+                pipe.scard(self.keys.cluster_members(identifier))
+            sizes = pipe.execute()
+        return {identifier: size for identifier, size in zip(ids, sizes, strict=True) if size}
+
     def counters(self) -> dict[str, int]:
         """Pipeline totals: `events`, `dead_letters`, `changes` and so on."""
         raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.counters))

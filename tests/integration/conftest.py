@@ -42,6 +42,8 @@ def isolated_settings(stack: Stack) -> Settings:
         dead_letter_topic=f"events.dlq-{tag}",
         changes_topic=f"segment-changes-{tag}",
         rules_topic=f"rules-{tag}",
+        features_topic=f"features-{tag}",
+        models_topic=f"models-{tag}",
         group_id=f"workers-{tag}",
         partitions=4,
         batch_max_wait_ms=50,
@@ -80,17 +82,28 @@ def segstream(
 
 
 class WorkerProcess:
-    """`segstream worker` as a child process, as it runs in production."""
+    """`segstream worker` (or another long-running command) as a child process."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, command: str = "worker") -> None:
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
+                [sys.executable, "-m", "streams", command],
                 env=environment(settings),
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> str:
+        """Wait until the process has logged a line containing `text`; return that line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log.read_text(errors="replace").splitlines():
+                if text in line:
+                    return line
+            assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} in {self.log}:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -105,8 +118,8 @@ class WorkerProcess:
 def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings = config) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings = config, command: str = "worker") -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"{command}-{len(started)}.log", command)
         started.append(worker)
         return worker
 
