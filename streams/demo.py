@@ -1,9 +1,9 @@
 """`segstream demo`: the whole pipeline on the embedded stack, watched live.
 
-Starts a broker and Redis, creates the topics, starts a worker and the
-simulator as child processes, renders segment sizes, events/s and dead
-letters with rich, and after the duration (or Ctrl-C) prints a summary and
-stops everything it started.
+Starts a broker and Redis, creates the topics, starts a worker, the trainer
+and the simulator as child processes, renders segment and cluster sizes,
+events/s and dead letters with rich, and after the duration (or Ctrl-C)
+prints a summary and stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from processors.model import SnapshotError
+from state.keys import KeyLayout
+from state.model_store import ModelStore
 from state.read_model import ReadModel
 from streams.cli import read_model
-from streams.embedded import Stack, running_stack
+from streams.embedded import Stack, free_port, running_stack
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -43,10 +47,19 @@ class Snapshot:
     changes: int
     rate: float
     sizes: dict[str, int]
+    clusters: dict[str, int]
+    names: dict[str, str]
+    model_version: int | None
 
 
-def _snapshot(model: ReadModel, started: float, previous: Snapshot | None) -> Snapshot:
+def _snapshot(
+    model: ReadModel, started: float, previous: Snapshot | None, models: ModelStore
+) -> Snapshot:
     counters = model.counters()
+    try:
+        latest = models.latest()
+    except SnapshotError:
+        latest = None
     elapsed = time.monotonic() - started
     events = counters.get("events", 0)
     rate = 0.0
@@ -60,6 +73,9 @@ def _snapshot(model: ReadModel, started: float, previous: Snapshot | None) -> Sn
         changes=counters.get("changes", 0),
         rate=rate,
         sizes=model.segment_sizes(),
+        clusters=model.cluster_sizes(),
+        names=latest.names() if latest else {},
+        model_version=latest.version if latest else None,
     )
 
 
@@ -71,6 +87,19 @@ def _segment_table(snapshot: Snapshot, title: str) -> Table:
     for name, size in sorted(snapshot.sizes.items(), key=lambda item: -item[1]):
         share = size / snapshot.users if snapshot.users else 0.0
         table.add_row(name, f"{size:,}", f"{share:.1%}")
+    return table
+
+
+def _cluster_table(snapshot: Snapshot, title: str) -> Table:
+    version = f"model v{snapshot.model_version}" if snapshot.model_version else "no model yet"
+    table = Table(title=f"{title} ({version})", title_justify="left")
+    table.add_column("cluster")
+    table.add_column("name")
+    table.add_column("users", justify="right")
+    total = sum(snapshot.clusters.values())
+    for identifier, size in sorted(snapshot.clusters.items(), key=lambda item: -item[1]):
+        share = f"{size:,} ({size / total:.0%})" if total else f"{size:,}"
+        table.add_row(identifier, snapshot.names.get(identifier, ""), share)
     return table
 
 
@@ -93,7 +122,10 @@ def _live_view(snapshot: Snapshot, duration: float) -> Group:
         style="bold cyan",
     )
     return Group(
-        header, _segment_table(snapshot, "live segments"), _totals(snapshot, snapshot.rate)
+        header,
+        _segment_table(snapshot, "live segments"),
+        _cluster_table(snapshot, "live clusters"),
+        _totals(snapshot, snapshot.rate),
     )
 
 
@@ -118,13 +150,13 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
             process.wait()
 
 
-def _drain(model: ReadModel, started: float, sent_all: Snapshot) -> Snapshot:
+def _drain(model: ReadModel, started: float, sent_all: Snapshot, models: ModelStore) -> Snapshot:
     """Wait until the worker's totals stop moving (it has caught up), at most a while."""
     deadline = time.monotonic() + _DRAIN_SECONDS
     last = sent_all
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        current = _snapshot(model, started, last)
+        current = _snapshot(model, started, last, models)
         if current.events == last.events:
             return current
         last = current
@@ -150,22 +182,30 @@ def _run(
     rate: float,
     seed: int,
 ) -> None:
-    environment = {**os.environ, **stack.environment()}
+    environment = {
+        **os.environ,
+        **stack.environment(),
+        "SEGSTREAM_SNAPSHOT_SECONDS": "5",
+        "SEGSTREAM_CLUSTER_MIN_USERS": str(max(10, min(500, users // 4))),
+        "SEGSTREAM_TRAINER_WEB_PORT": str(free_port()),
+    }
     config = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     ensure_topics(config)
     model = read_model(config)
+    models = ModelStore(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
     simulation_args = ["simulate", "--users", str(users), "--rate", str(rate), "--seed", str(seed)]
     simulation_args += ["--invalid-share", "0.002", "--truth", str(directory / "truth.jsonl")]
     worker = _start(["worker"], environment, directory / "worker.log")
+    trainer = _start(["trainer"], environment, directory / "trainer.log")
     simulator = _start(simulation_args, environment, directory / "simulate.log")
     started = time.monotonic()
-    snapshot = _snapshot(model, started, None)
+    snapshot = _snapshot(model, started, None, models)
     interrupted = False
     try:
         with Live(_live_view(snapshot, duration), console=console, refresh_per_second=4) as live:
             while snapshot.elapsed < duration:
                 time.sleep(_REFRESH_SECONDS)
-                snapshot = _snapshot(model, started, snapshot)
+                snapshot = _snapshot(model, started, snapshot, models)
                 live.update(_live_view(snapshot, duration))
                 if worker.poll() is not None:
                     console.print(f"[red]the worker exited; see {directory / 'worker.log'}")
@@ -176,8 +216,10 @@ def _run(
         _stop(simulator)
     console.print()
     if not interrupted:
-        snapshot = _drain(model, started, snapshot)
+        snapshot = _drain(model, started, snapshot, models)
     _stop(worker)
-    final = _snapshot(model, started, None)
+    _stop(trainer)
+    final = _snapshot(model, started, None, models)
     console.print(_segment_table(final, "segments at the end of the demo"))
+    console.print(_cluster_table(final, "clusters at the end of the demo"))
     console.print(_totals(final, final.events / max(snapshot.elapsed, 1e-9)))
