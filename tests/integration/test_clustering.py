@@ -88,6 +88,9 @@ def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
         assert {m.decode() for m in client.smembers(keys.cluster_members(cluster))} == members
     assert model.cluster_sizes() == {cluster: len(m) for cluster, m in by_cluster.items()}
 
+    # The default rules' percentile threshold is known from the snapshots.
+    assert model.segment_sizes().get("High-Value Recent Buyers", 0) > 0
+
     # Change events carry the cluster and both versions; the first model re-placed everyone.
     changes = [orjson.loads(m.value()) for m in read_topic(clustered, clustered.changes_topic)]
     assert {"model"} <= {c["reason"] for c in changes}

@@ -210,3 +210,22 @@ def test_a_partition_step_places_touched_users_and_publishes_cluster_moves():
     assert (change.previous_cluster, change.cluster[0]) == (COLD_START, "c")
     assert (change.version, change.reason, change.segments) == (2, "event", ())
     assert step.placed == ["b"]
+
+
+def test_percentile_thresholds_come_from_the_snapshot():
+    rng = random.Random(8)
+    model = OnlineClusterer(CONFIG)
+    learned(model, population(600, rng))
+    snapshot = model.snapshot(now=0.0)
+    rules = parse_rules(
+        "segments:\n  - {name: Big, description: d, condition: "
+        "{feature: revenue_30d, op: '>=', value: p90(revenue_30d)}}\n"
+    )
+    classifier = Classifier.of(rules, ClusterAssigner(snapshot))
+    threshold = classifier.thresholds["p90(revenue_30d)"]
+    assert threshold == snapshot.percentile("revenue_30d", 90)
+    assert threshold == pytest.approx(
+        np.percentile(model.sample.matrix()[:, FEATURE_INDEX["revenue_30d"]], 90)
+    )
+    assert rules.evaluate({"revenue_30d": threshold, **classifier.thresholds}) == ("Big",)
+    assert Classifier.of(rules).thresholds == {}
