@@ -135,7 +135,14 @@ def test_profile_and_export_commands_read_what_the_worker_wrote(
     assert exported.returncode == 0, exported.stderr
     rows = [orjson.loads(line) for line in output.read_bytes().splitlines()]
     assert sorted(row["user_id"] for row in rows) == sorted(expected)
-    assert set(rows[0]) == {"user_id", "features", "segments", "as_of"}
+    assert set(rows[0]) == {
+        "user_id",
+        "features",
+        "segments",
+        "cluster",
+        "model_version",
+        "as_of",
+    }
 
 
 def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(
