@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -76,9 +76,16 @@ def evaluate_one(
     classifier = _classifier(classification)
     moment = max(user.as_of, float(user.profile.last_seen or 0), as_of or 0.0)
     user.as_of = moment
-    features = LazyFeatures(user.profile, moment, classifier.thresholds)
+    features = LazyFeatures(
+        user.profile, moment, classifier.thresholds, classifier.rules.cart_after
+    )
     segments = classifier.rules.evaluate(features)
-    return user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)
+    change = user.labels.move_to(segments, user_id=user_id, reason=reason, event_time=moment)
+    if change is not None and user.profile.cart:
+        lines, changed_at = user.profile.open_cart()
+        if lines:
+            change = replace(change, cart=tuple(lines), cart_changed_at=changed_at)
+    return change
 
 
 def evaluate(

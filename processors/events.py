@@ -78,7 +78,8 @@ class Action:
     `user_id` is the profile the event belongs to: the `userId` when known,
     otherwise the `anonymousId`. `timestamp` is event time in epoch seconds.
     `value` is the order revenue for orders and price times quantity for cart
-    adds and removals, in the event's currency units; 0 otherwise.
+    adds and removals, in the event's currency units; 0 otherwise. `product`
+    is the product's `product_id` (else `sku`, else `name`) on product events.
     """
 
     user_id: str
@@ -90,6 +91,7 @@ class Action:
     device: str | None = None
     anonymous_id: str | None = None
     previous_id: str | None = None
+    product: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,9 @@ class Properties(BaseModel):
 
     model_config = _SCHEMA
     category: Any = None
+    product_id: Any = None
+    sku: Any = None
+    name: Any = None
     price: Any = None
     quantity: Any = None
     revenue: Any = None
@@ -236,6 +241,14 @@ def _order(properties: Properties) -> tuple[float, tuple[str, ...]]:
     return revenue, tuple(categories)
 
 
+def _product_id(properties: Properties) -> str | None:
+    """The product's `product_id`, else `sku`, else `name`, as text of at most 128 characters."""
+    for given in (properties.product_id, properties.sku, properties.name):
+        if given is not None and given != "" and not isinstance(given, dict | list | bool):
+            return str(given)[:128]
+    return None
+
+
 def _product(properties: Properties, kind: EventKind) -> tuple[float, tuple[str, ...]]:
     """Cart value (price times quantity) and the product's category."""
     category = _category(properties.category, "category")
@@ -301,7 +314,7 @@ def decode_event(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Action | Re
     kind = EventKind.OTHER
     value = 0.0
     categories: tuple[str, ...] = ()
-    previous_id = None
+    previous_id = product = None
     if event.type == "track":
         kind = TRACK_KINDS.get(event.event, EventKind.OTHER)
         properties = event.properties or _NO_PROPERTIES
@@ -310,6 +323,7 @@ def decode_event(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Action | Re
                 value, categories = _order(properties)
             elif kind in _PRODUCT_KINDS:
                 value, categories = _product(properties, kind)
+                product = _product_id(properties)
         except _InvalidFieldError as invalid:
             return Rejection(invalid.reason, str(invalid))
     elif event.type in ("page", "screen"):
@@ -329,4 +343,5 @@ def decode_event(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Action | Re
         device.lower() if device else None,
         event.anonymous_id if event.user_id else None,
         previous_id,
+        product,
     )

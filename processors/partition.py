@@ -6,8 +6,8 @@ Besides tracker events, a partition carries commands the pipeline sends itself:
   becomes a tombstone pointing at `into`, and its aggregates travel on as
   an :class:`Absorb` keyed by `into`;
 - :class:`Absorb` — another id's aggregates, to add to this user's;
-- :class:`Advance` — the partition's watermark moves to `until`: every user of
-  the partition is evaluated as of then.
+- :class:`Advance` — the partition's watermark moves to `until`: the timers due
+  by then fire, and every user of the partition is evaluated as of then.
 
 Events for a tombstoned id are forwarded to the user it points at. The step
 returns these as :class:`Relay` messages for the worker to produce.
@@ -26,6 +26,7 @@ returns these as :class:`Relay` messages for the worker to produce.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ from processors.evaluation import (
     vectors,
 )
 from processors.events import Action, EventKind
-from processors.segments import ChangeReason, SegmentChange
+from processors.segments import ChangeReason, SegmentChange, UserLabels
+from processors.timers import expires, next_due
 from processors.user import UserState
 from processors.vectors import FeatureVector
 
@@ -93,7 +95,9 @@ class PartitionStep:
     `touched` maps each user whose aggregates or evaluation moved to why
     (`event`, `merge` or `time`); `vectors` are their feature vectors, one per
     user, and `placed` those the model placed in a cluster (their labels
-    record its version even when the cluster stayed the same).
+    record its version even when the cluster stayed the same). `timers` maps
+    each user whose timer moved to its new due time (`None`: no timer), and
+    `fired` counts the timers that came due.
     """
 
     users: dict[str, UserState]
@@ -103,6 +107,8 @@ class PartitionStep:
     placed: list[str] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    timers: dict[str, int | None] = field(default_factory=dict)
+    fired: int = 0
     new_users: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -116,57 +122,205 @@ def run_partition(
     dedup_before: float,
     partition_users: Sequence[str] = (),
     retention: float = math.inf,
+    marks: Sequence[float] | None = None,
+    due: Sequence[tuple[int, str]] = (),
+    watermark: float = -math.inf,
 ) -> PartitionStep:
-    """Apply `items` in order to the partition's users.
+    """Apply `items` in order to the partition's users, firing their timers on the way.
 
-    `stored` holds the loaded state of the users the items name (and, when an
-    :class:`Advance` is among them, of all `partition_users`). Message ids of
-    events before `dedup_before` are forgotten at the end. When a watermark
-    advance leaves a user without events for more than `retention` seconds,
-    the user expires: they leave their segments and their state is dropped.
-    At the end, every touched user gets a feature vector and, when
-    `classification` has a model, a cluster: at most one cluster change per
-    user per step.
+    `stored` holds the loaded state of the users the items name, of the users
+    with timers in `due` (from the timer store, due by `watermark`) and, when an
+    :class:`Advance` is among the items, of all `partition_users`. `marks` gives
+    the partition's watermark after each item: a timer fires as soon as the
+    watermark reaches it, and before any later event of its user, so where
+    batches end never changes what a user goes through. A user's own event at
+    time `t` first fires their timers due by `t`. When a user has had no events
+    for more than `retention` seconds, they expire: they leave their segments
+    and their state is dropped. Message ids of events before `dedup_before` are
+    forgotten at the end. At the end, every touched user gets a feature vector
+    and, when `classification` has a model, a cluster: at most one cluster
+    change per user per step.
     """
     rules = classification if isinstance(classification, Classifier) else Classifier(classification)
     step = PartitionStep(users={})
-
-    def user(user_id: str) -> UserState:
-        found = step.users.get(user_id)
-        if found is None:
-            found = stored.get(user_id)
-            if found is None:
-                found = UserState()
-                step.new_users += 1
-            step.users[user_id] = found
-        return found
+    clock = _Timers(step, stored, rules, retention)
+    clock.load(due)
 
     for position, item in enumerate(items):
         match item:
             case Action():
-                _event(item, user(item.user_id), step, rules, position)
+                state = clock.catch_up(item.user_id, item.timestamp)
+                late = item.timestamp < state.as_of
+                _event(item, state, step, rules, position)
+                clock.moved(item.user_id, state, item.timestamp, exact=late)
             case Merge():
-                _merge(item, user(item.anonymous_id), step, position)
+                _merge(item, clock.user(item.anonymous_id), step, position)
+                clock.drop(item.anonymous_id)
             case Absorb():
-                _absorb(item, user(item.into), step, rules)
+                state = clock.catch_up(item.into, -math.inf)
+                _absorb(item, state, step, rules)
+                clock.moved(item.into, state, state.as_of, exact=True)
             case Advance():
-                ids = dict.fromkeys([*partition_users, *step.users])
-                everyone = [(user_id, user(user_id)) for user_id in ids]
-                everyone = [(user_id, state) for user_id, state in everyone if not state.alias_of]
-                idle_since = item.until - retention
-                for user_id, state in everyone:
-                    last_seen = state.profile.last_seen
-                    if last_seen is not None and last_seen < idle_since:
-                        _expire(user_id, state, step, item.until)
-                active = [(u, state) for u, state in everyone if u not in step.expired]
-                step.changes += evaluate(active, rules, reason=ChangeReason.TIME, as_of=item.until)
-                for user_id, _ in active:
-                    step.touched.setdefault(user_id, ChangeReason.TIME)
+                clock.settle(item.until)
+                _sweep(item.until, partition_users, step, clock, rules, retention)
+        if marks is not None:
+            clock.settle(marks[position])
+    clock.settle(watermark)
+    clock.finish()
     for state in step.users.values():
         state.forget_before(dedup_before)
         state.profile.prune(state.as_of)
     _vectorise(step, rules)
     return step
+
+
+class _Timers:
+    """The step's users and their timers: loads users, fires what comes due, reschedules.
+
+    A user's due time is recomputed lazily. An on-time event at `t` can only
+    add deadlines at least :attr:`~processors.rules.RuleSet.min_delay` later,
+    so until the watermark or the user's next event reaches the earlier of that
+    and their previous due time, nothing of theirs can be due; otherwise it is
+    recomputed then, or at the end of the step.
+    """
+
+    def __init__(
+        self,
+        step: PartitionStep,
+        stored: Mapping[str, UserState],
+        rules: Classifier,
+        retention: float,
+    ) -> None:
+        self.step = step
+        self.stored = stored
+        self.rules = rules
+        self.retention = retention
+        self.delay = rules.rules.min_delay
+        self.queue: list[tuple[int, str]] = []
+        self.stale: dict[str, float] = {}
+        self.stale_queue: list[tuple[float, str]] = []
+
+    def user(self, user_id: str) -> UserState:
+        step = self.step
+        found = step.users.get(user_id)
+        if found is None:
+            found = self.stored.get(user_id)
+            if found is None:
+                found = UserState()
+                step.new_users += 1
+            elif found.due is not None:
+                heapq.heappush(self.queue, (found.due, user_id))
+            step.users[user_id] = found
+        return found
+
+    def load(self, due: Sequence[tuple[int, str]]) -> None:
+        """Take the timers read from the store; repair any that disagree with the user state."""
+        for moment, user_id in due:
+            state = self.user(user_id)
+            if state.due != moment:
+                self.step.timers[user_id] = state.due
+
+    def moved(self, user_id: str, state: UserState, moment: float, *, exact: bool) -> None:
+        """Something at `moment` changed the user: their due time must be recomputed,
+        at once when `exact`, else by the time anything can be due."""
+        if state.alias_of is not None:
+            return
+        if exact:
+            self._reschedule(user_id, state)
+        elif user_id not in self.stale:
+            bound = min(moment + self.delay, math.inf if state.due is None else state.due)
+            self.stale[user_id] = bound
+            heapq.heappush(self.stale_queue, (bound, user_id))
+
+    def drop(self, user_id: str) -> None:
+        """The user needs no timer any more (merged away or expired)."""
+        self.stale.pop(user_id, None)
+        self._set(user_id, self.step.users[user_id], None)
+
+    def catch_up(self, user_id: str, moment: float) -> UserState:
+        """The user, after firing their timers due by `moment` (something happens to them then).
+
+        A user who expired comes back as a new user, whose changes go on from
+        the expired one's version.
+        """
+        state = self.user(user_id)
+        if self.stale.get(user_id, math.inf) <= moment:
+            self._reschedule(user_id, state)
+        while state.due is not None and state.due <= moment and state.alias_of is None:
+            self._fire(user_id, state, state.due)
+        if user_id in self.step.expired:
+            self.step.expired.remove(user_id)
+            state = UserState(labels=UserLabels(version=state.labels.version))
+            self.step.users[user_id] = state
+        return state
+
+    def settle(self, watermark: float) -> None:
+        """Fire, in due order, every timer due by `watermark`."""
+        while self.stale_queue and self.stale_queue[0][0] <= watermark:
+            _, user_id = heapq.heappop(self.stale_queue)
+            if user_id in self.stale:
+                self._reschedule(user_id, self.step.users[user_id])
+        while self.queue and self.queue[0][0] <= watermark:
+            moment, user_id = heapq.heappop(self.queue)
+            state = self.step.users[user_id]
+            if state.due == moment and user_id not in self.step.expired:
+                self._fire(user_id, state, moment)
+
+    def finish(self) -> None:
+        """Recompute the due time of every user whose state moved."""
+        for user_id in list(self.stale):
+            self._reschedule(user_id, self.step.users[user_id])
+
+    def _fire(self, user_id: str, state: UserState, moment: int) -> None:
+        step = self.step
+        step.fired += 1
+        if expires(state, moment, self.retention):
+            _expire(user_id, state, step, moment)
+            self.drop(user_id)
+            return
+        _record(step, evaluate_one(user_id, state, self.rules, ChangeReason.TIME, moment))
+        step.touched.setdefault(user_id, ChangeReason.TIME)
+        self._reschedule(user_id, state)
+
+    def _reschedule(self, user_id: str, state: UserState) -> None:
+        self.stale.pop(user_id, None)
+        if user_id in self.step.expired or state.alias_of is not None:
+            return
+        self._set(user_id, state, next_due(state, self.rules, retention=self.retention))
+
+    def _set(self, user_id: str, state: UserState, moment: int | None) -> None:
+        if moment == state.due:
+            return
+        state.due = moment
+        self.step.timers[user_id] = moment
+        if moment is not None:
+            heapq.heappush(self.queue, (moment, user_id))
+
+
+def _sweep(
+    until: float,
+    partition_users: Sequence[str],
+    step: PartitionStep,
+    clock: _Timers,
+    rules: Classifier,
+    retention: float,
+) -> None:
+    """Evaluate every user of the partition as of `until`; expire those idle too long.
+
+    Their timers due by `until` have fired, so no segment changes here; the sweep
+    brings every user's features and labels up to `until`.
+    """
+    ids = dict.fromkeys([*partition_users, *step.users])
+    everyone = [(user_id, clock.user(user_id)) for user_id in ids]
+    everyone = [(user_id, state) for user_id, state in everyone if not state.alias_of]
+    for user_id, state in everyone:
+        if user_id not in step.expired and expires(state, until, retention):
+            _expire(user_id, state, step, until)
+            clock.drop(user_id)
+    active = [(u, state) for u, state in everyone if u not in step.expired]
+    step.changes += evaluate(active, rules, reason=ChangeReason.TIME, as_of=until)
+    for user_id, _ in active:
+        step.touched.setdefault(user_id, ChangeReason.TIME)
 
 
 def _vectorise(step: PartitionStep, rules: Classifier) -> None:
@@ -231,8 +385,6 @@ def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: Classi
 
 
 def _expire(user_id: str, state: UserState, step: PartitionStep, moment: float) -> None:
-    if user_id in step.expired:
-        return
     state.as_of = max(state.as_of, moment)
     _record(
         step, state.labels.clear(user_id=user_id, reason=ChangeReason.EXPIRED, event_time=moment)

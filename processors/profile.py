@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,12 @@ RECENT_SECONDS = HOUR
 """How far back exact event times are kept for time-window conditions, in seconds."""
 SESSION_GAP = 30 * MINUTE
 """Inactivity that ends a session, in seconds: events 30 minutes or more apart are two sessions."""
+CART_ABANDONMENT_AFTER = 30 * MINUTE
+"""Default idle time after which an open cart counts as abandoned, in seconds."""
+CART_LIMIT = 200
+"""Cart additions and removals kept per user; the oldest go first beyond this."""
+NEVER = math.inf
+"""What :meth:`Profile.changes_at` returns for a value that no passing of time changes."""
 
 COUNTED_KINDS: dict[EventKind, str] = {
     EventKind.PAGE: "page_views",
@@ -69,6 +75,16 @@ def _cents(value: float) -> int:
     return round(value * 100)
 
 
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    """One product in an open cart: how many times it was added (less removed) and their value."""
+
+    product: str
+    category: str
+    count: int
+    value: float
+
+
 @dataclass(slots=True)
 class Profile:
     """Everything segstream knows of one user's behaviour; times are epoch seconds."""
@@ -87,6 +103,9 @@ class Profile:
     last_seen: int | None = None
     last_order: int | None = None
     last_device: tuple[int, str] | None = None
+    cart: list[list[Any]] = field(default_factory=list)
+    """Cart additions and removals since the last order: `[time, +1 or -1, product, category,
+    cents]`, sorted."""
 
     def apply(self, action: Action) -> None:
         """Fold one action into the aggregates (in any order)."""
@@ -115,8 +134,14 @@ class Profile:
             per_day[day] = per_day.get(day, 0) + 1
             bisect.insort(self.recent.setdefault(f"{kind.name}/{category}", []), moment)
         flags = 0
-        if kind is EventKind.CART_ADD:
-            flags = _SESSION_CART
+        if kind in (EventKind.CART_ADD, EventKind.CART_REMOVE):
+            flags = _SESSION_CART if kind is EventKind.CART_ADD else 0
+            if self.last_order is None or moment > self.last_order:
+                sign = 1 if kind is EventKind.CART_ADD else -1
+                category = action.categories[0] if action.categories else ""
+                entry = [moment, sign, action.product or "", category, _cents(action.value)]
+                bisect.insort(self.cart, entry)
+                del self.cart[:-CART_LIMIT]
         elif kind is EventKind.ORDER:
             flags = _SESSION_ORDER
             cents = _cents(action.value)
@@ -124,6 +149,7 @@ class Profile:
             self.days.add(moment, _REVENUE, cents)
             self.purchase_days[day] = self.purchase_days.get(day, 0) + cents
             self.last_order = moment if self.last_order is None else max(self.last_order, moment)
+            self.cart = [entry for entry in self.cart if entry[0] > self.last_order]
         self.sessions.add(moment, flags)
 
     def burst(self, kind: EventKind, within: float, as_of: float) -> int:
@@ -160,6 +186,34 @@ class Profile:
         self.last_order = _most(self.last_order, other.last_order)
         if other.last_device and (self.last_device is None or other.last_device > self.last_device):
             self.last_device = other.last_device
+        ordered = self.last_order if self.last_order is not None else -math.inf
+        self.cart = sorted(e for e in self.cart + other.cart if e[0] > ordered)[-CART_LIMIT:]
+
+    def open_cart(self) -> tuple[list[CartLine], int | None]:
+        """The products in the cart (added since the last order and not removed) and when
+        the cart last changed; `([], None)` when the cart is empty.
+
+        >>> from processors.events import Action, EventKind
+        >>> profile = Profile()
+        >>> profile.apply(Action("u", "m1", EventKind.CART_ADD, 100.0, 20.0, ("shoes",),
+        ...                      product="sku-1"))
+        >>> profile.open_cart()
+        ([CartLine(product='sku-1', category='shoes', count=1, value=20.0)], 100)
+        """
+        lines: dict[str, list[Any]] = {}
+        last = None
+        for moment, sign, product, category, cents in self.cart:
+            line = lines.setdefault(product, [category, 0, 0])
+            line[0] = line[0] or category
+            line[1] += sign
+            line[2] += sign * cents
+            last = moment
+        found = [
+            CartLine(product, category, count, max(cents, 0) / 100)
+            for product, (category, count, cents) in sorted(lines.items())
+            if count > 0
+        ]
+        return found, last if found else None
 
     def prune(self, as_of: float) -> None:
         """Drop what no window as of `as_of` or later can see."""
@@ -182,16 +236,155 @@ class Profile:
             else:
                 del self.recent[key]
 
-    def features(self, as_of: float, groups: Iterable[str] | None = None) -> Features:
+    def features(
+        self,
+        as_of: float,
+        groups: Iterable[str] | None = None,
+        *,
+        cart_after: float = CART_ABANDONMENT_AFTER,
+    ) -> Features:
         """Features as of event time `as_of` (epoch seconds): all, or those of `groups`.
 
         :data:`FEATURE_GROUPS` names the group of each feature; computing only the
-        groups a rule set reads keeps per-event evaluation cheap.
+        groups a rule set reads keeps per-event evaluation cheap. A cart counts as
+        abandoned once it has been left alone for `cart_after` seconds.
         """
         values: Features = {}
         for group in _GROUPS if groups is None else groups:
-            values.update(getattr(self, f"_{group}")(as_of))
+            if group == "cart":
+                values.update(self._cart(as_of, cart_after))
+            else:
+                values.update(getattr(self, f"_{group}")(as_of))
         return values
+
+    def changes_at(
+        self, group: str, as_of: float, *, cart_after: float = CART_ABANDONMENT_AFTER
+    ) -> float:
+        """The earliest event time after `as_of` at which a feature of `group` other than
+        those of :data:`CLOCK_FEATURES` can change with no new events; :data:`NEVER` if none.
+
+        Windows change only when a bucket holding events slides out (or, for the
+        previous-week window, in); sessions when one turns a week old or, with a
+        cart and no order, closes.
+
+        >>> from processors.events import Action, EventKind
+        >>> profile = Profile()
+        >>> profile.apply(Action("u", "m", EventKind.ORDER, 10 * DAY + 5.0, value=9.0))
+        >>> profile.changes_at("counts_7d", 10 * DAY + 5.0) == 17 * DAY
+        True
+        >>> profile.changes_at("revenue", 10 * DAY + 5.0) == 17 * DAY
+        True
+        """
+        days = self.days
+        match group:
+            case "counts_1h":
+                return self.minutes.changes_at(as_of, WINDOWS["1h"][1])
+            case "counts_24h":
+                return self.hours.changes_at(as_of, WINDOWS["24h"][1])
+            case "counts_7d":
+                return days.changes_at(as_of, 7)
+            case "counts_30d":
+                return days.changes_at(as_of, 30)
+            case "revenue":
+                return min(
+                    days.changes_at(as_of, 7, slot=_REVENUE),
+                    days.changes_at(as_of, 30, slot=_REVENUE),
+                )
+            case "sessions":
+                return _after(
+                    as_of,
+                    (
+                        moment
+                        for s in self.sessions.items
+                        for moment in (
+                            s[0] + 7 * DAY,
+                            s[1] + SESSION_GAP if s[3] == _SESSION_CART else NEVER,
+                        )
+                    ),
+                )
+            case "affinity":
+                return min(
+                    days.changes_at(as_of, 30),
+                    _after(
+                        as_of,
+                        (
+                            (d + 30) * DAY
+                            for per_day in self.category_days.values()
+                            for d in per_day
+                        ),
+                    ),
+                )
+            case "velocity":
+                return min(days.changes_at(as_of, 7), days.changes_at(as_of, 7, skip=7))
+            case "cart":
+                _, last = self.open_cart()
+                return NEVER if last is None else _after(as_of, (last + cart_after,))
+            case _:
+                return NEVER
+
+    def burst_changes_at(self, kind: EventKind, within: float, as_of: float) -> float:
+        """When :meth:`burst` of `kind` within `within` seconds next changes with no new events."""
+        prefix = f"{kind.name}/"
+        return _after(
+            as_of,
+            (
+                moment + within
+                for key, times in self.recent.items()
+                if key.startswith(prefix)
+                for moment in times
+            ),
+        )
+
+    def crosses_at(self, feature: str, op: str, threshold: float, as_of: float) -> float:
+        """When `feature op threshold` may next change truth, for a feature of
+        :data:`CLOCK_FEATURES`; to the second, :data:`NEVER` when it never will.
+
+        >>> from processors.events import Action, EventKind
+        >>> profile = Profile()
+        >>> profile.apply(Action("u", "m", EventKind.ORDER, 1_000.0, value=9.0))
+        >>> moment = profile.crosses_at("days_since_last_order", ">", 30, 1_000.0)
+        >>> [profile.features(t)["days_since_last_order"] > 30 for t in (moment - 1, moment)]
+        [False, True]
+        """
+        found = self._clock(feature)
+        if found is None:
+            return NEVER
+        clock, anchor, unit = found
+        now = clock(as_of)
+        above = op in (">", "<=") or (op in ("==", "!=") and now == threshold)
+        if now > threshold or (now == threshold and not above):
+            return NEVER
+        guess = anchor + threshold * unit
+        if above:
+            return _first_second(as_of, guess, lambda moment: clock(moment) > threshold)
+        return _first_second(as_of, guess, lambda moment: clock(moment) >= threshold)
+
+    def _clock(self, feature: str) -> tuple[Callable[[float], float], float, float] | None:
+        """A clock feature's value at any event time, the time it was 0 and the seconds per
+        unit; `None` while it stays constant."""
+        match feature:
+            case "days_since_last_order" | "days_since_last_seen" | "days_since_first_seen":
+                anchor = {
+                    "days_since_last_order": self.last_order,
+                    "days_since_last_seen": self.last_seen,
+                    "days_since_first_seen": self.first_seen,
+                }[feature]
+                if anchor is None:
+                    return None
+                start = anchor
+                return (lambda moment: _days_since(start, moment)), start, DAY
+            case "T":
+                if not self.purchase_days:
+                    return None
+                first = min(self.purchase_days)
+                return (lambda moment: float(max(int(moment // DAY) - first, 0))), first * DAY, DAY
+            case "cart_idle_minutes":
+                _, last = self.open_cart()
+                if last is None:
+                    return None
+                changed = last
+                return (lambda moment: _minutes_since(changed, moment)), changed, MINUTE
+        return None
 
     def _counts_1h(self, as_of: float) -> Features:
         return self._counts(self.minutes, as_of, "1h")
@@ -262,6 +455,22 @@ class Profile:
             "abandoned_carts_7d": float(abandoned),
         }
 
+    def _cart(self, as_of: float, cart_after: float) -> Features:
+        lines, last = self.open_cart()
+        if last is None:
+            return {
+                "cart_products": 0.0,
+                "cart_value": 0.0,
+                "cart_idle_minutes": -1.0,
+                "cart_abandoned": 0.0,
+            }
+        return {
+            "cart_products": float(len(lines)),
+            "cart_value": round(sum(line.value for line in lines), 2),
+            "cart_idle_minutes": _minutes_since(last, as_of),
+            "cart_abandoned": 1.0 if as_of - last >= cart_after else 0.0,
+        }
+
     def _affinity(self, as_of: float) -> Features:
         month = self.days.window(as_of, 30)
         last_day = int(as_of // DAY)
@@ -314,6 +523,7 @@ class Profile:
             self.last_order,
             list(self.last_device) if self.last_device else None,
             sorted(self.recent.items()),
+            self.cart,
         ]
 
     @classmethod
@@ -327,8 +537,9 @@ class Profile:
         profile.category_days = {name: dict(map(tuple, pairs)) for name, pairs in categories}
         profile.sessions.items = sessions
         profile.purchase_days = dict(map(tuple, purchases))
-        orders, events, first_seen, last_seen, last_order, last_device, recent = scalars
+        orders, events, first_seen, last_seen, last_order, last_device, recent = scalars[:7]
         profile.recent = dict(map(tuple, recent))
+        profile.cart = scalars[7] if len(scalars) > 7 else []
         profile.orders, profile.events = orders, events
         profile.first_seen, profile.last_seen, profile.last_order = (
             first_seen,
@@ -363,10 +574,15 @@ class LazyFeatures(Mapping[str, float | str]):
     """
 
     def __init__(
-        self, profile: Profile, as_of: float, thresholds: Mapping[str, float] | None = None
+        self,
+        profile: Profile,
+        as_of: float,
+        thresholds: Mapping[str, float] | None = None,
+        cart_after: float = CART_ABANDONMENT_AFTER,
     ) -> None:
         self._profile = profile
         self._as_of = as_of
+        self._cart_after = cart_after
         self._values: Features = dict(thresholds) if thresholds else {}
 
     def __getitem__(self, name: str) -> float | str:
@@ -381,8 +597,25 @@ class LazyFeatures(Mapping[str, float | str]):
                 self._values[name] = float(count)
                 return self._values[name]
             group = FEATURE_GROUPS[name]
-            self._values.update(self._profile.features(self._as_of, (group,)))
+            self._values.update(
+                self._profile.features(self._as_of, (group,), cart_after=self._cart_after)
+            )
             return self._values[name]
+
+    def changes_at(self, group: str) -> float:
+        """When a feature of `group` other than a clock feature may next change with no new
+        events (see :meth:`Profile.changes_at`)."""
+        return self._profile.changes_at(group, self._as_of, cart_after=self._cart_after)
+
+    def burst_changes_at(self, name: str) -> float:
+        """When the burst feature `name` (see :func:`burst_feature`) may next change."""
+        _, kind, within = name.split(":")
+        return self._profile.burst_changes_at(EventKind[kind], float(within), self._as_of)
+
+    def crosses_at(self, name: str, op: str, threshold: float) -> float:
+        """When `name op threshold` may next change, for a clock feature `name` (see
+        :meth:`Profile.crosses_at`)."""
+        return self._profile.crosses_at(name, op, threshold, self._as_of)
 
     def __iter__(self) -> Iterator[str]:
         return iter(FEATURE_GROUPS)
@@ -409,6 +642,29 @@ def _days_since(moment: int | None, as_of: float) -> float:
     return round(max(0.0, as_of - moment) / DAY, 4)
 
 
+def _minutes_since(moment: int, as_of: float) -> float:
+    return round(max(0.0, as_of - moment) / MINUTE, 2)
+
+
+def _after(as_of: float, moments: Iterable[float]) -> float:
+    """The earliest of `moments` later than `as_of`, or :data:`NEVER`."""
+    return min((moment for moment in moments if moment > as_of), default=NEVER)
+
+
+def _first_second(as_of: float, guess: float, reached: Callable[[float], bool]) -> float:
+    """The first whole second after `as_of` at which `reached` (monotone in time) holds,
+    searched from `guess`, which rounding leaves a few steps from the answer."""
+    if not math.isfinite(guess) or guess > as_of + 2**40:
+        return NEVER
+    earliest = math.floor(as_of) + 1
+    moment = max(earliest, math.ceil(guess))
+    while moment > earliest and reached(moment - 1):
+        moment -= 1
+    while not reached(moment):
+        moment += 1
+    return float(moment)
+
+
 _GROUPS = (
     "counts_1h",
     "counts_24h",
@@ -420,6 +676,7 @@ _GROUPS = (
     "sessions",
     "affinity",
     "velocity",
+    "cart",
 )
 _SAMPLE = Profile().features(0.0)
 
@@ -433,3 +690,15 @@ FEATURE_NAMES: tuple[str, ...] = tuple(n for n, v in _SAMPLE.items() if isinstan
 
 TEXT_FEATURES: tuple[str, ...] = tuple(n for n, v in _SAMPLE.items() if isinstance(v, str))
 """Features whose value is a name; `""` when unknown."""
+
+CLOCK_FEATURES = frozenset(
+    (
+        "days_since_last_order",
+        "days_since_last_seen",
+        "days_since_first_seen",
+        "T",
+        "cart_idle_minutes",
+    )
+)
+"""Features that grow with event time alone; :meth:`Profile.crosses_at` says when they pass a
+threshold, the others change at :meth:`Profile.changes_at`."""

@@ -57,9 +57,15 @@ from pydantic_core import PydanticCustomError
 
 from processors.events import EventKind
 from processors.profile import (
+    CART_ABANDONMENT_AFTER,
+    CLOCK_FEATURES,
+    FEATURE_GROUPS,
     FEATURE_NAMES,
+    NEVER,
     RECENT_SECONDS,
+    SESSION_GAP,
     TEXT_FEATURES,
+    LazyFeatures,
     burst_feature,
 )
 
@@ -201,8 +207,20 @@ class NotOf(_Node):
         return lambda features, decided: not part(features, decided)
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds in a duration such as `90s`, `10m`, `1h` or `7d`; `None` when it is not one.
+
+    >>> duration_seconds("30m"), duration_seconds("1.5h"), duration_seconds("soon")
+    (1800.0, 5400.0, None)
+    """
+    match = _DURATION.match(text.strip())
+    return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 _CATEGORY_KINDS = {
     "Product Viewed": EventKind.PRODUCT_VIEWED,
     "Product Added": EventKind.CART_ADD,
@@ -227,10 +245,9 @@ class Burst(_Node):
     @field_validator("within")
     @classmethod
     def _duration(cls, text: str) -> str:
-        match = _DURATION.match(text.strip())
-        if match is None:
+        seconds = duration_seconds(text)
+        if seconds is None:
             raise ValueError("a duration such as 90s, 10m or 1h")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         if not 0 < seconds <= RECENT_SECONDS:
             raise ValueError(f"between 1s and {RECENT_SECONDS // 60}m")
         return text.strip()
@@ -238,9 +255,8 @@ class Burst(_Node):
     @property
     def feature(self) -> str:
         """The lazily computed feature this condition reads."""
-        match = _DURATION.match(self.within)
-        assert match is not None
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = duration_seconds(self.within)
+        assert seconds is not None
         return burst_feature(_CATEGORY_KINDS[self.event], seconds)
 
     def compile(self) -> Predicate:
@@ -303,9 +319,24 @@ class SegmentRule(_Node):
 
 
 class RuleFile(_Node):
-    """The whole YAML document."""
+    """The whole YAML document.
 
+    `cart_abandonment_after` is how long a cart must be left alone, with no
+    order, for the feature `cart_abandoned` to turn 1 (default `30m`).
+    """
+
+    cart_abandonment_after: str = "30m"
     segments: list[SegmentRule] = Field(min_length=1)
+
+    @field_validator("cart_abandonment_after")
+    @classmethod
+    def _cart_duration(cls, text: str) -> str:
+        seconds = duration_seconds(text)
+        if seconds is None:
+            raise ValueError("a duration such as 30m, 2h or 1d")
+        if not 60 <= seconds <= 30 * 86_400:
+            raise ValueError("between 1m and 30d")
+        return text.strip()
 
 
 @dataclass(frozen=True)
@@ -350,6 +381,24 @@ class RuleSet:
         }
         self._compiled = [(name, *compiled[name]) for name in _decision_order(definition)]
         self._rank = {name: index for index, name in enumerate(self.names)}
+        nodes = [node for rule in definition.segments for node in _nodes(rule.condition)]
+        compared = [node for node in nodes if isinstance(node, Comparison)]
+        self._groups = frozenset(
+            FEATURE_GROUPS[node.feature] for node in compared if node.feature not in CLOCK_FEATURES
+        )
+        self._crossings = [
+            (node.feature, node.op, node.value)
+            for node in compared
+            if node.feature in CLOCK_FEATURES
+        ]
+        self._bursts = sorted({node.feature for node in nodes if isinstance(node, Burst)})
+        seconds = duration_seconds(definition.cart_abandonment_after)
+        self.cart_after = CART_ABANDONMENT_AFTER if seconds is None else seconds
+        withins = [float(name.rsplit(":", 1)[1]) for name in self._bursts]
+        self.min_delay = min([self.cart_after, SESSION_GAP, RECENT_SECONDS - 5 * 60, *withins])
+        """The least time after an on-time event at which it can bring a change of its own:
+        a cart or session deadline, a burst leaving its window, or its 5-minute bucket
+        leaving the last hour."""
 
     @property
     def label(self) -> str:
@@ -365,6 +414,32 @@ class RuleSet:
                 if isinstance(node, Comparison) and node.percentile is not None:
                     found.add(node.percentile)
         return found
+
+    def changes_at(self, features: LazyFeatures, groups: frozenset[str] = frozenset()) -> float:
+        """The earliest event time after the features' own at which any segment's
+        condition, or any feature of the extra feature `groups`, may change for a
+        user who sends no new events; `inf` if none.
+
+        It may come early (the condition then still holds as before), never late.
+
+        >>> from processors.events import Action, EventKind
+        >>> from processors.profile import Profile
+        >>> rules = parse_rules("segments:\\n  - {name: Lapsed, description: d, condition: "
+        ...                     "{feature: days_since_last_order, op: '>', value: 30}}\\n")
+        >>> profile = Profile()
+        >>> profile.apply(Action("u", "m", EventKind.ORDER, 0.0, value=5.0))
+        >>> moment = rules.changes_at(LazyFeatures(profile, 0.0))
+        >>> [rules.evaluate(LazyFeatures(profile, t)) for t in (moment - 1, moment)]
+        [(), ('Lapsed',)]
+        """
+        moment = min((features.changes_at(group) for group in self._groups | groups), default=NEVER)
+        for feature, op, value in self._crossings:
+            threshold = features[value] if isinstance(value, str) else value
+            if isinstance(threshold, float | int) and threshold == threshold:  # NaN: not known yet
+                moment = min(moment, features.crosses_at(feature, op, float(threshold)))
+        for burst in self._bursts:
+            moment = min(moment, features.burst_changes_at(burst))
+        return moment
 
     def evaluate(self, features: Features) -> tuple[str, ...]:
         """Names of the segments whose condition `features` meet, in file order.

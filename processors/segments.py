@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from processors.profile import CartLine
+
 
 class ChangeReason:
     """Why a user's segments changed; carried as `reason` on change events."""
@@ -37,7 +39,8 @@ class SegmentChange:
     `event_time` is the event time (epoch seconds) the change is as of.
     `cluster` is the user's cluster id after the change (`None` before any
     model), `previous_cluster` the one before, and `model_version` the
-    snapshot that placed them.
+    snapshot that placed them. `cart` holds the products in the user's open
+    cart when they have one, and `cart_changed_at` when it last changed.
     """
 
     user_id: str
@@ -50,6 +53,8 @@ class SegmentChange:
     cluster: str | None = None
     previous_cluster: str | None = None
     model_version: int | None = None
+    cart: tuple[CartLine, ...] = ()
+    cart_changed_at: int | None = None
 
     def to_json(self, processed_at: float, rules_version: str) -> bytes:
         """The change as published on the change topic."""
@@ -66,7 +71,22 @@ class SegmentChange:
             "processed_at": processed_at,
             "rules_version": rules_version,
             "model_version": self.model_version,
+            "cart": None,
         }
+        if self.cart:
+            document["cart"] = {
+                "products": [
+                    {
+                        "product_id": line.product or None,
+                        "category": line.category or None,
+                        "count": line.count,
+                        "value": line.value,
+                    }
+                    for line in self.cart
+                ],
+                "value": round(sum(line.value for line in self.cart), 2),
+                "changed_at": self.cart_changed_at,
+            }
         return orjson.dumps(document)
 
 

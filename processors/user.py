@@ -38,6 +38,8 @@ class UserState:
     message delivered twice is applied once. `linked` are the other ids this
     user was told to be (by `identify` or `alias`), `absorbed` those whose
     aggregates were added here; `alias_of` is set when this id is another's.
+    `due` is the event time of the user's pending timer (see
+    :mod:`processors.timers`), kept in step with the partition's timer store.
     """
 
     profile: Profile = field(default_factory=Profile)
@@ -47,6 +49,7 @@ class UserState:
     linked: list[str] = field(default_factory=list)
     absorbed: list[str] = field(default_factory=list)
     alias_of: str | None = None
+    due: int | None = None
 
     def first_time(self, action: Action) -> bool:
         """Remember `action`'s `messageId`; False when it was seen before."""
@@ -85,6 +88,7 @@ class UserState:
             self.alias_of,
             self.labels.cluster,
             self.labels.model_version,
+            self.due,
         ]
         packed: bytes = msgpack.packb(row)
         return packed
@@ -95,6 +99,7 @@ class UserState:
         row = msgpack.unpackb(data)
         profile, segments, version, as_of, recent, linked, absorbed, alias_of = row[:8]
         cluster, model_version = row[8:10] if len(row) >= 10 else (None, None)
+        due = row[10] if len(row) >= 11 else None
         return cls(
             Profile.from_row(profile),
             UserLabels(tuple(segments), version, cluster, model_version),
@@ -103,4 +108,5 @@ class UserState:
             linked,
             absorbed,
             alias_of,
+            due,
         )

@@ -20,6 +20,7 @@ is commutative, so the counters do not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -77,6 +78,30 @@ class SlidingCounts:
         last = int(as_of // self.width) - skip
         return sum(1 for i, v in self.buckets.items() if last - buckets < i <= last and any(v))
 
+    def changes_at(
+        self, as_of: float, buckets: int, *, skip: int = 0, slot: int | None = None
+    ) -> float:
+        """The first time after `as_of` at which :meth:`window` (with `buckets` and `skip`)
+        changes with no new counts: a bucket holding counts (in `slot`, or any) slides
+        out of it, or, with `skip`, into it. `inf` when none will.
+
+        >>> counts = SlidingCounts(width=60, span=10)
+        >>> counts.add(125, slot=0)
+        >>> counts.changes_at(130, buckets=3), counts.changes_at(130, buckets=3, skip=2)
+        (300, 240)
+        """
+        first = int(as_of // self.width) + 1  # the next bucket boundary, as a bucket index
+        earliest = math.inf
+        for index, vector in self.buckets.items():
+            leaves = index + skip + buckets
+            if leaves < first or leaves >= earliest:
+                continue
+            if not (any(vector) if slot is None else _at(vector, slot)):
+                continue
+            enters = index + skip
+            earliest = enters if skip and enters >= first else leaves
+        return earliest * self.width
+
     def prune(self, as_of: float) -> None:
         """Drop the buckets no window as of `as_of` or later can reach."""
         oldest = int(as_of // self.width) - self.span
@@ -111,6 +136,10 @@ class SlidingCounts:
         """Inverse of :meth:`to_row`."""
         self.buckets = {row[0]: row[1:] for row in rows}
         self._sums = {}
+
+
+def _at(vector: list[int], slot: int) -> int:
+    return vector[slot] if slot < len(vector) else 0
 
 
 def _grow(vector: list[int], size: int) -> None:

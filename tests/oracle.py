@@ -113,6 +113,25 @@ def features(events: list[Action], as_of: float) -> dict[str, float | str]:
         active = len({t // DAY for t in chosen})
         return len(chosen) / active if active else 0.0
 
+    last_order = max((t for t, _ in orders), default=None)
+    lines: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    touched = []
+    for e, t in zip(events, times, strict=True):
+        sign = {EventKind.CART_ADD: 1, EventKind.CART_REMOVE: -1}.get(e.kind)
+        if sign and (last_order is None or t > last_order):
+            lines[e.product or ""][0] += sign
+            lines[e.product or ""][1] += sign * round(e.value * 100)
+            touched.append(t)
+    open_lines = [cents for count, cents in lines.values() if count > 0]
+    if open_lines:
+        idle = as_of - max(touched)
+        out["cart_products"] = float(len(open_lines))
+        out["cart_value"] = round(sum(max(c, 0) for c in open_lines) / 100, 2)
+        out["cart_idle_minutes"] = round(max(0.0, idle) / 60, 2)
+        out["cart_abandoned"] = 1.0 if idle >= GAP else 0.0
+    else:
+        out.update(cart_products=0.0, cart_value=0.0, cart_idle_minutes=-1.0, cart_abandoned=0.0)
+
     now, before = per_active_day(0), per_active_day(7)
     out["events_per_active_day_7d"] = round(now, 4)
     out["events_per_active_day_prev_7d"] = round(before, 4)

@@ -52,6 +52,7 @@ def test_streaming_features_equal_the_batch_oracle(simulated, extra_days):
     for user_id, user in users.items():
         expected = oracle.features(by_user[user_id], user.as_of)
         got = user.profile.features(user.as_of)
+        assert set(got) == set(expected)
         wrong = {k: (got[k], expected[k]) for k in expected if not close(got[k], expected[k])}
         if wrong:
             mismatches.append((user_id, wrong))

@@ -1,0 +1,267 @@
+"""Timers: users change segments as event time passes, on time, once, whatever the batching."""
+
+import math
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.events import Action, EventKind
+from processors.partition import Advance, run_partition
+from processors.profile import CLOCK_FEATURES, FEATURE_GROUPS, LazyFeatures
+from processors.rules import parse_rules
+from processors.timers import VECTOR_GROUPS, next_due
+from processors.user import UserState
+from processors.watermark import Watermark
+
+DAY, MINUTE = 86_400, 60
+DEFAULT_RULES = parse_rules(Path("processors/rules/default.yaml").read_text(encoding="utf-8"))
+TIMED_RULES = parse_rules("""
+cart_abandonment_after: 20m
+segments:
+  - name: Bursty
+    description: three views of one category within ten minutes
+    condition: {event: Product Viewed, at_least: 3, within: 10m}
+  - name: Busy Hour
+    description: active in the last hour
+    condition: {feature: page_views_1h, op: ">=", value: 2}
+  - name: Yesterday
+    description: a day-window count
+    condition: {feature: product_views_24h, op: ">", value: 1}
+  - name: Young
+    description: a customer for under four days
+    condition: {feature: T, op: "<", value: 4}
+  - name: Idle Cart
+    description: cart idle for an hour and a half exactly
+    condition: {feature: cart_idle_minutes, op: "==", value: 90}
+  - name: Abandoned
+    description: cart left alone
+    condition: {feature: cart_abandoned, op: "==", value: 1}
+  - name: Seen Lately
+    description: seen within two days
+    condition: {feature: days_since_last_seen, op: "<=", value: 2}
+""")
+RETENTION = 400 * DAY
+
+KINDS = [
+    EventKind.PAGE,
+    EventKind.PRODUCT_VIEWED,
+    EventKind.CART_ADD,
+    EventKind.CART_REMOVE,
+    EventKind.ORDER,
+]
+event_lists = st.lists(
+    st.tuples(
+        st.sampled_from(KINDS),
+        st.integers(0, 40 * DAY),
+        st.sampled_from(["shoes", "books"]),
+        st.sampled_from(["p1", "p2"]),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def action(user_id, number, kind, moment, category="shoes", product="p1"):
+    value = 30.0 if kind in (EventKind.ORDER, EventKind.CART_ADD, EventKind.CART_REMOVE) else 0.0
+    return Action(
+        user_id, f"{user_id}-{number}", kind, float(moment), value, (category,), product=product
+    )
+
+
+def user_of(events):
+    user = UserState()
+    for number, (kind, moment, category, product) in enumerate(events):
+        user.profile.apply(action("u", number, kind, moment, category, product))
+    user.as_of = float(user.profile.last_seen)
+    return user
+
+
+def observed(user, rules, moment):
+    features = LazyFeatures(user.profile, moment, cart_after=rules.cart_after)
+    groups = user.profile.features(moment, VECTOR_GROUPS)
+    windows = {k: v for k, v in groups.items() if k not in CLOCK_FEATURES}
+    return rules.evaluate(features), windows
+
+
+@settings(max_examples=200, deadline=None)
+@given(event_lists, st.sampled_from([DEFAULT_RULES, TIMED_RULES]), st.randoms())
+def test_nothing_a_rule_or_a_window_sees_changes_before_the_timer(events, rules, rng):
+    user = user_of(events)
+    due = next_due(user, rules, retention=RETENTION)
+    assert due is not None  # the expiry at least
+    assert due > user.as_of
+    before = observed(user, rules, user.as_of)
+    probes = {due - 1, *(rng.uniform(user.as_of, due - 1) for _ in range(20))}
+    for moment in sorted(p for p in probes if p >= user.as_of):
+        assert observed(user, rules, moment) == before, moment
+
+
+def test_each_feature_group_has_a_next_change_or_is_a_clock():
+    user = user_of([(EventKind.ORDER, 10 * DAY, "shoes", "p1")])
+    for name, group in FEATURE_GROUPS.items():
+        if name not in CLOCK_FEATURES:
+            assert user.profile.changes_at(group, user.as_of) > user.as_of
+
+
+def replay(items, rules, *, lateness, batch_sizes, retention=RETENTION):
+    """Run `items` through partition steps the way a worker does: watermark marks,
+    a timer store of due times, state carried from step to step."""
+    clock = Watermark(lateness)
+    stored: dict[str, UserState] = {}
+    timers: dict[str, int] = {}
+    changes = []
+    start = 0
+    for size in batch_sizes:
+        batch = items[start : start + size]
+        start += size
+        marks = []
+        for item in batch:
+            if isinstance(item, Advance):
+                clock.advance_to(item.until)
+            else:
+                clock.admit(item.timestamp)
+            marks.append(clock.value)
+        due = sorted((moment, user) for user, moment in timers.items() if moment <= clock.value)
+        step = run_partition(
+            batch,
+            stored,
+            rules,
+            dedup_before=-math.inf,
+            partition_users=list(stored),
+            retention=retention,
+            marks=marks,
+            due=due,
+            watermark=clock.value,
+        )
+        stored.update(step.users)
+        for user_id in step.expired:
+            stored.pop(user_id, None)
+        for user_id, moment in step.timers.items():
+            if moment is None:
+                timers.pop(user_id, None)
+            else:
+                timers[user_id] = moment
+        changes += step.changes
+    return changes, stored, timers
+
+
+def per_user(changes):
+    found: dict[str, list] = {}
+    for change in changes:
+        found.setdefault(change.user_id, []).append(
+            (change.version, change.entered, change.exited, change.reason, change.event_time)
+        )
+    return found
+
+
+def test_a_customer_whose_only_order_is_31_days_old_lapses_once_by_time():
+    start = 1_790_000_000
+    items = [action("buyer", 0, EventKind.ORDER, start)]
+    items += [action(f"other{n}", n, EventKind.PAGE, start + n * DAY) for n in range(1, 33)]
+    changes, stored, _ = replay(items, DEFAULT_RULES, lateness=3600, batch_sizes=[len(items)])
+    timed = [c for c in changes if c.user_id == "buyer" and c.reason == "time"]
+    assert [(c.entered, c.exited) for c in timed] == [(("Lapsed Customers",), ())]
+    assert 30 * DAY < timed[0].event_time - start <= 30 * DAY + 10
+    assert stored["buyer"].labels.segments == ("Lapsed Customers",)
+
+
+def test_a_cart_ordered_within_ten_minutes_is_never_abandoned():
+    start = 1_790_000_000
+    items = [
+        action("quick", 0, EventKind.CART_ADD, start),
+        action("quick", 1, EventKind.ORDER, start + 10 * MINUTE),
+    ]
+    items += [action("other", n, EventKind.PAGE, start + n * 3600) for n in range(1, 30)]
+    changes, _, _ = replay(items, DEFAULT_RULES, lateness=600, batch_sizes=[1] * len(items))
+    assert not any("Cart Abandoners" in c.entered for c in changes if c.user_id == "quick")
+
+
+def test_an_abandoned_cart_enters_at_the_deadline_and_carries_the_cart():
+    start = 1_790_000_000
+    items = [
+        action("slow", 0, EventKind.CART_ADD, start, product="p1"),
+        action("slow", 1, EventKind.CART_ADD, start + 5 * MINUTE, "books", "p2"),
+        action("slow", 2, EventKind.CART_REMOVE, start + 6 * MINUTE, "books", "p2"),
+        action("other", 3, EventKind.PAGE, start + 3 * 3600),
+    ]
+    changes, _, _ = replay(items, DEFAULT_RULES, lateness=600, batch_sizes=[len(items)])
+    entered = [c for c in changes if "Cart Abandoners" in c.entered]
+    assert [(c.user_id, c.reason, c.event_time) for c in entered] == [
+        ("slow", "time", start + 6 * MINUTE + 30 * MINUTE)
+    ]
+    assert [(line.product, line.count, line.value) for line in entered[0].cart] == [
+        ("p1", 1, 30.0)
+    ]
+    exits = [c for c in changes if "Cart Abandoners" in c.exited]
+    assert exits == []
+
+
+def test_the_users_own_event_fires_their_due_timer_first():
+    start = 1_790_000_000
+    items = [
+        action("u", 0, EventKind.CART_ADD, start),
+        action("u", 1, EventKind.PAGE, start + 45 * MINUTE),
+    ]
+    changes, _, _ = replay(items, DEFAULT_RULES, lateness=3600, batch_sizes=[2])
+    assert [(c.reason, c.event_time, c.entered) for c in changes if c.entered][-1] == (
+        "time",
+        start + 30 * MINUTE,
+        ("Cart Abandoners",),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_batching_never_changes_what_a_user_goes_through(rng):
+    start = 1_790_000_000
+    items = []
+    for number in range(120):
+        user = f"u{rng.randrange(6)}"
+        kind = rng.choice(KINDS)
+        moment = start + rng.randrange(0, 45 * DAY)
+        items.append(action(user, number, kind, moment, rng.choice(["shoes", "books"])))
+    items.sort(key=lambda item: item.timestamp)
+    for index in range(len(items) - 1):  # a few events a little late
+        if rng.random() < 0.1:
+            items[index], items[index + 1] = items[index + 1], items[index]
+    items.append(Advance(start + 60 * DAY))
+    whole, whole_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=[len(items)])
+    sizes = []
+    while sum(sizes) < len(items):
+        sizes.append(rng.randrange(1, 30))
+    split, split_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=sizes)
+    assert per_user(split) == per_user(whole)
+    assert {u: s.labels.segments for u, s in split_state.items()} == {
+        u: s.labels.segments for u, s in whole_state.items()
+    }
+
+
+def test_the_sweep_at_an_advance_finds_nothing_the_timers_missed():
+    rng = random.Random(5)
+    start = 1_790_000_000
+    items = [
+        action(f"u{n % 40}", n, rng.choice(KINDS), start + rng.randrange(0, 20 * DAY))
+        for n in range(400)
+    ]
+    items.sort(key=lambda item: item.timestamp)
+    items.append(Advance(start + 75 * DAY))
+    for rules in (DEFAULT_RULES, TIMED_RULES):
+        changes, _, _ = replay(items, rules, lateness=3600, batch_sizes=[len(items)])
+        swept = [c for c in changes if c.event_time == start + 75 * DAY]
+        assert swept == []
+
+
+def test_users_idle_past_retention_expire_by_timer_and_come_back_new():
+    start = 1_790_000_000
+    items = [action("old", 0, EventKind.ORDER, start)]
+    items += [action("other", n, EventKind.PAGE, start + n * 10 * DAY) for n in range(1, 8)]
+    items.append(action("old", 9, EventKind.PAGE, start + 75 * DAY))
+    changes, stored, _ = replay(
+        items, DEFAULT_RULES, lateness=3600, batch_sizes=[3, 3, 3], retention=50 * DAY
+    )
+    mine = [c for c in changes if c.user_id == "old"]
+    assert [c.reason for c in mine][-2:] == ["expired", "event"]
+    assert [c.version for c in mine] == list(range(1, len(mine) + 1))
+    assert stored["old"].profile.orders == 0
