@@ -191,9 +191,7 @@ def test_an_abandoned_cart_enters_at_the_deadline_and_carries_the_cart():
     assert [(c.user_id, c.reason, c.event_time) for c in entered] == [
         ("slow", "time", start + 6 * MINUTE + 30 * MINUTE)
     ]
-    assert [(line.product, line.count, line.value) for line in entered[0].cart] == [
-        ("p1", 1, 30.0)
-    ]
+    assert [(line.product, line.count, line.value) for line in entered[0].cart] == [("p1", 1, 30.0)]
     exits = [c for c in changes if "Cart Abandoners" in c.exited]
     assert exits == []
 
