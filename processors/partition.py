@@ -216,6 +216,9 @@ class _Timers:
     def load(self, due: Sequence[tuple[int, str]]) -> None:
         """Take the timers read from the store; repair any that disagree with the user state."""
         for moment, user_id in due:
+            if user_id not in self.step.users and user_id not in self.stored:
+                self.step.timers[user_id] = None  # the user is gone: so is the timer
+                continue
             state = self.user(user_id)
             if state.due != moment:
                 self.step.timers[user_id] = state.due

@@ -5,6 +5,8 @@
 ('seg:s:alice', 'seg:u:alice', 'seg:m:Buyers')
 >>> keys.offset("segstream-worker", "events", 3)
 'seg:o:segstream-worker:events:3'
+>>> keys.timers("events", 3), keys.timer_shard("events", 3, 17)
+('seg:t:events:3', 'seg:t:events:3:17')
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ class KeyLayout:
     def partition_users(self, topic: str, partition: int) -> str:
         """Set: the users whose events arrive on a partition (for watermark sweeps)."""
         return f"{self.prefix}:pu:{topic}:{partition}"
+
+    def timers(self, topic: str, partition: int) -> str:
+        """Sorted set: a partition's timer shards, each scored at most its earliest due time."""
+        return f"{self.prefix}:t:{topic}:{partition}"
+
+    def timer_shard(self, topic: str, partition: int, shard: int) -> str:
+        """Sorted set: users of one timer shard, scored by their timer's event time."""
+        return f"{self.prefix}:t:{topic}:{partition}:{shard}"
 
     @property
     def segments(self) -> str:

@@ -7,7 +7,7 @@ rebalance cannot overwrite the state its successor has written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import cast
 
 import orjson
@@ -16,6 +16,10 @@ import redis
 from processors.user import UserState
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionFencedError, PartitionProgress
+from state.timer_store import DueTimers, TimerStore
+
+TIMER_SHARDS = 4096
+"""Default number of sorted sets each partition's timers are spread over."""
 
 _LOAD_CHUNK = 1_000
 
@@ -23,10 +27,13 @@ _LOAD_CHUNK = 1_000
 class RedisStateStore:
     """State of record in Redis, for the consumer `group`."""
 
-    def __init__(self, client: redis.Redis, keys: KeyLayout, group: str) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: KeyLayout, group: str, timer_shards: int = TIMER_SHARDS
+    ) -> None:
         self.client = client
         self.keys = keys
         self.group = group
+        self.timers = TimerStore(client, keys, timer_shards)
 
     def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         """The stored state of each of `user_ids` that has one (one MGET per 1,000)."""
@@ -63,6 +70,12 @@ class RedisStateStore:
                 chunk = []
         if chunk:
             yield chunk
+
+    def due_timers(
+        self, topic: str, watermarks: Mapping[int, float], limit: int
+    ) -> dict[int, DueTimers]:
+        """Up to `limit` timers per partition due by its watermark, oldest first."""
+        return self.timers.due(topic, watermarks, limit)
 
     def commit(self, batch: BatchCommit) -> None:
         """Write `batch` in one transaction, fenced on its partitions' offsets."""
@@ -136,6 +149,10 @@ class RedisStateStore:
                 pipe.srem(index, *consumed.expired_users)
                 pipe.delete(*(keys.state(user_id) for user_id in consumed.expired_users))
                 pipe.delete(*(keys.labels(user_id) for user_id in consumed.expired_users))
+            if consumed.timers or consumed.taken:
+                self.timers.write(
+                    pipe, consumed.topic, consumed.partition, consumed.timers, consumed.taken
+                )
 
     def users(self) -> Iterator[tuple[str, UserState]]:
         """Every stored user, scanned in chunks."""

@@ -1,9 +1,9 @@
 """What a state store keeps and how one batch is committed to it.
 
-A batch's commit is atomic: the touched users' state, their labels and
-segment membership, the pipeline counters, and each partition's progress (the
-offset the batch ends at and the partition's event-time watermark) are written
-together or not at all. A worker that restarts seeks to the committed offsets
+A batch's commit is atomic: the touched users' state and timers, their labels
+and segment membership, the pipeline counters, and each partition's progress
+(the offset the batch ends at and the partition's event-time watermark) are
+written together or not at all. A worker that restarts seeks to the committed offsets
 and resumes the committed watermarks, so every event's effect is in the store
 exactly once and late events are judged the same way again.
 """
@@ -18,6 +18,7 @@ import orjson
 
 from processors.segments import SegmentChange
 from processors.user import UserState
+from state.timer_store import DueTimers
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,27 +27,33 @@ class PartitionProgress:
 
     `relayed` maps each partition that relayed messages here to the highest
     of its offsets applied, so a relayed message produced twice is applied once.
+    `replaying` is whether the partition's latest message was replayed, which
+    keeps its watermark on event time when it falls quiet.
 
-    >>> PartitionProgress.parse(PartitionProgress(42, 1700.5, -1.0, {3: 17}).encode())
-    PartitionProgress(offset=42, max_event_time=1700.5, floor=-1.0, relayed={3: 17})
+    >>> progress = PartitionProgress(42, 1700.5, -1.0, {3: 17}, replaying=True)
+    >>> progress.encode()
+    '42 1700.5 -1.0 {"3":17} 1'
+    >>> PartitionProgress.parse(progress.encode()) == progress
+    True
     """
 
     offset: int
     max_event_time: float
     floor: float
     relayed: dict[int, int] = field(default_factory=dict)
+    replaying: bool = False
 
     def encode(self) -> str:
-        """The stored form: `offset max_event_time floor relayed-json`."""
+        """The stored form: `offset max_event_time floor relayed-json replaying`."""
         relayed = orjson.dumps({str(p): o for p, o in sorted(self.relayed.items())}).decode()
-        return f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed}"
+        return f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed} {self.replaying:d}"
 
     @classmethod
     def parse(cls, text: str) -> PartitionProgress:
         """Inverse of :meth:`encode`."""
-        offset, max_event_time, floor, relayed = text.split(" ", 3)
+        offset, max_event_time, floor, relayed, *replaying = text.split(" ", 4)
         sources = {int(p): o for p, o in orjson.loads(relayed).items()}
-        return cls(int(offset), float(max_event_time), float(floor), sources)
+        return cls(int(offset), float(max_event_time), float(floor), sources, replaying == ["1"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,9 @@ class PartitionCommit:
 
     `start` is `None` when nothing was committed for the partition before;
     `new_users` are the users first seen in this batch on this partition, and
-    `expired_users` those whose state is to be dropped.
+    `expired_users` those whose state is to be dropped. `timers` maps users to
+    their new timer (`None`: none); `taken` are the due timers the batch read
+    from the store and handled.
     """
 
     topic: str
@@ -64,6 +73,8 @@ class PartitionCommit:
     progress: PartitionProgress
     new_users: Sequence[str] = ()
     expired_users: Sequence[str] = ()
+    timers: Mapping[str, int | None] = field(default_factory=dict)
+    taken: DueTimers | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +111,12 @@ class StateStore(Protocol):
 
     def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks."""
+        ...
+
+    def due_timers(
+        self, topic: str, watermarks: Mapping[int, float], limit: int
+    ) -> dict[int, DueTimers]:
+        """Up to `limit` timers per partition due by its watermark, oldest first."""
         ...
 
     def commit(self, batch: BatchCommit) -> None:

@@ -47,3 +47,11 @@ MODELS_REFUSED = Counter(
     "segstream_worker_models_refused_total",
     "Model snapshots refused as corrupt; the previous one stayed in force.",
 )
+TIMERS_FIRED = Counter(
+    "segstream_worker_timers_fired_total",
+    "Users' timers that came due and re-evaluated them as event time passed.",
+)
+TIMER_LAG = Gauge(
+    "segstream_worker_timer_lag_seconds",
+    "How far the watermark has passed the oldest timer still waiting to fire (0: none waits).",
+)

@@ -28,9 +28,11 @@ from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
 from streams.settings import Settings
-from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
+from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER, REPLAY_HEADER
 
 Progress = Callable[[int], None]
+REPLAYED: list[tuple[str, str | bytes | None]] = [(REPLAY_HEADER, b"1")]
+"""Headers of a replayed event."""
 _UNREADABLE = -1.0e18  # before any real event time
 
 
@@ -123,7 +125,13 @@ def replay(
         for _, key, line in sorted_events(source, Path(scratch), run_events):
             while True:
                 try:
-                    producer.produce(topic, key=key or None, value=line, on_delivery=delivered)
+                    producer.produce(
+                        topic,
+                        key=key or None,
+                        value=line,
+                        headers=REPLAYED,
+                        on_delivery=delivered,
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)

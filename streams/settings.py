@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     """How long a `messageId` is remembered, in event-time seconds; at least the lateness."""
     retention_days: float = Field(400, gt=0)
     """Users without events for longer than this, in event-time days, expire with their state."""
+    idle_watermark_seconds: float = Field(60, ge=0)
+    """After this long without messages, a partition's watermark follows the wall clock minus
+    the allowed lateness, in s; 0: never. Replayed messages keep a partition on event time."""
+    timers_per_batch: int = Field(5_000, ge=1, le=1_000_000)
+    """Most due timers one batch fires; a backlog fires over the following batches."""
+    timer_shards: int = Field(4_096, ge=1, le=1_048_576)
+    """Redis sorted sets each partition's timers are spread over; keep a partition's users
+    below 128 times this, so each set stays compactly encoded."""
     max_future_seconds: float = Field(86_400, ge=0)
     """Events stamped further than this past the wall clock are dead-lettered, in s."""
     max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)

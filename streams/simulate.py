@@ -7,6 +7,7 @@ import time
 from typing import IO, Protocol
 
 from streams.kafka import reliable_producer
+from streams.replay import REPLAYED
 from streams.settings import Settings
 from streams.simulator import SimulatedEvent, Simulation
 
@@ -39,7 +40,7 @@ class FileSink:
 
 
 class KafkaSink:
-    """The events topic, keyed by user id."""
+    """The events topic, keyed by user id; simulated history counts as replayed."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.events_topic
@@ -49,7 +50,9 @@ class KafkaSink:
         """Produce the event; waits for room when the local queue is full."""
         while True:
             try:
-                self.producer.produce(self.topic, key=event.key, value=event.value)
+                self.producer.produce(
+                    self.topic, key=event.key, value=event.value, headers=REPLAYED
+                )
                 break
             except BufferError:
                 self.producer.poll(0.05)

@@ -49,12 +49,14 @@ from processors.model import ClusterAssigner, ModelSnapshot
 from processors.partition import Absorb, Advance, Item, Merge, Relay, run_partition
 from processors.rules import RuleSet, parse_rules
 from processors.segments import ChangeReason, SegmentChange
+from processors.timers import next_due
 from processors.user import UserState
 from processors.vectors import FeatureVector, pack_vectors
 from processors.watermark import Watermark
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from state.store import BatchCommit, PartitionCommit, PartitionFencedError, PartitionProgress
+from state.timer_store import DueTimers
 from streams import metrics
 from streams.models_feed import ModelsFeed
 from streams.rules_feed import RulesFeed
@@ -65,11 +67,13 @@ log = logging.getLogger(__name__)
 CONTROL_HEADER = "segstream-control"
 """Header marking a control message on the events topic; its value names the command."""
 ADVANCE_WATERMARK = b"advance-watermark"
+"""Control command: the JSON body `{"until": epoch_seconds}` advances the partition's watermark."""
 RELAY_HEADER = "segstream-relay"
 """Header of a message the pipeline relays to itself: `merge`, `absorb` or `forward`."""
 SOURCE_HEADER = "segstream-source"
 """`partition:offset` of the message a relay was caused by; relays apply once per source."""
-"""Control command: the JSON body `{"until": epoch_seconds}` advances the partition's watermark."""
+REPLAY_HEADER = "segstream-replay"
+"""Header of an event replayed from history: its partition's watermark keeps to event time."""
 
 VECTORS_PER_MESSAGE = 1_000
 """Feature vectors packed into one message of the features topic."""
@@ -96,12 +100,15 @@ class _PartitionBatch:
     last: int
     items: list[Item] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    marks: list[float] = field(default_factory=list)
     advances: bool = False
     relayed: int = 0
 
-    def add(self, item: Item, message: Message) -> None:
+    def add(self, item: Item, message: Message, watermark: float) -> None:
+        """Append `item`, after which the partition's watermark stands at `watermark`."""
         self.items.append(item)
         self.messages.append(message)
+        self.marks.append(watermark)
 
     def user_ids(self) -> set[str]:
         """The users the items name."""
@@ -135,13 +142,15 @@ class Worker:
         self.classifier = Classifier.of(rules)
         self.client = redis.Redis.from_url(settings.redis_url)
         self.store = RedisStateStore(
-            self.client, KeyLayout(settings.redis_prefix), settings.group_id
+            self.client, KeyLayout(settings.redis_prefix), settings.group_id, settings.timer_shards
         )
         self.consumer: Consumer = batch_consumer(settings)
         self.producer = reliable_producer(settings)
         self._committed: dict[int, int | None] = {}
         self._clocks: dict[int, Watermark] = {}
         self._relayed: dict[int, dict[int, int]] = {}
+        self._replaying: dict[int, bool] = {}
+        self._heard: dict[int, float] = {}
         self._delivery_errors: list[str] = []
 
     def run(self, stop: threading.Event) -> None:
@@ -175,8 +184,8 @@ class Worker:
                 if newer is not None:
                     self._switch_model(newer)
                 messages = self.consumer.consume(self.settings.batch_max_events, wait)
-                if messages:
-                    self.process(messages)
+                backlog = self.process(messages)
+                wait = 0 if backlog else self.settings.batch_max_wait_ms / 1000
         finally:
             feed.close()
             models.close()
@@ -185,19 +194,32 @@ class Worker:
             self.client.close()
             log.info("worker stopped")
 
-    def process(self, messages: Sequence[Message]) -> None:
-        """Handle one batch end to end (see the module docstring)."""
+    def process(self, messages: Sequence[Message]) -> bool:
+        """Handle one batch end to end (see the module docstring).
+
+        Besides `messages`, the batch fires the timers due by each owned
+        partition's watermark, up to `timers_per_batch`. Returns whether timers
+        were left for later batches.
+        """
         started = time.perf_counter()
         decoded = self._decode(messages)
-        if not decoded.partitions:
-            return
+        self._follow_wall_clock()
+        due = self._due_timers()
+        if not decoded.partitions and not due:
+            return False
         topic = self.settings.events_topic
+        for partition in due:
+            if partition not in decoded.partitions:
+                committed = self._committed[partition]
+                assert committed is not None  # timers are read only where progress was committed
+                decoded.partitions[partition] = _PartitionBatch(committed - 1)
         members = {
             partition: [u for chunk in self.store.partition_users(topic, partition) for u in chunk]
             for partition, part in decoded.partitions.items()
             if part.advances
         }
         wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
+        wanted.update(user_id for taken in due.values() for user_id in taken.sources)
         stored = self.store.load(wanted.union(*members.values()))
         users: dict[str, UserState] = {}
         changes: list[SegmentChange] = []
@@ -205,9 +227,10 @@ class Worker:
         found: list[FeatureVector] = []
         placed: list[str] = []
         commits = []
-        applied = duplicates = new_users = 0
+        applied = duplicates = new_users = fired = 0
         for partition, part in decoded.partitions.items():
             clock = self._clocks[partition]
+            taken = due.get(partition)
             step = run_partition(
                 part.items,
                 stored,
@@ -215,6 +238,9 @@ class Worker:
                 dedup_before=clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(partition, ()),
                 retention=self.settings.retention_days * 86_400,
+                marks=part.marks,
+                due=taken.entries if taken else (),
+                watermark=clock.value,
             )
             users.update(step.users)
             changes += step.changes
@@ -224,13 +250,29 @@ class Worker:
             applied += step.applied
             duplicates += step.duplicates
             new_users += step.new_users
+            fired += step.fired
             fresh = [user_id for user_id in step.users if user_id not in stored]
             progress = PartitionProgress(
-                part.last + 1, clock.max_event_time, clock.floor, dict(self._relayed[partition])
+                part.last + 1,
+                clock.max_event_time,
+                clock.floor,
+                dict(self._relayed[partition]),
+                self._replaying[partition],
             )
+            timers = {
+                user_id: step.users[user_id].due if user_id in step.users else None
+                for user_id in [*(taken.sources if taken else ()), *step.timers]
+            }
             commits.append(
                 PartitionCommit(
-                    topic, partition, self._committed.get(partition), progress, fresh, step.expired
+                    topic,
+                    partition,
+                    self._committed.get(partition),
+                    progress,
+                    fresh,
+                    step.expired,
+                    timers,
+                    taken,
                 )
             )
         self._produce(decoded.rejected, changes, relays, found)
@@ -248,6 +290,7 @@ class Worker:
                 "expired": sum(len(c.expired_users) for c in commits),
                 "relays_sent": len(relays),
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
+                "timers_fired": fired,
             },
             rules_version=self.rules.label,
             placed=placed,
@@ -258,23 +301,58 @@ class Worker:
             metrics.FENCED.inc()
             log.warning("batch dropped reason=fenced detail=%r", str(error))
             self._rewind(list(decoded.partitions))
-            return
+            return False
         for consumed in commits:
             self._committed[consumed.partition] = consumed.progress.offset
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EVENTS_DEAD_LETTERED.inc(len(decoded.rejected))
         metrics.CHANGES.inc(len(changes))
         metrics.FEATURE_VECTORS.inc(len(found))
+        metrics.TIMERS_FIRED.inc(fired)
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        backlog = {p: taken for p, taken in due.items() if not taken.exhausted}
+        metrics.TIMER_LAG.set(
+            max(
+                (self._clocks[p].value - taken.entries[-1][0] for p, taken in backlog.items()),
+                default=0,
+            )
+        )
         log.debug(
-            "batch events=%d dead_letters=%d users=%d changes=%d relays=%d",
+            "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
             applied,
             len(decoded.rejected),
             len(users),
             len(changes),
             len(relays),
+            fired,
         )
+        return bool(backlog)
+
+    def _follow_wall_clock(self) -> None:
+        """Move the watermark of each partition quiet for `idle_watermark_seconds` to the wall
+        clock minus the allowed lateness, unless its latest message was replayed."""
+        idle = self.settings.idle_watermark_seconds
+        if not idle:
+            return
+        quiet_since = time.monotonic() - idle
+        now = time.time() - self.settings.allowed_lateness_seconds
+        for partition, clock in self._clocks.items():
+            if self._heard[partition] <= quiet_since and not self._replaying[partition]:
+                clock.advance_to(now)
+
+    def _due_timers(self) -> dict[int, DueTimers]:
+        """The timers due by each owned partition's watermark, a share of the batch's budget."""
+        watermarks = {
+            partition: self._clocks[partition].value
+            for partition, committed in self._committed.items()
+            if committed is not None
+        }
+        if not watermarks:
+            return {}
+        share = max(1, self.settings.timers_per_batch // len(watermarks))
+        due = self.store.due_timers(self.settings.events_topic, watermarks, share)
+        return {partition: taken for partition, taken in due.items() if taken.bounds}
 
     def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
         """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
@@ -301,12 +379,13 @@ class Worker:
             self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
 
     def _relabel(self, reason: str) -> None:
-        """Re-evaluate and re-place every user of the owned partitions, one chunk at a time.
+        """Re-evaluate, re-place and re-time every user of the owned partitions, a chunk at a time.
 
         Each chunk's commit rewrites its partition's progress unchanged, so it is
         fenced like a batch: a partition that moved to another worker is left alone.
         """
         topic = self.settings.events_topic
+        retention = self.settings.retention_days * 86_400
         relabelled = 0
         for partition, committed in list(self._committed.items()):
             if committed is None:
@@ -316,12 +395,18 @@ class Worker:
                 self._clocks[partition].max_event_time,
                 self._clocks[partition].floor,
                 dict(self._relayed[partition]),
+                self._replaying[partition],
             )
-            fence = PartitionCommit(topic, partition, committed, progress)
             for chunk in self.store.partition_users(topic, partition):
                 users = self.store.load(chunk)
                 active = [(u, state) for u, state in users.items() if state.alias_of is None]
                 changes = evaluate(active, self.classifier, reason=reason)
+                timers = {}
+                for user_id, state in active:
+                    due = next_due(state, self.classifier, retention=retention)
+                    if due != state.due:
+                        state.due = timers[user_id] = due
+                fence = PartitionCommit(topic, partition, committed, progress, timers=timers)
                 if self.model is not None:
                     changes += place(active, vectors(active), self.model, reason=reason)
                 self._produce([], changes, [], [])
@@ -364,12 +449,13 @@ class Worker:
                 part = partitions[partition] = _PartitionBatch(offset)
             part.last = offset
             headers = _headers(message)
+            self._heard[partition] = time.monotonic()
             if RELAY_HEADER in headers:
                 item = self._relayed_item(partition, message, headers)
                 if isinstance(item, Rejection):
                     rejected.append((message, item))
                 elif item is not None:
-                    part.add(item, message)
+                    part.add(item, message, clock.value)
                     part.relayed += 1
                 continue
             if CONTROL_HEADER in headers:
@@ -380,8 +466,9 @@ class Worker:
                 else:
                     clock.advance_to(until)
                     part.advances = True
-                    part.add(Advance(until), message)
+                    part.add(Advance(until), message, clock.value)
                 continue
+            self._replaying[partition] = REPLAY_HEADER in headers
             result: Action | Rejection = decode_event(message.value() or b"", max_bytes=max_bytes)
             if isinstance(result, Action):
                 if result.timestamp > not_after:
@@ -395,7 +482,7 @@ class Worker:
             if isinstance(result, Rejection):
                 rejected.append((message, result))
             else:
-                part.add(result, message)
+                part.add(result, message, clock.value)
         return _Decoded(partitions, rejected)
 
     def _relayed_item(
@@ -492,6 +579,8 @@ class Worker:
             found = progress.get(partition)
             self._committed[partition] = None if found is None else found.offset
             self._relayed[partition] = {} if found is None else dict(found.relayed)
+            self._replaying[partition] = found is not None and found.replaying
+            self._heard[partition] = time.monotonic()
             self._clocks[partition] = (
                 Watermark(lateness)
                 if found is None
@@ -515,6 +604,8 @@ class Worker:
             self._committed.pop(tp.partition, None)
             self._clocks.pop(tp.partition, None)
             self._relayed.pop(tp.partition, None)
+            self._replaying.pop(tp.partition, None)
+            self._heard.pop(tp.partition, None)
         log.info("partitions revoked=%s", ",".join(str(tp.partition) for tp in partitions))
 
     def _rewind(self, partitions: list[int]) -> None:

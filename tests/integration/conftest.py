@@ -164,13 +164,20 @@ def assert_same_profiles(exported, reference):
     differences = []
     for user_id in sorted(mine):
         a, b = mine[user_id], theirs[user_id]
-        fields = {k: (a[k], b[k]) for k in a if k != "features" and a[k] != b[k]}
+        fields = {k: (a[k], b[k]) for k in a if k != "features" and not _same(a[k], b[k])}
         fields |= {
-            k: (v, b["features"][k]) for k, v in a["features"].items() if b["features"][k] != v
+            k: (v, b["features"][k])
+            for k, v in a["features"].items()
+            if not _same(b["features"][k], v)
         }
         if fields:
             differences.append((user_id, fields))
     raise AssertionError(f"{len(differences)} users differ, e.g. {differences[:3]}")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as JSON, where 1 and 1.0 differ."""
+    return orjson.dumps(a) == orjson.dumps(b)
 
 
 def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:

@@ -1,0 +1,185 @@
+"""Users' timers in Redis, per partition: small sharded sorted sets and an index of them.
+
+A partition's timers are spread over `shards` sorted sets (member: user id,
+score: the timer's event time in epoch seconds) so each stays small enough
+for Redis's compact encoding, about 24 bytes a timer. An index sorted set
+scores each shard at most its earliest due time. Reading what is due by a
+watermark looks only at shards whose score has passed it; reading a shard
+also finds its true earliest time, which the next commit writes back.
+
+Writes go onto the caller's transaction, so timers commit with the state and
+offsets they belong to.
+
+>>> timer_shard("alice", 4096)
+3143
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import redis
+
+from state.keys import KeyLayout
+
+SHARDS_PER_READ = 128
+"""Shards read in one round trip while collecting due timers."""
+
+
+def timer_shard(user_id: str, shards: int) -> int:
+    """The shard of a partition's timers that holds `user_id`'s."""
+    return zlib.crc32(user_id.encode()) % shards
+
+
+@dataclass(slots=True)
+class DueTimers:
+    """Timers of one partition read as due: `(due, user)` oldest first.
+
+    `sources` maps each user read to the shard they were read from;
+    `bounds` maps each shard read to the earliest due time left in it after
+    these are taken (`inf`: none). A commit that takes these passes them back.
+    """
+
+    entries: list[tuple[int, str]] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    bounds: dict[int, float] = field(default_factory=dict)
+    exhausted: bool = True
+    """Whether every timer due by the watermark was read (none was left for later)."""
+
+
+class TimerStore:
+    """Timers of topics' partitions under `keys`, spread over `shards` sets per partition."""
+
+    def __init__(self, client: redis.Redis, keys: KeyLayout, shards: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.shards = shards
+
+    def due(self, topic: str, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
+        """Up to `limit` timers per partition due by its watermark, from the earliest shards."""
+        candidates = self._candidates(topic, watermarks, limit)
+        found: dict[int, DueTimers] = {}
+        for partition, shards in candidates.items():
+            if shards:
+                found[partition] = self._collect(
+                    topic, partition, shards, watermarks[partition], limit
+                )
+        return found
+
+    def earliest(self, topic: str, partitions: Sequence[int]) -> dict[int, float]:
+        """A lower bound of each partition's earliest timer (`inf` when it has none)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrange(self.keys.timers(topic, partition), 0, 0, withscores=True)
+            firsts = cast(list[list[tuple[bytes, float]]], pipe.execute())
+        return {
+            partition: first[0][1] if first else math.inf
+            for partition, first in zip(partitions, firsts, strict=True)
+        }
+
+    def write(
+        self,
+        pipe: redis.client.Pipeline,
+        topic: str,
+        partition: int,
+        timers: Mapping[str, int | None],
+        taken: DueTimers | None = None,
+    ) -> None:
+        """Queue on `pipe` the removal of `taken` and the new due times in `timers`."""
+        index = self.keys.timers(topic, partition)
+        removed: dict[int, list[str]] = defaultdict(list)
+        if taken is not None:
+            for shard, bound in taken.bounds.items():
+                if math.isinf(bound):
+                    pipe.zrem(index, shard)
+                else:
+                    pipe.zadd(index, {str(shard): bound})
+            for user_id, shard in taken.sources.items():
+                removed[shard].append(user_id)
+        added: dict[int, dict[str, int]] = defaultdict(dict)
+        for user_id, due in timers.items():
+            shard = timer_shard(user_id, self.shards)
+            if due is None:
+                removed[shard].append(user_id)
+            else:
+                added[shard][user_id] = due
+        for shard, users in removed.items():
+            pipe.zrem(self.keys.timer_shard(topic, partition, shard), *users)
+        for shard, dues in added.items():
+            pipe.zadd(self.keys.timer_shard(topic, partition, shard), dues)
+        if added:
+            earliest = {str(shard): min(dues.values()) for shard, dues in added.items()}
+            pipe.zadd(index, earliest, lt=True)
+
+    def _candidates(
+        self, topic: str, watermarks: Mapping[int, float], limit: int
+    ) -> dict[int, list[int]]:
+        """Per partition, the shards that may hold timers due by its watermark, earliest first."""
+        partitions = [p for p, watermark in watermarks.items() if not math.isinf(-watermark)]
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrangebyscore(
+                    self.keys.timers(topic, partition),
+                    "-inf",
+                    watermarks[partition],
+                    start=0,
+                    num=limit,
+                )
+            replies = cast(list[list[bytes]], pipe.execute())
+        return {
+            partition: [int(shard) for shard in shards]
+            for partition, shards in zip(partitions, replies, strict=True)
+        }
+
+    def _collect(
+        self, topic: str, partition: int, shards: list[int], watermark: float, limit: int
+    ) -> DueTimers:
+        """Read `shards` in index order until `limit` due timers are found."""
+        found = DueTimers(exhausted=len(shards) < limit)
+        for start in range(0, len(shards), SHARDS_PER_READ):
+            left = limit - len(found.entries)
+            if left <= 0:
+                found.exhausted = False
+                break
+            chunk = shards[start : start + SHARDS_PER_READ]
+            with self.client.pipeline(transaction=False) as pipe:
+                for shard in chunk:
+                    pipe.zrange(
+                        self.keys.timer_shard(topic, partition, shard), 0, left, withscores=True
+                    )
+                replies = cast(list[list[tuple[bytes, float]]], pipe.execute())
+            for shard, entries in zip(chunk, replies, strict=True):
+                _take(found, shard, entries, watermark, limit)
+        found.entries.sort()
+        return found
+
+
+def _take(
+    found: DueTimers,
+    shard: int,
+    entries: list[tuple[bytes, float]],
+    watermark: float,
+    limit: int,
+) -> None:
+    """Take a shard's due entries while there is room; note the earliest it has left.
+
+    A shard is read one entry past the room left, so when it is not read to
+    its end an entry is always left over, and its score is the shard's bound.
+    """
+    bound = math.inf
+    for member, score in entries:
+        if score <= watermark and len(found.entries) < limit:
+            user_id = member.decode()
+            found.entries.append((int(score), user_id))
+            found.sources[user_id] = shard
+            continue
+        bound = score
+        if score <= watermark:
+            found.exhausted = False
+        break
+    found.bounds[shard] = bound
