@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from processors.evaluation import (
     Classification,
@@ -333,7 +333,11 @@ def _vectorise(step: PartitionStep, rules: Classifier) -> None:
         for user_id in step.touched
         if user_id not in step.expired and step.users[user_id].alias_of is None
     ]
-    step.vectors = vectors(touched)
+    by_time = ChangeReason.TIME
+    step.vectors = [
+        replace(vector, refresh=True) if step.touched[vector.user_id] == by_time else vector
+        for vector in vectors(touched)
+    ]
     if rules.model is None:
         return
     vector_of = {vector.user_id: vector for vector in step.vectors}

@@ -66,6 +66,7 @@ from processors.model import (
     transform,
 )
 from processors.profile import FEATURE_NAMES
+from processors.vectors import FeatureVector
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +179,15 @@ class OnlineClusterer:
         self._columns = [FEATURE_INDEX[name] for name in self.features]
         self._logged = {FEATURE_INDEX[name] for name in self.log_features}
 
-    def learn(self, user_id: str, row: Sequence[float]) -> None:
-        """Learn from one user's feature vector (:data:`FEATURE_NAMES` order)."""
+    def learn(self, user_id: str, row: Sequence[float], *, refresh: bool = False) -> None:
+        """Learn from one user's feature vector (:data:`FEATURE_NAMES` order).
+
+        A `refresh` (the user did nothing; time moved on) only updates the
+        user's row in the sample: k-means and the scaler learn from behaviour,
+        weighted by how much of it there is.
+        """
         self.sample.offer(user_id, row)
-        if row[self._events] < self.config.min_events:
+        if refresh or row[self._events] < self.config.min_events:
             return
         x = {
             name: math.log1p(max(row[column], 0.0)) if column in self._logged else row[column]
@@ -197,10 +203,10 @@ class OnlineClusterer:
         distance = math.sqrt(sum((center[name] - value) ** 2 for name, value in scaled.items()))
         self._watch(distance)
 
-    def learn_many(self, vectors: Iterable[tuple[str, Sequence[float]]]) -> None:
-        """:meth:`learn` each `(user_id, row)`."""
-        for user_id, row in vectors:
-            self.learn(user_id, row)
+    def learn_many(self, vectors: Iterable[FeatureVector]) -> None:
+        """:meth:`learn` each vector."""
+        for vector in vectors:
+            self.learn(vector.user_id, vector.values, refresh=vector.refresh)
 
     def _watch(self, distance: float) -> None:
         self._since_clustering += 1
@@ -301,7 +307,8 @@ class OnlineClusterer:
 
     def _refresh(self, warm: Matrix, now: float) -> ModelSnapshot:
         scaled = self._scaled(warm)
-        centroids = self._centers()
+        centroids = _lloyd_step(scaled, self._centers())
+        self._set_centers(centroids)
         merged = self._merge_small(scaled, centroids, refit=False)
         if len(merged) == len(centroids):
             return self._publish(warm, scaled, "update", now)
@@ -430,6 +437,23 @@ class OnlineClusterer:
         grid = np.percentile(rows, np.linspace(0, 100, PERCENTILE_POINTS), axis=0)
         grid = np.maximum.accumulate(grid, axis=0)
         return {name: tuple(grid[:, index].tolist()) for index, name in enumerate(FEATURE_NAMES)}
+
+
+def _lloyd_step(scaled: Matrix, centroids: Matrix) -> Matrix:
+    """Each centroid moved to the mean of the sampled users nearest to it (kept if none are).
+
+    The sample holds every user's latest vector, so this follows the population as
+    it is now, idle users included, which per-event learning alone does not see.
+    """
+    if not len(scaled):
+        return centroids
+    labels = _nearest(scaled, centroids)
+    moved = centroids.copy()
+    for index in range(len(centroids)):
+        members = scaled[labels == index]
+        if len(members):
+            moved[index] = members.mean(axis=0)
+    return moved
 
 
 def _nearest(scaled: Matrix, centroids: Matrix) -> NDArray[np.intp]:

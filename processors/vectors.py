@@ -30,16 +30,23 @@ class VectorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FeatureVector:
-    """A user's numeric features (:data:`FEATURE_NAMES` order) as of event time `as_of`."""
+    """A user's numeric features (:data:`FEATURE_NAMES` order) as of event time `as_of`.
+
+    `refresh` marks a vector taken only because event time moved on (a timer),
+    not because the user did anything.
+    """
 
     user_id: str
     as_of: float
     values: tuple[float, ...]
+    refresh: bool = False
 
 
 def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:
     """One message holding `vectors`."""
-    rows = [[vector.user_id, vector.as_of, list(vector.values)] for vector in vectors]
+    rows = [
+        [vector.user_id, vector.as_of, list(vector.values), vector.refresh] for vector in vectors
+    ]
     packed: bytes = msgpack.packb({"features": list(FEATURE_NAMES), "rows": rows})
     return packed
 
@@ -58,9 +65,12 @@ def unpack_vectors(message: bytes) -> list[FeatureVector]:
     try:
         return [
             FeatureVector(
-                str(user_id), float(as_of), tuple(float(values[column]) for column in columns)
+                str(row[0]),
+                float(row[1]),
+                tuple(float(row[2][column]) for column in columns),
+                len(row) > 3 and row[3] is True,
             )
-            for user_id, as_of, values in rows
+            for row in rows
         ]
     except (TypeError, ValueError, IndexError):
-        raise VectorError("a row is not [user_id, as_of, values]") from None
+        raise VectorError("a row is not [user_id, as_of, values, refresh]") from None

@@ -82,7 +82,7 @@ class Trainer:
             log.warning("features message skipped: %s", error)
             return 0
         drifts = self.model.drifts
-        self.model.learn_many((vector.user_id, vector.values) for vector in vectors)
+        self.model.learn_many(vectors)
         if self.model.drifts > drifts:
             metrics.DRIFTS.inc(self.model.drifts - drifts)
             log.warning("drift detected on assignment distances; re-clustering at next snapshot")

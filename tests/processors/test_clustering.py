@@ -229,3 +229,34 @@ def test_percentile_thresholds_come_from_the_snapshot():
     )
     assert rules.evaluate({"revenue_30d": threshold, **classifier.thresholds}) == ("Big",)
     assert Classifier.of(rules).thresholds == {}
+
+
+def test_refreshed_vectors_update_the_sample_but_do_not_train():
+    rng = random.Random(5)
+    model = OnlineClusterer(CONFIG)
+    learned(model, population(600, rng))
+    model.snapshot(now=1.0)
+    centers = {i: dict(center) for i, center in model.kmeans.centers.items()}
+    count = model.learned
+    idle = row("lapsed", rng)
+    model.learn("u1", idle, refresh=True)
+    assert (model.kmeans.centers, model.learned) == (centers, count)
+    assert idle in model.sample.matrix().tolist()
+
+
+def test_only_timer_driven_vectors_are_marked_refresh():
+    rules = parse_rules(
+        "segments:\n  - {name: Any, description: d, "
+        "condition: {feature: sessions_7d, op: '>', value: 0}}\n"
+    )
+    first = run_partition([Action("u", "m1", EventKind.PAGE, 0.0)], {}, rules, dedup_before=0)
+    assert [vector.refresh for vector in first.vectors] == [False]
+    later = run_partition(
+        [],
+        first.users,
+        rules,
+        dedup_before=0,
+        due=[(first.users["u"].due, "u")],
+        watermark=9 * 86_400.0,
+    )
+    assert [vector.refresh for vector in later.vectors] == [True]
