@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from processors.events import Action
-from processors.partition import Absorb, Item, Merge, run_partition
+from processors.partition import Absorb, Advance, Item, Merge, run_partition
 from processors.rules import RuleSet
 from processors.user import UserState
 
 
-def settle(actions: list[Action], rules: RuleSet) -> dict[str, UserState]:
-    """Every user's final state, merged ids left out."""
+def settle(
+    actions: list[Action], rules: RuleSet, until: float | None = None
+) -> dict[str, UserState]:
+    """Every user's final state, merged ids left out; with `until`, as of that moment
+    (what advancing every partition's watermark to it does)."""
     users: dict[str, UserState] = {}
     queue: list[Item] = list(actions)
     while queue:
@@ -32,4 +35,11 @@ def settle(actions: list[Action], rules: RuleSet) -> dict[str, UserState]:
             else:
                 assert isinstance(cause, Action)
                 queue.append(replace(cause, user_id=relay.key))
+    if until is not None:
+        everyone = list(users)
+        users.update(
+            run_partition(
+                [Advance(until)], users, rules, dedup_before=float("-inf"), partition_users=everyone
+            ).users
+        )
     return {user_id: user for user_id, user in users.items() if user.alias_of is None}

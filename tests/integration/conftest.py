@@ -14,13 +14,14 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from streams.embedded import Stack, running_stack
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -173,6 +174,30 @@ def assert_same_profiles(exported, reference):
         if fields:
             differences.append((user_id, fields))
     raise AssertionError(f"{len(differences)} users differ, e.g. {differences[:3]}")
+
+
+def advance(settings, until):
+    """What `replay --until` sends after the events: every partition's watermark to `until`.
+
+    Returns the last offset the broker gave each partition.
+    """
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    offsets = {}
+
+    def delivered(error, message):
+        assert error is None, error
+        offsets[message.partition()] = message.offset()
+
+    for partition in range(settings.partitions):
+        producer.produce(
+            settings.events_topic,
+            value=orjson.dumps({"until": until}),
+            partition=partition,
+            headers=[(CONTROL_HEADER, ADVANCE_WATERMARK)],
+            on_delivery=delivered,
+        )
+    assert producer.flush(30) == 0
+    return offsets
 
 
 def _same(a: object, b: object) -> bool:

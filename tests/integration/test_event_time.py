@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
 from streams.replay import wait_until_applied
 from streams.simulate import KafkaSink
 from streams.simulator import SimulatedEvent, Simulation
-from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
 from tests.integration.conftest import (
+    advance,
     assert_same_profiles,
     export,
     isolated_settings,
@@ -36,30 +35,6 @@ def produce_events(settings, events):
 def page(user, message_id, timestamp):
     body = {"type": "page", "userId": user, "messageId": message_id, "timestamp": timestamp}
     return SimulatedEvent(0.0, user.encode(), orjson.dumps(body))
-
-
-def advance(settings, until):
-    """What `replay --until` sends after the events: every partition's watermark to `until`.
-
-    Returns the last offset the broker gave each partition.
-    """
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    offsets = {}
-
-    def delivered(error, message):
-        assert error is None, error
-        offsets[message.partition()] = message.offset()
-
-    for partition in range(settings.partitions):
-        producer.produce(
-            settings.events_topic,
-            value=orjson.dumps({"until": until}),
-            partition=partition,
-            headers=[(CONTROL_HEADER, ADVANCE_WATERMARK)],
-            on_delivery=delivered,
-        )
-    assert producer.flush(30) == 0
-    return offsets
 
 
 def transitions(settings):

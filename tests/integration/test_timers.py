@@ -145,7 +145,7 @@ def test_a_million_pending_timers_fit_in_100_mb(stack, config):
     keys = KeyLayout(config.redis_prefix)
     store = TimerStore(client, keys, config.timer_shards)
     before = client.info("memory")["used_memory"]
-    total, per_commit = 1_000_000, 20_000
+    total, per_commit = 1_000_000, 250_000
     for start in range(0, total, per_commit):
         for partition in range(config.partitions):
             timers = {

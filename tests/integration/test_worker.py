@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -11,10 +12,11 @@ import pytest
 from processors.events import Action, decode_event
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
+from streams.replay import wait_until_applied
 from streams.simulate import KafkaSink, send
 from streams.simulator import Simulation
 from streams.worker import load_rules
-from tests.integration.conftest import read_topic, segstream, wait_for_events
+from tests.integration.conftest import advance, read_topic, segstream, wait_for_events
 from tests.loopback import settle
 
 pytestmark = pytest.mark.integration
@@ -36,10 +38,14 @@ def produce(config, simulation, limit=0, skip=0):
     return events
 
 
-def oracle(config, events):
+UNTIL = datetime(2026, 11, 3, tzinfo=UTC).timestamp()
+"""Past the simulations' end: where the tests move every watermark, so every timer fires."""
+
+
+def oracle(config, events, until=None):
     decoded = [decode_event(event.value, max_bytes=config.max_event_bytes) for event in events]
     actions = [item for item in decoded if isinstance(item, Action)]
-    return settle(actions, load_rules(config)), decoded
+    return settle(actions, load_rules(config), until), decoded
 
 
 def assert_store_matches(config, model, expected):
@@ -63,10 +69,12 @@ def test_worker_segments_users_dead_letters_and_publishes_changes(config, model,
     simulation = Simulation(users=250, seed=5, invalid_share=0.01)
     events = produce(config, simulation)
     worker = start_worker()
-    counters = wait_for_events(model, len(events))
+    wait_for_events(model, len(events))
+    wait_until_applied(config, advance(config, UNTIL), timeout=120)
     assert worker.stop() == 0
+    counters = model.counters()
 
-    expected, decoded = oracle(config, events)
+    expected, decoded = oracle(config, events, UNTIL)
     rejected = [
         (event, item)
         for event, item in zip(events, decoded, strict=True)
@@ -160,9 +168,10 @@ def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(
         worker.kill()
     worker = start_worker()
     counters = wait_for_events(model, len(events))
+    wait_until_applied(config, advance(config, UNTIL), timeout=120)
     worker.stop()
 
-    expected, decoded = oracle(config, events)
+    expected, decoded = oracle(config, events, UNTIL)
     rejected = sum(1 for item in decoded if not isinstance(item, Action))
     assert counters["events"] + counters["dead_letters"] == len(events)
     assert counters["dead_letters"] == rejected
