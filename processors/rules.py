@@ -221,6 +221,31 @@ def duration_seconds(text: str) -> float | None:
     return None if match is None else float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def checked_duration(text: str, shortest: int, longest: int, examples: str) -> str:
+    """`text`, stripped, when it is a duration from `shortest` to `longest` seconds.
+
+    >>> checked_duration(" 10m ", 1, 3600, "10m")
+    '10m'
+    >>> checked_duration("2h", 1, 3600, "10m")
+    Traceback (most recent call last):
+    ...
+    ValueError: between 1s and 60m
+    """
+    seconds = duration_seconds(text)
+    if seconds is None:
+        raise ValueError(f"a duration such as {examples}")
+    if not shortest <= seconds <= longest:
+        raise ValueError(f"between {_shown(shortest)} and {_shown(longest)}")
+    return text.strip()
+
+
+def _shown(seconds: int) -> str:
+    """Whole seconds in days, else minutes, else seconds: `30d`, `60m`, `1s`."""
+    if seconds % 86_400 == 0:
+        return f"{seconds // 86_400}d"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
 _CATEGORY_KINDS = {
     "Product Viewed": EventKind.PRODUCT_VIEWED,
     "Product Added": EventKind.CART_ADD,
@@ -245,12 +270,7 @@ class Burst(_Node):
     @field_validator("within")
     @classmethod
     def _duration(cls, text: str) -> str:
-        seconds = duration_seconds(text)
-        if seconds is None:
-            raise ValueError("a duration such as 90s, 10m or 1h")
-        if not 0 < seconds <= RECENT_SECONDS:
-            raise ValueError(f"between 1s and {RECENT_SECONDS // 60}m")
-        return text.strip()
+        return checked_duration(text, 1, RECENT_SECONDS, "90s, 10m or 1h")
 
     @property
     def feature(self) -> str:
@@ -331,12 +351,7 @@ class RuleFile(_Node):
     @field_validator("cart_abandonment_after")
     @classmethod
     def _cart_duration(cls, text: str) -> str:
-        seconds = duration_seconds(text)
-        if seconds is None:
-            raise ValueError("a duration such as 30m, 2h or 1d")
-        if not 60 <= seconds <= 30 * 86_400:
-            raise ValueError("between 1m and 30d")
-        return text.strip()
+        return checked_duration(text, 60, 30 * 86_400, "30m, 2h or 1d")
 
 
 @dataclass(frozen=True)
