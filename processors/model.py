@@ -112,7 +112,9 @@ class ModelSnapshot(BaseModel):
     for snapshots that only refine centroids (`update`). `min_events` is the
     history (events) a user needs before leaving `cold-start`. `quantiles` maps
     a feature to its values at p0..p100 over users; `sample_users` is how many
-    users they and the shares were computed on.
+    users they and the shares were computed on. `inertia` is the mean squared
+    distance, in standardised units, from each warm sampled user to the
+    nearest centroid.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -130,6 +132,7 @@ class ModelSnapshot(BaseModel):
     quantiles: dict[str, tuple[float, ...]]
     sample_users: int = Field(default=0, ge=0)
     learned: int = Field(default=0, ge=0)
+    inertia: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSnapshot:

@@ -398,6 +398,7 @@ class OnlineClusterer:
         centroids = self._centers()
         labels = _nearest(scaled, centroids) if len(scaled) else np.zeros(0, dtype=np.intp)
         counts = np.bincount(labels, minlength=len(centroids))
+        spread = ((scaled - centroids[labels]) ** 2).sum(axis=1) if len(scaled) else np.zeros(1)
         mean, std = self._scaling()
         names = name_clusters(self.features, centroids.tolist())
         self.version += 1
@@ -426,6 +427,7 @@ class OnlineClusterer:
             quantiles=self._quantiles(),
             sample_users=len(self.sample),
             learned=self.learned,
+            inertia=float(spread.mean()),
         )
         self.previous = snapshot
         return snapshot

@@ -63,9 +63,11 @@ def main() -> None:
 
 @main.command()
 def worker() -> None:
-    """Consume events in batches and keep users' segments current in Redis."""
-    from prometheus_client import start_http_server
+    """Consume events in batches and keep users' segments current in Redis.
 
+    With SEGSTREAM_METRICS_PORT set, serves `/metrics`, `/healthz` and `/readyz`.
+    """
+    from streams.health import Probe, serve
     from streams.topics import ensure_topics
     from streams.worker import Worker, load_rules
 
@@ -75,10 +77,11 @@ def worker() -> None:
         rules = load_rules(config)
     except (OSError, RuleFileError) as error:
         raise click.ClickException(f"rules file refused: {error}") from None
+    probe = Probe(stale_after=max(60.0, config.session_timeout_ms / 100))
     if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.metrics_host)
+        serve(config.metrics_host, config.metrics_port, probe)
     ensure_topics(config)
-    Worker(config, rules).run(stop_on_signals())
+    Worker(config, rules, probe).run(stop_on_signals())
 
 
 @main.command()

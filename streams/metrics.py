@@ -2,34 +2,84 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
-EVENTS = Counter(
-    "segstream_worker_events_total",
-    "Events consumed by the worker, by outcome.",
-    ["outcome"],
+from streams.histogram import BulkHistogram
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_CONSUMED = Counter(
+    "segstream_worker_events_consumed_total",
+    "Messages the worker consumed from the events topic (events, relays and commands).",
 )
-EVENTS_APPLIED = EVENTS.labels(outcome="applied")
-EVENTS_DEAD_LETTERED = EVENTS.labels(outcome="dead_lettered")
-
+EVENTS_PROCESSED = Counter(
+    "segstream_worker_events_processed_total",
+    "Events applied to a user's aggregates and committed.",
+)
+EVENTS_DUPLICATE = Counter(
+    "segstream_worker_events_duplicate_total",
+    "Events skipped because their messageId had been applied before.",
+)
 DEAD_LETTERS = Counter(
-    "segstream_worker_dead_letters_total",
+    "segstream_worker_events_dead_lettered_total",
     "Events sent to the dead-letter topic, by reason.",
     ["reason"],
+)
+ERASURES = Counter(
+    "segstream_worker_users_erased_total",
+    "Users erased on request: state, labels, membership and timers removed.",
 )
 CHANGES = Counter(
     "segstream_worker_segment_changes_total",
     "Segment change events published.",
 )
+TRANSITIONS = Counter(
+    "segstream_worker_segment_transitions_total",
+    "Users entering or leaving a segment, by segment and direction (entered, exited).",
+    ["segment", "direction"],
+)
+CLUSTER_TRANSITIONS = Counter(
+    "segstream_worker_cluster_transitions_total",
+    "Users entering or leaving a cluster, by cluster id and direction (entered, exited).",
+    ["cluster", "direction"],
+)
 BATCH_EVENTS = Histogram(
     "segstream_worker_batch_events",
-    "Events per consumed batch.",
+    "Messages per consumed batch.",
     buckets=(1, 10, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000),
 )
 BATCH_SECONDS = Histogram(
-    "segstream_worker_batch_seconds",
+    "segstream_worker_batch_processing_seconds",
     "Time to process one batch, from consume to state commit.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=_LATENCY,
+)
+FRESHNESS = BulkHistogram(
+    "segstream_worker_freshness_seconds",
+    "From an event's time to its user's state and labels committed to Redis (live events).",
+    (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3_600),
+)
+REDIS_WRITE_SECONDS = Histogram(
+    "segstream_worker_redis_write_seconds",
+    "Time to commit one batch's state, labels and offsets to Redis (one transaction).",
+    buckets=_LATENCY,
+)
+KAFKA_WRITE_SECONDS = Histogram(
+    "segstream_worker_kafka_write_seconds",
+    "Time to produce one batch's changes, dead letters and vectors until the broker acked.",
+    buckets=_LATENCY,
+)
+CONSUMER_LAG = Gauge(
+    "segstream_worker_consumer_lag_messages",
+    "Messages in a partition not yet committed by this worker (high watermark minus offset).",
+    ["partition"],
+)
+PARTITIONS = Gauge(
+    "segstream_worker_partitions_assigned",
+    "Partitions of the events topic this worker owns.",
+)
+LAST_BATCH = Gauge(
+    "segstream_worker_last_batch_timestamp_seconds",
+    "Wall-clock time the worker last finished a pass of its loop (liveness).",
 )
 FENCED = Counter(
     "segstream_worker_fenced_batches_total",
@@ -46,6 +96,10 @@ MODEL_VERSION = Gauge(
 MODELS_REFUSED = Counter(
     "segstream_worker_models_refused_total",
     "Model snapshots refused as corrupt; the previous one stayed in force.",
+)
+RULES = Info(
+    "segstream_worker_rules",
+    "The rules version (label) in force.",
 )
 TIMERS_FIRED = Counter(
     "segstream_worker_timers_fired_total",

@@ -65,6 +65,10 @@ class Trainer:
             return
         self.model = OnlineClusterer(self.settings.trainer_config())
         self.model.restore(latest, self.store.sample())
+        metrics.MODEL_VERSION.set(latest.version)
+        metrics.CLUSTERS.set(len(latest.clusters))
+        metrics.INERTIA.set(latest.inertia)
+        metrics.LAST_SNAPSHOT.set(latest.created_at)
         log.info(
             "trainer resumed version=%d generation=%d clusters=%d sample=%d",
             latest.version,
@@ -88,6 +92,7 @@ class Trainer:
             log.warning("drift detected on assignment distances; re-clustering at next snapshot")
         metrics.VECTORS.inc(len(vectors))
         metrics.SAMPLE_USERS.set(len(self.model.sample))
+        metrics.ASSIGNMENT_DISTANCE.set(self.model.detector.estimation)
         self.fresh += len(vectors)
         return len(vectors)
 
@@ -104,6 +109,8 @@ class Trainer:
         metrics.SNAPSHOTS.labels(reason=snapshot.reason).inc()
         metrics.MODEL_VERSION.set(snapshot.version)
         metrics.CLUSTERS.set(len(snapshot.clusters))
+        metrics.INERTIA.set(snapshot.inertia)
+        metrics.LAST_SNAPSHOT.set(snapshot.created_at)
         log.info(
             "snapshot published version=%d generation=%d reason=%s clusters=%s",
             snapshot.version,

@@ -33,3 +33,15 @@ SAMPLE_USERS = Gauge(
     "segstream_trainer_sample_users",
     "Users in the trainer's sample.",
 )
+INERTIA = Gauge(
+    "segstream_trainer_inertia",
+    "Mean squared distance (standardised units) of sampled users to their nearest centroid.",
+)
+ASSIGNMENT_DISTANCE = Gauge(
+    "segstream_trainer_assignment_distance",
+    "Drift detector's running mean of the distance from each new vector to its centroid.",
+)
+LAST_SNAPSHOT = Gauge(
+    "segstream_trainer_last_snapshot_timestamp_seconds",
+    "Wall-clock time of the latest published snapshot.",
+)

@@ -25,13 +25,17 @@ which yields the same state and the same change versions again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgpack
+import numpy as np
 import orjson
 import redis
 from confluent_kafka import (
@@ -58,6 +62,7 @@ from state.redis_store import RedisStateStore
 from state.store import BatchCommit, PartitionCommit, PartitionFencedError, PartitionProgress
 from state.timer_store import DueTimers
 from streams import metrics
+from streams.health import Probe
 from streams.models_feed import ModelsFeed
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
@@ -128,15 +133,19 @@ class _PartitionBatch:
 class _Decoded:
     partitions: dict[int, _PartitionBatch]
     rejected: list[tuple[Message, Rejection]]
+    consumed: int = 0
+    live_times: list[float] = field(default_factory=list)
+    """Event times of the batch's live (not replayed) events, for the freshness histogram."""
 
 
 class Worker:
     """A member of the workers' consumer group; :meth:`run` until `stop` is set."""
 
-    def __init__(self, settings: Settings, rules: RuleSet) -> None:
+    def __init__(self, settings: Settings, rules: RuleSet, probe: Probe | None = None) -> None:
         from streams.kafka import batch_consumer, reliable_producer
 
         self.settings = settings
+        self.probe = probe or Probe(stale_after=math.inf)
         self.rules = rules
         self.model: ClusterAssigner | None = None
         self.classifier = Classifier.of(rules)
@@ -166,7 +175,9 @@ class Worker:
             self.model = ClusterAssigner(snapshot)
             metrics.MODEL_VERSION.set(snapshot.version)
         self.classifier = Classifier.of(self.rules, self.model)
+        metrics.RULES.info({"version": self.rules.label})
         self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+        self.probe.ready = True
         wait = self.settings.batch_max_wait_ms / 1000
         log.info(
             "worker started group=%s topic=%s rules=%s model=%s",
@@ -185,6 +196,8 @@ class Worker:
                     self._switch_model(newer)
                 messages = self.consumer.consume(self.settings.batch_max_events, wait)
                 backlog = self.process(messages)
+                metrics.LAST_BATCH.set(time.time())
+                self.probe.beat()
                 wait = 0 if backlog else self.settings.batch_max_wait_ms / 1000
         finally:
             feed.close()
@@ -275,7 +288,9 @@ class Worker:
                     taken,
                 )
             )
+        produced = time.perf_counter()
         self._produce(decoded.rejected, changes, relays, found)
+        metrics.KAFKA_WRITE_SECONDS.observe(time.perf_counter() - produced)
         commit = BatchCommit(
             users=users,
             changes=changes,
@@ -295,6 +310,7 @@ class Worker:
             rules_version=self.rules.label,
             placed=placed,
         )
+        written = time.perf_counter()
         try:
             self.store.commit(commit)
         except PartitionFencedError as error:
@@ -302,15 +318,15 @@ class Worker:
             log.warning("batch dropped reason=fenced detail=%r", str(error))
             self._rewind(list(decoded.partitions))
             return False
+        metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - written)
         for consumed in commits:
             self._committed[consumed.partition] = consumed.progress.offset
-        metrics.EVENTS_APPLIED.inc(applied)
-        metrics.EVENTS_DEAD_LETTERED.inc(len(decoded.rejected))
-        metrics.CHANGES.inc(len(changes))
+        _count(decoded, changes, applied, duplicates)
         metrics.FEATURE_VECTORS.inc(len(found))
         metrics.TIMERS_FIRED.inc(fired)
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._measure_lag()
         backlog = {p: taken for p, taken in due.items() if not taken.exhausted}
         metrics.TIMER_LAG.set(
             max(
@@ -328,6 +344,17 @@ class Worker:
             fired,
         )
         return bool(backlog)
+
+    def _measure_lag(self) -> None:
+        """Set each owned partition's lag from the high watermark of the latest fetch."""
+        topic = self.settings.events_topic
+        for partition, committed in self._committed.items():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0:
+                lag = high - (committed or 0)
+                metrics.CONSUMER_LAG.labels(partition=str(partition)).set(max(lag, 0))
 
     def _follow_wall_clock(self) -> None:
         """Move the watermark of each partition quiet for `idle_watermark_seconds` to the wall
@@ -358,6 +385,7 @@ class Worker:
         """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
         self.rules = rules
         self.classifier = Classifier.of(rules, self.model)
+        metrics.RULES.info({"version": rules.label})
         log.info("rules switched to=%s reevaluate=%s", rules.label, reevaluate)
         if reevaluate:
             self._relabel(ChangeReason.RULES)
@@ -424,6 +452,8 @@ class Worker:
                 except PartitionFencedError:
                     log.warning("relabel skipped partition=%d reason=fenced", partition)
                     break
+                _count_changes(changes)
+                self.probe.beat()
                 relabelled += len(active)
         log.info("users relabelled=%d reason=%s", relabelled, reason)
 
@@ -432,12 +462,15 @@ class Worker:
         rejected: list[tuple[Message, Rejection]] = []
         max_bytes = self.settings.max_event_bytes
         not_after = time.time() + self.settings.max_future_seconds
+        live_times: list[float] = []
+        consumed = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error=%r", error.str())
                 continue
+            consumed += 1
             partition, offset = message.partition(), message.offset()
             assert partition is not None
             assert offset is not None
@@ -483,7 +516,9 @@ class Worker:
                 rejected.append((message, result))
             else:
                 part.add(result, message, clock.value)
-        return _Decoded(partitions, rejected)
+                if not self._replaying[partition]:
+                    live_times.append(result.timestamp)
+        return _Decoded(partitions, rejected, consumed, live_times)
 
     def _relayed_item(
         self, partition: int, message: Message, headers: dict[str, bytes]
@@ -535,7 +570,6 @@ class Worker:
                 on_delivery=self._delivered,
             )
         for message, rejection in rejected:
-            metrics.DEAD_LETTERS.labels(reason=rejection.reason).inc()
             source = f"{message.topic()}/{message.partition()}/{message.offset()}"
             producer.produce(
                 self.settings.dead_letter_topic,
@@ -594,6 +628,7 @@ class Worker:
             found = progress.get(tp.partition)
             tp.offset = OFFSET_BEGINNING if found is None else found.offset
         consumer.assign(partitions)
+        metrics.PARTITIONS.set(len(self._committed))
         log.info(
             "partitions assigned=%s",
             ",".join(f"{tp.partition}@{tp.offset}" for tp in partitions),
@@ -606,6 +641,9 @@ class Worker:
             self._relayed.pop(tp.partition, None)
             self._replaying.pop(tp.partition, None)
             self._heard.pop(tp.partition, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(str(tp.partition))
+        metrics.PARTITIONS.set(len(self._committed))
         log.info("partitions revoked=%s", ",".join(str(tp.partition) for tp in partitions))
 
     def _rewind(self, partitions: list[int]) -> None:
@@ -620,6 +658,39 @@ class Worker:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as error:
                 log.warning("seek failed partition=%d error=%r", partition, str(error))
+
+
+def _count(
+    decoded: _Decoded, changes: Sequence[SegmentChange], applied: int, duplicates: int
+) -> None:
+    """Add a committed batch to the event, dead-letter, transition and freshness metrics."""
+    metrics.EVENTS_CONSUMED.inc(decoded.consumed)
+    metrics.EVENTS_PROCESSED.inc(applied)
+    metrics.EVENTS_DUPLICATE.inc(duplicates)
+    for reason, count in Counter(rejection.reason for _, rejection in decoded.rejected).items():
+        metrics.DEAD_LETTERS.labels(reason=reason).inc(count)
+    _count_changes(changes)
+    if decoded.live_times:
+        metrics.FRESHNESS.observe_many(time.time() - np.asarray(decoded.live_times))
+
+
+def _count_changes(changes: Sequence[SegmentChange]) -> None:
+    """Add published changes to the change and transition metrics."""
+    metrics.CHANGES.inc(len(changes))
+    moves: Counter[tuple[str, str]] = Counter()
+    cluster_moves: Counter[tuple[str, str]] = Counter()
+    for change in changes:
+        moves.update((segment, "entered") for segment in change.entered)
+        moves.update((segment, "exited") for segment in change.exited)
+        if change.cluster != change.previous_cluster:
+            if change.cluster is not None:
+                cluster_moves[change.cluster, "entered"] += 1
+            if change.previous_cluster is not None:
+                cluster_moves[change.previous_cluster, "exited"] += 1
+    for (segment, direction), count in moves.items():
+        metrics.TRANSITIONS.labels(segment=segment, direction=direction).inc(count)
+    for (cluster, direction), count in cluster_moves.items():
+        metrics.CLUSTER_TRANSITIONS.labels(cluster=cluster, direction=direction).inc(count)
 
 
 def _headers(message: Message) -> dict[str, bytes]:
