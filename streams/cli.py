@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import click
 import orjson
@@ -97,6 +97,41 @@ def trainer() -> None:
     config = settings()
     ensure_topics(config)
     run(config)
+
+
+@main.command()
+def collector() -> None:
+    """Take Segment HTTP Tracking API calls (POST /v1/track, /v1/batch, ...) into the events topic.
+
+    Serves on SEGSTREAM_HTTP_HOST:SEGSTREAM_COLLECTOR_PORT, with `/metrics`,
+    `/healthz`, `/readyz` and its OpenAPI schema at `/openapi.json`. Needs
+    SEGSTREAM_WRITE_KEYS.
+    """
+    from streams.acks import AckingProducer
+    from streams.collector import build_app
+    from streams.kafka import reliable_producer
+    from streams.topics import ensure_topics
+
+    config = settings()
+    logs.configure(config.log_level)
+    ensure_topics(config)
+    timeout_ms = int(config.ack_timeout_seconds * 1000)
+    producer = AckingProducer(reliable_producer(config, **{"message.timeout.ms": timeout_ms}))
+    try:
+        app = build_app(config, producer)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        _serve(app, config.http_host, config.collector_port, config.log_level)
+    finally:
+        producer.close()
+
+
+def _serve(app: Any, host: str, port: int, level: str) -> None:
+    """Run an ASGI app with uvicorn until SIGINT or SIGTERM (no access log)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False)
 
 
 @main.command("evaluate")

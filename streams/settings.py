@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -122,6 +122,22 @@ class Settings(BaseSettings):
     trainer_web_port: int = Field(6066, ge=0, le=65_535)
     """Port of the trainer's web endpoint (`/model`, `/metrics`); 0 turns it off."""
 
+    http_host: str = Field("127.0.0.1", min_length=1)
+    """Address the collector and the read API listen on; 0.0.0.0 to serve other hosts."""
+    collector_port: int = Field(8088, ge=1, le=65_535)
+    """Port of the collector (Segment-compatible Tracking API, `/metrics`, probes)."""
+    write_keys: SecretStr = SecretStr("")
+    """Comma-separated write keys the collector accepts, sent as the HTTP basic-auth user."""
+    ack_timeout_seconds: float = Field(10, gt=0, le=300)
+    """How long the collector waits for the broker to acknowledge a request's events before
+    answering 503, in s."""
+    max_batch_bytes: int = Field(500 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest body of a `/v1/batch` call the collector takes, in bytes (after gzip)."""
+    api_port: int = Field(8080, ge=1, le=65_535)
+    """Port of the read API (`/v1/users`, `/v1/segments`, `/metrics`, probes)."""
+    api_tokens: SecretStr = SecretStr("")
+    """Comma-separated bearer tokens the read API accepts."""
+
     metrics_port: int = Field(0, ge=0, le=65_535)
     """Port of the worker's Prometheus `/metrics`; 0 turns it off."""
     metrics_host: str = Field("127.0.0.1", min_length=1)
@@ -149,6 +165,19 @@ class Settings(BaseSettings):
                 "SEGSTREAM_ALLOWED_LATENESS_SECONDS, or a late duplicate could be applied twice",
             )
         return self
+
+    def secrets(self, name: str) -> tuple[str, ...]:
+        """The comma-separated values of a secret setting, such as `write_keys`; raises
+        :class:`SettingsError` naming the variable when it holds none.
+
+        >>> Settings(write_keys="k1, k2").secrets("write_keys")
+        ('k1', 'k2')
+        """
+        value = getattr(self, name)
+        found = tuple(part.strip() for part in value.get_secret_value().split(",") if part.strip())
+        if not found:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} is empty: set at least one")
+        return found
 
     def trainer_config(self) -> TrainerConfig:
         """How the trainer learns, from these settings."""
@@ -185,6 +214,8 @@ def settings_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         default = "the shipped rules" if field.default_factory else f"`{field.default}`"
+        if isinstance(field.default, SecretStr):
+            default = "none"
         meaning = " ".join((field.description or "").split())
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {meaning} |")
     return "\n".join(rows)

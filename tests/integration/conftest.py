@@ -14,7 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from pydantic import SecretStr
 
 from state.keys import KeyLayout
 from state.read_model import ReadModel
@@ -62,7 +64,10 @@ def config(stack: Stack) -> Settings:
 def environment(settings: Settings) -> dict[str, str]:
     """The process environment that gives a child process `settings`."""
     values = {
-        f"SEGSTREAM_{name.upper()}": str(value) for name, value in settings.model_dump().items()
+        f"SEGSTREAM_{name.upper()}": str(
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
+        for name, value in settings.model_dump().items()
     }
     clean = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
     return {**clean, **values}
@@ -133,6 +138,20 @@ def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[..., Wor
 @pytest.fixture
 def model(config: Settings) -> ReadModel:
     return ReadModel(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+
+
+def wait_until_serving(url: str, process: WorkerProcess, timeout: float = 60) -> None:
+    """Wait until an HTTP service answers 200 at `url` (its readiness probe)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.process.poll() is None, process.log.read_text(errors="replace")[-3000:]
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {timeout} s:\n{process.log.read_text()[-3000:]}")
 
 
 def wait_for_events(model: ReadModel, total: int, timeout: float = 120) -> dict[str, int]:

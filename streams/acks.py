@@ -1,0 +1,93 @@
+"""Produce from asyncio and wait for the broker's acknowledgement.
+
+confluent-kafka calls delivery callbacks from `poll()`; one thread polls and
+hands each finished send back to the event loop, so a request handler can
+`await` its messages being acknowledged without blocking the loop.
+
+Example (with a broker at `settings.kafka_bootstrap`)::
+
+    producer = AckingProducer(reliable_producer(settings))
+    await producer.send("events", [(b"u1", b'{"type": "page", ...}')], timeout=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, Message, Producer
+
+
+class NotAcknowledgedError(RuntimeError):
+    """The broker did not acknowledge every message in time, or refused some."""
+
+
+class AckingProducer:
+    """A confluent-kafka producer whose sends can be awaited until acknowledged."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._poller.start()
+
+    async def send(
+        self, topic: str, messages: Sequence[tuple[bytes, bytes]], *, timeout: float
+    ) -> None:
+        """Produce `(key, value)` messages to `topic`; return once the broker acked all.
+
+        Raises :class:`NotAcknowledgedError` when the local queue is full, when the
+        broker refuses a message, or when `timeout` seconds pass first.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        done.add_done_callback(_observed)
+        waiting = [len(messages)]
+        errors: list[str] = []
+
+        def acknowledged(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                errors.append(error.str())
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                loop.call_soon_threadsafe(_settle, done, errors)
+
+        try:
+            for key, value in messages:
+                self.producer.produce(topic, key=key, value=value, on_delivery=acknowledged)
+        except BufferError:
+            raise NotAcknowledgedError("the producer's queue is full") from None
+        if not messages:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            raise NotAcknowledgedError(
+                f"the broker did not acknowledge within {timeout:g} s"
+            ) from None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout` s) and stop polling."""
+        self._stopping.set()
+        self._poller.join()
+        self.producer.flush(timeout)
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            self.producer.poll(0.05)
+
+
+def _observed(done: asyncio.Future[None]) -> None:
+    """Mark a late failure as seen: the request it belonged to has already answered."""
+    if not done.cancelled():
+        done.exception()
+
+
+def _settle(done: asyncio.Future[None], errors: list[str]) -> None:
+    if done.done():
+        return
+    if errors:
+        done.set_exception(NotAcknowledgedError(f"the broker refused: {errors[0]}"))
+    else:
+        done.set_result(None)

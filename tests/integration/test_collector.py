@@ -1,0 +1,207 @@
+"""The collector with Segment's own Python SDK as the client, on a real broker and Redis."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+import requests
+from segment.analytics.client import Client
+
+from streams.embedded import free_port
+from tests.integration.conftest import read_topic, wait_for_events, wait_until_serving
+
+pytestmark = pytest.mark.integration
+KEY = "wk-test"
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def collector(config, start_worker):
+    """A running collector (write key `wk-test`, 1 s ack timeout) and its base URL."""
+    port = free_port()
+    settings = config.model_copy(
+        update={"write_keys": KEY, "collector_port": port, "ack_timeout_seconds": 1.0}
+    )
+    process = start_worker(settings, "collector")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/readyz", process)
+    return url
+
+
+def sdk(url, key=KEY, **options):
+    errors = []
+    client = Client(
+        key, host=url, on_error=lambda error, _batch: errors.append(error), max_retries=0, **options
+    )
+    return client, errors
+
+
+def events_on_topic(settings):
+    """What the collector produced: the events topic without the worker's own relays."""
+    messages = read_topic(settings, settings.events_topic)
+    return [(m.key(), orjson.loads(m.value())) for m in messages if not m.headers()]
+
+
+def test_sdk_calls_become_profiles(config, collector, start_worker, model):
+    start_worker()
+    client, errors = sdk(collector, gzip=True)
+    at = T0
+    client.page(anonymous_id="anon-1", name="Home", timestamp=at)
+    client.track(
+        anonymous_id="anon-1",
+        event="Product Viewed",
+        properties={"product_id": "p1", "category": "shoes", "price": 20},
+        timestamp=at + timedelta(minutes=1),
+    )
+    client.identify(user_id="ann", anonymous_id="anon-1", traits={"plan": "gold"}, timestamp=at)
+    client.track(
+        user_id="ann",
+        event="Product Added",
+        properties={"product_id": "p1", "category": "shoes", "price": 20, "quantity": 2},
+        timestamp=at + timedelta(minutes=3),
+    )
+    client.track(
+        user_id="ann",
+        event="Order Completed",
+        properties={"revenue": 40.0, "products": [{"product_id": "p1", "category": "shoes"}]},
+        timestamp=at + timedelta(minutes=4),
+    )
+    client.screen(user_id="bob", name="Cart", timestamp=at)
+    client.group(user_id="bob", group_id="g1", timestamp=at)
+    client.alias(previous_id="anon-2", user_id="bob", timestamp=at)
+    client.flush()
+    # A second client, plain JSON, many events queued and sent in batches of 100.
+    bulk, bulk_errors = sdk(collector, gzip=False, upload_size=100)
+    for index in range(600):
+        bulk.track(
+            user_id=f"user-{index % 60}",
+            event="Product Viewed",
+            properties={"product_id": f"p{index}", "category": "hats"},
+            timestamp=at + timedelta(seconds=index),
+            message_id=f"bulk-{index}",
+        )
+    bulk.flush()
+    assert errors == []
+    assert bulk_errors == []
+
+    counters = wait_for_events(model, 608, timeout=120)
+    assert counters["events"] == 608
+    assert counters.get("dead_letters", 0) == 0
+    ann = model.user("anon-1")  # the anonymous id leads to the identified user
+    assert ann["user_id"] == "ann"
+    assert ann["features"]["orders_lifetime"] == 1.0
+    assert ann["features"]["revenue_lifetime"] == 40.0
+    assert ann["features"]["events_lifetime"] == 4.0  # identify calls are not behaviour
+    assert model.user("user-7")["features"]["events_lifetime"] == 10.0
+
+    produced = events_on_topic(config)
+    assert len(produced) == 608
+    for key, event in produced:
+        assert key.decode() == (event.get("userId") or event["anonymousId"])
+        assert event["receivedAt"].endswith("Z")
+        assert event["messageId"]
+        assert "writeKey" not in event
+    bulk_ids = {
+        event["messageId"] for _, event in produced if event.get("event") == "Product Viewed"
+    }
+    assert {f"bulk-{index}" for index in range(600)} <= bulk_ids
+
+
+def test_bad_key_and_bad_bodies_are_refused_and_nothing_is_produced(config, collector):
+    client, _errors = sdk(collector, key="not-a-key", sync_mode=True)
+    with pytest.raises(Exception, match=r"401|unknown write key"):
+        client.track(user_id="u1", event="Order Completed", timestamp=T0)
+    post = requests.post
+
+    def refused(path, body, status, text, **headers):
+        answer = post(f"{collector}{path}", data=body, auth=(KEY, ""), headers=headers, timeout=5)
+        assert answer.status_code == status, answer.text
+        assert text in answer.json()["detail"], answer.json()
+
+    event = {
+        "type": "track",
+        "userId": "u1",
+        "event": "Product Viewed",
+        "timestamp": T0.isoformat(),
+    }
+    no_key = post(f"{collector}/v1/track", json=event, timeout=5)
+    assert no_key.status_code == 401
+    assert no_key.headers["WWW-Authenticate"].startswith("Basic")
+    refused("/v1/track", b'{"userId": "u1", "event": ', 400, "invalid JSON")
+    refused("/v1/track", b'["not", "an", "object"]', 400, "expected a JSON object")
+    refused("/v1/track", orjson.dumps({"event": "Product Viewed"}), 400, "neither userId")
+    refused("/v1/batch", orjson.dumps({"batch": [event, {"type": "page"}]}), 400, "batch[1]")
+    refused("/v1/batch", orjson.dumps({"batch": [{**event, "type": "buy"}]}), 400, "batch[0]: type")
+    big = {**event, "properties": {"note": "x" * 33_000}}
+    refused("/v1/track", orjson.dumps(big), 400, "over the limit of 32768")
+    refused("/v1/batch", orjson.dumps({"batch": [big]}), 400, "batch[0]: event is")
+    many = {"batch": [{**event, "properties": {"note": "x" * 20_000}}] * 26}
+    refused("/v1/batch", orjson.dumps(many), 400, "over the limit of 512000")
+    refused(
+        "/v1/batch",
+        gzip.compress(orjson.dumps(many)),
+        400,
+        "over the limit",
+        **{"Content-Encoding": "gzip"},
+    )
+    refused(
+        "/v1/track", b"\x1f\x8b not gzip", 400, "not valid gzip", **{"Content-Encoding": "gzip"}
+    )
+
+    # A batch of the largest allowed size, gzip-encoded, with the key in the body, goes through.
+    fits = {
+        "batch": [
+            {**event, "messageId": f"m{i}", "properties": {"note": "x" * 19_000}} for i in range(25)
+        ],
+        "writeKey": KEY,
+    }
+    answer = post(
+        f"{collector}/v1/batch",
+        data=gzip.compress(orjson.dumps(fits)),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"success": True}
+    assert [event["messageId"] for _, event in events_on_topic(config)] == [
+        f"m{i}" for i in range(25)
+    ]
+
+
+def test_unacknowledged_events_get_503_and_the_collector_recovers(config, stack, collector):
+    event = {
+        "userId": "u1",
+        "event": "Product Viewed",
+        "timestamp": T0.isoformat(),
+        "messageId": "frozen-1",
+    }
+    os.kill(stack.broker_pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = requests.post(f"{collector}/v1/track", json=event, auth=(KEY, ""), timeout=10)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(stack.broker_pid, signal.SIGCONT)
+    assert answer.status_code == 503, answer.text
+    assert "did not acknowledge within 1 s" in answer.json()["detail"]
+    assert answer.headers["Retry-After"] == "1"
+    assert 1.0 <= waited < 5.0
+    deadline = time.monotonic() + 30
+    while True:
+        retried = requests.post(
+            f"{collector}/v1/track",
+            json={**event, "messageId": "thawed-1"},
+            auth=(KEY, ""),
+            timeout=10,
+        )
+        if retried.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert retried.status_code == 200, retried.text
+    assert "thawed-1" in {event["messageId"] for _, event in events_on_topic(config)}
