@@ -7,7 +7,10 @@ Besides tracker events, a partition carries commands the pipeline sends itself:
   an :class:`Absorb` keyed by `into`;
 - :class:`Absorb` — another id's aggregates, to add to this user's;
 - :class:`Advance` — the partition's watermark moves to `until`: the timers due
-  by then fire, and every user of the partition is evaluated as of then.
+  by then fire, and every user of the partition is evaluated as of then;
+- :class:`Erase` — forget a user on request: they leave their segments, their
+  state, labels and timer go, and a tombstone follows on the change topic; the
+  ids merged with them are erased too, wherever their partition.
 
 Events for a tombstoned id are forwarded to the user it points at. The step
 returns these as :class:`Relay` messages for the worker to produce.
@@ -70,14 +73,22 @@ class Advance:
     until: float
 
 
-Item = Action | Merge | Absorb | Advance
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """Forget `user_id`; with `follow`, also the user it is an alias of and the ids linked."""
+
+    user_id: str
+    follow: bool = True
+
+
+Item = Action | Merge | Absorb | Advance | Erase
 
 
 @dataclass(frozen=True, slots=True)
 class Relay:
     """A message the pipeline sends itself on the events topic, keyed by `key`.
 
-    `kind` is `merge`, `absorb` or `forward`; `body` is the command's payload
+    `kind` is `merge`, `absorb`, `forward` or `erase`; `body` is the command's payload
     (for `forward`, the worker sends the original event); `position` is the
     index of the item that caused it.
     """
@@ -97,7 +108,8 @@ class PartitionStep:
     user, and `placed` those the model placed in a cluster (their labels
     record its version even when the cluster stayed the same). `timers` maps
     each user whose timer moved to its new due time (`None`: no timer), and
-    `fired` counts the timers that came due.
+    `fired` counts the timers that came due. `erased` are the users forgotten
+    on request; their state goes like that of the `expired` ones.
     """
 
     users: dict[str, UserState]
@@ -107,6 +119,7 @@ class PartitionStep:
     placed: list[str] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)
     timers: dict[str, int | None] = field(default_factory=dict)
     fired: int = 0
     new_users: int = 0
@@ -163,6 +176,8 @@ def run_partition(
             case Advance():
                 clock.settle(item.until)
                 _sweep(item.until, partition_users, step, clock, rules, retention)
+            case Erase():
+                _erase(item, clock, step, position)
         if marks is not None:
             clock.settle(marks[position])
     clock.settle(watermark)
@@ -255,6 +270,9 @@ class _Timers:
             self.step.expired.remove(user_id)
             state = UserState(labels=UserLabels(version=state.labels.version))
             self.step.users[user_id] = state
+        elif user_id in self.step.erased:
+            self.step.erased.remove(user_id)  # back after a tombstone: a new user
+            state = self.step.users[user_id] = UserState()
         return state
 
     def settle(self, watermark: float) -> None:
@@ -315,7 +333,11 @@ def _sweep(
     """
     ids = dict.fromkeys([*partition_users, *step.users])
     everyone = [(user_id, clock.user(user_id)) for user_id in ids]
-    everyone = [(user_id, state) for user_id, state in everyone if not state.alias_of]
+    everyone = [
+        (user_id, state)
+        for user_id, state in everyone
+        if not state.alias_of and user_id not in step.erased
+    ]
     for user_id, state in everyone:
         if user_id not in step.expired and expires(state, until, retention):
             _expire(user_id, state, step, until)
@@ -331,7 +353,9 @@ def _vectorise(step: PartitionStep, rules: Classifier) -> None:
     touched = [
         (user_id, step.users[user_id])
         for user_id in step.touched
-        if user_id not in step.expired and step.users[user_id].alias_of is None
+        if user_id not in step.expired
+        and user_id not in step.erased
+        and step.users[user_id].alias_of is None
     ]
     by_time = ChangeReason.TIME
     step.vectors = [
@@ -389,6 +413,31 @@ def _absorb(absorb: Absorb, state: UserState, step: PartitionStep, rules: Classi
     state.as_of = max(state.as_of, other.as_of)
     step.touched.setdefault(absorb.into, ChangeReason.MERGE)
     _record(step, evaluate_one(absorb.into, state, rules, ChangeReason.MERGE))
+
+
+def _erase(erase: Erase, clock: _Timers, step: PartitionStep, position: int) -> None:
+    user_id = erase.user_id
+    if user_id in step.users or user_id in clock.stored:
+        state = clock.user(user_id)
+        if state.alias_of is not None and erase.follow:
+            step.relays.append(Relay("erase", state.alias_of, b"follow", position))
+        for other in dict.fromkeys([*state.linked, *state.absorbed]):
+            if other != user_id:
+                step.relays.append(Relay("erase", other, b"", position))
+        _record(
+            step,
+            state.labels.clear(user_id=user_id, reason=ChangeReason.ERASED, event_time=state.as_of),
+        )
+        clock.drop(user_id)
+        if user_id in step.expired:
+            step.expired.remove(user_id)
+        if user_id not in step.erased:
+            step.erased.append(user_id)
+        step.touched.pop(user_id, None)
+        event_time = state.as_of
+    else:
+        event_time = 0.0
+    step.changes.append(SegmentChange.tombstone(user_id, event_time))
 
 
 def _expire(user_id: str, state: UserState, step: PartitionStep, moment: float) -> None:

@@ -25,6 +25,7 @@ class ChangeReason:
     TIME = "time"
     MERGE = "merge"
     EXPIRED = "expired"
+    ERASED = "erased"
     RULES = "rules"
     MODEL = "model"
     DRIFT = "drift"
@@ -55,6 +56,17 @@ class SegmentChange:
     model_version: int | None = None
     cart: tuple[CartLine, ...] = ()
     cart_changed_at: int | None = None
+    is_tombstone: bool = False
+
+    @classmethod
+    def tombstone(cls, user_id: str, event_time: float) -> SegmentChange:
+        """The record after a user's erasure: published with no value, it removes the user from
+        a compacted change topic, and a consumer forgets the versions it saw for them.
+
+        >>> SegmentChange.tombstone("u1", 5.0).is_tombstone
+        True
+        """
+        return cls(user_id, (), (), (), 0, ChangeReason.ERASED, event_time, is_tombstone=True)
 
     def to_json(self, processed_at: float, rules_version: str) -> bytes:
         """The change as published on the change topic."""

@@ -25,7 +25,8 @@ class KeyLayout:
         return f"{self.prefix}:s:{user_id}"
 
     def labels(self, user_id: str) -> str:
-        """Hash: the user's segments (JSON list), cluster, versions and evaluation time."""
+        """Hash: the user's segments (JSON list), cluster, versions, evaluation time, and the
+        user an id merged into (`alias_of`)."""
         return f"{self.prefix}:u:{user_id}"
 
     def members(self, segment: str) -> str:

@@ -107,7 +107,9 @@ class RedisStateStore:
         for user_id, user in batch.users.items():
             if user_id not in expired:
                 pipe.set(keys.state(user_id), user.to_bytes())
-        relabelled = dict.fromkeys([*(change.user_id for change in batch.changes), *batch.placed])
+        relabelled = dict.fromkeys(
+            [*(c.user_id for c in batch.changes if not c.is_tombstone), *batch.placed]
+        )
         for user_id in relabelled:
             labels = batch.users[user_id].labels
             pipe.hset(
@@ -119,6 +121,7 @@ class RedisStateStore:
                     "model_version": labels.model_version or "",
                     "event_time": batch.users[user_id].as_of,
                     "rules_version": batch.rules_version,
+                    "alias_of": batch.users[user_id].alias_of or "",
                 },
             )
         for change in batch.changes:

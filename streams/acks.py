@@ -33,9 +33,15 @@ class AckingProducer:
         self._poller.start()
 
     async def send(
-        self, topic: str, messages: Sequence[tuple[bytes, bytes]], *, timeout: float
+        self,
+        topic: str,
+        messages: Sequence[tuple[bytes, bytes]],
+        *,
+        timeout: float,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
-        """Produce `(key, value)` messages to `topic`; return once the broker acked all.
+        """Produce `(key, value)` messages (each with `headers`) to `topic`; return once the
+        broker acked all.
 
         Raises :class:`NotAcknowledgedError` when the local queue is full, when the
         broker refuses a message, or when `timeout` seconds pass first.
@@ -55,7 +61,9 @@ class AckingProducer:
 
         try:
             for key, value in messages:
-                self.producer.produce(topic, key=key, value=value, on_delivery=acknowledged)
+                self.producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=acknowledged
+                )
         except BufferError:
             raise NotAcknowledgedError("the producer's queue is full") from None
         if not messages:

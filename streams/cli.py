@@ -6,10 +6,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -23,6 +24,9 @@ from streams.embedded import Stack, StackError, start_stack
 from streams.settings import Settings, SettingsError
 from streams.simulate import FileSink, KafkaSink, send
 from streams.simulator import DEFAULT_END, Simulation
+
+if TYPE_CHECKING:
+    from streams.acks import AckingProducer
 
 DEV_STATE = Path(".segstream")
 
@@ -107,31 +111,48 @@ def collector() -> None:
     `/healthz`, `/readyz` and its OpenAPI schema at `/openapi.json`. Needs
     SEGSTREAM_WRITE_KEYS.
     """
-    from streams.acks import AckingProducer
     from streams.collector import build_app
+
+    config = settings()
+    _run_http_service(config, build_app, config.collector_port)
+
+
+def _run_http_service(
+    config: Settings, build_app: Callable[[Settings, AckingProducer], Any], port: int
+) -> None:
+    """Build an HTTP service that produces (and waits for acks) and run it with uvicorn."""
+    import uvicorn
+
+    from streams.acks import AckingProducer
     from streams.kafka import reliable_producer
     from streams.topics import ensure_topics
 
-    config = settings()
     logs.configure(config.log_level)
     ensure_topics(config)
     timeout_ms = int(config.ack_timeout_seconds * 1000)
     producer = AckingProducer(reliable_producer(config, **{"message.timeout.ms": timeout_ms}))
     try:
         app = build_app(config, producer)
+        level = config.log_level.lower()
+        uvicorn.run(app, host=config.http_host, port=port, log_level=level, access_log=False)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
-    try:
-        _serve(app, config.http_host, config.collector_port, config.log_level)
     finally:
         producer.close()
 
 
-def _serve(app: Any, host: str, port: int, level: str) -> None:
-    """Run an ASGI app with uvicorn until SIGINT or SIGTERM (no access log)."""
-    import uvicorn
+@main.command()
+def api() -> None:
+    """Serve users' segments, segment definitions and members, and erasure over HTTP.
 
-    uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False)
+    Serves on SEGSTREAM_HTTP_HOST:SEGSTREAM_API_PORT with bearer-token auth
+    (SEGSTREAM_API_TOKENS), `/metrics`, `/healthz`, `/readyz` and its OpenAPI
+    schema at `/openapi.json`.
+    """
+    from streams.api import build_app
+
+    config = settings()
+    _run_http_service(config, build_app, config.api_port)
 
 
 @main.command("evaluate")

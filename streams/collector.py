@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import uuid
 import zlib
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from processors.tracking import CALL_TYPES, CallError, decode_calls
 from streams.acks import AckingProducer, NotAcknowledgedError
+from streams.credentials import Credentials
 from streams.http_metrics import RequestMetrics
 from streams.settings import Settings
 from streams.tracking_schema import Accepted, Problem, request_body, request_schemas
@@ -82,7 +82,7 @@ class _RefusedError(Exception):
 
 def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     """The collector's ASGI app, producing through `producer`."""
-    keys = [key.encode() for key in settings.secrets("write_keys")]
+    keys = Credentials(settings.secrets("write_keys"))
     app = FastAPI(
         title="segstream collector",
         version="1",
@@ -102,11 +102,11 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
 
     async def take(request: Request, endpoint: str) -> Accepted:
         given = _basic_user(request.headers.get("authorization"))
-        if given is not None and not _known(given, keys):
+        if given is not None and not keys.accepts(given):
             raise _RefusedError(401, "auth", "unknown write key")
         limit = settings.max_batch_bytes if endpoint == "batch" else settings.max_event_bytes
         body = await _read_body(request, limit)
-        if given is None and not _known(_body_key(body), keys):
+        if given is None and not keys.accepts(_body_key(body)):
             raise _RefusedError(401, "auth", "missing or unknown write key")
         try:
             events = decode_calls(
@@ -231,17 +231,6 @@ def _body_key(body: bytes) -> str | None:
         return None
     key = document.get("writeKey") if isinstance(document, dict) else None
     return key if isinstance(key, str) else None
-
-
-def _known(given: str | None, keys: list[bytes]) -> bool:
-    """Whether `given` is one of `keys`, comparing every key in constant time."""
-    if given is None:
-        return False
-    candidate = given.encode()
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(candidate, key)
-    return found
 
 
 def _message_id() -> str:

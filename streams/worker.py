@@ -50,7 +50,7 @@ from confluent_kafka import (
 from processors.evaluation import Classifier, evaluate, place, vectors
 from processors.events import Action, Rejection, decode_event
 from processors.model import ClusterAssigner, ModelSnapshot
-from processors.partition import Absorb, Advance, Item, Merge, Relay, run_partition
+from processors.partition import Absorb, Advance, Erase, Item, Merge, Relay, run_partition
 from processors.rules import RuleSet, parse_rules
 from processors.segments import ChangeReason, SegmentChange
 from processors.timers import next_due
@@ -73,6 +73,8 @@ CONTROL_HEADER = "segstream-control"
 """Header marking a control message on the events topic; its value names the command."""
 ADVANCE_WATERMARK = b"advance-watermark"
 """Control command: the JSON body `{"until": epoch_seconds}` advances the partition's watermark."""
+ERASE = b"erase"
+"""Control command: forget the user the message is keyed by (see `DELETE /v1/users/{id}`)."""
 RELAY_HEADER = "segstream-relay"
 """Header of a message the pipeline relays to itself: `merge`, `absorb` or `forward`."""
 SOURCE_HEADER = "segstream-source"
@@ -126,6 +128,8 @@ class _PartitionBatch:
                     ids.add(item.anonymous_id)
                 case Absorb():
                     ids.add(item.into)
+                case Erase():
+                    ids.add(item.user_id)
         return ids
 
 
@@ -240,7 +244,7 @@ class Worker:
         found: list[FeatureVector] = []
         placed: list[str] = []
         commits = []
-        applied = duplicates = new_users = fired = 0
+        applied = duplicates = new_users = fired = erased = 0
         for partition, part in decoded.partitions.items():
             clock = self._clocks[partition]
             taken = due.get(partition)
@@ -264,6 +268,7 @@ class Worker:
             duplicates += step.duplicates
             new_users += step.new_users
             fired += step.fired
+            erased += len(step.erased)
             fresh = [user_id for user_id in step.users if user_id not in stored]
             progress = PartitionProgress(
                 part.last + 1,
@@ -283,7 +288,7 @@ class Worker:
                     self._committed.get(partition),
                     progress,
                     fresh,
-                    step.expired,
+                    [*step.expired, *step.erased],
                     timers,
                     taken,
                 )
@@ -302,7 +307,8 @@ class Worker:
                 "late": sum(1 for _, r in decoded.rejected if r.reason == LATE),
                 "changes": len(changes),
                 "users": new_users,
-                "expired": sum(len(c.expired_users) for c in commits),
+                "expired": sum(len(c.expired_users) for c in commits) - erased,
+                "erased": erased,
                 "relays_sent": len(relays),
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
                 "timers_fired": fired,
@@ -324,6 +330,7 @@ class Worker:
         _count(decoded, changes, applied, duplicates)
         metrics.FEATURE_VECTORS.inc(len(found))
         metrics.TIMERS_FIRED.inc(fired)
+        metrics.ERASURES.inc(erased)
         metrics.BATCH_EVENTS.observe(len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._measure_lag()
@@ -491,9 +498,17 @@ class Worker:
                     part.add(item, message, clock.value)
                     part.relayed += 1
                 continue
+            if headers.get(CONTROL_HEADER) == ERASE:
+                user_id = (message.key() or b"").decode(errors="replace")
+                if user_id:
+                    part.add(Erase(user_id), message, clock.value)
+                else:
+                    reason = Rejection(INVALID_CONTROL, "an erase command is keyed by the user id")
+                    rejected.append((message, reason))
+                continue
             if CONTROL_HEADER in headers:
                 until = _advance_until(message.value())
-                if until is None:
+                if headers[CONTROL_HEADER] != ADVANCE_WATERMARK or until is None:
                     reason = Rejection(INVALID_CONTROL, 'expected {"until": seconds}')
                     rejected.append((message, reason))
                 else:
@@ -535,6 +550,8 @@ class Worker:
         key = (message.key() or b"").decode()
         body = message.value() or b""
         kind = headers[RELAY_HEADER]
+        if kind == b"erase":
+            return Erase(key, follow=body == b"follow")
         if kind == b"merge":
             return Merge(anonymous_id=key, into=body.decode())
         if kind == b"absorb":
@@ -588,7 +605,7 @@ class Worker:
             producer.produce(
                 self.settings.changes_topic,
                 key=change.user_id.encode(),
-                value=change.to_json(processed_at, digest),
+                value=None if change.is_tombstone else change.to_json(processed_at, digest),
                 on_delivery=self._delivered,
             )
         for start in range(0, len(found), VECTORS_PER_MESSAGE):

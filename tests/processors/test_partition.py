@@ -1,7 +1,7 @@
 """One partition's items: identity commands, watermark advances and retention."""
 
 from processors.events import Action, EventKind
-from processors.partition import Absorb, Advance, Merge, run_partition
+from processors.partition import Absorb, Advance, Erase, Merge, run_partition
 from processors.rules import parse_rules
 
 DAY = 86_400.0
@@ -64,3 +64,59 @@ def test_advance_expires_users_idle_past_retention_and_evaluates_the_rest():
         ("old", ("Seen",), "expired")
     ]
     assert step.users["new"].as_of == 60 * DAY
+
+
+def test_erase_leaves_segments_drops_the_timer_and_ends_with_a_tombstone():
+    ann = run_partition(
+        [Action("ann", "a", EventKind.CART_ADD, 1.0, value=5.0, product="p1")],
+        {},
+        RULES,
+        dedup_before=0,
+    ).users
+    assert ann["ann"].due is not None
+    step = run_partition([Erase("ann")], ann, RULES, dedup_before=0)
+    exit_change, tombstone = step.changes
+    assert (exit_change.exited, exit_change.reason) == (("Seen",), "erased")
+    assert (tombstone.user_id, tombstone.is_tombstone) == ("ann", True)
+    assert step.erased == ["ann"]
+    assert step.timers == {"ann": None}
+    assert step.vectors == []
+
+
+def test_erase_reaches_the_ids_merged_with_the_user():
+    users = run_partition(
+        [Action("ann", "i", EventKind.IDENTIFY, 5.0, anonymous_id="anon")],
+        {},
+        RULES,
+        dedup_before=0,
+    ).users
+    step = run_partition([Erase("ann")], users, RULES, dedup_before=0)
+    assert [(r.kind, r.key, r.body) for r in step.relays] == [("erase", "anon", b"")]
+    alias = run_partition([Merge("anon", "ann")], {}, RULES, dedup_before=0).users
+    asked_by_alias = run_partition([Erase("anon")], alias, RULES, dedup_before=0)
+    assert [(r.kind, r.key, r.body) for r in asked_by_alias.relays] == [("erase", "ann", b"follow")]
+    relayed_back = run_partition([Erase("anon", follow=False)], alias, RULES, dedup_before=0)
+    assert relayed_back.relays == []
+    assert relayed_back.erased == ["anon"]
+
+
+def test_a_user_back_after_erasure_starts_afresh_and_an_unknown_user_only_gets_a_tombstone():
+    users = run_partition(
+        [Action("ann", "a", EventKind.PAGE, 1.0)], {}, RULES, dedup_before=0
+    ).users
+    step = run_partition(
+        [Erase("ann"), Action("ann", "b", EventKind.PAGE, 2.0), Erase("nobody")],
+        users,
+        RULES,
+        dedup_before=0,
+    )
+    assert step.erased == []
+    assert step.users["ann"].profile.events == 1
+    assert step.users["ann"].labels.version == 1
+    assert [(c.user_id, c.reason, c.is_tombstone) for c in step.changes] == [
+        ("ann", "erased", False),
+        ("ann", "erased", True),
+        ("ann", "event", False),
+        ("nobody", "erased", True),
+    ]
+    assert "nobody" not in step.users

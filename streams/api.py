@@ -1,0 +1,358 @@
+"""The read API: users' segments for personalization engines, segment listings, erasure.
+
+Every `/v1` route needs `Authorization: Bearer <token>` with one of
+`SEGSTREAM_API_TOKENS`; `/healthz`, `/readyz`, `/metrics` and
+`/openapi.json` do not.
+
+- `GET /v1/users/{id}`: segments, cluster (id and name), versions and the event
+  time they are as of; `?features=true` adds the features. An id merged into
+  another user answers for that user.
+- `GET /v1/segments`: every rule segment (definition and size) and cluster
+  (name, share in the model, size).
+- `GET /v1/segments/{name}/members?limit=&cursor=`: members a page at a time;
+  pass `next_cursor` back until it is null.
+- `DELETE /v1/users/{id}`: erasure. Answers 202 once the request is on the
+  events topic; the worker that owns the user then removes their state,
+  labels, membership and timer, and ids merged with them, and publishes a
+  tombstone (null value) for each on the change topic.
+
+Run it with `segstream api`; :func:`build_app` gives the ASGI app::
+
+    app = build_app(settings, AckingProducer(reliable_producer(settings)))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import Depends, FastAPI, HTTPException, Path, Query
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from pydantic import BaseModel, Field
+
+from processors.model import ModelSnapshot
+from processors.rules import RuleSet
+from state.keys import KeyLayout
+from state.lookups import CursorError, Lookups
+from streams.acks import AckingProducer, NotAcknowledgedError
+from streams.credentials import Credentials
+from streams.http_metrics import RequestMetrics
+from streams.settings import Settings
+from streams.worker import CONTROL_HEADER, ERASE, load_rules
+
+log = logging.getLogger(__name__)
+
+REQUESTS = RequestMetrics("segstream_api")
+SEGMENT_MEMBERS = Gauge(
+    "segstream_segment_members",
+    "Users in each rule segment, read from Redis when scraped.",
+    ["segment"],
+)
+CLUSTER_MEMBERS = Gauge(
+    "segstream_cluster_members",
+    "Users in each cluster (and cold-start), read from Redis when scraped.",
+    ["cluster"],
+)
+_MODEL_TTL = 5.0
+_RULES_POLL = 2.0
+
+
+class UserView(BaseModel):
+    """A user's live labels."""
+
+    user_id: str = Field(description="The user answered for (the merged-into user for an alias).")
+    segments: list[str]
+    cluster: str | None = Field(description="Cluster id, `cold-start`, or null before a model.")
+    cluster_name: str | None = Field(None, description="Readable name of the cluster.")
+    version: int = Field(description="Grows by one with each of the user's changes.")
+    model_version: int | None
+    rules_version: str | None
+    event_time: float = Field(description="Event time (epoch s) the labels are as of.")
+    features: dict[str, float | str] | None = Field(None, description="With `?features=true`.")
+
+
+class SegmentView(BaseModel):
+    """A rule segment: its definition and how many users are in it now."""
+
+    name: str
+    description: str
+    group: str | None
+    condition: dict[str, Any]
+    size: int
+
+
+class ClusterView(BaseModel):
+    """A cluster of the latest model: its name, share in the model's sample, users in it now."""
+
+    id: str
+    name: str
+    share: float
+    size: int
+
+
+class SegmentsView(BaseModel):
+    """The rules and model in force and their segments."""
+
+    rules_version: str
+    model_version: int | None
+    segments: list[SegmentView]
+    clusters: list[ClusterView]
+
+
+class MembersPage(BaseModel):
+    """One page of a segment's members."""
+
+    segment: str
+    members: list[str]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: done.")
+
+
+class ErasureAccepted(BaseModel):
+    """An erasure request on its way to the user's worker."""
+
+    user_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+UserId = Annotated[str, Path(min_length=1, max_length=256, description="userId or anonymousId")]
+
+_AUTH_ANSWER: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or unknown bearer token."}
+}
+
+
+_BEARER = HTTPBearer(auto_error=False, description="One of SEGSTREAM_API_TOKENS.")
+
+
+class _TokenCheck:
+    """A dependency that refuses requests without one of the API's bearer tokens."""
+
+    def __init__(self, tokens: Credentials) -> None:
+        self.tokens = tokens
+
+    def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        if credentials is None or not self.tokens.accepts(credentials.credentials):
+            raise HTTPException(
+                401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+
+class _Live:
+    """What the API follows while it runs: the rules topic and the latest model."""
+
+    def __init__(self, settings: Settings, lookups: Lookups) -> None:
+        self.settings = settings
+        self.lookups = lookups
+        self.rules: RuleSet = load_rules(settings)
+        self._model: ModelSnapshot | None = None
+        self._model_read = -_MODEL_TTL
+        self._stop = threading.Event()
+
+    async def model(self) -> ModelSnapshot | None:
+        if time.monotonic() - self._model_read >= _MODEL_TTL:
+            self._model = await self.lookups.model() or self._model
+            self._model_read = time.monotonic()
+        return self._model
+
+    def follow_rules(self) -> None:
+        """Keep `rules` at the newest published version until :meth:`stop` (a thread)."""
+        from streams.rules_feed import RulesFeed
+
+        feed = RulesFeed(self.settings)
+        try:
+            published = feed.catch_up()
+            if published is not None:
+                self.rules = published[0]
+            while not self._stop.wait(_RULES_POLL):
+                update = feed.poll()
+                if update is not None:
+                    self.rules = update[0]
+                    log.info("rules switched to=%s", self.rules.label)
+        finally:
+            feed.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
+    """The read API's ASGI app; erasure requests go out through `producer`."""
+    tokens = Credentials(settings.secrets("api_tokens"))
+    keys = KeyLayout(settings.redis_prefix)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    lookups = Lookups(client, keys)
+    live = _Live(settings, lookups)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        follower = threading.Thread(target=live.follow_rules, name="rules", daemon=True)
+        follower.start()
+        try:
+            yield
+        finally:
+            live.stop()
+            await asyncio.to_thread(follower.join, 10)
+            await client.aclose()
+
+    app = FastAPI(
+        title="segstream read API",
+        version="1",
+        summary="Users' live segments, segment definitions and members, and erasure.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.middleware("http")(REQUESTS.middleware)
+    guarded = [Depends(_TokenCheck(tokens))]
+
+    @app.get(
+        "/v1/users/{user_id:path}",
+        response_model=UserView,
+        response_model_exclude_none=False,
+        dependencies=guarded,
+        responses={**_AUTH_ANSWER, 404: {"model": Problem, "description": "Unknown user."}},
+        summary="A user's segments and cluster",
+    )
+    async def get_user(
+        user_id: UserId,
+        features: Annotated[bool, Query(description="Include the user's features.")] = False,
+    ) -> UserView:
+        found = await lookups.user(user_id, features=features)
+        if found is None:
+            raise HTTPException(404, f"no user {user_id!r}")
+        view = UserView(**found)
+        model = await live.model()
+        if model is not None and view.cluster is not None:
+            view.cluster_name = next((c.name for c in model.clusters if c.id == view.cluster), None)
+        return view
+
+    @app.delete(
+        "/v1/users/{user_id:path}",
+        status_code=202,
+        response_model=ErasureAccepted,
+        dependencies=guarded,
+        responses={**_AUTH_ANSWER, 503: {"model": Problem, "description": "Not acknowledged."}},
+        summary="Erase a user: state, labels, membership; a tombstone on the change topic",
+    )
+    async def erase_user(user_id: UserId) -> ErasureAccepted:
+        request = orjson.dumps({"userId": user_id, "requestedAt": time.time()})
+        try:
+            await producer.send(
+                settings.events_topic,
+                [(user_id.encode(), request)],
+                timeout=settings.ack_timeout_seconds,
+                headers=[(CONTROL_HEADER, ERASE)],
+            )
+        except NotAcknowledgedError as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
+        log.info("erasure requested")
+        return ErasureAccepted(user_id=user_id)
+
+    @app.get(
+        "/v1/segments",
+        response_model=SegmentsView,
+        dependencies=guarded,
+        responses=_AUTH_ANSWER,
+        summary="Rule segments and clusters with their sizes",
+    )
+    async def list_segments() -> SegmentsView:
+        rules = live.rules
+        model = await live.model()
+        clusters = list(model.clusters) if model is not None else []
+        sizes = await lookups.sizes(
+            [keys.members(name) for name in rules.names]
+            + [keys.cluster_members(cluster.id) for cluster in clusters]
+        )
+        segment_sizes, cluster_sizes = sizes[: len(rules.names)], sizes[len(rules.names) :]
+        return SegmentsView(
+            rules_version=rules.label,
+            model_version=model.version if model is not None else None,
+            segments=[
+                SegmentView(
+                    name=rule.name,
+                    description=rule.description,
+                    group=rule.group,
+                    condition=rule.condition.model_dump(
+                        mode="json", exclude_none=True, by_alias=True, warnings=False
+                    ),
+                    size=size,
+                )
+                for rule, size in zip(rules.definition.segments, segment_sizes, strict=True)
+            ],
+            clusters=[
+                ClusterView(id=cluster.id, name=cluster.name, share=cluster.share, size=size)
+                for cluster, size in zip(clusters, cluster_sizes, strict=True)
+            ],
+        )
+
+    @app.get(
+        "/v1/segments/{name}/members",
+        response_model=MembersPage,
+        dependencies=guarded,
+        responses={
+            **_AUTH_ANSWER,
+            400: {"model": Problem, "description": "A cursor this API did not hand out."},
+            404: {"model": Problem, "description": "Unknown segment or cluster."},
+        },
+        summary="A segment's (or cluster's) members, a page at a time",
+    )
+    async def members(
+        name: Annotated[str, Path(min_length=1, max_length=128)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> MembersPage:
+        if name in live.rules.names or name in await lookups.known_segments():
+            key = keys.members(name)
+        elif name in await lookups.known_clusters():
+            key = keys.cluster_members(name)
+        else:
+            raise HTTPException(404, f"no segment or cluster {name!r}")
+        try:
+            page, following = await lookups.members(key, cursor, limit)
+        except CursorError as error:
+            raise HTTPException(400, str(error)) from None
+        return MembersPage(segment=name, members=page, next_cursor=following)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            await client.ping()
+        except aioredis.RedisError:
+            return Response("redis unreachable\n", status_code=503, media_type="text/plain")
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        names = list(live.rules.names)
+        clusters = sorted(await lookups.known_clusters())
+        sizes = await lookups.sizes(
+            [keys.members(name) for name in names] + [keys.cluster_members(c) for c in clusters]
+        )
+        for name, size in zip(names, sizes, strict=False):
+            SEGMENT_MEMBERS.labels(segment=name).set(size)
+        for cluster, size in zip(clusters, sizes[len(names) :], strict=True):
+            CLUSTER_MEMBERS.labels(cluster=cluster).set(size)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
