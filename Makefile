@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
 
-.PHONY: demo test lint unit integration clean
+.PHONY: demo test lint unit tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,15 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint  ## lint, then every test (integration tests start their own broker and Redis)
+# Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+tools:  ## install Debian's prometheus and docker-compose when missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  && command -v docker-compose >/dev/null \
+	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+	       -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
+
+test: lint tools  ## lint, then every test (integration tests start their own broker and Redis)
 	$(BIN)/pytest
 
 unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O

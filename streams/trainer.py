@@ -5,8 +5,8 @@ One agent reads the workers' feature-vector messages and feeds them to the
 sample, drift detector). A timer publishes a snapshot every
 `SEGSTREAM_SNAPSHOT_SECONDS`: first to Redis (latest, history and the user
 sample to resume from), then to the compacted models topic the workers follow.
-The web endpoint serves `/model` (the latest snapshot's summary) and
-`/metrics`.
+The web endpoint serves `/model` (the latest snapshot's summary),
+`/metrics` and `/healthz`.
 
 A restarted trainer resumes from the snapshot and sample in Redis. Only a
 trainer that learned something since its last snapshot publishes, so a
@@ -175,6 +175,10 @@ def build_app(settings: Settings, trainer: Trainer) -> faust.App:
     @app.page("/model")
     async def model_status(web: Any, _request: Any) -> Any:
         return web.json(trainer.status())
+
+    @app.page("/healthz")
+    async def healthz(web: Any, _request: Any) -> Any:
+        return web.text("ok\n")
 
     @app.page("/metrics")
     async def prometheus(web: Any, _request: Any) -> Any:
