@@ -17,7 +17,7 @@ EMPTY_RULES = parse_rules(
 
 @pytest.fixture(scope="module")
 def population():
-    simulation = Simulation(users=600, seed=11)
+    simulation = Simulation(users=300, seed=11)
     actions = [decode_event(event.value) for event in simulation.events()]
     assert all(isinstance(action, Action) for action in actions)
     users = apply_batch(actions, {}, EMPTY_RULES, watermark=0.0).users
