@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
 
-.PHONY: demo test lint unit tools clean
+.PHONY: demo test lint unit tools bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ tools:  ## install Debian's prometheus and docker-compose when missing
 
 test: lint tools  ## lint, then every test (integration tests start their own broker and Redis)
 	$(BIN)/pytest
+
+bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
+	$(BIN)/segstream bench --json bench.json
 
 unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams

@@ -155,6 +155,54 @@ def api() -> None:
     _run_http_service(config, build_app, config.api_port)
 
 
+@main.command()
+@click.option("--events", default=1_000_000, show_default=True, help="Events to preload.")
+@click.option("--users", default=100_000, show_default=True, help="Simulated users.")
+@click.option("--partitions", default=4, show_default=True, help="Partitions of the topic.")
+@click.option(
+    "--naive-seconds", default=60.0, show_default=True, help="How long the baseline runs."
+)
+@click.option("--freshness-seconds", default=30.0, show_default=True, help="Live load duration.")
+@click.option("--lookup-rps", default=1_000, show_default=True, help="Read API requests/s.")
+@click.option("--lookup-seconds", default=10.0, show_default=True, help="Lookup load duration.")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="Write figures here.")
+def bench(
+    events: int,
+    users: int,
+    partitions: int,
+    naive_seconds: float,
+    freshness_seconds: float,
+    lookup_rps: int,
+    lookup_seconds: float,
+    json_file: Path | None,
+) -> None:
+    """Measure segstream against a naive Faust pipeline and the raw Kafka limit, in one run.
+
+    Starts the embedded broker and Redis, preloads simulated events, and prints
+    throughput (one and two workers, the baseline, the raw limit), freshness,
+    Redis bytes per user and read API lookup latency.
+    """
+    from rich.console import Console
+
+    from streams.bench import BenchConfig, run_bench
+    from streams.bench_table import bench_table
+
+    console = Console()
+    config = BenchConfig(
+        events=events,
+        users=users,
+        partitions=partitions,
+        naive_seconds=naive_seconds,
+        freshness_seconds=freshness_seconds,
+        lookup_rps=lookup_rps,
+        lookup_seconds=lookup_seconds,
+    )
+    figures = run_bench(config, lambda step: console.print(f"[dim]… {step}[/dim]"))
+    console.print(bench_table(figures))
+    if json_file is not None:
+        json_file.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
+
+
 @main.command("evaluate")
 @click.option(
     "--truth",

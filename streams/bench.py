@@ -1,0 +1,494 @@
+"""`segstream bench`: segstream, a naive Faust pipeline and the raw Kafka limit, in one run.
+
+On the embedded broker and Redis, the bench preloads simulated events once
+and measures, against those same events:
+
+- `worker_eps`, `two_workers_eps`: one worker process, then two, from their
+  first commit to the last event committed (state, labels, change events);
+- `naive_eps`: the baseline of :mod:`streams.naive` (a Faust agent, per-event
+  table and Redis writes) over the same topic for `naive_seconds`;
+- `raw_eps`: confluent-kafka batch consume plus the event validation, nothing else;
+- `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
+- `lookup_p50_ms`, `lookup_p99_ms`: the read API's `GET /v1/users/{id}` at
+  `lookup_rps` requests/s;
+- `freshness_p50_ms`, `freshness_p99_ms`: from an event produced to its
+  user's labels readable in Redis, with events produced live at half the
+  one-worker throughput.
+
+:func:`run_bench` returns the figures; the command prints them as a table and
+writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from processors.events import decode_event
+from state.keys import KeyLayout
+from streams.embedded import Stack, free_port, running_stack
+from streams.kafka import reliable_producer
+from streams.naive import COUNTER as NAIVE_COUNTER
+from streams.replay import REPLAYED
+from streams.settings import Settings
+from streams.simulator import Simulation
+from streams.topics import ensure_topics
+
+Report = Callable[[str], None]
+_POLL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to measure, and how much of it."""
+
+    events: int = 1_000_000
+    users: int = 100_000
+    partitions: int = 4
+    seed: int = 7
+    naive_seconds: float = 60.0
+    freshness_seconds: float = 30.0
+    lookup_rps: int = 1_000
+    lookup_seconds: float = 10.0
+    timeout: float = 3_600.0
+
+
+class _Processes:
+    """Child processes of the bench, stopped when it ends however it ends."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, settings: Settings, name: str, *command: str) -> subprocess.Popen[bytes]:
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")},
+            **_environment(settings),
+        }
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", *command], env=environment, stdout=log, stderr=log
+            )
+        self.running.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(self.running):
+            self.stop(process)
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    values = settings.model_dump()
+    for secret in ("write_keys", "api_tokens"):
+        values[secret] = getattr(settings, secret).get_secret_value()
+    return {f"SEGSTREAM_{name.upper()}": str(value) for name, value in values.items()}
+
+
+def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
+    """Settings of one measurement: its own keys, group and output topics, reading `topic`."""
+    settings = Settings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        redis_url=stack.redis_url,
+        redis_prefix=tag,
+        events_topic=topic,
+        dead_letter_topic=f"{tag}-dlq",
+        changes_topic=f"{tag}-changes",
+        rules_topic=f"{tag}-rules",
+        features_topic=f"{tag}-features",
+        models_topic=f"{tag}-models",
+        group_id=f"{tag}-workers",
+        partitions=config.partitions,
+        api_tokens="bench",
+        batch_max_events=5_000,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def _preload(settings: Settings, config: BenchConfig) -> list[bytes]:
+    """Produce the simulated events (as history) and return a sample of their user ids."""
+    producer = reliable_producer(settings, **{"linger.ms": 50, "batch.num.messages": 10_000})
+    simulation = Simulation(users=config.users, seed=config.seed)
+    keys: list[bytes] = []
+    for index, event in enumerate(islice(simulation.events(), config.events)):
+        while True:
+            try:
+                producer.produce(
+                    settings.events_topic, key=event.key, value=event.value, headers=REPLAYED
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if index % 1_000 == 0:
+            keys.append(event.key)
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("the broker did not take every preloaded event")
+    return keys
+
+
+def _committed(client: redis.Redis, keys: KeyLayout, fields: tuple[str, ...]) -> int:
+    counters = cast(dict[bytes, bytes], client.hgetall(keys.counters))
+    return sum(int(counters.get(name.encode(), 0)) for name in fields)
+
+
+def _throughput(
+    client: redis.Redis,
+    keys: KeyLayout,
+    total: int,
+    fields: tuple[str, ...],
+    timeout: float,
+    until: float | None = None,
+) -> float:
+    """Events per second from the first commit until `total` were committed (or `until`).
+
+    A run so short that the first commit already held everything counts from the
+    call instead, start-up included.
+    """
+    called = time.monotonic()
+    deadline = called + timeout
+    start = first = None
+    while time.monotonic() < deadline:
+        done = _committed(client, keys, fields)
+        now = time.monotonic()
+        if done and start is None:
+            start, first = now, done
+        finished = done >= total or (until is not None and now - (start or now) >= until)
+        if start is not None and first is not None and finished:
+            if done > first:
+                return (done - first) / max(now - start, 1e-9)
+            return done / max(now - called, 1e-9)
+        time.sleep(_POLL)
+    raise TimeoutError(f"only {_committed(client, keys, fields)} of {total} events in {timeout} s")
+
+
+_WORKER_FIELDS = ("events", "duplicates", "dead_letters")
+
+
+def _workers_eps(
+    processes: _Processes, settings: Settings, count: int, total: int, timeout: float
+) -> float:
+    client = redis.Redis.from_url(settings.redis_url)
+    workers = [
+        processes.start(settings, f"{settings.redis_prefix}-worker-{n}", "streams", "worker")
+        for n in range(count)
+    ]
+    try:
+        keys = KeyLayout(settings.redis_prefix)
+        return _throughput(client, keys, total, _WORKER_FIELDS, timeout)
+    finally:
+        for worker in workers:
+            processes.stop(worker)
+        client.close()
+
+
+def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -> float:
+    client = redis.Redis.from_url(settings.redis_url)
+    naive = processes.start(settings, "naive", "streams.naive")
+    try:
+        keys = KeyLayout(settings.redis_prefix)
+        return _throughput(
+            client, keys, config.events, (NAIVE_COUNTER,), config.timeout, config.naive_seconds
+        )
+    finally:
+        processes.stop(naive)
+        client.close()
+
+
+def _raw_eps(settings: Settings, total: int) -> float:
+    """confluent-kafka batch consume plus event validation, from the first message to the last."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "queued.min.messages": 100_000,
+        }
+    )
+    partitions = [
+        TopicPartition(settings.events_topic, p, OFFSET_BEGINNING)
+        for p in range(settings.partitions)
+    ]
+    consumer.assign(partitions)
+    seen = 0
+    start = None
+    try:
+        while seen < total:
+            batch = consumer.consume(10_000, 5.0)
+            if not batch:
+                raise TimeoutError(f"raw consumer read {seen} of {total} events")
+            start = start or time.perf_counter()
+            for message in batch:
+                if message.error() is None:
+                    decode_event(message.value() or b"")
+                    seen += 1
+        return seen / (time.perf_counter() - (start or 0))
+    finally:
+        consumer.close()
+
+
+def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
+    """Median `MEMORY USAGE` of the sampled users' state and labels."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeyLayout(settings.redis_prefix)
+    sizes = []
+    for user in dict.fromkeys(users):
+        name = user.decode()
+        state = client.memory_usage(keys.state(name))
+        if state is None:
+            continue  # merged into another id, or expired
+        labels = client.memory_usage(keys.labels(name)) or 0
+        sizes.append(int(state) + int(labels))
+    client.close()
+    return float(statistics.median(sizes)) if sizes else 0.0
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0, 0.0
+    return (
+        ordered[len(ordered) // 2] * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list[float]:
+    """Latencies of `GET /v1/users/{id}` sent open-loop at `rps` for `seconds`."""
+    latencies: list[float] = []
+    headers = {"Authorization": "Bearer bench"}
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def one(user: str) -> None:
+            started = time.perf_counter()
+            async with session.get(f"{url}/v1/users/{user}") as answer:
+                await answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"lookup of {user} answered {answer.status}")
+            latencies.append(time.perf_counter() - started)
+
+        for user in users[:20]:
+            await one(user)  # warm the connection pool
+        latencies.clear()
+        tasks = []
+        begin = time.perf_counter()
+        for index in range(int(rps * seconds)):
+            delay = begin + index / rps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(users[index % len(users)])))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def _lookup_latency(
+    processes: _Processes, settings: Settings, users: list[str], config: BenchConfig
+) -> tuple[float, float]:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeyLayout(settings.redis_prefix)
+    users = [user for user in users if client.exists(keys.labels(user))]
+    client.close()
+    port = free_port()
+    api_settings = settings.model_copy(update={"api_port": port})
+    api = processes.start(api_settings, "api", "streams", "api")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url + "/readyz", api)
+        latencies = asyncio.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
+    finally:
+        processes.stop(api)
+    return _percentiles(latencies)
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the process serving {url} ended early")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+def _live_events(config: BenchConfig) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """Simulated events without their timestamps, to be stamped when produced."""
+    simulation = Simulation(users=max(1_000, config.users // 10), seed=config.seed + 1)
+    for event in simulation.events():
+        body = orjson.loads(event.value)
+        if isinstance(body, dict):
+            yield event.key, body
+
+
+def _freshness(
+    processes: _Processes, settings: Settings, rate: float, config: BenchConfig
+) -> tuple[float, float]:
+    """Produce live events at `rate`/s; time how long 1 % of them (probes) take to be readable."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeyLayout(settings.redis_prefix)
+    worker = processes.start(settings, "fresh-worker", "streams", "worker")
+    producer = reliable_producer(settings, **{"linger.ms": 1})
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() or pending:
+            with lock:
+                waiting = list(pending.items())
+            if waiting:
+                with client.pipeline(transaction=False) as pipe:
+                    for user, _ in waiting:
+                        pipe.hexists(keys.labels(user), "event_time")
+                    found = pipe.execute()
+                now = time.time()
+                with lock:
+                    for (user, sent), there in zip(waiting, found, strict=True):
+                        if there:
+                            latencies.append(now - sent)
+                            del pending[user]
+            time.sleep(0.002)
+
+    try:
+        _warm_up(producer, settings, client, keys)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        source = _live_events(config)
+        tick = 0.01
+        begin = time.monotonic()
+        sent = probes = 0
+        while time.monotonic() - begin < config.freshness_seconds:
+            due = int((time.monotonic() - begin) * rate)
+            while sent < due:
+                key, body = next(source)
+                now = time.time()
+                body["timestamp"] = datetime.fromtimestamp(now, UTC).isoformat()
+                if sent % 100 == 0:
+                    key = f"probe-{probes}".encode()
+                    body = {"type": "page", "userId": key.decode(), "timestamp": body["timestamp"]}
+                    probes += 1
+                    with lock:
+                        pending[key.decode()] = now
+                producer.produce(settings.events_topic, key=key, value=orjson.dumps(body))
+                sent += 1
+            producer.poll(0)
+            time.sleep(tick)
+        producer.flush(30)
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done.set()
+        watcher.join(5)
+    finally:
+        done.set()
+        processes.stop(worker)
+        client.close()
+    return _percentiles(latencies)
+
+
+def _warm_up(producer: Any, settings: Settings, client: redis.Redis, keys: KeyLayout) -> None:
+    """Wait until the worker has joined and committed a first live event."""
+    body = {"type": "page", "userId": "warm-up", "timestamp": datetime.now(UTC).isoformat()}
+    producer.produce(settings.events_topic, key=b"warm-up", value=orjson.dumps(body))
+    producer.flush(10)
+    deadline = time.monotonic() + 120
+    while not client.exists(keys.labels("warm-up")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the freshness worker did not start")
+        time.sleep(0.05)
+
+
+def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
+    """Every figure of the bench, measured in one run on the embedded stack."""
+    with (
+        tempfile.TemporaryDirectory(prefix="segstream-bench-") as scratch,
+        running_stack(Path(scratch) / "stack") as stack,
+    ):
+        processes = _Processes(Path(scratch))
+        try:
+            return _measure(stack, config, processes, report)
+        finally:
+            processes.stop_all()
+
+
+def _measure(
+    stack: Stack, config: BenchConfig, processes: _Processes, report: Report
+) -> dict[str, Any]:
+    topic = "bench-events"
+    one = _phase(stack, config, "b1", topic)
+    report(f"preloading {config.events:,} simulated events of {config.users:,} users")
+    sample = _preload(one, config)
+    report("one worker")
+    worker_eps = _workers_eps(processes, one, 1, config.events, config.timeout)
+    report("two workers")
+    two = _phase(stack, config, "b2", topic)
+    two_workers_eps = _workers_eps(processes, two, 2, config.events, config.timeout)
+    report("raw limit: batch consume and validation")
+    raw_eps = _raw_eps(one, config.events)
+    report(f"naive Faust baseline ({config.naive_seconds:g} s)")
+    naive_eps = _naive_eps(processes, _phase(stack, config, "b3", topic), config)
+    report("Redis memory per user")
+    bytes_per_user = _bytes_per_user(one, sample)
+    report(f"read API lookups at {config.lookup_rps:,}/s")
+    users = [user.decode() for user in dict.fromkeys(sample)]
+    lookup_p50, lookup_p99 = _lookup_latency(processes, one, users, config)
+    report(f"freshness at {worker_eps / 2:,.0f} events/s")
+    fresh = _phase(stack, config, "b4", "bench-live")
+    freshness_p50, freshness_p99 = _freshness(processes, fresh, worker_eps / 2, config)
+    return {
+        "worker_eps": round(worker_eps, 1),
+        "two_workers_eps": round(two_workers_eps, 1),
+        "naive_eps": round(naive_eps, 1),
+        "raw_eps": round(raw_eps, 1),
+        "worker_vs_naive": round(worker_eps / max(naive_eps, 1e-9), 2),
+        "worker_vs_raw": round(worker_eps / max(raw_eps, 1e-9), 3),
+        "freshness_p50_ms": round(freshness_p50, 1),
+        "freshness_p99_ms": round(freshness_p99, 1),
+        "redis_bytes_per_user": round(bytes_per_user, 1),
+        "lookup_p50_ms": round(lookup_p50, 2),
+        "lookup_p99_ms": round(lookup_p99, 2),
+        "events": config.events,
+        "users": config.users,
+        "partitions": config.partitions,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

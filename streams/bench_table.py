@@ -1,0 +1,64 @@
+"""The bench's figures as the table `segstream bench` prints and the README shows.
+
+>>> figures = {"worker_eps": 100.0, "naive_eps": 10.0, "raw_eps": 400.0}
+>>> [row[:2] for row in rows(figures)][:2]
+[('one worker', '100 events/s'), ('naive Faust baseline', '10 events/s')]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+_ROWS = (
+    ("one worker", "worker_eps", "events/s"),
+    ("naive Faust baseline", "naive_eps", "events/s"),
+    ("raw limit (consume + validate)", "raw_eps", "events/s"),
+    ("two workers", "two_workers_eps", "events/s"),
+    ("freshness p50 at half load", "freshness_p50_ms", "ms"),
+    ("freshness p99 at half load", "freshness_p99_ms", "ms"),
+    ("Redis per user (median)", "redis_bytes_per_user", "bytes"),
+    ("lookup p50", "lookup_p50_ms", "ms"),
+    ("lookup p99", "lookup_p99_ms", "ms"),
+)
+_TARGETS = {
+    "worker_eps": "≥ 50,000",
+    "freshness_p99_ms": "≤ 250",
+    "redis_bytes_per_user": "≤ 1,024",
+    "lookup_p99_ms": "≤ 5",
+}
+
+
+def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, value, ratio to the baseline and to the raw limit, target) for each figure."""
+    found = []
+    for label, key, unit in _ROWS:
+        if key not in figures:
+            continue
+        value = figures[key]
+        shown = f"{value:,.0f} {unit}" if unit != "ms" else f"{value:,.2f} {unit}"
+        ratio = ""
+        if key.endswith("_eps") and key not in ("naive_eps", "raw_eps"):
+            naive, raw = figures.get("naive_eps"), figures.get("raw_eps")
+            parts = []
+            if naive:
+                parts.append(f"{value / naive:.1f} x naive")
+            if raw:
+                parts.append(f"{value / raw:.2f} of raw")
+            ratio = ", ".join(parts)
+        found.append((label, shown, ratio, _TARGETS.get(key, "")))
+    return found
+
+
+def bench_table(figures: dict[str, Any]) -> Table:
+    """A rich table of `figures`, with the run's size in its title."""
+    table = Table(
+        title=f"segstream bench: {figures.get('events', 0):,} events, "
+        f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions"
+    )
+    for column in ("measure", "value", "ratio", "target"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for row in rows(figures):
+        table.add_row(*row)
+    return table

@@ -1,0 +1,92 @@
+"""The naive baseline of `segstream bench`: the obvious Faust design, kept for comparison.
+
+One faust-streaming agent iterates the events topic one event at a time. For
+each it validates the event, reads the user from a Faust table, applies the
+event and evaluates the rules (the same processors the worker uses), writes
+the user back to the table (and so to its changelog topic), writes the
+user's labels to Redis, and counts the event in Redis — one network round trip
+per event, as such a pipeline is usually first written. It keeps no offsets
+with its state, so it is not even effectively-once; it is here only to be
+measured.
+
+Run as `python -m streams.naive` with the `SEGSTREAM_*` settings of the run;
+the bench stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+import redis
+
+from processors.evaluation import Classifier, evaluate_one
+from processors.events import Action, decode_event
+from processors.segments import ChangeReason
+from processors.user import UserState
+from state.keys import KeyLayout
+from streams.settings import Settings
+from streams.worker import load_rules
+
+COUNTER = "naive"
+"""Field of the stats hash the baseline counts its events in."""
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The baseline Faust app over `settings.events_topic`."""
+    brokers = [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")]
+    app = faust.App(
+        f"{settings.group_id}-naive",
+        broker=brokers,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=Path(tempfile.gettempdir()) / f"segstream-naive-{settings.redis_prefix}",
+        autodiscover=False,
+    )
+    users = app.Table("naive-users", default=bytes, key_type=bytes, value_type=bytes)
+    events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
+    classifier = Classifier.of(load_rules(settings))
+    keys = KeyLayout(settings.redis_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    @app.agent(events)
+    async def segment(stream: Any) -> None:
+        async for key, value in stream.items():
+            action = decode_event(value)
+            if not isinstance(action, Action):
+                client.hincrby(keys.counters, COUNTER, 1)
+                continue
+            stored = users[key]
+            state = UserState.from_bytes(stored) if stored else UserState()
+            if state.first_time(action):
+                state.profile.apply(action)
+                evaluate_one(action.user_id, state, classifier, ChangeReason.EVENT)
+            users[key] = state.to_bytes()
+            client.hset(
+                keys.labels(action.user_id),
+                mapping={
+                    "segments": orjson.dumps(state.labels.segments),
+                    "version": state.labels.version,
+                    "event_time": state.as_of,
+                },
+            )
+            client.hincrby(keys.counters, COUNTER, 1)
+
+    return app
+
+
+def main() -> None:
+    """Run the baseline until SIGTERM."""
+    app = build_app(Settings())
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
