@@ -45,7 +45,7 @@ from state.keys import KeyLayout
 from state.lookups import CursorError, Lookups
 from streams.acks import AckingProducer, NotAcknowledgedError
 from streams.credentials import Credentials
-from streams.http_metrics import RequestMetrics
+from streams.http_metrics import RequestMetrics, TimedRoutes
 from streams.settings import Settings
 from streams.worker import CONTROL_HEADER, ERASE, load_rules
 
@@ -64,6 +64,8 @@ CLUSTER_MEMBERS = Gauge(
 )
 _MODEL_TTL = 5.0
 _RULES_POLL = 2.0
+_REDIS_CONNECTIONS = 32
+"""Redis connections the API keeps; a request waits (up to 5 s) for a free one."""
 
 
 class UserView(BaseModel):
@@ -145,7 +147,7 @@ class _TokenCheck:
     def __init__(self, tokens: Credentials) -> None:
         self.tokens = tokens
 
-    def __call__(
+    async def __call__(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
     ) -> None:
         if credentials is None or not self.tokens.accepts(credentials.credentials):
@@ -196,7 +198,10 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     """The read API's ASGI app; erasure requests go out through `producer`."""
     tokens = Credentials(settings.secrets("api_tokens"))
     keys = KeyLayout(settings.redis_prefix)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=_REDIS_CONNECTIONS, timeout=5
+    )
+    client = aioredis.Redis(connection_pool=pool)
     lookups = Lookups(client, keys)
     live = _Live(settings, lookups)
 
@@ -219,7 +224,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.middleware("http")(REQUESTS.middleware)
+    app.add_middleware(TimedRoutes, metrics=REQUESTS)
     guarded = [Depends(_TokenCheck(tokens))]
 
     @app.get(
@@ -233,15 +238,16 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     async def get_user(
         user_id: UserId,
         features: Annotated[bool, Query(description="Include the user's features.")] = False,
-    ) -> UserView:
+    ) -> Response:
         found = await lookups.user(user_id, features=features)
         if found is None:
             raise HTTPException(404, f"no user {user_id!r}")
-        view = UserView(**found)
         model = await live.model()
-        if model is not None and view.cluster is not None:
-            view.cluster_name = next((c.name for c in model.clusters if c.id == view.cluster), None)
-        return view
+        cluster = found["cluster"]
+        names = model.names() if model is not None else {}
+        found["cluster_name"] = names.get(cluster) if cluster is not None else None
+        found.setdefault("features", None)
+        return Response(orjson.dumps(found), media_type="application/json")  # shaped as UserView
 
     @app.delete(
         "/v1/users/{user_id:path}",

@@ -38,9 +38,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import orjson
 import redis
+import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.events import decode_event
@@ -55,6 +55,7 @@ from streams.topics import ensure_topics
 
 Report = Callable[[str], None]
 _POLL = 0.05
+_LOOKUP_CONNECTIONS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,31 +283,49 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 
 async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list[float]:
-    """Latencies of `GET /v1/users/{id}` sent open-loop at `rps` for `seconds`."""
+    """Latencies of `GET /v1/users/{id}` sent open-loop at `rps` for `seconds`.
+
+    A small HTTP/1.1 keep-alive client on raw asyncio streams, so that the load
+    generator, on the same cores as the API, costs as little as it can.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
     latencies: list[float] = []
-    headers = {"Authorization": "Bearer bench"}
-    connector = aiohttp.TCPConnector(limit=200)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
-        async def one(user: str) -> None:
-            started = time.perf_counter()
-            async with session.get(f"{url}/v1/users/{user}") as answer:
-                await answer.read()
-                if answer.status != 200:
-                    raise RuntimeError(f"lookup of {user} answered {answer.status}")
-            latencies.append(time.perf_counter() - started)
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while (user := await queue.get()) is not None:
+                started = time.perf_counter()
+                writer.write(
+                    f"GET /v1/users/{user} HTTP/1.1\r\nHost: {host}\r\n"
+                    "Authorization: Bearer bench\r\n\r\n".encode()
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"lookup of {user} answered {head[:12]!r}")
+        finally:
+            writer.close()
 
-        for user in users[:20]:
-            await one(user)  # warm the connection pool
-        latencies.clear()
-        tasks = []
-        begin = time.perf_counter()
-        for index in range(int(rps * seconds)):
-            delay = begin + index / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(users[index % len(users)])))
-        await asyncio.gather(*tasks)
+    connections = [asyncio.create_task(connection()) for _ in range(_LOOKUP_CONNECTIONS)]
+    for user in users[:50]:
+        queue.put_nowait(user)  # warm the connections and the API
+    while not queue.empty():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    latencies.clear()
+    begin = time.perf_counter()
+    for index in range(int(rps * seconds)):
+        delay = begin + index / rps - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(users[index % len(users)])
+    for _ in connections:
+        queue.put_nowait(None)
+    await asyncio.gather(*connections)
     return latencies
 
 
@@ -323,7 +342,7 @@ def _lookup_latency(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(url + "/readyz", api)
-        latencies = asyncio.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
+        latencies = uvloop.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
     finally:
         processes.stop(api)
     return _percentiles(latencies)

@@ -39,7 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from processors.tracking import CALL_TYPES, CallError, decode_calls
 from streams.acks import AckingProducer, NotAcknowledgedError
 from streams.credentials import Credentials
-from streams.http_metrics import RequestMetrics
+from streams.http_metrics import RequestMetrics, TimedRoutes
 from streams.settings import Settings
 from streams.tracking_schema import Accepted, Problem, request_body, request_schemas
 
@@ -90,7 +90,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.middleware("http")(REQUESTS.middleware)
+    app.add_middleware(TimedRoutes, metrics=REQUESTS)
 
     @app.exception_handler(_RefusedError)
     async def refused(_request: Request, refusal: _RefusedError) -> JSONResponse:

@@ -7,12 +7,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
@@ -38,20 +35,30 @@ class RequestMetrics:
         self.requests.labels(endpoint=endpoint, code=str(code)).inc()
         self.duration.labels(endpoint=endpoint).observe(seconds)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Starlette HTTP middleware: time and count every request by its route's path."""
+
+class TimedRoutes:
+    """Pure ASGI middleware: times and counts every HTTP request by its route's path
+    template (bounded label values), into `metrics`."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; observe its status and duration when it is answered."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        self.observe(_endpoint(request), response.status_code, time.perf_counter() - started)
-        return response
+        status = [500]
 
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
 
-def _endpoint(request: Request) -> str:
-    """The route template the request matched (bounded label values), or `other`."""
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "other"
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = str(getattr(scope.get("route"), "path", "other"))
+            self.metrics.observe(endpoint, status[0], time.perf_counter() - started)
