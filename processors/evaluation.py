@@ -5,7 +5,7 @@
 >>> rules = parse_rules("segments:\\n  - {name: Quiet, description: d, "
 ...                     "condition: {feature: days_since_last_seen, op: '>', value: 1}}\\n")
 >>> user = UserState()
->>> user.profile.apply(Action("u", "m", EventKind.PAGE, 0.0))
+>>> _ = user.profile.apply(Action("u", "m", EventKind.PAGE, 0.0))
 >>> [c.entered for c in evaluate([("u", user)], rules, reason="time", as_of=2 * 86_400.0)]
 [('Quiet',)]
 """

@@ -386,9 +386,22 @@ def _event(
     if other and other != action.user_id and other not in state.linked:
         state.linked.append(other)
         step.relays.append(Relay("merge", other, action.user_id.encode(), position))
-    state.profile.apply(action)
+    touched = state.profile.apply(action)
     step.touched[action.user_id] = ChangeReason.EVENT
-    _record(step, evaluate_one(action.user_id, state, rules, ChangeReason.EVENT))
+    if state.profile.events == 1 or _may_move(touched, action, rules):
+        _record(step, evaluate_one(action.user_id, state, rules, ChangeReason.EVENT))
+    else:  # what the rules read is as it was: their answer too
+        state.as_of = max(state.as_of, float(state.profile.last_seen or 0))
+
+
+def _may_move(touched: frozenset[str], action: Action, rules: Classifier) -> bool:
+    """Whether an event that changed `touched` can change what the rules decide.
+
+    Up to the event's time the user's timers have fired, so only what the event
+    itself changed can move the rules.
+    """
+    read = rules.rules
+    return bool(touched & read.reads) or action.kind.name in read.burst_kinds
 
 
 def _merge(merge: Merge, state: UserState, step: PartitionStep, position: int) -> None:

@@ -9,8 +9,8 @@ each feature, its unit, window and edge cases.
 
 >>> from processors.events import Action, EventKind
 >>> profile = Profile()
->>> profile.apply(Action("u1", "m1", EventKind.PAGE, 1_000.0, device="mobile"))
->>> profile.apply(Action("u1", "m2", EventKind.ORDER, 1_060.0, value=30.0))
+>>> _ = profile.apply(Action("u1", "m1", EventKind.PAGE, 1_000.0, device="mobile"))
+>>> _ = profile.apply(Action("u1", "m2", EventKind.ORDER, 1_060.0, value=30.0))
 >>> features = profile.features(as_of=1_060.0)
 >>> features["orders_1h"], features["revenue_lifetime"], features["sessions_7d"]
 (1.0, 30.0, 1.0)
@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,12 +108,13 @@ class Profile:
     """Cart additions and removals since the last order: `[time, +1 or -1, product, category,
     cents]`, sorted."""
 
-    def apply(self, action: Action) -> None:
-        """Fold one action into the aggregates (in any order)."""
+    def apply(self, action: Action) -> frozenset[str]:
+        """Fold one action into the aggregates (in any order); the features it may have
+        changed, other than :data:`CLOCK_FEATURES` (see :func:`touched_features`)."""
         moment = int(action.timestamp)
         kind = action.kind
         if kind not in BEHAVIOUR_KINDS:
-            return
+            return frozenset()
         self.events += 1
         self.first_seen = moment if self.first_seen is None else min(self.first_seen, moment)
         self.last_seen = moment if self.last_seen is None else max(self.last_seen, moment)
@@ -150,7 +152,7 @@ class Profile:
             self.purchase_days[day] = self.purchase_days.get(day, 0) + cents
             self.last_order = moment if self.last_order is None else max(self.last_order, moment)
             self.cart = [entry for entry in self.cart if entry[0] > self.last_order]
-        self.sessions.add(moment, flags)
+        return touched_features(kind, started=self.sessions.add(moment, flags))
 
     def burst(self, kind: EventKind, within: float, as_of: float) -> int:
         """The most `kind` events of one category in the `within` seconds up to `as_of`.
@@ -195,7 +197,7 @@ class Profile:
 
         >>> from processors.events import Action, EventKind
         >>> profile = Profile()
-        >>> profile.apply(Action("u", "m1", EventKind.CART_ADD, 100.0, 20.0, ("shoes",),
+        >>> _ = profile.apply(Action("u", "m1", EventKind.CART_ADD, 100.0, 20.0, ("shoes",),
         ...                      product="sku-1"))
         >>> profile.open_cart()
         ([CartLine(product='sku-1', category='shoes', count=1, value=20.0)], 100)
@@ -269,7 +271,7 @@ class Profile:
 
         >>> from processors.events import Action, EventKind
         >>> profile = Profile()
-        >>> profile.apply(Action("u", "m", EventKind.ORDER, 10 * DAY + 5.0, value=9.0))
+        >>> _ = profile.apply(Action("u", "m", EventKind.ORDER, 10 * DAY + 5.0, value=9.0))
         >>> profile.changes_at("counts_7d", 10 * DAY + 5.0) == 17 * DAY
         True
         >>> profile.changes_at("revenue", 10 * DAY + 5.0) == 17 * DAY
@@ -341,7 +343,7 @@ class Profile:
 
         >>> from processors.events import Action, EventKind
         >>> profile = Profile()
-        >>> profile.apply(Action("u", "m", EventKind.ORDER, 1_000.0, value=9.0))
+        >>> _ = profile.apply(Action("u", "m", EventKind.ORDER, 1_000.0, value=9.0))
         >>> moment = profile.crosses_at("days_since_last_order", ">", 30, 1_000.0)
         >>> [profile.features(t)["days_since_last_order"] > 30 for t in (moment - 1, moment)]
         [False, True]
@@ -552,6 +554,34 @@ class Profile:
 
 BURST_PREFIX = "burst:"
 """Feature names `burst:<KIND>:<seconds>` read :meth:`Profile.burst`."""
+
+
+@functools.cache
+def touched_features(kind: EventKind, *, started: bool) -> frozenset[str]:
+    """The features an event of `kind` may change, besides :data:`CLOCK_FEATURES` and the
+    burst features of `kind`; `started`: it changed the sessions' starts (a new session).
+
+    Rules that read none of them need not be evaluated again after such an event: what
+    time alone changes is the timers' business.
+
+    >>> "sessions_7d" in touched_features(EventKind.PAGE, started=False)
+    False
+    >>> sorted(touched_features(EventKind.ORDER, started=False) & {"orders_30d", "frequency"})
+    ['frequency', 'orders_30d']
+    """
+    if kind not in BEHAVIOUR_KINDS:
+        return frozenset()
+    groups = {"recency", "sessions", "affinity", "velocity"}
+    if kind is EventKind.ORDER:
+        groups |= {"revenue", "rfm", "cart"}
+    elif kind in (EventKind.CART_ADD, EventKind.CART_REMOVE):
+        groups.add("cart")
+    names = {name for name, group in FEATURE_GROUPS.items() if group in groups}
+    if kind in COUNTED_KINDS:
+        names |= {f"{COUNTED_KINDS[kind]}_{window}" for window in WINDOWS}
+    if not started:
+        names.discard("sessions_7d")
+    return frozenset(names - CLOCK_FEATURES)
 
 
 def burst_feature(kind: EventKind, within: float) -> str:

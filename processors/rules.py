@@ -407,6 +407,12 @@ class RuleSet:
             if node.feature in CLOCK_FEATURES
         ]
         self._bursts = sorted({node.feature for node in nodes if isinstance(node, Burst)})
+        self.reads = frozenset(
+            node.feature for node in compared if node.feature not in CLOCK_FEATURES
+        )
+        """The features other than clock features the rules compare."""
+        self.burst_kinds = frozenset(name.split(":")[1] for name in self._bursts)
+        """Names of the event kinds the rules count in bursts."""
         seconds = duration_seconds(definition.cart_abandonment_after)
         self.cart_after = CART_ABANDONMENT_AFTER if seconds is None else seconds
         withins = [float(name.rsplit(":", 1)[1]) for name in self._bursts]
@@ -442,7 +448,7 @@ class RuleSet:
         >>> rules = parse_rules("segments:\\n  - {name: Lapsed, description: d, condition: "
         ...                     "{feature: days_since_last_order, op: '>', value: 30}}\\n")
         >>> profile = Profile()
-        >>> profile.apply(Action("u", "m", EventKind.ORDER, 0.0, value=5.0))
+        >>> _ = profile.apply(Action("u", "m", EventKind.ORDER, 0.0, value=5.0))
         >>> moment = rules.changes_at(LazyFeatures(profile, 0.0))
         >>> [rules.evaluate(LazyFeatures(profile, t)) for t in (moment - 1, moment)]
         [(), ('Lapsed',)]

@@ -12,7 +12,7 @@ a timer that finds nothing changed just sets the next one.
 >>> rules = parse_rules("segments:\\n  - {name: Abandoners, description: d, "
 ...                     "condition: {feature: cart_abandoned, op: '==', value: 1}}\\n")
 >>> user = UserState()
->>> user.profile.apply(Action("u", "m", EventKind.CART_ADD, 1_000.0, 25.0, product="p1"))
+>>> _ = user.profile.apply(Action("u", "m", EventKind.CART_ADD, 1_000.0, 25.0, product="p1"))
 >>> user.as_of = 1_000.0
 >>> next_due(user, rules, retention=86_400.0 * 400)
 2800

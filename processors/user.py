@@ -5,7 +5,7 @@
 >>> action = Action("u1", "m1", EventKind.PAGE, 100.0)
 >>> user.first_time(action), user.first_time(action)
 (True, False)
->>> user.profile.apply(action)
+>>> _ = user.profile.apply(action)
 >>> user.labels.segments = ("Browsers",)
 >>> UserState.from_bytes(user.to_bytes()) == user
 True

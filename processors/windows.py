@@ -169,11 +169,12 @@ class Sessions:
     sessions, so the result does not depend on arrival order.
 
     >>> sessions = Sessions(gap=1800)
-    >>> for moment in (0, 600, 5000, 2000):
-    ...     sessions.add(moment)
+    >>> [sessions.add(moment) for moment in (0, 600, 5000, 2000)]
+    [True, False, True, False]
     >>> sessions.items
     [[0, 2000, 3, 0], [5000, 5000, 1, 0]]
     >>> sessions.add(3500)
+    True
     >>> sessions.items
     [[0, 5000, 5, 0]]
     """
@@ -181,15 +182,19 @@ class Sessions:
     gap: int
     items: list[list[int]] = field(default_factory=list)
 
-    def add(self, moment: float, flags: int = 0, events: int = 1) -> None:
-        """Insert one event (or a whole session's worth, for merging)."""
-        self.insert(int(moment), int(moment), events, flags)
+    def add(self, moment: float, flags: int = 0, events: int = 1) -> bool:
+        """Insert one event (or a whole session's worth, for merging); whether the sessions'
+        starts changed (a new session, sessions joined, or one starting earlier)."""
+        return self.insert(int(moment), int(moment), events, flags)
 
-    def insert(self, start: int, end: int, events: int, flags: int) -> None:
-        """Insert a session `[start, end]`, joining every session it comes within `gap` of."""
+    def insert(self, start: int, end: int, events: int, flags: int) -> bool:
+        """Insert a session `[start, end]`, joining every session it comes within `gap` of;
+        whether the sessions' starts changed."""
         kept = []
+        joined: list[int] = []
         for session in self.items:
             if session[0] - self.gap < end and start < session[1] + self.gap:
+                joined.append(session[0])
                 start = min(start, session[0])
                 end = max(end, session[1])
                 events += session[2]
@@ -199,6 +204,7 @@ class Sessions:
         kept.append([start, end, events, flags])
         kept.sort()
         self.items = kept
+        return joined != [start]
 
     def merge(self, other: Sessions) -> None:
         """Insert every session of `other`."""

@@ -1,9 +1,13 @@
 """Windowed features of one user, checked by hand on small timelines."""
 
+import copy
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.events import Action, EventKind
-from processors.profile import FEATURE_NAMES, TEXT_FEATURES, Profile
+from processors.profile import CLOCK_FEATURES, FEATURE_NAMES, TEXT_FEATURES, Profile
 
 MINUTE, HOUR, DAY = 60, 3_600, 86_400
 T0 = 1_000 * DAY  # midnight UTC, so day buckets start at T0
@@ -152,3 +156,35 @@ def test_row_round_trip_is_exact():
         act(T0 + 3 * DAY, EventKind.CART_ADD, value=1.0),
     )
     assert Profile.from_row(profile.to_row()) == profile
+
+
+_KINDS = [kind for kind in EventKind if kind not in (EventKind.IDENTIFY, EventKind.ALIAS)]
+_EVENTS = st.lists(
+    st.tuples(
+        st.integers(0, 40 * DAY),
+        st.sampled_from(_KINDS),
+        st.sampled_from(["shoes", "hats", ""]),
+        st.floats(0, 200, allow_nan=False),
+        st.sampled_from([None, "mobile", "desktop"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=_EVENTS, later=st.integers(0, 3 * DAY))
+def test_an_event_changes_no_feature_outside_those_it_names(history, later):
+    """What `apply` says it may have changed is all that changed, now and later."""
+    profile = Profile()
+    for number, (offset, kind, category, value, device) in enumerate(history):
+        before = copy.deepcopy(profile)
+        action = Action(
+            "u", f"m{number}", kind, float(T0 + offset), value,
+            (category,) if category else (), device, product="p1",
+        )  # fmt: skip
+        touched = profile.apply(action)
+        for moment in (action.timestamp, action.timestamp + later):
+            old, new = before.features(moment), profile.features(moment)
+            moved = {name for name in new if new[name] != old[name]} - CLOCK_FEATURES
+            assert moved <= touched, (kind, moved - touched)
