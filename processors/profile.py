@@ -324,6 +324,31 @@ class Profile:
             case _:
                 return NEVER
 
+    def feature_changes_at(
+        self, name: str, as_of: float, *, cart_after: float = CART_ABANDONMENT_AFTER
+    ) -> float:
+        """Like :meth:`changes_at`, for the one feature `name`: a count moves only when a
+        bucket holding its own kind slides, a lifetime total never does.
+
+        >>> from processors.events import Action, EventKind
+        >>> profile = Profile()
+        >>> _ = profile.apply(Action("u", "m1", EventKind.ORDER, 10 * DAY + 5.0, value=9.0))
+        >>> _ = profile.apply(Action("u", "m2", EventKind.PAGE, 12 * DAY + 5.0))
+        >>> [profile.feature_changes_at(name, 12 * DAY + 5.0) / DAY
+        ...  for name in ("orders_7d", "page_views_7d", "orders_lifetime")]
+        [17.0, 19.0, inf]
+        """
+        window = _COUNT_WINDOWS.get(name)
+        if window is not None:
+            tier, buckets, slot = window
+            counts: SlidingCounts = getattr(self, tier)
+            return counts.changes_at(as_of, buckets, slot=slot)
+        if name in LIFETIME_FEATURES:
+            return NEVER
+        if name == "sessions_7d":
+            return _after(as_of, (s[0] + 7 * DAY for s in self.sessions.items))
+        return self.changes_at(FEATURE_GROUPS[name], as_of, cart_after=cart_after)
+
     def burst_changes_at(self, kind: EventKind, within: float, as_of: float) -> float:
         """When :meth:`burst` of `kind` within `within` seconds next changes with no new events."""
         prefix = f"{kind.name}/"
@@ -458,7 +483,7 @@ class Profile:
         }
 
     def _cart(self, as_of: float, cart_after: float) -> Features:
-        lines, last = self.open_cart()
+        lines, last = self.open_cart() if self.cart else ([], None)
         if last is None:
             return {
                 "cart_products": 0.0,
@@ -584,6 +609,74 @@ def touched_features(kind: EventKind, *, started: bool) -> frozenset[str]:
     return frozenset(names - CLOCK_FEATURES)
 
 
+_COUNT_WINDOWS: dict[str, tuple[str, int, int]] = {
+    **{
+        f"{name}_{window}": (tier, buckets, _KIND_SLOT[kind])
+        for kind, name in COUNTED_KINDS.items()
+        for window, (tier, buckets) in WINDOWS.items()
+    },
+    "revenue_7d": ("days", 7, _REVENUE),
+    "revenue_30d": ("days", 30, _REVENUE),
+}
+"""Windowed sums: the bucket tier, the buckets summed and the counter slot of each."""
+
+LIFETIME_FEATURES = frozenset(
+    (
+        "orders_lifetime",
+        "revenue_lifetime",
+        "avg_order_value",
+        "events_lifetime",
+        "last_device",
+        "frequency",
+        "recency",
+        "monetary_value",
+    )
+)
+"""Features that only events change, never the passing of time."""
+
+SHRINKING_FEATURES = frozenset((*_COUNT_WINDOWS, "sessions_7d"))
+"""Non-negative features that the passing of time alone can only lower: once at 0 they
+stay there until an event comes."""
+
+Reader = Callable[[Profile, float], float | str]
+"""Computes one feature of a profile as of an event time."""
+
+
+def _count_reader(tier: str, slot: int, buckets: int) -> Reader:
+    return lambda profile, as_of: float(_slot(getattr(profile, tier).window(as_of, buckets), slot))
+
+
+def _sessions_7d(profile: Profile, as_of: float) -> float:
+    start = as_of - 7 * DAY
+    return float(sum(1 for s in profile.sessions.items if start < s[0] <= as_of))
+
+
+FEATURE_READERS: dict[str, Reader] = {
+    **{
+        name: _count_reader(tier, slot, buckets)
+        for name, (tier, buckets, slot) in _COUNT_WINDOWS.items()
+        if slot != _REVENUE
+    },
+    "revenue_7d": lambda p, as_of: _slot(p.days.window(as_of, 7), _REVENUE) / 100,
+    "revenue_30d": lambda p, as_of: _slot(p.days.window(as_of, 30), _REVENUE) / 100,
+    "orders_lifetime": lambda p, _: float(p.orders),
+    "events_lifetime": lambda p, _: float(p.events),
+    "days_since_last_order": lambda p, as_of: _days_since(p.last_order, as_of),
+    "days_since_last_seen": lambda p, as_of: _days_since(p.last_seen, as_of),
+    "days_since_first_seen": lambda p, as_of: _days_since(p.first_seen, as_of),
+    "frequency": lambda p, _: float(max(len(p.purchase_days) - 1, 0)),
+    "sessions_7d": _sessions_7d,
+}
+"""Features that are cheaper to compute alone than with their group; each gives the
+value :meth:`Profile.features` gives (a property test holds them to it).
+
+>>> profile = Profile()
+>>> _ = profile.apply(Action("u", "m", EventKind.ORDER, 1_000.0, value=9.0))
+>>> FEATURE_READERS["orders_30d"](profile, 1_000.0), FEATURE_READERS["frequency"](profile, 0)
+(1.0, 0.0)
+"""
+
+
 def burst_feature(kind: EventKind, within: float) -> str:
     """The feature name of the most `kind` events of one category within `within` seconds."""
     return f"{BURST_PREFIX}{kind.name}:{within:g}"
@@ -621,6 +714,10 @@ class LazyFeatures(Mapping[str, float | str]):
         except KeyError:
             if name not in FEATURE_GROUPS and name[:1] == "p" and name.endswith(")"):
                 return math.nan  # a percentile threshold not known yet
+            reader = FEATURE_READERS.get(name)
+            if reader is not None:
+                value = self._values[name] = reader(self._profile, self._as_of)
+                return value
             if name.startswith(BURST_PREFIX):
                 _, kind, within = name.split(":")
                 count = self._profile.burst(EventKind[kind], float(within), self._as_of)
@@ -636,6 +733,11 @@ class LazyFeatures(Mapping[str, float | str]):
         """When a feature of `group` other than a clock feature may next change with no new
         events (see :meth:`Profile.changes_at`)."""
         return self._profile.changes_at(group, self._as_of, cart_after=self._cart_after)
+
+    def feature_changes_at(self, name: str) -> float:
+        """When the feature `name` may next change with no new events (see
+        :meth:`Profile.feature_changes_at`)."""
+        return self._profile.feature_changes_at(name, self._as_of, cart_after=self._cart_after)
 
     def burst_changes_at(self, name: str) -> float:
         """When the burst feature `name` (see :func:`burst_feature`) may next change."""

@@ -59,11 +59,11 @@ from processors.events import EventKind
 from processors.profile import (
     CART_ABANDONMENT_AFTER,
     CLOCK_FEATURES,
-    FEATURE_GROUPS,
     FEATURE_NAMES,
     NEVER,
     RECENT_SECONDS,
     SESSION_GAP,
+    SHRINKING_FEATURES,
     TEXT_FEATURES,
     LazyFeatures,
     burst_feature,
@@ -398,8 +398,13 @@ class RuleSet:
         self._rank = {name: index for index, name in enumerate(self.names)}
         nodes = [node for rule in definition.segments for node in _nodes(rule.condition)]
         compared = [node for node in nodes if isinstance(node, Comparison)]
-        self._groups = frozenset(
-            FEATURE_GROUPS[node.feature] for node in compared if node.feature not in CLOCK_FEATURES
+        self._windowed = sorted(
+            {
+                (node.feature, node.op, node.value)
+                for node in compared
+                if node.feature not in CLOCK_FEATURES
+            },
+            key=str,
         )
         self._crossings = [
             (node.feature, node.op, node.value)
@@ -436,12 +441,14 @@ class RuleSet:
                     found.add(node.percentile)
         return found
 
-    def changes_at(self, features: LazyFeatures, groups: frozenset[str] = frozenset()) -> float:
+    def changes_at(self, features: LazyFeatures, extra: frozenset[str] = frozenset()) -> float:
         """The earliest event time after the features' own at which any segment's
-        condition, or any feature of the extra feature `groups`, may change for a
-        user who sends no new events; `inf` if none.
+        condition, or any of the `extra` features, may change for a user who sends
+        no new events; `inf` if none.
 
-        It may come early (the condition then still holds as before), never late.
+        It may come early (the condition then still holds as before), never late. A
+        comparison of a feature that time can only lower is left out while lowering
+        it cannot change its truth (`orders_30d >= 1` when there is no order).
 
         >>> from processors.events import Action, EventKind
         >>> from processors.profile import Profile
@@ -453,7 +460,13 @@ class RuleSet:
         >>> [rules.evaluate(LazyFeatures(profile, t)) for t in (moment - 1, moment)]
         [(), ('Lapsed',)]
         """
-        moment = min((features.changes_at(group) for group in self._groups | groups), default=NEVER)
+        moment = min((features.feature_changes_at(name) for name in extra), default=NEVER)
+        for feature, op, value in self._windowed:
+            shrinking = feature in SHRINKING_FEATURES
+            # a percentile threshold (text) moves with the model: never settled
+            if shrinking and not isinstance(value, str) and _settled(features[feature], op, value):
+                continue
+            moment = min(moment, features.feature_changes_at(feature))
         for feature, op, value in self._crossings:
             threshold = features[value] if isinstance(value, str) else value
             if isinstance(threshold, float | int) and threshold == threshold:  # NaN: not known yet
@@ -477,6 +490,23 @@ class RuleSet:
                 if group is not None:
                     taken.add(group)
         return tuple(sorted(matched, key=self._rank.__getitem__))
+
+
+def _settled(value: Any, op: str, threshold: float) -> bool:
+    """Whether `value op threshold` keeps its truth while `value` only falls toward 0.
+
+    >>> _settled(0.0, ">=", 1), _settled(3.0, "<", 5), _settled(3.0, ">=", 2)
+    (True, True, False)
+    """
+    if value == 0:
+        return True
+    if op in (">", ">=", "=="):
+        return not _OPERATORS[op](value, threshold) and (op != "==" or value < threshold)
+    return (
+        op in ("<", "<=", "!=")
+        and _OPERATORS[op](value, threshold)
+        and (op != "!=" or value < threshold)
+    )
 
 
 def _nodes(condition: Condition) -> Iterator[Condition]:

@@ -24,15 +24,13 @@ import math
 
 from processors.evaluation import Classification, Classifier
 from processors.model import CLUSTER_FEATURES
-from processors.profile import CLOCK_FEATURES, FEATURE_GROUPS, LazyFeatures
+from processors.profile import CLOCK_FEATURES, LazyFeatures
 from processors.user import UserState
 
-VECTOR_GROUPS = frozenset(
-    FEATURE_GROUPS[name] for name in CLUSTER_FEATURES if name not in CLOCK_FEATURES
-)
-"""Groups of the clustering features whose windows slide; a user's feature vector is
-refreshed when they do. Clock features (days since ...) grow every second and are
-refreshed along with them."""
+VECTOR_FEATURES = frozenset(name for name in CLUSTER_FEATURES if name not in CLOCK_FEATURES)
+"""The clustering features that windows move; a user's feature vector is refreshed when
+they do. Clock features (days since ...) grow every second and are refreshed along with
+them."""
 
 
 def next_due(user: UserState, classification: Classification, *, retention: float) -> int | None:
@@ -46,7 +44,7 @@ def next_due(user: UserState, classification: Classification, *, retention: floa
     rules = classifier.rules
     as_of = user.as_of
     features = LazyFeatures(user.profile, as_of, classifier.thresholds, rules.cart_after)
-    moment = rules.changes_at(features, VECTOR_GROUPS)
+    moment = rules.changes_at(features, VECTOR_FEATURES)
     last_seen = user.profile.last_seen
     if last_seen is not None:
         moment = min(moment, max(last_seen + retention, as_of) + 1)

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.events import Action, EventKind
-from processors.profile import CLOCK_FEATURES, FEATURE_NAMES, TEXT_FEATURES, Profile
+from processors.profile import (
+    CLOCK_FEATURES,
+    FEATURE_NAMES,
+    FEATURE_READERS,
+    TEXT_FEATURES,
+    Profile,
+)
 
 MINUTE, HOUR, DAY = 60, 3_600, 86_400
 T0 = 1_000 * DAY  # midnight UTC, so day buckets start at T0
@@ -188,3 +194,19 @@ def test_an_event_changes_no_feature_outside_those_it_names(history, later):
             old, new = before.features(moment), profile.features(moment)
             moved = {name for name in new if new[name] != old[name]} - CLOCK_FEATURES
             assert moved <= touched, (kind, moved - touched)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=_EVENTS, later=st.integers(0, 40 * DAY))
+def test_each_feature_reader_gives_what_its_group_gives(history, later):
+    profile = Profile()
+    for number, (offset, kind, category, value, device) in enumerate(history):
+        action = Action(
+            "u", f"m{number}", kind, float(T0 + offset), value,
+            (category,) if category else (), device, product="p1",
+        )  # fmt: skip
+        profile.apply(action)
+    for moment in (T0 + later, T0 + later + 0.5):
+        features = profile.features(moment)
+        for name, reader in FEATURE_READERS.items():
+            assert reader(profile, moment) == features[name], name

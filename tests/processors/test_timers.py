@@ -11,7 +11,7 @@ from processors.events import Action, EventKind
 from processors.partition import Advance, run_partition
 from processors.profile import CLOCK_FEATURES, FEATURE_GROUPS, LazyFeatures
 from processors.rules import parse_rules
-from processors.timers import VECTOR_GROUPS, next_due
+from processors.timers import VECTOR_FEATURES, next_due
 from processors.user import UserState
 from processors.watermark import Watermark
 
@@ -41,6 +41,21 @@ segments:
   - name: Seen Lately
     description: seen within two days
     condition: {feature: days_since_last_seen, op: "<=", value: 2}
+  - name: Few Sessions
+    description: a count that time can only lower, below a bound
+    condition: {feature: sessions_7d, op: "<", value: 3}
+  - name: Two Adds
+    description: equal to a count
+    condition: {feature: cart_adds_24h, op: "==", value: 2}
+  - name: Not Sixty
+    description: unequal to a sum
+    condition: {feature: revenue_7d, op: "!=", value: 60}
+  - name: Viewing
+    description: above a count
+    condition: {feature: product_views_1h, op: ">", value: 1}
+  - name: One Order
+    description: at most a count
+    condition: {feature: orders_30d, op: "<=", value: 1}
 """)
 RETENTION = 400 * DAY
 
@@ -80,8 +95,8 @@ def user_of(events):
 
 def observed(user, rules, moment):
     features = LazyFeatures(user.profile, moment, cart_after=rules.cart_after)
-    groups = user.profile.features(moment, VECTOR_GROUPS)
-    windows = {k: v for k, v in groups.items() if k not in CLOCK_FEATURES}
+    every = user.profile.features(moment)
+    windows = {name: every[name] for name in VECTOR_FEATURES}
     return rules.evaluate(features), windows
 
 
