@@ -634,6 +634,9 @@ LIFETIME_FEATURES = frozenset(
 )
 """Features that only events change, never the passing of time."""
 
+_OWN_TIMING = frozenset((*_COUNT_WINDOWS, *LIFETIME_FEATURES, "sessions_7d"))
+"""Features :meth:`Profile.feature_changes_at` times on their own, not by their group."""
+
 SHRINKING_FEATURES = frozenset((*_COUNT_WINDOWS, "sessions_7d"))
 """Non-negative features that the passing of time alone can only lower: once at 0 they
 stay there until an event comes."""
@@ -707,6 +710,7 @@ class LazyFeatures(Mapping[str, float | str]):
         self._as_of = as_of
         self._cart_after = cart_after
         self._values: Features = dict(thresholds) if thresholds else {}
+        self._changes: dict[str, float] = {}
 
     def __getitem__(self, name: str) -> float | str:
         try:
@@ -736,8 +740,14 @@ class LazyFeatures(Mapping[str, float | str]):
 
     def feature_changes_at(self, name: str) -> float:
         """When the feature `name` may next change with no new events (see
-        :meth:`Profile.feature_changes_at`)."""
-        return self._profile.feature_changes_at(name, self._as_of, cart_after=self._cart_after)
+        :meth:`Profile.feature_changes_at`); features of one group share the answer
+        where only their group knows it."""
+        key = name if name in _OWN_TIMING else FEATURE_GROUPS[name]
+        moment = self._changes.get(key)
+        if moment is None:
+            profile, as_of, after = self._profile, self._as_of, self._cart_after
+            moment = self._changes[key] = profile.feature_changes_at(name, as_of, cart_after=after)
+        return moment
 
     def burst_changes_at(self, name: str) -> float:
         """When the burst feature `name` (see :func:`burst_feature`) may next change."""

@@ -441,10 +441,9 @@ class RuleSet:
                     found.add(node.percentile)
         return found
 
-    def changes_at(self, features: LazyFeatures, extra: frozenset[str] = frozenset()) -> float:
+    def changes_at(self, features: LazyFeatures) -> float:
         """The earliest event time after the features' own at which any segment's
-        condition, or any of the `extra` features, may change for a user who sends
-        no new events; `inf` if none.
+        condition may change for a user who sends no new events; `inf` if none.
 
         It may come early (the condition then still holds as before), never late. A
         comparison of a feature that time can only lower is left out while lowering
@@ -460,7 +459,7 @@ class RuleSet:
         >>> [rules.evaluate(LazyFeatures(profile, t)) for t in (moment - 1, moment)]
         [(), ('Lapsed',)]
         """
-        moment = min((features.feature_changes_at(name) for name in extra), default=NEVER)
+        moment = NEVER
         for feature, op, value in self._windowed:
             shrinking = feature in SHRINKING_FEATURES
             # a percentile threshold (text) moves with the model: never settled

@@ -24,13 +24,18 @@ import math
 
 from processors.evaluation import Classification, Classifier
 from processors.model import CLUSTER_FEATURES
-from processors.profile import CLOCK_FEATURES, LazyFeatures
+from processors.profile import CLOCK_FEATURES, DAY, LazyFeatures
 from processors.user import UserState
 
 VECTOR_FEATURES = frozenset(name for name in CLUSTER_FEATURES if name not in CLOCK_FEATURES)
-"""The clustering features that windows move; a user's feature vector is refreshed when
+"""The clustering features that windows move; a user's feature vector is refreshed after
 they do. Clock features (days since ...) grow every second and are refreshed along with
 them."""
+
+REFRESH_EVERY = 7 * DAY
+"""The grid, in seconds of event time from the Unix epoch, that refreshes of idle users'
+feature vectors fall on: a vector whose windows slid is refreshed at the next grid point,
+so an idle user costs one timer a week for clustering, not one per slid bucket."""
 
 
 def next_due(user: UserState, classification: Classification, *, retention: float) -> int | None:
@@ -44,7 +49,10 @@ def next_due(user: UserState, classification: Classification, *, retention: floa
     rules = classifier.rules
     as_of = user.as_of
     features = LazyFeatures(user.profile, as_of, classifier.thresholds, rules.cart_after)
-    moment = rules.changes_at(features, VECTOR_FEATURES)
+    moment = rules.changes_at(features)
+    slid = min(features.feature_changes_at(name) for name in VECTOR_FEATURES)
+    if not math.isinf(slid):
+        moment = min(moment, math.ceil(slid / REFRESH_EVERY) * REFRESH_EVERY)
     last_seen = user.profile.last_seen
     if last_seen is not None:
         moment = min(moment, max(last_seen + retention, as_of) + 1)

@@ -11,7 +11,7 @@ from processors.events import Action, EventKind
 from processors.partition import Advance, run_partition
 from processors.profile import CLOCK_FEATURES, FEATURE_GROUPS, LazyFeatures
 from processors.rules import parse_rules
-from processors.timers import VECTOR_FEATURES, next_due
+from processors.timers import REFRESH_EVERY, VECTOR_FEATURES, next_due
 from processors.user import UserState
 from processors.watermark import Watermark
 
@@ -102,15 +102,18 @@ def observed(user, rules, moment):
 
 @settings(max_examples=200, deadline=None)
 @given(event_lists, st.sampled_from([DEFAULT_RULES, TIMED_RULES]), st.randoms())
-def test_nothing_a_rule_or_a_window_sees_changes_before_the_timer(events, rules, rng):
+def test_no_rule_changes_before_the_timer_and_no_window_long_before(events, rules, rng):
     user = user_of(events)
     due = next_due(user, rules, retention=RETENTION)
     assert due is not None  # the expiry at least
     assert due > user.as_of
-    before = observed(user, rules, user.as_of)
+    segments, vector = observed(user, rules, user.as_of)
     probes = {due - 1, *(rng.uniform(user.as_of, due - 1) for _ in range(20))}
     for moment in sorted(p for p in probes if p >= user.as_of):
-        assert observed(user, rules, moment) == before, moment
+        segments_then, vector_then = observed(user, rules, moment)
+        assert segments_then == segments, moment
+        if vector_then != vector:  # refreshed at the next point of the grid, not later
+            assert due <= math.ceil(moment / REFRESH_EVERY) * REFRESH_EVERY, moment
 
 
 def test_each_feature_group_has_a_next_change_or_is_a_clock():
