@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
 
-.PHONY: demo test lint unit tools bench clean
+.PHONY: demo test lint unit tools bench chaos soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test: lint tools  ## lint, then every test (integration tests start their own br
 
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
 	$(BIN)/segstream bench --json bench.json
+
+chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (about 30 minutes)
+	FAULT_EVENTS=200000 FUZZ_PAYLOADS=100000 FUZZ_EVENTS=20000 SCHEMA_EXAMPLES=200 \
+	  $(BIN)/pytest --timeout 3600 tests/integration/test_effectively_once.py \
+	  tests/processors/test_fuzz.py tests/integration/test_fuzz.py tests/integration/test_openapi_fuzz.py
+
+soak: $(VENV)/.installed-dev  ## 10 minutes of steady load on one worker: flat memory, bounded lag
+	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest --timeout 1200 tests/integration/test_soak.py
 
 unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams

@@ -164,8 +164,8 @@ def run_partition(
             case Action():
                 state = clock.catch_up(item.user_id, item.timestamp)
                 late = item.timestamp < state.as_of
-                _event(item, state, step, rules, position)
-                clock.moved(item.user_id, state, item.timestamp, exact=late)
+                unsettled = _event(item, state, step, rules, position)
+                clock.moved(item.user_id, state, item.timestamp, exact=late or unsettled)
             case Merge():
                 _merge(item, clock.user(item.anonymous_id), step, position)
                 clock.drop(item.anonymous_id)
@@ -196,7 +196,10 @@ class _Timers:
     add deadlines at least :attr:`~processors.rules.RuleSet.min_delay` later,
     so until the watermark or the user's next event reaches the earlier of that
     and their previous due time, nothing of theirs can be due; otherwise it is
-    recomputed then, or at the end of the step.
+    recomputed then, or at the end of the step. The exceptions, recomputed at
+    once, are late events and events that change a feature of
+    :attr:`~processors.rules.RuleSet.settleable`: a comparison left untimed
+    because time could not flip it may now have a deadline that is close.
     """
 
     def __init__(
@@ -374,13 +377,15 @@ def _vectorise(step: PartitionStep, rules: Classifier) -> None:
 
 def _event(
     action: Action, state: UserState, step: PartitionStep, rules: Classifier, position: int
-) -> None:
+) -> bool:
+    """Apply one event; whether it changed a feature of the rules'
+    :attr:`~processors.rules.RuleSet.settleable` (the user's timer must be recomputed now)."""
     if state.alias_of:
         step.relays.append(Relay("forward", state.alias_of, position=position))
-        return
+        return False
     if not state.first_time(action):
         step.duplicates += 1
-        return
+        return False
     step.applied += 1
     other = action.anonymous_id if action.kind is EventKind.IDENTIFY else action.previous_id
     if other and other != action.user_id and other not in state.linked:
@@ -392,6 +397,7 @@ def _event(
         _record(step, evaluate_one(action.user_id, state, rules, ChangeReason.EVENT))
     else:  # what the rules read is as it was: their answer too
         state.as_of = max(state.as_of, float(state.profile.last_seen or 0))
+    return bool(touched & rules.rules.settleable)
 
 
 def _may_move(touched: frozenset[str], action: Action, rules: Classifier) -> bool:

@@ -416,6 +416,13 @@ class RuleSet:
             node.feature for node in compared if node.feature not in CLOCK_FEATURES
         )
         """The features other than clock features the rules compare."""
+        self.settleable = frozenset(
+            feature
+            for feature, _, value in self._windowed
+            if feature in SHRINKING_FEATURES and not isinstance(value, str)
+        )
+        """Features whose comparisons :meth:`changes_at` may leave out while time cannot flip
+        them: an event that changes one can bring back a deadline that is already close."""
         self.burst_kinds = frozenset(name.split(":")[1] for name in self._bursts)
         """Names of the event kinds the rules count in bursts."""
         seconds = duration_seconds(definition.cart_abandonment_after)

@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from processors.privacy import PrivacyPolicy
+
 MAX_CALL_BYTES = 32 * 1024
 """Segment's limit on one event (and on the body of a single call), in bytes."""
 MAX_BATCH_BYTES = 500 * 1024
@@ -65,11 +67,12 @@ def decode_calls(
     new_message_id: Callable[[], str],
     *,
     max_event_bytes: int = MAX_CALL_BYTES,
+    privacy: PrivacyPolicy | None = None,
 ) -> list[TrackedEvent]:
     """The events of one request body sent to `/v1/<endpoint>` (a call type or `batch`).
 
     The body is already decompressed and within the request limit; `max_event_bytes`
-    is the limit of each event.
+    is the limit of each event. `privacy` scrubs personal data from each event.
     """
     document = _object(body)
     if endpoint == "batch":
@@ -87,13 +90,14 @@ def decode_calls(
             for name, value in shared.items():
                 if isinstance(value, dict) and isinstance(event.get(name, {}), dict):
                     event[name] = {**value, **event.get(name, {})}
+            where = f"batch[{index}]"
             events.append(
-                _event(event, None, received_at, new_message_id, max_event_bytes, f"batch[{index}]")
+                _event(event, None, received_at, new_message_id, max_event_bytes, where, privacy)
             )
         return events
     if endpoint not in CALL_TYPES:
         raise CallError(f"unknown call /v1/{endpoint}")
-    return [_event(document, endpoint, received_at, new_message_id, max_event_bytes, "")]
+    return [_event(document, endpoint, received_at, new_message_id, max_event_bytes, "", privacy)]
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -113,6 +117,7 @@ def _event(
     new_message_id: Callable[[], str],
     max_event_bytes: int,
     where: str,
+    privacy: PrivacyPolicy | None,
 ) -> TrackedEvent:
     prefix = f"{where}: " if where else ""
     given = event.get("type", call_type)
@@ -136,6 +141,8 @@ def _event(
     elif stamped is not None and sent is not None:
         event["originalTimestamp"] = event["timestamp"]
         event["timestamp"] = _iso(stamped + (received_at - sent))
+    if privacy is not None:
+        privacy.scrub(event)
     value = orjson.dumps(event)
     if len(value) > max_event_bytes:
         raise CallError(f"{prefix}event is {len(value)} bytes, over the limit of {max_event_bytes}")

@@ -22,6 +22,7 @@ writes them as JSON.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import platform
 import statistics
@@ -83,7 +84,7 @@ class _Processes:
     def start(self, settings: Settings, name: str, *command: str) -> subprocess.Popen[bytes]:
         environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")},
-            **_environment(settings),
+            **settings.environment(),
         }
         with (self.logs / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
@@ -104,13 +105,6 @@ class _Processes:
     def stop_all(self) -> None:
         for process in list(self.running):
             self.stop(process)
-
-
-def _environment(settings: Settings) -> dict[str, str]:
-    values = settings.model_dump()
-    for secret in ("write_keys", "api_tokens"):
-        values[secret] = getattr(settings, secret).get_secret_value()
-    return {f"SEGSTREAM_{name.upper()}": str(value) for name, value in values.items()}
 
 
 def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
@@ -373,6 +367,10 @@ def _live_events(config: BenchConfig) -> Iterator[tuple[bytes, dict[str, Any]]]:
             yield event.key, body
 
 
+_WATCH_EVERY = 0.005
+"""How often the freshness watcher looks for the probes' labels, in seconds."""
+
+
 def _freshness(
     processes: _Processes, settings: Settings, rate: float, config: BenchConfig
 ) -> tuple[float, float]:
@@ -401,13 +399,15 @@ def _freshness(
                         if there:
                             latencies.append(now - sent)
                             del pending[user]
-            time.sleep(0.002)
+            time.sleep(_WATCH_EVERY)
 
     try:
+        # drawn before the clock starts, so the load generator costs the cores little
+        needed = int(rate * config.freshness_seconds) + 1
+        source = iter(list(itertools.islice(_live_events(config), needed)))
         _warm_up(producer, settings, client, keys)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        source = _live_events(config)
         tick = 0.01
         begin = time.monotonic()
         sent = probes = 0

@@ -467,7 +467,7 @@ def _running_dev_stack(directory: Path) -> Stack:
 
 
 def _print_environment(stack: Stack) -> None:
-    for name, value in stack.environment().items():
+    for name, value in {**stack.environment(), "SEGSTREAM_DEV_MODE": "true"}.items():
         click.echo(f"export {name}={value}")
 
 

@@ -82,7 +82,8 @@ class _RefusedError(Exception):
 
 def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     """The collector's ASGI app, producing through `producer`."""
-    keys = Credentials(settings.secrets("write_keys"))
+    keys = Credentials(settings.secrets("write_keys"), open_when_empty=settings.dev_mode)
+    privacy = settings.privacy()
     app = FastAPI(
         title="segstream collector",
         version="1",
@@ -115,6 +116,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
                 datetime.now(UTC),
                 _message_id,
                 max_event_bytes=settings.max_event_bytes,
+                privacy=privacy,
             )
         except CallError as error:
             raise _RefusedError(400, "invalid", str(error)) from None

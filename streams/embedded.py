@@ -152,6 +152,31 @@ def _wait_for_broker(bootstrap: str, process: subprocess.Popen[bytes], deadline:
             time.sleep(0.1)
 
 
+def spawn_redis(directory: Path, port: int, *, durable: bool = False) -> subprocess.Popen[bytes]:
+    """Start `redis-server` on 127.0.0.1:`port`, logging to `directory`; with `durable`, every
+    write is in its append-only file there before it is acknowledged, so a restart on the
+    same directory finds everything."""
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    )
+    return _spawn(
+        [
+            redis_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            *persistence,
+            "--dir", str(directory),
+        ],
+        directory / "redis.log",
+    )  # fmt: skip
+
+
+def wait_for_redis(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until the Redis at `url` answers; :class:`StackError` if `process` ends first."""
+    _wait_for_redis(url, process, time.monotonic() + timeout)
+
+
 def start_stack(directory: Path, timeout: float = 30.0) -> Stack:
     """Start a broker and Redis in the background; their logs go to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -169,17 +194,7 @@ def start_stack(directory: Path, timeout: float = 30.0) -> Stack:
         ],
         directory / "broker.log",
     )
-    server = _spawn(
-        [
-            redis_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(redis_port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(directory),
-        ],
-        directory / "redis.log",
-    )  # fmt: skip
+    server = spawn_redis(directory, redis_port)
     stack = Stack(
         bootstrap, f"redis://127.0.0.1:{redis_port}/0", broker.pid, server.pid, str(directory)
     )

@@ -6,16 +6,74 @@ admin client built from :class:`~streams.settings.Settings`.
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    import faust
+
 
 def _common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap}
+    return {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka's TLS and SASL properties for the `SEGSTREAM_KAFKA_*` security settings.
+
+    >>> security_config(Settings())
+    {}
+    >>> config = security_config(Settings(kafka_security_protocol="SASL_SSL",
+    ...     kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="seg",
+    ...     kafka_sasl_password="secret"))
+    >>> config["security.protocol"], config["sasl.mechanism"], config["sasl.password"]
+    ('SASL_SSL', 'SCRAM-SHA-512', 'secret')
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    config: dict[str, Any] = {"security.protocol": protocol}
+    if protocol.startswith("SASL"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    files = {
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+        "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+        "ssl.key.location": settings.kafka_ssl_key_location,
+    }
+    config.update({name: str(path) for name, path in files.items() if path is not None})
+    return config
+
+
+def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """The same security settings for Faust's (aiokafka's) clients; `None` for PLAINTEXT."""
+    import faust  # the trainer's and the baseline's dependency only: load late
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        ca = settings.kafka_ssl_ca_location
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        if settings.kafka_ssl_certificate_location and settings.kafka_ssl_key_location:
+            context.load_cert_chain(
+                settings.kafka_ssl_certificate_location, settings.kafka_ssl_key_location
+            )
+    if protocol == "SSL":
+        assert context is not None
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
 
 
 def batch_consumer(settings: Settings, **overrides: Any) -> Consumer:

@@ -85,6 +85,12 @@ FENCED = Counter(
     "segstream_worker_fenced_batches_total",
     "Batches dropped because another worker had committed their partitions.",
 )
+BATCHES_RETRIED = Counter(
+    "segstream_worker_batches_retried_total",
+    "Batches not committed because Redis or the broker did not answer; redone from the "
+    "committed offsets once both answer.",
+    ["cause"],
+)
 FEATURE_VECTORS = Counter(
     "segstream_worker_feature_vectors_total",
     "Feature vectors sent to the trainer.",

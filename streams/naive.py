@@ -28,6 +28,7 @@ from processors.events import Action, decode_event
 from processors.segments import ChangeReason
 from processors.user import UserState
 from state.keys import KeyLayout
+from streams.kafka import faust_credentials
 from streams.settings import Settings
 from streams.worker import load_rules
 
@@ -41,6 +42,7 @@ def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         f"{settings.group_id}-naive",
         broker=brokers,
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

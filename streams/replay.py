@@ -12,6 +12,7 @@ to that time and waits for the workers to re-evaluate their users as of it.
 from __future__ import annotations
 
 import heapq
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from streams.kafka import reliable_producer
 from streams.settings import Settings
 from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER, REPLAY_HEADER
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 REPLAYED: list[tuple[str, str | bytes | None]] = [(REPLAY_HEADER, b"1")]
 """Headers of a replayed event."""
@@ -184,17 +186,22 @@ def wait_until_applied(
     store = RedisStateStore(client, KeyLayout(settings.redis_prefix), settings.group_id)
     deadline = time.monotonic() + timeout
     target = sum(offset + 1 for offset in offsets.values())
+    done = 0
     try:
         while True:
-            progress = store.progress(settings.events_topic, sorted(offsets))
-            done = sum(
-                min(progress[p].offset, end + 1) if p in progress else 0
-                for p, end in offsets.items()
-            )
-            if on_applied:
-                on_applied(done)
-            if done >= target and relays_settled(client, settings):
-                return
+            try:
+                progress = store.progress(settings.events_topic, sorted(offsets))
+                done = sum(
+                    min(progress[p].offset, end + 1) if p in progress else 0
+                    for p, end in offsets.items()
+                )
+                if on_applied:
+                    on_applied(done)
+                if done >= target and relays_settled(client, settings):
+                    return
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                log.warning("waiting for redis to read progress error=%s", type(error).__name__)
+                time.sleep(1.0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers applied {done} of {target} offsets in {timeout:.0f} s")
             time.sleep(0.2)

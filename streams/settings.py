@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from processors.privacy import PrivacyPolicy
     from processors.training import TrainerConfig
 
 ENV_PREFIX = "SEGSTREAM_"
@@ -49,8 +50,24 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", min_length=1)
     """Kafka bootstrap servers, `host:port[,host:port...]`."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism with a SASL protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    kafka_sasl_username: str = ""
+    """SASL user name; required with a SASL protocol."""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    """SASL password; required with a SASL protocol."""
+    kafka_ssl_ca_location: FilePath | None = None
+    """PEM file of the CA that signed the brokers' certificates (SSL protocols); default: the
+    system's trust store."""
+    kafka_ssl_certificate_location: FilePath | None = None
+    """PEM file of the client certificate, for brokers that require mutual TLS."""
+    kafka_ssl_key_location: FilePath | None = None
+    """PEM file of the client certificate's private key."""
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
-    """Redis URL of the segment store."""
+    """Redis URL of the segment store: `rediss://` for TLS, `user:password@` for ACL users,
+    TLS options as query parameters (`?ssl_ca_certs=/ca.pem`)."""
     redis_prefix: str = Field("seg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     """Prefix of every Redis key segstream writes."""
 
@@ -137,6 +154,15 @@ class Settings(BaseSettings):
     """Port of the read API (`/v1/users`, `/v1/segments`, `/metrics`, probes)."""
     api_tokens: SecretStr = SecretStr("")
     """Comma-separated bearer tokens the read API accepts."""
+    dev_mode: bool = False
+    """Development only: with no write keys set the collector takes every call, with no
+    tokens set the read API answers everyone. `segstream dev env` turns it on."""
+    pii_properties: str = Field("email,phone", pattern=r"^[^,]*(,[^,]*)*$")
+    """Comma-separated names of event properties and traits that are personal data; they are
+    hashed or dropped (SEGSTREAM_PII_ACTION) before an event is stored anywhere."""
+    pii_action: Literal["hash", "drop"] = "hash"
+    """What happens to those values: `hash` (SHA-256 of the trimmed, lower-cased text, as
+    customer-match lists expect) or `drop`."""
 
     metrics_port: int = Field(0, ge=0, le=65_535)
     """Port of the worker's Prometheus `/metrics`; 0 turns it off."""
@@ -158,6 +184,21 @@ class Settings(BaseSettings):
                 "need SEGSTREAM_CLUSTER_K_MAX <= SEGSTREAM_CLUSTER_MIN_USERS "
                 "<= SEGSTREAM_SAMPLE_USERS",
             )
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise PydanticCustomError(
+                "kafka_sasl",
+                "SEGSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs SEGSTREAM_KAFKA_SASL_USERNAME "
+                "and SEGSTREAM_KAFKA_SASL_PASSWORD",
+                {"protocol": self.kafka_security_protocol},
+            )
+        if (self.kafka_ssl_certificate_location is None) != (self.kafka_ssl_key_location is None):
+            raise PydanticCustomError(
+                "kafka_ssl",
+                "SEGSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION and SEGSTREAM_KAFKA_SSL_KEY_LOCATION "
+                "go together",
+            )
         if self.dedup_horizon_seconds < self.allowed_lateness_seconds:
             raise PydanticCustomError(
                 "dedup_horizon",
@@ -175,9 +216,37 @@ class Settings(BaseSettings):
         """
         value = getattr(self, name)
         found = tuple(part.strip() for part in value.get_secret_value().split(",") if part.strip())
-        if not found:
-            raise SettingsError(f"{ENV_PREFIX}{name.upper()} is empty: set at least one")
+        if not found and not self.dev_mode:
+            raise SettingsError(
+                f"{ENV_PREFIX}{name.upper()} is empty: set at least one "
+                f"(or {ENV_PREFIX}DEV_MODE=true on a development machine)"
+            )
         return found
+
+    def environment(self) -> dict[str, str]:
+        """The `SEGSTREAM_*` variables that give a child process these settings (secrets
+        revealed, unset optional paths left out).
+
+        >>> Settings(partitions=8, write_keys="k1").environment()["SEGSTREAM_WRITE_KEYS"]
+        'k1'
+        """
+        found = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                shown = value.get_secret_value() if isinstance(value, SecretStr) else value
+                found[f"{ENV_PREFIX}{name.upper()}"] = str(shown)
+        return found
+
+    def privacy(self) -> PrivacyPolicy:
+        """What happens to personal data in events, from these settings.
+
+        >>> Settings(pii_properties="Email, phone").privacy().fields
+        frozenset({'email', 'phone'})
+        """
+        from processors.privacy import PrivacyPolicy
+
+        names = frozenset(part.strip().lower() for part in self.pii_properties.split(","))
+        return PrivacyPolicy(names - {""}, self.pii_action)
 
     def trainer_config(self) -> TrainerConfig:
         """How the trainer learns, from these settings."""

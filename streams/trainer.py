@@ -32,6 +32,7 @@ from processors.vectors import VectorError, unpack_vectors
 from state.keys import KeyLayout
 from state.model_store import ModelStore
 from streams import trainer_metrics as metrics
+from streams.kafka import faust_credentials
 from streams.models_feed import MODEL_KEY
 from streams.settings import Settings
 
@@ -140,6 +141,7 @@ def build_app(settings: Settings, trainer: Trainer) -> faust.App:
     app = faust.App(
         f"{settings.group_id}-trainer",
         broker=brokers,
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

@@ -94,6 +94,14 @@ class DeliveryError(RuntimeError):
     """The broker did not acknowledge a message the batch produced."""
 
 
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
+"""Redis errors that mean "not answering now", as opposed to a mistake in a command."""
+_REDIS_TIMEOUT = 30.0
+"""Seconds a Redis call may take before the batch is given up and redone."""
+_MAX_BACKOFF = 10.0
+"""Longest wait between two attempts to reach Redis or the broker, in seconds."""
+
+
 def load_rules(settings: Settings) -> RuleSet:
     """The rules in `settings.rules_file`; raises `RuleFileError` when invalid."""
     path = settings.rules_file
@@ -151,9 +159,12 @@ class Worker:
         self.settings = settings
         self.probe = probe or Probe(stale_after=math.inf)
         self.rules = rules
+        self.privacy = settings.privacy()
         self.model: ClusterAssigner | None = None
         self.classifier = Classifier.of(rules)
-        self.client = redis.Redis.from_url(settings.redis_url)
+        self.client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=_REDIS_TIMEOUT
+        )
         self.store = RedisStateStore(
             self.client, KeyLayout(settings.redis_prefix), settings.group_id, settings.timer_shards
         )
@@ -199,7 +210,11 @@ class Worker:
                 if newer is not None:
                     self._switch_model(newer)
                 messages = self.consumer.consume(self.settings.batch_max_events, wait)
-                backlog = self.process(messages)
+                try:
+                    backlog = self.process(messages)
+                except (*_UNAVAILABLE, DeliveryError) as error:
+                    self._recover(error, stop)
+                    continue
                 metrics.LAST_BATCH.set(time.time())
                 self.probe.beat()
                 wait = 0 if backlog else self.settings.batch_max_wait_ms / 1000
@@ -591,7 +606,7 @@ class Worker:
             producer.produce(
                 self.settings.dead_letter_topic,
                 key=message.key(),
-                value=message.value(),
+                value=self.privacy.scrub_bytes(message.value() or b""),
                 headers=[
                     ("reason", rejection.reason.encode()),
                     ("detail", rejection.detail.encode()),
@@ -623,6 +638,41 @@ class Worker:
         if error is not None:
             self._delivery_errors.append(error.str())
 
+    def _recover(self, error: Exception, stop: threading.Event) -> None:
+        """A batch could not be written because Redis or the broker did not answer.
+
+        Nothing of it was committed, so wait, backing off, until both answer, then go
+        back to the committed offsets and do the batch again. What it produced before
+        failing may come twice: change versions and relay offsets make that harmless.
+        """
+        cause = "kafka" if isinstance(error, DeliveryError) else "redis"
+        metrics.BATCHES_RETRIED.labels(cause=cause).inc()
+        self.probe.ready = False
+        started = time.monotonic()
+        delay = 0.5
+        while not stop.is_set():
+            log.warning(
+                "batch not committed, waiting for %s retry_in=%.1fs error=%s",
+                cause,
+                delay,
+                type(error).__name__,
+            )
+            stop.wait(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+            try:
+                self.client.ping()
+                if self.producer.flush(delay) or self._delivery_errors:
+                    self._delivery_errors.clear()
+                    raise DeliveryError("the broker has not acknowledged the batch's messages")
+                self._rewind(list(self._committed))
+            except (*_UNAVAILABLE, DeliveryError) as again:
+                error = again
+                cause = "kafka" if isinstance(error, DeliveryError) else "redis"
+                continue
+            log.info("resumed from the committed offsets after=%.1fs", time.monotonic() - started)
+            self.probe.ready = True
+            return
+
     def _restore(self, partitions: list[int]) -> dict[int, PartitionProgress]:
         progress = self.store.progress(self.settings.events_topic, partitions)
         lateness = self.settings.allowed_lateness_seconds
@@ -640,7 +690,19 @@ class Worker:
         return progress
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        progress = self._restore([tp.partition for tp in partitions])
+        delay = 0.5
+        while True:
+            try:
+                progress = self._restore([tp.partition for tp in partitions])
+                break
+            except _UNAVAILABLE as error:
+                log.warning(
+                    "partitions not taken yet, waiting for redis retry_in=%.1fs error=%s",
+                    delay,
+                    type(error).__name__,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
         for tp in partitions:
             found = progress.get(tp.partition)
             tp.offset = OFFSET_BEGINNING if found is None else found.offset

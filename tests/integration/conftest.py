@@ -16,7 +16,6 @@ import pytest
 import redis
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from pydantic import SecretStr
 
 from state.keys import KeyLayout
 from state.read_model import ReadModel
@@ -63,12 +62,7 @@ def config(stack: Stack) -> Settings:
 
 def environment(settings: Settings) -> dict[str, str]:
     """The process environment that gives a child process `settings`."""
-    values = {
-        f"SEGSTREAM_{name.upper()}": str(
-            value.get_secret_value() if isinstance(value, SecretStr) else value
-        )
-        for name, value in settings.model_dump().items()
-    }
+    values = settings.environment()
     clean = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
     return {**clean, **values}
 

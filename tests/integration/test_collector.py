@@ -36,9 +36,8 @@ def collector(config, start_worker):
 
 def sdk(url, key=KEY, **options):
     errors = []
-    client = Client(
-        key, host=url, on_error=lambda error, _batch: errors.append(error), max_retries=0, **options
-    )
+    options.setdefault("max_retries", 0)
+    client = Client(key, host=url, on_error=lambda error, _batch: errors.append(error), **options)
     return client, errors
 
 
@@ -205,3 +204,41 @@ def test_unacknowledged_events_get_503_and_the_collector_recovers(config, stack,
         time.sleep(0.5)
     assert retried.status_code == 200, retried.text
     assert "thawed-1" in {event["messageId"] for _, event in events_on_topic(config)}
+
+
+def test_a_collector_killed_while_sdk_clients_send_loses_nothing_acknowledged(
+    config, start_worker, model
+):
+    port = free_port()
+    settings = config.model_copy(update={"write_keys": KEY, "collector_port": port})
+    url = f"http://127.0.0.1:{port}"
+    collector = start_worker(settings, "collector")
+    wait_until_serving(f"{url}/readyz", collector)
+    start_worker(settings)
+    clients = []
+    for number in range(3):  # retrying clients, as trackers run them
+        client, errors = sdk(url, upload_size=20, upload_interval=0.05, max_retries=10)
+        clients.append((number, client, errors))
+    total = 1_500
+    for index in range(total):
+        number, client, _ = clients[index % 3]
+        client.track(
+            user_id=f"user-{index % 50}",
+            event="Product Viewed",
+            properties={"product_id": f"p{index}"},
+            timestamp=T0 + timedelta(seconds=index),
+            message_id=f"c{number}-{index}",
+        )
+        if index == total // 3:
+            collector.kill()  # mid-stream, requests in flight
+            time.sleep(2)
+            collector = start_worker(settings, "collector")
+            wait_until_serving(f"{url}/readyz", collector)
+        time.sleep(0.001)
+    for _, client, errors in clients:
+        client.flush()
+        assert errors == []
+    counters = wait_for_events(model, total, timeout=120)
+    assert counters["events"] == total  # each message once, resent ones as duplicates
+    ids = {event["messageId"] for _, event in events_on_topic(settings)}
+    assert {f"c{index % 3}-{index}" for index in range(total)} <= ids

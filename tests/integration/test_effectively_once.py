@@ -1,16 +1,27 @@
-"""Exactly-once state: crashes and rebalances leave the same profiles as one clean run."""
+"""Faults change nothing: crashes, rebalances and outages leave the profiles of one clean run.
+
+Every scenario sends the same history through the pipeline while something goes wrong,
+then compares `profiles export` with an uninterrupted run's and checks that each user's
+change versions have no gaps. `FAULT_EVENTS` sets the history's size (`make chaos`: 200,000).
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
 
 import orjson
 import pytest
+import redis
 
 from processors.events import Action, decode_event
+from state.keys import KeyLayout
+from state.read_model import ReadModel
+from streams.embedded import free_port, spawn_redis, wait_for_redis
 from streams.simulator import Simulation
 from tests.integration.conftest import (
     assert_same_profiles,
@@ -22,12 +33,12 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-EVENTS = 200_000
+EVENTS = int(os.environ.get("FAULT_EVENTS", "100000"))
 
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    """200,000 simulated events with a few malformed ones, as a JSON Lines file."""
+    """`EVENTS` simulated events with a few malformed ones, as a JSON Lines file."""
     path = tmp_path_factory.mktemp("history") / "events.jsonl"
     simulation = Simulation(users=900, seed=21, invalid_share=0.002)
     count = 0
@@ -61,7 +72,7 @@ def clean_run(stack, history, tmp_path_factory):
     assert replay.wait(600) == 0, (logs / "replay.log").read_text()
     assert worker.stop() == 0
     exported = export(settings)
-    assert len(exported) > 800
+    assert len(exported) > 500
     return exported
 
 
@@ -125,3 +136,54 @@ def test_a_second_worker_joining_and_leaving_leaves_the_same_profiles(
     assert first.stop() == 0
     assert_same_profiles(export(config), clean_run)
     assert "partitions assigned" in (tmp_path / "worker-1.log").read_text()
+
+
+def assert_as_clean(settings, worker, replay, clean_run, log):
+    assert replay.wait(600) == 0, log.read_text()
+    assert worker.stop() == 0
+    exported = export(settings)
+    assert_same_profiles(exported, clean_run)
+    assert_versions_without_gaps(settings, exported)
+
+
+def test_redis_stopped_for_ten_seconds_mid_stream_changes_nothing(
+    config, start_worker, history, clean_run, tmp_path
+):
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = spawn_redis(directory, port, durable=True)
+    wait_for_redis(url, server)
+    settings = config.model_copy(update={"redis_url": url})
+    model = ReadModel(redis.Redis.from_url(url), KeyLayout(settings.redis_prefix))
+    try:
+        worker = start_worker(settings)
+        replay = replay_in_background(settings, history, tmp_path / "replay.log")
+        wait_for_events(model, EVENTS // 3, timeout=300)
+        server.terminate()
+        server.wait(30)
+        time.sleep(10)
+        server = spawn_redis(directory, port, durable=True)
+        wait_for_redis(url, server)
+        assert_as_clean(settings, worker, replay, clean_run, tmp_path / "replay.log")
+        logged = worker.log.read_text()
+        assert "batch not committed, waiting for redis" in logged
+        assert "resumed from the committed offsets" in logged
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_broker_frozen_for_ten_seconds_mid_stream_changes_nothing(
+    config, stack, start_worker, history, clean_run, tmp_path, model
+):
+    worker = start_worker()
+    replay = replay_in_background(config, history, tmp_path / "replay.log")
+    wait_for_events(model, EVENTS // 3, timeout=300)
+    os.kill(stack.broker_pid, signal.SIGSTOP)
+    try:
+        time.sleep(10)
+    finally:
+        os.kill(stack.broker_pid, signal.SIGCONT)
+    assert_as_clean(config, worker, replay, clean_run, tmp_path / "replay.log")

@@ -4,6 +4,7 @@ import math
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -243,6 +244,11 @@ def test_batching_never_changes_what_a_user_goes_through(rng):
         if rng.random() < 0.1:
             items[index], items[index + 1] = items[index + 1], items[index]
     items.append(Advance(start + 60 * DAY))
+    assert_batching_changes_nothing(items, rng)
+
+
+def assert_batching_changes_nothing(items, rng):
+    """One batch or random small ones: the same changes for every user, the same labels."""
     whole, whole_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=[len(items)])
     sizes = []
     while sum(sizes) < len(items):
@@ -281,3 +287,17 @@ def test_users_idle_past_retention_expire_by_timer_and_come_back_new():
     assert [c.reason for c in mine][-2:] == ["expired", "event"]
     assert [c.version for c in mine] == list(range(1, len(mine) + 1))
     assert stored["old"].profile.orders == 0
+
+
+@pytest.mark.parametrize("seed", [17, 18, 19])
+def test_batching_changes_nothing_for_two_busy_users_in_three_hours(seed):
+    """Dense histories: events that unsettle a comparison close to its deadline."""
+    rng = random.Random(seed)
+    start = 1_790_000_000
+    items = [
+        action(f"u{rng.randrange(2)}", number, rng.choice(KINDS), start + rng.randrange(3 * 3600))
+        for number in range(120)
+    ]
+    items.sort(key=lambda item: item.timestamp)
+    items.append(Advance(start + 60 * DAY))
+    assert_batching_changes_nothing(items, rng)
