@@ -187,3 +187,37 @@ def test_broker_frozen_for_ten_seconds_mid_stream_changes_nothing(
     finally:
         os.kill(stack.broker_pid, signal.SIGCONT)
     assert_as_clean(config, worker, replay, clean_run, tmp_path / "replay.log")
+
+
+def features_by_user(exported):
+    return {row["user_id"]: row["features"] for row in map(orjson.loads, exported)}
+
+
+def test_trainer_killed_and_restarted_mid_stream_changes_no_aggregate(
+    config, start_worker, history, clean_run, tmp_path, model
+):
+    """Segments with percentile thresholds and clusters follow the model, whose snapshots
+    come when they come; the aggregates and the order of each user's changes may not."""
+    settings = config.model_copy(
+        update={
+            "snapshot_seconds": 2,
+            "cluster_min_users": 150,
+            "recluster_seconds": 0,
+            "trainer_web_port": free_port(),
+        }
+    )
+    worker = start_worker(settings)
+    trainer = start_worker(settings, "trainer")
+    replay = replay_in_background(settings, history, tmp_path / "replay.log")
+    trainer.wait_for_log("snapshot published", timeout=120)
+    trainer.kill()
+    wait_for_events(model, EVENTS // 2, timeout=300)
+    restarted = start_worker(settings, "trainer")
+    restarted.wait_for_log("trainer resumed version=")
+    assert replay.wait(600) == 0, (tmp_path / "replay.log").read_text()
+    assert worker.stop() == 0
+    restarted.stop()
+    exported = export(settings)
+    assert features_by_user(exported) == features_by_user(clean_run)
+    assert_versions_without_gaps(settings, exported)
+    assert "model switched to=" in worker.log.read_text()

@@ -19,7 +19,7 @@ from streams.embedded import free_port
 from tests.integration.conftest import wait_until_serving
 
 pytestmark = pytest.mark.integration
-EXAMPLES = int(os.environ.get("SCHEMA_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("SCHEMA_EXAMPLES", "10"))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from streams.simulator import Simulation
 from tests.integration.conftest import wait_for_events
 
 pytestmark = pytest.mark.integration
-SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
+SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 RATE = float(os.environ.get("SOAK_RATE", "1500"))
 SAMPLE_EVERY = 2.0
 
