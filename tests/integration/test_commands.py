@@ -53,7 +53,12 @@ def test_dev_up_env_down(tmp_path):
         env = run("dev", "env", "--dir", "stack", cwd=tmp_path)
         assert env.returncode == 0, env.stderr
         settings = dict(re.findall(r"^export (SEGSTREAM_\w+)=(\S+)$", env.stdout, re.MULTILINE))
-        assert set(settings) == {"SEGSTREAM_KAFKA_BOOTSTRAP", "SEGSTREAM_REDIS_URL"}
+        assert set(settings) == {
+            "SEGSTREAM_KAFKA_BOOTSTRAP",
+            "SEGSTREAM_REDIS_URL",
+            "SEGSTREAM_DEV_MODE",
+        }
+        assert settings["SEGSTREAM_DEV_MODE"] == "true"
         assert redis.Redis.from_url(settings["SEGSTREAM_REDIS_URL"]).ping()
         admin = AdminClient({"bootstrap.servers": settings["SEGSTREAM_KAFKA_BOOTSTRAP"]})
         assert admin.list_topics(timeout=10) is not None
