@@ -33,7 +33,7 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-EVENTS = int(os.environ.get("FAULT_EVENTS", "100000"))
+EVENTS = int(os.environ.get("FAULT_EVENTS", "50000"))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def clean_run(stack, history, tmp_path_factory):
     assert replay.wait(600) == 0, (logs / "replay.log").read_text()
     assert worker.stop() == 0
     exported = export(settings)
-    assert len(exported) > 500
+    assert len(exported) > 300
     return exported
 
 
