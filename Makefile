@@ -46,7 +46,7 @@ chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (
 	  tests/processors/test_fuzz.py tests/integration/test_fuzz.py tests/integration/test_openapi_fuzz.py
 
 soak: $(VENV)/.installed-dev  ## 10 minutes of steady load on one worker: flat memory, bounded lag
-	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest --timeout 1200 tests/integration/test_soak.py
+	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest -rP --timeout 1200 tests/integration/test_soak.py
 
 unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams

@@ -82,5 +82,10 @@ def test_memory_and_lag_stay_bounded_under_steady_load(config, start_worker, mod
     baseline = steady[0][1]
     growth = max(rss for _, rss, _ in steady) / baseline - 1
     worst_lag = max(lag for _, _, lag in steady)
+    print(
+        f"soak: {sent:,} events in {SECONDS:.0f} s at {RATE:,.0f}/s; worker RSS "
+        f"{baseline / 2**20:.1f} -> {samples[-1][1] / 2**20:.1f} MiB (most {growth:+.1%} over "
+        f"the steady start); worst lag {worst_lag:,} events"
+    )
     assert growth < 0.10, [(round(t), rss // 2**20) for t, rss, _ in samples]
     assert worst_lag < RATE * 5, [(round(t), lag) for t, _, lag in samples]
