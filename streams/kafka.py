@@ -50,6 +50,22 @@ def security_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def faust_broker(settings: Settings) -> dict[str, Any]:
+    """Faust app options for the brokers, security and group timing of `settings`.
+
+    >>> options = faust_broker(Settings(kafka_bootstrap="a:1,b:2", session_timeout_ms=6_000))
+    >>> options["broker"], options["broker_session_timeout"], options["broker_heartbeat_interval"]
+    (['kafka://a:1', 'kafka://b:2'], 6.0, 2.0)
+    """
+    session = settings.session_timeout_ms / 1000
+    return {
+        "broker": [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        "broker_credentials": faust_credentials(settings),
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": min(3.0, session / 3),
+    }
+
+
 def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
     """The same security settings for Faust's (aiokafka's) clients; `None` for PLAINTEXT."""
     import faust  # the trainer's and the baseline's dependency only: load late

@@ -28,7 +28,7 @@ from processors.events import Action, decode_event
 from processors.segments import ChangeReason
 from processors.user import UserState
 from state.keys import KeyLayout
-from streams.kafka import faust_credentials
+from streams.kafka import faust_broker
 from streams.settings import Settings
 from streams.worker import load_rules
 
@@ -38,11 +38,9 @@ COUNTER = "naive"
 
 def build_app(settings: Settings) -> faust.App:
     """The baseline Faust app over `settings.events_topic`."""
-    brokers = [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")]
     app = faust.App(
         f"{settings.group_id}-naive",
-        broker=brokers,
-        broker_credentials=faust_credentials(settings),
+        **faust_broker(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

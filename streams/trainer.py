@@ -32,7 +32,7 @@ from processors.vectors import VectorError, unpack_vectors
 from state.keys import KeyLayout
 from state.model_store import ModelStore
 from streams import trainer_metrics as metrics
-from streams.kafka import faust_credentials
+from streams.kafka import faust_broker
 from streams.models_feed import MODEL_KEY
 from streams.settings import Settings
 
@@ -136,19 +136,14 @@ class Trainer:
 
 def build_app(settings: Settings, trainer: Trainer) -> faust.App:
     """The Faust app: an agent over the features topic and a snapshot timer."""
-    brokers = [f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")]
-    session = settings.session_timeout_ms / 1000
     app = faust.App(
         f"{settings.group_id}-trainer",
-        broker=brokers,
-        broker_credentials=faust_credentials(settings),
+        **faust_broker(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
         topic_partitions=1,
         topic_replication_factor=settings.replication_factor,
-        broker_session_timeout=session,
-        broker_heartbeat_interval=min(3.0, session / 3),
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.trainer_web_port > 0,
         web_port=settings.trainer_web_port or 6066,
