@@ -66,7 +66,7 @@ def assert_store_matches(config, model, expected):
 
 
 def test_worker_segments_users_dead_letters_and_publishes_changes(config, model, start_worker):
-    simulation = Simulation(users=250, seed=5, invalid_share=0.01)
+    simulation = Simulation(users=120, seed=5, invalid_share=0.01)
     events = produce(config, simulation)
     worker = start_worker()
     wait_for_events(model, len(events))
@@ -156,7 +156,7 @@ def test_profile_and_export_commands_read_what_the_worker_wrote(
 def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(
     config, model, start_worker
 ):
-    simulation = Simulation(users=200, seed=13, invalid_share=0.005)
+    simulation = Simulation(users=100, seed=13, invalid_share=0.005)
     events = produce(config, simulation)
     rng = random.Random(1)
     for _ in range(2):
