@@ -61,7 +61,8 @@ class UserState:
 
     def forget_before(self, moment: float) -> None:
         """Forget message ids of events before `moment` (a duplicate of them would be late)."""
-        self.recent = {digest: when for digest, when in self.recent.items() if when >= moment}
+        if self.recent and min(self.recent.values()) < moment:
+            self.recent = {digest: when for digest, when in self.recent.items() if when >= moment}
 
     def document(self, user_id: str) -> dict[str, Any]:
         """The user as exported: id, features as of `as_of`, segments and version."""

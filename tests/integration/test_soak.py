@@ -34,21 +34,30 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def live_events(users: int = 20_000):
+def live_events(users: int = 20_000, populations: int = 50):
     """Simulated shoppers' events, replayed round after round with fresh message ids; the
-    first round is drawn before this returns, so drawing costs the timed loop nothing."""
+    first round is drawn before this returns, so drawing costs the timed loop nothing.
+
+    Round `r` plays the pool's users as population `r % populations`, so the load comes
+    from about 100,000 users (as in `make bench`), each sending a few events a minute.
+    """
     pool = [
         (event.key, orjson.loads(event.value))
         for event in itertools.islice(Simulation(users=users, seed=5).events(), 50_000)
     ]
-    return _rounds(pool)
+    return _rounds(pool, populations)
 
 
-def _rounds(pool):
+def _rounds(pool, populations):
     for round_ in itertools.count():
+        suffix = f"-p{round_ % populations}"
         for key, body in pool:
             if isinstance(body, dict):
-                yield key, {**body, "messageId": f"soak-{round_}-{body.get('messageId')}"}
+                event = {**body, "messageId": f"soak-{round_}-{body.get('messageId')}"}
+                for field in ("userId", "anonymousId", "previousId"):
+                    if isinstance(event.get(field), str):
+                        event[field] += suffix
+                yield (None if key is None else key + suffix.encode()), event
 
 
 def test_memory_and_lag_stay_bounded_under_steady_load(config, start_worker, model):
@@ -87,5 +96,8 @@ def test_memory_and_lag_stay_bounded_under_steady_load(config, start_worker, mod
         f"{baseline / 2**20:.1f} -> {samples[-1][1] / 2**20:.1f} MiB (most {growth:+.1%} over "
         f"the steady start); worst lag {worst_lag:,} events"
     )
+    step = max(1, len(samples) // 10)
+    for elapsed, rss, lag in samples[::step]:
+        print(f"  at {elapsed:5.0f} s: RSS {rss / 2**20:6.1f} MiB, lag {lag:,} events")
     assert growth < 0.10, [(round(t), rss // 2**20) for t, rss, _ in samples]
     assert worst_lag < RATE * 5, [(round(t), lag) for t, _, lag in samples]
