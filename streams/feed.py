@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from streams.kafka import topic_reader
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -24,14 +25,7 @@ class CompactedFeed(Generic[T]):
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.group_id}-{topic}",
-                "enable.auto.commit": False,
-                "log_level": 3,
-            }
-        )
+        self.consumer = topic_reader(settings, f"{settings.group_id}-{topic}")
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
 
     def accept(self, value: bytes) -> T | None:

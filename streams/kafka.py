@@ -92,6 +92,13 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
     )
 
 
+def topic_reader(settings: Settings, group_id: str) -> Consumer:
+    """A consumer for partitions it assigns itself: it commits nothing and joins no group."""
+    return Consumer(
+        {**_common(settings), "group.id": group_id, "enable.auto.commit": False, "log_level": 3}
+    )
+
+
 def batch_consumer(settings: Settings, **overrides: Any) -> Consumer:
     """A consumer in the workers' group; offsets live with the state, not in Kafka."""
     config = {
