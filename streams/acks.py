@@ -6,17 +6,20 @@ hands each finished send back to the event loop, so a request handler can
 
 Example (with a broker at `settings.kafka_bootstrap`)::
 
-    producer = AckingProducer(reliable_producer(settings))
+    producer = AckingProducer(lambda: reliable_producer(settings))
     await producer.send("events", [(b"u1", b'{"type": "page", ...}')], timeout=10)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
+
+log = logging.getLogger(__name__)
 
 
 class NotAcknowledgedError(RuntimeError):
@@ -24,10 +27,17 @@ class NotAcknowledgedError(RuntimeError):
 
 
 class AckingProducer:
-    """A confluent-kafka producer whose sends can be awaited until acknowledged."""
+    """A confluent-kafka producer whose sends can be awaited until acknowledged.
 
-    def __init__(self, producer: Producer) -> None:
-        self.producer = producer
+    `make_producer` builds the producer, and builds a new one when the broker has
+    failed the current one fatally (an idempotent producer fenced after the broker
+    lost its state, for example): librdkafka cannot go on with such a producer.
+    """
+
+    def __init__(self, make_producer: Callable[[], Producer]) -> None:
+        self.make_producer = make_producer
+        self.producer = make_producer()
+        self._failed = threading.Event()
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._poller.start()
@@ -55,10 +65,14 @@ class AckingProducer:
         def acknowledged(error: KafkaError | None, _message: Message) -> None:
             if error is not None:
                 errors.append(error.str())
+                if error.fatal():
+                    self._failed.set()
             waiting[0] -= 1
             if waiting[0] == 0:
                 loop.call_soon_threadsafe(_settle, done, errors)
 
+        if self._failed.is_set():
+            self._replace_failed_producer()
         try:
             for key, value in messages:
                 self.producer.produce(
@@ -74,6 +88,11 @@ class AckingProducer:
             raise NotAcknowledgedError(
                 f"the broker did not acknowledge within {timeout:g} s"
             ) from None
+
+    def _replace_failed_producer(self) -> None:
+        log.warning("the producer failed fatally; starting a new one")
+        self._failed.clear()
+        self.producer = self.make_producer()
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued (up to `timeout` s) and stop polling."""

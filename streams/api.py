@@ -18,7 +18,7 @@ Every `/v1` route needs `Authorization: Bearer <token>` with one of
 
 Run it with `segstream api`; :func:`build_app` gives the ASGI app::
 
-    app = build_app(settings, AckingProducer(reliable_producer(settings)))
+    app = build_app(settings, AckingProducer(lambda: reliable_producer(settings)))
 """
 
 from __future__ import annotations

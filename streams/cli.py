@@ -130,7 +130,9 @@ def _run_http_service(
     logs.configure(config.log_level)
     ensure_topics(config)
     timeout_ms = int(config.ack_timeout_seconds * 1000)
-    producer = AckingProducer(reliable_producer(config, **{"message.timeout.ms": timeout_ms}))
+    producer = AckingProducer(
+        lambda: reliable_producer(config, **{"message.timeout.ms": timeout_ms})
+    )
     try:
         app = build_app(config, producer)
         level = config.log_level.lower()

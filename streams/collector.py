@@ -18,7 +18,7 @@ answered only after the broker acknowledged every one of its events:
 
 Run it with `segstream collector`; :func:`build_app` gives the ASGI app::
 
-    app = build_app(settings, AckingProducer(reliable_producer(settings)))
+    app = build_app(settings, AckingProducer(lambda: reliable_producer(settings)))
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ from state.store import BatchCommit, PartitionCommit, PartitionFencedError, Part
 from state.timer_store import DueTimers
 from streams import metrics
 from streams.health import Probe
+from streams.kafka import batch_consumer, reliable_producer
 from streams.models_feed import ModelsFeed
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
@@ -154,8 +155,6 @@ class Worker:
     """A member of the workers' consumer group; :meth:`run` until `stop` is set."""
 
     def __init__(self, settings: Settings, rules: RuleSet, probe: Probe | None = None) -> None:
-        from streams.kafka import batch_consumer, reliable_producer
-
         self.settings = settings
         self.probe = probe or Probe(stale_after=math.inf)
         self.rules = rules
@@ -176,6 +175,7 @@ class Worker:
         self._replaying: dict[int, bool] = {}
         self._heard: dict[int, float] = {}
         self._delivery_errors: list[str] = []
+        self._producer_failed = False
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set, then leave the group cleanly."""
@@ -637,6 +637,8 @@ class Worker:
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._delivery_errors.append(error.str())
+            if error.fatal():
+                self._producer_failed = True
 
     def _recover(self, error: Exception, stop: threading.Event) -> None:
         """A batch could not be written because Redis or the broker did not answer.
@@ -661,6 +663,10 @@ class Worker:
             delay = min(delay * 2, _MAX_BACKOFF)
             try:
                 self.client.ping()
+                if self._producer_failed:
+                    log.warning("the producer failed fatally; starting a new one")
+                    self.producer = reliable_producer(self.settings)
+                    self._producer_failed = False
                 if self.producer.flush(delay) or self._delivery_errors:
                     self._delivery_errors.clear()
                     raise DeliveryError("the broker has not acknowledged the batch's messages")
