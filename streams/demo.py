@@ -165,6 +165,9 @@ def _drain(model: ReadModel, started: float, sent_all: Snapshot, models: ModelSt
 
 def run_demo(duration: float, users: int, rate: float, seed: int) -> None:
     """Run the demo; returns after printing the summary, with every process stopped."""
+    # Ctrl-C ends the demo cleanly even when it was started with SIGINT ignored
+    # (from a background job or a CI runner), as Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="segstream-demo-") as scratch:
         directory = Path(scratch)
