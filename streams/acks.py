@@ -17,7 +17,9 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.kafka import producer_lost
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,8 @@ class AckingProducer:
     """A confluent-kafka producer whose sends can be awaited until acknowledged.
 
     `make_producer` builds the producer, and builds a new one when the broker has
-    failed the current one fatally (an idempotent producer fenced after the broker
-    lost its state, for example): librdkafka cannot go on with such a producer.
+    failed the current one for good (fenced after a broker freeze, for example):
+    librdkafka cannot go on with such a producer.
     """
 
     def __init__(self, make_producer: Callable[[], Producer]) -> None:
@@ -54,7 +56,7 @@ class AckingProducer:
         broker acked all.
 
         Raises :class:`NotAcknowledgedError` when the local queue is full, when the
-        broker refuses a message, or when `timeout` seconds pass first.
+        producer or the broker refuses a message, or when `timeout` seconds pass first.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -65,7 +67,7 @@ class AckingProducer:
         def acknowledged(error: KafkaError | None, _message: Message) -> None:
             if error is not None:
                 errors.append(error.str())
-                if error.fatal():
+                if producer_lost(error):
                     self._failed.set()
             waiting[0] -= 1
             if waiting[0] == 0:
@@ -80,6 +82,10 @@ class AckingProducer:
                 )
         except BufferError:
             raise NotAcknowledgedError("the producer's queue is full") from None
+        except KafkaException as error:
+            if producer_lost(error.args[0]):
+                self._failed.set()
+            raise NotAcknowledgedError(f"the producer refused: {error.args[0].str()}") from None
         if not messages:
             return
         try:
@@ -90,7 +96,7 @@ class AckingProducer:
             ) from None
 
     def _replace_failed_producer(self) -> None:
-        log.warning("the producer failed fatally; starting a new one")
+        log.warning("the broker failed the producer for good; starting a new one")
         self._failed.clear()
         self.producer = self.make_producer()
 
@@ -102,7 +108,12 @@ class AckingProducer:
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
-            self.producer.poll(0.05)
+            try:
+                self.producer.poll(0.05)
+            except KafkaException as error:  # a fatal error is raised from poll()
+                if producer_lost(error.args[0]):
+                    self._failed.set()
+                log.warning("producer error: %s", error)
 
 
 def _observed(done: asyncio.Future[None]) -> None:

@@ -80,7 +80,7 @@ def _snapshot(
 
 
 def _segment_table(snapshot: Snapshot, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("segment")
     table.add_column("users", justify="right")
     table.add_column("share", justify="right")
@@ -92,7 +92,8 @@ def _segment_table(snapshot: Snapshot, title: str) -> Table:
 
 def _cluster_table(snapshot: Snapshot, title: str) -> Table:
     version = f"model v{snapshot.model_version}" if snapshot.model_version else "no model yet"
-    table = Table(title=f"{title} ({version})", title_justify="left")
+    heading = f"{title} ({version})"
+    table = Table(title=heading, title_justify="left", min_width=len(heading))
     table.add_column("cluster")
     table.add_column("name")
     table.add_column("users", justify="right")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
@@ -129,6 +129,30 @@ def reliable_producer(settings: Settings, **overrides: Any) -> Producer:
         **overrides,
     }
     return Producer(config)
+
+
+_PRODUCER_LOST = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    }
+)
+
+
+def producer_lost(error: KafkaError) -> bool:
+    """Whether `error` means the producer can send nothing more and must be replaced.
+
+    librdkafka marks only some of these fatal; a broker that fenced the producer's id
+    (after a freeze, for example) fails every later message with the same error.
+
+    >>> producer_lost(KafkaError(KafkaError.PRODUCER_FENCED))
+    True
+    >>> producer_lost(KafkaError(KafkaError._MSG_TIMED_OUT))
+    False
+    """
+    return error.fatal() or error.code() in _PRODUCER_LOST
 
 
 def admin_client(settings: Settings) -> AdminClient:

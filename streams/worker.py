@@ -63,7 +63,7 @@ from state.store import BatchCommit, PartitionCommit, PartitionFencedError, Part
 from state.timer_store import DueTimers
 from streams import metrics
 from streams.health import Probe
-from streams.kafka import batch_consumer, reliable_producer
+from streams.kafka import batch_consumer, producer_lost, reliable_producer
 from streams.models_feed import ModelsFeed
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
@@ -629,7 +629,11 @@ class Worker:
                 value=pack_vectors(found[start : start + VECTORS_PER_MESSAGE]),
                 on_delivery=self._delivered,
             )
-        remaining = producer.flush(30)
+        try:
+            remaining = producer.flush(30)
+        except KafkaException as error:  # a fatal error is raised from flush()
+            self._producer_failed = producer_lost(error.args[0])
+            raise DeliveryError(str(error)) from error
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             raise DeliveryError(f"{remaining} undelivered, errors: {errors[:3]}")
@@ -637,7 +641,7 @@ class Worker:
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._delivery_errors.append(error.str())
-            if error.fatal():
+            if producer_lost(error):
                 self._producer_failed = True
 
     def _recover(self, error: Exception, stop: threading.Event) -> None:
@@ -664,10 +668,15 @@ class Worker:
             try:
                 self.client.ping()
                 if self._producer_failed:
-                    log.warning("the producer failed fatally; starting a new one")
+                    log.warning("the broker failed the producer for good; starting a new one")
                     self.producer = reliable_producer(self.settings)
                     self._producer_failed = False
-                if self.producer.flush(delay) or self._delivery_errors:
+                try:
+                    unsent = self.producer.flush(delay)
+                except KafkaException as failure:
+                    self._producer_failed = producer_lost(failure.args[0])
+                    raise DeliveryError(str(failure)) from failure
+                if unsent or self._delivery_errors:
                     self._delivery_errors.clear()
                     raise DeliveryError("the broker has not acknowledged the batch's messages")
                 self._rewind(list(self._committed))
