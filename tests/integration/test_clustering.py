@@ -59,6 +59,24 @@ def wait_for_snapshot(settings: Settings, newer_than: float, timeout: float = 60
     raise AssertionError(f"no snapshot after {newer_than}")
 
 
+def wait_for_settled_model(settings: Settings, timeout: float = 120):
+    """The latest snapshot once the trainer has learned all there was: no newer one for
+    three snapshot intervals (a trainer publishes only after learning something)."""
+    store = models(settings)
+    quiet = 3 * settings.snapshot_seconds
+    deadline = time.monotonic() + timeout
+    latest = store.latest()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = store.latest()
+        if current is not None and (latest is None or current.version != latest.version):
+            latest, since = current, time.monotonic()
+        elif latest is not None and time.monotonic() - since >= quiet:
+            return latest
+    raise AssertionError(f"the model kept changing for {timeout:.0f} s")
+
+
 def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
     clustered, model, start_worker, tmp_path
 ):
@@ -67,8 +85,7 @@ def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
     simulation = simulate(clustered, users=900, seed=11)
     total = sum(1 for _ in simulation.events())
     wait_for_events(model, total, timeout=240)
-    done = time.time()
-    final = wait_for_snapshot(clustered, newer_than=done)
+    final = wait_for_settled_model(clustered)
     worker.wait_for_log(f"model switched to={final.version} ")
 
     # Every user with enough history is in a cluster; labels and membership sets agree.
