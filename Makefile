@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
+JOBS ?= 2
 
 .PHONY: demo test lint unit tools bench chaos soak clean
 
@@ -36,8 +37,9 @@ tools:  ## install Debian's prometheus and docker-compose when missing
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 	       -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
 
+# Test files run in JOBS processes; each process starts its own broker and Redis.
 test: lint tools  ## lint, then every test (integration tests start their own broker and Redis)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
 	$(BIN)/segstream bench --json bench.json
