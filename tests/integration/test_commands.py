@@ -81,7 +81,7 @@ def test_demo_runs_for_its_duration_prints_a_summary_and_stops_everything(tmp_pa
     summary = demo.stdout.split("segments at the end of the demo")[-1]
     events = int(re.search(r"events\s+([\d,]+)", summary).group(1).replace(",", ""))
     dead = int(re.search(r"dead letters \(DLQ\)\s+([\d,]+)", summary).group(1).replace(",", ""))
-    assert events > 5_000
+    assert events > 1_000  # a few seconds of 3,000/s, less start-up on a busy machine
     assert dead > 0
     assert re.search(r"events/s\s+[\d,]+", summary)
     scratch = re.search(r"logs in (\S+segstream-demo-\w+)", demo.stdout).group(1)
