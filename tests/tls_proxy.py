@@ -1,5 +1,7 @@
 """A TLS terminator for tests: clients speak TLS to it, it speaks plain TCP to a server.
 
+With `context=None` it relays plain TCP, for subclasses that only check who connects.
+
 It stands where a TLS listener, a load balancer or stunnel stands in front of a broker
 or Redis, so clients run real handshakes, verify the server's certificate against a CA
 and, when the terminator asks for one, present their own.
@@ -21,7 +23,9 @@ import threading
 class TlsProxy:
     """Accept TLS on `listen_port` and relay each connection to `upstream_port` (127.0.0.1)."""
 
-    def __init__(self, context: ssl.SSLContext, listen_port: int, upstream_port: int) -> None:
+    def __init__(
+        self, context: ssl.SSLContext | None, listen_port: int, upstream_port: int
+    ) -> None:
         self.context = context
         self.listen_port = listen_port
         self.upstream_port = upstream_port
@@ -51,8 +55,13 @@ class TlsProxy:
         await asyncio.gather(*running, return_exceptions=True)
 
     async def _start(self) -> asyncio.Server:
+        timeout = None if self.context is None else 5
         return await asyncio.start_server(
-            self._relay, "127.0.0.1", self.listen_port, ssl=self.context, ssl_handshake_timeout=5
+            self._relay,
+            "127.0.0.1",
+            self.listen_port,
+            ssl=self.context,
+            ssl_handshake_timeout=timeout,
         )
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -64,9 +73,23 @@ class TlsProxy:
         except OSError:
             writer.close()
             return
+        if not await self.admit(reader, writer, upstream_reader, upstream_writer):
+            writer.close()
+            upstream_writer.close()
+            return
         await asyncio.gather(
             _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
         )
+
+    async def admit(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Whether to relay this connection; a subclass may talk to the client first."""
+        return True
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
