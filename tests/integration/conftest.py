@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,12 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from state.keys import KeyLayout
+from state.model_store import ModelStore
 from state.read_model import ReadModel
-from streams.embedded import Stack, running_stack
+from streams.embedded import Stack, broker_binary, running_stack
 from streams.settings import Settings
+from streams.simulate import KafkaSink
+from streams.simulator import Simulation
 from streams.topics import ensure_topics
 from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
 
@@ -243,3 +247,60 @@ def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
         ]
     finally:
         consumer.close()
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    """Wait until something listens on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def spawn_broker(port: int, advertised_port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A broker of its own on `port` that sends clients to `advertised_port` (a proxy's)."""
+    broker = subprocess.Popen(
+        [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{advertised_port}",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port)
+    except AssertionError:
+        broker.kill()
+        raise
+    return broker
+
+
+def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProcess]) -> None:
+    """Run a worker and the trainer on `settings` over 60 simulated users' events: every
+    event is applied and the trainer stores a snapshot; both then stop cleanly."""
+    ensure_topics(settings)
+    worker = start(settings)
+    trainer = start(settings, "trainer")
+    sink = KafkaSink(settings)
+    sent = 0
+    for event in Simulation(users=60, seed=3).events():
+        sink.write(event)
+        sent += 1
+    sink.close()
+    client = redis.Redis.from_url(settings.redis_url)
+    counters = wait_for_events(ReadModel(client, KeyLayout(settings.redis_prefix)), sent, 180)
+    assert counters["events"] == sent
+    store = ModelStore(client, KeyLayout(settings.redis_prefix))
+    deadline = time.monotonic() + 120
+    while store.latest() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.latest() is not None, trainer.log.read_text()[-3000:]
+    assert worker.stop() == 0
+    assert trainer.stop() == 0

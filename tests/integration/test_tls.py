@@ -7,10 +7,7 @@ worker's and the producer's librdkafka, the trainer's aiokafka and every redis-p
 
 from __future__ import annotations
 
-import socket
 import ssl
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,28 +16,12 @@ import trustme
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from state.keys import KeyLayout
-from state.model_store import ModelStore
-from state.read_model import ReadModel
-from streams.embedded import broker_binary, free_port, spawn_redis, wait_for_redis
+from streams.embedded import free_port, spawn_redis, wait_for_redis
 from streams.settings import Settings
-from streams.simulate import KafkaSink
-from streams.simulator import Simulation
-from streams.topics import ensure_topics
-from tests.integration.conftest import isolated_settings, wait_for_events
+from tests.integration.conftest import isolated_settings, run_worker_and_trainer, spawn_broker
 from tests.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 @pytest.fixture
@@ -75,18 +56,7 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
     stack, certificates, tmp_path, start_worker
 ):
     kafka_port, kafka_tls_port = free_port(), free_port()
-    broker = subprocess.Popen(
-        [
-            broker_binary(),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{kafka_port}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{kafka_tls_port}",
-        ],
-        stdout=(tmp_path / "broker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    broker = spawn_broker(kafka_port, kafka_tls_port, tmp_path / "broker.log")
     redis_port, redis_tls_port = free_port(), free_port()
     (tmp_path / "redis").mkdir()
     server = spawn_redis(tmp_path / "redis", redis_port)
@@ -102,7 +72,6 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
         admin.acl_setuser("segstream", enabled=True, passwords=["+s3cret"], keys=["~*"],
                           channels=["*"], commands=["+@all"])  # fmt: skip
         admin.acl_setuser("default", enabled=False)
-        wait_for_port(kafka_port)
         with kafka_proxy, redis_proxy:
             plain = isolated_settings(stack)
             settings = Settings(
@@ -120,26 +89,7 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
                     "snapshot_seconds": 1,
                 }
             )
-            ensure_topics(settings)
-            worker = start_worker(settings)
-            trainer = start_worker(settings, "trainer")
-            sink = KafkaSink(settings)
-            sent = 0
-            for event in Simulation(users=60, seed=3).events():
-                sink.write(event)
-                sent += 1
-            sink.close()
-            client = redis.Redis.from_url(settings.redis_url)
-            model = ReadModel(client, KeyLayout(settings.redis_prefix))
-            counters = wait_for_events(model, sent, timeout=180)
-            assert counters["events"] == sent
-            store = ModelStore(client, KeyLayout(settings.redis_prefix))
-            deadline = time.monotonic() + 120
-            while store.latest() is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert store.latest() is not None, trainer.log.read_text()[-3000:]
-            assert worker.stop() == 0
-            assert trainer.stop() == 0
+            run_worker_and_trainer(settings, start_worker)
 
             # Both terminators carried the traffic, and neither takes clients without TLS.
             assert kafka_proxy.handshakes > 0
