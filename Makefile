@@ -44,7 +44,7 @@ test: lint tools  ## lint, then every test (integration tests start their own br
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
 	$(BIN)/segstream bench --json bench.json
 
-chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (about 30 minutes)
+chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (about 15 minutes)
 	FAULT_EVENTS=200000 FUZZ_PAYLOADS=100000 FUZZ_EVENTS=20000 SCHEMA_EXAMPLES=200 \
 	  $(BIN)/pytest --timeout 3600 tests/integration/test_effectively_once.py \
 	  tests/processors/test_fuzz.py tests/integration/test_fuzz.py tests/integration/test_openapi_fuzz.py
