@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from confluent_kafka import TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -27,13 +28,15 @@ from processors.model import SnapshotError
 from state.keys import KeyLayout
 from state.model_store import ModelStore
 from state.read_model import ReadModel
+from state.redis_store import RedisStateStore
 from streams.cli import read_model
 from streams.embedded import Stack, free_port, running_stack
+from streams.kafka import topic_reader
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 _REFRESH_SECONDS = 0.5
-_DRAIN_SECONDS = 15.0
+_DRAIN_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -151,17 +154,39 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
             process.wait()
 
 
-def _drain(model: ReadModel, started: float, sent_all: Snapshot, models: ModelStore) -> Snapshot:
-    """Wait until the worker's totals stop moving (it has caught up), at most a while."""
+class _Backlog:
+    """Messages on the events topic that the workers have not committed yet."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.events_topic
+        self.partitions = list(range(settings.partitions))
+        self.reader = topic_reader(settings, f"{settings.group_id}-demo")
+        client = redis.Redis.from_url(settings.redis_url)
+        self.store = RedisStateStore(client, KeyLayout(settings.redis_prefix), settings.group_id)
+
+    def __call__(self) -> int:
+        progress = self.store.progress(self.topic, self.partitions)
+        waiting = 0
+        for partition in self.partitions:
+            _, high = self.reader.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=5
+            )
+            found = progress.get(partition)
+            waiting += max(0, high - (found.offset if found else 0))
+        return waiting
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _drain(
+    model: ReadModel, started: float, sent_all: Snapshot, models: ModelStore, backlog: _Backlog
+) -> Snapshot:
+    """Wait until the worker has committed everything on the topic, at most a while."""
     deadline = time.monotonic() + _DRAIN_SECONDS
-    last = sent_all
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        current = _snapshot(model, started, last, models)
-        if current.events == last.events:
-            return current
-        last = current
-    return last
+    while backlog() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _snapshot(model, started, sent_all, models)
 
 
 def run_demo(duration: float, users: int, rate: float, seed: int) -> None:
@@ -220,7 +245,11 @@ def _run(
         _stop(simulator)
     console.print()
     if not interrupted:
-        snapshot = _drain(model, started, snapshot, models)
+        backlog = _Backlog(config)
+        try:
+            snapshot = _drain(model, started, snapshot, models, backlog)
+        finally:
+            backlog.close()
     _stop(worker)
     _stop(trainer)
     final = _snapshot(model, started, None, models)
