@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 JOBS ?= 2
 
-.PHONY: demo test lint unit tools bench chaos soak clean
+.PHONY: demo test lint unit tools sdks bench chaos soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,16 +29,24 @@ lint: $(VENV)/.installed-dev  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file).
+# Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
+# chromium (browser SDKs in a real browser).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-tools:  ## install Debian's prometheus and docker-compose when missing
+tools:  ## install Debian's prometheus, docker-compose and chromium when missing
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-	  && command -v docker-compose >/dev/null \
+	  && command -v docker-compose >/dev/null && command -v chromium >/dev/null \
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
-	       -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
+	       -y -qq --no-install-recommends prometheus docker-compose chromium >/dev/null; }
+
+# The tracking SDKs from npm and the browser driver, into a folder the tests own.
+SDKS := tests/sdk/node_modules/.package-lock.json
+$(SDKS): tests/sdk/package.json tests/sdk/package-lock.json
+	npm ci --prefix tests/sdk --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+sdks: $(SDKS)  ## install the SDKs the collector is tested with (npm)
 
 # Test files run in JOBS processes; each process starts its own broker and Redis.
-test: lint tools  ## lint, then every test (integration tests start their own broker and Redis)
+test: lint tools sdks  ## lint, then every test (integration tests start their own broker and Redis)
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
@@ -56,4 +64,4 @@ unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams
 
 clean:
-	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache tests/sdk/node_modules

@@ -8,10 +8,11 @@ fails the event schema there goes to the dead-letter topic with its reason, so
 one odd event never costs a client its whole batch.
 
 Like Segment, the collector stamps each event with `receivedAt`, gives it a
-`messageId` when it has none, takes `receivedAt` as its `timestamp` when it
-has none, and corrects a given `timestamp` for the client's clock skew
-(`timestamp + (receivedAt - sentAt)`, the original kept as
-`originalTimestamp`). A batch's top-level `context` and `integrations` are
+`messageId` when it has none, and corrects a given `timestamp` for the
+client's clock skew (`timestamp + (receivedAt - sentAt)`, the original kept as
+`originalTimestamp`). An event without `timestamp` takes its
+`originalTimestamp` so corrected (RudderStack's SDKs send only that), else
+`receivedAt`. A batch's top-level `context` and `integrations` are
 merged into each of its events.
 
 >>> from datetime import UTC, datetime
@@ -134,13 +135,18 @@ def _event(
         event["messageId"] = new_message_id()
     received = _iso(received_at)
     event["receivedAt"] = received
-    stamped = _moment(event.get("timestamp"))
     sent = _moment(event.get("sentAt"))
-    if "timestamp" not in event or event["timestamp"] is None:
-        event["timestamp"] = received
-    elif stamped is not None and sent is not None:
-        event["originalTimestamp"] = event["timestamp"]
-        event["timestamp"] = _iso(stamped + (received_at - sent))
+    if event.get("timestamp") is None:
+        original = _moment(event.get("originalTimestamp"))
+        if original is None:
+            event["timestamp"] = received
+        else:  # RudderStack's SDKs stamp only originalTimestamp
+            event["timestamp"] = _iso(original + (received_at - (sent or received_at)))
+    else:
+        stamped = _moment(event["timestamp"])
+        if stamped is not None and sent is not None:
+            event["originalTimestamp"] = event["timestamp"]
+            event["timestamp"] = _iso(stamped + (received_at - sent))
     if privacy is not None:
         privacy.scrub(event)
     value = orjson.dumps(event)

@@ -61,6 +61,10 @@ class KeyLayout:
         """String: a partition's progress (offset, watermark), committed with the state."""
         return f"{self.prefix}:o:{group}:{topic}:{partition}"
 
+    def partition_count(self, topic: str) -> str:
+        """String: the number of partitions of `topic` the state was built with."""
+        return f"{self.prefix}:pc:{topic}"
+
     def partition_users(self, topic: str, partition: int) -> str:
         """Set: the users whose events arrive on a partition (for watermark sweeps)."""
         return f"{self.prefix}:pu:{topic}:{partition}"

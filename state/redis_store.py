@@ -59,6 +59,12 @@ class RedisStateStore:
             if value is not None
         }
 
+    def claim_partition_count(self, topic: str, partitions: int) -> int:
+        """The partition count of `topic` the state was built with; `partitions` if none yet."""
+        key = self.keys.partition_count(topic)
+        self.client.set(key, partitions, nx=True)
+        return int(cast(bytes, self.client.get(key)))
+
     def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks of about 1,000."""
         key = self.keys.partition_users(topic, partition)

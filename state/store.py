@@ -109,6 +109,10 @@ class StateStore(Protocol):
         """The committed progress of each partition that has one."""
         ...
 
+    def claim_partition_count(self, topic: str, partitions: int) -> int:
+        """The partition count of `topic` the state was built with; `partitions` if none yet."""
+        ...
+
     def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks."""
         ...

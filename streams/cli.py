@@ -73,7 +73,7 @@ def worker() -> None:
     """
     from streams.health import Probe, serve
     from streams.topics import ensure_topics
-    from streams.worker import Worker, load_rules
+    from streams.worker import PartitionCountError, Worker, load_rules
 
     config = settings()
     logs.configure(config.log_level)
@@ -85,7 +85,10 @@ def worker() -> None:
     if config.metrics_port:
         serve(config.metrics_host, config.metrics_port, probe)
     ensure_topics(config)
-    Worker(config, rules, probe).run(stop_on_signals())
+    try:
+        Worker(config, rules, probe).run(stop_on_signals())
+    except PartitionCountError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -125,10 +128,11 @@ def _run_http_service(
 
     from streams.acks import AckingProducer
     from streams.kafka import reliable_producer
-    from streams.topics import ensure_topics
+    from streams.topics import keep_provisioned
 
     logs.configure(config.log_level)
-    ensure_topics(config)
+    stop = threading.Event()
+    threading.Thread(target=keep_provisioned, args=(config, stop), daemon=True).start()
     timeout_ms = int(config.ack_timeout_seconds * 1000)
     producer = AckingProducer(
         lambda: reliable_producer(config, **{"message.timeout.ms": timeout_ms})
@@ -140,6 +144,7 @@ def _run_http_service(
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     finally:
+        stop.set()
         producer.close()
 
 

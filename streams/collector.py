@@ -1,22 +1,37 @@
 """The collector: Segment's HTTP Tracking API in front of the events topic.
 
-`POST /v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`, `/v1/alias`,
-`/v1/group` and `/v1/batch` (also `/v1/import`) take what Segment's and
-RudderStack's SDKs send, unchanged: the write key as the basic-auth user (or a
-`writeKey` field in the body), JSON bodies, optionally gzip-encoded. Each
-event is produced to the events topic keyed by its user id, and the request is
-answered only after the broker acknowledged every one of its events:
+It takes what Segment's and RudderStack's SDKs send, unchanged, from servers,
+apps and browsers on other origins:
+
+- `POST /v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`, `/v1/alias`,
+  `/v1/group`, `/v1/batch` and `/v1/import`; the short paths of Segment's
+  browser SDK (`/v1/t`, `/v1/p`, `/v1/s`, `/v1/i`, `/v1/a`, `/v1/g`, `/v1/b`)
+  and RudderStack's beacon path (`/beacon/v1/batch`). Bodies are JSON whatever
+  their `Content-Type` (browser SDKs send `text/plain`), optionally gzip-encoded.
+  The write key is the basic-auth user, a `writeKey` query parameter, or a
+  `writeKey` field in the body.
+- `GET /v1/projects/{writeKey}/settings` (Segment's CDN settings) and
+  `GET /sourceConfig/?writeKey=` (RudderStack's source config): what browser
+  SDKs read before sending, pointing them back here (see
+  :mod:`streams.sdk_settings`); unknown write keys get 404.
+- CORS for the origins of `SEGSTREAM_CORS_ORIGINS` (see :mod:`streams.cors`).
+
+Each event is produced to the events topic keyed by its user id (to the user's
+canonical partition), and a request is answered only after the broker
+acknowledged every one of its events:
 
 - 200 `{"success": true}`: every event is in Kafka;
 - 400: the body is over its limit (32 KB per call and per event, 500 KB per
   batch), is not JSON, or has an event without `userId` or `anonymousId`;
   the message names the problem and nothing was produced;
 - 401: no write key, or one the collector does not know; nothing produced;
-- 503 (with `Retry-After`): the broker did not acknowledge in
-  `SEGSTREAM_ACK_TIMEOUT_SECONDS`; SDKs retry, and the worker drops a resent
-  event whose `messageId` it has applied.
+- 503 (with `Retry-After`): the broker is not reachable, or did not acknowledge
+  in `SEGSTREAM_ACK_TIMEOUT_SECONDS`; SDKs retry, and the worker drops a
+  resent event whose `messageId` it has applied.
 
-Run it with `segstream collector`; :func:`build_app` gives the ASGI app::
+The collector listens before the broker answers: `/healthz` is 200 at once,
+`/readyz` 200 only while the broker is reachable. Run it with `segstream
+collector`; :func:`build_app` gives the ASGI app::
 
     app = build_app(settings, AckingProducer(lambda: reliable_producer(settings)))
 """
@@ -27,6 +42,7 @@ import base64
 import binascii
 import uuid
 import zlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +54,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from processors.tracking import CALL_TYPES, CallError, decode_calls
 from streams.acks import AckingProducer, NotAcknowledgedError
+from streams.connectivity import KAFKA
+from streams.cors import Cors, origins
 from streams.credentials import Credentials
 from streams.http_metrics import RequestMetrics, TimedRoutes
+from streams.sdk_settings import Endpoint, rudderstack_source_config, segment_settings
 from streams.settings import Settings
 from streams.tracking_schema import Accepted, Problem, request_body, request_schemas
 
@@ -66,12 +85,26 @@ REQUEST_BYTES = Histogram(
 )
 
 _ENDPOINTS = (*CALL_TYPES, "batch", "import")
+"""The documented endpoints, each at `/v1/<endpoint>`."""
+SHORT_PATHS = {"t": "track", "p": "page", "s": "screen", "i": "identify", "a": "alias"}
+"""Segment's browser SDK posts each call to `/v1/<first letter of its type>`."""
+_ALIASES = {
+    **{f"/v1/{short}": call for short, call in SHORT_PATHS.items()},
+    "/v1/g": "group",
+    "/v1/b": "batch",
+    "/beacon/v1/batch": "batch",
+}
+"""Paths SDKs use besides the documented ones, and the call each takes."""
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": Accepted, "description": "Every event was acknowledged by the broker."},
     400: {"model": Problem, "description": "Over a size limit, invalid JSON, or no user id."},
     401: {"model": Problem, "description": "Missing or unknown write key."},
-    503: {"model": Problem, "description": "The broker did not acknowledge in time; retry."},
+    503: {"model": Problem, "description": "The broker is unreachable or did not ack; retry."},
 }
+_SETTINGS_MAX_AGE = 60
+"""How long browsers and CDNs may cache a settings document, in seconds."""
+
+Take = Callable[[Request, str], Awaitable[Accepted]]
 
 
 class _RefusedError(Exception):
@@ -92,6 +125,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(TimedRoutes, metrics=REQUESTS)
+    app.add_middleware(Cors, allowed=origins(settings.cors_origins))
 
     @app.exception_handler(_RefusedError)
     async def refused(_request: Request, refusal: _RefusedError) -> JSONResponse:
@@ -103,6 +137,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
 
     async def take(request: Request, endpoint: str) -> Accepted:
         given = _basic_user(request.headers.get("authorization"))
+        if given is None:
+            given = request.query_params.get("writeKey")
         if given is not None and not keys.accepts(given):
             raise _RefusedError(401, "auth", "unknown write key")
         limit = settings.max_batch_bytes if endpoint == "batch" else settings.max_event_bytes
@@ -120,6 +156,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
             )
         except CallError as error:
             raise _RefusedError(400, "invalid", str(error)) from None
+        if KAFKA.up is not True:
+            raise _RefusedError(503, "unreachable", "the broker is not reachable; retry later")
         REQUEST_BYTES.observe(len(body))
         started = datetime.now(UTC)
         try:
@@ -136,8 +174,34 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         return Accepted()
 
     for endpoint in _ENDPOINTS:
-        call = "batch" if endpoint == "import" else endpoint
-        _route(app, endpoint, call, take)
+        _route(app, f"/v1/{endpoint}", "batch" if endpoint == "import" else endpoint, take)
+    for path, call in _ALIASES.items():
+        _route(app, path, call, take, documented=False)
+
+    def endpoint_of(request: Request) -> Endpoint:
+        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        return Endpoint.of(settings.collector_public_url, request.url.scheme, host)
+
+    def settings_document(write_key: str | None, document: dict[str, Any]) -> Response:
+        if not write_key or not keys.accepts(write_key):
+            return JSONResponse({"detail": "unknown write key"}, 404)
+        cache = {"Cache-Control": f"public, max-age={_SETTINGS_MAX_AGE}"}
+        return Response(orjson.dumps(document), media_type="application/json", headers=cache)
+
+    @app.get("/v1/projects/{write_key}/settings", include_in_schema=False)
+    async def segment_cdn_settings(write_key: str, request: Request) -> Response:
+        return settings_document(write_key, segment_settings(write_key, endpoint_of(request)))
+
+    @app.get("/sourceConfig", include_in_schema=False)
+    @app.get("/sourceConfig/", include_in_schema=False)
+    async def rudderstack_config(request: Request) -> Response:
+        given = _basic_user(request.headers.get("authorization"))
+        write_key = given or request.query_params.get("writeKey")
+        return settings_document(write_key, rudderstack_source_config(write_key or ""))
+
+    @app.post("/v1/m", include_in_schema=False)
+    async def sdk_telemetry() -> Accepted:
+        return Accepted()  # the browser SDK's own metrics: taken, not events
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -145,6 +209,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
+        if KAFKA.up is not True:
+            return Response("broker unreachable\n", 503, media_type="text/plain")
         return Response("ok\n", media_type="text/plain")
 
     @app.get("/metrics", include_in_schema=False)
@@ -155,18 +221,18 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     return app
 
 
-def _route(app: FastAPI, endpoint: str, call: str, take: Any) -> None:
+def _route(app: FastAPI, path: str, call: str, take: Take, *, documented: bool = True) -> None:
     async def handle(request: Request) -> Accepted:
-        answer: Accepted = await take(request, call)
-        return answer
+        return await take(request, call)
 
     app.post(
-        f"/v1/{endpoint}",
+        path,
         response_model=Accepted,
         responses=_ANSWERS,
         summary=f"Send a {call} call" if call != "batch" else "Send many calls at once",
         openapi_extra={"requestBody": request_body(call)},
-        operation_id=f"post_{endpoint}",
+        operation_id="post_" + path.removeprefix("/v1/").strip("/").replace("/", "_"),
+        include_in_schema=documented,
     )(handle)
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
+from processors.partitioner import PRODUCER_PARTITIONER
+from streams.connectivity import LIBRDKAFKA_LOG, kafka_error
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -19,7 +21,12 @@ if TYPE_CHECKING:
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": LIBRDKAFKA_LOG,
+        "error_cb": kafka_error,
+        **security_config(settings),
+    }
 
 
 def security_config(settings: Settings) -> dict[str, Any]:
@@ -118,9 +125,13 @@ def batch_consumer(settings: Settings, **overrides: Any) -> Consumer:
 
 
 def reliable_producer(settings: Settings, **overrides: Any) -> Producer:
-    """An idempotent producer that batches for up to 5 ms and waits for every replica."""
+    """An idempotent producer that batches for up to 5 ms and waits for every replica.
+
+    Keyed messages go to the key's canonical partition (:mod:`processors.partitioner`).
+    """
     config = {
         **_common(settings),
+        "partitioner": PRODUCER_PARTITIONER,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,

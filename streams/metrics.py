@@ -20,6 +20,10 @@ EVENTS_DUPLICATE = Counter(
     "segstream_worker_events_duplicate_total",
     "Events skipped because their messageId had been applied before.",
 )
+EVENTS_FORWARDED = Counter(
+    "segstream_worker_events_forwarded_total",
+    "Events that arrived on another partition than their user's and were forwarded to it.",
+)
 DEAD_LETTERS = Counter(
     "segstream_worker_events_dead_lettered_total",
     "Events sent to the dead-letter topic, by reason.",

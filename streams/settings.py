@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     """Port of the collector (Segment-compatible Tracking API, `/metrics`, probes)."""
     write_keys: SecretStr = SecretStr("")
     """Comma-separated write keys the collector accepts, sent as the HTTP basic-auth user."""
+    cors_origins: str = Field(
+        "*", pattern=r"^\s*(\*|https?://[^/,\s]+)?(\s*,\s*https?://[^/,\s]+)*\s*$"
+    )
+    """Comma-separated origins (`https://shop.example`) whose pages may send events to the
+    collector from a browser; `*` for any page; empty for none."""
+    collector_public_url: str = Field("", pattern=r"^(https?://[^/\s]+(/\S*)?)?$")
+    """The collector's URL as browsers reach it (behind a proxy or load balancer); the settings
+    browser SDKs fetch point them there. Empty: the scheme and `Host` of each request."""
     ack_timeout_seconds: float = Field(10, gt=0, le=300)
     """How long the collector waits for the broker to acknowledge a request's events before
     answering 503, in s."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from streams.connectivity import KAFKA
 from streams.kafka import admin_client
 from streams.settings import Settings
 
@@ -42,9 +45,11 @@ def topology(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, timeout: float = 30.0, admin: AdminClient | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = admin_client(settings)
+    admin = admin or admin_client(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [spec for spec in topology(settings) if spec.name not in existing]
     if not wanted:
@@ -66,3 +71,23 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 raise
     log.info("topics created=%s", ",".join(created) or "-")
     return created
+
+
+def keep_provisioned(settings: Settings, stop: threading.Event, every: float = 10.0) -> None:
+    """Create the topics as soon as the broker answers, then ask it every `every` seconds
+    (every second while it does not answer), keeping :data:`~streams.connectivity.KAFKA`
+    current. Runs until `stop` is set: start it on a thread of its own.
+    """
+    admin = admin_client(settings)
+    provisioned = False
+    while not stop.is_set():
+        try:
+            if provisioned:
+                admin.list_topics(settings.events_topic, timeout=5)
+            else:
+                ensure_topics(settings, timeout=5, admin=admin)
+                provisioned = True
+            KAFKA.reached()
+        except KafkaException as error:
+            KAFKA.lost(str(error.args[0].str() if error.args else error))
+        stop.wait(every if KAFKA.up else 1.0)

@@ -4,13 +4,15 @@ One loop iteration handles one batch end to end:
 
 1. consume up to `batch_max_events` messages (confluent-kafka `consume`);
 2. decode each in offset order; undecodable, future and late events go to the
-   dead-letter topic with a reason; on-time ones move their partition's watermark;
+   dead-letter topic with a reason; an event whose user belongs to another
+   partition (see :mod:`processors.partitioner`) is forwarded there, once;
+   on-time ones move their partition's watermark;
 3. load the batch's users from Redis (one `MGET`), apply each partition's
    actions, evaluate the rules after each event; then place each touched
    user in a cluster of the latest model snapshot (numpy, one matrix per
    partition) and take their feature vector;
-4. produce dead letters, segment changes and the feature vectors (many per
-   message), and wait for the broker's acks;
+4. produce dead letters, forwarded events, segment changes and the feature
+   vectors (many per message), and wait for the broker's acks;
 5. commit the users, labels, counters, and each partition's offset and
    watermark in one Redis transaction.
 
@@ -51,6 +53,7 @@ from processors.evaluation import Classifier, evaluate, place, vectors
 from processors.events import Action, Rejection, decode_event
 from processors.model import ClusterAssigner, ModelSnapshot
 from processors.partition import Absorb, Advance, Erase, Item, Merge, Relay, run_partition
+from processors.partitioner import canonical_partition
 from processors.rules import RuleSet, parse_rules
 from processors.segments import ChangeReason, SegmentChange
 from processors.timers import next_due
@@ -62,6 +65,7 @@ from state.redis_store import RedisStateStore
 from state.store import BatchCommit, PartitionCommit, PartitionFencedError, PartitionProgress
 from state.timer_store import DueTimers
 from streams import metrics
+from streams.connectivity import KAFKA, REDIS, Link
 from streams.health import Probe
 from streams.kafka import batch_consumer, producer_lost, reliable_producer
 from streams.models_feed import ModelsFeed
@@ -77,7 +81,11 @@ ADVANCE_WATERMARK = b"advance-watermark"
 ERASE = b"erase"
 """Control command: forget the user the message is keyed by (see `DELETE /v1/users/{id}`)."""
 RELAY_HEADER = "segstream-relay"
-"""Header of a message the pipeline relays to itself: `merge`, `absorb` or `forward`."""
+"""Header of a message the pipeline relays to itself: `merge`, `absorb`, `forward`, `erase`,
+or `route` (an event that arrived on another partition than its user's)."""
+ROUTE = b"route"
+"""Relay kind of an event forwarded to its user's partition; it is judged there as if it had
+arrived there (lateness, watermark), with its original headers and body."""
 SOURCE_HEADER = "segstream-source"
 """`partition:offset` of the message a relay was caused by; relays apply once per source."""
 REPLAY_HEADER = "segstream-replay"
@@ -93,6 +101,10 @@ INVALID_CONTROL = "invalid_control"
 
 class DeliveryError(RuntimeError):
     """The broker did not acknowledge a message the batch produced."""
+
+
+class PartitionCountError(RuntimeError):
+    """The events topic has another partition count than the state was built with."""
 
 
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
@@ -142,10 +154,20 @@ class _PartitionBatch:
         return ids
 
 
+@dataclass(frozen=True, slots=True)
+class _Misrouted:
+    """An event that arrived on `source` but belongs to `user_id`, whose partition is `to`."""
+
+    message: Message
+    user_id: str
+    to: int
+
+
 @dataclass(slots=True)
 class _Decoded:
     partitions: dict[int, _PartitionBatch]
     rejected: list[tuple[Message, Rejection]]
+    misrouted: list[_Misrouted] = field(default_factory=list)
     consumed: int = 0
     live_times: list[float] = field(default_factory=list)
     """Event times of the batch's live (not replayed) events, for the freshness histogram."""
@@ -176,6 +198,8 @@ class Worker:
         self._heard: dict[int, float] = {}
         self._delivery_errors: list[str] = []
         self._producer_failed = False
+        self.partitions = 0
+        """The events topic's partition count, checked against the state's at start."""
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until `stop` is set, then leave the group cleanly."""
@@ -191,6 +215,7 @@ class Worker:
             metrics.MODEL_VERSION.set(snapshot.version)
         self.classifier = Classifier.of(self.rules, self.model)
         metrics.RULES.info({"version": self.rules.label})
+        self.partitions = self._check_partition_count()
         self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
         self.probe.ready = True
         wait = self.settings.batch_max_wait_ms / 1000
@@ -225,6 +250,19 @@ class Worker:
             self.producer.flush(10)
             self.client.close()
             log.info("worker stopped")
+
+    def _check_partition_count(self) -> int:
+        """The events topic's partition count; raise :class:`PartitionCountError` when the
+        stored state was built with another one (it is stored by the first worker)."""
+        topic = self.settings.events_topic
+        metadata = self.consumer.list_topics(topic, timeout=30).topics[topic]
+        if metadata.error is not None:
+            raise PartitionCountError(f"cannot read topic {topic!r}: {metadata.error.str()}")
+        found = len(metadata.partitions)
+        built = self.store.claim_partition_count(topic, found)
+        if built != found:
+            raise PartitionCountError(_count_mismatch(self.settings, found, built))
+        return found
 
     def process(self, messages: Sequence[Message]) -> bool:
         """Handle one batch end to end (see the module docstring).
@@ -309,7 +347,7 @@ class Worker:
                 )
             )
         produced = time.perf_counter()
-        self._produce(decoded.rejected, changes, relays, found)
+        self._produce(decoded.rejected, changes, relays, found, decoded.misrouted)
         metrics.KAFKA_WRITE_SECONDS.observe(time.perf_counter() - produced)
         commit = BatchCommit(
             users=users,
@@ -324,7 +362,8 @@ class Worker:
                 "users": new_users,
                 "expired": sum(len(c.expired_users) for c in commits) - erased,
                 "erased": erased,
-                "relays_sent": len(relays),
+                "relays_sent": len(relays) + len(decoded.misrouted),
+                "forwarded": len(decoded.misrouted),
                 "relays_applied": sum(part.relayed for part in decoded.partitions.values()),
                 "timers_fired": fired,
             },
@@ -344,6 +383,7 @@ class Worker:
             self._committed[consumed.partition] = consumed.progress.offset
         _count(decoded, changes, applied, duplicates)
         metrics.FEATURE_VECTORS.inc(len(found))
+        metrics.EVENTS_FORWARDED.inc(len(decoded.misrouted))
         metrics.TIMERS_FIRED.inc(fired)
         metrics.ERASURES.inc(erased)
         metrics.BATCH_EVENTS.observe(len(messages))
@@ -480,38 +520,43 @@ class Worker:
         log.info("users relabelled=%d reason=%s", relabelled, reason)
 
     def _decode(self, messages: Sequence[Message]) -> _Decoded:
-        partitions: dict[int, _PartitionBatch] = {}
-        rejected: list[tuple[Message, Rejection]] = []
-        max_bytes = self.settings.max_event_bytes
+        decoded = _Decoded({}, [])
         not_after = time.time() + self.settings.max_future_seconds
-        live_times: list[float] = []
-        consumed = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error=%r", error.str())
                 continue
-            consumed += 1
+            decoded.consumed += 1
             partition, offset = message.partition(), message.offset()
             assert partition is not None
             assert offset is not None
             clock = self._clocks.get(partition)
             if clock is None:
                 continue  # revoked while the batch was in flight
-            part = partitions.get(partition)
+            part = decoded.partitions.get(partition)
             if part is None:
-                part = partitions[partition] = _PartitionBatch(offset)
+                part = decoded.partitions[partition] = _PartitionBatch(offset)
             part.last = offset
             headers = _headers(message)
             self._heard[partition] = time.monotonic()
             if RELAY_HEADER in headers:
-                item = self._relayed_item(partition, message, headers)
-                if isinstance(item, Rejection):
-                    rejected.append((message, item))
-                elif item is not None:
-                    part.add(item, message, clock.value)
-                    part.relayed += 1
+                fresh = self._first_relay(partition, headers)
+                if isinstance(fresh, Rejection):
+                    decoded.rejected.append((message, fresh))
+                    continue
+                if not fresh:
+                    continue  # applied before: produced again by a batch that was redone
+                part.relayed += 1
+                if headers[RELAY_HEADER] == ROUTE:
+                    self._event(partition, message, headers, part, decoded, not_after)
+                else:
+                    item = self._relayed_item(message, headers)
+                    if isinstance(item, Rejection):
+                        decoded.rejected.append((message, item))
+                    else:
+                        part.add(item, message, clock.value)
                 continue
             if headers.get(CONTROL_HEADER) == ERASE:
                 user_id = (message.key() or b"").decode(errors="replace")
@@ -519,49 +564,68 @@ class Worker:
                     part.add(Erase(user_id), message, clock.value)
                 else:
                     reason = Rejection(INVALID_CONTROL, "an erase command is keyed by the user id")
-                    rejected.append((message, reason))
+                    decoded.rejected.append((message, reason))
                 continue
             if CONTROL_HEADER in headers:
                 until = _advance_until(message.value())
                 if headers[CONTROL_HEADER] != ADVANCE_WATERMARK or until is None:
                     reason = Rejection(INVALID_CONTROL, 'expected {"until": seconds}')
-                    rejected.append((message, reason))
+                    decoded.rejected.append((message, reason))
                 else:
                     clock.advance_to(until)
                     part.advances = True
                     part.add(Advance(until), message, clock.value)
                 continue
-            self._replaying[partition] = REPLAY_HEADER in headers
-            result: Action | Rejection = decode_event(message.value() or b"", max_bytes=max_bytes)
-            if isinstance(result, Action):
-                if result.timestamp > not_after:
-                    result = Rejection(FUTURE, f"timestamp {result.timestamp:.0f} is in the future")
-                elif not clock.admit(result.timestamp):
-                    result = Rejection(
-                        LATE,
-                        f"event time {result.timestamp:.3f} is before the watermark "
-                        f"{clock.value:.3f}",
-                    )
-            if isinstance(result, Rejection):
-                rejected.append((message, result))
-            else:
-                part.add(result, message, clock.value)
-                if not self._replaying[partition]:
-                    live_times.append(result.timestamp)
-        return _Decoded(partitions, rejected, consumed, live_times)
+            self._event(partition, message, headers, part, decoded, not_after)
+        return decoded
 
-    def _relayed_item(
-        self, partition: int, message: Message, headers: dict[str, bytes]
-    ) -> Item | Rejection | None:
-        """The item a relayed message carries; `None` when it was applied before."""
+    def _event(
+        self,
+        partition: int,
+        message: Message,
+        headers: dict[str, bytes],
+        part: _PartitionBatch,
+        decoded: _Decoded,
+        not_after: float,
+    ) -> None:
+        """Take a tracker event that arrived on `partition`, or forward it to its user's."""
+        result = decode_event(message.value() or b"", max_bytes=self.settings.max_event_bytes)
+        if isinstance(result, Action):
+            owner = canonical_partition(result.user_id, self.partitions)
+            if owner != partition:
+                decoded.misrouted.append(_Misrouted(message, result.user_id, owner))
+                return
+        replaying = self._replaying[partition] = REPLAY_HEADER in headers
+        clock = self._clocks[partition]
+        if isinstance(result, Action):
+            if result.timestamp > not_after:
+                result = Rejection(FUTURE, f"timestamp {result.timestamp:.0f} is in the future")
+            elif not clock.admit(result.timestamp):
+                result = Rejection(
+                    LATE,
+                    f"event time {result.timestamp:.3f} is before the watermark {clock.value:.3f}",
+                )
+        if isinstance(result, Rejection):
+            decoded.rejected.append((message, result))
+            return
+        part.add(result, message, clock.value)
+        if not replaying:
+            decoded.live_times.append(result.timestamp)
+
+    def _first_relay(self, partition: int, headers: dict[str, bytes]) -> bool | Rejection:
+        """Whether a relayed message is new here (not applied before), and note it applied."""
         try:
             source, offset = (int(part) for part in headers[SOURCE_HEADER].split(b":"))
         except (KeyError, ValueError):
             return Rejection(INVALID_CONTROL, "a relayed message without its source offset")
         relayed = self._relayed[partition]
         if offset <= relayed.get(source, -1):
-            return None
+            return False
         relayed[source] = offset
+        return True
+
+    def _relayed_item(self, message: Message, headers: dict[str, bytes]) -> Item | Rejection:
+        """The item a relayed merge, absorb, erase or forward carries."""
         key = (message.key() or b"").decode()
         body = message.value() or b""
         kind = headers[RELAY_HEADER]
@@ -583,8 +647,24 @@ class Worker:
         changes: Sequence[SegmentChange],
         relays: Sequence[tuple[Relay, int, Message]],
         found: Sequence[FeatureVector],
+        misrouted: Sequence[_Misrouted] = (),
     ) -> None:
         producer = self.producer
+        for event in misrouted:
+            cause = event.message
+            kept: list[tuple[str, bytes]] = list(_headers(cause).items())
+            producer.produce(
+                self.settings.events_topic,
+                key=event.user_id.encode(),
+                value=cause.value(),
+                partition=event.to,
+                headers=[
+                    *kept,
+                    (RELAY_HEADER, ROUTE),
+                    (SOURCE_HEADER, f"{cause.partition()}:{cause.offset()}".encode()),
+                ],
+                on_delivery=self._delivered,
+            )
         for relay, partition, cause in relays:
             body = relay.body
             if relay.kind == "forward":
@@ -654,15 +734,11 @@ class Worker:
         cause = "kafka" if isinstance(error, DeliveryError) else "redis"
         metrics.BATCHES_RETRIED.labels(cause=cause).inc()
         self.probe.ready = False
+        _link(error).lost(f"batch not committed, waiting ({type(error).__name__}: {error})")
         started = time.monotonic()
         delay = 0.5
         while not stop.is_set():
-            log.warning(
-                "batch not committed, waiting for %s retry_in=%.1fs error=%s",
-                cause,
-                delay,
-                type(error).__name__,
-            )
+            log.debug("batch retry cause=%s retry_in=%.1fs", cause, delay)
             stop.wait(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
             try:
@@ -681,9 +757,10 @@ class Worker:
                     raise DeliveryError("the broker has not acknowledged the batch's messages")
                 self._rewind(list(self._committed))
             except (*_UNAVAILABLE, DeliveryError) as again:
-                error = again
-                cause = "kafka" if isinstance(error, DeliveryError) else "redis"
+                _link(again).lost(f"{type(again).__name__}: {again}")
                 continue
+            KAFKA.reached()
+            REDIS.reached()
             log.info("resumed from the committed offsets after=%.1fs", time.monotonic() - started)
             self.probe.ready = True
             return
@@ -705,19 +782,21 @@ class Worker:
         return progress
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        beyond = [tp.partition for tp in partitions if tp.partition >= self.partitions]
+        if beyond:
+            raise PartitionCountError(
+                _count_mismatch(self.settings, max(beyond) + 1, self.partitions)
+            )
         delay = 0.5
         while True:
             try:
                 progress = self._restore([tp.partition for tp in partitions])
                 break
             except _UNAVAILABLE as error:
-                log.warning(
-                    "partitions not taken yet, waiting for redis retry_in=%.1fs error=%s",
-                    delay,
-                    type(error).__name__,
-                )
+                REDIS.lost(f"partitions not taken yet ({type(error).__name__}: {error})")
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
+        REDIS.reached()
         for tp in partitions:
             found = progress.get(tp.partition)
             tp.offset = OFFSET_BEGINNING if found is None else found.offset
@@ -785,6 +864,23 @@ def _count_changes(changes: Sequence[SegmentChange]) -> None:
         metrics.TRANSITIONS.labels(segment=segment, direction=direction).inc(count)
     for (cluster, direction), count in cluster_moves.items():
         metrics.CLUSTER_TRANSITIONS.labels(cluster=cluster, direction=direction).inc(count)
+
+
+def _link(error: Exception) -> Link:
+    """The dependency an error of a batch's commit says is missing."""
+    return KAFKA if isinstance(error, DeliveryError) else REDIS
+
+
+def _count_mismatch(settings: Settings, found: int, built: int) -> str:
+    """What to say when the events topic has `found` partitions and the state `built`."""
+    return (
+        f"the events topic {settings.events_topic!r} has {found} partitions, but the state under "
+        f"SEGSTREAM_REDIS_PREFIX={settings.redis_prefix!r} was built with {built}: every user's "
+        f"state belongs to one partition, so it cannot be read under another count. Either give "
+        f"the topic back its {built} partitions (a new topic of that name), or build the state "
+        f"anew for {found}: a new SEGSTREAM_REDIS_PREFIX and SEGSTREAM_GROUP_ID, then "
+        f"`segstream replay` of your event history"
+    )
 
 
 def _headers(message: Message) -> dict[str, bytes]:

@@ -172,7 +172,7 @@ def test_redis_stopped_for_ten_seconds_mid_stream_changes_nothing(
         wait_for_redis(url, server)
         assert_as_clean(settings, worker, replay, clean_run, tmp_path / "replay.log")
         logged = worker.log.read_text()
-        assert "batch not committed, waiting for redis" in logged
+        assert "redis unreachable: batch not committed" in logged
         assert "resumed from the committed offsets" in logged
     finally:
         server.terminate()

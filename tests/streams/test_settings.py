@@ -45,6 +45,7 @@ def test_sasl_without_credentials_names_what_is_missing(monkeypatch):
 
 
 def test_tls_and_sasl_settings_reach_every_kafka_client(monkeypatch, tmp_path):
+    from streams.connectivity import LIBRDKAFKA_LOG, kafka_error
     from streams.kafka import _common, faust_credentials
 
     ca = tmp_path / "ca.pem"
@@ -57,6 +58,8 @@ def test_tls_and_sasl_settings_reach_every_kafka_client(monkeypatch, tmp_path):
     config = Settings()
     assert _common(config) == {
         "bootstrap.servers": "127.0.0.1:9092",
+        "logger": LIBRDKAFKA_LOG,
+        "error_cb": kafka_error,
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-256",
         "sasl.username": "seg",

@@ -1,0 +1,240 @@
+"""The real tracking SDKs, unchanged, against the collector: browser SDKs in Debian's
+headless Chromium on a page of another origin, server SDKs from npm and PyPI.
+
+Each SDK sends one shopper's visit (a page view while anonymous, identify, a product
+viewed and added, an order, one more product added); the test waits for that
+user's profile to hold the order, the revenue and the open cart.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+import pytest
+import redis
+from rudderstack.analytics.client import Client as RudderClient
+from segment.analytics.client import Client as SegmentClient
+
+from state.keys import KeyLayout
+from state.read_model import ReadModel
+from streams.embedded import free_port
+from tests.integration.conftest import WorkerProcess, isolated_settings, wait_until_serving
+
+pytestmark = pytest.mark.integration
+SDK_DIR = Path(__file__).parents[1] / "sdk"
+KEY = "wk-browser"
+CHROMIUM = shutil.which("chromium")
+EXPECTED = {
+    "orders_lifetime": 1.0,
+    "revenue_lifetime": 40.0,
+    "cart_products": 1.0,
+    "cart_value": 15.0,
+}
+
+
+def _required(found: object, what: str, install: str) -> None:
+    if not found:
+        pytest.fail(f"{what} is missing: run `{install}` (make test does)")
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack, tmp_path_factory):
+    """A worker and a collector (CORS for any origin) on topics of their own."""
+    _required((SDK_DIR / "node_modules" / ".package-lock.json").exists(), "the SDKs", "make sdks")
+    _required(CHROMIUM, "chromium", "make tools")
+    logs = tmp_path_factory.mktemp("sdk-pipeline")
+    port = free_port()
+    settings = isolated_settings(stack).model_copy(
+        update={"write_keys": KEY, "collector_port": port, "cors_origins": "*"}
+    )
+    worker = WorkerProcess(settings, logs / "worker.log")
+    collector = WorkerProcess(settings, logs / "collector.log", "collector")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{url}/readyz", collector)
+        model = ReadModel(
+            redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix)
+        )
+        yield url, model
+    finally:
+        for process in (collector, worker):
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def page_origin():
+    """The test pages and the SDKs' browser builds, served from an origin of their own."""
+    handler = functools.partial(_QuietHandler, directory=str(SDK_DIR))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *_args):
+        pass
+
+
+def profile_of(model, user, timeout=60.0):
+    """The user's features once they show `EXPECTED` (or the last seen, after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    features = {}
+    while time.monotonic() < deadline:
+        found = model.user(user)
+        features = (found or {}).get("features") or {}
+        if all(features.get(name) == value for name, value in EXPECTED.items()):
+            break
+        time.sleep(0.3)
+    return {name: features.get(name) for name in (*EXPECTED, "events_lifetime")}
+
+
+def browse(page_origin, page, **query):
+    """Open a test page in Chromium; the driver's report of what happened."""
+    url = f"{page_origin}/pages/{page}?{urlencode(query)}"
+    done = subprocess.run(
+        ["node", str(SDK_DIR / "browser.mjs"), url, "40"],
+        cwd=SDK_DIR,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={"CHROMIUM": CHROMIUM or "", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return orjson.loads(done.stdout)
+
+
+def paths(report, origin):
+    """`METHOD path` of each request the page made to `origin`, in order."""
+    host = urlsplit(origin).netloc
+    return [
+        f"{request['method']} {urlsplit(request['url']).path}"
+        for request in report["requests"]
+        if urlsplit(request["url"]).netloc == host
+    ]
+
+
+def assert_clean(report, collector):
+    assert report["outcome"] == "sent", report
+    assert report["console"] == [], report["console"]
+    assert report["failed"] == [], report["failed"]
+    to_collector = [r for r in report["requests"] if r["url"].startswith(collector)]
+    assert to_collector, report
+    assert all(r["status"] < 400 for r in to_collector), to_collector
+    readable = [r for r in to_collector if not r["url"].startswith(f"{collector}/beacon/")]
+    assert all(r["allowOrigin"] == "*" for r in readable), readable  # beacons are not read
+
+
+def test_segment_analytics_next_with_cdn_url_fetches_settings_and_sends_short_paths(
+    pipeline, page_origin
+):
+    collector, model = pipeline
+    report = browse(page_origin, "segment.html", collector=collector, key=KEY, user="seg-cdn")
+    assert_clean(report, collector)
+    seen = paths(report, collector)
+    assert seen[0] == f"GET /v1/projects/{KEY}/settings"
+    assert {"POST /v1/p", "POST /v1/i", "POST /v1/t"} <= set(seen), seen
+    sent = [r for r in report["requests"] if r["method"] == "POST"]
+    assert {r["contentType"] for r in sent} == {"text/plain"}
+    assert profile_of(model, "seg-cdn") == {**EXPECTED, "events_lifetime": 5.0}
+
+
+def test_segment_analytics_next_inline_settings_batches_to_api_host(pipeline, page_origin):
+    collector, model = pipeline
+    report = browse(
+        page_origin, "segment.html", collector=collector, key=KEY, user="seg-inline", mode="inline"
+    )
+    assert_clean(report, collector)
+    seen = paths(report, collector)
+    assert "POST /v1/b" in seen, seen
+    assert not any("/settings" in path for path in seen)
+    assert profile_of(model, "seg-inline") == {**EXPECTED, "events_lifetime": 5.0}
+
+
+@pytest.mark.parametrize("mode", ["xhr", "beacon"])
+def test_rudderstack_analytics_js_reads_source_config_and_sends(pipeline, page_origin, mode):
+    collector, model = pipeline
+    user = f"rs-{mode}"
+    report = browse(
+        page_origin, "rudderstack.html", collector=collector, key=KEY, user=user, mode=mode
+    )
+    assert_clean(report, collector)
+    seen = paths(report, collector)
+    assert seen[0] in ("GET /sourceConfig/", "OPTIONS /sourceConfig/"), seen
+    if mode == "beacon":
+        assert "POST /beacon/v1/batch" in seen, seen
+    else:
+        assert {"POST /v1/page", "POST /v1/identify", "POST /v1/track"} <= set(seen), seen
+    assert profile_of(model, user) == {**EXPECTED, "events_lifetime": 5.0}
+
+
+def test_settings_documents_refuse_unknown_write_keys(pipeline):
+    import requests
+
+    collector, _ = pipeline
+    assert requests.get(f"{collector}/v1/projects/nope/settings", timeout=5).status_code == 404
+    assert requests.get(f"{collector}/sourceConfig/?writeKey=nope", timeout=5).status_code == 404
+    known = requests.get(f"{collector}/v1/projects/{KEY}/settings", timeout=5).json()
+    assert list(known["integrations"]) == ["Segment.io"]
+    assert known["integrations"]["Segment.io"]["apiHost"] == f"{urlsplit(collector).netloc}/v1"
+    source = requests.get(f"{collector}/sourceConfig/?writeKey={KEY}", timeout=5).json()["source"]
+    assert source["writeKey"] == KEY
+    assert source["destinations"] == []
+
+
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+def test_node_server_sdks(pipeline, sdk):
+    collector, model = pipeline
+    user = f"node-{sdk}"
+    done = subprocess.run(
+        ["node", str(SDK_DIR / "server.mjs"), sdk, collector, KEY, user],
+        cwd=SDK_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert orjson.loads(done.stdout) == {"errors": []}
+    assert profile_of(model, user) == {**EXPECTED, "events_lifetime": 5.0}
+
+
+@pytest.mark.parametrize("client_class", [SegmentClient, RudderClient], ids=["segment", "rudder"])
+def test_python_server_sdks(pipeline, client_class):
+    collector, model = pipeline
+    user = f"py-{client_class.__module__.split('.')[0]}"
+    errors = []
+    client = client_class(
+        KEY, host=collector, max_retries=0, on_error=lambda error, _batch: errors.append(error)
+    )
+    anonymous = f"anon-{user}"
+    start = datetime.now(UTC) - timedelta(minutes=10)  # one minute between calls
+    at = [start + timedelta(minutes=step) for step in range(6)]
+    client.page(anonymous_id=anonymous, name="Home", properties={"path": "/"}, timestamp=at[0])
+    client.identify(user_id=user, anonymous_id=anonymous, traits={"plan": "gold"}, timestamp=at[1])
+    shoes = {"product_id": "p1", "category": "shoes", "price": 20}
+    client.track(user_id=user, event="Product Viewed", properties=shoes, timestamp=at[2])
+    client.track(
+        user_id=user, event="Product Added", properties={**shoes, "quantity": 2}, timestamp=at[3]
+    )
+    client.track(
+        user_id=user,
+        event="Order Completed",
+        properties={"order_id": "o1", "revenue": 40, "products": [shoes]},
+        timestamp=at[4],
+    )
+    hat = {"product_id": "p2", "category": "hats", "price": 15, "quantity": 1}
+    client.track(user_id=user, event="Product Added", properties=hat, timestamp=at[5])
+    client.flush()
+    assert errors == []
+    assert profile_of(model, user) == {**EXPECTED, "events_lifetime": 5.0}
