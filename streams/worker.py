@@ -650,35 +650,13 @@ class Worker:
         misrouted: Sequence[_Misrouted] = (),
     ) -> None:
         producer = self.producer
-        for event in misrouted:
-            cause = event.message
-            kept: list[tuple[str, bytes]] = list(_headers(cause).items())
+        for relay in _relay_messages(relays, misrouted):
             producer.produce(
                 self.settings.events_topic,
-                key=event.user_id.encode(),
-                value=cause.value(),
-                partition=event.to,
-                headers=[
-                    *kept,
-                    (RELAY_HEADER, ROUTE),
-                    (SOURCE_HEADER, f"{cause.partition()}:{cause.offset()}".encode()),
-                ],
-                on_delivery=self._delivered,
-            )
-        for relay, partition, cause in relays:
-            body = relay.body
-            if relay.kind == "forward":
-                body = cause.value() or b""
-            elif relay.kind == "absorb":
-                body = msgpack.packb([(cause.key() or b"").decode(), relay.body])
-            producer.produce(
-                self.settings.events_topic,
-                key=relay.key.encode(),
-                value=body,
-                headers=[
-                    (RELAY_HEADER, relay.kind.encode()),
-                    (SOURCE_HEADER, f"{partition}:{cause.offset()}".encode()),
-                ],
+                key=relay.key,
+                value=relay.value,
+                headers=relay.headers(),
+                partition=relay.partition,
                 on_delivery=self._delivered,
             )
         for message, rejection in rejected:
@@ -864,6 +842,58 @@ def _count_changes(changes: Sequence[SegmentChange]) -> None:
         metrics.TRANSITIONS.labels(segment=segment, direction=direction).inc(count)
     for (cluster, direction), count in cluster_moves.items():
         metrics.CLUSTER_TRANSITIONS.labels(cluster=cluster, direction=direction).inc(count)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A message relayed to the events topic, caused by `source`:`offset`."""
+
+    source: int
+    offset: int
+    key: bytes
+    value: bytes | None
+    kind: bytes
+    partition: int = -1
+    """Where it goes; -1: the key's canonical partition (the producer's partitioner)."""
+    kept: tuple[tuple[str, bytes], ...] = ()
+    """Headers of the original message that travel with it."""
+
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        """Its headers: the kept ones, its kind, and its cause."""
+        cause = f"{self.source}:{self.offset}".encode()
+        return [*self.kept, (RELAY_HEADER, self.kind), (SOURCE_HEADER, cause)]
+
+
+def _relay_messages(
+    relays: Sequence[tuple[Relay, int, Message]], misrouted: Sequence[_Misrouted]
+) -> list[_Outgoing]:
+    """What a batch relays to the events topic, in the order of the offsets that caused it:
+    a partition applies one source's relays in that order, and takes a relay caused below
+    an offset it has applied for a copy it has seen."""
+    outgoing = []
+    for event in misrouted:
+        cause = event.message
+        outgoing.append(
+            _Outgoing(
+                cause.partition() or 0,
+                cause.offset() or 0,
+                event.user_id.encode(),
+                cause.value(),
+                ROUTE,
+                event.to,
+                tuple(_headers(cause).items()),
+            )
+        )
+    for relay, source, cause in relays:
+        body = relay.body
+        if relay.kind == "forward":
+            body = cause.value() or b""
+        elif relay.kind == "absorb":
+            body = msgpack.packb([(cause.key() or b"").decode(), relay.body])
+        outgoing.append(
+            _Outgoing(source, cause.offset() or 0, relay.key.encode(), body, relay.kind.encode())
+        )
+    return sorted(outgoing, key=lambda message: (message.source, message.offset))
 
 
 def _link(error: Exception) -> Link:

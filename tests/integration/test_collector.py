@@ -14,7 +14,12 @@ import requests
 from segment.analytics.client import Client
 
 from streams.embedded import free_port
-from tests.integration.conftest import read_topic, wait_for_events, wait_until_serving
+from tests.integration.conftest import (
+    read_topic,
+    spawn_broker,
+    wait_for_events,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.integration
 KEY = "wk-test"
@@ -246,3 +251,182 @@ def test_a_collector_killed_while_sdk_clients_send_loses_nothing_acknowledged(
     assert counters["events"] == total  # each message once, resent ones as duplicates
     ids = {event["messageId"] for _, event in events_on_topic(settings)}
     assert {f"c{index % 3}-{index}" for index in range(total)} <= ids
+
+
+def test_cors_preflights_and_every_answer_carry_the_origin_only_when_allowed(config, start_worker):
+    port = free_port()
+    settings = config.model_copy(
+        update={
+            "write_keys": KEY,
+            "collector_port": port,
+            "cors_origins": "https://shop.example, http://localhost:3000",
+        }
+    )
+    process = start_worker(settings, "collector")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/readyz", process)
+    asked = "authorization,content-type,x-retry-count"
+    for origin in ("https://shop.example", "http://localhost:3000"):
+        preflight = requests.options(
+            f"{url}/v1/t",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+            timeout=5,
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == origin
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        assert preflight.headers["Access-Control-Allow-Headers"] == asked
+        assert int(preflight.headers["Access-Control-Max-Age"]) >= 600
+    # An error answer is readable by the page too, with Retry-After exposed.
+    refused = requests.post(
+        f"{url}/v1/t",
+        data=b'{"userId": ',
+        headers={"Origin": "https://shop.example", "Content-Type": "text/plain"},
+        auth=(KEY, ""),
+        timeout=5,
+    )
+    assert refused.status_code == 400
+    assert refused.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "Retry-After" in refused.headers["Access-Control-Expose-Headers"]
+    # Another origin learns nothing: no CORS header on its preflight or its answers.
+    stranger = {"Origin": "https://evil.example"}
+    denied = requests.options(
+        f"{url}/v1/track",
+        headers={**stranger, "Access-Control-Request-Method": "POST"},
+        timeout=5,
+    )
+    answer = requests.get(f"{url}/v1/projects/{KEY}/settings", headers=stranger, timeout=5)
+    for response in (denied, answer):
+        assert not [name for name in response.headers if name.lower().startswith("access-control")]
+    assert denied.status_code == 403
+
+
+def test_every_path_and_body_form_of_the_sdks_is_taken(config, collector):
+    def event(message_id, **extra):
+        return {"userId": "u-forms", "event": "Product Viewed", "messageId": message_id, **extra}
+
+    plain = {"Content-Type": "text/plain"}
+    sent = [
+        # Segment's browser SDK: short paths, text/plain, write key in the body.
+        ("/v1/t", orjson.dumps({**event("f1"), "writeKey": KEY}), plain, None),
+        (
+            "/v1/p",
+            orjson.dumps({"userId": "u-forms", "messageId": "f2", "writeKey": KEY}),
+            plain,
+            None,
+        ),
+        (
+            "/v1/i",
+            orjson.dumps({"userId": "u-forms", "messageId": "f3", "writeKey": KEY}),
+            plain,
+            None,
+        ),
+        (
+            "/v1/s",
+            orjson.dumps({"userId": "u-forms", "messageId": "f4", "writeKey": KEY}),
+            plain,
+            None,
+        ),
+        (
+            "/v1/g",
+            orjson.dumps({"userId": "u-forms", "messageId": "f5", "writeKey": KEY}),
+            plain,
+            None,
+        ),
+        (
+            "/v1/a",
+            orjson.dumps(
+                {"userId": "u-forms", "previousId": "x", "messageId": "f6", "writeKey": KEY}
+            ),
+            plain,
+            None,
+        ),
+        (
+            "/v1/b",
+            orjson.dumps({"batch": [{**event("f7"), "type": "track"}], "writeKey": KEY}),
+            plain,
+            None,
+        ),
+        # App SDKs' batch paths, with basic auth.
+        ("/v1/import", orjson.dumps({"batch": [{**event("f8"), "type": "track"}]}), {}, (KEY, "")),
+        ("/v1/batch", orjson.dumps({"batch": [{**event("f9"), "type": "track"}]}), {}, (KEY, "")),
+        # RudderStack's beacon: the write key in the query string, only originalTimestamp.
+        (
+            f"/beacon/v1/batch?writeKey={KEY}",
+            orjson.dumps(
+                {
+                    "batch": [
+                        {
+                            **event("f10"),
+                            "type": "track",
+                            "originalTimestamp": "2026-11-01T10:00:00.000Z",
+                            "sentAt": "2026-11-01T10:00:02.000Z",
+                        }
+                    ]
+                }
+            ),
+            plain,
+            None,
+        ),
+    ]
+    for path, body, headers, auth in sent:
+        answer = requests.post(
+            f"{collector}{path}", data=body, headers=headers, auth=auth, timeout=5
+        )
+        assert answer.status_code == 200, (path, answer.text)
+    wrong = requests.post(
+        f"{collector}/beacon/v1/batch?writeKey=nope", data=sent[-1][1], headers=plain, timeout=5
+    )
+    assert wrong.status_code == 401
+    produced = {event["messageId"]: event for _, event in events_on_topic(config)}
+    assert sorted(produced, key=lambda m: int(m[1:])) == [f"f{n}" for n in range(1, 11)]
+    assert [produced[f"f{n}"]["type"] for n in range(1, 7)] == [
+        "track",
+        "page",
+        "identify",
+        "screen",
+        "group",
+        "alias",
+    ]
+    beaconed = produced["f10"]
+    assert beaconed["originalTimestamp"] == "2026-11-01T10:00:00.000Z"
+    received = datetime.fromisoformat(beaconed["receivedAt"])
+    assert datetime.fromisoformat(beaconed["timestamp"]) == received - timedelta(seconds=2)
+
+
+def test_a_collector_started_before_its_broker_listens_and_answers_503_until_it_comes(
+    config, start_worker, tmp_path
+):
+    broker_port, port = free_port(), free_port()
+    settings = config.model_copy(
+        update={
+            "kafka_bootstrap": f"127.0.0.1:{broker_port}",
+            "write_keys": KEY,
+            "collector_port": port,
+        }
+    )
+    process = start_worker(settings, "collector")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process, timeout=30)
+    event = {"userId": "early", "event": "Product Viewed", "messageId": "early-1"}
+    time.sleep(9)  # as long as the collector of old wrote 176 lines of connection errors
+    assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
+    early = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=5)
+    assert early.status_code == 503
+    assert early.headers["Retry-After"] == "1"
+    logged = process.log.read_text().splitlines()
+    assert len([line for line in logged if "kafka" in line.lower()]) <= 2, logged
+    broker = spawn_broker(broker_port, broker_port, tmp_path / "broker.log")
+    try:
+        wait_until_serving(f"{url}/readyz", process, timeout=60)
+        late = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=10)
+        assert late.status_code == 200, late.text
+        assert "kafka reachable" in process.log.read_text()
+    finally:
+        process.kill()
+        broker.kill()
+        broker.wait(10)
