@@ -69,6 +69,12 @@ class Reason:
     INVALID_REVENUE = "invalid_revenue"
     INVALID_PROPERTIES = "invalid_properties"
     OVERSIZED = "oversized"
+    LATE = "late"
+    """Older than its partition's watermark (judged by the worker)."""
+    FUTURE = "future_timestamp"
+    """Stamped further past the wall clock than allowed (judged by the worker)."""
+    INVALID_CONTROL = "invalid_control"
+    """A control command or relay the worker cannot read."""
 
 
 @dataclass(slots=True)

@@ -78,6 +78,51 @@ class PartitionCommit:
 
 
 @dataclass(slots=True)
+class Counters:
+    """Pipeline totals a batch adds, committed with its state (the `stats` hash in Redis).
+
+    >>> totals = Counters(events=3, late=1)
+    >>> totals += Counters(events=2)
+    >>> {name: n for name, n in totals.items() if n}
+    {'events': 5, 'late': 1}
+    """
+
+    events: int = 0
+    """Events applied (first seen, on time)."""
+    duplicates: int = 0
+    """Events whose `messageId` had been applied before."""
+    dead_letters: int = 0
+    """Messages sent to the dead-letter topic, `late` ones included."""
+    late: int = 0
+    """Events older than their partition's watermark."""
+    changes: int = 0
+    """Segment change events published."""
+    users: int = 0
+    """Users seen for the first time."""
+    expired: int = 0
+    """Users dropped after the retention period without events."""
+    erased: int = 0
+    """Users forgotten on request."""
+    relays_sent: int = 0
+    """Messages relayed to the events topic (merges, absorbs, forwards, erasures, routes)."""
+    relays_applied: int = 0
+    """Relayed messages taken (each once)."""
+    forwarded: int = 0
+    """Events that arrived on another partition than their user's, routed there."""
+    timers_fired: int = 0
+    """Users' timers that came due."""
+
+    def items(self) -> list[tuple[str, int]]:
+        """`(name, amount)` of every counter."""
+        return [(name, getattr(self, name)) for name in self.__dataclass_fields__]
+
+    def __iadd__(self, other: Counters) -> Counters:
+        for name, amount in other.items():
+            setattr(self, name, getattr(self, name) + amount)
+        return self
+
+
+@dataclass(slots=True)
 class BatchCommit:
     """Everything one batch writes.
 
@@ -89,7 +134,7 @@ class BatchCommit:
     users: Mapping[str, UserState]
     changes: Sequence[SegmentChange]
     partitions: Sequence[PartitionCommit]
-    counters: Mapping[str, int] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
     rules_version: str = ""
     placed: Sequence[str] = ()
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import click
 import orjson
@@ -20,13 +20,10 @@ from processors.rules import RuleFileError, parse_rules
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from streams import logs
-from streams.embedded import Stack, StackError, start_stack
 from streams.settings import Settings, SettingsError
-from streams.simulate import FileSink, KafkaSink, send
-from streams.simulator import DEFAULT_END, Simulation
 
 if TYPE_CHECKING:
-    from streams.acks import AckingProducer
+    from streams.tools.embedded import Stack
 
 DEV_STATE = Path(".segstream")
 
@@ -71,9 +68,11 @@ def worker() -> None:
 
     With SEGSTREAM_METRICS_PORT set, serves `/metrics`, `/healthz` and `/readyz`.
     """
-    from streams.health import Probe, serve
+    from streams.rules_feed import load_rules
     from streams.topics import ensure_topics
-    from streams.worker import PartitionCountError, Worker, load_rules
+    from streams.worker.health import Probe, serve
+    from streams.worker.loop import PartitionCountError, Worker
+    from streams.worker.parts import build_parts
 
     config = settings()
     logs.configure(config.log_level)
@@ -86,7 +85,7 @@ def worker() -> None:
         serve(config.metrics_host, config.metrics_port, probe)
     ensure_topics(config)
     try:
-        Worker(config, rules, probe).run(stop_on_signals())
+        Worker(config, rules, build_parts(config), probe).run(stop_on_signals())
     except PartitionCountError as error:
         raise click.ClickException(str(error)) from None
 
@@ -99,7 +98,7 @@ def trainer() -> None:
     web endpoint (`/model`, `/metrics`) on SEGSTREAM_TRAINER_WEB_PORT.
     """
     from streams.topics import ensure_topics
-    from streams.trainer import run
+    from streams.trainer.app import run
 
     config = settings()
     ensure_topics(config)
@@ -114,38 +113,7 @@ def collector() -> None:
     `/healthz`, `/readyz` and its OpenAPI schema at `/openapi.json`. Needs
     SEGSTREAM_WRITE_KEYS.
     """
-    from streams.collector import build_app
-
-    config = settings()
-    _run_http_service(config, build_app, config.collector_port)
-
-
-def _run_http_service(
-    config: Settings, build_app: Callable[[Settings, AckingProducer], Any], port: int
-) -> None:
-    """Build an HTTP service that produces (and waits for acks) and run it with uvicorn."""
-    import uvicorn
-
-    from streams.acks import AckingProducer
-    from streams.kafka import reliable_producer
-    from streams.topics import keep_provisioned
-
-    logs.configure(config.log_level)
-    stop = threading.Event()
-    threading.Thread(target=keep_provisioned, args=(config, stop), daemon=True).start()
-    timeout_ms = int(config.ack_timeout_seconds * 1000)
-    producer = AckingProducer(
-        lambda: reliable_producer(config, **{"message.timeout.ms": timeout_ms})
-    )
-    try:
-        app = build_app(config, producer)
-        level = config.log_level.lower()
-        uvicorn.run(app, host=config.http_host, port=port, log_level=level, access_log=False)
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        stop.set()
-        producer.close()
+    _serve("collector")
 
 
 @main.command()
@@ -156,10 +124,19 @@ def api() -> None:
     (SEGSTREAM_API_TOKENS), `/metrics`, `/healthz`, `/readyz` and its OpenAPI
     schema at `/openapi.json`.
     """
-    from streams.api import build_app
+    _serve("api")
+
+
+def _serve(service: str) -> None:
+    """Run `streams.services.<service>` on its port (`SEGSTREAM_<SERVICE>_PORT`)."""
+    from streams.services.serve import serve
 
     config = settings()
-    _run_http_service(config, build_app, config.api_port)
+    module = importlib.import_module(f"streams.services.{service}")
+    try:
+        serve(config, module.build_app, getattr(config, f"{service}_port"))
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -191,8 +168,8 @@ def bench(
     """
     from rich.console import Console
 
-    from streams.bench import BenchConfig, run_bench
-    from streams.bench_table import bench_table
+    from streams.tools.bench import BenchConfig, run_bench
+    from streams.tools.bench_table import bench_table
 
     console = Console()
     config = BenchConfig(
@@ -236,7 +213,7 @@ def evaluate_command(truth: Path | None, output: Path, sample: int, seed: int) -
     from processors.model import SnapshotError
     from state.model_store import ModelStore
     from state.redis_store import RedisStateStore
-    from streams.evaluate import EvaluationError, evaluate_model, read_truth, write_report
+    from streams.tools.evaluate import EvaluationError, evaluate_model, read_truth, write_report
 
     config = settings()
     client = redis.Redis.from_url(config.redis_url)
@@ -337,6 +314,9 @@ def simulate(
     days: float | None,
 ) -> None:
     """Stream simulated shoppers drawn from personas to Kafka or to a file."""
+    from streams.tools.simulate import FileSink, KafkaSink, send
+    from streams.tools.simulator import DEFAULT_END, Simulation
+
     end_time = end.replace(tzinfo=UTC).timestamp() if end else DEFAULT_END
     simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share, days=days)
     truth_path = truth or (
@@ -391,7 +371,7 @@ def replay(file: IO[bytes], until: str | None, run_events: int, timeout: float) 
     """Send a JSON Lines export through the workers in event-time order, and wait for them."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from streams.replay import replay as run_replay
+    from streams.tools.replay import replay as run_replay
 
     config = settings()
     until_time = _event_time(until)
@@ -427,6 +407,8 @@ def dev() -> None:
 )
 def dev_up(directory: Path) -> None:
     """Start the broker and Redis, remember them, and print their settings."""
+    from streams.tools.embedded import Stack, StackError, start_stack
+
     state_file = directory / "dev.json"
     if state_file.exists() and Stack.load(state_file).alive():
         raise click.ClickException(f"a dev stack already runs (see {state_file})")
@@ -453,6 +435,8 @@ def dev_env(directory: Path) -> None:
 )
 def dev_down(directory: Path) -> None:
     """Stop the dev stack's broker and Redis."""
+    from streams.tools.embedded import Stack
+
     state_file = directory / "dev.json"
     if not state_file.exists():
         raise click.ClickException("no dev stack is running (`segstream dev up` starts one)")
@@ -462,6 +446,8 @@ def dev_down(directory: Path) -> None:
 
 
 def _running_dev_stack(directory: Path) -> Stack:
+    from streams.tools.embedded import Stack
+
     state_file = directory / "dev.json"
     if not state_file.exists():
         raise click.ClickException("no dev stack is running (`segstream dev up` starts one)")
@@ -561,7 +547,7 @@ def rules_apply(file: Path, reevaluate: bool) -> None:
 @click.option("--seed", default=1, show_default=True, type=int)
 def demo(duration: float, users: int, rate: float, seed: int) -> None:
     """Start everything on the embedded stack and watch shoppers being segmented live."""
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     started = time.monotonic()
     run_demo(duration=duration, users=users, rate=rate, seed=seed)

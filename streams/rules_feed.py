@@ -17,11 +17,19 @@ import redis
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from state.keys import KeyLayout
-from streams.feed import CompactedFeed
+from streams.compacted_feed import CompactedFeed
 from streams.kafka import reliable_producer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def load_rules(settings: Settings) -> RuleSet:
+    """The rules in `settings.rules_file`, what a worker starts with until rules are published;
+    raises `RuleFileError` when invalid."""
+    path = settings.rules_file
+    return parse_rules(path.read_text(encoding="utf-8"), source=str(path))
+
 
 RULES_KEY = b"rules"
 """The one key of the compacted rules topic: only the latest publication matters."""

@@ -13,10 +13,10 @@ import yaml
 from kubernetes_validate import validate
 from prometheus_client import REGISTRY, generate_latest
 
-import streams.api
-import streams.collector
-import streams.metrics
-import streams.trainer_metrics
+import streams.services.api
+import streams.services.collector
+import streams.trainer.metrics
+import streams.worker.metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -128,7 +128,12 @@ def test_dashboard_and_alerts_only_use_metrics_segstream_exposes():
 
 def test_metric_names_follow_prometheus_rules():
     """Every process's metrics (worker, trainer, collector, API) as promtool lints them."""
-    loaded = (streams.metrics, streams.trainer_metrics, streams.collector, streams.api)
+    loaded = (
+        streams.worker.metrics,
+        streams.trainer.metrics,
+        streams.services.collector,
+        streams.services.api,
+    )
     assert all(loaded)
     exposition = generate_latest(REGISTRY)
     assert b"segstream_trainer_inertia" in exposition

@@ -18,15 +18,15 @@ import redis
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER
 from state.keys import KeyLayout
 from state.model_store import ModelStore
 from state.read_model import ReadModel
-from streams.embedded import Stack, broker_binary, running_stack
 from streams.settings import Settings
-from streams.simulate import KafkaSink
-from streams.simulator import Simulation
+from streams.tools.embedded import Stack, broker_binary, running_stack
+from streams.tools.simulate import KafkaSink
+from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
-from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import itertools
 import pytest
 from confluent_kafka import Producer
 
-from streams.acks import AckingProducer, NotAcknowledgedError
 from streams.kafka import reliable_producer
+from streams.services.acks import AckingProducer, NotAcknowledgedError
 
 pytestmark = pytest.mark.integration
 

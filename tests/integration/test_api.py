@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from state.keys import KeyLayout
 from state.timer_store import timer_shard
-from streams.embedded import free_port
+from streams.tools.embedded import free_port
 from tests.integration.conftest import read_topic, wait_for_events, wait_until_serving
 
 pytestmark = pytest.mark.integration

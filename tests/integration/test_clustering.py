@@ -15,10 +15,10 @@ from confluent_kafka import Producer
 from processors.model import COLD_START
 from state.keys import KeyLayout
 from state.model_store import ModelStore
-from streams.embedded import free_port
 from streams.settings import Settings
-from streams.simulate import KafkaSink, send
-from streams.simulator import Simulation
+from streams.tools.embedded import free_port
+from streams.tools.simulate import KafkaSink, send
+from streams.tools.simulator import Simulation
 from tests.integration.conftest import read_topic, segstream, wait_for_events
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 import requests
 from segment.analytics.client import Client
 
-from streams.embedded import free_port
+from streams.tools.embedded import free_port
 from tests.integration.conftest import (
     read_topic,
     spawn_broker,

@@ -21,8 +21,8 @@ import redis
 from processors.events import Action, decode_event
 from state.keys import KeyLayout
 from state.read_model import ReadModel
-from streams.embedded import free_port, spawn_redis, wait_for_redis
-from streams.simulator import Simulation
+from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
+from streams.tools.simulator import Simulation
 from tests.integration.conftest import (
     assert_same_profiles,
     environment,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streams.replay import wait_until_applied
-from streams.simulate import KafkaSink
-from streams.simulator import SimulatedEvent, Simulation
+from streams.tools.replay import wait_until_applied
+from streams.tools.simulate import KafkaSink
+from streams.tools.simulator import SimulatedEvent, Simulation
 from tests.integration.conftest import (
     advance,
     assert_same_profiles,

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from streams.embedded import free_port
+from streams.tools.embedded import free_port
 from tests.integration.conftest import wait_until_serving
 
 pytestmark = pytest.mark.integration

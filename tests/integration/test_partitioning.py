@@ -12,7 +12,7 @@ from processors.partitioner import PRODUCER_PARTITIONER, canonical_partition
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
-from streams.simulator import DEFAULT_END, Simulation
+from streams.tools.simulator import DEFAULT_END, Simulation
 from tests.integration.conftest import (
     advance,
     assert_same_profiles,

@@ -15,7 +15,7 @@ import requests
 import yaml
 from confluent_kafka import Producer
 
-from streams.embedded import free_port
+from streams.tools.embedded import free_port
 from tests.integration.conftest import wait_for_events
 
 pytestmark = pytest.mark.integration

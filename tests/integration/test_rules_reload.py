@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from streams.kafka import reliable_producer
-from streams.simulate import KafkaSink
-from streams.simulator import SimulatedEvent
+from streams.tools.simulate import KafkaSink
+from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import read_topic, segstream, wait_for_events
 
 pytestmark = pytest.mark.integration

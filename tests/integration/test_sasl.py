@@ -13,9 +13,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from streams.embedded import free_port
 from streams.kafka import admin_client
 from streams.settings import Settings
+from streams.tools.embedded import free_port
 from tests.integration.conftest import isolated_settings, run_worker_and_trainer, spawn_broker
 from tests.sasl_gate import SaslPlainGate
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
-from streams.embedded import free_port
+from streams.tools.embedded import free_port
 from tests.integration.conftest import read_topic, segstream, wait_for_events, wait_until_serving
 
 pytestmark = pytest.mark.integration

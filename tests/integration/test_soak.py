@@ -17,7 +17,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.simulator import Simulation
+from streams.tools.simulator import Simulation
 from tests.integration.conftest import wait_for_events
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from confluent_kafka import Producer
 
 from state.keys import KeyLayout
 from state.timer_store import TimerStore
-from streams.simulate import KafkaSink
-from streams.simulator import SimulatedEvent
+from streams.tools.simulate import KafkaSink
+from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import read_topic, wait_for_events
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import trustme
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.embedded import free_port, spawn_redis, wait_for_redis
 from streams.settings import Settings
+from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
 from tests.integration.conftest import isolated_settings, run_worker_and_trainer, spawn_broker
 from tests.tls_proxy import TlsProxy
 

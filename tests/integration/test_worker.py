@@ -12,10 +12,10 @@ import pytest
 from processors.events import Action, decode_event
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
-from streams.replay import wait_until_applied
-from streams.simulate import KafkaSink, send
-from streams.simulator import Simulation
-from streams.worker import load_rules
+from streams.rules_feed import load_rules
+from streams.tools.replay import wait_until_applied
+from streams.tools.simulate import KafkaSink, send
+from streams.tools.simulator import Simulation
 from tests.integration.conftest import advance, read_topic, segstream, wait_for_events
 from tests.loopback import settle
 

@@ -9,7 +9,7 @@ import pytest
 from processors.evaluation import evaluate
 from processors.events import Action, EventKind, decode_event
 from processors.rules import parse_rules
-from streams.simulator import Simulation
+from streams.tools.simulator import Simulation
 from tests import oracle
 from tests.loopback import settle
 

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from streams.demo import Snapshot, _cluster_table, _segment_table
+from streams.tools.demo import Snapshot, _cluster_table, _segment_table
 
 NOTHING_YET = Snapshot(
     elapsed=7.0,

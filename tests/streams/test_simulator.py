@@ -8,7 +8,7 @@ import pytest
 from processors.batch import apply_batch
 from processors.events import Action, EventKind, Rejection, decode_event
 from processors.rules import parse_rules
-from streams.simulator import Simulation
+from streams.tools.simulator import Simulation
 
 EMPTY_RULES = parse_rules(
     "segments:\n  - {name: X, description: d, condition: {feature: orders_lifetime, op: '<', value: 0}}\n"

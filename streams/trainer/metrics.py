@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from processors.model import ModelSnapshot
+
 VECTORS = Counter(
     "segstream_trainer_vectors_total",
     "Feature vectors the trainer read from the features topic.",
@@ -45,3 +47,11 @@ LAST_SNAPSHOT = Gauge(
     "segstream_trainer_last_snapshot_timestamp_seconds",
     "Wall-clock time of the latest published snapshot.",
 )
+
+
+def show(snapshot: ModelSnapshot) -> None:
+    """Set the model gauges to the snapshot in force."""
+    MODEL_VERSION.set(snapshot.version)
+    CLUSTERS.set(len(snapshot.clusters))
+    INERTIA.set(snapshot.inertia)
+    LAST_SNAPSHOT.set(snapshot.created_at)

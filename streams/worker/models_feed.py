@@ -10,14 +10,11 @@ from __future__ import annotations
 import logging
 
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
-from streams import metrics
-from streams.feed import CompactedFeed
+from streams.compacted_feed import CompactedFeed
 from streams.settings import Settings
+from streams.worker import metrics
 
 log = logging.getLogger(__name__)
-
-MODEL_KEY = b"model"
-"""The one key of the compacted models topic."""
 
 
 class ModelsFeed(CompactedFeed[ModelSnapshot]):

@@ -5,7 +5,7 @@ and measures, against those same events:
 
 - `worker_eps`, `two_workers_eps`: one worker process, then two, from their
   first commit to the last event committed (state, labels, change events);
-- `naive_eps`: the baseline of :mod:`streams.naive` (a Faust agent, per-event
+- `naive_eps`: the baseline of :mod:`streams.tools.naive` (a Faust agent, per-event
   table and Redis writes) over the same topic for `naive_seconds`;
 - `raw_eps`: confluent-kafka batch consume plus the event validation, nothing else;
 - `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
@@ -46,12 +46,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.events import decode_event
 from state.keys import KeyLayout
-from streams.embedded import Stack, free_port, running_stack
 from streams.kafka import reliable_producer
-from streams.naive import COUNTER as NAIVE_COUNTER
-from streams.replay import REPLAYED
 from streams.settings import Settings
-from streams.simulator import Simulation
+from streams.tools.embedded import Stack, free_port, running_stack
+from streams.tools.naive import COUNTER as NAIVE_COUNTER
+from streams.tools.replay import REPLAYED
+from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
 
 Report = Callable[[str], None]
@@ -207,7 +207,7 @@ def _workers_eps(
 
 def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -> float:
     client = redis.Redis.from_url(settings.redis_url)
-    naive = processes.start(settings, "naive", "streams.naive")
+    naive = processes.start(settings, "naive", "streams.tools.naive")
     try:
         keys = KeyLayout(settings.redis_prefix)
         return _throughput(

@@ -25,11 +25,11 @@ import orjson
 import redis
 from confluent_kafka import KafkaError, Message
 
+from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER, REPLAY_HEADER
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
 from streams.settings import Settings
-from streams.worker import ADVANCE_WATERMARK, CONTROL_HEADER, REPLAY_HEADER
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +36,16 @@ class RequestMetrics:
         """Count one answered request."""
         self.requests.labels(endpoint=endpoint, code=str(code)).inc()
         self.duration.labels(endpoint=endpoint).observe(seconds)
+
+
+def service_app(title: str, summary: str, metrics: RequestMetrics, **options: Any) -> FastAPI:
+    """A FastAPI app of segstream's, without interactive docs, its requests timed and counted
+    into `metrics`; `options` go to FastAPI (a `lifespan`, for example)."""
+    app = FastAPI(
+        title=title, version="1", summary=summary, docs_url=None, redoc_url=None, **options
+    )
+    app.add_middleware(TimedRoutes, metrics=metrics)
+    return app
 
 
 class TimedRoutes:

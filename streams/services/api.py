@@ -41,13 +41,14 @@ from pydantic import BaseModel, Field
 
 from processors.model import ModelSnapshot
 from processors.rules import RuleSet
+from processors.wire import CONTROL_HEADER, ERASE
 from state.keys import KeyLayout
 from state.lookups import CursorError, Lookups
-from streams.acks import AckingProducer, NotAcknowledgedError
-from streams.credentials import Credentials
-from streams.http_metrics import RequestMetrics, TimedRoutes
+from streams.rules_feed import load_rules
+from streams.services.acks import AckingProducer, NotAcknowledgedError
+from streams.services.credentials import Credentials
+from streams.services.http_metrics import RequestMetrics, service_app
 from streams.settings import Settings
-from streams.worker import CONTROL_HEADER, ERASE, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -216,15 +217,12 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
             await asyncio.to_thread(follower.join, 10)
             await client.aclose()
 
-    app = FastAPI(
-        title="segstream read API",
-        version="1",
-        summary="Users' live segments, segment definitions and members, and erasure.",
-        docs_url=None,
-        redoc_url=None,
+    app = service_app(
+        "segstream read API",
+        "Users' live segments, segment definitions and members, and erasure.",
+        REQUESTS,
         lifespan=lifespan,
     )
-    app.add_middleware(TimedRoutes, metrics=REQUESTS)
     guarded = [Depends(_TokenCheck(tokens))]
 
     @app.get(

@@ -29,12 +29,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from processors.model import ModelSnapshot, SnapshotError
 from processors.training import OnlineClusterer
 from processors.vectors import VectorError, unpack_vectors
+from processors.wire import MODEL_KEY
 from state.keys import KeyLayout
 from state.model_store import ModelStore
-from streams import trainer_metrics as metrics
 from streams.kafka import faust_broker
-from streams.models_feed import MODEL_KEY
 from streams.settings import Settings
+from streams.trainer import metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,7 @@ class Trainer:
             return
         self.model = OnlineClusterer(self.settings.trainer_config())
         self.model.restore(latest, self.store.sample())
-        metrics.MODEL_VERSION.set(latest.version)
-        metrics.CLUSTERS.set(len(latest.clusters))
-        metrics.INERTIA.set(latest.inertia)
-        metrics.LAST_SNAPSHOT.set(latest.created_at)
+        metrics.show(latest)
         log.info(
             "trainer resumed version=%d generation=%d clusters=%d sample=%d",
             latest.version,
@@ -108,10 +105,7 @@ class Trainer:
         self.store.save(snapshot, list(self.model.sample.rows.items()))
         self.fresh = 0
         metrics.SNAPSHOTS.labels(reason=snapshot.reason).inc()
-        metrics.MODEL_VERSION.set(snapshot.version)
-        metrics.CLUSTERS.set(len(snapshot.clusters))
-        metrics.INERTIA.set(snapshot.inertia)
-        metrics.LAST_SNAPSHOT.set(snapshot.created_at)
+        metrics.show(snapshot)
         log.info(
             "snapshot published version=%d generation=%d reason=%s clusters=%s",
             snapshot.version,

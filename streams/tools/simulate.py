@@ -7,9 +7,9 @@ import time
 from typing import IO, Protocol
 
 from streams.kafka import reliable_producer
-from streams.replay import REPLAYED
 from streams.settings import Settings
-from streams.simulator import SimulatedEvent, Simulation
+from streams.tools.replay import REPLAYED
+from streams.tools.simulator import SimulatedEvent, Simulation
 
 
 class Sink(Protocol):

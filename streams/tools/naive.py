@@ -9,7 +9,7 @@ per event, as such a pipeline is usually first written. It keeps no offsets
 with its state, so it is not even effectively-once; it is here only to be
 measured.
 
-Run as `python -m streams.naive` with the `SEGSTREAM_*` settings of the run;
+Run as `python -m streams.tools.naive` with the `SEGSTREAM_*` settings of the run;
 the bench stops it with SIGTERM.
 """
 
@@ -29,8 +29,8 @@ from processors.segments import ChangeReason
 from processors.user import UserState
 from state.keys import KeyLayout
 from streams.kafka import faust_broker
+from streams.rules_feed import load_rules
 from streams.settings import Settings
-from streams.worker import load_rules
 
 COUNTER = "naive"
 """Field of the stats hash the baseline counts its events in."""

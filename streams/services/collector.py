@@ -13,8 +13,8 @@ apps and browsers on other origins:
 - `GET /v1/projects/{writeKey}/settings` (Segment's CDN settings) and
   `GET /sourceConfig/?writeKey=` (RudderStack's source config): what browser
   SDKs read before sending, pointing them back here (see
-  :mod:`streams.sdk_settings`); unknown write keys get 404.
-- CORS for the origins of `SEGSTREAM_CORS_ORIGINS` (see :mod:`streams.cors`).
+  :mod:`streams.services.sdk_settings`); unknown write keys get 404.
+- CORS for the origins of `SEGSTREAM_CORS_ORIGINS` (see :mod:`streams.services.cors`).
 
 Each event is produced to the events topic keyed by its user id (to the user's
 canonical partition), and a request is answered only after the broker
@@ -53,14 +53,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from processors.tracking import CALL_TYPES, CallError, decode_calls
-from streams.acks import AckingProducer, NotAcknowledgedError
 from streams.connectivity import KAFKA
-from streams.cors import Cors, origins
-from streams.credentials import Credentials
-from streams.http_metrics import RequestMetrics, TimedRoutes
-from streams.sdk_settings import Endpoint, rudderstack_source_config, segment_settings
+from streams.services.acks import AckingProducer, NotAcknowledgedError
+from streams.services.cors import Cors, origins
+from streams.services.credentials import Credentials
+from streams.services.http_metrics import RequestMetrics, service_app
+from streams.services.sdk_settings import Endpoint, rudderstack_source_config, segment_settings
+from streams.services.tracking_schema import Accepted, Problem, request_body, request_schemas
 from streams.settings import Settings
-from streams.tracking_schema import Accepted, Problem, request_body, request_schemas
 
 REQUESTS = RequestMetrics("segstream_collector")
 EVENTS = Counter(
@@ -117,14 +117,11 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     """The collector's ASGI app, producing through `producer`."""
     keys = Credentials(settings.secrets("write_keys"), open_when_empty=settings.dev_mode)
     privacy = settings.privacy()
-    app = FastAPI(
-        title="segstream collector",
-        version="1",
-        summary="Segment-compatible HTTP Tracking API feeding segstream's events topic.",
-        docs_url=None,
-        redoc_url=None,
+    app = service_app(
+        "segstream collector",
+        "Segment-compatible HTTP Tracking API feeding segstream's events topic.",
+        REQUESTS,
     )
-    app.add_middleware(TimedRoutes, metrics=REQUESTS)
     app.add_middleware(Cors, allowed=origins(settings.cors_origins))
 
     @app.exception_handler(_RefusedError)

@@ -30,9 +30,9 @@ from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.cli import read_model
-from streams.embedded import Stack, free_port, running_stack
 from streams.kafka import topic_reader
 from streams.settings import Settings
+from streams.tools.embedded import Stack, free_port, running_stack
 from streams.topics import ensure_topics
 
 _REFRESH_SECONDS = 0.5

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from streams.personas import PERSONAS, Persona
+from streams.tools.personas import PERSONAS, Persona
 
 DEFAULT_END = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 """Default end of the simulated history, fixed so that a seed alone fixes the stream."""
@@ -215,7 +215,7 @@ _MALFORMED: tuple[bytes, ...] = (
 
 
 class Simulation:
-    """A population of shoppers drawn from :data:`~streams.personas.PERSONAS`.
+    """A population of shoppers drawn from :data:`~streams.tools.personas.PERSONAS`.
 
     `end` is the event time (epoch seconds) the history ends at; with `days`,
     only the sessions of its last `days` days are drawn (and identification).

@@ -1,0 +1,159 @@
+"""The commit of a batch (or of a relabelling chunk): one object, four steps.
+
+:meth:`Checkpoint.commit`:
+
+1. produce every outgoing message and wait for the broker to acknowledge all;
+2. commit the store transaction, fenced on the partitions' committed offsets;
+3. advance each partition's committed offset;
+4. record the commit in the metrics.
+
+A failure in step 1 or 2 (the broker or Redis not answering) leaves nothing
+committed: the caller waits (:meth:`Checkpoint.settle`) and redoes the batch
+from the committed offsets, producing the same messages again, which change
+versions and relay offsets make harmless. A fenced commit (another worker
+took a partition) is dropped.
+
+Example (the worker's batch path)::
+
+    if not checkpoint.commit(outgoing, BatchCommit(users, changes, partitions, counters)):
+        rewind(partitions)  # fenced
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Mapping, Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from processors.segments import SegmentChange
+from state.store import BatchCommit, PartitionFencedError, StateStore
+from streams.kafka import producer_lost
+from streams.worker import metrics
+from streams.worker.outgoing import Outgoing
+from streams.worker.partitions import PartitionState
+
+log = logging.getLogger(__name__)
+
+_FLUSH_SECONDS = 30.0
+"""Longest wait for the broker to acknowledge a batch's messages."""
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not acknowledge a message the batch produced."""
+
+
+class Checkpoint:
+    """Commits batches to `store` for the `owned` partitions, producing with a producer from
+    `make_producer` (a new one when the broker has failed the current one for good)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        make_producer: Callable[[], Producer],
+        owned: Mapping[int, PartitionState],
+    ) -> None:
+        self.store = store
+        self.make_producer = make_producer
+        self.producer = make_producer()
+        self.owned = owned
+        self._errors: list[str] = []
+        self._producer_failed = False
+
+    def commit(self, outgoing: Sequence[Outgoing], batch: BatchCommit) -> bool:
+        """Commit `batch` after producing `outgoing`; `False` when a partition was fenced.
+
+        Raises :class:`DeliveryError` or Redis's connection errors when the broker or
+        Redis did not answer; nothing of the batch is committed then.
+        """
+        # 1. Produce, and wait for the broker's acknowledgements.
+        started = time.perf_counter()
+        self._produce(outgoing)
+        self._flush(_FLUSH_SECONDS)
+        produced = time.perf_counter()
+        # 2. Commit the store transaction, fenced on the partitions' offsets.
+        try:
+            self.store.commit(batch)
+        except PartitionFencedError as error:
+            metrics.FENCED.inc()
+            log.warning("batch dropped reason=fenced detail=%r", str(error))
+            return False
+        # 3. Advance the committed progress.
+        for consumed in batch.partitions:
+            state = self.owned.get(consumed.partition)
+            if state is not None:
+                state.committed = consumed.progress.offset
+        # 4. Record it.
+        metrics.KAFKA_WRITE_SECONDS.observe(produced - started)
+        metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - produced)
+        counters = batch.counters
+        metrics.EVENTS_PROCESSED.inc(counters.events)
+        metrics.EVENTS_DUPLICATE.inc(counters.duplicates)
+        metrics.EVENTS_FORWARDED.inc(counters.forwarded)
+        metrics.TIMERS_FIRED.inc(counters.timers_fired)
+        metrics.ERASURES.inc(counters.erased)
+        _count_changes(batch.changes)
+        return True
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to `timeout` s for what is in flight, after an outage; raise
+        :class:`DeliveryError` unless the broker acknowledged all of it."""
+        if self._producer_failed:
+            log.warning("the broker failed the producer for good; starting a new one")
+            self.producer = self.make_producer()
+            self._producer_failed = False
+        self._errors.clear()
+        self._flush(timeout)
+
+    def close(self) -> None:
+        """Deliver what is queued, for up to 10 s."""
+        self.producer.flush(10)
+
+    def _produce(self, outgoing: Sequence[Outgoing]) -> None:
+        producer = self.producer
+        for message in outgoing:
+            producer.produce(
+                message.topic,
+                key=message.key,
+                value=message.value,
+                headers=message.headers,
+                partition=message.partition,
+                on_delivery=self._delivered,
+            )
+
+    def _flush(self, timeout: float) -> None:
+        try:
+            remaining = self.producer.flush(timeout)
+        except KafkaException as error:  # a fatal error is raised from flush()
+            self._producer_failed = producer_lost(error.args[0])
+            raise DeliveryError(str(error)) from error
+        if remaining or self._errors:
+            errors, self._errors = self._errors, []
+            raise DeliveryError(f"{remaining} undelivered, errors: {errors[:3]}")
+
+    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._errors.append(error.str())
+            if producer_lost(error):
+                self._producer_failed = True
+
+
+def _count_changes(changes: Sequence[SegmentChange]) -> None:
+    """Add published changes to the change and transition metrics."""
+    metrics.CHANGES.inc(len(changes))
+    moves: Tally[tuple[str, str]] = Tally()
+    cluster_moves: Tally[tuple[str, str]] = Tally()
+    for change in changes:
+        moves.update((segment, "entered") for segment in change.entered)
+        moves.update((segment, "exited") for segment in change.exited)
+        if change.cluster != change.previous_cluster:
+            if change.cluster is not None:
+                cluster_moves[change.cluster, "entered"] += 1
+            if change.previous_cluster is not None:
+                cluster_moves[change.previous_cluster, "exited"] += 1
+    for (segment, direction), count in moves.items():
+        metrics.TRANSITIONS.labels(segment=segment, direction=direction).inc(count)
+    for (cluster, direction), count in cluster_moves.items():
+        metrics.CLUSTER_TRANSITIONS.labels(cluster=cluster, direction=direction).inc(count)

@@ -1,0 +1,230 @@
+"""A batch's messages, decoded in offset order into each owned partition's items.
+
+Tracker events are decoded and judged against their partition's watermark:
+undecodable, future and late ones are rejected with a reason (for the
+dead-letter topic), and one whose user belongs to another partition is set
+aside to be forwarded there. Control commands (advance the watermark, erase
+a user) and relays (:mod:`processors.wire`) become the partition step's items;
+a relay taken before is skipped.
+
+>>> from confluent_kafka import Message
+>>> from processors.watermark import Watermark
+>>> owned = {0: PartitionState(0, None, Watermark(3600))}
+>>> event = b'{"type": "page", "userId": "alice", "timestamp": "2026-11-01T10:00:00Z"}'
+>>> decoded = decode_batch([Message(topic="events", partition=0, offset=7, value=event)],
+...                        owned, partition_count=16, max_event_bytes=32_768, not_after=2e9)
+>>> [(m.user_id, m.to) for m in decoded.misrouted]
+[('alice', 5)]
+>>> decoded.partitions[0].last
+7
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, Message
+
+from processors.events import Action, Reason, Rejection, decode_event
+from processors.partition import Absorb, Advance, Erase, Item, Merge
+from processors.partitioner import canonical_partition
+from processors.wire import (
+    ADVANCE_WATERMARK,
+    CONTROL_HEADER,
+    ERASE,
+    RELAY_HEADER,
+    REPLAY_HEADER,
+    ROUTE,
+    advance_until,
+    header_map,
+    relayed_item,
+    source_of,
+)
+from streams.worker.partitions import PartitionState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    """One partition's share of a batch: its items and the message each came from."""
+
+    last: int
+    """The offset of the partition's last message in the batch."""
+    items: list[Item] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    marks: list[float] = field(default_factory=list)
+    """The partition's watermark after each item."""
+    advances: bool = False
+    """Whether an advance-watermark command is among the items (every user is swept)."""
+    relayed: int = 0
+    """Relayed messages taken."""
+
+    def add(self, item: Item, message: Message, watermark: float) -> None:
+        """Append `item`, after which the partition's watermark stands at `watermark`."""
+        self.items.append(item)
+        self.messages.append(message)
+        self.marks.append(watermark)
+
+    def user_ids(self) -> set[str]:
+        """The users the items name."""
+        ids = set()
+        for item in self.items:
+            match item:
+                case Action():
+                    ids.add(item.user_id)
+                case Merge():
+                    ids.add(item.anonymous_id)
+                case Absorb():
+                    ids.add(item.into)
+                case Erase():
+                    ids.add(item.user_id)
+        return ids
+
+
+@dataclass(frozen=True, slots=True)
+class Misrouted:
+    """An event that arrived on another partition than its user's, `to`."""
+
+    message: Message
+    user_id: str
+    to: int
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """What a batch's messages hold, partition by partition."""
+
+    partitions: dict[int, PartitionBatch] = field(default_factory=dict)
+    rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
+    misrouted: list[Misrouted] = field(default_factory=list)
+    consumed: int = 0
+    live_times: list[float] = field(default_factory=list)
+    """Event times of the batch's live (not replayed) events, for the freshness histogram."""
+
+
+def decode_batch(
+    messages: Sequence[Message],
+    owned: Mapping[int, PartitionState],
+    *,
+    partition_count: int,
+    max_event_bytes: int,
+    not_after: float,
+) -> DecodedBatch:
+    """Decode `messages` of the `owned` partitions (others were revoked meanwhile), moving
+    their watermarks and noting relays taken. Events stamped after `not_after` are future."""
+    decoded = DecodedBatch()
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error=%r", error.str())
+            continue
+        decoded.consumed += 1
+        number, offset = message.partition(), message.offset()
+        assert number is not None
+        assert offset is not None
+        state = owned.get(number)
+        if state is None:
+            continue  # revoked while the batch was in flight
+        part = decoded.partitions.get(number)
+        if part is None:
+            part = decoded.partitions[number] = PartitionBatch(offset)
+        part.last = offset
+        state.heard = time.monotonic()
+        headers = header_map(message.headers())
+        reader = _Reader(state, part, decoded, partition_count, max_event_bytes, not_after)
+        if RELAY_HEADER in headers:
+            reader.relay(message, headers)
+        elif CONTROL_HEADER in headers:
+            reader.control(message, headers)
+        else:
+            reader.event(message, headers)
+    return decoded
+
+
+@dataclass(slots=True)
+class _Reader:
+    """Takes one partition's messages into its share of the batch."""
+
+    state: PartitionState
+    part: PartitionBatch
+    decoded: DecodedBatch
+    partition_count: int
+    max_event_bytes: int
+    not_after: float
+
+    def event(self, message: Message, headers: Mapping[str, bytes]) -> None:
+        """A tracker event that arrived here: taken, rejected, or set aside to forward."""
+        result = decode_event(message.value() or b"", max_bytes=self.max_event_bytes)
+        if isinstance(result, Action):
+            owner = canonical_partition(result.user_id, self.partition_count)
+            if owner != self.state.number:
+                self.decoded.misrouted.append(Misrouted(message, result.user_id, owner))
+                return
+        replaying = self.state.replaying = REPLAY_HEADER in headers
+        clock = self.state.clock
+        if isinstance(result, Action):
+            if result.timestamp > self.not_after:
+                result = Rejection(
+                    Reason.FUTURE, f"timestamp {result.timestamp:.0f} is in the future"
+                )
+            elif not clock.admit(result.timestamp):
+                result = Rejection(
+                    Reason.LATE,
+                    f"event time {result.timestamp:.3f} is before the watermark {clock.value:.3f}",
+                )
+        if isinstance(result, Rejection):
+            self.decoded.rejected.append((message, result))
+            return
+        self.part.add(result, message, clock.value)
+        if not replaying:
+            self.decoded.live_times.append(result.timestamp)
+
+    def relay(self, message: Message, headers: Mapping[str, bytes]) -> None:
+        """A message the pipeline relayed here: taken once, or rejected without its source."""
+        source = source_of(headers)
+        if source is None:
+            reason = Rejection(
+                Reason.INVALID_CONTROL, "a relayed message without its source offset"
+            )
+            self.decoded.rejected.append((message, reason))
+            return
+        if not self.state.first_relay(source):
+            return  # taken before: produced again by a batch that was redone
+        self.part.relayed += 1
+        kind = headers[RELAY_HEADER]
+        if kind == ROUTE:
+            self.event(message, headers)
+            return
+        key = (message.key() or b"").decode()
+        item = relayed_item(kind, key, message.value() or b"", max_bytes=self.max_event_bytes)
+        if isinstance(item, Rejection):
+            self.decoded.rejected.append((message, item))
+        else:
+            self.part.add(item, message, self.state.clock.value)
+
+    def control(self, message: Message, headers: Mapping[str, bytes]) -> None:
+        """An erase or advance-watermark command."""
+        command = headers[CONTROL_HEADER]
+        if command == ERASE:
+            user_id = (message.key() or b"").decode(errors="replace")
+            if user_id:
+                self.part.add(Erase(user_id), message, self.state.clock.value)
+            else:
+                reason = Rejection(
+                    Reason.INVALID_CONTROL, "an erase command is keyed by the user id"
+                )
+                self.decoded.rejected.append((message, reason))
+            return
+        until = advance_until(message.value())
+        if command != ADVANCE_WATERMARK or until is None:
+            reason = Rejection(Reason.INVALID_CONTROL, 'expected {"until": seconds}')
+            self.decoded.rejected.append((message, reason))
+            return
+        self.state.clock.advance_to(until)
+        self.part.advances = True
+        self.part.add(Advance(until), message, self.state.clock.value)

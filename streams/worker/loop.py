@@ -1,0 +1,492 @@
+"""The worker's loop: consume a batch, step each partition, commit, repeat.
+
+One iteration handles one batch end to end:
+
+1. consume up to `batch_max_events` messages (confluent-kafka `consume`);
+2. decode them in offset order (:mod:`streams.worker.decoding`): dead letters
+   for undecodable, future and late events; events of another partition's
+   users set aside to forward there; watermarks moved;
+3. load the batch's users from the store (one `MGET`), step each partition
+   (:func:`processors.partition.run_partition`: apply, evaluate, fire timers,
+   place in clusters, take feature vectors);
+4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
+   dead letters, relays, changes and vectors, wait for the acks, then commit
+   users, labels, counters, timers and each partition's progress in one
+   fenced store transaction.
+
+Between batches the worker picks up newer rules and model snapshots; a
+snapshot of a new generation (the trainer re-clustered), or rules published
+with `--reevaluate`, relabels every owned user at once
+(:mod:`streams.worker.relabel`). A crash anywhere before the store commits
+replays the batch from the committed progress, which yields the same state
+and the same change versions again. Example::
+
+    Worker(settings, rules, build_parts(settings)).run(stop)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from processors.evaluation import Classifier
+from processors.events import Reason
+from processors.model import ClusterAssigner, ModelSnapshot
+from processors.partition import run_partition
+from processors.rules import RuleSet
+from processors.segments import ChangeReason, SegmentChange
+from processors.user import UserState
+from processors.vectors import FeatureVector
+from state.store import BatchCommit, Counters, PartitionCommit
+from state.timer_store import DueTimers
+from streams.connectivity import KAFKA, REDIS, Link
+from streams.settings import Settings
+from streams.worker import metrics, outgoing
+from streams.worker.checkpoint import Checkpoint, DeliveryError
+from streams.worker.decoding import DecodedBatch, PartitionBatch, decode_batch
+from streams.worker.health import Probe
+from streams.worker.partitions import PartitionState
+from streams.worker.parts import WorkerParts
+from streams.worker.relabel import relabel
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
+"""Redis errors that mean "not answering now", as opposed to a mistake in a command."""
+_MAX_BACKOFF = 10.0
+"""Longest wait between two attempts to reach Redis or the broker, in seconds."""
+
+
+class PartitionCountError(RuntimeError):
+    """The events topic has another partition count than the state was built with."""
+
+
+class Worker:
+    """A member of the workers' consumer group; :meth:`run` until `stop` is set."""
+
+    def __init__(
+        self, settings: Settings, rules: RuleSet, parts: WorkerParts, probe: Probe | None = None
+    ) -> None:
+        self.settings = settings
+        self.parts = parts
+        self.store = parts.store
+        self.consumer: Consumer = parts.consumer
+        self.probe = probe or Probe(stale_after=math.inf)
+        self.rules = rules
+        self.privacy = settings.privacy()
+        self.model: ClusterAssigner | None = None
+        self.classifier = Classifier.of(rules)
+        self.owned: dict[int, PartitionState] = {}
+        """The partitions assigned to this worker, by number."""
+        self.checkpoint = Checkpoint(parts.store, parts.make_producer, self.owned)
+        self.partitions = 0
+        """The events topic's partition count, checked against the state's at start."""
+
+    def start(self) -> None:
+        """Take the rules and model in force, check the partition count, join the group."""
+        published = self.parts.rules.catch_up()
+        if published is not None:
+            self.rules = published[0]
+        snapshot = self.parts.models.catch_up()
+        if snapshot is not None:
+            self.model = ClusterAssigner(snapshot)
+            metrics.MODEL_VERSION.set(snapshot.version)
+        self.classifier = Classifier.of(self.rules, self.model)
+        metrics.RULES.info({"version": self.rules.label})
+        self.partitions = self._check_partition_count()
+        self.consumer.subscribe(
+            [self.settings.events_topic], on_assign=self._assigned, on_revoke=self._revoked
+        )
+        self.probe.ready = True
+        log.info(
+            "worker started group=%s topic=%s rules=%s model=%s",
+            self.settings.group_id,
+            self.settings.events_topic,
+            self.rules.label,
+            self.model.version if self.model else "-",
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until `stop` is set, then leave the group cleanly."""
+        self.start()
+        try:
+            wait = self.settings.batch_max_wait_ms / 1000
+            while not stop.is_set():
+                backlog = self.step(wait, stop)
+                wait = 0 if backlog else self.settings.batch_max_wait_ms / 1000
+        finally:
+            self.close()
+
+    def step(self, wait: float, stop: threading.Event) -> bool:
+        """One turn of the loop: newer rules and models, then a batch of up to `wait` s.
+        Returns whether timers were left for later batches."""
+        update = self.parts.rules.poll()
+        if update is not None:
+            self._switch_rules(*update)
+        newer = self.parts.models.poll()
+        if newer is not None:
+            self._switch_model(newer)
+        messages = self.consumer.consume(self.settings.batch_max_events, wait)
+        try:
+            backlog = self.process(messages)
+        except (*_UNAVAILABLE, DeliveryError) as error:
+            self._recover(error, stop)
+            return False
+        metrics.LAST_BATCH.set(time.time())
+        self.probe.beat()
+        return backlog
+
+    def close(self) -> None:
+        """Leave the group and the feeds, deliver what is queued, close the store."""
+        self.parts.rules.close()
+        self.parts.models.close()
+        self.consumer.close()
+        self.checkpoint.close()
+        self.parts.close_store()
+        log.info("worker stopped")
+
+    def process(self, messages: Sequence[Message]) -> bool:
+        """Handle one batch end to end (see the module docstring).
+
+        Besides `messages`, the batch fires the timers due by each owned
+        partition's watermark, up to `timers_per_batch`. Returns whether timers
+        were left for later batches.
+        """
+        started = time.perf_counter()
+        decoded = decode_batch(
+            messages,
+            self.owned,
+            partition_count=self.partitions,
+            max_event_bytes=self.settings.max_event_bytes,
+            not_after=time.time() + self.settings.max_future_seconds,
+        )
+        self._follow_wall_clock()
+        due = self._due_timers()
+        if not decoded.partitions and not due:
+            return False
+        for number in due:
+            if number not in decoded.partitions:
+                committed = self.owned[number].committed
+                assert committed is not None  # timers are read only where progress was committed
+                decoded.partitions[number] = PartitionBatch(committed - 1)
+        batch = self._step_partitions(decoded, due)
+        if not self.checkpoint.commit(batch.outgoing, batch.commit):
+            self._rewind(list(decoded.partitions))
+            return False
+        _count_consumed(decoded, len(messages), batch.vectors)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._measure_lag()
+        backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
+        metrics.TIMER_LAG.set(
+            max(
+                (self.owned[n].clock.value - taken.entries[-1][0] for n, taken in backlog.items()),
+                default=0,
+            )
+        )
+        counters = batch.commit.counters
+        log.debug(
+            "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
+            counters.events,
+            counters.dead_letters,
+            len(batch.commit.users),
+            counters.changes,
+            counters.relays_sent,
+            counters.timers_fired,
+        )
+        return bool(backlog)
+
+    def _step_partitions(self, decoded: DecodedBatch, due: dict[int, DueTimers]) -> _Stepped:
+        """Run each partition's step over its items and due timers; what to commit."""
+        topic = self.settings.events_topic
+        members = {
+            number: [u for chunk in self.store.partition_users(topic, number) for u in chunk]
+            for number, part in decoded.partitions.items()
+            if part.advances
+        }
+        wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
+        wanted.update(user_id for taken in due.values() for user_id in taken.sources)
+        stored = self.store.load(wanted.union(*members.values()))
+        users: dict[str, UserState] = {}
+        changes: list[SegmentChange] = []
+        relays = []
+        found: list[FeatureVector] = []
+        placed: list[str] = []
+        commits = []
+        counters = Counters(
+            dead_letters=len(decoded.rejected),
+            late=sum(1 for _, r in decoded.rejected if r.reason == Reason.LATE),
+            forwarded=len(decoded.misrouted),
+        )
+        for number, part in decoded.partitions.items():
+            state = self.owned[number]
+            taken = due.get(number)
+            step = run_partition(
+                part.items,
+                stored,
+                self.classifier,
+                dedup_before=state.clock.max_event_time - self.settings.dedup_horizon_seconds,
+                partition_users=members.get(number, ()),
+                retention=self.settings.retention_days * 86_400,
+                marks=part.marks,
+                due=taken.entries if taken else (),
+                watermark=state.clock.value,
+            )
+            users.update(step.users)
+            changes += step.changes
+            found += step.vectors
+            placed += step.placed
+            relays += [(relay, number, part.messages[relay.position]) for relay in step.relays]
+            counters += Counters(
+                events=step.applied,
+                duplicates=step.duplicates,
+                users=step.new_users,
+                timers_fired=step.fired,
+                erased=len(step.erased),
+                expired=len(step.expired),
+                relays_applied=part.relayed,
+            )
+            timers = {
+                user_id: step.users[user_id].due if user_id in step.users else None
+                for user_id in [*(taken.sources if taken else ()), *step.timers]
+            }
+            commits.append(
+                PartitionCommit(
+                    topic,
+                    number,
+                    state.committed,
+                    state.progress(part.last + 1),
+                    [user_id for user_id in step.users if user_id not in stored],
+                    [*step.expired, *step.erased],
+                    timers,
+                    taken,
+                )
+            )
+        counters.changes = len(changes)
+        counters.relays_sent = len(relays) + len(decoded.misrouted)
+        messages = [
+            *outgoing.relays(topic, relays, decoded.misrouted),
+            *outgoing.dead_letters(
+                decoded.rejected, self.settings.dead_letter_topic, self.privacy.scrub_bytes
+            ),
+            *outgoing.change_events(
+                changes, self.settings.changes_topic, time.time(), self.rules.label
+            ),
+            *outgoing.vector_batches(found, self.settings.features_topic),
+        ]
+        commit = BatchCommit(users, changes, commits, counters, self.rules.label, placed)
+        return _Stepped(messages, commit, len(found))
+
+    def _check_partition_count(self) -> int:
+        """The events topic's partition count; raise :class:`PartitionCountError` when the
+        stored state was built with another one (it is stored by the first worker)."""
+        topic = self.settings.events_topic
+        metadata = self.consumer.list_topics(topic, timeout=30).topics[topic]
+        if metadata.error is not None:
+            raise PartitionCountError(f"cannot read topic {topic!r}: {metadata.error.str()}")
+        found = len(metadata.partitions)
+        built = self.store.claim_partition_count(topic, found)
+        if built != found:
+            raise PartitionCountError(_count_mismatch(self.settings, found, built))
+        return found
+
+    def _measure_lag(self) -> None:
+        """Set each owned partition's lag from the high watermark of the latest fetch."""
+        topic = self.settings.events_topic
+        for number, state in self.owned.items():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, number), cached=True
+            )
+            if high >= 0:
+                lag = high - (state.committed or 0)
+                metrics.CONSUMER_LAG.labels(partition=str(number)).set(max(lag, 0))
+
+    def _follow_wall_clock(self) -> None:
+        """Move the watermark of each partition quiet for `idle_watermark_seconds` to the wall
+        clock minus the allowed lateness, unless its latest message was replayed."""
+        idle = self.settings.idle_watermark_seconds
+        if not idle:
+            return
+        quiet_since = time.monotonic() - idle
+        now = time.time() - self.settings.allowed_lateness_seconds
+        for state in self.owned.values():
+            if state.heard <= quiet_since and not state.replaying:
+                state.clock.advance_to(now)
+
+    def _due_timers(self) -> dict[int, DueTimers]:
+        """The timers due by each owned partition's watermark, a share of the batch's budget."""
+        watermarks = {
+            number: state.clock.value
+            for number, state in self.owned.items()
+            if state.committed is not None
+        }
+        if not watermarks:
+            return {}
+        share = max(1, self.settings.timers_per_batch // len(watermarks))
+        due = self.store.due_timers(self.settings.events_topic, watermarks, share)
+        return {number: taken for number, taken in due.items() if taken.bounds}
+
+    def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
+        """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
+        self.rules = rules
+        self.classifier = Classifier.of(rules, self.model)
+        metrics.RULES.info({"version": rules.label})
+        log.info("rules switched to=%s reevaluate=%s", rules.label, reevaluate)
+        if reevaluate:
+            self._relabel(ChangeReason.RULES)
+
+    def _switch_model(self, snapshot: ModelSnapshot) -> None:
+        """Place users with `snapshot` from now on; re-place everyone if it re-clustered."""
+        previous = self.model
+        self.model = ClusterAssigner(snapshot)
+        self.classifier = Classifier.of(self.rules, self.model)
+        metrics.MODEL_VERSION.set(snapshot.version)
+        log.info(
+            "model switched to=%d generation=%d reason=%s clusters=%d",
+            snapshot.version,
+            snapshot.generation,
+            snapshot.reason,
+            len(snapshot.clusters),
+        )
+        if previous is None or previous.snapshot.generation != snapshot.generation:
+            self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
+
+    def _relabel(self, reason: str) -> None:
+        relabel(
+            self.owned,
+            self.store,
+            self.classifier,
+            self.checkpoint,
+            self.settings,
+            reason=reason,
+            beat=self.probe.beat,
+        )
+
+    def _recover(self, error: Exception, stop: threading.Event) -> None:
+        """A batch could not be written because Redis or the broker did not answer.
+
+        Nothing of it was committed, so wait, backing off, until both answer, then go
+        back to the committed offsets and do the batch again. What it produced before
+        failing may come twice: change versions and relay offsets make that harmless.
+        """
+        cause = "kafka" if isinstance(error, DeliveryError) else "redis"
+        metrics.BATCHES_RETRIED.labels(cause=cause).inc()
+        self.probe.ready = False
+        _link(error).lost(f"batch not committed, waiting ({type(error).__name__}: {error})")
+        started = time.monotonic()
+        delay = 0.5
+        while not stop.is_set():
+            log.debug("batch retry cause=%s retry_in=%.1fs", cause, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+            try:
+                self.parts.ping()
+                self.checkpoint.settle(delay)
+                self._rewind(list(self.owned))
+            except (*_UNAVAILABLE, DeliveryError) as again:
+                _link(again).lost(f"{type(again).__name__}: {again}")
+                continue
+            KAFKA.reached()
+            REDIS.reached()
+            log.info("resumed from the committed offsets after=%.1fs", time.monotonic() - started)
+            self.probe.ready = True
+            return
+
+    def _restore(self, numbers: list[int]) -> None:
+        """Rebuild the runtime state of `numbers` from their committed progress."""
+        progress = self.store.progress(self.settings.events_topic, numbers)
+        lateness = self.settings.allowed_lateness_seconds
+        for number in numbers:
+            self.owned[number] = PartitionState.restore(number, progress.get(number), lateness)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        beyond = [tp.partition for tp in partitions if tp.partition >= self.partitions]
+        if beyond:
+            raise PartitionCountError(
+                _count_mismatch(self.settings, max(beyond) + 1, self.partitions)
+            )
+        delay = 0.5
+        while True:
+            try:
+                self._restore([tp.partition for tp in partitions])
+                break
+            except _UNAVAILABLE as error:
+                REDIS.lost(f"partitions not taken yet ({type(error).__name__}: {error})")
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+        REDIS.reached()
+        for tp in partitions:
+            tp.offset = self.owned[tp.partition].seek_to
+        consumer.assign(partitions)
+        metrics.PARTITIONS.set(len(self.owned))
+        log.info(
+            "partitions assigned=%s",
+            ",".join(f"{tp.partition}@{tp.offset}" for tp in partitions),
+        )
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.owned.pop(tp.partition, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(str(tp.partition))
+        metrics.PARTITIONS.set(len(self.owned))
+        log.info("partitions revoked=%s", ",".join(str(tp.partition) for tp in partitions))
+
+    def _rewind(self, numbers: list[int]) -> None:
+        """Seek `numbers` back to their committed progress after a batch not committed."""
+        owned = [number for number in numbers if number in self.owned]
+        self._restore(owned)
+        for number in owned:
+            position = TopicPartition(
+                self.settings.events_topic, number, self.owned[number].seek_to
+            )
+            try:
+                self.consumer.seek(position)
+            except KafkaException as error:
+                log.warning("seek failed partition=%d error=%r", number, str(error))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stepped:
+    """A stepped batch: the messages to produce, the store commit, and the vectors' count."""
+
+    outgoing: list[outgoing.Outgoing]
+    commit: BatchCommit
+    vectors: int
+
+
+def _count_consumed(decoded: DecodedBatch, size: int, vectors: int) -> None:
+    """Add a committed batch to the consumption, dead-letter and freshness metrics."""
+    metrics.EVENTS_CONSUMED.inc(decoded.consumed)
+    for reason, count in Tally(rejection.reason for _, rejection in decoded.rejected).items():
+        metrics.DEAD_LETTERS.labels(reason=reason).inc(count)
+    metrics.FEATURE_VECTORS.inc(vectors)
+    metrics.BATCH_EVENTS.observe(size)
+    if decoded.live_times:
+        metrics.FRESHNESS.observe_many(time.time() - np.asarray(decoded.live_times))
+
+
+def _link(error: Exception) -> Link:
+    """The dependency an error of a batch's commit says is missing."""
+    return KAFKA if isinstance(error, DeliveryError) else REDIS
+
+
+def _count_mismatch(settings: Settings, found: int, built: int) -> str:
+    """What to say when the events topic has `found` partitions and the state `built`."""
+    return (
+        f"the events topic {settings.events_topic!r} has {found} partitions, but the state under "
+        f"SEGSTREAM_REDIS_PREFIX={settings.redis_prefix!r} was built with {built}: every user's "
+        f"state belongs to one partition, so it cannot be read under another count. Either give "
+        f"the topic back its {built} partitions (a new topic of that name), or build the state "
+        f"anew for {found}: a new SEGSTREAM_REDIS_PREFIX and SEGSTREAM_GROUP_ID, then "
+        f"`segstream replay` of your event history"
+    )

@@ -1,0 +1,79 @@
+"""An owned partition's runtime state, created on assignment and dropped whole on revocation.
+
+>>> state = PartitionState.restore(3, PartitionProgress(42, 1_000.0, -1.0, {1: 7}), lateness=60)
+>>> state.committed, state.clock.value, state.seek_to
+(42, 940.0, 42)
+>>> state.first_relay((1, 7)), state.first_relay((1, 8)), state.first_relay((2, 0))
+(False, True, True)
+>>> state.progress(50).encode()
+'50 1000.0 -1.0 {"1":8,"2":0} 0'
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING
+
+from processors.watermark import Watermark
+from state.store import PartitionProgress
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What the worker knows of partition `number` between batches.
+
+    `committed` is the next offset the store has committed for it (`None`: none
+    yet); `clock` its event-time watermark; `relayed` the highest offset of
+    each source partition whose relays were taken here; `replaying` whether its
+    latest event was replayed; `heard` when (monotonic seconds) its latest
+    message came. All but `heard` are rebuilt from the store's progress after a
+    batch that was not committed.
+    """
+
+    number: int
+    committed: int | None
+    clock: Watermark
+    relayed: dict[int, int] = field(default_factory=dict)
+    replaying: bool = False
+    heard: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def restore(
+        cls, number: int, progress: PartitionProgress | None, lateness: float
+    ) -> PartitionState:
+        """The state of a partition taken over from its committed `progress` (`None`: new)."""
+        if progress is None:
+            return cls(number, None, Watermark(lateness))
+        return cls(
+            number,
+            progress.offset,
+            Watermark(lateness, progress.max_event_time, progress.floor),
+            dict(progress.relayed),
+            progress.replaying,
+        )
+
+    @property
+    def seek_to(self) -> int:
+        """Where to read from: the committed offset, or the partition's beginning."""
+        return OFFSET_BEGINNING if self.committed is None else self.committed
+
+    def first_relay(self, source: tuple[int, int]) -> bool:
+        """Whether the relay caused at `source` (partition, offset) is new here; notes it taken.
+
+        A source's relays arrive in the order of the offsets that caused them, so
+        one caused at or below an offset taken before is a copy (a redone batch
+        produced it again).
+        """
+        partition, offset = source
+        if offset <= self.relayed.get(partition, -1):
+            return False
+        self.relayed[partition] = offset
+        return True
+
+    def progress(self, offset: int) -> PartitionProgress:
+        """The progress to commit once everything before `offset` is applied."""
+        clock = self.clock
+        relayed = dict(self.relayed)
+        return PartitionProgress(offset, clock.max_event_time, clock.floor, relayed, self.replaying)

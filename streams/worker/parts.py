@@ -1,0 +1,82 @@
+"""What a worker works with, built from settings: the store, the consumer, the producer and
+the feeds of rules and models.
+
+The worker takes these as arguments, so its unit tests give it in-memory twins
+(`tests/memory.py`) and drive its loop without a broker or Redis. Example::
+
+    Worker(settings, rules, build_parts(settings)).run(stop)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import redis
+from confluent_kafka import Consumer, Producer
+
+from processors.model import ModelSnapshot
+from processors.rules import RuleSet
+from state.keys import KeyLayout
+from state.redis_store import RedisStateStore
+from state.store import StateStore
+from streams.kafka import batch_consumer, reliable_producer
+from streams.rules_feed import RulesFeed
+from streams.settings import Settings
+from streams.worker.models_feed import ModelsFeed
+
+T = TypeVar("T", covariant=True)
+
+REDIS_TIMEOUT = 30.0
+"""Seconds a Redis call may take before the batch is given up and redone."""
+
+
+class Feed(Protocol[T]):
+    """A compacted topic whose latest valid publication is in force (rules, models)."""
+
+    def catch_up(self, timeout: float = 10.0) -> T | None:
+        """The newest publication already there."""
+        ...
+
+    def poll(self) -> T | None:
+        """The newest publication since the last call, without waiting."""
+        ...
+
+    def close(self) -> None:
+        """Stop following."""
+        ...
+
+
+@dataclass(slots=True)
+class WorkerParts:
+    """The store and clients one worker uses."""
+
+    store: StateStore
+    consumer: Consumer
+    make_producer: Callable[[], Producer]
+    rules: Feed[tuple[RuleSet, bool]]
+    """Published rules, with whether to re-evaluate every user at once."""
+    models: Feed[ModelSnapshot]
+    ping: Callable[[], object]
+    """Raises Redis's connection errors while the store does not answer."""
+    close_store: Callable[[], None] = lambda: None
+
+
+def build_parts(settings: Settings) -> WorkerParts:
+    """Redis, the consumer in the workers' group, an idempotent producer and the feeds."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT
+    )
+    store = RedisStateStore(
+        client, KeyLayout(settings.redis_prefix), settings.group_id, settings.timer_shards
+    )
+    return WorkerParts(
+        store=store,
+        consumer=batch_consumer(settings),
+        make_producer=lambda: reliable_producer(settings),
+        rules=RulesFeed(settings),
+        models=ModelsFeed(settings),
+        ping=client.ping,
+        close_store=client.close,
+    )

@@ -1,0 +1,79 @@
+"""Re-evaluate, re-place and re-time every user of the owned partitions at once.
+
+New rules published with `--reevaluate`, or a model that re-clustered, move
+users now rather than at their next event. Users are read a chunk at a time;
+each chunk is committed through the :class:`~streams.worker.checkpoint.Checkpoint`
+with its partition's progress unchanged, so it is fenced like a batch: a
+partition that moved to another worker is left alone. Example::
+
+    relabel(owned, store, classifier, checkpoint, settings, reason=ChangeReason.RULES)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from processors.evaluation import Classifier, evaluate, place, vectors
+from processors.timers import next_due
+from state.store import BatchCommit, Counters, PartitionCommit, StateStore
+from streams.settings import Settings
+from streams.worker import outgoing
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.partitions import PartitionState
+
+log = logging.getLogger(__name__)
+
+
+def relabel(
+    owned: Mapping[int, PartitionState],
+    store: StateStore,
+    classifier: Classifier,
+    checkpoint: Checkpoint,
+    settings: Settings,
+    *,
+    reason: str,
+    beat: Callable[[], None] = lambda: None,
+) -> int:
+    """Relabel every user of the `owned` partitions that has committed progress; returns how
+    many. `beat` is called after each chunk (the worker's liveness)."""
+    topic = settings.events_topic
+    retention = settings.retention_days * 86_400
+    relabelled = 0
+    for number, state in list(owned.items()):
+        if state.committed is None:
+            continue
+        progress = state.progress(state.committed)
+        for chunk in store.partition_users(topic, number):
+            users = store.load(chunk)
+            active = [(u, user) for u, user in users.items() if user.alias_of is None]
+            changes = evaluate(active, classifier, reason=reason)
+            timers = {}
+            for user_id, user in active:
+                due = next_due(user, classifier, retention=retention)
+                if due != user.due:
+                    user.due = timers[user_id] = due
+            if classifier.model is not None:
+                changes += place(active, vectors(active), classifier.model, reason=reason)
+            fence = PartitionCommit(topic, number, state.committed, progress, timers=timers)
+            committed = checkpoint.commit(
+                outgoing.change_events(
+                    changes, settings.changes_topic, time.time(), classifier.rules.label
+                ),
+                BatchCommit(
+                    users=users,
+                    changes=changes,
+                    partitions=[fence],
+                    counters=Counters(changes=len(changes)),
+                    rules_version=classifier.rules.label,
+                    placed=[u for u, _ in active] if classifier.model is not None else [],
+                ),
+            )
+            if not committed:
+                log.warning("relabel skipped partition=%d reason=fenced", number)
+                break
+            beat()
+            relabelled += len(active)
+    log.info("users relabelled=%d reason=%s", relabelled, reason)
+    return relabelled

@@ -1,0 +1,263 @@
+"""In-memory twins of the worker's parts, for unit tests of its loop without I/O.
+
+:class:`MemoryStore` keeps what the Redis store keeps, with its fencing: a
+commit whose partitions' committed offsets moved since the batch began is
+refused. :class:`MemoryBroker` holds topics as lists of real
+`confluent_kafka.Message` objects; its consumer assigns itself every partition
+of the topic it subscribes to (a test can revoke them), and its producer
+partitions keyed messages canonically and can be told to fail its next flush.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import redis
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from processors.partitioner import canonical_partition
+from processors.user import UserState
+from state.store import BatchCommit, PartitionFencedError, PartitionProgress
+from state.timer_store import DueTimers
+
+
+class MemoryStore:
+    """The worker's state of record, in dicts."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, bytes] = {}
+        self.offsets: dict[tuple[str, int], PartitionProgress] = {}
+        self.counts: dict[str, int] = {}
+        self.members: dict[str, set[str]] = defaultdict(set)
+        self.partition_sets: dict[tuple[str, int], set[str]] = defaultdict(set)
+        self.timers: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        self.counters: dict[str, int] = defaultdict(int)
+        self.fail_next_commit = False
+        """Raise a connection error at the next commit, as a Redis that went away would."""
+
+    def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        return {u: UserState.from_bytes(self.states[u]) for u in user_ids if u in self.states}
+
+    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+        return {p: self.offsets[topic, p] for p in partitions if (topic, p) in self.offsets}
+
+    def claim_partition_count(self, topic: str, partitions: int) -> int:
+        return self.counts.setdefault(topic, partitions)
+
+    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
+        users = sorted(self.partition_sets[topic, partition])
+        if users:
+            yield users
+
+    def due_timers(
+        self, topic: str, watermarks: Mapping[int, float], limit: int
+    ) -> dict[int, DueTimers]:
+        found = {}
+        for partition, watermark in watermarks.items():
+            timers = sorted((due, user) for user, due in self.timers[topic, partition].items())
+            due = [(moment, user) for moment, user in timers if moment <= watermark][:limit]
+            if not due:
+                continue
+            rest = timers[len(due) :]
+            found[partition] = DueTimers(
+                entries=due,
+                sources={user: 0 for _, user in due},
+                bounds={0: rest[0][0] if rest else math.inf},
+                exhausted=len(due) < limit or not rest or rest[0][0] > watermark,
+            )
+        return found
+
+    def commit(self, batch: BatchCommit) -> None:
+        if self.fail_next_commit:
+            self.fail_next_commit = False
+            raise redis.ConnectionError("the store went away")
+        for consumed in batch.partitions:
+            stored = self.offsets.get((consumed.topic, consumed.partition))
+            offset = None if stored is None else stored.offset
+            if offset != consumed.start:
+                raise PartitionFencedError(f"{consumed.partition} is at {offset}")
+        expired = {u for p in batch.partitions for u in p.expired_users}
+        for user_id, user in batch.users.items():
+            if user_id not in expired:
+                self.states[user_id] = user.to_bytes()
+        for change in batch.changes:
+            for segment in change.entered:
+                self.members[segment].add(change.user_id)
+            for segment in change.exited:
+                self.members[segment].discard(change.user_id)
+        for name, amount in batch.counters.items():
+            self.counters[name] += amount
+        for consumed in batch.partitions:
+            key = consumed.topic, consumed.partition
+            self.offsets[key] = consumed.progress
+            self.partition_sets[key].update(consumed.new_users)
+            self.partition_sets[key].difference_update(consumed.expired_users)
+            for user_id in consumed.expired_users:
+                self.states.pop(user_id, None)
+            timers = self.timers[key]
+            for user_id in consumed.taken.sources if consumed.taken else ():
+                timers.pop(user_id, None)
+            for user_id, due in consumed.timers.items():
+                if due is None:
+                    timers.pop(user_id, None)
+                else:
+                    timers[user_id] = due
+
+    def users(self) -> Iterator[tuple[str, UserState]]:
+        for user_id, blob in list(self.states.items()):
+            yield user_id, UserState.from_bytes(blob)
+
+
+@dataclass
+class MemoryBroker:
+    """Topics of `partitions` partitions each, created on first use."""
+
+    partitions: int = 4
+    topics: dict[str, list[list[Message]]] = field(default_factory=dict)
+
+    def topic(self, name: str, partitions: int | None = None) -> list[list[Message]]:
+        if name not in self.topics:
+            self.topics[name] = [[] for _ in range(partitions or self.partitions)]
+        return self.topics[name]
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int = -1,
+        headers: Sequence[tuple[str, Any]] | None = None,
+    ) -> Message:
+        """Put a message on a topic, as a producer would (canonically when `partition` is -1)."""
+        log = self.topic(topic)
+        if partition < 0:
+            partition = canonical_partition((key or b"").decode(), len(log)) if key else 0
+        message = Message(
+            topic=topic,
+            partition=partition,
+            offset=len(log[partition]),
+            key=key,
+            value=value,
+            headers=list(headers) if headers else None,
+        )
+        log[partition].append(message)
+        return message
+
+    def messages(self, topic: str) -> list[Message]:
+        """Every message on `topic`, partition by partition."""
+        return [message for partition in self.topic(topic) for message in partition]
+
+
+class MemoryConsumer:
+    """Reads the subscribed topic's partitions; assigns them all at the first `consume`."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.topic = ""
+        self.positions: dict[int, int] = {}
+        self.on_assign: Callable[..., None] = lambda *_: None
+        self.on_revoke: Callable[..., None] = lambda *_: None
+        self.pending_assignment = False
+
+    def subscribe(
+        self, topics: list[str], on_assign: Callable[..., None], on_revoke: Callable[..., None]
+    ) -> None:
+        self.topic = topics[0]
+        self.on_assign, self.on_revoke = on_assign, on_revoke
+        self.pending_assignment = True
+
+    def list_topics(self, topic: str, timeout: float = 0) -> SimpleNamespace:
+        partitions = dict(enumerate(self.broker.topic(topic)))
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=partitions, error=None)})
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.positions[tp.partition] = max(tp.offset, 0)
+
+    def revoke(self, numbers: list[int]) -> None:
+        """Take `numbers` away, as a rebalance would."""
+        self.on_revoke(self, [TopicPartition(self.topic, n) for n in numbers])
+        for number in numbers:
+            self.positions.pop(number, None)
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.positions[tp.partition] = max(tp.offset, 0)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        if self.pending_assignment:
+            self.pending_assignment = False
+            count = len(self.broker.topic(self.topic))
+            self.on_assign(self, [TopicPartition(self.topic, n) for n in range(count)])
+        taken: list[Message] = []
+        log = self.broker.topic(self.topic)
+        for number in sorted(self.positions):
+            start = self.positions[number]
+            chunk = log[number][start : start + num_messages - len(taken)]
+            taken += chunk
+            self.positions[number] = start + len(chunk)
+        return taken
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float = 0, cached: bool = False
+    ) -> tuple[int, int]:
+        return 0, len(self.broker.topic(tp.topic)[tp.partition])
+
+    def close(self) -> None:
+        self.positions.clear()
+
+
+class MemoryProducer:
+    """Produces onto the broker at `flush`; `fail_next_flush` leaves that flush undelivered."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.queued: list[tuple[dict[str, Any], Callable[..., None] | None]] = []
+        self.fail_next_flush = False
+
+    def produce(self, topic: str, **message: Any) -> None:
+        on_delivery = message.pop("on_delivery", None)
+        self.queued.append(({"topic": topic, **message}, on_delivery))
+
+    def flush(self, timeout: float = -1) -> int:
+        queued, self.queued = self.queued, []
+        if self.fail_next_flush:
+            self.fail_next_flush = False
+            for _message, on_delivery in queued:
+                if on_delivery is not None:
+                    on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+            return 0
+        for message, on_delivery in queued:
+            topic = message.pop("topic")
+            produced = self.broker.append(topic, message.pop("value", None), **message)
+            if on_delivery is not None:
+                on_delivery(None, produced)
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+class MemoryFeed:
+    """A feed whose publications a test hands it: `publish(x)`, then the next `poll` has it."""
+
+    def __init__(self, initial: object = None) -> None:
+        self.initial = initial
+        self.published: list[object] = []
+
+    def publish(self, value: object) -> None:
+        self.published.append(value)
+
+    def catch_up(self, timeout: float = 10.0) -> object:
+        return self.initial
+
+    def poll(self) -> object:
+        return self.published.pop() if self.published else None
+
+    def close(self) -> None:
+        pass
