@@ -13,21 +13,27 @@ $(BIN)/python:
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/uv
+CARGO ?= cargo
+CORE := processors/core
+CORE_SOURCES := $(CORE)/Cargo.toml $(wildcard $(CORE)/src/*.rs)
+
+# The editable install builds the compiled core (maturin, cargo) into processors/.
+$(VENV)/.installed: pyproject.toml $(CORE_SOURCES) | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/uv
+$(VENV)/.installed-dev: pyproject.toml $(CORE_SOURCES) | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed  ## stream simulated shoppers through the embedded stack and watch
 	$(BIN)/segstream demo --duration $(DURATION)
 
-lint: $(VENV)/.installed-dev  ## ruff and mypy
+lint: $(VENV)/.installed-dev  ## ruff, mypy, cargo fmt and clippy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd $(CORE) && $(CARGO) fmt --check && $(CARGO) clippy --quiet --all-targets -- -D warnings
 
 # Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
 # chromium (browser SDKs in a real browser).
@@ -47,6 +53,7 @@ sdks: $(SDKS)  ## install the SDKs the collector is tested with (npm)
 
 # Test files run in JOBS processes; each process starts its own broker and Redis.
 test: lint tools sdks  ## lint, then every test (integration tests start their own broker and Redis)
+	cd $(CORE) && $(CARGO) test --quiet
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
@@ -61,7 +68,9 @@ soak: $(VENV)/.installed-dev  ## 10 minutes of steady load on one worker: flat m
 	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest -rP --timeout 1200 tests/integration/test_soak.py
 
 unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
+	cd $(CORE) && $(CARGO) test --quiet
 	$(BIN)/pytest processors tests/processors tests/streams
 
 clean:
-	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache tests/sdk/node_modules
+	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache tests/sdk/node_modules \
+	  $(CORE)/target processors/_core*.so

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, Message
 
 from processors.events import Action, Reason, Rejection, decode_event
 from processors.partition import Absorb, Advance, Erase, Item, Merge
-from processors.partitioner import canonical_partition
+from processors.partitioner import canonical_partitions
 from processors.wire import (
     ADVANCE_WATERMARK,
     CONTROL_HEADER,
@@ -117,6 +117,7 @@ def decode_batch(
     """Decode `messages` of the `owned` partitions (others were revoked meanwhile), moving
     their watermarks and noting relays taken. Events stamped after `not_after` are future."""
     decoded = DecodedBatch()
+    taken: list[tuple[Message, dict[str, bytes]]] = []
     for message in messages:
         error = message.error()
         if error is not None:
@@ -124,26 +125,56 @@ def decode_batch(
                 log.warning("consume error=%r", error.str())
             continue
         decoded.consumed += 1
+        if message.partition() in owned:  # else revoked while the batch was in flight
+            taken.append((message, header_map(message.headers())))
+    events = _decode_events(taken, partition_count, max_event_bytes)
+    for index, (message, headers) in enumerate(taken):
         number, offset = message.partition(), message.offset()
         assert number is not None
         assert offset is not None
-        state = owned.get(number)
-        if state is None:
-            continue  # revoked while the batch was in flight
+        state = owned[number]
         part = decoded.partitions.get(number)
         if part is None:
             part = decoded.partitions[number] = PartitionBatch(offset)
         part.last = offset
         state.heard = time.monotonic()
-        headers = header_map(message.headers())
-        reader = _Reader(state, part, decoded, partition_count, max_event_bytes, not_after)
+        reader = _Reader(state, part, decoded, not_after)
         if RELAY_HEADER in headers:
-            reader.relay(message, headers)
+            reader.relay(message, headers, events.get(index), max_event_bytes)
         elif CONTROL_HEADER in headers:
             reader.control(message, headers)
         else:
-            reader.event(message, headers)
+            reader.event(message, headers, events[index])
     return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """A tracker event decoded, and the partition its user belongs to (-1: none, rejected)."""
+
+    result: Action | Rejection
+    owner: int
+
+
+def _decode_events(
+    taken: Sequence[tuple[Message, Mapping[str, bytes]]], partition_count: int, max_bytes: int
+) -> dict[int, _Decoded]:
+    """The tracker events among `taken` (plain or routed), decoded, with their users'
+    partitions found in one call of the core, by position."""
+    results = {
+        index: decode_event(message.value() or b"", max_bytes=max_bytes)
+        for index, (message, headers) in enumerate(taken)
+        if headers.get(RELAY_HEADER, ROUTE) == ROUTE and CONTROL_HEADER not in headers
+    }
+    actions = {index: r for index, r in results.items() if isinstance(r, Action)}
+    owners = dict(
+        zip(
+            actions,
+            canonical_partitions([action.user_id for action in actions.values()], partition_count),
+            strict=True,
+        )
+    )
+    return {index: _Decoded(result, owners.get(index, -1)) for index, result in results.items()}
 
 
 @dataclass(slots=True)
@@ -153,25 +184,20 @@ class _Reader:
     state: PartitionState
     part: PartitionBatch
     decoded: DecodedBatch
-    partition_count: int
-    max_event_bytes: int
     not_after: float
 
-    def event(self, message: Message, headers: Mapping[str, bytes]) -> None:
+    def event(self, message: Message, headers: Mapping[str, bytes], event: _Decoded) -> None:
         """A tracker event that arrived here: taken, rejected, or set aside to forward."""
-        result = decode_event(message.value() or b"", max_bytes=self.max_event_bytes)
-        if isinstance(result, Action):
-            owner = canonical_partition(result.user_id, self.partition_count)
-            if owner != self.state.number:
-                self.decoded.misrouted.append(Misrouted(message, result.user_id, owner))
-                return
+        result = event.result
+        if isinstance(result, Action) and event.owner != self.state.number:
+            self.decoded.misrouted.append(Misrouted(message, result.user_id, event.owner))
+            return
         replaying = self.state.replaying = REPLAY_HEADER in headers
         clock = self.state.clock
         if isinstance(result, Action):
             if result.timestamp > self.not_after:
-                result = Rejection(
-                    Reason.FUTURE, f"timestamp {result.timestamp:.0f} is in the future"
-                )
+                future = f"timestamp {result.timestamp:.0f} is in the future"
+                result = Rejection(Reason.FUTURE, future)
             elif not clock.admit(result.timestamp):
                 result = Rejection(
                     Reason.LATE,
@@ -184,24 +210,29 @@ class _Reader:
         if not replaying:
             self.decoded.live_times.append(result.timestamp)
 
-    def relay(self, message: Message, headers: Mapping[str, bytes]) -> None:
-        """A message the pipeline relayed here: taken once, or rejected without its source."""
+    def relay(
+        self,
+        message: Message,
+        headers: Mapping[str, bytes],
+        event: _Decoded | None,
+        max_bytes: int,
+    ) -> None:
+        """A message the pipeline relayed here: taken once, or rejected without its source;
+        `event` is a routed event's decoding."""
         source = source_of(headers)
         if source is None:
-            reason = Rejection(
-                Reason.INVALID_CONTROL, "a relayed message without its source offset"
-            )
-            self.decoded.rejected.append((message, reason))
+            unsourced = "a relayed message without its source offset"
+            self.decoded.rejected.append((message, Rejection(Reason.INVALID_CONTROL, unsourced)))
             return
         if not self.state.first_relay(source):
             return  # taken before: produced again by a batch that was redone
         self.part.relayed += 1
-        kind = headers[RELAY_HEADER]
-        if kind == ROUTE:
-            self.event(message, headers)
+        if event is not None:
+            self.event(message, headers, event)
             return
         key = (message.key() or b"").decode()
-        item = relayed_item(kind, key, message.value() or b"", max_bytes=self.max_event_bytes)
+        kind = headers[RELAY_HEADER]
+        item = relayed_item(kind, key, message.value() or b"", max_bytes=max_bytes)
         if isinstance(item, Rejection):
             self.decoded.rejected.append((message, item))
         else:
