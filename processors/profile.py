@@ -440,7 +440,7 @@ class Profile:
             "revenue_30d": _slot(self.days.window(as_of, 30), _REVENUE) / 100,
             "revenue_lifetime": revenue / 100,
             "orders_lifetime": float(self.orders),
-            "avg_order_value": round(revenue / self.orders / 100, 2) if self.orders else 0.0,
+            "avg_order_value": revenue / self.orders / 100 if self.orders else 0.0,
         }
 
     def _recency(self, as_of: float) -> Features:
@@ -463,7 +463,7 @@ class Profile:
             "frequency": float(len(repeat)),
             "recency": float(last - first),
             "T": float(max(int(as_of // DAY) - first, 0)),
-            "monetary_value": round(sum(repeat) / len(repeat) / 100, 2) if repeat else 0.0,
+            "monetary_value": sum(repeat) / len(repeat) / 100 if repeat else 0.0,
         }
 
     def _sessions(self, as_of: float) -> Features:

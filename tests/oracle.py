@@ -52,9 +52,7 @@ def features(events: list[Action], as_of: float) -> dict[str, float | str]:
     out["revenue_30d"] = sum(c for t, c in orders if in_buckets(t, as_of, DAY, 30)) / 100
     out["revenue_lifetime"] = sum(c for _, c in orders) / 100
     out["orders_lifetime"] = float(len(orders))
-    out["avg_order_value"] = (
-        round(sum(c for _, c in orders) / len(orders) / 100, 2) if orders else 0.0
-    )
+    out["avg_order_value"] = sum(c for _, c in orders) / len(orders) / 100 if orders else 0.0
     per_day: dict[int, int] = defaultdict(int)
     for t, cents in orders:
         per_day[t // DAY] += cents
@@ -64,7 +62,7 @@ def features(events: list[Action], as_of: float) -> dict[str, float | str]:
         out["frequency"] = float(len(repeat))
         out["recency"] = float(days[-1] - days[0])
         out["T"] = float(max(int(as_of // DAY) - days[0], 0))
-        out["monetary_value"] = round(sum(repeat) / len(repeat) / 100, 2) if repeat else 0.0
+        out["monetary_value"] = sum(repeat) / len(repeat) / 100 if repeat else 0.0
     else:
         out.update(frequency=0.0, recency=0.0, T=0.0, monetary_value=0.0)
 

@@ -87,6 +87,17 @@ def test_rfm_in_the_buy_till_you_die_convention():
     assert features["monetary_value"] == 27.0  # mean of 24 and 30
 
 
+def test_means_are_exact_not_rounded_to_cents():
+    profile = profile_of(
+        act(T0, EventKind.ORDER, value=10.0),
+        act(T0 + DAY, EventKind.ORDER, value=29.73),
+        act(T0 + 2 * DAY, EventKind.ORDER, value=14.96),
+    )
+    features = profile.features(T0 + 3 * DAY)
+    assert features["monetary_value"] == 22.345  # lifetimes gives 22.345 too
+    assert features["avg_order_value"] == (10.0 + 29.73 + 14.96) / 3
+
+
 def test_rfm_without_purchases_or_repeats_is_zero():
     assert profile_of(act(T0)).features(T0)["frequency"] == 0
     one = profile_of(act(T0, EventKind.ORDER, value=9.0)).features(T0 + 2 * DAY)

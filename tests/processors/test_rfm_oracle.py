@@ -3,6 +3,7 @@
 import warnings
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lifetimes.utils import summary_data_from_transaction_data
@@ -49,4 +50,4 @@ def test_rfm_matches_lifetimes(orders, after_last):
     assert ours["frequency"] == summary["frequency"]
     assert ours["recency"] == summary["recency"]
     assert ours["T"] == summary["T"]
-    assert abs(ours["monetary_value"] - summary["monetary_value"]) <= 0.005 + 1e-9
+    assert ours["monetary_value"] == pytest.approx(summary["monetary_value"], rel=1e-12, abs=1e-12)
