@@ -6,8 +6,9 @@ Besides tracker events, the events topic carries:
   (body `{"until": epoch_seconds}`, sent by `segstream replay --until` to each
   partition) and :data:`ERASE` (keyed by the user to forget, sent by the read API);
 - relays, marked by :data:`RELAY_HEADER` with their kind and by
-  :data:`SOURCE_HEADER` with the `partition:offset` that caused them: a
-  partition applies each source's relays once, in offset order. Kinds:
+  :data:`SOURCE_HEADER` with the `partition:offset:index` that caused them
+  (the index counts the relays one message caused): a partition applies each
+  source's relays once, in that order. Kinds:
   `merge` (body: the user an anonymous id now is), `absorb` (msgpack
   `[source id, state]`), `forward` (an event for a merged id, keyed by its
   user), `erase` (body `follow` to erase the user an alias points to) and
@@ -19,9 +20,9 @@ Besides tracker events, the events topic carries:
 1700000000.5
 >>> message = RelayMessage.of(Relay("merge", "ann", b"bob"), source=3, offset=41)
 >>> message.headers()
-[('segstream-relay', b'merge'), ('segstream-source', b'3:41')]
+[('segstream-relay', b'merge'), ('segstream-source', b'3:41:0')]
 >>> source_of(dict(message.headers()))
-(3, 41)
+(3, 41, 0)
 >>> relayed_item(b"merge", "ann", b"bob", max_bytes=1024)
 Merge(anonymous_id='ann', into='bob')
 """
@@ -29,7 +30,7 @@ Merge(anonymous_id='ann', into='bob')
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 import orjson
@@ -46,7 +47,8 @@ ERASE = b"erase"
 RELAY_HEADER = "segstream-relay"
 """Header of a message the pipeline relays to itself; its value is the relay's kind."""
 SOURCE_HEADER = "segstream-source"
-"""`partition:offset` of the message a relay was caused by; relays apply once per source."""
+"""`partition:offset:index` of the message a relay was caused by, and which of the relays it
+caused this is; relays apply once per source. (`partition:offset` reads as index 0.)"""
 REPLAY_HEADER = "segstream-replay"
 """Header of an event replayed from history: its partition's watermark keeps to event time."""
 ROUTE = b"route"
@@ -88,13 +90,24 @@ def header_map(headers: Iterable[object] | None) -> dict[str, bytes]:
     return found
 
 
-def source_of(headers: Mapping[str, bytes]) -> tuple[int, int] | None:
-    """The `(partition, offset)` a relayed message was caused by; `None` when it has none."""
+Source = tuple[int, int, int]
+"""Where a relay comes from: the causing message's partition and offset, and its index among
+the relays that message caused."""
+
+
+def source_of(headers: Mapping[str, bytes]) -> Source | None:
+    """The `(partition, offset, index)` a relayed message was caused by; `None` when it has
+    none."""
     try:
-        partition, offset = (int(part) for part in headers[SOURCE_HEADER].split(b":"))
+        parts = [int(part) for part in headers[SOURCE_HEADER].split(b":")]
     except (KeyError, ValueError):
         return None
-    return partition, offset
+    if len(parts) == 2:
+        parts.append(0)
+    if len(parts) != 3:
+        return None
+    partition, offset, index = parts
+    return partition, offset, index
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,8 @@ class RelayMessage:
     """Where it goes; -1: the key's canonical partition (the producer's partitioner)."""
     kept: tuple[tuple[str, bytes], ...] = ()
     """Headers of the original message that travel with it."""
+    index: int = 0
+    """Which of the relays its cause caused it is (:func:`in_cause_order` numbers them)."""
 
     @classmethod
     def of(
@@ -146,15 +161,25 @@ class RelayMessage:
 
     def headers(self) -> Headers:
         """Its headers: the kept ones, its kind, and its cause."""
-        cause = f"{self.source}:{self.offset}".encode()
+        cause = f"{self.source}:{self.offset}:{self.index}".encode()
         return [*self.kept, (RELAY_HEADER, self.kind), (SOURCE_HEADER, cause)]
 
 
 def in_cause_order(messages: Iterable[RelayMessage]) -> list[RelayMessage]:
-    """`messages` in the order of the offsets that caused them: a partition applies one
-    source's relays in that order, and takes a relay caused below an offset it has applied
-    for a copy it has seen."""
-    return sorted(messages, key=lambda message: (message.source, message.offset))
+    """`messages` in the order of the offsets that caused them, numbered within each cause: a
+    partition applies one source's relays in that order, and takes a relay at or below one
+    it has applied for a copy it has seen."""
+    ordered = sorted(messages, key=lambda message: (message.source, message.offset))
+    numbered: list[RelayMessage] = []
+    for message in ordered:
+        index = 0
+        if numbered and (numbered[-1].source, numbered[-1].offset) == (
+            message.source,
+            message.offset,
+        ):
+            index = numbered[-1].index + 1
+        numbered.append(replace(message, index=index))
+    return numbered
 
 
 def relayed_item(kind: bytes, key: str, body: bytes, *, max_bytes: int) -> Item | Rejection:

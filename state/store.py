@@ -26,34 +26,51 @@ class PartitionProgress:
     """Where a partition stands: the next offset to read and its watermark's state.
 
     `relayed` maps each partition that relayed messages here to the highest
-    of its offsets applied, so a relayed message produced twice is applied once.
+    `(offset, index)` of its relays applied, so a relayed message produced twice is
+    applied once. (Progress written before relays had an index reads an offset alone
+    as every relay of that offset applied.)
     `replaying` is whether the partition's latest message was replayed, which
     keeps its watermark on event time when it falls quiet.
 
-    >>> progress = PartitionProgress(42, 1700.5, -1.0, {3: 17}, replaying=True)
+    >>> progress = PartitionProgress(42, 1700.5, -1.0, {3: (17, 1)}, replaying=True)
     >>> progress.encode()
-    '42 1700.5 -1.0 {"3":17} 1'
+    '42 1700.5 -1.0 {"3":[17,1]} 1'
     >>> PartitionProgress.parse(progress.encode()) == progress
     True
+    >>> PartitionProgress.parse('42 1700.5 -1.0 {"3":17} 1').relayed
+    {3: (17, 2147483647)}
     """
 
     offset: int
     max_event_time: float
     floor: float
-    relayed: dict[int, int] = field(default_factory=dict)
+    relayed: dict[int, tuple[int, int]] = field(default_factory=dict)
     replaying: bool = False
 
     def encode(self) -> str:
         """The stored form: `offset max_event_time floor relayed-json replaying`."""
-        relayed = orjson.dumps({str(p): o for p, o in sorted(self.relayed.items())}).decode()
+        marks = {str(p): list(mark) for p, mark in sorted(self.relayed.items())}
+        relayed = orjson.dumps(marks).decode()
         return f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed} {self.replaying:d}"
 
     @classmethod
     def parse(cls, text: str) -> PartitionProgress:
         """Inverse of :meth:`encode`."""
         offset, max_event_time, floor, relayed, *replaying = text.split(" ", 4)
-        sources = {int(p): o for p, o in orjson.loads(relayed).items()}
+        sources = {int(p): _relayed_mark(mark) for p, mark in orjson.loads(relayed).items()}
         return cls(int(offset), float(max_event_time), float(floor), sources, replaying == ["1"])
+
+
+_EVERY_INDEX = 2**31 - 1
+"""The index that stands for every relay of an offset (progress written without indexes)."""
+
+
+def _relayed_mark(mark: int | list[int]) -> tuple[int, int]:
+    """A stored `(offset, index)`; a bare offset (the earlier format) covers all its relays."""
+    if isinstance(mark, int):
+        return mark, _EVERY_INDEX
+    offset, index = mark
+    return offset, index
 
 
 @dataclass(frozen=True, slots=True)

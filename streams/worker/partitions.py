@@ -1,12 +1,13 @@
 """An owned partition's runtime state, created on assignment and dropped whole on revocation.
 
->>> state = PartitionState.restore(3, PartitionProgress(42, 1_000.0, -1.0, {1: 7}), lateness=60)
+>>> progress = PartitionProgress(42, 1_000.0, -1.0, {1: (7, 0)})
+>>> state = PartitionState.restore(3, progress, lateness=60)
 >>> state.committed, state.clock.value, state.seek_to
 (42, 940.0, 42)
->>> state.first_relay((1, 7)), state.first_relay((1, 8)), state.first_relay((2, 0))
-(False, True, True)
+>>> [state.first_relay(source) for source in [(1, 7, 0), (1, 7, 1), (1, 8, 0), (2, 0, 0)]]
+[False, True, True, True]
 >>> state.progress(50).encode()
-'50 1000.0 -1.0 {"1":8,"2":0} 0'
+'50 1000.0 -1.0 {"1":[8,0],"2":[0,0]} 0'
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING
 
 from processors.watermark import Watermark
+from processors.wire import Source
 from state.store import PartitionProgress
 
 
@@ -25,7 +27,7 @@ class PartitionState:
     """What the worker knows of partition `number` between batches.
 
     `committed` is the next offset the store has committed for it (`None`: none
-    yet); `clock` its event-time watermark; `relayed` the highest offset of
+    yet); `clock` its event-time watermark; `relayed` the highest (offset, index) of
     each source partition whose relays were taken here; `replaying` whether its
     latest event was replayed; `heard` when (monotonic seconds) its latest
     message came. All but `heard` are rebuilt from the store's progress after a
@@ -35,7 +37,7 @@ class PartitionState:
     number: int
     committed: int | None
     clock: Watermark
-    relayed: dict[int, int] = field(default_factory=dict)
+    relayed: dict[int, tuple[int, int]] = field(default_factory=dict)
     replaying: bool = False
     heard: float = field(default_factory=time.monotonic)
 
@@ -59,17 +61,18 @@ class PartitionState:
         """Where to read from: the committed offset, or the partition's beginning."""
         return OFFSET_BEGINNING if self.committed is None else self.committed
 
-    def first_relay(self, source: tuple[int, int]) -> bool:
-        """Whether the relay caused at `source` (partition, offset) is new here; notes it taken.
+    def first_relay(self, source: Source) -> bool:
+        """Whether the relay from `source` (partition, offset, index) is new here; notes it
+        taken.
 
-        A source's relays arrive in the order of the offsets that caused them, so
-        one caused at or below an offset taken before is a copy (a redone batch
-        produced it again).
+        A source's relays arrive in the order of the offsets that caused them (and of
+        their index within one cause), so one at or below a relay taken before is a
+        copy (a redone batch produced it again).
         """
-        partition, offset = source
-        if offset <= self.relayed.get(partition, -1):
+        partition, offset, index = source
+        if (offset, index) <= self.relayed.get(partition, (-1, -1)):
             return False
-        self.relayed[partition] = offset
+        self.relayed[partition] = (offset, index)
         return True
 
     def progress(self, offset: int) -> PartitionProgress:

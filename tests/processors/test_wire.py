@@ -69,19 +69,38 @@ def test_a_routed_event_keeps_its_headers_and_names_its_partition():
         "ann", 3, source=1, offset=40, value=EVENT, headers={REPLAY_HEADER: b"1"}
     )
     headers = header_map(message.headers())
-    assert headers == {REPLAY_HEADER: b"1", RELAY_HEADER: ROUTE, SOURCE_HEADER: b"1:40"}
+    assert headers == {REPLAY_HEADER: b"1", RELAY_HEADER: ROUTE, SOURCE_HEADER: b"1:40:0"}
     assert (message.key, message.partition) == (b"ann", 3)
-    assert source_of(headers) == (1, 40)
+    assert source_of(headers) == (1, 40, 0)
+    assert source_of({SOURCE_HEADER: b"1:40"}) == (1, 40, 0)  # as sent before indexes
 
 
 def test_relays_leave_in_the_order_of_their_causes():
     late = RelayMessage.route("ann", 3, source=1, offset=40, value=EVENT, headers={})
     early = RelayMessage.of(Relay("merge", "anon-1", b"ann"), source=1, offset=12)
     other = RelayMessage.of(Relay("merge", "anon-2", b"bo"), source=0, offset=99)
-    assert in_cause_order([late, early, other]) == [other, early, late]
+    assert [(m.source, m.offset) for m in in_cause_order([late, early, other])] == [
+        (0, 99),
+        (1, 12),
+        (1, 40),
+    ]
 
 
-@pytest.mark.parametrize("value", [b"1", b"x:1", b"1:2:3", b""])
+def test_relays_of_one_cause_are_numbered_so_each_is_applied():
+    erasures = [
+        RelayMessage.of(Relay("erase", user, b""), source=2, offset=7)
+        for user in ("anon-1", "anon-2", "anon-3")
+    ]
+    ordered = in_cause_order([*erasures, RelayMessage.of(Relay("erase", "x"), source=2, offset=8)])
+    assert [source_of(header_map(m.headers())) for m in ordered] == [
+        (2, 7, 0),
+        (2, 7, 1),
+        (2, 7, 2),
+        (2, 8, 0),
+    ]
+
+
+@pytest.mark.parametrize("value", [b"1", b"x:1", b"1:2:3:4", b""])
 def test_a_source_that_is_not_partition_and_offset_is_none(value):
     assert source_of({SOURCE_HEADER: value}) is None
     assert source_of({}) is None

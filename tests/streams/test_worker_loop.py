@@ -14,6 +14,7 @@ from processors.user import UserState
 from processors.wire import (
     ADVANCE_WATERMARK,
     CONTROL_HEADER,
+    ERASE,
     RELAY_HEADER,
     ROUTE,
     SOURCE_HEADER,
@@ -94,7 +95,7 @@ def test_events_are_applied_dead_lettered_or_forwarded_to_their_users_partition(
     routed = [m for m in rig.broker.messages(TOPIC) if m.headers()]
     assert [(m.partition(), dict(m.headers())[RELAY_HEADER]) for m in routed] == [(home, ROUTE)]
     source = dict(routed[0].headers())[SOURCE_HEADER]
-    assert source == f"{other_partition('ann')}:0".encode()
+    assert source == f"{other_partition('ann')}:0:0".encode()
     letters = rig.broker.messages(SETTINGS.dead_letter_topic)
     assert sorted(dict(m.headers())["reason"] for m in letters) == [b"invalid_json", b"late"]
     assert rig.store.counters["forwarded"] == 1
@@ -198,3 +199,29 @@ def test_a_topic_with_another_partition_count_than_the_state_is_refused():
     store.claim_partition_count(TOPIC, 8)
     with pytest.raises(PartitionCountError, match=r"has 4 partitions.*built with 8"):
         Rig(store=store)
+
+
+def test_erasing_a_user_erases_every_id_merged_with_them_even_two_on_one_partition():
+    rig = Rig()
+    anonymous = ["anon-6", "anon-16"]  # both on partition 3, "zed" on 2
+    assert {canonical_partition(a, 4) for a in anonymous} == {3}
+    for index, anon in enumerate(anonymous):
+        page = orjson.dumps(
+            {
+                "type": "page",
+                "anonymousId": anon,
+                "messageId": f"p{index}",
+                "timestamp": (T0 + timedelta(minutes=index)).isoformat(),
+            }
+        )
+        rig.broker.append(TOPIC, page, key=anon.encode())
+        rig.broker.append(
+            TOPIC,
+            event("zed", f"i{index}", 5 + index, "identify", anonymousId=anon),
+            key=b"zed",
+        )
+    rig.run(6)
+    assert all(rig.user(anon).alias_of == "zed" for anon in anonymous)
+    rig.broker.append(TOPIC, b"", key=b"zed", headers=[(CONTROL_HEADER, ERASE)])
+    rig.run(6)
+    assert {"zed", *anonymous}.isdisjoint(rig.store.states)
