@@ -8,6 +8,11 @@ and measures, against those same events:
 - `naive_eps`: the baseline of :mod:`streams.tools.naive` (a Faust agent, per-event
   table and Redis writes) over the same topic for `naive_seconds`;
 - `raw_eps`: confluent-kafka batch consume plus the event validation, nothing else;
+- `io_floor_eps`: the least a worker must do per batch over the same events:
+  consume, decode, load the batch's users with one `MGET`, and write each back
+  with the offsets in one `MULTI`/`EXEC`;
+- `redis_commands_per_event`, `redis_bytes_per_event`: what the one-worker run
+  asked of Redis (`INFO commandstats`, bytes Redis received) per event;
 - `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
 - `lookup_p50_ms`, `lookup_p99_ms`: the read API's `GET /v1/users/{id}` at
   `lookup_rps` requests/s;
@@ -44,7 +49,7 @@ import redis
 import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from processors.events import decode_event
+from processors.events import Action, decode_event
 from state.keys import KeyLayout
 from streams.kafka import reliable_producer
 from streams.settings import Settings
@@ -248,6 +253,68 @@ def _raw_eps(settings: Settings, total: int) -> float:
         return seen / (time.perf_counter() - (start or 0))
     finally:
         consumer.close()
+
+
+def _io_floor_eps(settings: Settings, total: int) -> float:
+    """Consume the events in the workers' batches, decode them, load each batch's users with
+    one MGET and write each back with the offsets in one MULTI/EXEC; nothing else."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"floor-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "queued.min.messages": 100_000,
+        }
+    )
+    consumer.assign(
+        [
+            TopicPartition(settings.events_topic, p, OFFSET_BEGINNING)
+            for p in range(settings.partitions)
+        ]
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeyLayout(settings.redis_prefix)
+    seen = 0
+    start = None
+    try:
+        while seen < total:
+            batch = consumer.consume(settings.batch_max_events, 5.0)
+            if not batch:
+                raise TimeoutError(f"the I/O floor read {seen} of {total} events")
+            start = start or time.perf_counter()
+            users: dict[str, None] = {}
+            offsets: dict[int, int] = {}
+            for message in batch:
+                if message.error() is None:
+                    seen += 1
+                    offsets[message.partition() or 0] = (message.offset() or 0) + 1
+                    action = decode_event(message.value() or b"")
+                    if isinstance(action, Action):
+                        users[action.user_id] = None
+            state_keys = [keys.state(user) for user in users]
+            blobs = client.mget(state_keys)
+            with client.pipeline(transaction=True) as pipe:
+                for key, blob in zip(state_keys, blobs, strict=True):
+                    if blob is not None:
+                        pipe.set(key, blob)
+                for partition, offset in offsets.items():
+                    pipe.set(f"{keys.prefix}:bench-floor:{partition}", offset)
+                pipe.execute()
+        return seen / (time.perf_counter() - (start or 0))
+    finally:
+        consumer.close()
+        client.close()
+
+
+def _redis_load(settings: Settings) -> tuple[int, int]:
+    """Commands Redis has run and bytes it has received since it started."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        commands = cast(dict[str, dict[str, Any]], client.info("commandstats"))
+        received = client.info("stats")["total_net_input_bytes"]
+        return sum(int(stat["calls"]) for stat in commands.values()), int(received)
+    finally:
+        client.close()
 
 
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
@@ -473,12 +540,16 @@ def _measure(
     report(f"preloading {config.events:,} simulated events of {config.users:,} users")
     sample = _preload(one, config)
     report("one worker")
+    commands_before, bytes_before = _redis_load(one)
     worker_eps = _workers_eps(processes, one, 1, config.events, config.timeout)
+    commands_after, bytes_after = _redis_load(one)
     report("two workers")
     two = _phase(stack, config, "b2", topic)
     two_workers_eps = _workers_eps(processes, two, 2, config.events, config.timeout)
     report("raw limit: batch consume and validation")
     raw_eps = _raw_eps(one, config.events)
+    report("I/O floor: consume, decode, one MGET and one MULTI/EXEC per batch")
+    io_floor_eps = _io_floor_eps(one, config.events)
     report(f"naive Faust baseline ({config.naive_seconds:g} s)")
     naive_eps = _naive_eps(processes, _phase(stack, config, "b3", topic), config)
     report("Redis memory per user")
@@ -494,6 +565,10 @@ def _measure(
         "two_workers_eps": round(two_workers_eps, 1),
         "naive_eps": round(naive_eps, 1),
         "raw_eps": round(raw_eps, 1),
+        "io_floor_eps": round(io_floor_eps, 1),
+        "worker_vs_io_floor": round(worker_eps / max(io_floor_eps, 1e-9), 3),
+        "redis_commands_per_event": round((commands_after - commands_before) / config.events, 3),
+        "redis_bytes_per_event": round((bytes_after - bytes_before) / config.events, 1),
         "worker_vs_naive": round(worker_eps / max(naive_eps, 1e-9), 2),
         "worker_vs_raw": round(worker_eps / max(raw_eps, 1e-9), 3),
         "freshness_p50_ms": round(freshness_p50, 1),

@@ -15,10 +15,13 @@ _ROWS = (
     ("one worker", "worker_eps", "events/s"),
     ("naive Faust baseline", "naive_eps", "events/s"),
     ("raw limit (consume + validate)", "raw_eps", "events/s"),
+    ("I/O floor (+ MGET, MULTI/EXEC)", "io_floor_eps", "events/s"),
     ("two workers", "two_workers_eps", "events/s"),
     ("freshness p50 at half load", "freshness_p50_ms", "ms"),
     ("freshness p99 at half load", "freshness_p99_ms", "ms"),
     ("Redis per user (median)", "redis_bytes_per_user", "bytes"),
+    ("Redis commands per event", "redis_commands_per_event", "commands"),
+    ("Redis bytes written per event", "redis_bytes_per_event", "bytes"),
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
 )
@@ -37,15 +40,18 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if key not in figures:
             continue
         value = figures[key]
-        shown = f"{value:,.0f} {unit}" if unit != "ms" else f"{value:,.2f} {unit}"
+        shown = f"{value:,.2f} {unit}" if unit in ("ms", "commands") else f"{value:,.0f} {unit}"
         ratio = ""
-        if key.endswith("_eps") and key not in ("naive_eps", "raw_eps"):
+        if key.endswith("_eps") and key not in ("naive_eps", "raw_eps", "io_floor_eps"):
             naive, raw = figures.get("naive_eps"), figures.get("raw_eps")
+            floor = figures.get("io_floor_eps")
             parts = []
             if naive:
                 parts.append(f"{value / naive:.1f} x naive")
             if raw:
                 parts.append(f"{value / raw:.2f} of raw")
+            if floor:
+                parts.append(f"{value / floor:.2f} of floor")
             ratio = ", ".join(parts)
         found.append((label, shown, ratio, _TARGETS.get(key, "")))
     return found

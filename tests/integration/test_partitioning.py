@@ -12,6 +12,7 @@ from processors.partitioner import PRODUCER_PARTITIONER, canonical_partition
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
+from streams.tools.replay import wait_until_applied
 from streams.tools.simulator import DEFAULT_END, Simulation
 from tests.integration.conftest import (
     advance,
@@ -45,7 +46,7 @@ def run(settings, start_worker, produce):
     sent = produce(settings)
     model = ReadModel(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
     wait_for_events(model, sent, timeout=180)
-    advance(settings, DEFAULT_END)
+    wait_until_applied(settings, advance(settings, DEFAULT_END), timeout=120)
     counters = wait_for_events(model, sent, timeout=60)
     assert worker.stop() == 0
     return export(settings), counters
