@@ -223,21 +223,26 @@ def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -
         client.close()
 
 
-def _raw_eps(settings: Settings, total: int) -> float:
-    """confluent-kafka batch consume plus event validation, from the first message to the last."""
+def _reader(settings: Settings) -> Consumer:
+    """A consumer of every partition of the events topic from its start, in no group."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"raw-{uuid.uuid4().hex}",
+            "group.id": f"bench-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "queued.min.messages": 100_000,
         }
     )
-    partitions = [
-        TopicPartition(settings.events_topic, p, OFFSET_BEGINNING)
-        for p in range(settings.partitions)
-    ]
-    consumer.assign(partitions)
+    partitions = range(settings.partitions)
+    consumer.assign(
+        [TopicPartition(settings.events_topic, p, OFFSET_BEGINNING) for p in partitions]
+    )
+    return consumer
+
+
+def _raw_eps(settings: Settings, total: int) -> float:
+    """confluent-kafka batch consume plus event validation, from the first message to the last."""
+    consumer = _reader(settings)
     seen = 0
     start = None
     try:
@@ -258,20 +263,7 @@ def _raw_eps(settings: Settings, total: int) -> float:
 def _io_floor_eps(settings: Settings, total: int) -> float:
     """Consume the events in the workers' batches, decode them, load each batch's users with
     one MGET and write each back with the offsets in one MULTI/EXEC; nothing else."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"floor-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "queued.min.messages": 100_000,
-        }
-    )
-    consumer.assign(
-        [
-            TopicPartition(settings.events_topic, p, OFFSET_BEGINNING)
-            for p in range(settings.partitions)
-        ]
-    )
+    consumer = _reader(settings)
     client = redis.Redis.from_url(settings.redis_url)
     keys = KeyLayout(settings.redis_prefix)
     seen = 0
