@@ -33,8 +33,8 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, HTTPException, Path, Query
-from fastapi.responses import Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import BaseModel, Field
@@ -44,6 +44,7 @@ from processors.rules import RuleSet
 from processors.wire import CONTROL_HEADER, ERASE
 from state.keys import KeyLayout
 from state.lookups import CursorError, Lookups
+from streams.connectivity import REDIS
 from streams.rules_feed import load_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
 from streams.services.credentials import Credentials
@@ -338,12 +339,21 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
     async def healthz() -> Response:
         return Response("ok\n", media_type="text/plain")
 
+    @app.exception_handler(aioredis.ConnectionError)
+    @app.exception_handler(aioredis.TimeoutError)
+    async def store_unreachable(_request: Request, error: Exception) -> JSONResponse:
+        REDIS.lost(f"{type(error).__name__}: {error}")
+        detail = {"detail": "the segment store is unreachable; retry later"}
+        return JSONResponse(detail, 503, headers={"Retry-After": "1"})
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         try:
             await client.ping()
-        except aioredis.RedisError:
+        except aioredis.RedisError as error:
+            REDIS.lost(f"{type(error).__name__}: {error}")
             return Response("redis unreachable\n", status_code=503, media_type="text/plain")
+        REDIS.reached()
         return Response("ok\n", media_type="text/plain")
 
     @app.get("/metrics", include_in_schema=False)

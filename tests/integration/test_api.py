@@ -159,3 +159,24 @@ def test_erasure_removes_state_labels_membership_and_leaves_a_tombstone(api, con
     assert before
     visitors = get(f"{api}/v1/segments").json()["segments"]
     assert next(s for s in visitors if s["name"] == "Bargain Hunters")["size"] == 0
+
+
+def test_without_redis_the_api_answers_503_and_logs_it_once(config, start_worker):
+    port = free_port()
+    settings = config.model_copy(
+        update={
+            "api_tokens": "tok-1",
+            "api_port": port,
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    )
+    process = start_worker(settings, "api")
+    url = f"http://127.0.0.1:{port}"
+    wait_until_serving(f"{url}/healthz", process)
+    for _ in range(5):
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 503
+        lookup = get(f"{url}/v1/users/ann", token="tok-1")
+        assert lookup.status_code == 503, lookup.text
+        assert lookup.headers["Retry-After"] == "1"
+    logged = process.log.read_text()
+    assert logged.count("redis unreachable") == 1, logged[-2000:]
