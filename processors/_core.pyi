@@ -1,7 +1,148 @@
 """Types of segstream's compiled core (processors/core, Rust, bound with PyO3)."""
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+FEATURE_NAMES: Final[tuple[str, ...]]
+"""Every numeric feature, in the fixed order of feature vectors."""
+TEXT_FEATURES: Final[tuple[str, ...]]
+"""Features whose value is a name; `""` when unknown."""
+RECENT_SECONDS: Final[int]
+"""How far back exact event times are kept for burst conditions, in seconds."""
+
 def murmur2(key: bytes) -> int:
     """Kafka's murmur2 of `key`, sign bit cleared."""
 
 def canonical_partitions(user_ids: list[str], partitions: int) -> list[int]:
     """The canonical partition of each of `user_ids` among `partitions`, in one call."""
+
+class User:
+    """One user's state: aggregates, labels, identity links, timer."""
+
+    segments: tuple[str, ...]
+    version: int
+    cluster: str | None
+    model_version: int | None
+    as_of: float
+    alias_of: str | None
+    due: int | None
+    linked: list[str]
+    absorbed: list[str]
+    events: int
+    remembered: int
+    def __init__(self) -> None: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> User:
+        """The user in a stored row (any row version)."""
+    def to_bytes(self) -> bytes:
+        """The stored row, in the current version."""
+    def features(self, as_of: float | None = None) -> dict[str, float | str]:
+        """Every feature as of `as_of` (default: the latest evaluation)."""
+    def document(self, user_id: str) -> dict[str, Any]:
+        """The user as exported: id, features, segments, cluster and versions."""
+    def open_cart(self) -> tuple[list[CartLine], int | None]:
+        """The products in the open cart and when it last changed."""
+    def vector(self, user_id: str) -> FeatureVector:
+        """The user's feature vector as of their latest evaluation."""
+    def aggregates(self) -> bytes:
+        """The aggregates in their canonical byte form: equal bytes, equal aggregates."""
+
+class CartLine:
+    """One product in an open cart."""
+
+    product: str
+    category: str
+    count: int
+    value: float
+
+class SegmentChange:
+    """A user entered or left segments, moved cluster, or (a tombstone) was erased."""
+
+    user_id: str
+    entered: tuple[str, ...]
+    exited: tuple[str, ...]
+    segments: tuple[str, ...]
+    version: int
+    reason: str
+    event_time: float
+    cluster: str | None
+    previous_cluster: str | None
+    model_version: int | None
+    cart: list[CartLine]
+    cart_changed_at: int | None
+    is_tombstone: bool
+    @staticmethod
+    def tombstone(user_id: str, event_time: float) -> SegmentChange:
+        """The record after a user's erasure."""
+    def to_json(self, processed_at: float, rules_version: str) -> bytes:
+        """The change as published on the change topic."""
+
+class FeatureVector:
+    """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`."""
+
+    user_id: str
+    as_of: float
+    values: tuple[float, ...]
+    refresh: bool
+    def __init__(
+        self, user_id: str, as_of: float, values: Sequence[float], refresh: bool = False
+    ) -> None: ...
+
+class Relay:
+    """A message the pipeline sends itself on the events topic, keyed by `key`."""
+
+    kind: str
+    key: str
+    body: bytes
+    position: int
+    def __init__(self, kind: str, key: str, body: bytes = b"", position: int = -1) -> None: ...
+
+class Classifier:
+    """Compiled rules with their percentile thresholds, and the model's placement."""
+
+    min_delay: float
+    def segments_of(self, features: Mapping[str, float | str]) -> tuple[str, ...]:
+        """The segments a user with these feature values is in (the others as a new user's)."""
+    def __init__(
+        self,
+        rules: str,
+        thresholds: list[tuple[str, float]],
+        clustered: list[str],
+        model: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+class PartitionStep:
+    """What one partition's items produced."""
+
+    users: dict[str, User]
+    changes: list[SegmentChange]
+    touched: dict[str, str]
+    vectors: list[FeatureVector]
+    placed: list[str]
+    relays: list[Relay]
+    expired: list[str]
+    erased: list[str]
+    timers: dict[str, int | None]
+    fired: int
+    new_users: int
+    applied: int
+    duplicates: int
+
+def run_partition(
+    items: Iterable[object],
+    stored: Mapping[str, User] | Mapping[str, bytes],
+    classifier: Classifier,
+    *,
+    dedup_before: float,
+    partition_users: Sequence[str] = (),
+    retention: float = ...,
+    marks: Sequence[float] | None = None,
+    due: Sequence[tuple[int, str]] = (),
+    watermark: float = ...,
+) -> PartitionStep:
+    """Apply one partition's items in order to its users, firing their timers on the way."""
+
+def relabel(
+    users: Mapping[str, User], classifier: Classifier, reason: str, retention: float
+) -> tuple[dict[str, User], list[SegmentChange], dict[str, int | None]]:
+    """Re-evaluate, re-time and re-place `users` now for `reason`."""

@@ -39,7 +39,7 @@ import orjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from processors.profile import FEATURE_NAMES
+from processors._core import FEATURE_NAMES
 
 COLD_START = "cold-start"
 """The cluster of a user with too little history to be placed."""

@@ -4,11 +4,10 @@ A rule file lists segments; each has a `name`, a `description` and a
 `condition` built from `all`, `any` and `not` over comparisons
 `{feature, op, value}`, time windows `{event, at_least, within}` and
 references to other segments `{segment: name}`. A comparison's value is a
-literal or a population percentile, `p75(revenue_30d)`, read from the
-features mapping under that very name. :func:`parse_rules` validates the text
-with pydantic and reports every error with its line and field;
-:meth:`RuleSet.evaluate` returns the names of the segments a user's features
-satisfy.
+literal or a population percentile, `p75(revenue_30d)`, taken from the model
+snapshot. :func:`parse_rules` validates the text with pydantic and reports
+every error with its line and field; :attr:`RuleSet.ir` is the small
+intermediate form the compiled core evaluates (see :mod:`processors.classifier`).
 
 >>> rules = parse_rules('''
 ... segments:
@@ -22,8 +21,8 @@ satisfy.
 ...         - {feature: product_views_30d, op: ">=", value: 10}
 ...         - not: {feature: orders_lifetime, op: ">", value: 0}
 ... ''')
->>> rules.evaluate({"orders_lifetime": 0.0, "product_views_30d": 12.0})
-('Browsers',)
+>>> rules.names, rules.ir[:40]
+(('Buyers', 'Browsers'), '{"cart_after":1800.0,"order":[0,1],"segm')
 >>> parse_rules("segments:\\n  - name: X\\n    condition: {feature: nope, op: '>', value: 1}\\n")
 Traceback (most recent call last):
 ...
@@ -35,12 +34,12 @@ processors.rules.RuleFileError: rules: 2 error(s)
 from __future__ import annotations
 
 import hashlib
-import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
 from pydantic import (
     BaseModel,
@@ -55,23 +54,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES
 from processors.events import EventKind
-from processors.profile import (
-    CART_ABANDONMENT_AFTER,
-    CLOCK_FEATURES,
-    FEATURE_NAMES,
-    NEVER,
-    RECENT_SECONDS,
-    SESSION_GAP,
-    SHRINKING_FEATURES,
-    TEXT_FEATURES,
-    LazyFeatures,
-    burst_feature,
-)
 
-Features = Mapping[str, float | str]
-Predicate = Callable[[Features, set[str]], bool]
-"""A compiled condition: features, and the segments decided so far, to true or false."""
+Node = dict[str, Any]
+"""A condition in the rules' intermediate form, as the core evaluates it."""
 
 _PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*(\w+)\s*\)$")
 
@@ -93,16 +80,6 @@ def parse_percentile(name: str) -> tuple[str, float] | None:
     """
     match = _PERCENTILE.match(name.strip())
     return None if match is None else (match.group(2), float(match.group(1)))
-
-
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
 
 
 class _Node(BaseModel):
@@ -160,18 +137,16 @@ class Comparison(_Node):
             return None
         return parse_percentile(self.value)
 
-    def compile(self) -> Predicate:
-        """A predicate over a feature mapping."""
-        compare, feature, value = _OPERATORS[self.op], self.feature, self.value
-        if self.percentile is not None:
-            threshold = str(value)
-
-            def against_percentile(features: Features, _: set[str]) -> bool:
-                limit = features[threshold]
-                return limit == limit and compare(features[feature], limit)  # NaN: unknown
-
-            return against_percentile
-        return lambda features, _: compare(features[feature], value)
+    def compile(self) -> Node:
+        """The intermediate form: the value as `value` (a number), `text` or `percentile`."""
+        node: Node = {"feature": self.feature, "op": self.op}
+        if self.feature in TEXT_FEATURES:
+            node["text"] = str(self.value)
+        elif self.percentile is not None:
+            node["percentile"] = self.value
+        else:
+            node["value"] = float(self.value)
+        return node
 
 
 class AllOf(_Node):
@@ -179,10 +154,9 @@ class AllOf(_Node):
 
     all_of: list[Condition] = Field(alias="all", min_length=1)
 
-    def compile(self) -> Predicate:
-        """A predicate over a feature mapping."""
-        parts = [part.compile() for part in self.all_of]
-        return lambda features, decided: all(part(features, decided) for part in parts)
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"all": [part.compile() for part in self.all_of]}
 
 
 class AnyOf(_Node):
@@ -190,10 +164,9 @@ class AnyOf(_Node):
 
     any_of: list[Condition] = Field(alias="any", min_length=1)
 
-    def compile(self) -> Predicate:
-        """A predicate over a feature mapping."""
-        parts = [part.compile() for part in self.any_of]
-        return lambda features, decided: any(part(features, decided) for part in parts)
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"any": [part.compile() for part in self.any_of]}
 
 
 class NotOf(_Node):
@@ -201,10 +174,9 @@ class NotOf(_Node):
 
     not_of: Condition = Field(alias="not")
 
-    def compile(self) -> Predicate:
-        """A predicate over a feature mapping."""
-        part = self.not_of.compile()
-        return lambda features, decided: not part(features, decided)
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"not": self.not_of.compile()}
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
@@ -272,17 +244,12 @@ class Burst(_Node):
     def _duration(cls, text: str) -> str:
         return checked_duration(text, 1, RECENT_SECONDS, "90s, 10m or 1h")
 
-    @property
-    def feature(self) -> str:
-        """The lazily computed feature this condition reads."""
+    def compile(self) -> Node:
+        """The intermediate form: the kind counted, the window in seconds, the least count."""
         seconds = duration_seconds(self.within)
         assert seconds is not None
-        return burst_feature(_CATEGORY_KINDS[self.event], seconds)
-
-    def compile(self) -> Predicate:
-        """A predicate over a feature mapping."""
-        feature, least = self.feature, self.at_least
-        return lambda features, _: float(features[feature]) >= least
+        kind = _CATEGORY_KINDS[self.event].name
+        return {"burst": kind, "within": seconds, "at_least": self.at_least}
 
 
 class InSegment(_Node):
@@ -294,10 +261,9 @@ class InSegment(_Node):
 
     segment: str = Field(min_length=1)
 
-    def compile(self) -> Predicate:
-        """A predicate over the segments decided so far."""
-        name = self.segment
-        return lambda _, decided: name in decided
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"segment": self.segment}
 
 
 def _condition_kind(value: Any) -> str | None:
@@ -378,12 +344,11 @@ class RuleFileError(ValueError):
 
 
 class RuleSet:
-    """Compiled rules, ready to evaluate many users quickly.
+    """Validated rules and their intermediate form, which the core evaluates.
 
-    Conditions short-circuit, so with :class:`~processors.profile.LazyFeatures`
-    only the features a user's evaluation reaches are computed. Segments are
-    decided in an order where every segment comes after those it refers to
-    and after the earlier members of its priority group.
+    Segments are decided in an order where every segment comes after those it
+    refers to and after the earlier members of its priority group; :attr:`ir`
+    carries that order.
     """
 
     def __init__(self, definition: RuleFile, digest: str, version: int | None = None) -> None:
@@ -391,47 +356,24 @@ class RuleSet:
         self.digest = digest
         self.version = version
         self.names = tuple(rule.name for rule in definition.segments)
-        compiled = {
-            rule.name: (rule.group, rule.condition.compile()) for rule in definition.segments
-        }
-        self._compiled = [(name, *compiled[name]) for name in _decision_order(definition)]
-        self._rank = {name: index for index, name in enumerate(self.names)}
-        nodes = [node for rule in definition.segments for node in _nodes(rule.condition)]
-        compared = [node for node in nodes if isinstance(node, Comparison)]
-        self._windowed = sorted(
-            {
-                (node.feature, node.op, node.value)
-                for node in compared
-                if node.feature not in CLOCK_FEATURES
-            },
-            key=str,
-        )
-        self._crossings = [
-            (node.feature, node.op, node.value)
-            for node in compared
-            if node.feature in CLOCK_FEATURES
-        ]
-        self._bursts = sorted({node.feature for node in nodes if isinstance(node, Burst)})
-        self.reads = frozenset(
-            node.feature for node in compared if node.feature not in CLOCK_FEATURES
-        )
-        """The features other than clock features the rules compare."""
-        self.settleable = frozenset(
-            feature
-            for feature, _, value in self._windowed
-            if feature in SHRINKING_FEATURES and not isinstance(value, str)
-        )
-        """Features whose comparisons :meth:`changes_at` may leave out while time cannot flip
-        them: an event that changes one can bring back a deadline that is already close."""
-        self.burst_kinds = frozenset(name.split(":")[1] for name in self._bursts)
-        """Names of the event kinds the rules count in bursts."""
         seconds = duration_seconds(definition.cart_abandonment_after)
-        self.cart_after = CART_ABANDONMENT_AFTER if seconds is None else seconds
-        withins = [float(name.rsplit(":", 1)[1]) for name in self._bursts]
-        self.min_delay = min([self.cart_after, SESSION_GAP, RECENT_SECONDS - 5 * 60, *withins])
-        """The least time after an on-time event at which it can bring a change of its own:
-        a cart or session deadline, a burst leaving its window, or its 5-minute bucket
-        leaving the last hour."""
+        assert seconds is not None
+        rank = {name: index for index, name in enumerate(self.names)}
+        self.ir = orjson.dumps(
+            {
+                "cart_after": seconds,
+                "order": [rank[name] for name in _decision_order(definition)],
+                "segments": [
+                    {
+                        "name": rule.name,
+                        "group": rule.group,
+                        "condition": rule.condition.compile(),
+                    }
+                    for rule in definition.segments
+                ],
+            }
+        ).decode()
+        """The rules in the core's intermediate form (JSON)."""
 
     @property
     def label(self) -> str:
@@ -447,72 +389,6 @@ class RuleSet:
                 if isinstance(node, Comparison) and node.percentile is not None:
                     found.add(node.percentile)
         return found
-
-    def changes_at(self, features: LazyFeatures) -> float:
-        """The earliest event time after the features' own at which any segment's
-        condition may change for a user who sends no new events; `inf` if none.
-
-        It may come early (the condition then still holds as before), never late. A
-        comparison of a feature that time can only lower is left out while lowering
-        it cannot change its truth (`orders_30d >= 1` when there is no order).
-
-        >>> from processors.events import Action, EventKind
-        >>> from processors.profile import Profile
-        >>> rules = parse_rules("segments:\\n  - {name: Lapsed, description: d, condition: "
-        ...                     "{feature: days_since_last_order, op: '>', value: 30}}\\n")
-        >>> profile = Profile()
-        >>> _ = profile.apply(Action("u", "m", EventKind.ORDER, 0.0, value=5.0))
-        >>> moment = rules.changes_at(LazyFeatures(profile, 0.0))
-        >>> [rules.evaluate(LazyFeatures(profile, t)) for t in (moment - 1, moment)]
-        [(), ('Lapsed',)]
-        """
-        moment = NEVER
-        for feature, op, value in self._windowed:
-            shrinking = feature in SHRINKING_FEATURES
-            # a percentile threshold (text) moves with the model: never settled
-            if shrinking and not isinstance(value, str) and _settled(features[feature], op, value):
-                continue
-            moment = min(moment, features.feature_changes_at(feature))
-        for feature, op, value in self._crossings:
-            threshold = features[value] if isinstance(value, str) else value
-            if isinstance(threshold, float | int) and threshold == threshold:  # NaN: not known yet
-                moment = min(moment, features.crosses_at(feature, op, float(threshold)))
-        for burst in self._bursts:
-            moment = min(moment, features.burst_changes_at(burst))
-        return moment
-
-    def evaluate(self, features: Features) -> tuple[str, ...]:
-        """Names of the segments whose condition `features` meet, in file order.
-
-        Within a priority group only the first segment that matches counts.
-        """
-        taken: set[str] = set()
-        matched: set[str] = set()
-        for name, group, predicate in self._compiled:
-            if group is not None and group in taken:
-                continue
-            if predicate(features, matched):
-                matched.add(name)
-                if group is not None:
-                    taken.add(group)
-        return tuple(sorted(matched, key=self._rank.__getitem__))
-
-
-def _settled(value: Any, op: str, threshold: float) -> bool:
-    """Whether `value op threshold` keeps its truth while `value` only falls toward 0.
-
-    >>> _settled(0.0, ">=", 1), _settled(3.0, "<", 5), _settled(3.0, ">=", 2)
-    (True, True, False)
-    """
-    if value == 0:
-        return True
-    if op in (">", ">=", "=="):
-        return not _OPERATORS[op](value, threshold) and (op != "==" or value < threshold)
-    return (
-        op in ("<", "<=", "!=")
-        and _OPERATORS[op](value, threshold)
-        and (op != "!=" or value < threshold)
-    )
 
 
 def _nodes(condition: Condition) -> Iterator[Condition]:

@@ -54,6 +54,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans as BatchKMeans
 from sklearn.metrics import silhouette_score
 
+from processors._core import FEATURE_NAMES, FeatureVector
 from processors.cluster_names import name_clusters
 from processors.model import (
     CLUSTER_FEATURES,
@@ -65,8 +66,6 @@ from processors.model import (
     ModelSnapshot,
     transform,
 )
-from processors.profile import FEATURE_NAMES
-from processors.vectors import FeatureVector
 
 
 @dataclass(frozen=True, slots=True)

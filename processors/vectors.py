@@ -16,30 +16,15 @@ processors.vectors.VectorError: not a feature-vector message
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from processors.profile import FEATURE_NAMES
+from processors._core import FEATURE_NAMES, FeatureVector
 
 
 class VectorError(ValueError):
     """A features message that cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureVector:
-    """A user's numeric features (:data:`FEATURE_NAMES` order) as of event time `as_of`.
-
-    `refresh` marks a vector taken only because event time moved on (a timer),
-    not because the user did anything.
-    """
-
-    user_id: str
-    as_of: float
-    values: tuple[float, ...]
-    refresh: bool = False
 
 
 def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:

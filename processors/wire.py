@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 import msgpack
 import orjson
 
+from processors._core import Relay
 from processors.events import Action, Rejection, decode_event
-from processors.partition import Absorb, Erase, Item, Merge, Relay
 
 CONTROL_HEADER = "segstream-control"
 """Header marking a control message on the events topic; its value names the command."""
@@ -60,6 +60,44 @@ MODEL_KEY = b"model"
 
 Headers = list[tuple[str, str | bytes | None]]
 """Headers as confluent-kafka takes them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """The id `anonymous_id` (whose events arrive on this partition) is the user `into`: its
+    state becomes a tombstone pointing there, and its aggregates travel on as an :class:`Absorb`."""
+
+    anonymous_id: str
+    into: str
+
+
+@dataclass(frozen=True, slots=True)
+class Absorb:
+    """The aggregates of `source_id`, as a state row, to add to user `into`."""
+
+    source_id: str
+    into: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """The partition's watermark moves to `until` (epoch seconds): the timers due by then fire,
+    and every user of the partition is evaluated as of then."""
+
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """Forget `user_id`; with `follow`, also the user it is an alias of and the ids linked."""
+
+    user_id: str
+    follow: bool = True
+
+
+Item = Action | Merge | Absorb | Advance | Erase
+"""What a partition step takes, in offset order (see :func:`processors._core.run_partition`)."""
 
 
 def advance_body(until: float) -> bytes:

@@ -19,8 +19,8 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
+from processors._core import User
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
-from processors.user import UserState
 from state.keys import KeyLayout
 
 _MAX_ALIAS_HOPS = 8
@@ -71,7 +71,7 @@ class Lookups:
             state = None
             if not labels or features:
                 blob = await self.client.get(self.keys.state(user_id))
-                state = None if blob is None else UserState.from_bytes(cast(bytes, blob))
+                state = None if blob is None else User.from_bytes(cast(bytes, blob))
                 if state is not None and state.alias_of is not None:
                     user_id = state.alias_of
                     continue
@@ -79,7 +79,7 @@ class Lookups:
                 return None
             found = _labels(user_id, labels, state)
             if features and state is not None:
-                found["features"] = dict(state.profile.features(state.as_of))
+                found["features"] = dict(state.features())
             return found
         return None
 
@@ -135,7 +135,7 @@ class Lookups:
             return None
 
 
-def _labels(user_id: str, labels: dict[bytes, bytes], state: UserState | None) -> dict[str, Any]:
+def _labels(user_id: str, labels: dict[bytes, bytes], state: User | None) -> dict[str, Any]:
     if labels:
         return {
             "user_id": user_id,
@@ -151,10 +151,10 @@ def _labels(user_id: str, labels: dict[bytes, bytes], state: UserState | None) -
     assert state is not None
     return {
         "user_id": user_id,
-        "segments": list(state.labels.segments),
-        "cluster": state.labels.cluster,
-        "version": state.labels.version,
-        "model_version": state.labels.model_version,
+        "segments": list(state.segments),
+        "cluster": state.cluster,
+        "version": state.version,
+        "model_version": state.model_version,
         "rules_version": None,
         "event_time": state.as_of,
     }

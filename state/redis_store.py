@@ -13,7 +13,7 @@ from typing import cast
 import orjson
 import redis
 
-from processors.user import UserState
+from processors._core import User
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionFencedError, PartitionProgress
 from state.timer_store import DueTimers, TimerStore
@@ -35,16 +35,16 @@ class RedisStateStore:
         self.group = group
         self.timers = TimerStore(client, keys, timer_shards)
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
         """The stored state of each of `user_ids` that has one (one MGET per 1,000)."""
         ids = list(user_ids)
-        found: dict[str, UserState] = {}
+        found: dict[str, User] = {}
         for start in range(0, len(ids), _LOAD_CHUNK):
             chunk = ids[start : start + _LOAD_CHUNK]
             blobs = self.client.mget([self.keys.state(user_id) for user_id in chunk])
             for user_id, blob in zip(chunk, blobs, strict=True):
                 if blob is not None:
-                    found[user_id] = UserState.from_bytes(cast(bytes, blob))
+                    found[user_id] = User.from_bytes(cast(bytes, blob))
         return found
 
     def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
@@ -117,17 +117,17 @@ class RedisStateStore:
             [*(c.user_id for c in batch.changes if not c.is_tombstone), *batch.placed]
         )
         for user_id in relabelled:
-            labels = batch.users[user_id].labels
+            user = batch.users[user_id]
             pipe.hset(
                 keys.labels(user_id),
                 mapping={
-                    "segments": orjson.dumps(labels.segments),
-                    "cluster": labels.cluster or "",
-                    "version": labels.version,
-                    "model_version": labels.model_version or "",
-                    "event_time": batch.users[user_id].as_of,
+                    "segments": orjson.dumps(user.segments),
+                    "cluster": user.cluster or "",
+                    "version": user.version,
+                    "model_version": user.model_version or "",
+                    "event_time": user.as_of,
                     "rules_version": batch.rules_version,
-                    "alias_of": batch.users[user_id].alias_of or "",
+                    "alias_of": user.alias_of or "",
                 },
             )
         for change in batch.changes:
@@ -163,7 +163,7 @@ class RedisStateStore:
                     pipe, consumed.topic, consumed.partition, consumed.timers, consumed.taken
                 )
 
-    def users(self) -> Iterator[tuple[str, UserState]]:
+    def users(self) -> Iterator[tuple[str, User]]:
         """Every stored user, scanned in chunks."""
         batch: list[str] = []
         for key in self.client.scan_iter(match=self.keys.state_pattern(), count=_LOAD_CHUNK):
@@ -174,7 +174,7 @@ class RedisStateStore:
         if batch:
             yield from self._decode(batch)
 
-    def _decode(self, state_keys: list[str]) -> Iterator[tuple[str, UserState]]:
+    def _decode(self, state_keys: list[str]) -> Iterator[tuple[str, User]]:
         for key, blob in zip(state_keys, self.client.mget(state_keys), strict=True):
             if blob is not None:
-                yield self.keys.user_of_state(key), UserState.from_bytes(cast(bytes, blob))
+                yield self.keys.user_of_state(key), User.from_bytes(cast(bytes, blob))

@@ -16,8 +16,7 @@ from typing import Protocol
 
 import orjson
 
-from processors.segments import SegmentChange
-from processors.user import UserState
+from processors._core import SegmentChange, User
 from state.timer_store import DueTimers
 
 
@@ -148,7 +147,7 @@ class BatchCommit:
     are rewritten from their state.
     """
 
-    users: Mapping[str, UserState]
+    users: Mapping[str, User]
     changes: Sequence[SegmentChange]
     partitions: Sequence[PartitionCommit]
     counters: Counters = field(default_factory=Counters)
@@ -163,7 +162,7 @@ class PartitionFencedError(RuntimeError):
 class StateStore(Protocol):
     """The worker's state of record."""
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
         """The stored state of each of `user_ids` that has one."""
         ...
 
@@ -189,6 +188,6 @@ class StateStore(Protocol):
         """Write `batch` atomically; raise :class:`PartitionFencedError` if fenced."""
         ...
 
-    def users(self) -> Iterator[tuple[str, UserState]]:
+    def users(self) -> Iterator[tuple[str, User]]:
         """Every stored user, in no particular order."""
         ...

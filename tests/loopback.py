@@ -6,23 +6,24 @@ integration tests compare Redis with.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
+from processors._core import User, run_partition
+from processors.classifier import Classifier
 from processors.events import Action
-from processors.partition import Absorb, Advance, Item, Merge, run_partition
 from processors.rules import RuleSet
-from processors.user import UserState
+from processors.wire import Absorb, Advance, Item, Merge
 
 
-def settle(
-    actions: list[Action], rules: RuleSet, until: float | None = None
-) -> dict[str, UserState]:
+def settle(actions: list[Item], rules: RuleSet, until: float | None = None) -> dict[str, User]:
     """Every user's final state, merged ids left out; with `until`, as of that moment
     (what advancing every partition's watermark to it does)."""
-    users: dict[str, UserState] = {}
+    classifier = Classifier.of(rules).core
+    users: dict[str, User] = {}
     queue: list[Item] = list(actions)
     while queue:
-        step = run_partition(queue, users, rules, dedup_before=float("-inf"))
+        step = run_partition(queue, users, classifier, dedup_before=-math.inf)
         users.update(step.users)
         items, queue = queue, []
         for relay in step.relays:
@@ -37,9 +38,8 @@ def settle(
                 queue.append(replace(cause, user_id=relay.key))
     if until is not None:
         everyone = list(users)
-        users.update(
-            run_partition(
-                [Advance(until)], users, rules, dedup_before=float("-inf"), partition_users=everyone
-            ).users
+        step = run_partition(
+            [Advance(until)], users, classifier, dedup_before=-math.inf, partition_users=everyone
         )
+        users.update(step.users)
     return {user_id: user for user_id, user in users.items() if user.alias_of is None}

@@ -20,8 +20,8 @@ from typing import Any
 import redis
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from processors._core import User
 from processors.partitioner import canonical_partition
-from processors.user import UserState
 from state.store import BatchCommit, PartitionFencedError, PartitionProgress
 from state.timer_store import DueTimers
 
@@ -40,8 +40,8 @@ class MemoryStore:
         self.fail_next_commit = False
         """Raise a connection error at the next commit, as a Redis that went away would."""
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        return {u: UserState.from_bytes(self.states[u]) for u in user_ids if u in self.states}
+    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
+        return {u: User.from_bytes(self.states[u]) for u in user_ids if u in self.states}
 
     def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         return {p: self.offsets[topic, p] for p in partitions if (topic, p) in self.offsets}
@@ -108,9 +108,9 @@ class MemoryStore:
                 else:
                     timers[user_id] = due
 
-    def users(self) -> Iterator[tuple[str, UserState]]:
+    def users(self) -> Iterator[tuple[str, User]]:
         for user_id, blob in list(self.states.items()):
-            yield user_id, UserState.from_bytes(blob)
+            yield user_id, User.from_bytes(blob)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A deliberately plain batch computation of every feature, from a user's list of events.
 
-It shares nothing with `processors.profile` but the definitions in the README:
+It shares nothing with the compiled core (`processors/core`) but the definitions in the README:
 no buckets kept, no incremental state — every feature is recomputed from the
 raw events, so a bug in the streaming code cannot hide in both.
 """

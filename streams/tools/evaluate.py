@@ -29,10 +29,9 @@ import orjson
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-from processors.evaluation import vectors
+from processors._core import User
 from processors.model import COLD_START, ModelSnapshot
 from processors.quality import Assessment, assess
-from processors.user import UserState
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
@@ -54,12 +53,10 @@ class Evaluation:
     segment_sizes: dict[str, int]
 
 
-def reservoir(
-    users: Iterator[tuple[str, UserState]], size: int, seed: int
-) -> list[tuple[str, UserState]]:
+def reservoir(users: Iterator[tuple[str, User]], size: int, seed: int) -> list[tuple[str, User]]:
     """A uniform sample of at most `size` users that are not merged into another."""
     rng = random.Random(seed)
-    kept: list[tuple[str, UserState]] = []
+    kept: list[tuple[str, User]] = []
     seen = 0
     for user_id, state in users:
         if state.alias_of is not None:
@@ -103,15 +100,15 @@ def evaluate_model(
         users = [(user_id, state) for user_id, state in users if user_id in truth]
     if not users:
         raise EvaluationError("no users to evaluate")
-    rows = np.array([vector.values for vector in vectors(users)])
+    rows = np.array([state.vector(user_id).values for user_id, state in users])
     groups = [truth[user_id] for user_id, _ in users] if truth is not None else None
     assessment = assess(rows, snapshot, history, groups, seed=seed)
     labelled_ari = None
     if groups is not None:
         pairs = [
-            (group, state.labels.cluster)
+            (group, state.cluster)
             for group, (_, state) in zip(groups, users, strict=True)
-            if state.labels.cluster not in (None, COLD_START)
+            if state.cluster not in (None, COLD_START)
         ]
         if pairs:
             labelled_ari = float(adjusted_rand_score(*zip(*pairs, strict=True)))

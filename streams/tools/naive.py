@@ -15,6 +15,7 @@ the bench stops it with SIGTERM.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,9 @@ import faust
 import orjson
 import redis
 
-from processors.evaluation import Classifier, evaluate_one
+from processors._core import run_partition
+from processors.classifier import Classifier
 from processors.events import Action, decode_event
-from processors.segments import ChangeReason
-from processors.user import UserState
 from state.keys import KeyLayout
 from streams.kafka import faust_broker
 from streams.rules_feed import load_rules
@@ -64,16 +64,19 @@ def build_app(settings: Settings) -> faust.App:
                 client.hincrby(keys.counters, COUNTER, 1)
                 continue
             stored = users[key]
-            state = UserState.from_bytes(stored) if stored else UserState()
-            if state.first_time(action):
-                state.profile.apply(action)
-                evaluate_one(action.user_id, state, classifier, ChangeReason.EVENT)
+            step = run_partition(
+                [action],
+                {action.user_id: stored} if stored else {},
+                classifier.core,
+                dedup_before=-math.inf,
+            )
+            state = step.users[action.user_id]
             users[key] = state.to_bytes()
             client.hset(
                 keys.labels(action.user_id),
                 mapping={
-                    "segments": orjson.dumps(state.labels.segments),
-                    "version": state.labels.version,
+                    "segments": orjson.dumps(state.segments),
+                    "version": state.version,
                     "event_time": state.as_of,
                 },
             )

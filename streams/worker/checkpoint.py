@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from processors.segments import SegmentChange
+from processors._core import SegmentChange
 from state.store import BatchCommit, PartitionFencedError, StateStore
 from streams.kafka import producer_lost
 from streams.worker import metrics

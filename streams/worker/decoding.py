@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message
 
 from processors.events import Action, Reason, Rejection, decode_event
-from processors.partition import Absorb, Advance, Erase, Item, Merge
 from processors.partitioner import canonical_partitions
 from processors.wire import (
     ADVANCE_WATERMARK,
@@ -38,6 +37,11 @@ from processors.wire import (
     RELAY_HEADER,
     REPLAY_HEADER,
     ROUTE,
+    Absorb,
+    Advance,
+    Erase,
+    Item,
+    Merge,
     advance_until,
     header_map,
     relayed_item,

@@ -7,8 +7,9 @@ One iteration handles one batch end to end:
    for undecodable, future and late events; events of another partition's
    users set aside to forward there; watermarks moved;
 3. load the batch's users from the store (one `MGET`), step each partition
-   (:func:`processors.partition.run_partition`: apply, evaluate, fire timers,
-   place in clusters, take feature vectors);
+   (:func:`processors._core.run_partition`, the compiled core, once per
+   partition: apply, evaluate, fire timers, place in clusters, take feature
+   vectors);
 4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
    dead letters, relays, changes and vectors, wait for the acks, then commit
    users, labels, counters, timers and each partition's progress in one
@@ -39,14 +40,11 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors.evaluation import Classifier
+from processors._core import FeatureVector, SegmentChange, User, run_partition
+from processors.classifier import ChangeReason, Classifier
 from processors.events import Reason
 from processors.model import ClusterAssigner, ModelSnapshot
-from processors.partition import run_partition
 from processors.rules import RuleSet
-from processors.segments import ChangeReason, SegmentChange
-from processors.user import UserState
-from processors.vectors import FeatureVector
 from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
@@ -216,7 +214,7 @@ class Worker:
         wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
         wanted.update(user_id for taken in due.values() for user_id in taken.sources)
         stored = self.store.load(wanted.union(*members.values()))
-        users: dict[str, UserState] = {}
+        users: dict[str, User] = {}
         changes: list[SegmentChange] = []
         relays = []
         found: list[FeatureVector] = []
@@ -233,7 +231,7 @@ class Worker:
             step = run_partition(
                 part.items,
                 stored,
-                self.classifier,
+                self.classifier.core,
                 dedup_before=state.clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(number, ()),
                 retention=self.settings.retention_days * 86_400,

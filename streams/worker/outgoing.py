@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
+from processors._core import FeatureVector, Relay, SegmentChange
 from processors.events import Rejection
-from processors.partition import Relay
-from processors.segments import SegmentChange
-from processors.vectors import FeatureVector, pack_vectors
+from processors.vectors import pack_vectors
 from processors.wire import Headers, RelayMessage, header_map, in_cause_order
 from streams.worker.decoding import Misrouted
 

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from processors.evaluation import Classifier, evaluate, place, vectors
-from processors.timers import next_due
+from processors import _core
+from processors.classifier import Classifier
 from state.store import BatchCommit, Counters, PartitionCommit, StateStore
 from streams.settings import Settings
 from streams.worker import outgoing
@@ -46,16 +46,10 @@ def relabel(
             continue
         progress = state.progress(state.committed)
         for chunk in store.partition_users(topic, number):
-            users = store.load(chunk)
-            active = [(u, user) for u, user in users.items() if user.alias_of is None]
-            changes = evaluate(active, classifier, reason=reason)
-            timers = {}
-            for user_id, user in active:
-                due = next_due(user, classifier, retention=retention)
-                if due != user.due:
-                    user.due = timers[user_id] = due
-            if classifier.model is not None:
-                changes += place(active, vectors(active), classifier.model, reason=reason)
+            users, changes, timers = _core.relabel(
+                store.load(chunk), classifier.core, reason, retention
+            )
+            active = [user_id for user_id, user in users.items() if user.alias_of is None]
             fence = PartitionCommit(topic, number, state.committed, progress, timers=timers)
             committed = checkpoint.commit(
                 outgoing.change_events(
@@ -67,7 +61,7 @@ def relabel(
                     partitions=[fence],
                     counters=Counters(changes=len(changes)),
                     rules_version=classifier.rules.label,
-                    placed=[u for u, _ in active] if classifier.model is not None else [],
+                    placed=active if classifier.model is not None else [],
                 ),
             )
             if not committed:

@@ -54,10 +54,10 @@ def assert_store_matches(config, model, expected):
     assert set(stored) == set(expected)
     for user_id, user in expected.items():
         assert stored[user_id].profile == user.profile, user_id
-        assert stored[user_id].labels.segments == user.labels.segments, user_id
+        assert stored[user_id].segments == user.segments, user_id
     members = defaultdict(set)
     for user_id, user in expected.items():
-        for segment in user.labels.segments:
+        for segment in user.segments:
             members[segment].add(user_id)
     for segment, size in model.segment_sizes().items():
         assert size == len(members[segment]), segment
@@ -111,8 +111,8 @@ def test_worker_segments_users_dead_letters_and_publishes_changes(config, model,
             assert set(change["exited"]) <= segments
             segments = (segments | set(change["entered"])) - set(change["exited"])
             assert segments == set(change["segments"])
-        assert segments == set(user.labels.segments)
-        assert stored[user_id].labels.version == len(seen)
+        assert segments == set(user.segments)
+        assert stored[user_id].version == len(seen)
 
 
 def test_profile_and_export_commands_read_what_the_worker_wrote(

@@ -1,4 +1,4 @@
-"""The batch step: coalescing, versions, dedup, and independence from order and batching."""
+"""The partition step: coalescing, versions, dedup, and independence from order and batching."""
 
 import random
 from itertools import pairwise
@@ -6,12 +6,11 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.batch import apply_batch
-from processors.evaluation import evaluate
+from processors._core import User
 from processors.events import Action, EventKind
 from processors.rules import parse_rules
-from processors.user import UserState
 from processors.watermark import Watermark
+from tests.steps import as_of, step
 
 RULES = parse_rules("""
 segments:
@@ -40,7 +39,7 @@ def test_every_transition_is_published_even_within_one_batch():
         Action("u", "2", EventKind.PRODUCT_VIEWED, 2.0),  # enters Browsers ...
         Action("u", "3", EventKind.ORDER, 3.0, value=5.0),  # ... and leaves for Buyers
     ]
-    outcome = apply_batch(actions, {}, RULES, watermark=0.0)
+    outcome = step(actions, {}, RULES, dedup_before=0.0)
     assert [(c.entered, c.exited, c.version, c.event_time) for c in outcome.changes] == [
         (("Browsers",), (), 1, 2.0),
         (("Buyers",), ("Browsers",), 2, 3.0),
@@ -49,50 +48,53 @@ def test_every_transition_is_published_even_within_one_batch():
 
 
 def test_no_change_when_segments_stay():
-    first = apply_batch([Action("u", "1", EventKind.ORDER, 1.0)], {}, RULES, watermark=0.0)
-    again = apply_batch([Action("u", "2", EventKind.ORDER, 2.0)], first.users, RULES, watermark=0.0)
+    first = step([Action("u", "1", EventKind.ORDER, 1.0)], {}, RULES, dedup_before=0.0)
+    again = step([Action("u", "2", EventKind.ORDER, 2.0)], first.users, RULES, dedup_before=0.0)
     assert again.changes == []
     assert again.new_users == 0
-    assert again.users["u"].profile.orders == 2
+    assert again.users["u"].features()["orders_lifetime"] == 2
 
 
 def test_versions_grow_with_each_transition():
-    users: dict[str, UserState] = {}
+    users: dict[str, User] = {}
     versions = []
     for number, kind in enumerate(
         [EventKind.PRODUCT_VIEWED, EventKind.PRODUCT_VIEWED, EventKind.ORDER]
     ):
-        outcome = apply_batch(
-            [Action("u", str(number), kind, float(number))], users, RULES, watermark=0.0
+        outcome = step(
+            [Action("u", str(number), kind, float(number))], users, RULES, dedup_before=0.0
         )
         users = outcome.users
         versions += [change.version for change in outcome.changes]
     assert versions == [1, 2]
-    assert users["u"].labels.segments == ("Buyers",)
+    assert users["u"].segments == ("Buyers",)
 
 
 def test_a_message_id_is_applied_once_while_remembered():
     order = Action("u", "same", EventKind.ORDER, 100.0, value=10.0)
-    first = apply_batch([order, order], {}, RULES, watermark=0.0)
+    first = step([order, order], {}, RULES, dedup_before=0.0)
     assert first.duplicates == 1
-    again = apply_batch([order], first.users, RULES, watermark=50.0)
+    again = step([order], first.users, RULES, dedup_before=50.0)
     assert again.duplicates == 1
-    assert again.users["u"].profile.orders == 1
-    forgotten = apply_batch(
-        [Action("u", "x", EventKind.PAGE, 300.0)], again.users, RULES, watermark=200.0
+    assert again.users["u"].features()["orders_lifetime"] == 1
+    forgotten = step(
+        [Action("u", "x", EventKind.PAGE, 300.0)], again.users, RULES, dedup_before=200.0
     )
-    assert forgotten.users["u"].recent == {next(iter(forgotten.users["u"].recent)): 300}
+    assert forgotten.users["u"].remembered == 1  # only the event at 300
 
 
 def test_time_moves_a_user_into_lapsed():
-    users = apply_batch(
-        [Action("u", "1", EventKind.ORDER, 0.0, value=10.0)], {}, RULES, watermark=0.0
+    users = step(
+        [Action("u", "1", EventKind.ORDER, 0.0, value=10.0)], {}, RULES, dedup_before=0.0
     ).users
-    assert evaluate(users.items(), RULES, reason="time", as_of=29 * DAY) == []
-    [change] = evaluate(users.items(), RULES, reason="time", as_of=31 * DAY)
+    early = as_of(users, 29 * DAY, RULES)
+    assert early.changes == []
+    later = as_of(early.users, 31 * DAY, RULES)
+    [change] = later.changes
     assert (change.entered, change.reason, change.event_time) == (("Lapsed",), "time", 31 * DAY)
-    assert evaluate(users.items(), RULES, reason="time", as_of=1.0) == []  # never back in time
-    assert users["u"].as_of == 31 * DAY
+    back = as_of(later.users, 1.0, RULES)
+    assert back.changes == []  # never back in time
+    assert back.users["u"].as_of == 31 * DAY
 
 
 kinds = st.sampled_from(
@@ -115,16 +117,16 @@ streams = st.lists(
 def run(actions, cuts, *, with_changes=False):
     """Feed `actions` in batches cut at `cuts`, as a worker would, checking none is late."""
     clock = Watermark(LATENESS)
-    users: dict[str, UserState] = {}
+    users: dict[str, User] = {}
     changes = []
     bounds = sorted({0, len(actions), *(cut for cut in cuts if cut < len(actions))})
     for start, end in pairwise(bounds):
         assert all(clock.admit(action.timestamp) for action in actions[start:end])
         horizon = clock.max_event_time - LATENESS
-        outcome = apply_batch(actions[start:end], users, RULES, watermark=horizon)
+        outcome = step(actions[start:end], users, RULES, dedup_before=horizon)
         users = {**users, **outcome.users}
         changes += outcome.changes
-    profiles = {user_id: user.profile.to_row() for user_id, user in users.items()}
+    profiles = {user_id: user.aggregates() for user_id, user in users.items()}
     return (profiles, changes) if with_changes else profiles
 
 
@@ -151,7 +153,7 @@ def test_revenue_sums_are_exact_in_any_order():
     ]
     reordered = list(actions)
     random.Random(4).shuffle(reordered)
-    forward = apply_batch(actions, {}, RULES, watermark=0.0).users["u"]
-    backward = apply_batch(reordered, {}, RULES, watermark=0.0).users["u"]
+    forward = step(actions, {}, RULES, dedup_before=0.0).users["u"]
+    backward = step(reordered, {}, RULES, dedup_before=0.0).users["u"]
     assert forward.to_bytes() == backward.to_bytes()
-    assert forward.profile.features(100.0)["revenue_lifetime"] == round(sum(amounts), 2)
+    assert forward.features(100.0)["revenue_lifetime"] == round(sum(amounts), 2)

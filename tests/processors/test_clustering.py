@@ -5,8 +5,9 @@ import random
 import numpy as np
 import pytest
 
+from processors._core import FEATURE_NAMES
+from processors.classifier import Classifier
 from processors.cluster_names import name_clusters
-from processors.evaluation import Classifier
 from processors.events import Action, EventKind
 from processors.model import (
     COLD_START,
@@ -15,10 +16,10 @@ from processors.model import (
     SnapshotError,
     parse_snapshot,
 )
-from processors.partition import run_partition
-from processors.profile import FEATURE_NAMES
 from processors.rules import parse_rules
 from processors.training import OnlineClusterer, TrainerConfig
+from tests.steps import segments_of
+from tests.steps import step as partition_step
 
 # Three kinds of shopper, by the features that set them apart.
 KINDS = {
@@ -194,10 +195,10 @@ def test_a_partition_step_places_touched_users_and_publishes_cluster_moves():
         Action("b", f"v{i}", EventKind.PRODUCT_VIEWED, 100.0 + i, categories=("shoes",))
         for i in range(2)
     ]
-    step = run_partition(views, {}, classifier, dedup_before=0)
+    step = partition_step(views, {}, classifier, dedup_before=0)
     [vector] = step.vectors
     assert (vector.user_id, vector.values[FEATURE_INDEX["events_lifetime"]]) == ("b", 2)
-    assert step.users["b"].labels.cluster == COLD_START
+    assert step.users["b"].cluster == COLD_START
     assert [(c.cluster, c.previous_cluster, c.model_version) for c in step.changes] == [
         (COLD_START, None, 1)
     ]
@@ -205,7 +206,7 @@ def test_a_partition_step_places_touched_users_and_publishes_cluster_moves():
         Action("b", f"w{i}", EventKind.PRODUCT_VIEWED, 200.0 + i, categories=("shoes",))
         for i in range(80)
     ]
-    step = run_partition(more, step.users, classifier, dedup_before=0)
+    step = partition_step(more, step.users, classifier, dedup_before=0)
     [change] = step.changes  # one cluster move for the whole step
     assert (change.previous_cluster, change.cluster[0]) == (COLD_START, "c")
     assert (change.version, change.reason, change.segments) == (2, "event", ())
@@ -227,7 +228,7 @@ def test_percentile_thresholds_come_from_the_snapshot():
     assert threshold == pytest.approx(
         np.percentile(model.sample.matrix()[:, FEATURE_INDEX["revenue_30d"]], 90)
     )
-    assert rules.evaluate({"revenue_30d": threshold, **classifier.thresholds}) == ("Big",)
+    assert segments_of(rules, {"revenue_30d": threshold}, classifier.thresholds) == ("Big",)
     assert Classifier.of(rules).thresholds == {}
 
 
@@ -249,9 +250,9 @@ def test_only_timer_driven_vectors_are_marked_refresh():
         "segments:\n  - {name: Any, description: d, "
         "condition: {feature: sessions_7d, op: '>', value: 0}}\n"
     )
-    first = run_partition([Action("u", "m1", EventKind.PAGE, 0.0)], {}, rules, dedup_before=0)
+    first = partition_step([Action("u", "m1", EventKind.PAGE, 0.0)], {}, rules, dedup_before=0)
     assert [vector.refresh for vector in first.vectors] == [False]
-    later = run_partition(
+    later = partition_step(
         [],
         first.users,
         rules,

@@ -1,29 +1,17 @@
 """Windowed features of one user, checked by hand on small timelines."""
 
-import copy
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from processors._core import FEATURE_NAMES, TEXT_FEATURES, User
 from processors.events import Action, EventKind
-from processors.profile import (
-    CLOCK_FEATURES,
-    FEATURE_NAMES,
-    FEATURE_READERS,
-    TEXT_FEATURES,
-    Profile,
-)
+from tests.steps import user_after
 
 MINUTE, HOUR, DAY = 60, 3_600, 86_400
 T0 = 1_000 * DAY  # midnight UTC, so day buckets start at T0
 
 
-def profile_of(*actions: Action) -> Profile:
-    profile = Profile()
-    for action in actions:
-        profile.apply(action)
-    return profile
+def profile_of(*actions: Action) -> User:
+    return user_after(*actions)
 
 
 def act(moment, kind=EventKind.PAGE, **fields):
@@ -164,7 +152,7 @@ def test_engagement_velocity_compares_the_last_week_with_the_one_before():
 def test_identity_calls_are_not_behaviour():
     profile = profile_of(act(T0, EventKind.IDENTIFY), act(T0, EventKind.ALIAS))
     assert profile.events == 0
-    assert profile.last_seen is None
+    assert profile.features(T0)["days_since_last_seen"] == -1.0
 
 
 def test_row_round_trip_is_exact():
@@ -172,52 +160,4 @@ def test_row_round_trip_is_exact():
         act(T0, EventKind.ORDER, value=3.5, device="tablet", categories=("x",)),
         act(T0 + 3 * DAY, EventKind.CART_ADD, value=1.0),
     )
-    assert Profile.from_row(profile.to_row()) == profile
-
-
-_KINDS = [kind for kind in EventKind if kind not in (EventKind.IDENTIFY, EventKind.ALIAS)]
-_EVENTS = st.lists(
-    st.tuples(
-        st.integers(0, 40 * DAY),
-        st.sampled_from(_KINDS),
-        st.sampled_from(["shoes", "hats", ""]),
-        st.floats(0, 200, allow_nan=False),
-        st.sampled_from([None, "mobile", "desktop"]),
-    ),
-    min_size=1,
-    max_size=40,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(history=_EVENTS, later=st.integers(0, 3 * DAY))
-def test_an_event_changes_no_feature_outside_those_it_names(history, later):
-    """What `apply` says it may have changed is all that changed, now and later."""
-    profile = Profile()
-    for number, (offset, kind, category, value, device) in enumerate(history):
-        before = copy.deepcopy(profile)
-        action = Action(
-            "u", f"m{number}", kind, float(T0 + offset), value,
-            (category,) if category else (), device, product="p1",
-        )  # fmt: skip
-        touched = profile.apply(action)
-        for moment in (action.timestamp, action.timestamp + later):
-            old, new = before.features(moment), profile.features(moment)
-            moved = {name for name in new if new[name] != old[name]} - CLOCK_FEATURES
-            assert moved <= touched, (kind, moved - touched)
-
-
-@settings(max_examples=300, deadline=None)
-@given(history=_EVENTS, later=st.integers(0, 40 * DAY))
-def test_each_feature_reader_gives_what_its_group_gives(history, later):
-    profile = Profile()
-    for number, (offset, kind, category, value, device) in enumerate(history):
-        action = Action(
-            "u", f"m{number}", kind, float(T0 + offset), value,
-            (category,) if category else (), device, product="p1",
-        )  # fmt: skip
-        profile.apply(action)
-    for moment in (T0 + later, T0 + later + 0.5):
-        features = profile.features(moment)
-        for name, reader in FEATURE_READERS.items():
-            assert reader(profile, moment) == features[name], name
+    assert User.from_bytes(profile.to_bytes()) == profile

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lifetimes.utils import summary_data_from_transaction_data
 
 from processors.events import Action, EventKind
-from processors.profile import Profile
+from tests.steps import user_after
 
 DAY = 86_400
 START = 20_000 * DAY  # a midnight UTC
@@ -24,11 +24,14 @@ transactions = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(transactions, st.integers(0, 60 * DAY))
 def test_rfm_matches_lifetimes(orders, after_last):
-    profile = Profile()
-    for number, (offset, cents) in enumerate(orders):
-        profile.apply(Action("u", str(number), EventKind.ORDER, START + offset, value=cents / 100))
+    user = user_after(
+        *(
+            Action("u", str(number), EventKind.ORDER, START + offset, value=cents / 100)
+            for number, (offset, cents) in enumerate(orders)
+        )
+    )
     as_of = START + max(offset for offset, _ in orders) + after_last
-    ours = profile.features(as_of)
+    ours = user.features(as_of)
 
     frame = pd.DataFrame(
         {

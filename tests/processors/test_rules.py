@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from processors.classifier import Classifier
 from processors.events import Action, EventKind
-from processors.profile import LazyFeatures, Profile
 from processors.rules import RuleFileError, parse_rules
 from streams.settings import default_rules_file
+from tests.steps import as_of, segments_of, step
 
 ONE = """
 segments:
@@ -32,7 +33,7 @@ segments:
     ],
 )
 def test_nested_conditions(features, expected):
-    assert parse_rules(ONE).evaluate(features) == expected
+    assert segments_of(parse_rules(ONE), features) == expected
 
 
 def test_every_operator():
@@ -45,7 +46,7 @@ def test_every_operator():
         ("!=", False),
     ]:
         text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders_lifetime, op: '{op}', value: 1}}\n"
-        assert parse_rules(text).evaluate({"orders_lifetime": 1}) == (("S",) if holds else ())
+        assert segments_of(parse_rules(text), {"orders_lifetime": 1}) == (("S",) if holds else ())
 
 
 def test_default_rules_parse():
@@ -104,8 +105,8 @@ def test_text_features_compare_by_equality_and_numbers_need_numbers():
     rules = parse_rules(
         "segments:\n  - {name: Shoes, description: d, condition: {feature: top_category_30d, op: '==', value: shoes}}\n"
     )
-    assert rules.evaluate({"top_category_30d": "shoes"}) == ("Shoes",)
-    assert rules.evaluate({"top_category_30d": "bags"}) == ()
+    assert segments_of(rules, {"top_category_30d": "shoes"}) == ("Shoes",)
+    assert segments_of(rules, {"top_category_30d": "bags"}) == ()
 
 
 def test_yaml_syntax_error_has_a_line():
@@ -140,24 +141,23 @@ BURST = """segments:
 
 
 def views(*moments, category="shoes"):
-    profile = Profile()
-    for number, moment in enumerate(moments):
-        profile.apply(
-            Action("u", str(number), EventKind.PRODUCT_VIEWED, moment, categories=(category,))
-        )
-    return profile
+    return [
+        Action("u", f"{category}{number}", EventKind.PRODUCT_VIEWED, moment, categories=(category,))
+        for number, moment in enumerate(moments)
+    ]
+
+
+def segments_at(actions, moment):
+    rules = parse_rules(BURST)
+    users = step(actions, rules=rules).users
+    return as_of(users, moment, rules).users["u"].segments
 
 
 def test_time_window_condition_counts_one_category_within_the_window():
-    rules = parse_rules(BURST)
-    close_together = views(0, 200, 590)
-    assert rules.evaluate(LazyFeatures(close_together, 590)) == ("Shoe Burst",)
-    assert rules.evaluate(LazyFeatures(close_together, 801)) == ()  # the first view slid out
-    spread = views(0, 400, 900)
-    assert rules.evaluate(LazyFeatures(spread, 900)) == ()
-    mixed = views(0, 100)
-    mixed.apply(Action("u", "x", EventKind.PRODUCT_VIEWED, 150, categories=("bags",)))
-    assert rules.evaluate(LazyFeatures(mixed, 150)) == ()
+    assert segments_at(views(0, 200, 590), 590) == ("Shoe Burst",)
+    assert segments_at(views(0, 200, 590), 801) == ()  # the first view slid out
+    assert segments_at(views(0, 400, 900), 900) == ()
+    assert segments_at([*views(0, 100), *views(150, category="bags")], 150) == ()
 
 
 def test_time_window_condition_errors():
@@ -191,18 +191,17 @@ def test_percentile_thresholds_read_population_values_by_name():
     rules = parse_rules(PERCENTILES)
     assert rules.percentiles == {("revenue_30d", 75.0), ("product_views_7d", 99.5)}
     thresholds = {"p75(revenue_30d)": 120.0, "p99.5(product_views_7d)": 40.0}
-    features = {"revenue_30d": 120.0, "product_views_7d": 41.0, **thresholds}
-    assert rules.evaluate(features) == ("Big Spenders", "Top Browsers")
-    assert rules.evaluate({**features, "revenue_30d": 119.0}) == ("Top Browsers",)
+    features = {"revenue_30d": 120.0, "product_views_7d": 41.0}
+    assert segments_of(rules, features, thresholds) == ("Big Spenders", "Top Browsers")
+    assert segments_of(rules, {**features, "revenue_30d": 119.0}, thresholds) == ("Top Browsers",)
 
 
 def test_unknown_percentiles_match_nobody():
-    profile = Profile()
-    profile.apply(Action("u", "m", EventKind.ORDER, 10.0, value=500.0))
+    order = [Action("u", "m", EventKind.ORDER, 10.0, value=500.0)]
     rules = parse_rules(PERCENTILES)
-    assert rules.evaluate(LazyFeatures(profile, 10.0)) == ()
-    known = LazyFeatures(profile, 10.0, thresholds={"p75(revenue_30d)": 100.0})
-    assert rules.evaluate(known) == ("Big Spenders",)
+    assert step(order, rules=rules).users["u"].segments == ()
+    known = Classifier(rules, None, {"p75(revenue_30d)": 100.0})
+    assert step(order, rules=known).users["u"].segments == ("Big Spenders",)
 
 
 @pytest.mark.parametrize(
@@ -244,9 +243,9 @@ segments:
 def test_segments_can_refer_to_segments_decided_before_them():
     rules = parse_rules(REFERENCES)
     lapsed_vip = {"revenue_lifetime": 2000, "days_since_last_order": 40, "orders_30d": 0}
-    assert rules.evaluate(lapsed_vip) == ("VIP Lapsed", "Lapsed", "Not Active")
+    assert segments_of(rules, lapsed_vip) == ("VIP Lapsed", "Lapsed", "Not Active")
     active = {"revenue_lifetime": 2000, "days_since_last_order": 2, "orders_30d": 1}
-    assert rules.evaluate(active) == ("Active",)
+    assert segments_of(rules, active) == ("Active",)
 
 
 def test_reference_cycles_and_unknown_segments_are_refused():

@@ -8,13 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors._core import User
 from processors.events import Action, EventKind
-from processors.partition import Advance, run_partition
-from processors.profile import CLOCK_FEATURES, FEATURE_GROUPS, LazyFeatures
+from processors.model import CLUSTER_FEATURES
 from processors.rules import parse_rules
-from processors.timers import REFRESH_EVERY, VECTOR_FEATURES, next_due
-from processors.user import UserState
 from processors.watermark import Watermark
+from processors.wire import Advance
+from tests.steps import as_of
+from tests.steps import step as partition_step
 
 DAY, MINUTE = 86_400, 60
 DEFAULT_RULES = parse_rules(Path("processors/rules/default.yaml").read_text(encoding="utf-8"))
@@ -59,6 +60,11 @@ segments:
     condition: {feature: orders_30d, op: "<=", value: 1}
 """)
 RETENTION = 400 * DAY
+REFRESH_EVERY = 7 * DAY
+"""The weekly grid that refreshes of idle users' feature vectors fall on."""
+VECTOR_FEATURES = [
+    name for name in CLUSTER_FEATURES if not name.startswith("days_since")
+]  # the clock features grow every second
 
 KINDS = [
     EventKind.PAGE,
@@ -86,26 +92,26 @@ def action(user_id, number, kind, moment, category="shoes", product="p1"):
     )
 
 
-def user_of(events):
-    user = UserState()
-    for number, (kind, moment, category, product) in enumerate(events):
-        user.profile.apply(action("u", number, kind, moment, category, product))
-    user.as_of = float(user.profile.last_seen)
-    return user
+def user_of(events, rules):
+    actions = [
+        action("u", number, kind, moment, category, product)
+        for number, (kind, moment, category, product) in enumerate(events)
+    ]
+    return partition_step(actions, rules=rules, retention=RETENTION).users["u"]
 
 
 def observed(user, rules, moment):
-    features = LazyFeatures(user.profile, moment, cart_after=rules.cart_after)
-    every = user.profile.features(moment)
+    segments = as_of({"u": user}, moment, rules).users["u"].segments
+    every = user.features(moment)
     windows = {name: every[name] for name in VECTOR_FEATURES}
-    return rules.evaluate(features), windows
+    return segments, windows
 
 
 @settings(max_examples=200, deadline=None)
 @given(event_lists, st.sampled_from([DEFAULT_RULES, TIMED_RULES]), st.randoms())
 def test_no_rule_changes_before_the_timer_and_no_window_long_before(events, rules, rng):
-    user = user_of(events)
-    due = next_due(user, rules, retention=RETENTION)
+    user = user_of(events, rules)
+    due = user.due
     assert due is not None  # the expiry at least
     assert due > user.as_of
     segments, vector = observed(user, rules, user.as_of)
@@ -117,18 +123,11 @@ def test_no_rule_changes_before_the_timer_and_no_window_long_before(events, rule
             assert due <= math.ceil(moment / REFRESH_EVERY) * REFRESH_EVERY, moment
 
 
-def test_each_feature_group_has_a_next_change_or_is_a_clock():
-    user = user_of([(EventKind.ORDER, 10 * DAY, "shoes", "p1")])
-    for name, group in FEATURE_GROUPS.items():
-        if name not in CLOCK_FEATURES:
-            assert user.profile.changes_at(group, user.as_of) > user.as_of
-
-
 def replay(items, rules, *, lateness, batch_sizes, retention=RETENTION):
     """Run `items` through partition steps the way a worker does: watermark marks,
     a timer store of due times, state carried from step to step."""
     clock = Watermark(lateness)
-    stored: dict[str, UserState] = {}
+    stored: dict[str, User] = {}
     timers: dict[str, int] = {}
     changes = []
     start = 0
@@ -143,7 +142,7 @@ def replay(items, rules, *, lateness, batch_sizes, retention=RETENTION):
                 clock.admit(item.timestamp)
             marks.append(clock.value)
         due = sorted((moment, user) for user, moment in timers.items() if moment <= clock.value)
-        step = run_partition(
+        step = partition_step(
             batch,
             stored,
             rules,
@@ -183,7 +182,7 @@ def test_a_customer_whose_only_order_is_31_days_old_lapses_once_by_time():
     timed = [c for c in changes if c.user_id == "buyer" and c.reason == "time"]
     assert [(c.entered, c.exited) for c in timed] == [(("Lapsed Customers",), ())]
     assert 30 * DAY < timed[0].event_time - start <= 30 * DAY + 10
-    assert stored["buyer"].labels.segments == ("Lapsed Customers",)
+    assert stored["buyer"].segments == ("Lapsed Customers",)
 
 
 def test_a_cart_ordered_within_ten_minutes_is_never_abandoned():
@@ -255,8 +254,8 @@ def assert_batching_changes_nothing(items, rng):
         sizes.append(rng.randrange(1, 30))
     split, split_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=sizes)
     assert per_user(split) == per_user(whole)
-    assert {u: s.labels.segments for u, s in split_state.items()} == {
-        u: s.labels.segments for u, s in whole_state.items()
+    assert {u: s.segments for u, s in split_state.items()} == {
+        u: s.segments for u, s in whole_state.items()
     }
 
 
@@ -286,7 +285,7 @@ def test_users_idle_past_retention_expire_by_timer_and_come_back_new():
     mine = [c for c in changes if c.user_id == "old"]
     assert [c.reason for c in mine][-2:] == ["expired", "event"]
     assert [c.version for c in mine] == list(range(1, len(mine) + 1))
-    assert stored["old"].profile.orders == 0
+    assert stored["old"].features()["orders_lifetime"] == 0
 
 
 @pytest.mark.parametrize("seed", [17, 18, 19])

@@ -5,13 +5,16 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from processors._core import Relay
 from processors.events import Action, Rejection
-from processors.partition import Absorb, Erase, Merge, Relay
 from processors.wire import (
     RELAY_HEADER,
     REPLAY_HEADER,
     ROUTE,
     SOURCE_HEADER,
+    Absorb,
+    Erase,
+    Merge,
     RelayMessage,
     advance_body,
     advance_until,

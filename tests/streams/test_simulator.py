@@ -5,14 +5,9 @@ from itertools import islice
 
 import pytest
 
-from processors.batch import apply_batch
 from processors.events import Action, EventKind, Rejection, decode_event
-from processors.rules import parse_rules
 from streams.tools.simulator import Simulation
-
-EMPTY_RULES = parse_rules(
-    "segments:\n  - {name: X, description: d, condition: {feature: orders_lifetime, op: '<', value: 0}}\n"
-)
+from tests.steps import step
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +15,12 @@ def population():
     simulation = Simulation(users=300, seed=11)
     actions = [decode_event(event.value) for event in simulation.events()]
     assert all(isinstance(action, Action) for action in actions)
-    users = apply_batch(actions, {}, EMPTY_RULES, watermark=0.0).users
+    users = step(actions).users
     truth = {row["user_id"]: row["persona"] for row in simulation.truth()}
     by_persona = defaultdict(list)
     for user_id, user in users.items():
         if user_id in truth:
-            by_persona[truth[user_id]].append(user.profile.features(simulation.end))
+            by_persona[truth[user_id]].append(user.features(simulation.end))
     return simulation, by_persona
 
 

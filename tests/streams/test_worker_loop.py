@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from processors._core import User
 from processors.partitioner import canonical_partition
 from processors.rules import parse_rules
-from processors.user import UserState
 from processors.wire import (
     ADVANCE_WATERMARK,
     CONTROL_HEADER,
@@ -65,7 +65,7 @@ class Rig:
             self.worker.step(0, stop)
 
     def user(self, user_id):
-        return UserState.from_bytes(self.store.states[user_id])
+        return User.from_bytes(self.store.states[user_id])
 
 
 def event(user, message_id, minutes, kind="page", **fields):
@@ -91,7 +91,7 @@ def test_events_are_applied_dead_lettered_or_forwarded_to_their_users_partition(
     rig.broker.append(TOPIC, b'{"type": "page"', key=b"ann")
     rig.broker.append(TOPIC, event("ann", "m3", -120), key=b"ann")  # two hours late
     rig.run()
-    assert rig.user("ann").profile.events == 2
+    assert rig.user("ann").events == 2
     routed = [m for m in rig.broker.messages(TOPIC) if m.headers()]
     assert [(m.partition(), dict(m.headers())[RELAY_HEADER]) for m in routed] == [(home, ROUTE)]
     source = dict(routed[0].headers())[SOURCE_HEADER]
@@ -110,7 +110,7 @@ def test_a_forwarded_event_produced_twice_is_applied_once():
     rig.broker.append(TOPIC, body, key=b"bo", partition=home, headers=relay)
     rig.broker.append(TOPIC, body, key=b"bo", partition=home, headers=relay)
     rig.run()
-    assert rig.user("bo").profile.events == 1
+    assert rig.user("bo").events == 1
     assert rig.store.counters["relays_applied"] == 1
 
 
@@ -124,7 +124,7 @@ def test_a_fenced_batch_is_dropped_and_the_partition_rewound():
     rig.store.offsets[TOPIC, home] = type(committed)(committed.offset + 1, 0.0, -1.0)
     rig.broker.append(TOPIC, event("cy", "m2", 1), key=b"cy")
     rig.run(1)
-    assert rig.user("cy").profile.events == 1  # the fenced batch wrote nothing
+    assert rig.user("cy").events == 1  # the fenced batch wrote nothing
     assert rig.worker.owned[home].committed == committed.offset + 1  # rewound to the store's
     assert rig.consumer.positions[home] == committed.offset + 1
 
@@ -140,7 +140,7 @@ def test_a_batch_that_could_not_be_written_is_redone_from_the_committed_offsets(
         rig.store.fail_next_commit = True
     rig.run(3)
     assert rig.worker.probe.ready
-    assert rig.user("dee").profile.events == 5
+    assert rig.user("dee").events == 5
     assert rig.store.counters["events"] == 5
     changes = [orjson.loads(m.value()) for m in rig.broker.messages(SETTINGS.changes_topic)]
     versions = sorted({change["version"] for change in changes})

@@ -1,8 +1,29 @@
 //! The one module that knows Python: converts arguments and results at the boundary.
+//!
+//! A worker crosses it once per partition per batch ([`run_partition`]); users cross as
+//! opaque [`PyUser`] objects (or their stored bytes) and come back the same way.
 
+use indexmap::IndexMap;
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
+use crate::events::{Event, Kind};
+use crate::features::{numeric_features, Reading, Value, FEATURES, TEXT_FEATURES};
 use crate::partitioner;
+use crate::placement::Placement;
+use crate::profile::{CartLine, CART_ABANDONMENT_AFTER, RECENT_SECONDS};
+use crate::rows::{self, RowError};
+use crate::rules::RuleSet;
+use crate::step::{self, Classifier, Item, Options, Relay, Stored, Vector};
+use crate::user::{Change, Reason, User};
+
+impl From<RowError> for PyErr {
+    fn from(error: RowError) -> PyErr {
+        PyValueError::new_err(error.to_string())
+    }
+}
 
 /// Kafka's murmur2 of `key`, sign bit cleared.
 #[pyfunction]
@@ -14,9 +35,7 @@ fn murmur2(key: &[u8]) -> u32 {
 #[pyfunction]
 fn canonical_partitions(user_ids: Vec<String>, partitions: u32) -> PyResult<Vec<u32>> {
     if partitions == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "partitions must be at least 1",
-        ));
+        return Err(PyValueError::new_err("partitions must be at least 1"));
     }
     Ok(user_ids
         .iter()
@@ -24,9 +43,659 @@ fn canonical_partitions(user_ids: Vec<String>, partitions: u32) -> PyResult<Vec<
         .collect())
 }
 
+/// One user's state: aggregates, labels, identity links, timer.
+#[pyclass(module = "processors._core", name = "User", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyUser {
+    inner: User,
+}
+
+fn feature_dict<'py>(py: Python<'py>, values: Vec<Value>) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for ((name, _), value) in FEATURES.iter().zip(values) {
+        match value {
+            Value::Number(number) => dict.set_item(name, number)?,
+            Value::Text(text) => dict.set_item(name, text)?,
+        }
+    }
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyUser {
+    #[new]
+    fn new() -> Self {
+        PyUser {
+            inner: User::default(),
+        }
+    }
+
+    /// The user in a stored row (any row version).
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyUser {
+            inner: rows::decode(data)?,
+        })
+    }
+
+    /// The stored row, in the current version.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &rows::encode(&self.inner))
+    }
+
+    /// The user's feature vector as of their latest evaluation.
+    fn vector(&self, user_id: &str) -> PyVector {
+        PyVector {
+            inner: step::vector_of(user_id, &self.inner, false),
+        }
+    }
+
+    /// The aggregates in their canonical byte form: equal bytes, equal aggregates.
+    fn aggregates<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &rows::encode_profile(&self.inner.profile))
+    }
+
+    /// Every feature as of `as_of` (default: the latest evaluation).
+    #[pyo3(signature = (as_of=None))]
+    fn features<'py>(&self, py: Python<'py>, as_of: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let as_of = as_of.unwrap_or(self.inner.as_of);
+        let values = Reading::new(&self.inner.profile, as_of, CART_ABANDONMENT_AFTER).all();
+        feature_dict(py, values)
+    }
+
+    /// The user as exported: id, features as of `as_of`, segments, cluster and versions.
+    fn document<'py>(&self, py: Python<'py>, user_id: &str) -> PyResult<Bound<'py, PyDict>> {
+        let user = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("user_id", user_id)?;
+        dict.set_item("features", self.features(py, None)?)?;
+        dict.set_item("segments", user.labels.segments.clone())?;
+        dict.set_item("cluster", user.labels.cluster.clone())?;
+        dict.set_item("model_version", user.labels.model_version)?;
+        dict.set_item("version", user.labels.version)?;
+        dict.set_item("as_of", user.as_of)?;
+        Ok(dict)
+    }
+
+    /// The products in the open cart (`CartLine`s) and when it last changed.
+    fn open_cart(&self) -> (Vec<PyCartLine>, Option<i64>) {
+        let (lines, changed) = self.inner.profile.open_cart();
+        (lines.into_iter().map(PyCartLine::from).collect(), changed)
+    }
+
+    #[getter]
+    fn segments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.labels.segments)
+    }
+    #[getter]
+    fn version(&self) -> i64 {
+        self.inner.labels.version
+    }
+    #[getter]
+    fn cluster(&self) -> Option<String> {
+        self.inner.labels.cluster.clone()
+    }
+    #[getter]
+    fn model_version(&self) -> Option<i64> {
+        self.inner.labels.model_version
+    }
+    #[getter]
+    fn as_of(&self) -> f64 {
+        self.inner.as_of
+    }
+    #[getter]
+    fn alias_of(&self) -> Option<String> {
+        self.inner.alias_of.clone()
+    }
+    #[getter]
+    fn due(&self) -> Option<i64> {
+        self.inner.due
+    }
+    #[getter]
+    fn linked(&self) -> Vec<String> {
+        self.inner.linked.clone()
+    }
+    #[getter]
+    fn absorbed(&self) -> Vec<String> {
+        self.inner.absorbed.clone()
+    }
+    /// Behavioural events applied (identity calls left out).
+    #[getter]
+    fn events(&self) -> i64 {
+        self.inner.profile.events
+    }
+    /// Message ids remembered for deduplication.
+    #[getter]
+    fn remembered(&self) -> usize {
+        self.inner.recent.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let user = &self.inner;
+        format!(
+            "User(events={}, segments={:?}, version={}, cluster={:?}, as_of={}, due={:?}, alias_of={:?})",
+            user.profile.events,
+            user.labels.segments,
+            user.labels.version,
+            user.labels.cluster,
+            user.as_of,
+            user.due,
+            user.alias_of
+        )
+    }
+}
+
+/// One product in an open cart.
+#[pyclass(module = "processors._core", name = "CartLine", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+struct PyCartLine {
+    product: String,
+    category: String,
+    count: i64,
+    value: f64,
+}
+
+impl From<CartLine> for PyCartLine {
+    fn from(line: CartLine) -> Self {
+        PyCartLine {
+            product: line.product,
+            category: line.category,
+            count: line.count,
+            value: line.value,
+        }
+    }
+}
+
+/// A user entered or left segments, moved cluster, or (a tombstone) was erased.
+#[pyclass(module = "processors._core", name = "SegmentChange", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyChange {
+    inner: Change,
+}
+
+#[pymethods]
+impl PyChange {
+    /// The record after a user's erasure: it removes the user from a compacted topic.
+    #[staticmethod]
+    fn tombstone(user_id: &str, event_time: f64) -> Self {
+        PyChange {
+            inner: Change::tombstone(user_id, event_time),
+        }
+    }
+
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn entered<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.entered)
+    }
+    #[getter]
+    fn exited<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.exited)
+    }
+    #[getter]
+    fn segments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.segments)
+    }
+    #[getter]
+    fn version(&self) -> i64 {
+        self.inner.version
+    }
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.inner.reason.name()
+    }
+    #[getter]
+    fn event_time(&self) -> f64 {
+        self.inner.event_time
+    }
+    #[getter]
+    fn cluster(&self) -> Option<String> {
+        self.inner.cluster.clone()
+    }
+    #[getter]
+    fn previous_cluster(&self) -> Option<String> {
+        self.inner.previous_cluster.clone()
+    }
+    #[getter]
+    fn model_version(&self) -> Option<i64> {
+        self.inner.model_version
+    }
+    #[getter]
+    fn cart(&self) -> Vec<PyCartLine> {
+        self.inner
+            .cart
+            .iter()
+            .cloned()
+            .map(PyCartLine::from)
+            .collect()
+    }
+    #[getter]
+    fn cart_changed_at(&self) -> Option<i64> {
+        self.inner.cart_changed_at
+    }
+    #[getter]
+    fn is_tombstone(&self) -> bool {
+        self.inner.is_tombstone
+    }
+
+    /// The change as published on the change topic (JSON).
+    fn to_json<'py>(
+        &self,
+        py: Python<'py>,
+        processed_at: f64,
+        rules_version: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let json = crate::changes::to_json(&self.inner, processed_at, rules_version)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyBytes::new(py, &json))
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.inner;
+        format!(
+            "SegmentChange(user_id={:?}, entered={:?}, exited={:?}, version={}, reason={:?}, event_time={}, cluster={:?})",
+            c.user_id, c.entered, c.exited, c.version, c.reason.name(), c.event_time, c.cluster
+        )
+    }
+}
+
+/// A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`; `refresh`
+/// marks a vector taken only because event time moved on.
+#[pyclass(module = "processors._core", name = "FeatureVector", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyVector {
+    inner: Vector,
+}
+
+#[pymethods]
+impl PyVector {
+    #[new]
+    #[pyo3(signature = (user_id, as_of, values, refresh=false))]
+    fn new(user_id: String, as_of: f64, values: Vec<f64>, refresh: bool) -> Self {
+        PyVector {
+            inner: Vector {
+                user_id,
+                as_of,
+                values,
+                refresh,
+            },
+        }
+    }
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn as_of(&self) -> f64 {
+        self.inner.as_of
+    }
+    #[getter]
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.values)
+    }
+    #[getter]
+    fn refresh(&self) -> bool {
+        self.inner.refresh
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "FeatureVector(user_id={:?}, as_of={}, refresh={})",
+            self.inner.user_id, self.inner.as_of, self.inner.refresh
+        )
+    }
+}
+
+/// A message the pipeline sends itself on the events topic (see `processors.wire`).
+#[pyclass(module = "processors._core", name = "Relay", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+struct PyRelay {
+    kind: String,
+    key: String,
+    body: Vec<u8>,
+    position: i64,
+}
+
+#[pymethods]
+impl PyRelay {
+    #[new]
+    #[pyo3(signature = (kind, key, body=Vec::new(), position=-1))]
+    fn new(kind: String, key: String, body: Vec<u8>, position: i64) -> Self {
+        PyRelay {
+            kind,
+            key,
+            body,
+            position,
+        }
+    }
+    fn __repr__(&self) -> String {
+        format!("Relay(kind={:?}, key={:?})", self.kind, self.key)
+    }
+}
+
+impl From<Relay> for PyRelay {
+    fn from(relay: Relay) -> Self {
+        PyRelay {
+            kind: relay.kind.to_string(),
+            key: relay.key,
+            body: relay.body,
+            position: relay.position as i64,
+        }
+    }
+}
+
+/// Compiled rules with their percentile thresholds, and the model's placement, if any.
+#[pyclass(module = "processors._core", name = "Classifier", frozen)]
+struct PyClassifier {
+    inner: Classifier,
+}
+
+#[pymethods]
+impl PyClassifier {
+    /// `rules`: the rules' intermediate form (JSON); `thresholds`: known percentiles by
+    /// name; `clustered`: the features users are clustered on; `model`: the placement
+    /// parameters of a snapshot (see `processors.classifier`).
+    #[new]
+    #[pyo3(signature = (rules, thresholds, clustered, model=None))]
+    fn new(
+        rules: &str,
+        thresholds: Vec<(String, f64)>,
+        clustered: Vec<String>,
+        model: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let rules = RuleSet::from_json(rules, &thresholds).map_err(PyValueError::new_err)?;
+        let model = model.map(placement).transpose()?;
+        let clustered = clustered
+            .iter()
+            .map(|name| {
+                crate::features::index_of(name)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown feature {name:?}")))
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(PyClassifier {
+            inner: Classifier {
+                rules,
+                model,
+                clustered,
+            },
+        })
+    }
+
+    /// The segments a user with these feature values is in (features not given read as
+    /// a user with no events has them; bursts count nothing).
+    fn segments_of<'py>(
+        &self,
+        py: Python<'py>,
+        features: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let rules = &self.inner.rules;
+        let empty = crate::profile::Profile::default();
+        let mut reading = Reading::new(&empty, 0.0, rules.cart_after);
+        for (name, value) in features.iter() {
+            let name: String = name.extract()?;
+            let index = crate::features::index_of(&name)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown feature {name:?}")))?;
+            let value = match value.extract::<f64>() {
+                Ok(number) => Value::Number(number),
+                Err(_) => Value::Text(value.extract()?),
+            };
+            reading.assume(index, value);
+        }
+        PyTuple::new(py, rules.evaluate(&mut reading))
+    }
+
+    /// The least time after an on-time event at which it can bring a change of its own.
+    #[getter]
+    fn min_delay(&self) -> f64 {
+        self.inner.rules.min_delay
+    }
+}
+
+fn placement(model: &Bound<'_, PyDict>) -> PyResult<Placement> {
+    let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+        model
+            .get_item(key)?
+            .ok_or_else(|| PyValueError::new_err(format!("model lacks {key}")))
+    };
+    Ok(Placement {
+        version: get("version")?.extract()?,
+        columns: get("columns")?.extract()?,
+        logged: get("logged")?.extract()?,
+        mean: get("mean")?.extract()?,
+        std: get("std")?.extract()?,
+        centroids: get("centroids")?.extract()?,
+        ids: get("ids")?.extract()?,
+        events_column: get("events_column")?.extract()?,
+        min_events: get("min_events")?.extract()?,
+    })
+}
+
+/// Stored users in a Python mapping of ids to `User`s or their rows.
+struct PyStored<'a, 'py> {
+    mapping: &'a Bound<'py, PyAny>,
+}
+
+impl Stored for PyStored<'_, '_> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError> {
+        let found = match self.mapping.get_item(user_id) {
+            Ok(found) => found,
+            Err(_) => return Ok(None),
+        };
+        if let Ok(user) = found.cast::<PyUser>() {
+            return Ok(Some(user.get().inner.clone()));
+        }
+        match found.cast::<PyBytes>() {
+            Ok(row) => rows::decode(row.as_bytes()).map(Some),
+            Err(_) => Err(RowError("a stored user is a User or its bytes".into())),
+        }
+    }
+}
+
+fn optional_text(
+    item: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<Option<String>> {
+    item.getattr(name)?.extract()
+}
+
+fn event_of(item: &Bound<'_, PyAny>) -> PyResult<Event> {
+    let py = item.py();
+    Ok(Event {
+        user_id: item.getattr(intern!(py, "user_id"))?.extract()?,
+        message_id: item.getattr(intern!(py, "message_id"))?.extract()?,
+        kind: {
+            let code: i64 = item.getattr(intern!(py, "kind"))?.extract()?;
+            Kind::from_code(code).ok_or_else(|| PyValueError::new_err("unknown event kind"))?
+        },
+        timestamp: item.getattr(intern!(py, "timestamp"))?.extract()?,
+        value: item.getattr(intern!(py, "value"))?.extract()?,
+        categories: item.getattr(intern!(py, "categories"))?.extract()?,
+        device: optional_text(item, intern!(py, "device"))?,
+        anonymous_id: optional_text(item, intern!(py, "anonymous_id"))?,
+        previous_id: optional_text(item, intern!(py, "previous_id"))?,
+        product: optional_text(item, intern!(py, "product"))?,
+    })
+}
+
+fn item_of(item: &Bound<'_, PyAny>) -> PyResult<Item> {
+    let py = item.py();
+    let kind = item.get_type().name()?;
+    let text = |name: &str| -> PyResult<String> { item.getattr(name)?.extract() };
+    Ok(match kind.to_str()? {
+        "Action" => Item::Event(event_of(item)?),
+        "Merge" => Item::Merge {
+            anonymous_id: text("anonymous_id")?,
+            into: text("into")?,
+        },
+        "Absorb" => Item::Absorb {
+            source_id: text("source_id")?,
+            into: text("into")?,
+            state: item.getattr(intern!(py, "state"))?.extract()?,
+        },
+        "Advance" => Item::Advance {
+            until: item.getattr(intern!(py, "until"))?.extract()?,
+        },
+        "Erase" => Item::Erase {
+            user_id: text("user_id")?,
+            follow: item.getattr(intern!(py, "follow"))?.extract()?,
+        },
+        other => return Err(PyValueError::new_err(format!("not a step item: {other}"))),
+    })
+}
+
+/// What one partition's items produced (see `run_partition`).
+#[pyclass(module = "processors._core", name = "PartitionStep", frozen, get_all)]
+struct PyStep {
+    users: Py<PyDict>,
+    changes: Py<PyList>,
+    touched: Py<PyDict>,
+    vectors: Py<PyList>,
+    placed: Vec<String>,
+    relays: Py<PyList>,
+    expired: Vec<String>,
+    erased: Vec<String>,
+    timers: Py<PyDict>,
+    fired: usize,
+    new_users: usize,
+    applied: usize,
+    duplicates: usize,
+}
+
+fn changes_list<'py>(py: Python<'py>, changes: Vec<Change>) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, changes.into_iter().map(|inner| PyChange { inner }))
+}
+
+fn users_dict<'py>(
+    py: Python<'py>,
+    users: impl IntoIterator<Item = (String, User)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (user_id, inner) in users {
+        dict.set_item(user_id, PyUser { inner })?;
+    }
+    Ok(dict)
+}
+
+fn timers_dict<'py>(
+    py: Python<'py>,
+    timers: IndexMap<String, Option<i64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (user_id, due) in timers {
+        dict.set_item(user_id, due)?;
+    }
+    Ok(dict)
+}
+
+/// Apply one partition's items in order to its users, firing their timers on the way;
+/// the users it touched, their changes, vectors, relays and timers.
+#[pyfunction]
+#[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
+                    retention=f64::INFINITY, marks=None, due=Vec::new(),
+                    watermark=f64::NEG_INFINITY))]
+#[allow(clippy::too_many_arguments)]
+fn run_partition(
+    py: Python<'_>,
+    items: &Bound<'_, PyAny>,
+    stored: &Bound<'_, PyAny>,
+    classifier: &Bound<'_, PyClassifier>,
+    dedup_before: f64,
+    partition_users: Vec<String>,
+    retention: f64,
+    marks: Option<Vec<f64>>,
+    due: Vec<(i64, String)>,
+    watermark: f64,
+) -> PyResult<PyStep> {
+    let items: Vec<Item> = items
+        .try_iter()?
+        .map(|item| item_of(&item?))
+        .collect::<PyResult<_>>()?;
+    let options = Options {
+        dedup_before,
+        partition_users,
+        retention,
+        marks,
+        due,
+        watermark,
+    };
+    let mut source = PyStored { mapping: stored };
+    let step = step::run_partition(&items, &mut source, &classifier.get().inner, &options)?;
+    let touched = PyDict::new(py);
+    for (user_id, reason) in &step.touched {
+        touched.set_item(user_id, reason.name())?;
+    }
+    Ok(PyStep {
+        users: users_dict(py, step.users)?.unbind(),
+        changes: changes_list(py, step.changes)?.unbind(),
+        touched: touched.unbind(),
+        vectors: PyList::new(py, step.vectors.into_iter().map(|inner| PyVector { inner }))?
+            .unbind(),
+        placed: step.placed,
+        relays: PyList::new(py, step.relays.into_iter().map(PyRelay::from))?.unbind(),
+        expired: step.expired,
+        erased: step.erased,
+        timers: timers_dict(py, step.timers)?.unbind(),
+        fired: step.fired,
+        new_users: step.new_users,
+        applied: step.applied,
+        duplicates: step.duplicates,
+    })
+}
+
+/// Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes
+/// and the timers that moved.
+#[pyfunction]
+fn relabel<'py>(
+    py: Python<'py>,
+    users: &Bound<'py, PyDict>,
+    classifier: &Bound<'py, PyClassifier>,
+    reason: &str,
+    retention: f64,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyDict>)> {
+    let reason = Reason::parse(reason).ok_or_else(|| PyValueError::new_err("unknown reason"))?;
+    let mut loaded: IndexMap<String, User> = IndexMap::new();
+    let mut source = PyStored {
+        mapping: users.as_any(),
+    };
+    for user_id in users.keys() {
+        let user_id: String = user_id.extract()?;
+        if let Some(found) = source.fetch(&user_id)? {
+            loaded.insert(user_id, found);
+        }
+    }
+    let (changes, timers) = step::relabel(&mut loaded, &classifier.get().inner, reason, retention);
+    Ok((
+        users_dict(py, loaded)?,
+        changes_list(py, changes)?,
+        timers_dict(py, timers)?,
+    ))
+}
+
+/// Names of the numeric features, in the order of feature vectors.
+fn feature_names() -> Vec<&'static str> {
+    numeric_features()
+        .into_iter()
+        .map(|i| FEATURES[i].0)
+        .collect()
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(murmur2, module)?)?;
     module.add_function(wrap_pyfunction!(canonical_partitions, module)?)?;
+    module.add_function(wrap_pyfunction!(run_partition, module)?)?;
+    module.add_function(wrap_pyfunction!(relabel, module)?)?;
+    module.add_class::<PyUser>()?;
+    module.add_class::<PyCartLine>()?;
+    module.add_class::<PyChange>()?;
+    module.add_class::<PyVector>()?;
+    module.add_class::<PyRelay>()?;
+    module.add_class::<PyClassifier>()?;
+    module.add_class::<PyStep>()?;
+    module.add("FEATURE_NAMES", PyTuple::new(module.py(), feature_names())?)?;
+    module.add("TEXT_FEATURES", PyTuple::new(module.py(), TEXT_FEATURES)?)?;
+    module.add("RECENT_SECONDS", RECENT_SECONDS)?;
     Ok(())
 }

@@ -1,5 +1,20 @@
-//! segstream's compiled core. The logic lives in plain Rust modules that know nothing
-//! of Python; `bindings` converts at the boundary, once per batch.
+//! segstream's compiled core: the pure logic of a partition step.
+//!
+//! Aggregation (`windows`, `profile`), feature reading (`features`), rule evaluation
+//! (`rules`) and timing (`timing`: when does this user next change) are separate
+//! modules; `step` is one pass over a partition's items that uses them. None of them
+//! knows Python: `bindings` converts at the boundary, once per partition per batch.
 
 pub mod bindings;
+pub mod changes;
+pub mod events;
+pub mod features;
 pub mod partitioner;
+pub mod placement;
+pub mod profile;
+pub mod rows;
+pub mod rules;
+pub mod step;
+pub mod timing;
+pub mod user;
+pub mod windows;

@@ -1,0 +1,568 @@
+//! Reading a profile as named features as of an event time.
+//!
+//! Features come in groups computed together; a [`Reading`] computes a group the first
+//! time one of its features is read, so a rule set that reads few groups costs little.
+//! The README's "Features" section defines each feature, its unit, window and edge cases.
+//!
+//! ```
+//! use _core::events::{Event, Kind};
+//! use _core::features::{index_of, Reading};
+//! use _core::profile::Profile;
+//! let mut profile = Profile::default();
+//! profile.apply(&Event { value: 30.0, ..Event::new("u1", "m1", Kind::Order, 1_060.0) });
+//! let mut reading = Reading::new(&profile, 1_060.0, 1_800.0);
+//! assert_eq!(reading.number(index_of("orders_1h").unwrap()), 1.0);
+//! assert_eq!(reading.number(index_of("revenue_lifetime").unwrap()), 30.0);
+//! ```
+
+use crate::events::Kind;
+use crate::profile::{
+    kind_slot, Profile, COUNTED, DAY, EVENTS, MINUTE, MOBILE, REVENUE, SESSION_CART, SESSION_GAP,
+    SESSION_ORDER,
+};
+use crate::windows::SlidingCounts;
+
+/// A feature's value: a number, or a name for the two text features.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Text(String),
+}
+
+/// The groups features are computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Counts1h,
+    Counts24h,
+    Counts7d,
+    Counts30d,
+    Revenue,
+    Rfm,
+    Recency,
+    Sessions,
+    Affinity,
+    Velocity,
+    Cart,
+}
+
+const GROUPS: [Group; 11] = [
+    Group::Counts1h,
+    Group::Counts24h,
+    Group::Counts7d,
+    Group::Counts30d,
+    Group::Revenue,
+    Group::Rfm,
+    Group::Recency,
+    Group::Sessions,
+    Group::Affinity,
+    Group::Velocity,
+    Group::Cart,
+];
+
+/// Every feature, with its group, in the order of `FEATURE_GROUPS`.
+pub const FEATURES: [(&str, Group); 52] = [
+    ("page_views_1h", Group::Counts1h),
+    ("product_views_1h", Group::Counts1h),
+    ("searches_1h", Group::Counts1h),
+    ("cart_adds_1h", Group::Counts1h),
+    ("checkouts_1h", Group::Counts1h),
+    ("orders_1h", Group::Counts1h),
+    ("page_views_24h", Group::Counts24h),
+    ("product_views_24h", Group::Counts24h),
+    ("searches_24h", Group::Counts24h),
+    ("cart_adds_24h", Group::Counts24h),
+    ("checkouts_24h", Group::Counts24h),
+    ("orders_24h", Group::Counts24h),
+    ("page_views_7d", Group::Counts7d),
+    ("product_views_7d", Group::Counts7d),
+    ("searches_7d", Group::Counts7d),
+    ("cart_adds_7d", Group::Counts7d),
+    ("checkouts_7d", Group::Counts7d),
+    ("orders_7d", Group::Counts7d),
+    ("page_views_30d", Group::Counts30d),
+    ("product_views_30d", Group::Counts30d),
+    ("searches_30d", Group::Counts30d),
+    ("cart_adds_30d", Group::Counts30d),
+    ("checkouts_30d", Group::Counts30d),
+    ("orders_30d", Group::Counts30d),
+    ("revenue_7d", Group::Revenue),
+    ("revenue_30d", Group::Revenue),
+    ("revenue_lifetime", Group::Revenue),
+    ("orders_lifetime", Group::Revenue),
+    ("avg_order_value", Group::Revenue),
+    ("frequency", Group::Rfm),
+    ("recency", Group::Rfm),
+    ("T", Group::Rfm),
+    ("monetary_value", Group::Rfm),
+    ("days_since_last_order", Group::Recency),
+    ("days_since_last_seen", Group::Recency),
+    ("days_since_first_seen", Group::Recency),
+    ("events_lifetime", Group::Recency),
+    ("last_device", Group::Recency),
+    ("sessions_7d", Group::Sessions),
+    ("session_duration_7d", Group::Sessions),
+    ("bounce_rate_7d", Group::Sessions),
+    ("abandoned_carts_7d", Group::Sessions),
+    ("mobile_share_30d", Group::Affinity),
+    ("top_category_30d", Group::Affinity),
+    ("top_category_share_30d", Group::Affinity),
+    ("events_per_active_day_7d", Group::Velocity),
+    ("events_per_active_day_prev_7d", Group::Velocity),
+    ("engagement_velocity", Group::Velocity),
+    ("cart_products", Group::Cart),
+    ("cart_value", Group::Cart),
+    ("cart_idle_minutes", Group::Cart),
+    ("cart_abandoned", Group::Cart),
+];
+
+/// A set of features, one bit per index of [`FEATURES`].
+pub type FeatureSet = u64;
+
+pub const TEXT_FEATURES: [&str; 2] = ["last_device", "top_category_30d"];
+/// Features that grow with event time alone; `timing::crosses_at` says when they pass a
+/// threshold.
+pub const CLOCK_FEATURES: [&str; 5] = [
+    "days_since_last_order",
+    "days_since_last_seen",
+    "days_since_first_seen",
+    "T",
+    "cart_idle_minutes",
+];
+/// Features that only events change, never the passing of time.
+pub const LIFETIME_FEATURES: [&str; 8] = [
+    "orders_lifetime",
+    "revenue_lifetime",
+    "avg_order_value",
+    "events_lifetime",
+    "last_device",
+    "frequency",
+    "recency",
+    "monetary_value",
+];
+
+/// The index of the feature `name` in [`FEATURES`].
+pub fn index_of(name: &str) -> Option<usize> {
+    FEATURES.iter().position(|(feature, _)| *feature == name)
+}
+
+/// The group of the feature at `index`.
+pub fn group_of(index: usize) -> Group {
+    FEATURES[index].1
+}
+
+/// The set of the named features (names not features are left out).
+pub fn set_of(names: &[&str]) -> FeatureSet {
+    names
+        .iter()
+        .filter_map(|name| index_of(name))
+        .fold(0, |set, index| set | 1 << index)
+}
+
+/// The indexes of the numeric features, in the order of feature vectors.
+pub fn numeric_features() -> Vec<usize> {
+    let text = set_of(&TEXT_FEATURES);
+    (0..FEATURES.len())
+        .filter(|i| text & (1 << i) == 0)
+        .collect()
+}
+
+/// The window of a windowed count: its tier, buckets summed, skip and counter slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CountWindow {
+    pub tier: Tier,
+    pub buckets: i64,
+    pub slot: usize,
+}
+
+/// The bucket tiers of a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Minutes,
+    Hours,
+    Days,
+}
+
+impl Tier {
+    pub fn of(self, profile: &Profile) -> &SlidingCounts {
+        match self {
+            Tier::Minutes => &profile.minutes,
+            Tier::Hours => &profile.hours,
+            Tier::Days => &profile.days,
+        }
+    }
+}
+
+const WINDOWS: [(Tier, i64); 4] = [
+    (Tier::Minutes, 12),
+    (Tier::Hours, 24),
+    (Tier::Days, 7),
+    (Tier::Days, 30),
+];
+
+/// The window of the feature at `index` when it is a windowed sum (counts and revenue).
+pub fn count_window(index: usize) -> Option<CountWindow> {
+    if index < 24 {
+        let (tier, buckets) = WINDOWS[index / 6];
+        return Some(CountWindow {
+            tier,
+            buckets,
+            slot: index % 6,
+        });
+    }
+    match FEATURES[index].0 {
+        "revenue_7d" => Some(CountWindow {
+            tier: Tier::Days,
+            buckets: 7,
+            slot: REVENUE,
+        }),
+        "revenue_30d" => Some(CountWindow {
+            tier: Tier::Days,
+            buckets: 30,
+            slot: REVENUE,
+        }),
+        _ => None,
+    }
+}
+
+/// The features an event of `kind` may change, besides clock features and bursts;
+/// `started`: it changed the sessions' starts.
+pub fn touched_features(kind: Kind, started: bool) -> FeatureSet {
+    if !kind.is_behaviour() {
+        return 0;
+    }
+    let mut groups = vec![
+        Group::Recency,
+        Group::Sessions,
+        Group::Affinity,
+        Group::Velocity,
+    ];
+    match kind {
+        Kind::Order => groups.extend([Group::Revenue, Group::Rfm, Group::Cart]),
+        Kind::CartAdd | Kind::CartRemove => groups.push(Group::Cart),
+        _ => {}
+    }
+    let mut set: FeatureSet = 0;
+    for (index, (_, group)) in FEATURES.iter().enumerate() {
+        if groups.contains(group) {
+            set |= 1 << index;
+        }
+    }
+    if let Some(slot) = kind_slot(kind) {
+        for window in 0..4 {
+            set |= 1 << (window * 6 + slot);
+        }
+    }
+    if !started {
+        set &= !set_of(&["sessions_7d"]);
+    }
+    set & !set_of(&CLOCK_FEATURES)
+}
+
+/// Python's `round(value, digits)`: to the nearest decimal, ties to even on the exact value.
+pub fn py_round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    let scaled = value * scale;
+    let fraction = scaled - scaled.floor();
+    if (fraction - 0.5).abs() > 1e-6 && scaled.abs() < 1e15 {
+        return scaled.round() / scale;
+    }
+    format!("{:.*}", digits as usize, value)
+        .parse()
+        .unwrap_or(value)
+}
+
+/// Days from `moment` to `as_of` (never negative), -1 when there is no moment.
+pub fn days_since(moment: Option<i64>, as_of: f64) -> f64 {
+    match moment {
+        None => -1.0,
+        Some(moment) => py_round((as_of - moment as f64).max(0.0) / DAY as f64, 4),
+    }
+}
+
+/// Minutes from `moment` to `as_of` (never negative).
+pub fn minutes_since(moment: i64, as_of: f64) -> f64 {
+    py_round((as_of - moment as f64).max(0.0) / MINUTE as f64, 2)
+}
+
+fn day_of(as_of: f64) -> i64 {
+    (as_of / DAY as f64).floor() as i64
+}
+
+/// A profile's features as of a time, each group computed when first read.
+pub struct Reading<'a> {
+    pub profile: &'a Profile,
+    pub as_of: f64,
+    pub cart_after: f64,
+    values: Vec<Option<Value>>,
+}
+
+impl<'a> Reading<'a> {
+    pub fn new(profile: &'a Profile, as_of: f64, cart_after: f64) -> Reading<'a> {
+        Reading {
+            profile,
+            as_of,
+            cart_after,
+            values: vec![None; FEATURES.len()],
+        }
+    }
+
+    /// The value of the feature at `index`.
+    pub fn value(&mut self, index: usize) -> &Value {
+        if self.values[index].is_none() {
+            self.compute(group_of(index));
+        }
+        self.values[index]
+            .as_ref()
+            .expect("computed with its group")
+    }
+
+    /// The value of a numeric feature (a text feature reads as NaN).
+    pub fn number(&mut self, index: usize) -> f64 {
+        match self.value(index) {
+            Value::Number(number) => *number,
+            Value::Text(_) => f64::NAN,
+        }
+    }
+
+    /// Read the feature at `index` as `value` from now on (what-if evaluation).
+    pub fn assume(&mut self, index: usize, value: Value) {
+        self.value(index);
+        self.values[index] = Some(value);
+    }
+
+    /// Every feature, in [`FEATURES`] order.
+    pub fn all(&mut self) -> Vec<Value> {
+        (0..FEATURES.len()).map(|i| self.value(i).clone()).collect()
+    }
+
+    fn set(&mut self, name: &str, value: f64) {
+        let index = index_of(name).expect("a feature");
+        self.values[index] = Some(Value::Number(value));
+    }
+
+    fn compute(&mut self, group: Group) {
+        let profile = self.profile;
+        let as_of = self.as_of;
+        match group {
+            Group::Counts1h | Group::Counts24h | Group::Counts7d | Group::Counts30d => {
+                let window = GROUPS
+                    .iter()
+                    .position(|g| *g == group)
+                    .expect("a count group");
+                let (tier, buckets) = WINDOWS[window];
+                let counts = tier.of(profile).window(as_of, buckets, 0);
+                for slot in 0..COUNTED.len() {
+                    let count = counts.get(slot).copied().unwrap_or(0);
+                    self.values[window * 6 + slot] = Some(Value::Number(count as f64));
+                }
+            }
+            Group::Revenue => {
+                let revenue: i64 = profile.purchase_days.values().sum();
+                let days = &profile.days;
+                self.set("revenue_7d", days.slot(as_of, 7, 0, REVENUE) as f64 / 100.0);
+                self.set(
+                    "revenue_30d",
+                    days.slot(as_of, 30, 0, REVENUE) as f64 / 100.0,
+                );
+                self.set("revenue_lifetime", revenue as f64 / 100.0);
+                self.set("orders_lifetime", profile.orders as f64);
+                let mean = if profile.orders != 0 {
+                    revenue as f64 / profile.orders as f64 / 100.0
+                } else {
+                    0.0
+                };
+                self.set("avg_order_value", mean);
+            }
+            Group::Rfm => {
+                let (frequency, recency, age, monetary) = rfm(profile, as_of);
+                self.set("frequency", frequency);
+                self.set("recency", recency);
+                self.set("T", age);
+                self.set("monetary_value", monetary);
+            }
+            Group::Recency => {
+                self.set(
+                    "days_since_last_order",
+                    days_since(profile.last_order, as_of),
+                );
+                self.set("days_since_last_seen", days_since(profile.last_seen, as_of));
+                self.set(
+                    "days_since_first_seen",
+                    days_since(profile.first_seen, as_of),
+                );
+                self.set("events_lifetime", profile.events as f64);
+                let device = profile.last_device.as_ref().map(|d| d.1.clone());
+                let index = index_of("last_device").expect("a feature");
+                self.values[index] = Some(Value::Text(device.unwrap_or_default()));
+            }
+            Group::Sessions => self.sessions(),
+            Group::Affinity => self.affinity(),
+            Group::Velocity => {
+                let days = &profile.days;
+                let recent = days.slot(as_of, 7, 0, EVENTS) as f64;
+                let before = days.slot(as_of, 7, 7, EVENTS) as f64;
+                let recent_days = days.active(as_of, 7, 0);
+                let before_days = days.active(as_of, 7, 7);
+                let per_day = if recent_days != 0 {
+                    recent / recent_days as f64
+                } else {
+                    0.0
+                };
+                let per_day_before = if before_days != 0 {
+                    before / before_days as f64
+                } else {
+                    0.0
+                };
+                let velocity = ((per_day + 1.0) / (per_day_before + 1.0)).log2();
+                self.set("events_per_active_day_7d", py_round(per_day, 4));
+                self.set("events_per_active_day_prev_7d", py_round(per_day_before, 4));
+                self.set("engagement_velocity", py_round(velocity, 4));
+            }
+            Group::Cart => {
+                let (lines, last) = if profile.cart.is_empty() {
+                    (Vec::new(), None)
+                } else {
+                    profile.open_cart()
+                };
+                match last {
+                    None => {
+                        self.set("cart_products", 0.0);
+                        self.set("cart_value", 0.0);
+                        self.set("cart_idle_minutes", -1.0);
+                        self.set("cart_abandoned", 0.0);
+                    }
+                    Some(last) => {
+                        let value: f64 = lines.iter().map(|line| line.value).sum();
+                        self.set("cart_products", lines.len() as f64);
+                        self.set("cart_value", py_round(value, 2));
+                        self.set("cart_idle_minutes", minutes_since(last, as_of));
+                        let abandoned = as_of - last as f64 >= self.cart_after;
+                        self.set("cart_abandoned", if abandoned { 1.0 } else { 0.0 });
+                    }
+                }
+            }
+        }
+    }
+
+    fn sessions(&mut self) {
+        let as_of = self.as_of;
+        let week = (7 * DAY) as f64;
+        let recent: Vec<_> = self
+            .profile
+            .sessions
+            .items
+            .iter()
+            .filter(|s| as_of - week < s[0] as f64 && s[0] as f64 <= as_of)
+            .collect();
+        let abandoned = recent
+            .iter()
+            .filter(|s| (s[1] + SESSION_GAP) as f64 <= as_of)
+            .filter(|s| s[3] & SESSION_CART != 0 && s[3] & SESSION_ORDER == 0)
+            .count();
+        let count = recent.len();
+        let (duration, bounce) = if count != 0 {
+            let total: i64 = recent.iter().map(|s| s[1] - s[0]).sum();
+            let bounced = recent.iter().filter(|s| s[2] == 1).count();
+            (
+                py_round(total as f64 / count as f64, 1),
+                py_round(bounced as f64 / count as f64, 4),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        self.set("sessions_7d", count as f64);
+        self.set("session_duration_7d", duration);
+        self.set("bounce_rate_7d", bounce);
+        self.set("abandoned_carts_7d", abandoned as f64);
+    }
+
+    fn affinity(&mut self) {
+        let profile = self.profile;
+        let as_of = self.as_of;
+        let month = profile.days.window(as_of, 30, 0);
+        let last_day = day_of(as_of);
+        let events = month.get(EVENTS).copied().unwrap_or(0);
+        let mobile = month.get(MOBILE).copied().unwrap_or(0);
+        let share = if events != 0 {
+            py_round(mobile as f64 / events as f64, 4)
+        } else {
+            0.0
+        };
+        self.set("mobile_share_30d", share);
+        let mut top: Option<(&str, i64)> = None;
+        let mut total = 0;
+        for (category, per_day) in &profile.category_days {
+            let count: i64 = per_day
+                .range(last_day - 29..=last_day)
+                .map(|(_, n)| n)
+                .sum();
+            if count == 0 {
+                continue;
+            }
+            total += count;
+            if top.is_none_or(|(_, most)| count > most) {
+                top = Some((category, count));
+            }
+        }
+        let index = index_of("top_category_30d").expect("a feature");
+        let (name, share) = match top {
+            None => (String::new(), 0.0),
+            Some((name, count)) => (name.to_string(), py_round(count as f64 / total as f64, 4)),
+        };
+        self.values[index] = Some(Value::Text(name));
+        self.set("top_category_share_30d", share);
+    }
+}
+
+/// Buy-Till-You-Die RFM with daily periods, as lifetimes' summary computes it:
+/// frequency, recency, T and monetary value.
+fn rfm(profile: &Profile, as_of: f64) -> (f64, f64, f64, f64) {
+    let days = &profile.purchase_days;
+    let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
+    else {
+        return (0.0, 0.0, 0.0, 0.0);
+    };
+    let repeat: Vec<i64> = days.values().skip(1).copied().collect();
+    let monetary = if repeat.is_empty() {
+        0.0
+    } else {
+        repeat.iter().sum::<i64>() as f64 / repeat.len() as f64 / 100.0
+    };
+    (
+        repeat.len() as f64,
+        (last - first) as f64,
+        (day_of(as_of) - first).max(0) as f64,
+        monetary,
+    )
+}
+
+/// Whether `name` is a feature the passing of time alone can only lower, never below 0.
+pub fn shrinking(index: usize) -> bool {
+    count_window(index).is_some() || FEATURES[index].0 == "sessions_7d"
+}
+
+/// The kind counted by a burst of `kind`: the kind's own name in `recent` keys.
+pub fn burst_prefix(kind: Kind) -> String {
+    format!("{}/", kind.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_pythons() {
+        assert_eq!(py_round(0.125, 2), 0.12);
+        assert_eq!(py_round(0.375, 2), 0.38);
+        assert_eq!(py_round(2.675, 2), 2.67);
+        assert_eq!(py_round(1.0 / 3.0, 4), 0.3333);
+        assert_eq!(py_round(-0.5, 0), -0.0);
+    }
+
+    #[test]
+    fn touched_by_an_order() {
+        let set = touched_features(Kind::Order, false);
+        assert!(set & set_of(&["orders_30d", "frequency"]) == set_of(&["orders_30d", "frequency"]));
+        assert_eq!(set & set_of(&["sessions_7d", "days_since_last_order"]), 0);
+    }
+}

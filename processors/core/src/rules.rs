@@ -1,0 +1,317 @@
+//! Rules in the small intermediate form Python compiles validated rule files to, and
+//! their evaluation over a reading of a user's features.
+//!
+//! ```
+//! use _core::profile::Profile;
+//! use _core::features::Reading;
+//! use _core::rules::RuleSet;
+//! let rules = RuleSet::from_json(r#"{"cart_after": 1800.0, "order": [0], "segments": [
+//!     {"name": "New", "group": null,
+//!      "condition": {"feature": "orders_lifetime", "op": "==", "value": 0.0}}]}"#, &[]).unwrap();
+//! let profile = Profile::default();
+//! assert_eq!(rules.evaluate(&mut Reading::new(&profile, 0.0, 1800.0)), vec!["New"]);
+//! ```
+
+use serde::Deserialize;
+
+use crate::events::Kind;
+use crate::features::{index_of, set_of, shrinking, FeatureSet, Reading, Value, CLOCK_FEATURES};
+use crate::profile::{RECENT_SECONDS, SESSION_GAP};
+use crate::timing::Op;
+
+/// A condition over a user's features and the segments decided before it.
+#[derive(Clone, Debug)]
+pub enum Node {
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Not(Box<Node>),
+    Compare(Comparison),
+    Burst {
+        kind: Kind,
+        within: f64,
+        at_least: i64,
+    },
+    InSegment(usize),
+}
+
+/// `feature op value`, the value a number, a name or a population percentile.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub feature: usize,
+    pub op: Op,
+    pub value: Operand,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Operand {
+    Number(f64),
+    Text(String),
+    /// A percentile threshold, by its index in [`RuleSet::percentiles`]; NaN when the model
+    /// does not know it yet, which no comparison meets.
+    Percentile(usize),
+}
+
+/// The rules of one file, in decision order.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    pub names: Vec<String>,
+    groups: Vec<Option<String>>,
+    conditions: Vec<Node>,
+    order: Vec<usize>,
+    /// Idle time after which an open cart counts as abandoned, in seconds.
+    pub cart_after: f64,
+    /// The percentile thresholds the rules use, by name (`p75(revenue_30d)`).
+    pub percentiles: Vec<String>,
+    /// Their values in the model's population, NaN while unknown.
+    pub thresholds: Vec<f64>,
+    /// Comparisons of features other than clock features.
+    pub windowed: Vec<Comparison>,
+    /// Comparisons of clock features.
+    pub crossings: Vec<Comparison>,
+    /// Burst conditions: kind and window in seconds.
+    pub bursts: Vec<(Kind, f64)>,
+    /// The features other than clock features the rules compare.
+    pub reads: FeatureSet,
+    /// Features whose comparisons horizons may leave out while time cannot flip them: an
+    /// event that changes one can bring back a deadline that is already close.
+    pub settleable: FeatureSet,
+    /// The least time after an on-time event at which it can bring a change of its own.
+    pub min_delay: f64,
+}
+
+#[derive(Deserialize)]
+struct FileIr {
+    cart_after: f64,
+    order: Vec<usize>,
+    segments: Vec<SegmentIr>,
+}
+
+#[derive(Deserialize)]
+struct SegmentIr {
+    name: String,
+    group: Option<String>,
+    condition: serde_json::Value,
+}
+
+impl RuleSet {
+    /// Rules from their intermediate form (see `processors.rules.RuleSet.ir`), with the
+    /// known percentile thresholds.
+    pub fn from_json(text: &str, known: &[(String, f64)]) -> Result<RuleSet, String> {
+        let file: FileIr = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let names: Vec<String> = file.segments.iter().map(|s| s.name.clone()).collect();
+        let mut percentiles = Vec::new();
+        let mut conditions = Vec::new();
+        for segment in &file.segments {
+            conditions.push(node(&segment.condition, &names, &mut percentiles)?);
+        }
+        if file.order.len() != names.len() || file.order.iter().any(|&i| i >= names.len()) {
+            return Err("order must list every segment".into());
+        }
+        let thresholds = percentiles
+            .iter()
+            .map(|name| {
+                known
+                    .iter()
+                    .find(|(known, _)| known == name)
+                    .map_or(f64::NAN, |(_, value)| *value)
+            })
+            .collect();
+        let mut rules = RuleSet {
+            names,
+            groups: file.segments.iter().map(|s| s.group.clone()).collect(),
+            conditions,
+            order: file.order,
+            cart_after: file.cart_after,
+            percentiles,
+            thresholds,
+            windowed: Vec::new(),
+            crossings: Vec::new(),
+            bursts: Vec::new(),
+            reads: 0,
+            settleable: 0,
+            min_delay: 0.0,
+        };
+        rules.derive();
+        Ok(rules)
+    }
+
+    fn derive(&mut self) {
+        let clock = set_of(&CLOCK_FEATURES);
+        let mut found = Vec::new();
+        for condition in &self.conditions {
+            walk(condition, &mut found);
+        }
+        for node in found {
+            match node {
+                Node::Compare(comparison) if clock & (1 << comparison.feature) != 0 => {
+                    self.crossings.push(comparison.clone())
+                }
+                Node::Compare(comparison) => {
+                    self.reads |= 1 << comparison.feature;
+                    if shrinking(comparison.feature)
+                        && matches!(comparison.value, Operand::Number(_))
+                    {
+                        self.settleable |= 1 << comparison.feature;
+                    }
+                    self.windowed.push(comparison.clone());
+                }
+                Node::Burst { kind, within, .. } if !self.bursts.contains(&(*kind, *within)) => {
+                    self.bursts.push((*kind, *within));
+                }
+                _ => {}
+            }
+        }
+        self.min_delay = self.bursts.iter().map(|(_, within)| *within).fold(
+            self.cart_after
+                .min(SESSION_GAP as f64)
+                .min((RECENT_SECONDS - 5 * 60) as f64),
+            f64::min,
+        );
+    }
+
+    /// Whether the rules count bursts of `kind`.
+    pub fn counts_bursts_of(&self, kind: Kind) -> bool {
+        self.bursts.iter().any(|(counted, _)| *counted == kind)
+    }
+
+    /// Names of the segments whose condition the reading meets, in file order. Within a
+    /// priority group only the first segment that matches counts.
+    pub fn evaluate(&self, reading: &mut Reading) -> Vec<String> {
+        let mut matched = vec![false; self.names.len()];
+        let mut taken: Vec<&str> = Vec::new();
+        for &index in &self.order {
+            let group = self.groups[index].as_deref();
+            if group.is_some_and(|g| taken.contains(&g)) {
+                continue;
+            }
+            if self.holds(&self.conditions[index], reading, &matched) {
+                matched[index] = true;
+                if let Some(group) = group {
+                    taken.push(group);
+                }
+            }
+        }
+        self.names
+            .iter()
+            .zip(matched)
+            .filter(|(_, m)| *m)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn holds(&self, node: &Node, reading: &mut Reading, matched: &[bool]) -> bool {
+        match node {
+            Node::All(parts) => parts.iter().all(|p| self.holds(p, reading, matched)),
+            Node::Any(parts) => parts.iter().any(|p| self.holds(p, reading, matched)),
+            Node::Not(part) => !self.holds(part, reading, matched),
+            Node::Compare(comparison) => self.compare(comparison, reading),
+            Node::Burst {
+                kind,
+                within,
+                at_least,
+            } => reading.profile.burst(*kind, *within, reading.as_of) >= *at_least,
+            Node::InSegment(index) => matched[*index],
+        }
+    }
+
+    fn compare(&self, comparison: &Comparison, reading: &mut Reading) -> bool {
+        let op = comparison.op;
+        match (&comparison.value, reading.value(comparison.feature)) {
+            (Operand::Number(limit), Value::Number(value)) => op.holds(*value, *limit),
+            (Operand::Percentile(index), Value::Number(value)) => {
+                let limit = self.thresholds[*index];
+                !limit.is_nan() && op.holds(*value, limit)
+            }
+            (Operand::Text(name), Value::Text(value)) => match op {
+                Op::Eq => value == name,
+                Op::Ne => value != name,
+                _ => false,
+            },
+            _ => op == Op::Ne,
+        }
+    }
+
+    /// The threshold a comparison's value stands for, NaN while unknown; `None` for a name.
+    pub fn threshold(&self, value: &Operand) -> Option<f64> {
+        match value {
+            Operand::Number(number) => Some(*number),
+            Operand::Percentile(index) => Some(self.thresholds[*index]),
+            Operand::Text(_) => None,
+        }
+    }
+}
+
+fn walk<'a>(node: &'a Node, found: &mut Vec<&'a Node>) {
+    found.push(node);
+    match node {
+        Node::All(parts) | Node::Any(parts) => parts.iter().for_each(|p| walk(p, found)),
+        Node::Not(part) => walk(part, found),
+        _ => {}
+    }
+}
+
+fn node(
+    value: &serde_json::Value,
+    names: &[String],
+    percentiles: &mut Vec<String>,
+) -> Result<Node, String> {
+    let object = value.as_object().ok_or("a condition is an object")?;
+    let parts = |key: &str, percentiles: &mut Vec<String>| -> Result<Vec<Node>, String> {
+        object[key]
+            .as_array()
+            .ok_or(format!("{key} takes a list"))?
+            .iter()
+            .map(|part| node(part, names, percentiles))
+            .collect()
+    };
+    if object.contains_key("all") {
+        return Ok(Node::All(parts("all", percentiles)?));
+    }
+    if object.contains_key("any") {
+        return Ok(Node::Any(parts("any", percentiles)?));
+    }
+    if let Some(part) = object.get("not") {
+        return Ok(Node::Not(Box::new(node(part, names, percentiles)?)));
+    }
+    if let Some(segment) = object.get("segment").and_then(|s| s.as_str()) {
+        let index = names
+            .iter()
+            .position(|name| name == segment)
+            .ok_or(format!("unknown segment {segment:?}"))?;
+        return Ok(Node::InSegment(index));
+    }
+    if let Some(kind) = object.get("burst").and_then(|k| k.as_str()) {
+        return Ok(Node::Burst {
+            kind: Kind::from_name(kind).ok_or(format!("unknown kind {kind:?}"))?,
+            within: object["within"].as_f64().ok_or("within is seconds")?,
+            at_least: object["at_least"].as_i64().ok_or("at_least is a count")?,
+        });
+    }
+    let feature = object
+        .get("feature")
+        .and_then(|f| f.as_str())
+        .ok_or("a condition has all, any, not, segment, burst or feature")?;
+    let op = object["op"]
+        .as_str()
+        .and_then(Op::parse)
+        .ok_or("unknown op")?;
+    let value = if let Some(text) = object.get("text").and_then(|t| t.as_str()) {
+        Operand::Text(text.to_string())
+    } else if let Some(name) = object.get("percentile").and_then(|p| p.as_str()) {
+        let index = percentiles
+            .iter()
+            .position(|p| p == name)
+            .unwrap_or_else(|| {
+                percentiles.push(name.to_string());
+                percentiles.len() - 1
+            });
+        Operand::Percentile(index)
+    } else {
+        Operand::Number(object["value"].as_f64().ok_or("value is a number")?)
+    };
+    Ok(Node::Compare(Comparison {
+        feature: index_of(feature).ok_or(format!("unknown feature {feature:?}"))?,
+        op,
+        value,
+    }))
+}

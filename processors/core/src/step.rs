@@ -1,0 +1,748 @@
+//! One partition's share of a batch, in offset order: events and pipeline commands.
+//!
+//! Besides tracker events, a partition carries commands the pipeline sends itself:
+//! a merge ("the anonymous id on this partition is `into`": its state becomes a
+//! tombstone pointing there, and its aggregates travel on as an absorb keyed by
+//! `into`), an absorb (another id's aggregates to add), an advance (the watermark moves:
+//! due timers fire and every user of the partition is evaluated as of then) and an
+//! erase (forget a user on request, and the ids linked to them). Events for a merged id
+//! are forwarded to the user it points at. The step returns these as relays.
+//!
+//! The step is one pass over the items. Per item it catches the user up (fires their
+//! timers due by then), applies it, evaluates the rules when what they read moved, and
+//! marks the user's timer stale; the watermark after each item fires what came due.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use _core::events::{Event, Kind};
+//! use _core::rules::RuleSet;
+//! use _core::step::{run_partition, Classifier, Item, Options};
+//! let rules = RuleSet::from_json(r#"{"cart_after": 1800.0, "order": [0], "segments": [{"name": "Any",
+//!     "group": null, "condition": {"feature": "events_lifetime", "op": ">", "value": 0.0}}]}"#, &[]).unwrap();
+//! let classifier = Classifier { rules, model: None, clustered: vec![] };
+//! let items = vec![Item::Event(Event::new("anon", "m1", Kind::Page, 1.0)),
+//!                  Item::Merge { anonymous_id: "anon".into(), into: "ann".into() },
+//!                  Item::Event(Event::new("anon", "m2", Kind::Page, 2.0))];
+//! let step = run_partition(&items, &mut HashMap::new(), &classifier, &Options::default()).unwrap();
+//! let relays: Vec<_> = step.relays.iter().map(|r| (r.kind, r.key.as_str())).collect();
+//! assert_eq!(relays, [("absorb", "ann"), ("forward", "ann")]);
+//! ```
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+
+use indexmap::{IndexMap, IndexSet};
+
+use crate::events::{Event, Kind};
+use crate::features::{numeric_features, touched_features, Reading};
+use crate::placement::Placement;
+use crate::profile::CART_ABANDONMENT_AFTER;
+use crate::rows::{self, RowError};
+use crate::rules::RuleSet;
+use crate::timing::{expires, next_due};
+use crate::user::{Change, Reason, User};
+
+/// What users are labelled with: the rules, the clustering model once there is one, and
+/// the features users are clustered on (their vectors are refreshed as windows slide).
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    pub rules: RuleSet,
+    pub model: Option<Placement>,
+    pub clustered: Vec<usize>,
+}
+
+/// One item of a partition's share of a batch.
+#[derive(Clone, Debug)]
+pub enum Item {
+    Event(Event),
+    Merge {
+        anonymous_id: String,
+        into: String,
+    },
+    Absorb {
+        source_id: String,
+        into: String,
+        state: Vec<u8>,
+    },
+    Advance {
+        until: f64,
+    },
+    Erase {
+        user_id: String,
+        follow: bool,
+    },
+}
+
+/// A message the pipeline sends itself on the events topic, keyed by `key`: `kind` is
+/// `merge`, `absorb`, `forward` or `erase`; `position` is the index of its cause.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Relay {
+    pub kind: &'static str,
+    pub key: String,
+    pub body: Vec<u8>,
+    pub position: usize,
+}
+
+/// A user's numeric features as of their latest evaluation; `refresh` marks a vector
+/// taken only because event time moved on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vector {
+    pub user_id: String,
+    pub as_of: f64,
+    pub values: Vec<f64>,
+    pub refresh: bool,
+}
+
+/// Where a step finds the users it has not loaded yet.
+pub trait Stored {
+    /// The stored state of `user_id`, if any.
+    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError>;
+}
+
+impl Stored for HashMap<String, User> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError> {
+        Ok(self.get(user_id).cloned())
+    }
+}
+
+/// The step's settings besides its items.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Message ids of events before this are forgotten at the end.
+    pub dedup_before: f64,
+    /// Every user of the partition: an advance evaluates them all.
+    pub partition_users: Vec<String>,
+    /// How long a user without events is kept, in seconds.
+    pub retention: f64,
+    /// The partition's watermark after each item.
+    pub marks: Option<Vec<f64>>,
+    /// The timers read from the store, due by `watermark`.
+    pub due: Vec<(i64, String)>,
+    pub watermark: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dedup_before: f64::NEG_INFINITY,
+            partition_users: Vec::new(),
+            retention: f64::INFINITY,
+            marks: None,
+            due: Vec::new(),
+            watermark: f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// What one partition's items produced.
+///
+/// `touched` maps each user whose aggregates or evaluation moved to why; `vectors` are
+/// their feature vectors and `placed` those the model placed. `timers` maps each user
+/// whose timer moved to its new due time; `fired` counts the timers that came due.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub users: IndexMap<String, User>,
+    pub changes: Vec<Change>,
+    pub touched: IndexMap<String, Reason>,
+    pub vectors: Vec<Vector>,
+    pub placed: Vec<String>,
+    pub relays: Vec<Relay>,
+    pub expired: Vec<String>,
+    pub erased: Vec<String>,
+    pub timers: IndexMap<String, Option<i64>>,
+    pub fired: usize,
+    pub new_users: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+}
+
+/// An entry of the stale queue: the time by which a user's due time must be recomputed.
+#[derive(PartialEq)]
+struct Bound(f64, String);
+
+impl Eq for Bound {}
+
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Bound {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .total_cmp(&other.0)
+            .then_with(|| self.1.cmp(&other.1))
+    }
+}
+
+/// Apply `items` in order to the partition's users, firing their timers on the way.
+///
+/// A timer fires as soon as the watermark reaches it, and before any later event of
+/// its user, so where batches end never changes what a user goes through. When a user
+/// has had no events for more than `retention` seconds, they expire. At the end, every
+/// touched user gets a feature vector and, with a model, a cluster.
+pub fn run_partition(
+    items: &[Item],
+    stored: &mut dyn Stored,
+    classifier: &Classifier,
+    options: &Options,
+) -> Result<Step, RowError> {
+    let mut pass = Pass {
+        step: Step::default(),
+        stored,
+        classifier,
+        rules: &classifier.rules,
+        retention: options.retention,
+        queue: BinaryHeap::new(),
+        stale: IndexMap::new(),
+        stale_queue: BinaryHeap::new(),
+    };
+    pass.load(&options.due)?;
+    for (position, item) in items.iter().enumerate() {
+        match item {
+            Item::Event(event) => {
+                pass.catch_up(&event.user_id, event.timestamp)?;
+                let late = event.timestamp < pass.step.users[&event.user_id].as_of;
+                let unsettled = pass.event(event, position);
+                pass.moved(&event.user_id, event.timestamp, late || unsettled);
+            }
+            Item::Merge { anonymous_id, into } => {
+                pass.user(anonymous_id)?;
+                pass.merge(anonymous_id, into, position);
+                pass.drop_timer(anonymous_id);
+            }
+            Item::Absorb {
+                source_id,
+                into,
+                state,
+            } => {
+                pass.catch_up(into, f64::NEG_INFINITY)?;
+                pass.absorb(source_id, into, state)?;
+                let as_of = pass.step.users[into].as_of;
+                pass.moved(into, as_of, true);
+            }
+            Item::Advance { until } => {
+                pass.settle(*until)?;
+                pass.sweep(*until, &options.partition_users)?;
+            }
+            Item::Erase { user_id, follow } => pass.erase(user_id, *follow, position)?,
+        }
+        if let Some(marks) = &options.marks {
+            pass.settle(marks[position])?;
+        }
+    }
+    pass.settle(options.watermark)?;
+    pass.finish();
+    for user in pass.step.users.values_mut() {
+        user.forget_before(options.dedup_before);
+        let as_of = user.as_of;
+        user.profile.prune(as_of);
+    }
+    pass.vectorise();
+    Ok(pass.step)
+}
+
+/// Evaluate one user's rules; the change, if their segments moved. Evaluation never goes
+/// back in time: it is as of the later of `as_of`, the user's latest event and their
+/// previous evaluation.
+pub fn evaluate(
+    user_id: &str,
+    user: &mut User,
+    rules: &RuleSet,
+    reason: Reason,
+    as_of: Option<f64>,
+) -> Option<Change> {
+    let last_seen = user.profile.last_seen.unwrap_or(0) as f64;
+    let moment = user.as_of.max(last_seen).max(as_of.unwrap_or(0.0));
+    user.as_of = moment;
+    let segments = rules.evaluate(&mut Reading::new(&user.profile, moment, rules.cart_after));
+    let mut change = user.labels.move_to(segments, user_id, reason, moment)?;
+    if !user.profile.cart.is_empty() {
+        let (lines, changed_at) = user.profile.open_cart();
+        if !lines.is_empty() {
+            change.cart = lines;
+            change.cart_changed_at = changed_at;
+        }
+    }
+    Some(change)
+}
+
+/// The user's numeric features as of their latest evaluation, in vector order.
+pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
+    let mut reading = Reading::new(&user.profile, user.as_of, CART_ABANDONMENT_AFTER);
+    Vector {
+        user_id: user_id.to_string(),
+        as_of: user.as_of,
+        values: numeric_features()
+            .into_iter()
+            .map(|index| reading.number(index))
+            .collect(),
+        refresh,
+    }
+}
+
+/// Re-evaluate, re-time and (with a model) re-place `users` now, for `reason`: what new
+/// rules published for re-evaluation, or a model that re-clustered, do to every user.
+/// Returns the changes and the timers that moved.
+pub fn relabel(
+    users: &mut IndexMap<String, User>,
+    classifier: &Classifier,
+    reason: Reason,
+    retention: f64,
+) -> (Vec<Change>, IndexMap<String, Option<i64>>) {
+    let rules = &classifier.rules;
+    let mut changes = Vec::new();
+    let mut timers = IndexMap::new();
+    let active = || users.iter().filter(|(_, u)| u.alias_of.is_none());
+    let ids: Vec<String> = active().map(|(id, _)| id.clone()).collect();
+    for user_id in &ids {
+        let user = &mut users[user_id];
+        changes.extend(evaluate(user_id, user, rules, reason, None));
+        let as_of = user.as_of;
+        user.profile.prune(as_of);
+    }
+    for user_id in &ids {
+        let user = &mut users[user_id];
+        let due = next_due(
+            &user.profile,
+            user.as_of,
+            rules,
+            &classifier.clustered,
+            retention,
+        );
+        if due != user.due {
+            user.due = due;
+            timers.insert(user_id.clone(), due);
+        }
+    }
+    if let Some(model) = &classifier.model {
+        for user_id in &ids {
+            let user = &mut users[user_id];
+            let vector = vector_of(user_id, user, false);
+            let cluster = model.assign(&vector.values);
+            let as_of = user.as_of;
+            changes.extend(
+                user.labels
+                    .place(cluster, model.version, user_id, reason, as_of),
+            );
+        }
+    }
+    (changes, timers)
+}
+
+/// The step's state as it passes over the items: its users and their timers.
+///
+/// A user's due time is recomputed lazily. An on-time event at `t` can only add
+/// deadlines at least `rules.min_delay` later, so until the watermark or the user's next
+/// event reaches the earlier of that and their previous due time, nothing of theirs can
+/// be due; it is recomputed then, or at the end of the step. Late events and events that
+/// change a feature of `rules.settleable` are recomputed at once.
+struct Pass<'a> {
+    step: Step,
+    stored: &'a mut dyn Stored,
+    classifier: &'a Classifier,
+    rules: &'a RuleSet,
+    retention: f64,
+    queue: BinaryHeap<Reverse<(i64, String)>>,
+    stale: IndexMap<String, f64>,
+    stale_queue: BinaryHeap<Reverse<Bound>>,
+}
+
+impl Pass<'_> {
+    /// The user, loaded from the store if there; `None` when the step has never heard
+    /// of them.
+    fn existing(&mut self, user_id: &str) -> Result<Option<&mut User>, RowError> {
+        if !self.step.users.contains_key(user_id) {
+            let Some(user) = self.stored.fetch(user_id)? else {
+                return Ok(None);
+            };
+            if let Some(due) = user.due {
+                self.queue.push(Reverse((due, user_id.to_string())));
+            }
+            self.step.users.insert(user_id.to_string(), user);
+        }
+        Ok(self.step.users.get_mut(user_id))
+    }
+
+    /// The user, new if the step has never heard of them.
+    fn user(&mut self, user_id: &str) -> Result<&mut User, RowError> {
+        if self.existing(user_id)?.is_none() {
+            self.step.new_users += 1;
+            self.step.users.insert(user_id.to_string(), User::default());
+        }
+        Ok(self.step.users.get_mut(user_id).expect("just inserted"))
+    }
+
+    /// Take the timers read from the store; repair any that disagree with the users.
+    fn load(&mut self, due: &[(i64, String)]) -> Result<(), RowError> {
+        for (moment, user_id) in due {
+            match self.existing(user_id)? {
+                None => {
+                    self.step.timers.insert(user_id.clone(), None); // the user is gone
+                }
+                Some(user) if user.due != Some(*moment) => {
+                    let due = user.due;
+                    self.step.timers.insert(user_id.clone(), due);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Something at `moment` changed the user: their due time must be recomputed, at
+    /// once when `exact`, else by the time anything can be due.
+    fn moved(&mut self, user_id: &str, moment: f64, exact: bool) {
+        let user = &self.step.users[user_id];
+        if user.alias_of.is_some() {
+            return;
+        }
+        if exact {
+            self.reschedule(user_id);
+        } else if !self.stale.contains_key(user_id) {
+            let due = user.due.map_or(f64::INFINITY, |d| d as f64);
+            let bound = (moment + self.rules.min_delay).min(due);
+            self.stale.insert(user_id.to_string(), bound);
+            self.stale_queue
+                .push(Reverse(Bound(bound, user_id.to_string())));
+        }
+    }
+
+    /// The user needs no timer any more (merged away, expired or erased).
+    fn drop_timer(&mut self, user_id: &str) {
+        self.stale.shift_remove(user_id);
+        self.set_due(user_id, None);
+    }
+
+    /// Fire the user's timers due by `moment` (something happens to them then); a user who
+    /// expired or was erased comes back as a new user.
+    fn catch_up(&mut self, user_id: &str, moment: f64) -> Result<(), RowError> {
+        self.user(user_id)?;
+        if self
+            .stale
+            .get(user_id)
+            .is_some_and(|&bound| bound <= moment)
+        {
+            self.reschedule(user_id);
+        }
+        loop {
+            let user = &self.step.users[user_id];
+            match user.due {
+                Some(due) if due as f64 <= moment && user.alias_of.is_none() => {
+                    self.fire(user_id, due)
+                }
+                _ => break,
+            }
+        }
+        if let Some(at) = self.step.expired.iter().position(|u| u == user_id) {
+            self.step.expired.remove(at);
+            let reborn = self.step.users[user_id].reborn();
+            self.step.users.insert(user_id.to_string(), reborn);
+        } else if let Some(at) = self.step.erased.iter().position(|u| u == user_id) {
+            self.step.erased.remove(at); // back after a tombstone: a new user
+            self.step.users.insert(user_id.to_string(), User::default());
+        }
+        Ok(())
+    }
+
+    /// Fire, in due order, every timer due by `watermark`.
+    fn settle(&mut self, watermark: f64) -> Result<(), RowError> {
+        while let Some(Reverse(Bound(bound, _))) = self.stale_queue.peek() {
+            if *bound > watermark {
+                break;
+            }
+            let Some(Reverse(Bound(_, user_id))) = self.stale_queue.pop() else {
+                break;
+            };
+            if self.stale.contains_key(&user_id) {
+                self.reschedule(&user_id);
+            }
+        }
+        while let Some(Reverse((moment, _))) = self.queue.peek() {
+            if *moment as f64 > watermark {
+                break;
+            }
+            let Some(Reverse((moment, user_id))) = self.queue.pop() else {
+                break;
+            };
+            let due = self.step.users[&user_id].due;
+            if due == Some(moment) && !self.step.expired.contains(&user_id) {
+                self.fire(&user_id, moment);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recompute the due time of every user whose state moved.
+    fn finish(&mut self) {
+        let stale: Vec<String> = self.stale.keys().cloned().collect();
+        for user_id in stale {
+            self.reschedule(&user_id);
+        }
+    }
+
+    fn fire(&mut self, user_id: &str, moment: i64) {
+        self.step.fired += 1;
+        let user = self.step.users.get_mut(user_id).expect("a loaded user");
+        if expires(user.profile.last_seen, moment as f64, self.retention) {
+            self.expire(user_id, moment as f64);
+            self.drop_timer(user_id);
+            return;
+        }
+        let change = evaluate(user_id, user, self.rules, Reason::Time, Some(moment as f64));
+        self.step.changes.extend(change);
+        self.step
+            .touched
+            .entry(user_id.to_string())
+            .or_insert(Reason::Time);
+        self.reschedule(user_id);
+    }
+
+    fn reschedule(&mut self, user_id: &str) {
+        self.stale.shift_remove(user_id);
+        let user = &self.step.users[user_id];
+        if user.alias_of.is_some() || self.step.expired.iter().any(|u| u == user_id) {
+            return;
+        }
+        let clustered = &self.classifier.clustered;
+        let due = next_due(
+            &user.profile,
+            user.as_of,
+            self.rules,
+            clustered,
+            self.retention,
+        );
+        self.set_due(user_id, due);
+    }
+
+    fn set_due(&mut self, user_id: &str, moment: Option<i64>) {
+        let user = self.step.users.get_mut(user_id).expect("a loaded user");
+        if user.due == moment {
+            return;
+        }
+        user.due = moment;
+        self.step.timers.insert(user_id.to_string(), moment);
+        if let Some(moment) = moment {
+            self.queue.push(Reverse((moment, user_id.to_string())));
+        }
+    }
+
+    /// Apply one event; whether it changed a feature of the rules' `settleable` (the
+    /// user's timer must be recomputed now).
+    fn event(&mut self, event: &Event, position: usize) -> bool {
+        let user_id = event.user_id.as_str();
+        let rules = self.rules;
+        let step = &mut self.step;
+        let user = step.users.get_mut(user_id).expect("caught up");
+        if let Some(alias_of) = &user.alias_of {
+            step.relays.push(Relay {
+                kind: "forward",
+                key: alias_of.clone(),
+                body: Vec::new(),
+                position,
+            });
+            return false;
+        }
+        if !user.first_time(event) {
+            step.duplicates += 1;
+            return false;
+        }
+        step.applied += 1;
+        let other = if event.kind == Kind::Identify {
+            &event.anonymous_id
+        } else {
+            &event.previous_id
+        };
+        if let Some(other) = other.as_deref().filter(|o| !o.is_empty()) {
+            if other != user_id && !user.linked.iter().any(|l| l == other) {
+                user.linked.push(other.to_string());
+                step.relays.push(Relay {
+                    kind: "merge",
+                    key: other.to_string(),
+                    body: user_id.as_bytes().to_vec(),
+                    position,
+                });
+            }
+        }
+        let started = user.profile.apply(event);
+        let touched = touched_features(event.kind, started);
+        step.touched.insert(user_id.to_string(), Reason::Event);
+        if user.profile.events == 1
+            || touched & rules.reads != 0
+            || rules.counts_bursts_of(event.kind)
+        {
+            step.changes
+                .extend(evaluate(user_id, user, rules, Reason::Event, None));
+        } else {
+            // what the rules read is as it was: their answer too
+            user.as_of = user.as_of.max(user.profile.last_seen.unwrap_or(0) as f64);
+        }
+        touched & rules.settleable != 0
+    }
+
+    fn merge(&mut self, anonymous_id: &str, into: &str, position: usize) {
+        let step = &mut self.step;
+        let user = step.users.get_mut(anonymous_id).expect("loaded");
+        if user.alias_of.is_some() || anonymous_id == into {
+            return; // already merged; the first link wins
+        }
+        let payload = rows::encode(user);
+        user.alias_of = Some(into.to_string());
+        let as_of = user.as_of;
+        step.changes
+            .extend(user.labels.clear(anonymous_id, Reason::Merge, as_of));
+        step.relays.push(Relay {
+            kind: "absorb",
+            key: into.to_string(),
+            body: payload,
+            position,
+        });
+    }
+
+    fn absorb(&mut self, source_id: &str, into: &str, state: &[u8]) -> Result<(), RowError> {
+        let rules = self.rules;
+        let step = &mut self.step;
+        let user = step.users.get_mut(into).expect("caught up");
+        if user.absorbed.iter().any(|a| a == source_id) {
+            return Ok(());
+        }
+        let other = rows::decode(state)?;
+        user.absorbed.push(source_id.to_string());
+        user.profile.merge(&other.profile);
+        user.recent.extend(other.recent);
+        user.as_of = user.as_of.max(other.as_of);
+        step.touched
+            .entry(into.to_string())
+            .or_insert(Reason::Merge);
+        step.changes
+            .extend(evaluate(into, user, rules, Reason::Merge, None));
+        Ok(())
+    }
+
+    /// Evaluate every user of the partition as of `until`; expire those idle too long.
+    /// Their timers due by `until` have fired, so this brings every user's features and
+    /// labels up to `until`.
+    fn sweep(&mut self, until: f64, partition_users: &[String]) -> Result<(), RowError> {
+        let mut ids: IndexSet<String> = partition_users.iter().cloned().collect();
+        ids.extend(self.step.users.keys().cloned());
+        let mut everyone = Vec::new();
+        for user_id in ids {
+            let user = self.user(&user_id)?;
+            if user.alias_of.is_none() && !self.step.erased.contains(&user_id) {
+                everyone.push(user_id);
+            }
+        }
+        for user_id in &everyone {
+            let last_seen = self.step.users[user_id].profile.last_seen;
+            if !self.step.expired.contains(user_id) && expires(last_seen, until, self.retention) {
+                self.expire(user_id, until);
+                self.drop_timer(user_id);
+            }
+        }
+        let active: Vec<String> = everyone
+            .into_iter()
+            .filter(|u| !self.step.expired.contains(u))
+            .collect();
+        for user_id in &active {
+            let user = self.step.users.get_mut(user_id).expect("loaded");
+            let change = evaluate(user_id, user, self.rules, Reason::Time, Some(until));
+            let as_of = user.as_of;
+            user.profile.prune(as_of);
+            self.step.changes.extend(change);
+        }
+        for user_id in active {
+            self.step.touched.entry(user_id).or_insert(Reason::Time);
+        }
+        Ok(())
+    }
+
+    fn erase(&mut self, user_id: &str, follow: bool, position: usize) -> Result<(), RowError> {
+        let event_time = match self.existing(user_id)? {
+            None => 0.0,
+            Some(user) => {
+                let mut relays = Vec::new();
+                if let (Some(alias_of), true) = (&user.alias_of, follow) {
+                    relays.push((alias_of.clone(), b"follow".to_vec()));
+                }
+                let others: IndexSet<&String> = user.linked.iter().chain(&user.absorbed).collect();
+                for other in others {
+                    if other != user_id {
+                        relays.push((other.clone(), Vec::new()));
+                    }
+                }
+                let as_of = user.as_of;
+                let change = user.labels.clear(user_id, Reason::Erased, as_of);
+                let step = &mut self.step;
+                step.relays
+                    .extend(relays.into_iter().map(|(key, body)| Relay {
+                        kind: "erase",
+                        key,
+                        body,
+                        position,
+                    }));
+                step.changes.extend(change);
+                self.drop_timer(user_id);
+                let step = &mut self.step;
+                step.expired.retain(|u| u != user_id);
+                if !step.erased.iter().any(|u| u == user_id) {
+                    step.erased.push(user_id.to_string());
+                }
+                step.touched.shift_remove(user_id);
+                as_of
+            }
+        };
+        self.step
+            .changes
+            .push(Change::tombstone(user_id, event_time));
+        Ok(())
+    }
+
+    fn expire(&mut self, user_id: &str, moment: f64) {
+        let user = self.step.users.get_mut(user_id).expect("a loaded user");
+        user.as_of = user.as_of.max(moment);
+        let change = user.labels.clear(user_id, Reason::Expired, moment);
+        self.step.changes.extend(change);
+        self.step.expired.push(user_id.to_string());
+    }
+
+    /// Feature vectors of the touched users, and their clusters when there is a model.
+    fn vectorise(&mut self) {
+        let step = &mut self.step;
+        let touched: Vec<(String, Reason)> = step
+            .touched
+            .iter()
+            .filter(|(id, _)| {
+                !step.expired.contains(id)
+                    && !step.erased.contains(id)
+                    && step.users[*id].alias_of.is_none()
+            })
+            .map(|(id, reason)| (id.clone(), *reason))
+            .collect();
+        step.vectors = touched
+            .iter()
+            .map(|(id, reason)| vector_of(id, &step.users[id], *reason == Reason::Time))
+            .collect();
+        let Some(model) = &self.classifier.model else {
+            return;
+        };
+        for reason in [Reason::Event, Reason::Merge, Reason::Time] {
+            for ((user_id, why), vector) in touched.iter().zip(&step.vectors) {
+                if *why != reason {
+                    continue;
+                }
+                let cluster = model.assign(&vector.values);
+                let user = step.users.get_mut(user_id).expect("touched");
+                let as_of = user.as_of;
+                step.changes.extend(user.labels.place(
+                    cluster,
+                    model.version,
+                    user_id,
+                    reason,
+                    as_of,
+                ));
+                step.placed.push(user_id.clone());
+            }
+        }
+    }
+}

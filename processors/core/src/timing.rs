@@ -1,0 +1,417 @@
+//! When a feature, or a comparison of one, changes with no new events: the horizons
+//! timers are set from.
+//!
+//! Windows change only when a bucket holding events slides out (or, for the
+//! previous-week window, in); sessions when one turns a week old or, with a cart and no
+//! order, closes; clock features (days since ...) when they cross a threshold. Every
+//! answer may come early, never late.
+//!
+//! ```
+//! use _core::events::{Event, Kind};
+//! use _core::features::index_of;
+//! use _core::profile::{Profile, DAY};
+//! use _core::timing::feature_changes_at;
+//! let mut profile = Profile::default();
+//! profile.apply(&Event { value: 9.0, ..Event::new("u", "m", Kind::Order, (10 * DAY) as f64 + 5.0) });
+//! let orders_7d = index_of("orders_7d").unwrap();
+//! assert_eq!(feature_changes_at(&profile, orders_7d, (10 * DAY) as f64 + 5.0, 1800.0), (17 * DAY) as f64);
+//! ```
+
+use crate::events::Kind;
+use crate::features::{
+    count_window, days_since, group_of, minutes_since, set_of, shrinking, Group, Reading,
+    CLOCK_FEATURES, FEATURES, LIFETIME_FEATURES,
+};
+use crate::profile::{Profile, DAY, MINUTE, REVENUE, SESSION_CART, SESSION_GAP};
+use crate::rules::{Operand, RuleSet};
+
+/// What a horizon is when nothing but new events can change a value.
+pub const NEVER: f64 = f64::INFINITY;
+
+/// The earliest of `moments` later than `as_of`, or [`NEVER`].
+fn after(as_of: f64, moments: impl Iterator<Item = f64>) -> f64 {
+    moments.filter(|&m| m > as_of).fold(NEVER, f64::min)
+}
+
+/// The earliest event time after `as_of` at which a feature of `group` other than a
+/// clock feature can change with no new events.
+pub fn group_changes_at(profile: &Profile, group: Group, as_of: f64, cart_after: f64) -> f64 {
+    let days = &profile.days;
+    let week = (7 * DAY) as f64;
+    match group {
+        Group::Counts1h => profile.minutes.changes_at(as_of, 12, 0, None),
+        Group::Counts24h => profile.hours.changes_at(as_of, 24, 0, None),
+        Group::Counts7d => days.changes_at(as_of, 7, 0, None),
+        Group::Counts30d => days.changes_at(as_of, 30, 0, None),
+        Group::Revenue => days
+            .changes_at(as_of, 7, 0, Some(REVENUE))
+            .min(days.changes_at(as_of, 30, 0, Some(REVENUE))),
+        Group::Sessions => after(
+            as_of,
+            profile.sessions.items.iter().flat_map(|s| {
+                let closes = if s[3] == SESSION_CART {
+                    (s[1] + SESSION_GAP) as f64
+                } else {
+                    NEVER
+                };
+                [s[0] as f64 + week, closes]
+            }),
+        ),
+        Group::Affinity => days.changes_at(as_of, 30, 0, None).min(after(
+            as_of,
+            profile
+                .category_days
+                .values()
+                .flat_map(|per_day| per_day.keys().map(|d| ((d + 30) * DAY) as f64)),
+        )),
+        Group::Velocity => days
+            .changes_at(as_of, 7, 0, None)
+            .min(days.changes_at(as_of, 7, 7, None)),
+        Group::Cart => match profile.open_cart().1 {
+            None => NEVER,
+            Some(last) => after(as_of, std::iter::once(last as f64 + cart_after)),
+        },
+        Group::Rfm | Group::Recency => NEVER,
+    }
+}
+
+/// Like [`group_changes_at`], for the one feature at `index`: a count moves only when a
+/// bucket holding its own kind slides, a lifetime total never does.
+pub fn feature_changes_at(profile: &Profile, index: usize, as_of: f64, cart_after: f64) -> f64 {
+    if let Some(window) = count_window(index) {
+        return window
+            .tier
+            .of(profile)
+            .changes_at(as_of, window.buckets, 0, Some(window.slot));
+    }
+    let name = FEATURES[index].0;
+    if LIFETIME_FEATURES.contains(&name) {
+        return NEVER;
+    }
+    if name == "sessions_7d" {
+        let week = (7 * DAY) as f64;
+        return after(
+            as_of,
+            profile.sessions.items.iter().map(|s| s[0] as f64 + week),
+        );
+    }
+    group_changes_at(profile, group_of(index), as_of, cart_after)
+}
+
+/// The key under which [`feature_changes_at`] answers may be shared within one reading:
+/// features timed on their own have their own key, the others their group's.
+pub fn timing_key(index: usize) -> usize {
+    let name = FEATURES[index].0;
+    if count_window(index).is_some() || LIFETIME_FEATURES.contains(&name) || name == "sessions_7d" {
+        index
+    } else {
+        FEATURES.len() + group_of(index) as usize
+    }
+}
+
+/// When the most `kind` events of one category within `within` seconds next changes.
+pub fn burst_changes_at(profile: &Profile, kind: Kind, within: f64, as_of: f64) -> f64 {
+    let prefix = format!("{}/", kind.name());
+    after(
+        as_of,
+        profile
+            .recent
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .flat_map(|(_, times)| times.iter().map(move |&t| t as f64 + within)),
+    )
+}
+
+/// A comparison operator of the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    pub fn parse(text: &str) -> Option<Op> {
+        Some(match text {
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            _ => return None,
+        })
+    }
+
+    /// `left op right` for numbers (false whenever either is NaN, but `!=`).
+    pub fn holds(self, left: f64, right: f64) -> bool {
+        match self {
+            Op::Gt => left > right,
+            Op::Ge => left >= right,
+            Op::Lt => left < right,
+            Op::Le => left <= right,
+            Op::Eq => left == right,
+            Op::Ne => left != right,
+        }
+    }
+}
+
+/// A clock feature as a function of event time: its value at any time, the time it
+/// was 0 and the seconds per unit; `None` while it stays constant.
+struct Clock {
+    anchor: i64,
+    unit: i64,
+    kind: ClockKind,
+}
+
+enum ClockKind {
+    Days,
+    PurchaseDays,
+    Minutes,
+}
+
+impl Clock {
+    fn of(profile: &Profile, feature: &str) -> Option<Clock> {
+        let (anchor, unit, kind) = match feature {
+            "days_since_last_order" => (profile.last_order?, DAY, ClockKind::Days),
+            "days_since_last_seen" => (profile.last_seen?, DAY, ClockKind::Days),
+            "days_since_first_seen" => (profile.first_seen?, DAY, ClockKind::Days),
+            "T" => {
+                let first = *profile.purchase_days.keys().next()?;
+                (first, DAY, ClockKind::PurchaseDays)
+            }
+            "cart_idle_minutes" => (profile.open_cart().1?, MINUTE, ClockKind::Minutes),
+            _ => return None,
+        };
+        Some(Clock { anchor, unit, kind })
+    }
+
+    fn at(&self, moment: f64) -> f64 {
+        match self.kind {
+            ClockKind::Days => days_since(Some(self.anchor), moment),
+            ClockKind::PurchaseDays => {
+                ((moment / DAY as f64).floor() as i64 - self.anchor).max(0) as f64
+            }
+            ClockKind::Minutes => minutes_since(self.anchor, moment),
+        }
+    }
+
+    fn zero_at(&self) -> f64 {
+        match self.kind {
+            ClockKind::PurchaseDays => (self.anchor * DAY) as f64,
+            _ => self.anchor as f64,
+        }
+    }
+}
+
+/// When `feature op threshold` may next change truth, for a clock feature; to the
+/// second, [`NEVER`] when it never will.
+pub fn crosses_at(profile: &Profile, feature: &str, op: Op, threshold: f64, as_of: f64) -> f64 {
+    let Some(clock) = Clock::of(profile, feature) else {
+        return NEVER;
+    };
+    let now = clock.at(as_of);
+    let above =
+        matches!(op, Op::Gt | Op::Le) || (matches!(op, Op::Eq | Op::Ne) && now == threshold);
+    if now > threshold || (now == threshold && !above) {
+        return NEVER;
+    }
+    let guess = clock.zero_at() + threshold * clock.unit as f64;
+    if above {
+        first_second(as_of, guess, |moment| clock.at(moment) > threshold)
+    } else {
+        first_second(as_of, guess, |moment| clock.at(moment) >= threshold)
+    }
+}
+
+/// The first whole second after `as_of` at which `reached` (monotone in time) holds,
+/// searched from `guess`, which rounding leaves a few steps from the answer.
+fn first_second(as_of: f64, guess: f64, reached: impl Fn(f64) -> bool) -> f64 {
+    if !guess.is_finite() || guess > as_of + 2f64.powi(40) {
+        return NEVER;
+    }
+    let earliest = as_of.floor() + 1.0;
+    let mut moment = earliest.max(guess.ceil());
+    while moment > earliest && reached(moment - 1.0) {
+        moment -= 1.0;
+    }
+    while !reached(moment) {
+        moment += 1.0;
+    }
+    moment
+}
+
+/// The grid, in seconds of event time from the Unix epoch, that refreshes of idle users'
+/// feature vectors fall on: an idle user costs one timer a week for clustering.
+pub const REFRESH_EVERY: f64 = (7 * DAY) as f64;
+
+/// Horizons of one reading's features, each computed once.
+struct Horizons<'r, 'p> {
+    reading: &'r mut Reading<'p>,
+    known: Vec<Option<f64>>,
+}
+
+impl Horizons<'_, '_> {
+    fn feature(&mut self, index: usize) -> f64 {
+        let key = timing_key(index);
+        if let Some(moment) = self.known[key] {
+            return moment;
+        }
+        let reading = &self.reading;
+        let moment = feature_changes_at(reading.profile, index, reading.as_of, reading.cart_after);
+        self.known[key] = Some(moment);
+        moment
+    }
+}
+
+/// The earliest event time after the reading's at which any segment's condition may
+/// change for a user who sends no new events; [`NEVER`] if none. A comparison of a
+/// feature that time can only lower is left out while lowering it cannot change its
+/// truth (`orders_30d >= 1` when there is no order).
+fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
+    let mut moment = NEVER;
+    for comparison in &rules.windowed {
+        if let Operand::Number(threshold) = comparison.value {
+            if shrinking(comparison.feature) {
+                let value = horizons.reading.number(comparison.feature);
+                if settled(value, comparison.op, threshold) {
+                    continue;
+                }
+            }
+        }
+        moment = moment.min(horizons.feature(comparison.feature));
+    }
+    let reading = &horizons.reading;
+    for comparison in &rules.crossings {
+        let threshold = rules.threshold(&comparison.value).unwrap_or(f64::NAN);
+        if !threshold.is_nan() {
+            let name = FEATURES[comparison.feature].0;
+            let crossing = crosses_at(
+                reading.profile,
+                name,
+                comparison.op,
+                threshold,
+                reading.as_of,
+            );
+            moment = moment.min(crossing);
+        }
+    }
+    for (kind, within) in &rules.bursts {
+        moment = moment.min(burst_changes_at(
+            reading.profile,
+            *kind,
+            *within,
+            reading.as_of,
+        ));
+    }
+    moment
+}
+
+/// Whether `value op threshold` keeps its truth while `value` only falls toward 0.
+fn settled(value: f64, op: Op, threshold: f64) -> bool {
+    if value == 0.0 {
+        return true;
+    }
+    match op {
+        Op::Gt | Op::Ge | Op::Eq => {
+            !op.holds(value, threshold) && (op != Op::Eq || value < threshold)
+        }
+        Op::Lt | Op::Le | Op::Ne => {
+            op.holds(value, threshold) && (op != Op::Ne || value < threshold)
+        }
+    }
+}
+
+/// The user's next timer as of their latest evaluation (whole epoch seconds), or `None`:
+/// the earliest time at which a rule's condition may change, one of the `refreshed`
+/// features (the clustering features) changes as windows slide (on the weekly grid), or
+/// the user expires after `retention` seconds without events. It may come early, never
+/// late. Clock features among `refreshed` go along with the others.
+pub fn next_due(
+    profile: &Profile,
+    as_of: f64,
+    rules: &RuleSet,
+    refreshed: &[usize],
+    retention: f64,
+) -> Option<i64> {
+    let mut reading = Reading::new(profile, as_of, rules.cart_after);
+    let mut horizons = Horizons {
+        reading: &mut reading,
+        known: vec![None; FEATURES.len() + 11],
+    };
+    let mut moment = rules_change_at(rules, &mut horizons);
+    let clock = set_of(&CLOCK_FEATURES);
+    let slid = refreshed
+        .iter()
+        .filter(|&&index| clock & (1 << index) == 0)
+        .map(|&index| horizons.feature(index))
+        .fold(NEVER, f64::min);
+    if slid.is_finite() {
+        moment = moment.min((slid / REFRESH_EVERY).ceil() * REFRESH_EVERY);
+    }
+    if let Some(last_seen) = profile.last_seen {
+        moment = moment.min((last_seen as f64 + retention).max(as_of) + 1.0);
+    }
+    moment.is_finite().then(|| moment.ceil() as i64)
+}
+
+/// Whether a user last seen at `last_seen` has had no events for longer than `retention`
+/// at `moment`.
+pub fn expires(last_seen: Option<i64>, moment: f64, retention: f64) -> bool {
+    last_seen.is_some_and(|seen| (seen as f64) < moment - retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Event;
+    use crate::features::{index_of, Reading};
+
+    fn order(moment: f64) -> Event {
+        Event {
+            value: 9.0,
+            ..Event::new("u", "m", Kind::Order, moment)
+        }
+    }
+
+    #[test]
+    fn a_clock_crosses_to_the_second() {
+        let mut profile = Profile::default();
+        profile.apply(&order(1_000.0));
+        let moment = crosses_at(&profile, "days_since_last_order", Op::Gt, 30.0, 1_000.0);
+        let index = index_of("days_since_last_order").unwrap();
+        let before = Reading::new(&profile, moment - 1.0, 1800.0).number(index);
+        let at = Reading::new(&profile, moment, 1800.0).number(index);
+        assert!(before <= 30.0 && at > 30.0, "{before} {at}");
+    }
+
+    #[test]
+    fn windows_change_when_their_buckets_slide() {
+        let mut profile = Profile::default();
+        profile.apply(&order((10 * DAY) as f64 + 5.0));
+        profile.apply(&Event::new("u", "m2", Kind::Page, (12 * DAY) as f64 + 5.0));
+        let as_of = (12 * DAY) as f64 + 5.0;
+        let days = |name: &str| {
+            feature_changes_at(&profile, index_of(name).unwrap(), as_of, 1800.0) / DAY as f64
+        };
+        assert_eq!(days("orders_7d"), 17.0);
+        assert_eq!(days("page_views_7d"), 19.0);
+        assert_eq!(days("orders_lifetime"), f64::INFINITY);
+        let velocity = group_changes_at(&profile, Group::Velocity, as_of, 1800.0);
+        assert_eq!(velocity, (17 * DAY) as f64);
+    }
+
+    #[test]
+    fn a_previous_week_window_changes_when_a_bucket_slides_in() {
+        let mut profile = Profile::default();
+        profile.apply(&Event::new("u", "m", Kind::Page, 125.0));
+        let counts = &profile.days;
+        assert_eq!(counts.changes_at(130.0, 7, 0, None), (7 * DAY) as f64);
+        assert_eq!(counts.changes_at(130.0, 7, 7, None), (7 * DAY) as f64);
+        let minutes = &profile.minutes;
+        assert_eq!(minutes.changes_at(130.0, 3, 2, None), 600.0);
+    }
+}

@@ -1,0 +1,209 @@
+//! Sliding event-time windows over sparse buckets of integer counters, and session windows.
+//!
+//! A [`SlidingCounts`] keeps one small vector of counters per bucket of `width` seconds
+//! that has seen an event. A window of `n` buckets as of time `t` sums the `n` buckets
+//! ending with the one that holds `t`: it covers between `(n - 1) * width` and
+//! `n * width` seconds back from `t`. Adding is commutative, so the counters do not
+//! depend on the order events arrive in.
+//!
+//! ```
+//! use _core::windows::SlidingCounts;
+//! let mut counts = SlidingCounts::new(3600, 24);
+//! counts.add(10 * 3600 + 5, 0, 1);
+//! counts.add(12 * 3600 + 9, 1, 2);
+//! assert_eq!(counts.slot(12.0 * 3600.0 + 60.0, 2, 0, 1), 2);
+//! assert_eq!(counts.slot(12.0 * 3600.0 + 60.0, 3, 0, 0), 1);
+//! ```
+
+use std::collections::BTreeMap;
+
+/// Counters per bucket of `width` seconds; windows read up to `span` buckets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlidingCounts {
+    pub width: i64,
+    pub span: i64,
+    /// Bucket index (`floor(time / width)`) to its counters, one per slot.
+    pub buckets: BTreeMap<i64, Vec<i64>>,
+}
+
+/// The bucket index of an event time.
+pub fn bucket_of(moment: f64, width: i64) -> i64 {
+    (moment / width as f64).floor() as i64
+}
+
+impl SlidingCounts {
+    pub fn new(width: i64, span: i64) -> Self {
+        SlidingCounts {
+            width,
+            span,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    /// Add `amount` to counter `slot` of the bucket holding `moment`.
+    pub fn add(&mut self, moment: i64, slot: usize, amount: i64) {
+        let vector = self
+            .buckets
+            .entry(moment.div_euclid(self.width))
+            .or_default();
+        if vector.len() <= slot {
+            vector.resize(slot + 1, 0);
+        }
+        vector[slot] += amount;
+    }
+
+    /// The buckets of the window of `buckets` buckets ending `skip` before `as_of`'s.
+    fn range(&self, as_of: f64, buckets: i64, skip: i64) -> impl Iterator<Item = &Vec<i64>> {
+        let last = bucket_of(as_of, self.width) - skip;
+        self.buckets
+            .range(last - buckets + 1..=last)
+            .map(|(_, v)| v)
+    }
+
+    /// Counter `slot` summed over `buckets` buckets ending `skip` buckets before `as_of`'s.
+    pub fn slot(&self, as_of: f64, buckets: i64, skip: i64, slot: usize) -> i64 {
+        self.range(as_of, buckets, skip)
+            .map(|vector| vector.get(slot).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// Every counter summed over the window (trailing slots may be missing: read as 0).
+    pub fn window(&self, as_of: f64, buckets: i64, skip: i64) -> Vec<i64> {
+        let mut totals: Vec<i64> = Vec::new();
+        for vector in self.range(as_of, buckets, skip) {
+            if totals.len() < vector.len() {
+                totals.resize(vector.len(), 0);
+            }
+            for (total, value) in totals.iter_mut().zip(vector) {
+                *total += value;
+            }
+        }
+        totals
+    }
+
+    /// How many buckets of the window have any counter above zero.
+    pub fn active(&self, as_of: f64, buckets: i64, skip: i64) -> i64 {
+        self.range(as_of, buckets, skip)
+            .filter(|vector| vector.iter().any(|&value| value != 0))
+            .count() as i64
+    }
+
+    /// The first time after `as_of` at which the window (with `buckets` and `skip`)
+    /// changes with no new counts: a bucket holding counts (in `slot`, or any) slides out
+    /// of it, or, with `skip`, into it. `inf` when none will.
+    pub fn changes_at(&self, as_of: f64, buckets: i64, skip: i64, slot: Option<usize>) -> f64 {
+        let first = bucket_of(as_of, self.width) + 1;
+        let mut earliest: Option<i64> = None;
+        for (&index, vector) in &self.buckets {
+            let leaves = index + skip + buckets;
+            if leaves < first || earliest.is_some_and(|e| leaves >= e) {
+                continue;
+            }
+            let counted = match slot {
+                None => vector.iter().any(|&value| value != 0),
+                Some(slot) => vector.get(slot).is_some_and(|&value| value != 0),
+            };
+            if !counted {
+                continue;
+            }
+            let enters = index + skip;
+            earliest = Some(if skip != 0 && enters >= first {
+                enters
+            } else {
+                leaves
+            });
+        }
+        earliest.map_or(f64::INFINITY, |e| (e * self.width) as f64)
+    }
+
+    /// Drop the buckets no window as of `as_of` or later can reach.
+    pub fn prune(&mut self, as_of: f64) {
+        let oldest = bucket_of(as_of, self.width) - self.span;
+        self.buckets = self.buckets.split_off(&(oldest + 1));
+    }
+
+    /// Add every counter of `other` (same width) into this one.
+    pub fn merge(&mut self, other: &SlidingCounts) {
+        for (&index, vector) in &other.buckets {
+            for (slot, &value) in vector.iter().enumerate() {
+                if value != 0 {
+                    self.add(index * self.width, slot, value);
+                }
+            }
+        }
+    }
+}
+
+/// One session: its first and last event time, its event count and an OR of flags.
+pub type Session = [i64; 4];
+
+/// Session windows: runs of events with gaps shorter than `gap` seconds.
+///
+/// Inserting an event extends, creates or joins sessions, so the result does not depend
+/// on arrival order.
+///
+/// ```
+/// use _core::windows::Sessions;
+/// let mut sessions = Sessions::new(1800);
+/// let started: Vec<bool> = [0, 600, 5000, 2000].iter().map(|&t| sessions.add(t, 0)).collect();
+/// assert_eq!(started, [true, false, true, false]);
+/// assert_eq!(sessions.items, vec![[0, 2000, 3, 0], [5000, 5000, 1, 0]]);
+/// assert!(sessions.add(3500, 0));
+/// assert_eq!(sessions.items, vec![[0, 5000, 5, 0]]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sessions {
+    pub gap: i64,
+    pub items: Vec<Session>,
+}
+
+impl Sessions {
+    pub fn new(gap: i64) -> Self {
+        Sessions {
+            gap,
+            items: Vec::new(),
+        }
+    }
+
+    /// Insert one event; whether the sessions' starts changed (a new session, sessions
+    /// joined, or one starting earlier).
+    pub fn add(&mut self, moment: i64, flags: i64) -> bool {
+        self.insert([moment, moment, 1, flags])
+    }
+
+    /// Insert a session, joining every session it comes within `gap` of; whether the
+    /// sessions' starts changed.
+    pub fn insert(&mut self, session: Session) -> bool {
+        let [mut start, mut end, mut events, mut flags] = session;
+        let mut kept: Vec<Session> = Vec::with_capacity(self.items.len() + 1);
+        let mut joined: Vec<i64> = Vec::new();
+        for other in &self.items {
+            if other[0] - self.gap < end && start < other[1] + self.gap {
+                joined.push(other[0]);
+                start = start.min(other[0]);
+                end = end.max(other[1]);
+                events += other[2];
+                flags |= other[3];
+            } else {
+                kept.push(*other);
+            }
+        }
+        kept.push([start, end, events, flags]);
+        kept.sort_unstable();
+        self.items = kept;
+        joined != [start]
+    }
+
+    /// Insert every session of `other`.
+    pub fn merge(&mut self, other: &Sessions) {
+        for session in &other.items {
+            self.insert(*session);
+        }
+    }
+
+    /// Drop sessions that ended more than `gap` before `before`; none can join them.
+    pub fn prune(&mut self, before: f64) {
+        let gap = self.gap;
+        self.items.retain(|s| (s[1] + gap) as f64 >= before);
+    }
+}
