@@ -3,6 +3,8 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from processors.events import EventKind
+
 FEATURE_NAMES: Final[tuple[str, ...]]
 """Every numeric feature, in the fixed order of feature vectors."""
 TEXT_FEATURES: Final[tuple[str, ...]]
@@ -15,6 +17,45 @@ def murmur2(key: bytes) -> int:
 
 def canonical_partitions(user_ids: list[str], partitions: int) -> list[int]:
     """The canonical partition of each of `user_ids` among `partitions`, in one call."""
+
+class Action:
+    """One validated event reduced to what segmentation needs (see :mod:`processors.events`)."""
+
+    user_id: str
+    message_id: str
+    kind: EventKind
+    timestamp: float
+    value: float
+    categories: tuple[str, ...]
+    device: str | None
+    anonymous_id: str | None
+    previous_id: str | None
+    product: str | None
+    def __init__(
+        self,
+        user_id: str,
+        message_id: str,
+        kind: int,
+        timestamp: float,
+        value: float = 0.0,
+        categories: Sequence[str] = (),
+        device: str | None = None,
+        anonymous_id: str | None = None,
+        previous_id: str | None = None,
+        product: str | None = None,
+    ) -> None: ...
+    def for_user(self, user_id: str) -> Action:
+        """The same event, for the user `user_id`."""
+
+class Rejection:
+    """Why a raw event was refused: a reason code and a readable detail."""
+
+    reason: str
+    detail: str
+    def __init__(self, reason: str, detail: str) -> None: ...
+
+def decode_events(messages: list[bytes], max_bytes: int) -> list[Action | Rejection]:
+    """Validate raw Segment messages and reduce each to an `Action` or a `Rejection`."""
 
 class User:
     """One user's state: aggregates, labels, identity links, timer."""

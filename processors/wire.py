@@ -231,5 +231,5 @@ def relayed_item(kind: bytes, key: str, body: bytes, *, max_bytes: int) -> Item 
         return Absorb(source_id=source_id, into=key, state=state)
     action = decode_event(body, max_bytes=max_bytes)
     if isinstance(action, Action):
-        action.user_id = key  # forwarded to the user the id it was sent under belongs to
+        return action.for_user(key)  # forwarded to the user the id it was sent under belongs to
     return action

@@ -367,7 +367,14 @@ def _event_time(text: str | None) -> float | None:
     help="Events sorted in memory at once; larger files are merged from sorted runs on disk.",
 )
 @click.option("--timeout", default=3_600.0, show_default=True, help="Seconds to wait for workers.")
-def replay(file: IO[bytes], until: str | None, run_events: int, timeout: float) -> None:
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1, min_open=False),
+    help="Send at most this many events a second (default: as fast as the broker takes them).",
+)
+def replay(
+    file: IO[bytes], until: str | None, run_events: int, timeout: float, rate: float | None
+) -> None:
     """Send a JSON Lines export through the workers in event-time order, and wait for them."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -385,6 +392,7 @@ def replay(file: IO[bytes], until: str | None, run_events: int, timeout: float) 
             until=until_time,
             run_events=run_events,
             timeout=timeout,
+            rate=rate,
             on_sent=lambda n: progress.update(sending, completed=n),
             on_applied=lambda n: progress.update(applying, completed=n),
         )

@@ -7,7 +7,6 @@ integration tests compare Redis with.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from processors._core import User, run_partition
 from processors.classifier import Classifier
@@ -35,7 +34,7 @@ def settle(actions: list[Item], rules: RuleSet, until: float | None = None) -> d
                 queue.append(Absorb(source_id=cause.anonymous_id, into=relay.key, state=relay.body))
             else:
                 assert isinstance(cause, Action)
-                queue.append(replace(cause, user_id=relay.key))
+                queue.append(cause.for_user(relay.key))
     if until is not None:
         everyone = list(users)
         step = run_partition(

@@ -115,16 +115,26 @@ def replay(
     until: float | None = None,
     run_events: int = 500_000,
     timeout: float = 3_600.0,
+    rate: float | None = None,
     on_sent: Progress | None = None,
     on_applied: Progress | None = None,
 ) -> int:
-    """Send `source` through the events topic in event-time order; return the events sent."""
+    """Send `source` through the events topic in event-time order; return the events sent.
+
+    With `rate`, at most that many events a second (a replay that lasts, as live traffic
+    does); otherwise as fast as the broker takes them.
+    """
     producer = reliable_producer(settings)
     delivered = _Delivered()
     topic = settings.events_topic
     sent = 0
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="segstream-replay-") as scratch:
         for _, key, line in sorted_events(source, Path(scratch), run_events):
+            if rate is not None and sent % 100 == 0:
+                ahead = started + sent / rate - time.monotonic()
+                if ahead > 0:
+                    producer.poll(ahead)
             while True:
                 try:
                     producer.produce(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message
 
-from processors.events import Action, Reason, Rejection, decode_event
+from processors.events import Action, Reason, Rejection, decode_all
 from processors.partitioner import canonical_partitions
 from processors.wire import (
     ADVANCE_WATERMARK,
@@ -165,11 +165,13 @@ def _decode_events(
 ) -> dict[int, _Decoded]:
     """The tracker events among `taken` (plain or routed), decoded, with their users'
     partitions found in one call of the core, by position."""
-    results = {
-        index: decode_event(message.value() or b"", max_bytes=max_bytes)
-        for index, (message, headers) in enumerate(taken)
+    positions = [
+        index
+        for index, (_, headers) in enumerate(taken)
         if headers.get(RELAY_HEADER, ROUTE) == ROUTE and CONTROL_HEADER not in headers
-    }
+    ]
+    raws = [taken[index][0].value() or b"" for index in positions]
+    results = dict(zip(positions, decode_all(raws, max_bytes=max_bytes), strict=True))
     actions = {index: r for index, r in results.items() if isinstance(r, Action)}
     owners = dict(
         zip(

@@ -51,9 +51,10 @@ def history(tmp_path_factory):
     return path
 
 
-def replay_in_background(settings, path, log):
+def replay_in_background(settings, path, log, rate=None):
+    paced = ["--rate", str(rate)] if rate else []
     return subprocess.Popen(
-        [sys.executable, "-m", "streams", "replay", str(path), "--until", "2026-11-01"],
+        [sys.executable, "-m", "streams", "replay", str(path), "--until", "2026-11-01", *paced],
         env=environment(settings),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -128,7 +129,9 @@ def test_a_second_worker_joining_and_leaving_leaves_the_same_profiles(
 ):
     small_batches = config.model_copy(update={"batch_max_events": 100})
     first = start_worker(small_batches)
-    replay = replay_in_background(config, history, first.log.with_name("replay.log"))
+    replay = replay_in_background(
+        config, history, first.log.with_name("replay.log"), rate=EVENTS // 20
+    )  # twenty seconds of traffic, so that the second worker joins mid-stream
     wait_for_events(model, EVENTS // 5, timeout=300)
     second = start_worker(small_batches)
     second.wait_for_log("partitions assigned", timeout=120)
@@ -219,9 +222,9 @@ def test_trainer_killed_and_restarted_mid_stream_changes_no_aggregate(
     restarted = start_worker(settings, "trainer")
     restarted.wait_for_log("trainer resumed version=")
     assert replay.wait(600) == 0, (tmp_path / "replay.log").read_text()
+    worker.wait_for_log("model switched to=", timeout=120)
     assert worker.stop() == 0
     restarted.stop()
     exported = export(settings)
     assert features_by_user(exported) == features_by_user(clean_run)
     assert_versions_without_gaps(settings, exported)
-    assert "model switched to=" in worker.log.read_text()

@@ -53,7 +53,7 @@ def assert_store_matches(config, model, expected):
     stored = {user_id: user for user_id, user in store.users() if user.alias_of is None}
     assert set(stored) == set(expected)
     for user_id, user in expected.items():
-        assert stored[user_id].profile == user.profile, user_id
+        assert stored[user_id].aggregates() == user.aggregates(), user_id
         assert stored[user_id].segments == user.segments, user_id
     members = defaultdict(set)
     for user_id, user in expected.items():

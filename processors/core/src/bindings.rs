@@ -7,7 +7,10 @@ use indexmap::IndexMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::decoding;
 
 use crate::events::{Event, Kind};
 use crate::features::{numeric_features, Reading, Value, FEATURES, TEXT_FEATURES};
@@ -41,6 +44,173 @@ fn canonical_partitions(user_ids: Vec<String>, partitions: u32) -> PyResult<Vec<
         .iter()
         .map(|user_id| partitioner::canonical_partition(user_id, partitions))
         .collect())
+}
+
+/// One validated event reduced to what segmentation needs (see `processors.events`).
+#[pyclass(module = "processors._core", name = "Action", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyAction {
+    inner: Event,
+}
+
+/// The members of `processors.events.EventKind`, by code.
+static EVENT_KINDS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+
+fn event_kind(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
+    let members = EVENT_KINDS.get_or_try_init(py, || -> PyResult<Vec<Py<PyAny>>> {
+        let class = py.import("processors.events")?.getattr("EventKind")?;
+        (0..=Kind::Alias as i64)
+            .map(|code| Ok(class.call1((code,))?.unbind()))
+            .collect()
+    })?;
+    Ok(members[kind as usize].clone_ref(py))
+}
+
+#[pymethods]
+impl PyAction {
+    #[new]
+    #[pyo3(signature = (user_id, message_id, kind, timestamp, value=0.0, categories=Vec::new(),
+                        device=None, anonymous_id=None, previous_id=None, product=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        user_id: String,
+        message_id: String,
+        kind: i64,
+        timestamp: f64,
+        value: f64,
+        categories: Vec<String>,
+        device: Option<String>,
+        anonymous_id: Option<String>,
+        previous_id: Option<String>,
+        product: Option<String>,
+    ) -> PyResult<Self> {
+        let kind =
+            Kind::from_code(kind).ok_or_else(|| PyValueError::new_err("unknown event kind"))?;
+        Ok(PyAction {
+            inner: Event {
+                user_id,
+                message_id,
+                kind,
+                timestamp,
+                value,
+                categories,
+                device,
+                anonymous_id,
+                previous_id,
+                product,
+            },
+        })
+    }
+
+    /// The same event, for the user `user_id` (forwarded to the user an id belongs to).
+    fn for_user(&self, user_id: String) -> Self {
+        PyAction {
+            inner: Event {
+                user_id,
+                ..self.inner.clone()
+            },
+        }
+    }
+
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn message_id(&self) -> &str {
+        &self.inner.message_id
+    }
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        event_kind(py, self.inner.kind)
+    }
+    #[getter]
+    fn timestamp(&self) -> f64 {
+        self.inner.timestamp
+    }
+    #[getter]
+    fn value(&self) -> f64 {
+        self.inner.value
+    }
+    #[getter]
+    fn categories<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.categories)
+    }
+    #[getter]
+    fn device(&self) -> Option<&str> {
+        self.inner.device.as_deref()
+    }
+    #[getter]
+    fn anonymous_id(&self) -> Option<&str> {
+        self.inner.anonymous_id.as_deref()
+    }
+    #[getter]
+    fn previous_id(&self) -> Option<&str> {
+        self.inner.previous_id.as_deref()
+    }
+    #[getter]
+    fn product(&self) -> Option<&str> {
+        self.inner.product.as_deref()
+    }
+
+    fn __repr__(&self) -> String {
+        let e = &self.inner;
+        format!(
+            "Action(user_id={:?}, message_id={:?}, kind={}, timestamp={}, value={})",
+            e.user_id,
+            e.message_id,
+            e.kind.name(),
+            e.timestamp,
+            e.value
+        )
+    }
+}
+
+/// Why a raw event was refused: a reason code and a readable detail.
+#[pyclass(module = "processors._core", name = "Rejection", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+struct PyRejection {
+    reason: String,
+    detail: String,
+}
+
+#[pymethods]
+impl PyRejection {
+    #[new]
+    fn new(reason: String, detail: String) -> Self {
+        PyRejection { reason, detail }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Rejection(reason={:?}, detail={:?})",
+            self.reason, self.detail
+        )
+    }
+}
+
+/// Validate raw Segment messages and reduce each to an `Action`, or a `Rejection` naming
+/// why it cannot be used; one call for a batch.
+#[pyfunction]
+fn decode_events(
+    py: Python<'_>,
+    messages: Vec<Bound<'_, PyBytes>>,
+    max_bytes: usize,
+) -> PyResult<Vec<Py<PyAny>>> {
+    messages
+        .iter()
+        .map(|raw| match decoding::decode(raw.as_bytes(), max_bytes) {
+            Ok(inner) => Ok(Py::new(py, PyAction { inner })?.into_any()),
+            Err(rejected) => Ok(Py::new(
+                py,
+                PyRejection {
+                    reason: rejected.reason.to_string(),
+                    detail: rejected.detail,
+                },
+            )?
+            .into_any()),
+        })
+        .collect()
 }
 
 /// One user's state: aggregates, labels, identity links, timer.
@@ -493,38 +663,14 @@ impl Stored for PyStored<'_, '_> {
     }
 }
 
-fn optional_text(
-    item: &Bound<'_, PyAny>,
-    name: &Bound<'_, pyo3::types::PyString>,
-) -> PyResult<Option<String>> {
-    item.getattr(name)?.extract()
-}
-
-fn event_of(item: &Bound<'_, PyAny>) -> PyResult<Event> {
-    let py = item.py();
-    Ok(Event {
-        user_id: item.getattr(intern!(py, "user_id"))?.extract()?,
-        message_id: item.getattr(intern!(py, "message_id"))?.extract()?,
-        kind: {
-            let code: i64 = item.getattr(intern!(py, "kind"))?.extract()?;
-            Kind::from_code(code).ok_or_else(|| PyValueError::new_err("unknown event kind"))?
-        },
-        timestamp: item.getattr(intern!(py, "timestamp"))?.extract()?,
-        value: item.getattr(intern!(py, "value"))?.extract()?,
-        categories: item.getattr(intern!(py, "categories"))?.extract()?,
-        device: optional_text(item, intern!(py, "device"))?,
-        anonymous_id: optional_text(item, intern!(py, "anonymous_id"))?,
-        previous_id: optional_text(item, intern!(py, "previous_id"))?,
-        product: optional_text(item, intern!(py, "product"))?,
-    })
-}
-
 fn item_of(item: &Bound<'_, PyAny>) -> PyResult<Item> {
+    if let Ok(action) = item.cast::<PyAction>() {
+        return Ok(Item::Event(action.get().inner.clone()));
+    }
     let py = item.py();
     let kind = item.get_type().name()?;
     let text = |name: &str| -> PyResult<String> { item.getattr(name)?.extract() };
     Ok(match kind.to_str()? {
-        "Action" => Item::Event(event_of(item)?),
         "Merge" => Item::Merge {
             anonymous_id: text("anonymous_id")?,
             into: text("into")?,
@@ -687,6 +833,9 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(canonical_partitions, module)?)?;
     module.add_function(wrap_pyfunction!(run_partition, module)?)?;
     module.add_function(wrap_pyfunction!(relabel, module)?)?;
+    module.add_function(wrap_pyfunction!(decode_events, module)?)?;
+    module.add_class::<PyAction>()?;
+    module.add_class::<PyRejection>()?;
     module.add_class::<PyUser>()?;
     module.add_class::<PyCartLine>()?;
     module.add_class::<PyChange>()?;

@@ -7,11 +7,13 @@
 
 pub mod bindings;
 pub mod changes;
+pub mod decoding;
 pub mod events;
 pub mod features;
 pub mod partitioner;
 pub mod placement;
 pub mod profile;
+pub mod pyrepr;
 pub mod rows;
 pub mod rules;
 pub mod step;
