@@ -164,6 +164,10 @@ class PartitionStep:
     expired: list[str]
     erased: list[str]
     timers: dict[str, int | None]
+    changed: list[str]
+    """The users whose state differs from what was loaded: the ones to write back."""
+    relabelled: list[str]
+    """The users whose labels differ from what was loaded."""
     fired: int
     new_users: int
     applied: int
@@ -185,5 +189,6 @@ def run_partition(
 
 def relabel(
     users: Mapping[str, User], classifier: Classifier, reason: str, retention: float
-) -> tuple[dict[str, User], list[SegmentChange], dict[str, int | None]]:
-    """Re-evaluate, re-time and re-place `users` now for `reason`."""
+) -> tuple[dict[str, User], list[SegmentChange], dict[str, int | None], list[str]]:
+    """Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes,
+    the timers that moved and the users whose labels moved."""

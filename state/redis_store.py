@@ -113,10 +113,7 @@ class RedisStateStore:
         for user_id, user in batch.users.items():
             if user_id not in expired:
                 pipe.set(keys.state(user_id), user.to_bytes())
-        relabelled = dict.fromkeys(
-            [*(c.user_id for c in batch.changes if not c.is_tombstone), *batch.placed]
-        )
-        for user_id in relabelled:
+        for user_id in batch.relabelled:
             user = batch.users[user_id]
             pipe.hset(
                 keys.labels(user_id),

@@ -142,9 +142,9 @@ class Counters:
 class BatchCommit:
     """Everything one batch writes.
 
-    The labels of every user with a change, and of every user in `placed`
-    (given a cluster by a model, which they record even when it did not move),
-    are rewritten from their state.
+    `users` are the users whose state changed; the labels of those in
+    `relabelled` (their segments, cluster, versions or alias moved) are
+    rewritten from their state.
     """
 
     users: Mapping[str, User]
@@ -152,7 +152,7 @@ class BatchCommit:
     partitions: Sequence[PartitionCommit]
     counters: Counters = field(default_factory=Counters)
     rules_version: str = ""
-    placed: Sequence[str] = ()
+    relabelled: Sequence[str] = ()
 
 
 class PartitionFencedError(RuntimeError):

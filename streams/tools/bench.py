@@ -49,7 +49,7 @@ import redis
 import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from processors.events import Action, decode_event
+from processors.events import Action, decode_all
 from state.keys import KeyLayout
 from streams.kafka import reliable_producer
 from streams.settings import Settings
@@ -251,10 +251,9 @@ def _raw_eps(settings: Settings, total: int) -> float:
             if not batch:
                 raise TimeoutError(f"raw consumer read {seen} of {total} events")
             start = start or time.perf_counter()
-            for message in batch:
-                if message.error() is None:
-                    decode_event(message.value() or b"")
-                    seen += 1
+            raws = [message.value() or b"" for message in batch if message.error() is None]
+            decode_all(raws)
+            seen += len(raws)
         return seen / (time.perf_counter() - (start or 0))
     finally:
         consumer.close()
@@ -276,13 +275,13 @@ def _io_floor_eps(settings: Settings, total: int) -> float:
             start = start or time.perf_counter()
             users: dict[str, None] = {}
             offsets: dict[int, int] = {}
-            for message in batch:
-                if message.error() is None:
-                    seen += 1
-                    offsets[message.partition() or 0] = (message.offset() or 0) + 1
-                    action = decode_event(message.value() or b"")
-                    if isinstance(action, Action):
-                        users[action.user_id] = None
+            messages = [message for message in batch if message.error() is None]
+            for message in messages:
+                offsets[message.partition() or 0] = (message.offset() or 0) + 1
+            seen += len(messages)
+            for action in decode_all([message.value() or b"" for message in messages]):
+                if isinstance(action, Action):
+                    users[action.user_id] = None
             state_keys = [keys.state(user) for user in users]
             blobs = client.mget(state_keys)
             with client.pipeline(transaction=True) as pipe:

@@ -218,7 +218,7 @@ class Worker:
         changes: list[SegmentChange] = []
         relays = []
         found: list[FeatureVector] = []
-        placed: list[str] = []
+        relabelled: list[str] = []
         commits = []
         counters = Counters(
             dead_letters=len(decoded.rejected),
@@ -239,10 +239,10 @@ class Worker:
                 due=taken.entries if taken else (),
                 watermark=state.clock.value,
             )
-            users.update(step.users)
+            users.update((user_id, step.users[user_id]) for user_id in step.changed)
             changes += step.changes
             found += step.vectors
-            placed += step.placed
+            relabelled += step.relabelled
             relays += [(relay, number, part.messages[relay.position]) for relay in step.relays]
             counters += Counters(
                 events=step.applied,
@@ -281,7 +281,7 @@ class Worker:
             ),
             *outgoing.vector_batches(found, self.settings.features_topic),
         ]
-        commit = BatchCommit(users, changes, commits, counters, self.rules.label, placed)
+        commit = BatchCommit(users, changes, commits, counters, self.rules.label, relabelled)
         return _Stepped(messages, commit, len(found))
 
     def _check_partition_count(self) -> int:

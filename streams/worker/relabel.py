@@ -40,16 +40,16 @@ def relabel(
     many. `beat` is called after each chunk (the worker's liveness)."""
     topic = settings.events_topic
     retention = settings.retention_days * 86_400
-    relabelled = 0
+    relabelled_users = 0
     for number, state in list(owned.items()):
         if state.committed is None:
             continue
         progress = state.progress(state.committed)
         for chunk in store.partition_users(topic, number):
-            users, changes, timers = _core.relabel(
+            users, changes, timers, relabelled = _core.relabel(
                 store.load(chunk), classifier.core, reason, retention
             )
-            active = [user_id for user_id, user in users.items() if user.alias_of is None]
+            active = sum(1 for user in users.values() if user.alias_of is None)
             fence = PartitionCommit(topic, number, state.committed, progress, timers=timers)
             committed = checkpoint.commit(
                 outgoing.change_events(
@@ -61,13 +61,13 @@ def relabel(
                     partitions=[fence],
                     counters=Counters(changes=len(changes)),
                     rules_version=classifier.rules.label,
-                    placed=active if classifier.model is not None else [],
+                    relabelled=relabelled,
                 ),
             )
             if not committed:
                 log.warning("relabel skipped partition=%d reason=fenced", number)
                 break
             beat()
-            relabelled += len(active)
-    log.info("users relabelled=%d reason=%s", relabelled, reason)
-    return relabelled
+            relabelled_users += active
+    log.info("users relabelled=%d reason=%s", relabelled_users, reason)
+    return relabelled_users

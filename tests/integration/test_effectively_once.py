@@ -130,8 +130,8 @@ def test_a_second_worker_joining_and_leaving_leaves_the_same_profiles(
     small_batches = config.model_copy(update={"batch_max_events": 100})
     first = start_worker(small_batches)
     replay = replay_in_background(
-        config, history, first.log.with_name("replay.log"), rate=EVENTS // 20
-    )  # twenty seconds of traffic, so that the second worker joins mid-stream
+        config, history, first.log.with_name("replay.log"), rate=EVENTS // 40
+    )  # forty seconds of traffic, so that the second worker joins mid-stream
     wait_for_events(model, EVENTS // 5, timeout=300)
     second = start_worker(small_batches)
     second.wait_for_log("partitions assigned", timeout=120)

@@ -703,6 +703,8 @@ struct PyStep {
     expired: Vec<String>,
     erased: Vec<String>,
     timers: Py<PyDict>,
+    changed: Vec<String>,
+    relabelled: Vec<String>,
     fired: usize,
     new_users: usize,
     applied: usize,
@@ -783,6 +785,8 @@ fn run_partition(
         expired: step.expired,
         erased: step.erased,
         timers: timers_dict(py, step.timers)?.unbind(),
+        changed: step.changed,
+        relabelled: step.relabelled,
         fired: step.fired,
         new_users: step.new_users,
         applied: step.applied,
@@ -790,16 +794,22 @@ fn run_partition(
     })
 }
 
-/// Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes
-/// and the timers that moved.
+/// Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes,
+/// the timers that moved and the users whose labels moved.
 #[pyfunction]
+#[allow(clippy::type_complexity)]
 fn relabel<'py>(
     py: Python<'py>,
     users: &Bound<'py, PyDict>,
     classifier: &Bound<'py, PyClassifier>,
     reason: &str,
     retention: f64,
-) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyDict>)> {
+) -> PyResult<(
+    Bound<'py, PyDict>,
+    Bound<'py, PyList>,
+    Bound<'py, PyDict>,
+    Vec<String>,
+)> {
     let reason = Reason::parse(reason).ok_or_else(|| PyValueError::new_err("unknown reason"))?;
     let mut loaded: IndexMap<String, User> = IndexMap::new();
     let mut source = PyStored {
@@ -811,11 +821,13 @@ fn relabel<'py>(
             loaded.insert(user_id, found);
         }
     }
-    let (changes, timers) = step::relabel(&mut loaded, &classifier.get().inner, reason, retention);
+    let (changes, timers, relabelled) =
+        step::relabel(&mut loaded, &classifier.get().inner, reason, retention);
     Ok((
         users_dict(py, loaded)?,
         changes_list(py, changes)?,
         timers_dict(py, timers)?,
+        relabelled,
     ))
 }
 

@@ -40,7 +40,7 @@ use crate::profile::CART_ABANDONMENT_AFTER;
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
 use crate::timing::{expires, next_due};
-use crate::user::{Change, Reason, User};
+use crate::user::{Change, Labels, Reason, User};
 
 /// What users are labelled with: the rules, the clustering model once there is one, and
 /// the features users are clustered on (their vectors are refreshed as windows slide).
@@ -150,6 +150,12 @@ pub struct Step {
     pub expired: Vec<String>,
     pub erased: Vec<String>,
     pub timers: IndexMap<String, Option<i64>>,
+    /// The users whose state differs from what was loaded (new users included): the
+    /// ones to write back.
+    pub changed: Vec<String>,
+    /// The users whose labels (segments, cluster, versions, alias) differ from what was
+    /// loaded: the ones whose labels readers must see anew.
+    pub relabelled: Vec<String>,
     pub fired: usize,
     pub new_users: usize,
     pub applied: usize,
@@ -190,6 +196,7 @@ pub fn run_partition(
 ) -> Result<Step, RowError> {
     let mut pass = Pass {
         step: Step::default(),
+        loaded: HashMap::new(),
         stored,
         classifier,
         rules: &classifier.rules,
@@ -240,6 +247,7 @@ pub fn run_partition(
         user.profile.prune(as_of);
     }
     pass.vectorise();
+    pass.compare();
     Ok(pass.step)
 }
 
@@ -284,13 +292,14 @@ pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
 
 /// Re-evaluate, re-time and (with a model) re-place `users` now, for `reason`: what new
 /// rules published for re-evaluation, or a model that re-clustered, do to every user.
-/// Returns the changes and the timers that moved.
+/// Returns the changes, the timers that moved and the users whose labels moved.
 pub fn relabel(
     users: &mut IndexMap<String, User>,
     classifier: &Classifier,
     reason: Reason,
     retention: f64,
-) -> (Vec<Change>, IndexMap<String, Option<i64>>) {
+) -> (Vec<Change>, IndexMap<String, Option<i64>>, Vec<String>) {
+    let before: Vec<Labels> = users.values().map(|u| u.labels.clone()).collect();
     let rules = &classifier.rules;
     let mut changes = Vec::new();
     let mut timers = IndexMap::new();
@@ -328,7 +337,13 @@ pub fn relabel(
             );
         }
     }
-    (changes, timers)
+    let relabelled = users
+        .iter()
+        .zip(before)
+        .filter(|((_, user), labels)| user.labels != *labels)
+        .map(|((user_id, _), _)| user_id.clone())
+        .collect();
+    (changes, timers, relabelled)
 }
 
 /// The step's state as it passes over the items: its users and their timers.
@@ -340,6 +355,8 @@ pub fn relabel(
 /// change a feature of `rules.settleable` are recomputed at once.
 struct Pass<'a> {
     step: Step,
+    /// The users as loaded, to tell at the end which ones changed.
+    loaded: HashMap<String, User>,
     stored: &'a mut dyn Stored,
     classifier: &'a Classifier,
     rules: &'a RuleSet,
@@ -360,6 +377,7 @@ impl Pass<'_> {
             if let Some(due) = user.due {
                 self.queue.push(Reverse((due, user_id.to_string())));
             }
+            self.loaded.insert(user_id.to_string(), user.clone());
             self.step.users.insert(user_id.to_string(), user);
         }
         Ok(self.step.users.get_mut(user_id))
@@ -704,6 +722,24 @@ impl Pass<'_> {
         let change = user.labels.clear(user_id, Reason::Expired, moment);
         self.step.changes.extend(change);
         self.step.expired.push(user_id.to_string());
+    }
+
+    /// Which users changed, and which of them have new labels, since they were loaded.
+    fn compare(&mut self) {
+        let step = &mut self.step;
+        for (user_id, user) in &step.users {
+            let before = self.loaded.get(user_id);
+            if before != Some(user) {
+                step.changed.push(user_id.clone());
+            }
+            let labels_moved = match before {
+                None => user.labels != Labels::default() || user.alias_of.is_some(),
+                Some(before) => before.labels != user.labels || before.alias_of != user.alias_of,
+            };
+            if labels_moved {
+                step.relabelled.push(user_id.clone());
+            }
+        }
     }
 
     /// Feature vectors of the touched users, and their clusters when there is a model.
