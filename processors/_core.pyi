@@ -164,8 +164,9 @@ class PartitionStep:
     expired: list[str]
     erased: list[str]
     timers: dict[str, int | None]
-    changed: list[str]
-    """The users whose state differs from what was loaded: the ones to write back."""
+    rows: dict[str, bytes]
+    """The state rows of the users whose state differs from what was loaded: the ones to
+    write back."""
     relabelled: list[str]
     """The users whose labels differ from what was loaded."""
     fired: int
@@ -188,7 +189,10 @@ def run_partition(
     """Apply one partition's items in order to its users, firing their timers on the way."""
 
 def relabel(
-    users: Mapping[str, User], classifier: Classifier, reason: str, retention: float
+    users: Mapping[str, User] | Mapping[str, bytes],
+    classifier: Classifier,
+    reason: str,
+    retention: float,
 ) -> tuple[dict[str, User], list[SegmentChange], dict[str, int | None], list[str]]:
     """Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes,
     the timers that moved and the users whose labels moved."""

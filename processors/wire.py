@@ -120,11 +120,13 @@ def header_map(headers: Iterable[object] | None) -> dict[str, bytes]:
     >>> header_map([("a", "x"), ("b", None), ("c", b"y")])
     {'a': b'x', 'b': b'', 'c': b'y'}
     """
-    found = {}
+    found: dict[str, bytes] = {}
     for header in headers or ():
         if isinstance(header, tuple):
-            value = header[1] or b""
-            found[str(header[0])] = value.encode() if isinstance(value, str) else bytes(value)
+            name, value = header
+            if type(value) is not bytes:
+                value = value.encode() if isinstance(value, str) else bytes(value or b"")
+            found[str(name)] = value
     return found
 
 

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import redis
 
+from processors._core import User
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 
@@ -27,9 +28,10 @@ class ReadModel:
         An id merged into another user (by `identify` or `alias`) gives that user.
         """
         for _ in range(_MAX_ALIAS_HOPS):
-            found = self._store.load([user_id]).get(user_id)
-            if found is None:
+            row = self._store.rows([user_id]).get(user_id)
+            if row is None:
                 return None
+            found = User.from_bytes(row)
             if found.alias_of is None:
                 return found.document(user_id)
             user_id = found.alias_of

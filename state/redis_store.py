@@ -35,16 +35,16 @@ class RedisStateStore:
         self.group = group
         self.timers = TimerStore(client, keys, timer_shards)
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
-        """The stored state of each of `user_ids` that has one (one MGET per 1,000)."""
+    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        """The state row of each of `user_ids` that has one (one MGET per 1,000)."""
         ids = list(user_ids)
-        found: dict[str, User] = {}
+        found: dict[str, bytes] = {}
         for start in range(0, len(ids), _LOAD_CHUNK):
             chunk = ids[start : start + _LOAD_CHUNK]
             blobs = self.client.mget([self.keys.state(user_id) for user_id in chunk])
             for user_id, blob in zip(chunk, blobs, strict=True):
                 if blob is not None:
-                    found[user_id] = User.from_bytes(cast(bytes, blob))
+                    found[user_id] = cast(bytes, blob)
         return found
 
     def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
@@ -110,11 +110,14 @@ class RedisStateStore:
     ) -> None:
         keys = self.keys
         expired = {user_id for p in batch.partitions for user_id in p.expired_users}
-        for user_id, user in batch.users.items():
-            if user_id not in expired:
-                pipe.set(keys.state(user_id), user.to_bytes())
-        for user_id in batch.relabelled:
-            user = batch.users[user_id]
+        states = {
+            keys.state(user_id): row
+            for user_id, row in batch.rows.items()
+            if user_id not in expired
+        }
+        if states:
+            pipe.mset(states)  # one command for the batch's users
+        for user_id, user in batch.labelled.items():
             pipe.hset(
                 keys.labels(user_id),
                 mapping={

@@ -142,17 +142,17 @@ class Counters:
 class BatchCommit:
     """Everything one batch writes.
 
-    `users` are the users whose state changed; the labels of those in
-    `relabelled` (their segments, cluster, versions or alias moved) are
-    rewritten from their state.
+    `rows` are the state rows of the users whose state changed; `labelled`
+    the users whose labels (segments, cluster, versions or alias) moved, whose
+    labels are rewritten.
     """
 
-    users: Mapping[str, User]
+    rows: Mapping[str, bytes]
     changes: Sequence[SegmentChange]
     partitions: Sequence[PartitionCommit]
     counters: Counters = field(default_factory=Counters)
     rules_version: str = ""
-    relabelled: Sequence[str] = ()
+    labelled: Mapping[str, User] = field(default_factory=dict)
 
 
 class PartitionFencedError(RuntimeError):
@@ -162,8 +162,8 @@ class PartitionFencedError(RuntimeError):
 class StateStore(Protocol):
     """The worker's state of record."""
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
-        """The stored state of each of `user_ids` that has one."""
+    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        """The state row of each of `user_ids` that has one (see :class:`processors._core.User`)."""
         ...
 
     def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:

@@ -40,8 +40,8 @@ class MemoryStore:
         self.fail_next_commit = False
         """Raise a connection error at the next commit, as a Redis that went away would."""
 
-    def load(self, user_ids: Iterable[str]) -> dict[str, User]:
-        return {u: User.from_bytes(self.states[u]) for u in user_ids if u in self.states}
+    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
+        return {u: self.states[u] for u in user_ids if u in self.states}
 
     def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         return {p: self.offsets[topic, p] for p in partitions if (topic, p) in self.offsets}
@@ -82,9 +82,9 @@ class MemoryStore:
             if offset != consumed.start:
                 raise PartitionFencedError(f"{consumed.partition} is at {offset}")
         expired = {u for p in batch.partitions for u in p.expired_users}
-        for user_id, user in batch.users.items():
+        for user_id, row in batch.rows.items():
             if user_id not in expired:
-                self.states[user_id] = user.to_bytes()
+                self.states[user_id] = row
         for change in batch.changes:
             for segment in change.entered:
                 self.members[segment].add(change.user_id)

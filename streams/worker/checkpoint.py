@@ -15,7 +15,7 @@ took a partition) is dropped.
 
 Example (the worker's batch path)::
 
-    if not checkpoint.commit(outgoing, BatchCommit(users, changes, partitions, counters)):
+    if not checkpoint.commit(outgoing, BatchCommit(rows, changes, partitions, counters)):
         rewind(partitions)  # fenced
 """
 

@@ -121,7 +121,7 @@ def decode_batch(
     """Decode `messages` of the `owned` partitions (others were revoked meanwhile), moving
     their watermarks and noting relays taken. Events stamped after `not_after` are future."""
     decoded = DecodedBatch()
-    taken: list[tuple[Message, dict[str, bytes]]] = []
+    taken: list[tuple[Message, Mapping[str, bytes]]] = []
     for message in messages:
         error = message.error()
         if error is not None:
@@ -130,57 +130,60 @@ def decode_batch(
             continue
         decoded.consumed += 1
         if message.partition() in owned:  # else revoked while the batch was in flight
-            taken.append((message, header_map(message.headers())))
-    events = _decode_events(taken, partition_count, max_event_bytes)
+            listed = message.headers()
+            taken.append((message, header_map(listed) if listed else _NO_HEADERS))
+    results, owners = _decode_events(taken, partition_count, max_event_bytes)
+    readers: dict[int, _Reader] = {}
+    heard = time.monotonic()
     for index, (message, headers) in enumerate(taken):
         number, offset = message.partition(), message.offset()
         assert number is not None
         assert offset is not None
-        state = owned[number]
-        part = decoded.partitions.get(number)
-        if part is None:
+        reader = readers.get(number)
+        if reader is None:
+            state = owned[number]
+            state.heard = heard
             part = decoded.partitions[number] = PartitionBatch(offset)
-        part.last = offset
-        state.heard = time.monotonic()
-        reader = _Reader(state, part, decoded, not_after)
+            reader = readers[number] = _Reader(state, part, decoded, not_after)
+        reader.part.last = offset
         if RELAY_HEADER in headers:
-            reader.relay(message, headers, events.get(index), max_event_bytes)
+            reader.relay(message, headers, results[index], owners[index], max_event_bytes)
         elif CONTROL_HEADER in headers:
             reader.control(message, headers)
         else:
-            reader.event(message, headers, events[index])
+            result = results[index]
+            assert result is not None
+            reader.event(message, headers, result, owners[index])
     return decoded
 
 
-@dataclass(frozen=True, slots=True)
-class _Decoded:
-    """A tracker event decoded, and the partition its user belongs to (-1: none, rejected)."""
-
-    result: Action | Rejection
-    owner: int
+_NO_HEADERS: Mapping[str, bytes] = {}
 
 
 def _decode_events(
     taken: Sequence[tuple[Message, Mapping[str, bytes]]], partition_count: int, max_bytes: int
-) -> dict[int, _Decoded]:
-    """The tracker events among `taken` (plain or routed), decoded, with their users'
-    partitions found in one call of the core, by position."""
+) -> tuple[list[Action | Rejection | None], list[int]]:
+    """The tracker events among `taken` (plain or routed) decoded, and the partitions their
+    users belong to (-1: rejected), found in one call of the core each; by position, `None`
+    where a message is not a tracker event."""
     positions = [
         index
         for index, (_, headers) in enumerate(taken)
-        if headers.get(RELAY_HEADER, ROUTE) == ROUTE and CONTROL_HEADER not in headers
+        if not headers
+        or (headers.get(RELAY_HEADER, ROUTE) == ROUTE and CONTROL_HEADER not in headers)
     ]
     raws = [taken[index][0].value() or b"" for index in positions]
-    results = dict(zip(positions, decode_all(raws, max_bytes=max_bytes), strict=True))
-    actions = {index: r for index, r in results.items() if isinstance(r, Action)}
-    owners = dict(
-        zip(
-            actions,
-            canonical_partitions([action.user_id for action in actions.values()], partition_count),
-            strict=True,
-        )
-    )
-    return {index: _Decoded(result, owners.get(index, -1)) for index, result in results.items()}
+    results: list[Action | Rejection | None] = [None] * len(taken)
+    owners = [-1] * len(taken)
+    actions: list[int] = []
+    for index, result in zip(positions, decode_all(raws, max_bytes=max_bytes), strict=True):
+        results[index] = result
+        if isinstance(result, Action):
+            actions.append(index)
+    users = [results[index].user_id for index in actions]  # type: ignore[union-attr]
+    for index, owner in zip(actions, canonical_partitions(users, partition_count), strict=True):
+        owners[index] = owner
+    return results, owners
 
 
 @dataclass(slots=True)
@@ -192,39 +195,46 @@ class _Reader:
     decoded: DecodedBatch
     not_after: float
 
-    def event(self, message: Message, headers: Mapping[str, bytes], event: _Decoded) -> None:
+    def event(
+        self,
+        message: Message,
+        headers: Mapping[str, bytes],
+        result: Action | Rejection,
+        owner: int,
+    ) -> None:
         """A tracker event that arrived here: taken, rejected, or set aside to forward."""
-        result = event.result
-        if isinstance(result, Action) and event.owner != self.state.number:
-            self.decoded.misrouted.append(Misrouted(message, result.user_id, event.owner))
+        state = self.state
+        if owner != state.number and isinstance(result, Action):
+            self.decoded.misrouted.append(Misrouted(message, result.user_id, owner))
             return
-        replaying = self.state.replaying = REPLAY_HEADER in headers
-        clock = self.state.clock
+        replaying = state.replaying = REPLAY_HEADER in headers
+        clock = state.clock
         if isinstance(result, Action):
-            if result.timestamp > self.not_after:
-                future = f"timestamp {result.timestamp:.0f} is in the future"
-                result = Rejection(Reason.FUTURE, future)
-            elif not clock.admit(result.timestamp):
+            moment = result.timestamp
+            if moment > self.not_after:
+                result = Rejection(Reason.FUTURE, f"timestamp {moment:.0f} is in the future")
+            elif not clock.admit(moment):
                 result = Rejection(
                     Reason.LATE,
-                    f"event time {result.timestamp:.3f} is before the watermark {clock.value:.3f}",
+                    f"event time {moment:.3f} is before the watermark {clock.value:.3f}",
                 )
-        if isinstance(result, Rejection):
-            self.decoded.rejected.append((message, result))
-            return
-        self.part.add(result, message, clock.value)
-        if not replaying:
-            self.decoded.live_times.append(result.timestamp)
+            else:
+                self.part.add(result, message, clock.value)
+                if not replaying:
+                    self.decoded.live_times.append(moment)
+                return
+        self.decoded.rejected.append((message, result))
 
     def relay(
         self,
         message: Message,
         headers: Mapping[str, bytes],
-        event: _Decoded | None,
+        event: Action | Rejection | None,
+        owner: int,
         max_bytes: int,
     ) -> None:
         """A message the pipeline relayed here: taken once, or rejected without its source;
-        `event` is a routed event's decoding."""
+        `event` is a routed event's decoding, and `owner` its user's partition."""
         source = source_of(headers)
         if source is None:
             unsourced = "a relayed message without its source offset"
@@ -234,7 +244,7 @@ class _Reader:
             return  # taken before: produced again by a batch that was redone
         self.part.relayed += 1
         if event is not None:
-            self.event(message, headers, event)
+            self.event(message, headers, event, owner)
             return
         key = (message.key() or b"").decode()
         kind = headers[RELAY_HEADER]

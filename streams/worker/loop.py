@@ -196,7 +196,7 @@ class Worker:
             "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
             counters.events,
             counters.dead_letters,
-            len(batch.commit.users),
+            len(batch.commit.rows),
             counters.changes,
             counters.relays_sent,
             counters.timers_fired,
@@ -213,12 +213,12 @@ class Worker:
         }
         wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
         wanted.update(user_id for taken in due.values() for user_id in taken.sources)
-        stored = self.store.load(wanted.union(*members.values()))
-        users: dict[str, User] = {}
+        stored = self.store.rows(wanted.union(*members.values()))
+        rows: dict[str, bytes] = {}
+        labelled: dict[str, User] = {}
         changes: list[SegmentChange] = []
         relays = []
         found: list[FeatureVector] = []
-        relabelled: list[str] = []
         commits = []
         counters = Counters(
             dead_letters=len(decoded.rejected),
@@ -239,10 +239,10 @@ class Worker:
                 due=taken.entries if taken else (),
                 watermark=state.clock.value,
             )
-            users.update((user_id, step.users[user_id]) for user_id in step.changed)
+            rows.update(step.rows)
+            labelled.update((user_id, step.users[user_id]) for user_id in step.relabelled)
             changes += step.changes
             found += step.vectors
-            relabelled += step.relabelled
             relays += [(relay, number, part.messages[relay.position]) for relay in step.relays]
             counters += Counters(
                 events=step.applied,
@@ -281,7 +281,7 @@ class Worker:
             ),
             *outgoing.vector_batches(found, self.settings.features_topic),
         ]
-        commit = BatchCommit(users, changes, commits, counters, self.rules.label, relabelled)
+        commit = BatchCommit(rows, changes, commits, counters, self.rules.label, labelled)
         return _Stepped(messages, commit, len(found))
 
     def _check_partition_count(self) -> int:

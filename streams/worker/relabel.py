@@ -47,7 +47,7 @@ def relabel(
         progress = state.progress(state.committed)
         for chunk in store.partition_users(topic, number):
             users, changes, timers, relabelled = _core.relabel(
-                store.load(chunk), classifier.core, reason, retention
+                store.rows(chunk), classifier.core, reason, retention
             )
             active = sum(1 for user in users.values() if user.alias_of is None)
             fence = PartitionCommit(topic, number, state.committed, progress, timers=timers)
@@ -56,12 +56,12 @@ def relabel(
                     changes, settings.changes_topic, time.time(), classifier.rules.label
                 ),
                 BatchCommit(
-                    users=users,
+                    rows={user_id: user.to_bytes() for user_id, user in users.items()},
                     changes=changes,
                     partitions=[fence],
                     counters=Counters(changes=len(changes)),
                     rules_version=classifier.rules.label,
-                    relabelled=relabelled,
+                    labelled={user_id: users[user_id] for user_id in relabelled},
                 ),
             )
             if not committed:

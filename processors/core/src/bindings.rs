@@ -648,17 +648,22 @@ struct PyStored<'a, 'py> {
 }
 
 impl Stored for PyStored<'_, '_> {
-    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
         let found = match self.mapping.get_item(user_id) {
             Ok(found) => found,
             Err(_) => return Ok(None),
         };
-        if let Ok(user) = found.cast::<PyUser>() {
-            return Ok(Some(user.get().inner.clone()));
+        if let Ok(row) = found.cast::<PyBytes>() {
+            let row = row.as_bytes();
+            return Ok(Some((rows::decode(row)?, row.to_vec())));
         }
-        match found.cast::<PyBytes>() {
-            Ok(row) => rows::decode(row.as_bytes()).map(Some),
-            Err(_) => Err(RowError("a stored user is a User or its bytes".into())),
+        match found.cast::<PyUser>() {
+            Ok(user) => {
+                let user = user.get().inner.clone();
+                let row = rows::encode(&user);
+                Ok(Some((user, row)))
+            }
+            Err(_) => Err(RowError("a stored user is a User or its row".into())),
         }
     }
 }
@@ -703,7 +708,7 @@ struct PyStep {
     expired: Vec<String>,
     erased: Vec<String>,
     timers: Py<PyDict>,
-    changed: Vec<String>,
+    rows: Py<PyDict>,
     relabelled: Vec<String>,
     fired: usize,
     new_users: usize,
@@ -785,7 +790,13 @@ fn run_partition(
         expired: step.expired,
         erased: step.erased,
         timers: timers_dict(py, step.timers)?.unbind(),
-        changed: step.changed,
+        rows: {
+            let rows = PyDict::new(py);
+            for (user_id, row) in &step.rows {
+                rows.set_item(user_id, PyBytes::new(py, row))?;
+            }
+            rows.unbind()
+        },
         relabelled: step.relabelled,
         fired: step.fired,
         new_users: step.new_users,
@@ -817,7 +828,7 @@ fn relabel<'py>(
     };
     for user_id in users.keys() {
         let user_id: String = user_id.extract()?;
-        if let Some(found) = source.fetch(&user_id)? {
+        if let Some((found, _)) = source.fetch(&user_id)? {
             loaded.insert(user_id, found);
         }
     }
@@ -833,10 +844,7 @@ fn relabel<'py>(
 
 /// Names of the numeric features, in the order of feature vectors.
 fn feature_names() -> Vec<&'static str> {
-    numeric_features()
-        .into_iter()
-        .map(|i| FEATURES[i].0)
-        .collect()
+    numeric_features().iter().map(|&i| FEATURES[i].0).collect()
 }
 
 #[pymodule]

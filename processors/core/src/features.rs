@@ -15,6 +15,8 @@
 //! assert_eq!(reading.number(index_of("revenue_lifetime").unwrap()), 30.0);
 //! ```
 
+use std::sync::OnceLock;
+
 use crate::events::Kind;
 use crate::profile::{
     kind_slot, Profile, COUNTED, DAY, EVENTS, MINUTE, MOBILE, REVENUE, SESSION_CART, SESSION_GAP,
@@ -44,20 +46,6 @@ pub enum Group {
     Velocity,
     Cart,
 }
-
-const GROUPS: [Group; 11] = [
-    Group::Counts1h,
-    Group::Counts24h,
-    Group::Counts7d,
-    Group::Counts30d,
-    Group::Revenue,
-    Group::Rfm,
-    Group::Recency,
-    Group::Sessions,
-    Group::Affinity,
-    Group::Velocity,
-    Group::Cart,
-];
 
 /// Every feature, with its group, in the order of `FEATURE_GROUPS`.
 pub const FEATURES: [(&str, Group); 52] = [
@@ -115,6 +103,63 @@ pub const FEATURES: [(&str, Group); 52] = [
     ("cart_abandoned", Group::Cart),
 ];
 
+/// The index of each feature in [`FEATURES`].
+#[allow(missing_docs)]
+pub mod at {
+    pub const PAGE_VIEWS_1H: usize = 0;
+    pub const PRODUCT_VIEWS_1H: usize = 1;
+    pub const SEARCHES_1H: usize = 2;
+    pub const CART_ADDS_1H: usize = 3;
+    pub const CHECKOUTS_1H: usize = 4;
+    pub const ORDERS_1H: usize = 5;
+    pub const PAGE_VIEWS_24H: usize = 6;
+    pub const PRODUCT_VIEWS_24H: usize = 7;
+    pub const SEARCHES_24H: usize = 8;
+    pub const CART_ADDS_24H: usize = 9;
+    pub const CHECKOUTS_24H: usize = 10;
+    pub const ORDERS_24H: usize = 11;
+    pub const PAGE_VIEWS_7D: usize = 12;
+    pub const PRODUCT_VIEWS_7D: usize = 13;
+    pub const SEARCHES_7D: usize = 14;
+    pub const CART_ADDS_7D: usize = 15;
+    pub const CHECKOUTS_7D: usize = 16;
+    pub const ORDERS_7D: usize = 17;
+    pub const PAGE_VIEWS_30D: usize = 18;
+    pub const PRODUCT_VIEWS_30D: usize = 19;
+    pub const SEARCHES_30D: usize = 20;
+    pub const CART_ADDS_30D: usize = 21;
+    pub const CHECKOUTS_30D: usize = 22;
+    pub const ORDERS_30D: usize = 23;
+    pub const REVENUE_7D: usize = 24;
+    pub const REVENUE_30D: usize = 25;
+    pub const REVENUE_LIFETIME: usize = 26;
+    pub const ORDERS_LIFETIME: usize = 27;
+    pub const AVG_ORDER_VALUE: usize = 28;
+    pub const FREQUENCY: usize = 29;
+    pub const RECENCY: usize = 30;
+    pub const T: usize = 31;
+    pub const MONETARY_VALUE: usize = 32;
+    pub const DAYS_SINCE_LAST_ORDER: usize = 33;
+    pub const DAYS_SINCE_LAST_SEEN: usize = 34;
+    pub const DAYS_SINCE_FIRST_SEEN: usize = 35;
+    pub const EVENTS_LIFETIME: usize = 36;
+    pub const LAST_DEVICE: usize = 37;
+    pub const SESSIONS_7D: usize = 38;
+    pub const SESSION_DURATION_7D: usize = 39;
+    pub const BOUNCE_RATE_7D: usize = 40;
+    pub const ABANDONED_CARTS_7D: usize = 41;
+    pub const MOBILE_SHARE_30D: usize = 42;
+    pub const TOP_CATEGORY_30D: usize = 43;
+    pub const TOP_CATEGORY_SHARE_30D: usize = 44;
+    pub const EVENTS_PER_ACTIVE_DAY_7D: usize = 45;
+    pub const EVENTS_PER_ACTIVE_DAY_PREV_7D: usize = 46;
+    pub const ENGAGEMENT_VELOCITY: usize = 47;
+    pub const CART_PRODUCTS: usize = 48;
+    pub const CART_VALUE: usize = 49;
+    pub const CART_IDLE_MINUTES: usize = 50;
+    pub const CART_ABANDONED: usize = 51;
+}
+
 /// A set of features, one bit per index of [`FEATURES`].
 pub type FeatureSet = u64;
 
@@ -159,11 +204,14 @@ pub fn set_of(names: &[&str]) -> FeatureSet {
 }
 
 /// The indexes of the numeric features, in the order of feature vectors.
-pub fn numeric_features() -> Vec<usize> {
-    let text = set_of(&TEXT_FEATURES);
-    (0..FEATURES.len())
-        .filter(|i| text & (1 << i) == 0)
-        .collect()
+pub fn numeric_features() -> &'static [usize] {
+    static NUMERIC: OnceLock<Vec<usize>> = OnceLock::new();
+    NUMERIC.get_or_init(|| {
+        let text = set_of(&TEXT_FEATURES);
+        (0..FEATURES.len())
+            .filter(|i| text & (1 << i) == 0)
+            .collect()
+    })
 }
 
 /// The window of a windowed count: its tier, buckets summed, skip and counter slot.
@@ -227,6 +275,21 @@ pub fn count_window(index: usize) -> Option<CountWindow> {
 /// The features an event of `kind` may change, besides clock features and bursts;
 /// `started`: it changed the sessions' starts.
 pub fn touched_features(kind: Kind, started: bool) -> FeatureSet {
+    static TABLE: OnceLock<[[FeatureSet; 2]; 11]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = [[0; 2]; 11];
+        for code in 0..11 {
+            let kind = Kind::from_code(code).expect("a kind code");
+            for started in [false, true] {
+                table[code as usize][started as usize] = touched_by(kind, started);
+            }
+        }
+        table
+    });
+    table[kind as usize][started as usize]
+}
+
+fn touched_by(kind: Kind, started: bool) -> FeatureSet {
     if !kind.is_behaviour() {
         return 0;
     }
@@ -293,7 +356,11 @@ pub struct Reading<'a> {
     pub profile: &'a Profile,
     pub as_of: f64,
     pub cart_after: f64,
-    values: Vec<Option<Value>>,
+    numbers: [f64; FEATURES.len()],
+    last_device: String,
+    top_category: String,
+    /// Bit `g` set: group `g` is computed.
+    computed: u16,
 }
 
 impl<'a> Reading<'a> {
@@ -302,98 +369,106 @@ impl<'a> Reading<'a> {
             profile,
             as_of,
             cart_after,
-            values: vec![None; FEATURES.len()],
+            numbers: [f64::NAN; FEATURES.len()],
+            last_device: String::new(),
+            top_category: String::new(),
+            computed: 0,
         }
     }
 
-    /// The value of the feature at `index`.
-    pub fn value(&mut self, index: usize) -> &Value {
-        if self.values[index].is_none() {
-            self.compute(group_of(index));
+    fn ensure(&mut self, index: usize) {
+        let group = group_of(index);
+        if self.computed & (1 << group as u16) == 0 {
+            self.computed |= 1 << group as u16;
+            self.compute(group);
         }
-        self.values[index]
-            .as_ref()
-            .expect("computed with its group")
     }
 
     /// The value of a numeric feature (a text feature reads as NaN).
     pub fn number(&mut self, index: usize) -> f64 {
-        match self.value(index) {
-            Value::Number(number) => *number,
-            Value::Text(_) => f64::NAN,
+        self.ensure(index);
+        self.numbers[index]
+    }
+
+    /// The value of a text feature (a numeric one reads as empty).
+    pub fn text(&mut self, index: usize) -> &str {
+        self.ensure(index);
+        match index {
+            at::LAST_DEVICE => &self.last_device,
+            at::TOP_CATEGORY_30D => &self.top_category,
+            _ => "",
+        }
+    }
+
+    /// The value of the feature at `index`.
+    pub fn value(&mut self, index: usize) -> Value {
+        match index {
+            at::LAST_DEVICE | at::TOP_CATEGORY_30D => Value::Text(self.text(index).to_string()),
+            _ => Value::Number(self.number(index)),
         }
     }
 
     /// Read the feature at `index` as `value` from now on (what-if evaluation).
     pub fn assume(&mut self, index: usize, value: Value) {
-        self.value(index);
-        self.values[index] = Some(value);
+        self.ensure(index);
+        match (index, value) {
+            (at::LAST_DEVICE, Value::Text(text)) => self.last_device = text,
+            (at::TOP_CATEGORY_30D, Value::Text(text)) => self.top_category = text,
+            (at::LAST_DEVICE | at::TOP_CATEGORY_30D, Value::Number(_)) => {}
+            (_, Value::Number(number)) => self.numbers[index] = number,
+            (_, Value::Text(_)) => self.numbers[index] = f64::NAN,
+        }
     }
 
     /// Every feature, in [`FEATURES`] order.
     pub fn all(&mut self) -> Vec<Value> {
-        (0..FEATURES.len()).map(|i| self.value(i).clone()).collect()
-    }
-
-    fn set(&mut self, name: &str, value: f64) {
-        let index = index_of(name).expect("a feature");
-        self.values[index] = Some(Value::Number(value));
+        (0..FEATURES.len()).map(|i| self.value(i)).collect()
     }
 
     fn compute(&mut self, group: Group) {
         let profile = self.profile;
         let as_of = self.as_of;
+        let numbers = &mut self.numbers;
         match group {
             Group::Counts1h | Group::Counts24h | Group::Counts7d | Group::Counts30d => {
-                let window = GROUPS
-                    .iter()
-                    .position(|g| *g == group)
-                    .expect("a count group");
+                let window = group as usize;
                 let (tier, buckets) = WINDOWS[window];
-                let counts = tier.of(profile).window(as_of, buckets, 0);
-                for slot in 0..COUNTED.len() {
-                    let count = counts.get(slot).copied().unwrap_or(0);
-                    self.values[window * 6 + slot] = Some(Value::Number(count as f64));
+                let mut counts = [0i64; COUNTED.len()];
+                tier.of(profile).sum_into(as_of, buckets, 0, &mut counts);
+                for (slot, count) in counts.iter().enumerate() {
+                    numbers[window * 6 + slot] = *count as f64;
                 }
             }
             Group::Revenue => {
                 let revenue: i64 = profile.purchase_days.values().sum();
                 let days = &profile.days;
-                self.set("revenue_7d", days.slot(as_of, 7, 0, REVENUE) as f64 / 100.0);
-                self.set(
-                    "revenue_30d",
-                    days.slot(as_of, 30, 0, REVENUE) as f64 / 100.0,
-                );
-                self.set("revenue_lifetime", revenue as f64 / 100.0);
-                self.set("orders_lifetime", profile.orders as f64);
-                let mean = if profile.orders != 0 {
+                numbers[at::REVENUE_7D] = days.slot(as_of, 7, 0, REVENUE) as f64 / 100.0;
+                numbers[at::REVENUE_30D] = days.slot(as_of, 30, 0, REVENUE) as f64 / 100.0;
+                numbers[at::REVENUE_LIFETIME] = revenue as f64 / 100.0;
+                numbers[at::ORDERS_LIFETIME] = profile.orders as f64;
+                numbers[at::AVG_ORDER_VALUE] = if profile.orders != 0 {
                     revenue as f64 / profile.orders as f64 / 100.0
                 } else {
                     0.0
                 };
-                self.set("avg_order_value", mean);
             }
             Group::Rfm => {
                 let (frequency, recency, age, monetary) = rfm(profile, as_of);
-                self.set("frequency", frequency);
-                self.set("recency", recency);
-                self.set("T", age);
-                self.set("monetary_value", monetary);
+                numbers[at::FREQUENCY] = frequency;
+                numbers[at::RECENCY] = recency;
+                numbers[at::T] = age;
+                numbers[at::MONETARY_VALUE] = monetary;
             }
             Group::Recency => {
-                self.set(
-                    "days_since_last_order",
-                    days_since(profile.last_order, as_of),
-                );
-                self.set("days_since_last_seen", days_since(profile.last_seen, as_of));
-                self.set(
-                    "days_since_first_seen",
-                    days_since(profile.first_seen, as_of),
-                );
-                self.set("events_lifetime", profile.events as f64);
-                let device = profile.last_device.as_ref().map(|d| d.1.clone());
-                let index = index_of("last_device").expect("a feature");
-                self.values[index] = Some(Value::Text(device.unwrap_or_default()));
+                numbers[at::DAYS_SINCE_LAST_ORDER] = days_since(profile.last_order, as_of);
+                numbers[at::DAYS_SINCE_LAST_SEEN] = days_since(profile.last_seen, as_of);
+                numbers[at::DAYS_SINCE_FIRST_SEEN] = days_since(profile.first_seen, as_of);
+                numbers[at::EVENTS_LIFETIME] = profile.events as f64;
+                self.last_device = profile
+                    .last_device
+                    .as_ref()
+                    .map(|d| d.1.clone())
+                    .unwrap_or_default();
             }
             Group::Sessions => self.sessions(),
             Group::Affinity => self.affinity(),
@@ -414,9 +489,9 @@ impl<'a> Reading<'a> {
                     0.0
                 };
                 let velocity = ((per_day + 1.0) / (per_day_before + 1.0)).log2();
-                self.set("events_per_active_day_7d", py_round(per_day, 4));
-                self.set("events_per_active_day_prev_7d", py_round(per_day_before, 4));
-                self.set("engagement_velocity", py_round(velocity, 4));
+                numbers[at::EVENTS_PER_ACTIVE_DAY_7D] = py_round(per_day, 4);
+                numbers[at::EVENTS_PER_ACTIVE_DAY_PREV_7D] = py_round(per_day_before, 4);
+                numbers[at::ENGAGEMENT_VELOCITY] = py_round(velocity, 4);
             }
             Group::Cart => {
                 let (lines, last) = if profile.cart.is_empty() {
@@ -426,18 +501,18 @@ impl<'a> Reading<'a> {
                 };
                 match last {
                     None => {
-                        self.set("cart_products", 0.0);
-                        self.set("cart_value", 0.0);
-                        self.set("cart_idle_minutes", -1.0);
-                        self.set("cart_abandoned", 0.0);
+                        numbers[at::CART_PRODUCTS] = 0.0;
+                        numbers[at::CART_VALUE] = 0.0;
+                        numbers[at::CART_IDLE_MINUTES] = -1.0;
+                        numbers[at::CART_ABANDONED] = 0.0;
                     }
                     Some(last) => {
                         let value: f64 = lines.iter().map(|line| line.value).sum();
-                        self.set("cart_products", lines.len() as f64);
-                        self.set("cart_value", py_round(value, 2));
-                        self.set("cart_idle_minutes", minutes_since(last, as_of));
+                        numbers[at::CART_PRODUCTS] = lines.len() as f64;
+                        numbers[at::CART_VALUE] = py_round(value, 2);
+                        numbers[at::CART_IDLE_MINUTES] = minutes_since(last, as_of);
                         let abandoned = as_of - last as f64 >= self.cart_after;
-                        self.set("cart_abandoned", if abandoned { 1.0 } else { 0.0 });
+                        numbers[at::CART_ABANDONED] = if abandoned { 1.0 } else { 0.0 };
                     }
                 }
             }
@@ -447,22 +522,22 @@ impl<'a> Reading<'a> {
     fn sessions(&mut self) {
         let as_of = self.as_of;
         let week = (7 * DAY) as f64;
-        let recent: Vec<_> = self
-            .profile
-            .sessions
-            .items
-            .iter()
-            .filter(|s| as_of - week < s[0] as f64 && s[0] as f64 <= as_of)
-            .collect();
-        let abandoned = recent
-            .iter()
-            .filter(|s| (s[1] + SESSION_GAP) as f64 <= as_of)
-            .filter(|s| s[3] & SESSION_CART != 0 && s[3] & SESSION_ORDER == 0)
-            .count();
-        let count = recent.len();
+        let (mut count, mut total, mut bounced, mut abandoned) = (0usize, 0i64, 0usize, 0usize);
+        for s in &self.profile.sessions.items {
+            if !(as_of - week < s[0] as f64 && s[0] as f64 <= as_of) {
+                continue;
+            }
+            count += 1;
+            total += s[1] - s[0];
+            if s[2] == 1 {
+                bounced += 1;
+            }
+            let closed = (s[1] + SESSION_GAP) as f64 <= as_of;
+            if closed && s[3] & SESSION_CART != 0 && s[3] & SESSION_ORDER == 0 {
+                abandoned += 1;
+            }
+        }
         let (duration, bounce) = if count != 0 {
-            let total: i64 = recent.iter().map(|s| s[1] - s[0]).sum();
-            let bounced = recent.iter().filter(|s| s[2] == 1).count();
             (
                 py_round(total as f64 / count as f64, 1),
                 py_round(bounced as f64 / count as f64, 4),
@@ -470,25 +545,24 @@ impl<'a> Reading<'a> {
         } else {
             (0.0, 0.0)
         };
-        self.set("sessions_7d", count as f64);
-        self.set("session_duration_7d", duration);
-        self.set("bounce_rate_7d", bounce);
-        self.set("abandoned_carts_7d", abandoned as f64);
+        let numbers = &mut self.numbers;
+        numbers[at::SESSIONS_7D] = count as f64;
+        numbers[at::SESSION_DURATION_7D] = duration;
+        numbers[at::BOUNCE_RATE_7D] = bounce;
+        numbers[at::ABANDONED_CARTS_7D] = abandoned as f64;
     }
 
     fn affinity(&mut self) {
         let profile = self.profile;
         let as_of = self.as_of;
-        let month = profile.days.window(as_of, 30, 0);
-        let last_day = day_of(as_of);
-        let events = month.get(EVENTS).copied().unwrap_or(0);
-        let mobile = month.get(MOBILE).copied().unwrap_or(0);
-        let share = if events != 0 {
+        let events = profile.days.slot(as_of, 30, 0, EVENTS);
+        let mobile = profile.days.slot(as_of, 30, 0, MOBILE);
+        self.numbers[at::MOBILE_SHARE_30D] = if events != 0 {
             py_round(mobile as f64 / events as f64, 4)
         } else {
             0.0
         };
-        self.set("mobile_share_30d", share);
+        let last_day = day_of(as_of);
         let mut top: Option<(&str, i64)> = None;
         let mut total = 0;
         for (category, per_day) in &profile.category_days {
@@ -504,13 +578,12 @@ impl<'a> Reading<'a> {
                 top = Some((category, count));
             }
         }
-        let index = index_of("top_category_30d").expect("a feature");
         let (name, share) = match top {
             None => (String::new(), 0.0),
             Some((name, count)) => (name.to_string(), py_round(count as f64 / total as f64, 4)),
         };
-        self.values[index] = Some(Value::Text(name));
-        self.set("top_category_share_30d", share);
+        self.top_category = name;
+        self.numbers[at::TOP_CATEGORY_SHARE_30D] = share;
     }
 }
 
@@ -539,11 +612,6 @@ fn rfm(profile: &Profile, as_of: f64) -> (f64, f64, f64, f64) {
 /// Whether `name` is a feature the passing of time alone can only lower, never below 0.
 pub fn shrinking(index: usize) -> bool {
     count_window(index).is_some() || FEATURES[index].0 == "sessions_7d"
-}
-
-/// The kind counted by a burst of `kind`: the kind's own name in `recent` keys.
-pub fn burst_prefix(kind: Kind) -> String {
-    format!("{}/", kind.name())
 }
 
 #[cfg(test)]

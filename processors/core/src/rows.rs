@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 
 use rmp::encode as mp;
-use rmpv::Value;
 
 use crate::profile::Profile;
 use crate::user::{Labels, User};
@@ -42,40 +41,266 @@ fn bad(what: &str) -> RowError {
 
 /// The user in `row`, of any version.
 pub fn decode(row: &[u8]) -> Result<User, RowError> {
-    let value = rmpv::decode::read_value(&mut &row[..]).map_err(|e| RowError(e.to_string()))?;
-    let fields = list(&value, "row")?;
-    let fields = match fields.first() {
-        Some(Value::Integer(version)) if version.as_i64() == Some(ROW_VERSION) => &fields[1..],
-        Some(Value::Array(_)) => fields, // version 1
-        _ => return Err(bad("not a state row of a known version")),
+    let mut read = Reader { data: row, at: 0 };
+    let mut fields = read.array()?;
+    let versioned = match read.peek()? {
+        0x90..=0x9f | 0xdc | 0xdd => false, // version 1: the aggregates come first
+        _ => {
+            if read.int()? != ROW_VERSION {
+                return Err(bad("not a state row of a known version"));
+            }
+            true
+        }
     };
-    if fields.len() < 8 {
+    fields -= versioned as usize;
+    if fields < 8 {
         return Err(bad("too few fields"));
     }
-    let field = |i: usize| fields.get(i).unwrap_or(&Value::Nil);
+    let profile = read.profile()?;
+    let segments = read.strings()?;
+    let version = read.int()?;
+    let as_of = read.number()?;
+    let mut recent = BTreeMap::new();
+    for _ in 0..read.array()? {
+        read.pair()?;
+        let digest = read.int()? as u64;
+        recent.insert(digest, read.int()?);
+    }
+    let linked = read.strings()?;
+    let absorbed = read.strings()?;
+    let alias_of = read.text_or_nil()?;
+    let cluster = if fields > 8 {
+        read.text_or_nil()?
+    } else {
+        None
+    };
+    let model_version = if fields > 9 { read.int_or_nil()? } else { None };
+    let due = if fields > 10 {
+        read.int_or_nil()?
+    } else {
+        None
+    };
     Ok(User {
-        profile: profile(list(&fields[0], "profile")?)?,
+        profile,
         labels: Labels {
-            segments: strings(&fields[1])?,
-            version: int(&fields[2])?,
-            cluster: text_or_nil(field(8))?,
-            model_version: int_or_nil(field(9))?,
+            segments,
+            version,
+            cluster,
+            model_version,
         },
-        as_of: number(&fields[3])?,
-        recent: pairs(&fields[4])?
-            .into_iter()
-            .map(|(digest, when)| (digest as u64, when))
-            .collect(),
-        linked: strings(&fields[5])?,
-        absorbed: strings(&fields[6])?,
-        alias_of: text_or_nil(&fields[7])?,
-        due: int_or_nil(field(10))?,
+        as_of,
+        recent,
+        linked,
+        absorbed,
+        alias_of,
+        due,
     })
+}
+
+/// Reads msgpack values one at a time, without building a tree of them.
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn peek(&self) -> Result<u8, RowError> {
+        self.data
+            .get(self.at)
+            .copied()
+            .ok_or(bad("the row ends early"))
+    }
+
+    fn take(&mut self, count: usize) -> Result<&[u8], RowError> {
+        let end = self.at + count;
+        let taken = self
+            .data
+            .get(self.at..end)
+            .ok_or(bad("the row ends early"))?;
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, RowError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], RowError> {
+        Ok(self.take(N)?.try_into().expect("N bytes taken"))
+    }
+
+    fn array(&mut self) -> Result<usize, RowError> {
+        match self.byte()? {
+            marker @ 0x90..=0x9f => Ok((marker & 0x0f) as usize),
+            0xdc => Ok(u16::from_be_bytes(self.be()?) as usize),
+            0xdd => Ok(u32::from_be_bytes(self.be()?) as usize),
+            _ => Err(bad("a list was expected")),
+        }
+    }
+
+    /// A two-element list's header.
+    fn pair(&mut self) -> Result<(), RowError> {
+        match self.array()? {
+            2 => Ok(()),
+            _ => Err(bad("a pair was expected")),
+        }
+    }
+
+    fn nil(&mut self) -> Result<bool, RowError> {
+        if self.peek()? == 0xc0 {
+            self.at += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// An integer (a float is cut to one); a u64 above i64's range keeps its bits.
+    fn int(&mut self) -> Result<i64, RowError> {
+        Ok(match self.byte()? {
+            marker @ 0x00..=0x7f => marker as i64,
+            marker @ 0xe0..=0xff => marker as i8 as i64,
+            0xcc => self.byte()? as i64,
+            0xcd => u16::from_be_bytes(self.be()?) as i64,
+            0xce => u32::from_be_bytes(self.be()?) as i64,
+            0xcf => u64::from_be_bytes(self.be()?) as i64,
+            0xd0 => self.byte()? as i8 as i64,
+            0xd1 => i16::from_be_bytes(self.be()?) as i64,
+            0xd2 => i32::from_be_bytes(self.be()?) as i64,
+            0xd3 => i64::from_be_bytes(self.be()?),
+            0xca => f32::from_be_bytes(self.be()?).trunc() as i64,
+            0xcb => f64::from_be_bytes(self.be()?).trunc() as i64,
+            _ => return Err(bad("a number was expected")),
+        })
+    }
+
+    fn number(&mut self) -> Result<f64, RowError> {
+        match self.peek()? {
+            0xca => {
+                self.at += 1;
+                Ok(f32::from_be_bytes(self.be()?) as f64)
+            }
+            0xcb => {
+                self.at += 1;
+                Ok(f64::from_be_bytes(self.be()?))
+            }
+            _ => Ok(self.int()? as f64),
+        }
+    }
+
+    fn int_or_nil(&mut self) -> Result<Option<i64>, RowError> {
+        Ok(if self.nil()? { None } else { Some(self.int()?) })
+    }
+
+    fn text(&mut self) -> Result<String, RowError> {
+        let length = match self.byte()? {
+            marker @ 0xa0..=0xbf => (marker & 0x1f) as usize,
+            0xd9 => self.byte()? as usize,
+            0xda => u16::from_be_bytes(self.be()?) as usize,
+            0xdb => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(bad("text was expected")),
+        };
+        let bytes = self.take(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| bad("text is not UTF-8"))
+    }
+
+    fn text_or_nil(&mut self) -> Result<Option<String>, RowError> {
+        Ok(if self.nil()? {
+            None
+        } else {
+            Some(self.text()?)
+        })
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, RowError> {
+        (0..self.array()?).map(|_| self.text()).collect()
+    }
+
+    fn ints(&mut self) -> Result<Vec<i64>, RowError> {
+        (0..self.array()?).map(|_| self.int()).collect()
+    }
+
+    fn pairs(&mut self) -> Result<BTreeMap<i64, i64>, RowError> {
+        let mut found = BTreeMap::new();
+        for _ in 0..self.array()? {
+            self.pair()?;
+            let key = self.int()?;
+            found.insert(key, self.int()?);
+        }
+        Ok(found)
+    }
+
+    fn counts(&mut self, counts: &mut SlidingCounts) -> Result<(), RowError> {
+        for _ in 0..self.array()? {
+            let length = self.array()?;
+            if length == 0 {
+                return Err(bad("empty bucket"));
+            }
+            let index = self.int()?;
+            let vector = (1..length).map(|_| self.int()).collect::<Result<_, _>>()?;
+            counts.buckets.insert(index, vector);
+        }
+        Ok(())
+    }
+
+    fn profile(&mut self) -> Result<Profile, RowError> {
+        let fields = self.array()?;
+        if fields < 13 {
+            return Err(bad("profile has too few fields"));
+        }
+        let mut profile = Profile::default();
+        self.counts(&mut profile.minutes)?;
+        self.counts(&mut profile.hours)?;
+        self.counts(&mut profile.days)?;
+        for _ in 0..self.array()? {
+            self.pair()?;
+            let name = self.text()?;
+            let per_day = self.pairs()?;
+            profile.category_days.insert(name, per_day);
+        }
+        for _ in 0..self.array()? {
+            let session: [i64; 4] = self
+                .ints()?
+                .try_into()
+                .map_err(|_| bad("a session has 4 fields"))?;
+            profile.sessions.items.push(session);
+        }
+        profile.purchase_days = self.pairs()?;
+        profile.orders = self.int()?;
+        profile.events = self.int()?;
+        profile.first_seen = self.int_or_nil()?;
+        profile.last_seen = self.int_or_nil()?;
+        profile.last_order = self.int_or_nil()?;
+        if !self.nil()? {
+            self.pair()?;
+            let moment = self.int()?;
+            profile.last_device = Some((moment, self.text()?));
+        }
+        for _ in 0..self.array()? {
+            self.pair()?;
+            let key = self.text()?;
+            profile.recent.insert(key, self.ints()?);
+        }
+        if fields > 13 {
+            for _ in 0..self.array()? {
+                if self.array()? != 5 {
+                    return Err(bad("a cart entry has 5 fields"));
+                }
+                let moment = self.int()?;
+                let sign = self.int()?;
+                let product = self.text()?;
+                let category = self.text()?;
+                profile
+                    .cart
+                    .push((moment, sign, product, category, self.int()?));
+            }
+        }
+        Ok(profile)
+    }
 }
 
 /// The row of `user`, in the current version.
 pub fn encode(user: &User) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(1024);
     let w = &mut out;
     mp::write_array_len(w, 12).expect("writing to a Vec");
     mp::write_sint(w, ROW_VERSION).expect("writing to a Vec");
@@ -206,158 +431,5 @@ fn write_int_or_nil(w: &mut Vec<u8>, value: Option<i64>) {
         Some(number) => {
             mp::write_sint(w, number).expect("writing to a Vec");
         }
-    }
-}
-
-fn profile(fields: &[Value]) -> Result<Profile, RowError> {
-    if fields.len() < 13 {
-        return Err(bad("profile has too few fields"));
-    }
-    let mut profile = Profile::default();
-    for (counts, value) in [
-        (&mut profile.minutes, &fields[0]),
-        (&mut profile.hours, &fields[1]),
-        (&mut profile.days, &fields[2]),
-    ] {
-        for row in list(value, "buckets")? {
-            let numbers = ints(row)?;
-            let (index, vector) = numbers.split_first().ok_or(bad("empty bucket"))?;
-            counts.buckets.insert(*index, vector.to_vec());
-        }
-    }
-    for entry in list(&fields[3], "categories")? {
-        let pair = list(entry, "category")?;
-        let [name, per_day] = pair else {
-            return Err(bad("category is [name, days]"));
-        };
-        profile
-            .category_days
-            .insert(text(name)?, pairs(per_day)?.into_iter().collect());
-    }
-    for session in list(&fields[4], "sessions")? {
-        let numbers = ints(session)?;
-        let session: [i64; 4] = numbers
-            .try_into()
-            .map_err(|_| bad("session has 4 fields"))?;
-        profile.sessions.items.push(session);
-    }
-    profile.purchase_days = pairs(&fields[5])?.into_iter().collect();
-    profile.orders = int(&fields[6])?;
-    profile.events = int(&fields[7])?;
-    profile.first_seen = int_or_nil(&fields[8])?;
-    profile.last_seen = int_or_nil(&fields[9])?;
-    profile.last_order = int_or_nil(&fields[10])?;
-    profile.last_device = match &fields[11] {
-        Value::Nil => None,
-        device => {
-            let pair = list(device, "last_device")?;
-            let [moment, name] = pair else {
-                return Err(bad("last_device is [time, name]"));
-            };
-            Some((int(moment)?, text(name)?))
-        }
-    };
-    for entry in list(&fields[12], "recent")? {
-        let pair = list(entry, "recent")?;
-        let [key, times] = pair else {
-            return Err(bad("recent is [key, times]"));
-        };
-        profile.recent.insert(text(key)?, ints(times)?);
-    }
-    if let Some(cart) = fields.get(13) {
-        for entry in list(cart, "cart")? {
-            let entry = list(entry, "cart entry")?;
-            let [moment, sign, product, category, amount] = entry else {
-                return Err(bad("cart entry has 5 fields"));
-            };
-            profile.cart.push((
-                int(moment)?,
-                int(sign)?,
-                text(product)?,
-                text(category)?,
-                int(amount)?,
-            ));
-        }
-    }
-    Ok(profile)
-}
-
-fn list<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], RowError> {
-    match value {
-        Value::Array(items) => Ok(items),
-        _ => Err(RowError(format!("{what} is not a list"))),
-    }
-}
-
-fn int(value: &Value) -> Result<i64, RowError> {
-    match value {
-        Value::Integer(number) => number
-            .as_i64()
-            .or(number.as_u64().map(|n| n as i64))
-            .ok_or(bad("integer out of range")),
-        Value::F64(number) => Ok(number.trunc() as i64),
-        Value::F32(number) => Ok(number.trunc() as i64),
-        _ => Err(bad("not a number")),
-    }
-}
-
-fn number(value: &Value) -> Result<f64, RowError> {
-    match value {
-        Value::F64(number) => Ok(*number),
-        Value::F32(number) => Ok(*number as f64),
-        Value::Integer(number) => number.as_f64().ok_or(bad("not a number")),
-        _ => Err(bad("not a number")),
-    }
-}
-
-fn int_or_nil(value: &Value) -> Result<Option<i64>, RowError> {
-    match value {
-        Value::Nil => Ok(None),
-        other => int(other).map(Some),
-    }
-}
-
-fn text(value: &Value) -> Result<String, RowError> {
-    match value {
-        Value::String(text) => text
-            .as_str()
-            .map(str::to_string)
-            .ok_or(bad("text is not UTF-8")),
-        _ => Err(bad("not text")),
-    }
-}
-
-fn text_or_nil(value: &Value) -> Result<Option<String>, RowError> {
-    match value {
-        Value::Nil => Ok(None),
-        other => text(other).map(Some),
-    }
-}
-
-fn strings(value: &Value) -> Result<Vec<String>, RowError> {
-    list(value, "names")?.iter().map(text).collect()
-}
-
-fn ints(value: &Value) -> Result<Vec<i64>, RowError> {
-    list(value, "numbers")?.iter().map(int).collect()
-}
-
-fn pairs(value: &Value) -> Result<Vec<(i64, i64)>, RowError> {
-    list(value, "pairs")?
-        .iter()
-        .map(|pair| match list(pair, "pair")? {
-            [key, value] => Ok((int_unsigned(key)?, int(value)?)),
-            _ => Err(bad("a pair has 2 fields")),
-        })
-        .collect()
-}
-
-/// An integer that may be a u64 above i64's range (message digests), kept bit for bit.
-fn int_unsigned(value: &Value) -> Result<i64, RowError> {
-    match value {
-        Value::Integer(number) if number.as_u64().is_some() => {
-            Ok(number.as_u64().unwrap_or(0) as i64)
-        }
-        other => int(other),
     }
 }

@@ -15,7 +15,9 @@
 use serde::Deserialize;
 
 use crate::events::Kind;
-use crate::features::{index_of, set_of, shrinking, FeatureSet, Reading, Value, CLOCK_FEATURES};
+use crate::features::{
+    index_of, set_of, shrinking, FeatureSet, Reading, CLOCK_FEATURES, FEATURES, TEXT_FEATURES,
+};
 use crate::profile::{RECENT_SECONDS, SESSION_GAP};
 use crate::timing::Op;
 
@@ -216,18 +218,23 @@ impl RuleSet {
 
     fn compare(&self, comparison: &Comparison, reading: &mut Reading) -> bool {
         let op = comparison.op;
-        match (&comparison.value, reading.value(comparison.feature)) {
-            (Operand::Number(limit), Value::Number(value)) => op.holds(*value, *limit),
-            (Operand::Percentile(index), Value::Number(value)) => {
+        let feature = comparison.feature;
+        if TEXT_FEATURES.contains(&FEATURES[feature].0)
+            != matches!(comparison.value, Operand::Text(_))
+        {
+            return op == Op::Ne; // a name against a number, or the other way: never equal
+        }
+        match &comparison.value {
+            Operand::Number(limit) => op.holds(reading.number(feature), *limit),
+            Operand::Percentile(index) => {
                 let limit = self.thresholds[*index];
-                !limit.is_nan() && op.holds(*value, limit)
+                !limit.is_nan() && op.holds(reading.number(feature), limit)
             }
-            (Operand::Text(name), Value::Text(value)) => match op {
-                Op::Eq => value == name,
-                Op::Ne => value != name,
+            Operand::Text(name) => match op {
+                Op::Eq => reading.text(feature) == name,
+                Op::Ne => reading.text(feature) != name,
                 _ => false,
             },
-            _ => op == Op::Ne,
         }
     }
 

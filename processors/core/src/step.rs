@@ -23,7 +23,8 @@
 //! let items = vec![Item::Event(Event::new("anon", "m1", Kind::Page, 1.0)),
 //!                  Item::Merge { anonymous_id: "anon".into(), into: "ann".into() },
 //!                  Item::Event(Event::new("anon", "m2", Kind::Page, 2.0))];
-//! let step = run_partition(&items, &mut HashMap::new(), &classifier, &Options::default()).unwrap();
+//! let mut stored: HashMap<String, Vec<u8>> = HashMap::new();
+//! let step = run_partition(&items, &mut stored, &classifier, &Options::default()).unwrap();
 //! let relays: Vec<_> = step.relays.iter().map(|r| (r.kind, r.key.as_str())).collect();
 //! assert_eq!(relays, [("absorb", "ann"), ("forward", "ann")]);
 //! ```
@@ -95,13 +96,16 @@ pub struct Vector {
 
 /// Where a step finds the users it has not loaded yet.
 pub trait Stored {
-    /// The stored state of `user_id`, if any.
-    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError>;
+    /// The stored state of `user_id`, if any, and its row as stored.
+    fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError>;
 }
 
-impl Stored for HashMap<String, User> {
-    fn fetch(&mut self, user_id: &str) -> Result<Option<User>, RowError> {
-        Ok(self.get(user_id).cloned())
+impl Stored for HashMap<String, Vec<u8>> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
+        match self.get(user_id) {
+            None => Ok(None),
+            Some(row) => Ok(Some((rows::decode(row)?, row.clone()))),
+        }
     }
 }
 
@@ -150,9 +154,9 @@ pub struct Step {
     pub expired: Vec<String>,
     pub erased: Vec<String>,
     pub timers: IndexMap<String, Option<i64>>,
-    /// The users whose state differs from what was loaded (new users included): the
-    /// ones to write back.
-    pub changed: Vec<String>,
+    /// The rows of the users whose state differs from what was loaded (new users
+    /// included): the ones to write back.
+    pub rows: IndexMap<String, Vec<u8>>,
     /// The users whose labels (segments, cluster, versions, alias) differ from what was
     /// loaded: the ones whose labels readers must see anew.
     pub relabelled: Vec<String>,
@@ -283,8 +287,8 @@ pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
         user_id: user_id.to_string(),
         as_of: user.as_of,
         values: numeric_features()
-            .into_iter()
-            .map(|index| reading.number(index))
+            .iter()
+            .map(|&index| reading.number(index))
             .collect(),
         refresh,
     }
@@ -355,8 +359,8 @@ pub fn relabel(
 /// change a feature of `rules.settleable` are recomputed at once.
 struct Pass<'a> {
     step: Step,
-    /// The users as loaded, to tell at the end which ones changed.
-    loaded: HashMap<String, User>,
+    /// The rows and labels of the users as loaded, to tell at the end which ones changed.
+    loaded: HashMap<String, (Vec<u8>, Labels, Option<String>)>,
     stored: &'a mut dyn Stored,
     classifier: &'a Classifier,
     rules: &'a RuleSet,
@@ -371,13 +375,14 @@ impl Pass<'_> {
     /// of them.
     fn existing(&mut self, user_id: &str) -> Result<Option<&mut User>, RowError> {
         if !self.step.users.contains_key(user_id) {
-            let Some(user) = self.stored.fetch(user_id)? else {
+            let Some((user, row)) = self.stored.fetch(user_id)? else {
                 return Ok(None);
             };
             if let Some(due) = user.due {
                 self.queue.push(Reverse((due, user_id.to_string())));
             }
-            self.loaded.insert(user_id.to_string(), user.clone());
+            let labels = (row, user.labels.clone(), user.alias_of.clone());
+            self.loaded.insert(user_id.to_string(), labels);
             self.step.users.insert(user_id.to_string(), user);
         }
         Ok(self.step.users.get_mut(user_id))
@@ -728,16 +733,17 @@ impl Pass<'_> {
     fn compare(&mut self) {
         let step = &mut self.step;
         for (user_id, user) in &step.users {
+            let row = rows::encode(user);
             let before = self.loaded.get(user_id);
-            if before != Some(user) {
-                step.changed.push(user_id.clone());
-            }
             let labels_moved = match before {
                 None => user.labels != Labels::default() || user.alias_of.is_some(),
-                Some(before) => before.labels != user.labels || before.alias_of != user.alias_of,
+                Some((_, labels, alias_of)) => *labels != user.labels || *alias_of != user.alias_of,
             };
             if labels_moved {
                 step.relabelled.push(user_id.clone());
+            }
+            if before.is_none_or(|(loaded, _, _)| *loaded != row) {
+                step.rows.insert(user_id.clone(), row);
             }
         }
     }

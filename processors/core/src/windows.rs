@@ -67,18 +67,13 @@ impl SlidingCounts {
             .sum()
     }
 
-    /// Every counter summed over the window (trailing slots may be missing: read as 0).
-    pub fn window(&self, as_of: f64, buckets: i64, skip: i64) -> Vec<i64> {
-        let mut totals: Vec<i64> = Vec::new();
+    /// The first `totals.len()` counters summed over the window, into `totals`.
+    pub fn sum_into(&self, as_of: f64, buckets: i64, skip: i64, totals: &mut [i64]) {
         for vector in self.range(as_of, buckets, skip) {
-            if totals.len() < vector.len() {
-                totals.resize(vector.len(), 0);
-            }
             for (total, value) in totals.iter_mut().zip(vector) {
                 *total += value;
             }
         }
-        totals
     }
 
     /// How many buckets of the window have any counter above zero.
