@@ -26,8 +26,8 @@ _ROWS = (
     ("lookup p99", "lookup_p99_ms", "ms"),
 )
 _TARGETS = {
-    "worker_eps": "≥ 50,000",
-    "freshness_p99_ms": "≤ 250",
+    "worker_eps": "≥ 30,000, ≥ 0.5 of floor",
+    "freshness_p99_ms": "≤ 150",
     "redis_bytes_per_user": "≤ 1,024",
     "lookup_p99_ms": "≤ 5",
 }
