@@ -634,3 +634,57 @@ mod tests {
         assert_eq!(set & set_of(&["sessions_7d", "days_since_last_order"]), 0);
     }
 }
+
+#[cfg(test)]
+mod touched {
+    use super::*;
+    use crate::events::Event;
+
+    /// A small deterministic generator (xorshift), for random histories.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below
+        }
+    }
+
+    #[test]
+    fn an_event_changes_no_feature_outside_those_it_says() {
+        let clock = set_of(&CLOCK_FEATURES);
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..300 {
+            let mut profile = Profile::default();
+            for number in 0..random.next(30) + 1 {
+                let kind = Kind::from_code(random.next(9) as i64).expect("a kind");
+                let moment = (1_000 * DAY + random.next((40 * DAY) as u64) as i64) as f64;
+                let event = Event {
+                    value: random.next(200) as f64,
+                    categories: ["shoes", "hats"][..random.next(2) as usize]
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                    device: [None, Some("mobile".to_string())][random.next(2) as usize].clone(),
+                    product: Some("p1".to_string()),
+                    ..Event::new("u", &number.to_string(), kind, moment)
+                };
+                let before = profile.clone();
+                let started = profile.apply(&event);
+                let said = touched_features(kind, started);
+                let later = moment + random.next((3 * DAY) as u64) as f64;
+                for at in [moment, later] {
+                    let old = Reading::new(&before, at, 1800.0).all();
+                    let new = Reading::new(&profile, at, 1800.0).all();
+                    for index in 0..FEATURES.len() {
+                        let moved = old[index] != new[index];
+                        let allowed = said & (1 << index) != 0 || clock & (1 << index) != 0;
+                        assert!(!moved || allowed, "{kind:?} moved {}", FEATURES[index].0);
+                    }
+                }
+            }
+        }
+    }
+}

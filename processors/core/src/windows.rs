@@ -202,3 +202,63 @@ impl Sessions {
         self.items.retain(|s| (s[1] + gap) as f64 >= before);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_sums_the_buckets_ending_with_its_own() {
+        let mut counts = SlidingCounts::new(60, 10);
+        counts.add(0, 0, 1);
+        counts.add(130, 1, 2);
+        counts.add(185, 0, 1);
+        assert_eq!(counts.slot(190.0, 2, 0, 0), 1); // buckets 2 and 3
+        assert_eq!(counts.slot(190.0, 4, 0, 0), 2); // buckets 0 to 3
+        assert_eq!(counts.slot(190.0, 2, 1, 1), 2); // buckets 1 and 2
+        assert_eq!(counts.active(190.0, 4, 0), 3);
+        let mut totals = [0; 2];
+        counts.sum_into(190.0, 4, 0, &mut totals);
+        assert_eq!(totals, [2, 2]);
+    }
+
+    #[test]
+    fn a_window_changes_when_a_bucket_with_counts_slides_out_or_in() {
+        let mut counts = SlidingCounts::new(60, 10);
+        counts.add(125, 0, 1); // bucket 2
+        assert_eq!(counts.changes_at(130.0, 3, 0, None), 300.0); // leaves at bucket 5
+        assert_eq!(counts.changes_at(130.0, 3, 2, None), 240.0); // enters at bucket 4
+        assert_eq!(counts.changes_at(130.0, 3, 0, Some(1)), f64::INFINITY);
+        assert_eq!(counts.changes_at(400.0, 3, 0, None), f64::INFINITY);
+    }
+
+    #[test]
+    fn pruning_keeps_what_a_window_can_still_reach_and_merging_adds() {
+        let mut counts = SlidingCounts::new(60, 3);
+        counts.add(0, 0, 1);
+        counts.add(200, 0, 1);
+        counts.prune(240.0); // bucket 4: buckets 1 to 4 stay reachable
+        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [3]);
+        let mut other = SlidingCounts::new(60, 3);
+        other.add(200, 2, 5);
+        counts.merge(&other);
+        assert_eq!(counts.buckets[&3], vec![1, 0, 5]);
+    }
+
+    #[test]
+    fn sessions_do_not_depend_on_arrival_order_and_prune_what_cannot_join() {
+        let moments = [0, 600, 5000, 2000, 3500, 9000];
+        let mut forward = Sessions::new(1800);
+        let mut backward = Sessions::new(1800);
+        for (index, moment) in moments.iter().enumerate() {
+            forward.add(*moment, index as i64 % 2);
+        }
+        for (index, moment) in moments.iter().enumerate().rev() {
+            backward.add(*moment, index as i64 % 2);
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.items, vec![[0, 5000, 5, 1], [9000, 9000, 1, 1]]);
+        forward.prune(7000.0);
+        assert_eq!(forward.items.len(), 1);
+    }
+}
