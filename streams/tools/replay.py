@@ -132,9 +132,10 @@ def replay(
     with tempfile.TemporaryDirectory(prefix="segstream-replay-") as scratch:
         for _, key, line in sorted_events(source, Path(scratch), run_events):
             if rate is not None and sent % 100 == 0:
+                producer.poll(0)
                 ahead = started + sent / rate - time.monotonic()
                 if ahead > 0:
-                    producer.poll(ahead)
+                    time.sleep(ahead)
             while True:
                 try:
                     producer.produce(
