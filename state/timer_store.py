@@ -94,13 +94,16 @@ class TimerStore:
         index = self.keys.timers(topic, partition)
         removed: dict[int, list[str]] = defaultdict(list)
         if taken is not None:
-            for shard, bound in taken.bounds.items():
-                if math.isinf(bound):
-                    pipe.zrem(index, shard)
-                else:
-                    pipe.zadd(index, {str(shard): bound})
+            emptied = [shard for shard, bound in taken.bounds.items() if math.isinf(bound)]
+            if emptied:
+                pipe.zrem(index, *emptied)
+            bounds = {str(s): b for s, b in taken.bounds.items() if not math.isinf(b)}
+            if bounds:
+                pipe.zadd(index, bounds)
             for user_id, shard in taken.sources.items():
-                removed[shard].append(user_id)
+                rescheduled = timers.get(user_id) is not None
+                if not rescheduled or timer_shard(user_id, self.shards) != shard:
+                    removed[shard].append(user_id)  # a new due time in place replaces it
         added: dict[int, dict[str, int]] = defaultdict(dict)
         for user_id, due in timers.items():
             shard = timer_shard(user_id, self.shards)
