@@ -167,6 +167,40 @@ def test_a_million_pending_timers_fit_in_100_mb(stack, config):
         client.unlink(key)
 
 
+def test_taking_due_timers_then_rescheduling_or_dropping_them_leaves_one_entry_each(stack, config):
+    """A commit that takes due timers rewrites the rescheduled in place, removes the dropped,
+    and leaves each shard's bound at its earliest timer left."""
+    client = redis.Redis.from_url(stack.redis_url)
+    keys = KeyLayout(config.redis_prefix)
+    store = TimerStore(client, keys, timer_shards := 8)
+    topic, start = f"{config.events_topic}-rescheduled", int(T0)
+    timers = {f"u{n}": start + n for n in range(20)}
+    with client.pipeline(transaction=True) as pipe:
+        store.write(pipe, topic, 0, timers)
+        pipe.execute()
+    taken = store.due(topic, {0: start + 9}, limit=100)[0]
+    assert [user for _, user in taken.entries] == [f"u{n}" for n in range(10)]
+    later = {f"u{n}": start + 100 + n for n in range(5)}  # u0-u4 rescheduled
+    later |= dict.fromkeys([f"u{n}" for n in range(5, 8)])  # u5-u7 dropped; u8, u9 fired
+    with client.pipeline(transaction=True) as pipe:
+        store.write(pipe, topic, 0, later, taken)
+        pipe.execute()
+    left = {
+        member.decode(): int(score)
+        for shard in range(timer_shards)
+        for member, score in client.zrange(
+            keys.timer_shard(topic, 0, shard), 0, -1, withscores=True
+        )
+    }
+    expected = {f"u{n}": start + n for n in range(10, 20)} | {
+        f"u{n}": start + 100 + n for n in range(5)
+    }
+    assert left == expected
+    due = store.due(topic, {0: start + 1_000}, limit=100)[0]
+    assert sorted(due.entries) == sorted((moment, user) for user, moment in expected.items())
+    assert store.earliest(topic, [0])[0] <= start + 10
+
+
 def test_a_backlog_of_due_timers_never_stalls_the_batch_loop(config, start_worker, model):
     """Thousands of carts come due at once; an event sent meanwhile is not held up by them."""
     settings = config.model_copy(update={"timers_per_batch": 400})
