@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     """Consumer group of the workers."""
     batch_max_events: int = Field(5_000, ge=1, le=1_000_000)
     """Most events one batch consumes."""
-    batch_max_wait_ms: int = Field(100, ge=1, le=60_000)
-    """Longest a batch waits to fill, in milliseconds."""
+    batch_max_wait_ms: int = Field(10, ge=1, le=60_000)
+    """Longest a batch waits to fill, in milliseconds (under a backlog batches fill at once)."""
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
     allowed_lateness_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
