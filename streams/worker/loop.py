@@ -28,6 +28,7 @@ and the same change versions again. Example::
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import threading
@@ -105,6 +106,7 @@ class Worker:
         self.consumer.subscribe(
             [self.settings.events_topic], on_assign=self._assigned, on_revoke=self._revoked
         )
+        _quiet_collector()
         self.probe.ready = True
         log.info(
             "worker started group=%s topic=%s rules=%s model=%s",
@@ -460,6 +462,24 @@ class _Stepped:
     outgoing: list[outgoing.Outgoing]
     commit: BatchCommit
     vectors: int
+
+
+_YOUNG_OBJECTS = 50_000
+"""Allocations between two collections of young objects (Python's default is 700)."""
+
+
+def _quiet_collector() -> None:
+    """Keep the cyclic garbage collector off the batch path.
+
+    A batch allocates tens of thousands of short-lived objects (messages, items,
+    changes) that reference counting frees; at Python's default thresholds the
+    collector ran every 700 of them and re-scanned the long-lived ones (modules,
+    rules, the model), 11 % of a worker's time. What lives from start-up on is
+    frozen out of the scans, and young objects are collected less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 
 def _count_consumed(decoded: DecodedBatch, size: int, vectors: int) -> None:
