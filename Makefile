@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 JOBS ?= 2
 
-.PHONY: demo test lint unit tools sdks bench chaos soak clean
+.PHONY: demo test lint unit tools sdks kafka bench chaos soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,23 @@ lint: $(VENV)/.installed-dev  ## ruff, mypy, cargo fmt and clippy
 	cd $(CORE) && $(CARGO) fmt --check && $(CARGO) clippy --quiet --all-targets -- -D warnings
 
 # Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
-# chromium (browser SDKs in a real browser).
+# chromium (browser SDKs in a real browser), Java and Maven (Apache Kafka).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-tools:  ## install Debian's prometheus, docker-compose and chromium when missing
+tools:  ## install Debian's prometheus, docker-compose, chromium, Java and Maven when missing
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v chromium >/dev/null \
+	  && command -v java >/dev/null && command -v mvn >/dev/null \
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
-	       -y -qq --no-install-recommends prometheus docker-compose chromium >/dev/null; }
+	       -y -qq --no-install-recommends prometheus docker-compose chromium \
+	       default-jre-headless maven >/dev/null; }
+
+# Apache Kafka's broker jars from Maven Central, into a folder the tests own.
+KAFKA := tests/kafka/libs/.fetched
+$(KAFKA): tests/kafka/pom.xml
+	mvn --quiet --batch-mode --file tests/kafka/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=libs
+	touch $@
+kafka: tools $(KAFKA)  ## fetch Apache Kafka for the tests (Maven)
 
 # The tracking SDKs from npm and the browser driver, into a folder the tests own.
 SDKS := tests/sdk/node_modules/.package-lock.json
@@ -52,7 +62,7 @@ $(SDKS): tests/sdk/package.json tests/sdk/package-lock.json
 sdks: $(SDKS)  ## install the SDKs the collector is tested with (npm)
 
 # Test files run in JOBS processes; each process starts its own broker and Redis.
-test: lint tools sdks  ## lint, then every test (integration tests start their own broker and Redis)
+test: lint tools sdks kafka  ## lint, then every test (integration tests start their own broker and Redis)
 	cd $(CORE) && $(CARGO) test --quiet
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 

@@ -53,7 +53,7 @@ from processors.events import Action, decode_all
 from state.keys import KeyLayout
 from streams.kafka import reliable_producer
 from streams.settings import Settings
-from streams.tools.embedded import Stack, free_port, running_stack
+from streams.tools.embedded import Stack, free_port, running_stack, stop_process
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
 from streams.tools.replay import REPLAYED
 from streams.tools.simulator import Simulation
@@ -99,12 +99,7 @@ class _Processes:
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
         self.running.remove(process)
 
     def stop_all(self) -> None:

@@ -32,7 +32,7 @@ from state.redis_store import RedisStateStore
 from streams.cli import read_model
 from streams.kafka import topic_reader
 from streams.settings import Settings
-from streams.tools.embedded import Stack, free_port, running_stack
+from streams.tools.embedded import Stack, free_port, running_stack, stop_process
 from streams.topics import ensure_topics
 
 _REFRESH_SECONDS = 0.5
@@ -144,16 +144,6 @@ def _start(command: list[str], environment: dict[str, str], log: Path) -> subpro
         )
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class _Backlog:
     """Messages on the events topic that the workers have not committed yet."""
 
@@ -242,7 +232,7 @@ def _run(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        _stop(simulator)
+        stop_process(simulator, 15)
     console.print()
     if not interrupted:
         backlog = _Backlog(config)
@@ -250,8 +240,8 @@ def _run(
             snapshot = _drain(model, started, snapshot, models, backlog)
         finally:
             backlog.close()
-    _stop(worker)
-    _stop(trainer)
+    stop_process(worker, 15)
+    stop_process(trainer, 15)
     final = _snapshot(model, started, None, models)
     console.print(_segment_table(final, "segments at the end of the demo"))
     console.print(_cluster_table(final, "clusters at the end of the demo"))

@@ -1,7 +1,16 @@
-"""A real Tansu broker and a real Redis for the whole session, and helpers around them."""
+"""A real Tansu broker and a real Redis for the whole session, Apache Kafka for the test
+files that ask for it, and helpers around them.
+
+A test file runs on Apache Kafka by taking its stack::
+
+    @pytest.fixture(scope="module")
+    def stack(apache_stack: Stack) -> Stack:
+        return apache_stack
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -27,18 +36,46 @@ from streams.tools.embedded import Stack, broker_binary, running_stack
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
+from tests.apache_kafka import ApacheKafka, running_apache_kafka
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The embedded broker and a Redis."""
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
 
 
-def isolated_settings(stack: Stack) -> Settings:
-    """Settings with topics, Redis keys and consumer group of their own."""
+@pytest.fixture(scope="session")
+def stack(embedded_stack: Stack) -> Stack:
+    """The broker and Redis a test runs on: the embedded broker unless its file says."""
+    return embedded_stack
+
+
+SCRAM_USERS = {"segstream": "s3cret"}
+"""The SASL/SCRAM users Apache Kafka is started with."""
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """Apache Kafka (KRaft), with plain and SASL/SCRAM listeners."""
+    with running_apache_kafka(tmp_path_factory.mktemp("apache-kafka"), SCRAM_USERS) as kafka:
+        yield kafka
+
+
+@pytest.fixture(scope="session")
+def apache_stack(embedded_stack: Stack, apache_kafka: ApacheKafka) -> Stack:
+    """Apache Kafka and the session's Redis."""
+    return dataclasses.replace(
+        embedded_stack, kafka_bootstrap=apache_kafka.bootstrap, broker_pid=apache_kafka.pid
+    )
+
+
+def isolated_settings(stack: Stack, partitions: int = 4) -> Settings:
+    """Settings with topics (of `partitions` partitions), Redis keys and consumer group of
+    their own."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
@@ -51,7 +88,7 @@ def isolated_settings(stack: Stack) -> Settings:
         features_topic=f"features-{tag}",
         models_topic=f"models-{tag}",
         group_id=f"workers-{tag}",
-        partitions=4,
+        partitions=partitions,
         batch_max_wait_ms=50,
     )
     ensure_topics(settings)

@@ -13,15 +13,23 @@ import pytest
 import requests
 from segment.analytics.client import Client
 
-from streams.tools.embedded import free_port
+from streams.tools.embedded import Stack, free_port
+from tests.apache_kafka import running_apache_kafka
 from tests.integration.conftest import (
     read_topic,
-    spawn_broker,
     wait_for_events,
     wait_until_serving,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(apache_stack: Stack) -> Stack:
+    """These tests run on Apache Kafka."""
+    return apache_stack
+
+
 KEY = "wk-test"
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 
@@ -420,13 +428,11 @@ def test_a_collector_started_before_its_broker_listens_and_answers_503_until_it_
     assert early.headers["Retry-After"] == "1"
     logged = process.log.read_text().splitlines()
     assert len([line for line in logged if "kafka" in line.lower()]) <= 2, logged
-    broker = spawn_broker(broker_port, broker_port, tmp_path / "broker.log")
     try:
-        wait_until_serving(f"{url}/readyz", process, timeout=60)
-        late = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=10)
-        assert late.status_code == 200, late.text
-        assert "kafka reachable" in process.log.read_text()
+        with running_apache_kafka(tmp_path / "kafka", port=broker_port):
+            wait_until_serving(f"{url}/readyz", process, timeout=60)
+            late = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=10)
+            assert late.status_code == 200, late.text
+            assert "kafka reachable" in process.log.read_text()
     finally:
         process.kill()
-        broker.kill()
-        broker.wait(10)

@@ -21,7 +21,7 @@ import redis
 from processors.events import Action, decode_event
 from state.keys import KeyLayout
 from state.read_model import ReadModel
-from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
+from streams.tools.embedded import Stack, free_port, spawn_redis, wait_for_redis
 from streams.tools.simulator import Simulation
 from tests.integration.conftest import (
     assert_same_profiles,
@@ -33,6 +33,14 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(apache_stack: Stack) -> Stack:
+    """These tests run on Apache Kafka."""
+    return apache_stack
+
+
 EVENTS = int(os.environ.get("FAULT_EVENTS", "50000"))
 
 
@@ -61,13 +69,10 @@ def replay_in_background(settings, path, log, rate=None):
     )
 
 
-@pytest.fixture(scope="module")
-def clean_run(stack, history, tmp_path_factory):
-    """One uninterrupted worker over the history: the reference export."""
+def one_clean_run(settings, history, logs):
+    """One uninterrupted worker over the history on `settings`: its export."""
     from tests.integration.conftest import WorkerProcess
 
-    settings = isolated_settings(stack)
-    logs = tmp_path_factory.mktemp("clean")
     worker = WorkerProcess(settings, logs / "worker.log")
     replay = replay_in_background(settings, history, logs / "replay.log")
     assert replay.wait(600) == 0, (logs / "replay.log").read_text()
@@ -75,6 +80,12 @@ def clean_run(stack, history, tmp_path_factory):
     exported = export(settings)
     assert len(exported) > 300
     return exported
+
+
+@pytest.fixture(scope="module")
+def clean_run(stack, history, tmp_path_factory):
+    """The reference export, on four partitions."""
+    return one_clean_run(isolated_settings(stack), history, tmp_path_factory.mktemp("clean"))
 
 
 def changes_by_user(settings):
@@ -143,6 +154,40 @@ def test_a_second_worker_joining_and_leaving_leaves_the_same_profiles(
     assert first.stop() == 0
     assert_same_profiles(export(config), clean_run)
     assert first.log.read_text().count("partitions assigned") >= 2
+
+
+def test_four_workers_on_sixteen_partitions_one_killed_and_one_added(
+    stack, history, tmp_path_factory
+):
+    """Many workers: four share sixteen partitions; one is SIGKILLed and a fifth joins
+    mid-replay. The profiles are those of one worker alone on the same sixteen
+    partitions, and every user's change versions run without gaps."""
+    from tests.integration.conftest import WorkerProcess
+
+    alone = isolated_settings(stack, partitions=16)
+    reference = one_clean_run(alone, history, tmp_path_factory.mktemp("alone"))
+
+    settings = isolated_settings(stack, partitions=16)
+    logs = tmp_path_factory.mktemp("many")
+    model = ReadModel(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
+    small_batches = settings.model_copy(update={"batch_max_events": 200})
+    workers = [WorkerProcess(small_batches, logs / f"worker-{n}.log") for n in range(4)]
+    for worker in workers:
+        worker.wait_for_log("partitions assigned", timeout=120)
+    replay = replay_in_background(settings, history, logs / "replay.log", rate=EVENTS // 40)
+    wait_for_events(model, EVENTS // 4, timeout=300)
+    workers[1].kill()
+    added = WorkerProcess(small_batches, logs / "worker-4.log")
+    added.wait_for_log("partitions assigned", timeout=120)
+    assert model.counters()["events"] < EVENTS * 9 // 10, "the stream drained before the join"
+    assert replay.wait(600) == 0, (logs / "replay.log").read_text()
+    for worker in [workers[0], *workers[2:], added]:
+        assert worker.stop() == 0
+    exported = export(settings)
+    assert_same_profiles(exported, reference)
+    assert_versions_without_gaps(settings, exported)
+    for worker in [*workers, added]:
+        assert "partitions assigned=" in worker.log.read_text()
 
 
 def assert_as_clean(settings, worker, replay, clean_run, log):

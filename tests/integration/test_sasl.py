@@ -1,9 +1,9 @@
-"""Kafka over SASL/PLAIN, end to end: every segstream client logs in with the settings.
+"""Kafka over SASL/SCRAM, end to end: every segstream client logs in with the settings.
 
-The embedded broker listens behind a SASL gate (tests/sasl_gate.py) that relays a
-connection only after a good login, so the worker's librdkafka clients, the rules and
+Apache Kafka's own SASL listener, with SCRAM users created when its storage was
+formatted (tests/apache_kafka.py), so the worker's librdkafka clients, the rules and
 model feeds, the simulator's producer and the trainer's aiokafka all have to send the
-user and password of `SEGSTREAM_KAFKA_SASL_*`.
+user and password of `SEGSTREAM_KAFKA_SASL_*` and get through SCRAM's challenge.
 """
 
 from __future__ import annotations
@@ -15,44 +15,43 @@ from pydantic import SecretStr
 
 from streams.kafka import admin_client
 from streams.settings import Settings
-from streams.tools.embedded import free_port
-from tests.integration.conftest import isolated_settings, run_worker_and_trainer, spawn_broker
-from tests.sasl_gate import SaslPlainGate
+from streams.tools.embedded import Stack
+from tests.apache_kafka import ApacheKafka
+from tests.integration.conftest import SCRAM_USERS, isolated_settings, run_worker_and_trainer
 
 pytestmark = pytest.mark.integration
 
 
-def test_workers_and_trainer_log_in_over_sasl_plain(stack, tmp_path, start_worker):
-    kafka_port, gate_port = free_port(), free_port()
-    broker = spawn_broker(kafka_port, gate_port, tmp_path / "broker.log")
-    gate = SaslPlainGate({"segstream": "s3cret"}, gate_port, kafka_port)
-    try:
-        with gate:
-            plain = isolated_settings(stack)
-            settings = Settings(
-                **{
-                    **plain.model_dump(),
-                    "kafka_bootstrap": f"127.0.0.1:{gate_port}",
-                    "kafka_security_protocol": "SASL_PLAINTEXT",
-                    "kafka_sasl_mechanism": "PLAIN",
-                    "kafka_sasl_username": "segstream",
-                    "kafka_sasl_password": "s3cret",
-                    "cluster_min_users": 20,
-                    "cluster_k_max": 4,
-                    "snapshot_seconds": 1,
-                }
-            )
-            run_worker_and_trainer(settings, start_worker)
-            assert gate.logins > 0
-            assert gate.refusals == 0
+@pytest.fixture(scope="module")
+def stack(apache_stack: Stack) -> Stack:
+    """These tests run on Apache Kafka."""
+    return apache_stack
 
-            # A wrong password, or no SASL at all, gets no further than the gate.
-            wrong = settings.model_copy(update={"kafka_sasl_password": SecretStr("guess")})
-            with pytest.raises(KafkaException):
-                admin_client(wrong).list_topics(timeout=3)
-            assert gate.refusals > 0
-            with pytest.raises(KafkaException):
-                AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=3)
-    finally:
-        broker.terminate()
-        broker.wait(10)
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_workers_and_trainer_log_in_over_sasl_scram(
+    stack, apache_kafka: ApacheKafka, start_worker, mechanism
+):
+    ((user, password),) = SCRAM_USERS.items()
+    plain = isolated_settings(stack)
+    settings = Settings(
+        **{
+            **plain.model_dump(),
+            "kafka_bootstrap": apache_kafka.sasl_bootstrap,
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": mechanism,
+            "kafka_sasl_username": user,
+            "kafka_sasl_password": password,
+            "cluster_min_users": 20,
+            "cluster_k_max": 4,
+            "snapshot_seconds": 1,
+        }
+    )
+    run_worker_and_trainer(settings, start_worker)
+
+    # A wrong password, or no SASL at all, gets nothing from the SASL listener.
+    wrong = settings.model_copy(update={"kafka_sasl_password": SecretStr("guess")})
+    with pytest.raises(KafkaException):
+        admin_client(wrong).list_topics(timeout=3)
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=3)
