@@ -13,7 +13,12 @@ and measures, against those same events:
   with the offsets in one `MULTI`/`EXEC`;
 - `redis_commands_per_event`, `redis_bytes_per_event`: what the one-worker run
   asked of Redis (`INFO commandstats`, bytes Redis received) per event;
+- `worker_cpu_us_per_event`, `redis_cpu_us_per_event`: CPU the one worker
+  process (from /proc, first commit to last) and the Redis server (`INFO cpu`)
+  spent per event in the one-worker run;
 - `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
+- `redis_bytes_per_timer`: `MEMORY USAGE` of the timer shards and their index
+  per pending timer;
 - `lookup_p50_ms`, `lookup_p99_ms`: the read API's `GET /v1/users/{id}` at
   `lookup_rps` requests/s;
 - `freshness_p50_ms`, `freshness_p99_ms`: from an event produced to its
@@ -162,8 +167,10 @@ def _throughput(
     fields: tuple[str, ...],
     timeout: float,
     until: float | None = None,
+    on_start: Callable[[], None] = lambda: None,
 ) -> float:
-    """Events per second from the first commit until `total` were committed (or `until`).
+    """Events per second from the first commit until `total` were committed (or `until`);
+    `on_start` is called at the first commit.
 
     A run so short that the first commit already held everything counts from the
     call instead, start-up included.
@@ -176,6 +183,7 @@ def _throughput(
         now = time.monotonic()
         if done and start is None:
             start, first = now, done
+            on_start()
         finished = done >= total or (until is not None and now - (start or now) >= until)
         if start is not None and first is not None and finished:
             if done > first:
@@ -190,19 +198,38 @@ _WORKER_FIELDS = ("events", "duplicates", "dead_letters")
 
 def _workers_eps(
     processes: _Processes, settings: Settings, count: int, total: int, timeout: float
-) -> float:
+) -> tuple[float, float]:
+    """The workers' events/s, and their CPU seconds per event from the first commit on."""
     client = redis.Redis.from_url(settings.redis_url)
     workers = [
         processes.start(settings, f"{settings.redis_prefix}-worker-{n}", "streams", "worker")
         for n in range(count)
     ]
+    keys = KeyLayout(settings.redis_prefix)
+    at_start: list[tuple[float, int]] = []
+
+    def started() -> None:
+        at_start.append((_cpu_seconds(workers), _committed(client, keys, _WORKER_FIELDS)))
+
     try:
-        keys = KeyLayout(settings.redis_prefix)
-        return _throughput(client, keys, total, _WORKER_FIELDS, timeout)
+        eps = _throughput(client, keys, total, _WORKER_FIELDS, timeout, on_start=started)
+        cpu, done = _cpu_seconds(workers), _committed(client, keys, _WORKER_FIELDS)
+        (cpu_then, done_then), *_ = at_start
+        return eps, (cpu - cpu_then) / max(done - done_then, 1)
     finally:
         for worker in workers:
             processes.stop(worker)
         client.close()
+
+
+def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU seconds the running `processes` have used, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -> float:
@@ -292,15 +319,52 @@ def _io_floor_eps(settings: Settings, total: int) -> float:
         client.close()
 
 
-def _redis_load(settings: Settings) -> tuple[int, int]:
-    """Commands Redis has run and bytes it has received since it started."""
+@dataclass(frozen=True)
+class _RedisLoad:
+    """What Redis had done since it started: commands, bytes received, CPU seconds."""
+
+    commands: int
+    received: int
+    cpu: float
+
+
+def _redis_load(settings: Settings) -> _RedisLoad:
     client = redis.Redis.from_url(settings.redis_url)
     try:
         commands = cast(dict[str, dict[str, Any]], client.info("commandstats"))
         received = client.info("stats")["total_net_input_bytes"]
-        return sum(int(stat["calls"]) for stat in commands.values()), int(received)
+        cpu = client.info("cpu")
+        return _RedisLoad(
+            sum(int(stat["calls"]) for stat in commands.values()),
+            int(received),
+            float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        )
     finally:
         client.close()
+
+
+def _bytes_per_timer(settings: Settings) -> float:
+    """`MEMORY USAGE` of every partition's timer shards and shard index, per pending timer."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = KeyLayout(settings.redis_prefix)
+    topic = settings.events_topic
+    partitions = range(settings.partitions)
+    shards = [
+        keys.timer_shard(topic, partition, shard)
+        for partition in partitions
+        for shard in range(settings.timer_shards)
+    ]
+    indexes = [keys.timers(topic, partition) for partition in partitions]
+    with client.pipeline(transaction=False) as pipe:
+        for name in shards + indexes:
+            pipe.memory_usage(name)
+        for name in shards:
+            pipe.zcard(name)
+        answers = pipe.execute()
+    client.close()
+    memory = sum(int(size or 0) for size in answers[: len(shards) + len(indexes)])
+    timers = sum(int(count) for count in answers[len(shards) + len(indexes) :])
+    return memory / max(timers, 1)
 
 
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
@@ -534,12 +598,12 @@ def _measure(
     report(f"preloading {config.events:,} simulated events of {config.users:,} users")
     sample = _preload(one, config)
     report("one worker")
-    commands_before, bytes_before = _redis_load(one)
-    worker_eps = _workers_eps(processes, one, 1, config.events, config.timeout)
-    commands_after, bytes_after = _redis_load(one)
+    before = _redis_load(one)
+    worker_eps, worker_cpu = _workers_eps(processes, one, 1, config.events, config.timeout)
+    after = _redis_load(one)
     report("two workers")
     two = _phase(stack, config, "b2", topic)
-    two_workers_eps = _workers_eps(processes, two, 2, config.events, config.timeout)
+    two_workers_eps, _ = _workers_eps(processes, two, 2, config.events, config.timeout)
     report("raw limit: batch consume and validation")
     raw_eps = _raw_eps(one, config.events)
     report("I/O floor: consume, decode, one MGET and one MULTI/EXEC per batch")
@@ -561,8 +625,11 @@ def _measure(
         "raw_eps": round(raw_eps, 1),
         "io_floor_eps": round(io_floor_eps, 1),
         "worker_vs_io_floor": round(worker_eps / max(io_floor_eps, 1e-9), 3),
-        "redis_commands_per_event": round((commands_after - commands_before) / config.events, 3),
-        "redis_bytes_per_event": round((bytes_after - bytes_before) / config.events, 1),
+        "redis_commands_per_event": round((after.commands - before.commands) / config.events, 3),
+        "redis_bytes_per_event": round((after.received - before.received) / config.events, 1),
+        "redis_cpu_us_per_event": round((after.cpu - before.cpu) / config.events * 1e6, 2),
+        "worker_cpu_us_per_event": round(worker_cpu * 1e6, 2),
+        "redis_bytes_per_timer": round(_bytes_per_timer(one), 1),
         "worker_vs_naive": round(worker_eps / max(naive_eps, 1e-9), 2),
         "worker_vs_raw": round(worker_eps / max(raw_eps, 1e-9), 3),
         "freshness_p50_ms": round(freshness_p50, 1),

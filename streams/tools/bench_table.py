@@ -22,9 +22,13 @@ _ROWS = (
     ("Redis per user (median)", "redis_bytes_per_user", "bytes"),
     ("Redis commands per event", "redis_commands_per_event", "commands"),
     ("Redis bytes written per event", "redis_bytes_per_event", "bytes"),
+    ("worker CPU per event", "worker_cpu_us_per_event", "µs"),
+    ("Redis CPU per event", "redis_cpu_us_per_event", "µs"),
+    ("Redis per pending timer", "redis_bytes_per_timer", "bytes"),
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
 )
+_FRACTIONAL = ("ms", "µs", "commands")
 _TARGETS = {
     "worker_eps": "≥ 30,000, ≥ 0.5 of floor",
     "freshness_p99_ms": "≤ 150",
@@ -40,7 +44,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if key not in figures:
             continue
         value = figures[key]
-        shown = f"{value:,.2f} {unit}" if unit in ("ms", "commands") else f"{value:,.0f} {unit}"
+        decimals = 2 if unit in _FRACTIONAL else 0
+        shown = f"{value:,.{decimals}f} {unit}"
         ratio = ""
         if key.endswith("_eps") and key not in ("naive_eps", "raw_eps", "io_floor_eps"):
             naive, raw = figures.get("naive_eps"), figures.get("raw_eps")
