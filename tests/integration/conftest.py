@@ -1,11 +1,9 @@
 """A real Tansu broker and a real Redis for the whole session, Apache Kafka for the test
 files that ask for it, and helpers around them.
 
-A test file runs on Apache Kafka by taking its stack::
+A test file runs on Apache Kafka when it is marked so::
 
-    @pytest.fixture(scope="module")
-    def stack(apache_stack: Stack) -> Stack:
-        return apache_stack
+    pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -48,9 +47,12 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="session")
-def stack(embedded_stack: Stack) -> Stack:
-    """The broker and Redis a test runs on: the embedded broker unless its file says."""
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, embedded_stack: Stack) -> Stack:
+    """The broker and Redis a test file runs on: Apache Kafka where the file is marked
+    `apache_kafka`, the embedded broker otherwise."""
+    if request.node.get_closest_marker("apache_kafka") is not None:
+        return cast(Stack, request.getfixturevalue("apache_stack"))
     return embedded_stack
 
 
@@ -284,6 +286,67 @@ def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
         ]
     finally:
         consumer.close()
+
+
+FAULT_EVENTS = int(os.environ.get("FAULT_EVENTS", "50000"))
+"""The fault tests' history size (`make chaos`: 200,000)."""
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """`FAULT_EVENTS` simulated events with a few malformed ones, as a JSON Lines file."""
+    path = tmp_path_factory.mktemp("history") / "events.jsonl"
+    simulation = Simulation(users=900, seed=21, invalid_share=0.002)
+    count = 0
+    with path.open("wb") as handle:
+        for event in simulation.events():
+            handle.write(event.value + b"\n")
+            count += 1
+            if count == FAULT_EVENTS:
+                break
+    return path
+
+
+def replay_in_background(settings, path, log, rate=None):
+    """`segstream replay` of `path` with `--until` (at most `rate` events/s), running."""
+    paced = ["--rate", str(rate)] if rate else []
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "replay", str(path), "--until", "2026-11-01", *paced],
+        env=environment(settings),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def one_clean_run(settings, history, logs):
+    """One uninterrupted worker over the history on `settings`: its export."""
+    worker = WorkerProcess(settings, logs / "worker.log")
+    replay = replay_in_background(settings, history, logs / "replay.log")
+    assert replay.wait(600) == 0, (logs / "replay.log").read_text()
+    assert worker.stop() == 0
+    exported = export(settings)
+    assert len(exported) > 300
+    return exported
+
+
+def changes_by_user(settings: Settings) -> dict[str, dict[int, dict[str, object]]]:
+    """Every change event on the change topic, by user and version."""
+    history: dict[str, dict[int, dict[str, object]]] = {}
+    for message in read_topic(settings, settings.changes_topic):
+        change = orjson.loads(message.value())
+        history.setdefault(change["user_id"], {})[change["version"]] = change
+    return history
+
+
+def assert_versions_without_gaps(settings: Settings, exported: list[bytes]) -> None:
+    """Each exported user's change versions run 1, 2, … and the last has their segments."""
+    history = changes_by_user(settings)
+    for line in exported:
+        profile = orjson.loads(line)
+        versions = history.get(profile["user_id"], {})
+        assert sorted(versions) == list(range(1, len(versions) + 1)), profile["user_id"]
+        if versions:
+            assert versions[len(versions)]["segments"] == profile["segments"]
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from segment.analytics.client import Client
 
-from streams.tools.embedded import Stack, free_port
+from streams.tools.embedded import free_port
 from tests.apache_kafka import running_apache_kafka
 from tests.integration.conftest import (
     read_topic,
@@ -21,13 +21,7 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack(apache_stack: Stack) -> Stack:
-    """These tests run on Apache Kafka."""
-    return apache_stack
+pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 
 
 KEY = "wk-test"

@@ -15,17 +15,10 @@ from pydantic import SecretStr
 
 from streams.kafka import admin_client
 from streams.settings import Settings
-from streams.tools.embedded import Stack
 from tests.apache_kafka import ApacheKafka
 from tests.integration.conftest import SCRAM_USERS, isolated_settings, run_worker_and_trainer
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack(apache_stack: Stack) -> Stack:
-    """These tests run on Apache Kafka."""
-    return apache_stack
+pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])

@@ -12,18 +12,11 @@ from confluent_kafka import Producer
 
 from state.keys import KeyLayout
 from state.timer_store import TimerStore
-from streams.tools.embedded import Stack
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import read_topic, wait_for_events
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack(apache_stack: Stack) -> Stack:
-    """These tests run on Apache Kafka."""
-    return apache_stack
+pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
 
 
 DAY = 86_400.0
