@@ -90,8 +90,9 @@ class Settings(BaseSettings):
 
     group_id: str = Field("segstream-worker", min_length=1)
     """Consumer group of the workers."""
-    batch_max_events: int = Field(5_000, ge=1, le=1_000_000)
-    """Most events one batch consumes."""
+    batch_max_events: int = Field(20_000, ge=1, le=1_000_000)
+    """Most events one batch consumes; under a backlog, a larger batch loads and writes each
+    user once for more of their events."""
     batch_max_wait_ms: int = Field(10, ge=1, le=60_000)
     """Longest a batch waits to fill, in milliseconds (under a backlog batches fill at once)."""
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)

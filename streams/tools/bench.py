@@ -127,7 +127,7 @@ def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
         group_id=f"{tag}-workers",
         partitions=config.partitions,
         api_tokens="bench",
-        batch_max_events=5_000,
+        batch_max_events=20_000,
     )
     ensure_topics(settings)
     return settings
