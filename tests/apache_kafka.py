@@ -107,18 +107,20 @@ def running_apache_kafka(
         "-cp",
         f"{LIBS}/*",
     ]
-    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster = _cluster_id()
     users = [
         f"{mechanism}=[name={name},password={password}]"
         for name, password in (scram_users or {}).items()
         for mechanism in _MECHANISMS
     ]
-    subprocess.run(
+    formatted = subprocess.run(
         [*command, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)]
         + [argument for user in users for argument in ("--add-scram", user)],
-        check=True,
         capture_output=True,
     )
+    if formatted.returncode != 0:
+        output = (formatted.stdout + formatted.stderr).decode(errors="replace")
+        raise RuntimeError(f"formatting Apache Kafka's storage failed:\n{output}")
     with (directory / "broker.log").open("wb") as log:
         process = subprocess.Popen(
             [*command, "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT
@@ -129,6 +131,18 @@ def running_apache_kafka(
         yield kafka
     finally:
         stop_process(process)
+
+
+def _cluster_id() -> str:
+    """A random cluster id as Kafka writes one: URL-safe base64 of 16 bytes, never starting
+    with `-`, which the storage tool would read as an option.
+
+    >>> len(_cluster_id()), _cluster_id()[0] != "-"
+    (22, True)
+    """
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[0] == "-":
+        pass
+    return cluster
 
 
 def _wait_until_serving(bootstrap: str, process: subprocess.Popen[bytes], timeout: float) -> None:
