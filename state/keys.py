@@ -1,12 +1,19 @@
 """Where segstream keeps things in Redis: one place that names every key.
 
->>> keys = KeyLayout("seg")
->>> keys.state("alice"), keys.labels("alice"), keys.members("Buyers")
-('seg:s:alice', 'seg:u:alice', 'seg:m:Buyers')
->>> keys.offset("segstream-worker", "events", 3)
-'seg:o:segstream-worker:events:3'
->>> keys.timers("events", 3), keys.timer_shard("events", 3, 17)
-('seg:t:events:3', 'seg:t:events:3:17')
+Everything a batch writes lives under its partition's hash tag, `{<topic>.<partition>}`,
+so one partition's keys share a Redis Cluster slot and a batch commits with one
+transaction per partition; a single Redis uses the same layout. Keys tied to no
+partition (the model, the rules version, the partition count) stand alone.
+
+>>> keys = KeyLayout("seg", "events")
+>>> keys.state(3, "alice"), keys.labels(3, "alice"), keys.members(3, "Buyers")
+('seg:{events.3}:s:alice', 'seg:{events.3}:u:alice', 'seg:{events.3}:m:Buyers')
+>>> keys.offset(3, "segstream-worker")
+'seg:{events.3}:o:segstream-worker'
+>>> keys.timers(3), keys.timer_shard(3, 17)
+('seg:{events.3}:t', 'seg:{events.3}:t:17')
+>>> keys.partition_count
+'seg:pc:events'
 """
 
 from __future__ import annotations
@@ -16,31 +23,69 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
-    """Key names under one `prefix`; see the README's "Redis keys" table."""
+    """Key names under one `prefix` for the events `topic`; see docs/operating.md's
+    "Redis keys" table."""
 
     prefix: str = "seg"
+    topic: str = "events"
 
-    def state(self, user_id: str) -> str:
+    def tag(self, partition: int) -> str:
+        """The start of every key of `partition`: the prefix and the partition's hash tag."""
+        return f"{self.prefix}:{{{self.topic}.{partition}}}"
+
+    def state(self, partition: int, user_id: str) -> str:
         """String: the user's full state (msgpack), the worker's state of record."""
-        return f"{self.prefix}:s:{user_id}"
+        return f"{self.tag(partition)}:s:{user_id}"
 
-    def labels(self, user_id: str) -> str:
+    def labels(self, partition: int, user_id: str) -> str:
         """Hash: the user's segments (JSON list), cluster, versions, evaluation time, and the
         user an id merged into (`alias_of`)."""
-        return f"{self.prefix}:u:{user_id}"
+        return f"{self.tag(partition)}:u:{user_id}"
 
-    def members(self, segment: str) -> str:
-        """Set: the ids of the users in `segment`."""
-        return f"{self.prefix}:m:{segment}"
+    def members(self, partition: int, segment: str) -> str:
+        """Set: the ids of the partition's users in `segment`."""
+        return f"{self.tag(partition)}:m:{segment}"
 
-    def cluster_members(self, cluster: str) -> str:
-        """Set: the ids of the users in `cluster` (an id such as `c3`, or `cold-start`)."""
-        return f"{self.prefix}:cm:{cluster}"
+    def cluster_members(self, partition: int, cluster: str) -> str:
+        """Set: the ids of the partition's users in `cluster` (an id such as `c3`, or
+        `cold-start`)."""
+        return f"{self.tag(partition)}:cm:{cluster}"
+
+    def segments(self, partition: int) -> str:
+        """Set: every segment name that has had a member on the partition."""
+        return f"{self.tag(partition)}:segments"
+
+    def clusters(self, partition: int) -> str:
+        """Set: every cluster id that has had a member on the partition."""
+        return f"{self.tag(partition)}:clusters"
+
+    def counters(self, partition: int) -> str:
+        """Hash: the partition's pipeline totals (events, dead letters, changes), exact like
+        the state; the pipeline's totals are their sum over the partitions."""
+        return f"{self.tag(partition)}:stats"
+
+    def offset(self, partition: int, group: str) -> str:
+        """String: the partition's progress (offset, watermark) for the consumer `group`,
+        committed with the state."""
+        return f"{self.tag(partition)}:o:{group}"
+
+    def partition_users(self, partition: int) -> str:
+        """Set: the users whose events arrive on the partition."""
+        return f"{self.tag(partition)}:pu"
+
+    def timers(self, partition: int) -> str:
+        """Sorted set: the partition's timer shards, each scored at most its earliest due
+        time."""
+        return f"{self.tag(partition)}:t"
+
+    def timer_shard(self, partition: int, shard: int) -> str:
+        """Sorted set: users of one timer shard, scored by their timer's event time."""
+        return f"{self.tag(partition)}:t:{shard}"
 
     @property
-    def clusters(self) -> str:
-        """Set: every cluster id that has had a member."""
-        return f"{self.prefix}:clusters"
+    def partition_count(self) -> str:
+        """String: the number of partitions of the topic the state was built with."""
+        return f"{self.prefix}:pc:{self.topic}"
 
     @property
     def model(self) -> str:
@@ -57,40 +102,13 @@ class KeyLayout:
         """String: the trainer's user sample (msgpack), saved with each snapshot to resume from."""
         return f"{self.prefix}:model:sample"
 
-    def offset(self, group: str, topic: str, partition: int) -> str:
-        """String: a partition's progress (offset, watermark), committed with the state."""
-        return f"{self.prefix}:o:{group}:{topic}:{partition}"
-
-    def partition_count(self, topic: str) -> str:
-        """String: the number of partitions of `topic` the state was built with."""
-        return f"{self.prefix}:pc:{topic}"
-
-    def partition_users(self, topic: str, partition: int) -> str:
-        """Set: the users whose events arrive on a partition (for watermark sweeps)."""
-        return f"{self.prefix}:pu:{topic}:{partition}"
-
-    def timers(self, topic: str, partition: int) -> str:
-        """Sorted set: a partition's timer shards, each scored at most its earliest due time."""
-        return f"{self.prefix}:t:{topic}:{partition}"
-
-    def timer_shard(self, topic: str, partition: int, shard: int) -> str:
-        """Sorted set: users of one timer shard, scored by their timer's event time."""
-        return f"{self.prefix}:t:{topic}:{partition}:{shard}"
+    @property
+    def rules_version(self) -> str:
+        """String: the number of the latest rules published."""
+        return f"{self.prefix}:rules:version"
 
     @property
-    def segments(self) -> str:
-        """Set: every segment name that has had a member."""
-        return f"{self.prefix}:segments"
-
-    @property
-    def counters(self) -> str:
-        """Hash: pipeline totals (events, dead letters, changes), exact like the state."""
+    def earlier_counters(self) -> str:
+        """Hash: the pipeline totals of the earlier layout, which had no partition tags; its
+        presence marks a store to migrate (`segstream migrate`)."""
         return f"{self.prefix}:stats"
-
-    def state_pattern(self) -> str:
-        """SCAN pattern matching every user's state key."""
-        return f"{self.prefix}:s:*"
-
-    def user_of_state(self, key: str) -> str:
-        """The user id in a :meth:`state` key."""
-        return key[len(self.prefix) + 3 :]

@@ -1,12 +1,13 @@
 """The read API's queries: one user's labels, segment sizes and members, with asyncio Redis.
 
-Each lookup is one or two round trips: the labels hash first, the state
-only when the id turns out to be merged into another user or when the caller
-asks for features.
+A user's keys are found from their canonical partition. Each lookup is one or
+two round trips: the labels hash first, the state only when the id turns out
+to be merged into another user or when the caller asks for features. Sizes
+and member pages span the partitions.
 
 Example (with a Redis the workers write to)::
 
-    lookups = Lookups(redis.asyncio.Redis.from_url(url), KeyLayout("seg"))
+    lookups = Lookups(await async_redis_client(settings, 64), settings.key_layout())
     await lookups.user("ann")  # {"user_id": "ann", "segments": [...], ...}
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import orjson
@@ -21,6 +23,7 @@ import redis.asyncio as aioredis
 
 from processors._core import User
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
+from processors.partitioner import canonical_partition
 from state.keys import KeyLayout
 
 _MAX_ALIAS_HOPS = 8
@@ -30,25 +33,27 @@ class CursorError(ValueError):
     """A members cursor that this API did not hand out."""
 
 
-def encode_cursor(scan_cursor: int, skip: int) -> str:
-    """An opaque page cursor: where SSCAN goes on, and how many of its next batch were served.
+def encode_cursor(partition: int, scan_cursor: int, skip: int) -> str:
+    """An opaque page cursor: the partition whose set is being walked, where SSCAN goes on,
+    and how many of its next batch were served.
 
-    >>> decode_cursor(encode_cursor(1234, 7))
-    (1234, 7)
+    >>> decode_cursor(encode_cursor(3, 1234, 7))
+    (3, 1234, 7)
     """
-    return base64.urlsafe_b64encode(f"{scan_cursor}.{skip}".encode()).decode().rstrip("=")
+    text = f"{partition}.{scan_cursor}.{skip}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, int]:
+def decode_cursor(cursor: str) -> tuple[int, int, int]:
     """Inverse of :func:`encode_cursor`; raises :class:`CursorError` for anything else."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        scan, skip = (int(part) for part in text.split("."))
+        partition, scan, skip = (int(part) for part in text.split("."))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise CursorError(f"not a cursor of this API: {cursor[:40]!r}") from None
-    if scan < 0 or skip < 0:
+    if partition < 0 or scan < 0 or skip < 0:
         raise CursorError(f"not a cursor of this API: {cursor[:40]!r}")
-    return scan, skip
+    return partition, scan, skip
 
 
 class Lookups:
@@ -57,20 +62,35 @@ class Lookups:
     def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
         self.client = client
         self.keys = keys
+        self._partitions = 0
+        """The events topic's partition count, once a worker stored it (it never changes)."""
+
+    async def partitions(self) -> int:
+        """The partition count the state was built with; 0 before any worker ran."""
+        if not self._partitions:
+            found = await self.client.get(self.keys.partition_count)
+            self._partitions = 0 if found is None else int(cast(bytes, found))
+        return self._partitions
 
     async def user(self, user_id: str, *, features: bool = False) -> dict[str, Any] | None:
         """The user's labels (and features as of their evaluation), following merged ids.
 
         `None` when segstream keeps nothing for the id.
         """
+        partitions = await self.partitions()
+        if not partitions:
+            return None
         for _ in range(_MAX_ALIAS_HOPS):
-            labels = cast(dict[bytes, bytes], await self.client.hgetall(self.keys.labels(user_id)))
+            partition = canonical_partition(user_id, partitions)
+            labels = cast(
+                dict[bytes, bytes], await self.client.hgetall(self.keys.labels(partition, user_id))
+            )
             if labels.get(b"alias_of"):
                 user_id = labels[b"alias_of"].decode()
                 continue
             state = None
             if not labels or features:
-                blob = await self.client.get(self.keys.state(user_id))
+                blob = await self.client.get(self.keys.state(partition, user_id))
                 state = None if blob is None else User.from_bytes(cast(bytes, blob))
                 if state is not None and state.alias_of is not None:
                     user_id = state.alias_of
@@ -83,46 +103,61 @@ class Lookups:
             return found
         return None
 
-    async def sizes(self, keys: list[str]) -> list[int]:
-        """SCARD of each set key, in one round trip."""
+    async def sizes(self, set_keys: Sequence[Callable[[int], str]]) -> list[int]:
+        """Members of each set, summed over the partitions' sets (`set_keys` name them by
+        partition), in one round trip."""
+        partitions = range(await self.partitions())
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.scard(key)
-            return cast(list[int], await pipe.execute())
+            for set_key in set_keys:
+                for partition in partitions:
+                    pipe.scard(set_key(partition))
+            cards = cast(list[int], await pipe.execute())
+        width = len(partitions)
+        return [sum(cards[i * width : (i + 1) * width]) for i in range(len(set_keys))]
 
     async def known_segments(self) -> set[str]:
         """Every segment name that has had a member."""
-        names = cast(set[bytes], await self.client.smembers(self.keys.segments))
-        return {name.decode() for name in names}
+        return await self._union(self.keys.segments)
 
     async def known_clusters(self) -> set[str]:
         """Every cluster id that has had a member."""
-        ids = cast(set[bytes], await self.client.smembers(self.keys.clusters))
-        return {identifier.decode() for identifier in ids}
+        return await self._union(self.keys.clusters)
+
+    async def _union(self, set_key: Callable[[int], str]) -> set[str]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in range(await self.partitions()):
+                pipe.smembers(set_key(partition))
+            listed = cast(list[set[bytes]], await pipe.execute())
+        return {member.decode() for members in listed for member in members}
 
     async def members(
-        self, key: str, cursor: str | None, limit: int
+        self, set_key: Callable[[int], str], cursor: str | None, limit: int
     ) -> tuple[list[str], str | None]:
-        """Up to `limit` members of the set `key` from `cursor` on, and the next page's cursor.
+        """Up to `limit` members of the partitions' sets (`set_key` names them by partition)
+        from `cursor` on, and the next page's cursor (`None`: the last page).
 
-        Built on SSCAN: a member present for the whole walk is served at least
-        once; members added or removed meanwhile may or may not be.
+        Walks the partitions in order, each with SSCAN: a member present for the
+        whole walk is served exactly once; members added or removed meanwhile
+        may or may not be. Pages hold `limit` members but the last.
         """
-        scan, skip = decode_cursor(cursor) if cursor else (0, 0)
+        partition, scan, skip = decode_cursor(cursor) if cursor else (0, 0, 0)
+        partitions = await self.partitions()
         page: list[str] = []
-        while True:
-            after, batch = await self.client.sscan(key, scan, count=max(limit, 100))
+        while partition < partitions:
+            after, batch = await self.client.sscan(set_key(partition), scan, count=max(limit, 100))
             members = [cast(bytes, member).decode() for member in batch][skip:]
             room = limit - len(page)
             if len(members) > room:
                 page += members[:room]
-                return page, encode_cursor(scan, skip + room)
+                return page, encode_cursor(partition, scan, skip + room)
             page += members
             scan, skip = int(after), 0
             if scan == 0:
-                return page, None
+                partition += 1
             if len(page) == limit:
-                return page, encode_cursor(scan, 0)
+                more = partition < partitions
+                return page, encode_cursor(partition, scan, 0) if more else None
+        return page, None
 
     async def model(self) -> ModelSnapshot | None:
         """The latest model snapshot, or `None` before the first (or when it is unreadable)."""

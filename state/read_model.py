@@ -1,13 +1,23 @@
-"""Queries over what the workers wrote: users, segment sizes, pipeline totals."""
+"""Queries over what the workers wrote: users, segment sizes, pipeline totals.
+
+A user's keys are found from their canonical partition; sizes and totals are
+summed over the partitions. Example::
+
+    model = ReadModel(redis_client(settings), settings.key_layout())
+    model.segment_sizes()  # {"Bargain Hunters": 1234, ...}
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, cast
 
 import redis
 
 from processors._core import User
+from processors.partitioner import canonical_partition
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 
@@ -27,8 +37,12 @@ class ReadModel:
 
         An id merged into another user (by `identify` or `alias`) gives that user.
         """
+        partitions = self._store.partition_count()
+        if not partitions:
+            return None
         for _ in range(_MAX_ALIAS_HOPS):
-            row = self._store.rows([user_id]).get(user_id)
+            partition = canonical_partition(user_id, partitions)
+            row = self._store.rows({partition: [user_id]}).get(user_id)
             if row is None:
                 return None
             found = User.from_bytes(row)
@@ -50,27 +64,63 @@ class ReadModel:
                 del document["version"]
                 yield document
 
+    def partition_of(self, user_id: str) -> int:
+        """The partition whose keys hold `user_id` (its canonical partition)."""
+        return canonical_partition(user_id, self._store.partition_count())
+
+    def segment_members(self, segment: str) -> set[str]:
+        """Every member of `segment`, over the partitions."""
+        return self._members(partial(self.keys.members, segment=segment))
+
+    def cluster_members(self, cluster: str) -> set[str]:
+        """Every member of `cluster`, over the partitions."""
+        return self._members(partial(self.keys.cluster_members, cluster=cluster))
+
     def segment_sizes(self) -> dict[str, int]:
         """Members per segment, for every segment that has had a member."""
-        members = cast(set[bytes], self.client.smembers(self.keys.segments))
-        names = sorted(name.decode() for name in members)
-        with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.scard(self.keys.members(name))
-            sizes = pipe.execute()
-        return dict(zip(names, sizes, strict=True))
+        return self._sizes(self.keys.segments, self.keys.members)
 
     def cluster_sizes(self) -> dict[str, int]:
         """Members per cluster id (`cold-start` included), for every cluster that has had one."""
-        members = cast(set[bytes], self.client.smembers(self.keys.clusters))
-        ids = sorted(identifier.decode() for identifier in members)
-        with self.client.pipeline(transaction=False) as pipe:
-            for identifier in ids:
-                pipe.scard(self.keys.cluster_members(identifier))
-            sizes = pipe.execute()
-        return {identifier: size for identifier, size in zip(ids, sizes, strict=True) if size}
+        sizes = self._sizes(self.keys.clusters, self.keys.cluster_members)
+        return {identifier: size for identifier, size in sizes.items() if size}
 
     def counters(self) -> dict[str, int]:
         """Pipeline totals: `events`, `dead_letters`, `changes` and so on."""
-        raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.counters))
-        return {name.decode(): int(value) for name, value in raw.items()}
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in range(self._store.partition_count()):
+                pipe.hgetall(self.keys.counters(partition))
+            hashes = cast(list[dict[bytes, bytes]], pipe.execute())
+        totals: Counter[str] = Counter()
+        for raw in hashes:
+            totals.update({name.decode(): int(value) for name, value in raw.items()})
+        return dict(totals)
+
+    def _members(self, set_key: Callable[[int], str]) -> set[str]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in range(self._store.partition_count()):
+                pipe.smembers(set_key(partition))
+            listed = cast(list[set[bytes]], pipe.execute())
+        return {member.decode() for members in listed for member in members}
+
+    def _sizes(
+        self, names_key: Callable[[int], str], set_key: Callable[[int, str], str]
+    ) -> dict[str, int]:
+        """Members of each name listed in any partition's `names_key`, summed over the
+        partitions' `set_key` sets (two round trips)."""
+        partitions = range(self._store.partition_count())
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.smembers(names_key(partition))
+            listed = cast(list[set[bytes]], pipe.execute())
+        names = sorted({name.decode() for names in listed for name in names})
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                for partition in partitions:
+                    pipe.scard(set_key(partition, name))
+            cards = cast(list[int], pipe.execute())
+        width = len(partitions)
+        return {
+            name: sum(cards[index * width : (index + 1) * width])
+            for index, name in enumerate(names)
+        }

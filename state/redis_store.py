@@ -1,7 +1,8 @@
 """The Redis implementation of :class:`~state.store.StateStore`.
 
-One batch is one `MULTI`/`EXEC` transaction. The partitions' offset keys
-are `WATCH`ed and checked first, so a worker that lost a partition in a
+Each partition of a batch is one `MULTI`/`EXEC` transaction on keys of one hash
+tag, so it runs on Redis Cluster as on a single Redis. The partition's offset
+key is `WATCH`ed and checked first, so a worker that lost a partition in a
 rebalance cannot overwrite the state its successor has written.
 """
 
@@ -15,7 +16,7 @@ import redis
 
 from processors._core import User
 from state.keys import KeyLayout
-from state.store import BatchCommit, PartitionFencedError, PartitionProgress
+from state.store import BatchCommit, PartitionCommit, PartitionProgress
 from state.timer_store import DueTimers, TimerStore
 
 TIMER_SHARDS = 4096
@@ -24,8 +25,12 @@ TIMER_SHARDS = 4096
 _LOAD_CHUNK = 1_000
 
 
+class EarlierLayoutError(RuntimeError):
+    """The store holds keys of the layout before partition hash tags."""
+
+
 class RedisStateStore:
-    """State of record in Redis, for the consumer `group`."""
+    """State of record in Redis (a single node or a cluster), for the consumer `group`."""
 
     def __init__(
         self, client: redis.Redis, keys: KeyLayout, group: str, timer_shards: int = TIMER_SHARDS
@@ -35,39 +40,66 @@ class RedisStateStore:
         self.group = group
         self.timers = TimerStore(client, keys, timer_shards)
 
-    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
-        """The state row of each of `user_ids` that has one (one MGET per 1,000)."""
-        ids = list(user_ids)
-        found: dict[str, bytes] = {}
-        for start in range(0, len(ids), _LOAD_CHUNK):
-            chunk = ids[start : start + _LOAD_CHUNK]
-            blobs = self.client.mget([self.keys.state(user_id) for user_id in chunk])
-            for user_id, blob in zip(chunk, blobs, strict=True):
-                if blob is not None:
-                    found[user_id] = cast(bytes, blob)
-        return found
+    def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
+        """The state row of each user that has one, from users by partition (one round trip,
+        an MGET per 1,000 users)."""
+        chunks = []
+        for partition, user_ids in users.items():
+            ids = list(user_ids)
+            chunks += [
+                (partition, ids[start : start + _LOAD_CHUNK])
+                for start in range(0, len(ids), _LOAD_CHUNK)
+            ]
+        if not chunks:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition, chunk in chunks:
+                pipe.mget([self.keys.state(partition, user_id) for user_id in chunk])
+            replies = cast(list[list[bytes | None]], pipe.execute())
+        return {
+            user_id: blob
+            for (_, chunk), blobs in zip(chunks, replies, strict=True)
+            for user_id, blob in zip(chunk, blobs, strict=True)
+            if blob is not None
+        }
 
-    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+    def progress(self, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         """The committed progress of each partition that has one."""
         if not partitions:
             return {}
-        keys = [self.keys.offset(self.group, topic, partition) for partition in partitions]
-        values = cast(list[bytes | None], self.client.mget(keys))
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.get(self.keys.offset(partition, self.group))
+            values = cast(list[bytes | None], pipe.execute())
         return {
             partition: PartitionProgress.parse(value.decode())
             for partition, value in zip(partitions, values, strict=True)
             if value is not None
         }
 
-    def claim_partition_count(self, topic: str, partitions: int) -> int:
-        """The partition count of `topic` the state was built with; `partitions` if none yet."""
-        key = self.keys.partition_count(topic)
+    def claim_partition_count(self, partitions: int) -> int:
+        """The topic's partition count the state was built with; `partitions` if none yet.
+
+        Raises :class:`EarlierLayoutError` when the store was written with the
+        layout before partition hash tags.
+        """
+        if self.client.exists(self.keys.earlier_counters):
+            raise EarlierLayoutError(
+                f"the store holds keys of the earlier layout ({self.keys.earlier_counters} "
+                "and keys without partition tags): convert it with `segstream migrate`"
+            )
+        key = self.keys.partition_count
         self.client.set(key, partitions, nx=True)
         return int(cast(bytes, self.client.get(key)))
 
-    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
+    def partition_count(self) -> int:
+        """The topic's partition count the state was built with; 0 before any worker ran."""
+        found = self.client.get(self.keys.partition_count)
+        return 0 if found is None else int(cast(bytes, found))
+
+    def partition_users(self, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks of about 1,000."""
-        key = self.keys.partition_users(topic, partition)
+        key = self.keys.partition_users(partition)
         chunk: list[str] = []
         for member in self.client.sscan_iter(key, count=_LOAD_CHUNK):
             chunk.append(cast(bytes, member).decode())
@@ -77,104 +109,97 @@ class RedisStateStore:
         if chunk:
             yield chunk
 
-    def due_timers(
-        self, topic: str, watermarks: Mapping[int, float], limit: int
-    ) -> dict[int, DueTimers]:
+    def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, oldest first."""
-        return self.timers.due(topic, watermarks, limit)
+        return self.timers.due(watermarks, limit)
 
-    def commit(self, batch: BatchCommit) -> None:
-        """Write `batch` in one transaction, fenced on its partitions' offsets."""
-        keys = [self.keys.offset(self.group, p.topic, p.partition) for p in batch.partitions]
+    def commit(self, batch: BatchCommit) -> dict[int, str]:
+        """Write each partition of `batch` in a transaction of its own, fenced on the
+        partition's offset; the partitions fenced, with why (their part is dropped)."""
+        fenced: dict[int, str] = {}
+        for part in batch.partitions:
+            refused = self._commit_partition(part, batch.rules_version)
+            if refused is not None:
+                fenced[part.partition] = refused
+        return fenced
+
+    def _commit_partition(self, part: PartitionCommit, rules_version: str) -> str | None:
+        """Commit one partition's part; why it was fenced, `None` when it was committed."""
+        key = self.keys.offset(part.partition, self.group)
         with self.client.pipeline(transaction=True) as pipe:
             try:
-                if keys:
-                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
-                    stored = cast(list[bytes | None], pipe.mget(keys))
-                    for value, consumed in zip(stored, batch.partitions, strict=True):
-                        actual = None if value is None else PartitionProgress.parse(value.decode())
-                        offset = None if actual is None else actual.offset
-                        if offset != consumed.start:
-                            raise PartitionFencedError(
-                                f"{consumed.topic}[{consumed.partition}] is at offset {offset}, "
-                                f"this worker expected {consumed.start}"
-                            )
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                value = cast(bytes | None, pipe.get(key))
+                offset = None if value is None else PartitionProgress.parse(value.decode()).offset
+                if offset != part.start:
+                    return f"at offset {offset}, this worker expected {part.start}"
                 pipe.multi()
-                self._write(pipe, batch, keys)
+                self._write(pipe, part, rules_version)
+                pipe.set(key, part.progress.encode())
                 pipe.execute()
-            except redis.WatchError as error:
-                raise PartitionFencedError("a partition was committed concurrently") from error
+            except redis.WatchError:
+                return "committed concurrently"
+        return None
 
     def _write(
-        self, pipe: redis.client.Pipeline, batch: BatchCommit, offset_keys: list[str]
+        self, pipe: redis.client.Pipeline, part: PartitionCommit, rules_version: str
     ) -> None:
-        keys = self.keys
-        expired = {user_id for p in batch.partitions for user_id in p.expired_users}
+        keys, partition = self.keys, part.partition
+        expired = set(part.expired_users)
         states = {
-            keys.state(user_id): row
-            for user_id, row in batch.rows.items()
+            keys.state(partition, user_id): row
+            for user_id, row in part.rows.items()
             if user_id not in expired
         }
         if states:
-            pipe.mset(states)  # one command for the batch's users
-        for user_id, user in batch.labelled.items():
+            pipe.mset(states)  # one command for the partition's users
+        for user_id, user in part.labelled.items():
             pipe.hset(
-                keys.labels(user_id),
+                keys.labels(partition, user_id),
                 mapping={
                     "segments": orjson.dumps(user.segments),
                     "cluster": user.cluster or "",
                     "version": user.version,
                     "model_version": user.model_version or "",
                     "event_time": user.as_of,
-                    "rules_version": batch.rules_version,
+                    "rules_version": rules_version,
                     "alias_of": user.alias_of or "",
                 },
             )
-        for change in batch.changes:
+        for change in part.changes:
             for segment in change.entered:
-                pipe.sadd(keys.members(segment), change.user_id)
+                pipe.sadd(keys.members(partition, segment), change.user_id)
             for segment in change.exited:
-                pipe.srem(keys.members(segment), change.user_id)
+                pipe.srem(keys.members(partition, segment), change.user_id)
             if change.cluster != change.previous_cluster:
                 if change.previous_cluster is not None:
-                    pipe.srem(keys.cluster_members(change.previous_cluster), change.user_id)
+                    pipe.srem(
+                        keys.cluster_members(partition, change.previous_cluster), change.user_id
+                    )
                 if change.cluster is not None:
-                    pipe.sadd(keys.cluster_members(change.cluster), change.user_id)
-        entered = {segment for change in batch.changes for segment in change.entered}
+                    pipe.sadd(keys.cluster_members(partition, change.cluster), change.user_id)
+        entered = {segment for change in part.changes for segment in change.entered}
         if entered:
-            pipe.sadd(keys.segments, *entered)
-        clusters = {change.cluster for change in batch.changes if change.cluster is not None}
+            pipe.sadd(keys.segments(partition), *entered)
+        clusters = {change.cluster for change in part.changes if change.cluster is not None}
         if clusters:
-            pipe.sadd(keys.clusters, *clusters)
-        for name, amount in batch.counters.items():
+            pipe.sadd(keys.clusters(partition), *clusters)
+        for name, amount in part.counters.items():
             if amount:
-                pipe.hincrby(keys.counters, name, amount)
-        for key, consumed in zip(offset_keys, batch.partitions, strict=True):
-            pipe.set(key, consumed.progress.encode())
-            index = keys.partition_users(consumed.topic, consumed.partition)
-            if consumed.new_users:
-                pipe.sadd(index, *consumed.new_users)
-            if consumed.expired_users:
-                pipe.srem(index, *consumed.expired_users)
-                pipe.delete(*(keys.state(user_id) for user_id in consumed.expired_users))
-                pipe.delete(*(keys.labels(user_id) for user_id in consumed.expired_users))
-            if consumed.timers or consumed.taken:
-                self.timers.write(
-                    pipe, consumed.topic, consumed.partition, consumed.timers, consumed.taken
-                )
+                pipe.hincrby(keys.counters(partition), name, amount)
+        index = keys.partition_users(partition)
+        if part.new_users:
+            pipe.sadd(index, *part.new_users)
+        if part.expired_users:
+            pipe.srem(index, *part.expired_users)
+            pipe.delete(*(keys.state(partition, user_id) for user_id in part.expired_users))
+            pipe.delete(*(keys.labels(partition, user_id) for user_id in part.expired_users))
+        if part.timers or part.taken:
+            self.timers.write(pipe, partition, part.timers, part.taken)
 
     def users(self) -> Iterator[tuple[str, User]]:
-        """Every stored user, scanned in chunks."""
-        batch: list[str] = []
-        for key in self.client.scan_iter(match=self.keys.state_pattern(), count=_LOAD_CHUNK):
-            batch.append(key.decode())
-            if len(batch) >= _LOAD_CHUNK:
-                yield from self._decode(batch)
-                batch = []
-        if batch:
-            yield from self._decode(batch)
-
-    def _decode(self, state_keys: list[str]) -> Iterator[tuple[str, User]]:
-        for key, blob in zip(state_keys, self.client.mget(state_keys), strict=True):
-            if blob is not None:
-                yield self.keys.user_of_state(key), User.from_bytes(cast(bytes, blob))
+        """Every stored user, a partition at a time, in chunks."""
+        for partition in range(self.partition_count()):
+            for chunk in self.partition_users(partition):
+                for user_id, blob in self.rows({partition: chunk}).items():
+                    yield user_id, User.from_bytes(blob)

@@ -1,11 +1,12 @@
 """What a state store keeps and how one batch is committed to it.
 
-A batch's commit is atomic: the touched users' state and timers, their labels
-and segment membership, the pipeline counters, and each partition's progress
-(the offset the batch ends at and the partition's event-time watermark) are
-written together or not at all. A worker that restarts seeks to the committed offsets
-and resumes the committed watermarks, so every event's effect is in the store
-exactly once and late events are judged the same way again.
+A batch commits one atomic transaction per partition: the partition's touched
+users' state and timers, their labels and segment membership, its counters,
+and its progress (the offset the batch ends at and the partition's event-time
+watermark) are written together or not at all. A worker that restarts seeks to
+the committed offsets and resumes the committed watermarks, so every event's
+effect is in the store exactly once and late events are judged the same way
+again.
 """
 
 from __future__ import annotations
@@ -72,27 +73,6 @@ def _relayed_mark(mark: int | list[int]) -> tuple[int, int]:
     return offset, index
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionCommit:
-    """A batch's input from one partition: from `start` (the committed offset) to `progress`.
-
-    `start` is `None` when nothing was committed for the partition before;
-    `new_users` are the users first seen in this batch on this partition, and
-    `expired_users` those whose state is to be dropped. `timers` maps users to
-    their new timer (`None`: none); `taken` are the due timers the batch read
-    from the store and handled.
-    """
-
-    topic: str
-    partition: int
-    start: int | None
-    progress: PartitionProgress
-    new_users: Sequence[str] = ()
-    expired_users: Sequence[str] = ()
-    timers: Mapping[str, int | None] = field(default_factory=dict)
-    taken: DueTimers | None = None
-
-
 @dataclass(slots=True)
 class Counters:
     """Pipeline totals a batch adds, committed with its state (the `stats` hash in Redis).
@@ -138,54 +118,88 @@ class Counters:
         return self
 
 
-@dataclass(slots=True)
-class BatchCommit:
-    """Everything one batch writes.
+@dataclass(frozen=True, slots=True)
+class PartitionCommit:
+    """What a batch writes for one partition, from `start` (the committed offset) to
+    `progress`, in one transaction of its own.
 
-    `rows` are the state rows of the users whose state changed; `labelled`
-    the users whose labels (segments, cluster, versions or alias) moved, whose
-    labels are rewritten.
+    `start` is `None` when nothing was committed for the partition before.
+    `rows` are the state rows of the partition's users whose state changed;
+    `labelled` the users whose labels (segments, cluster, versions or alias)
+    moved, whose labels are rewritten; `changes` the segment changes published.
+    `new_users` are the users first seen in this batch on this partition, and
+    `expired_users` those whose state is to be dropped. `timers` maps users to
+    their new timer (`None`: none); `taken` are the due timers the batch read
+    from the store and handled.
     """
 
-    rows: Mapping[str, bytes]
-    changes: Sequence[SegmentChange]
-    partitions: Sequence[PartitionCommit]
-    counters: Counters = field(default_factory=Counters)
-    rules_version: str = ""
+    partition: int
+    start: int | None
+    progress: PartitionProgress
+    rows: Mapping[str, bytes] = field(default_factory=dict)
     labelled: Mapping[str, User] = field(default_factory=dict)
+    changes: Sequence[SegmentChange] = ()
+    counters: Counters = field(default_factory=Counters)
+    new_users: Sequence[str] = ()
+    expired_users: Sequence[str] = ()
+    timers: Mapping[str, int | None] = field(default_factory=dict)
+    taken: DueTimers | None = None
 
 
-class PartitionFencedError(RuntimeError):
-    """Another worker committed one of the batch's partitions: the batch must be dropped."""
+@dataclass(frozen=True, slots=True)
+class BatchCommit:
+    """Everything one batch writes: a :class:`PartitionCommit` per partition, each with
+    the `rules_version` its users' labels were evaluated with."""
+
+    partitions: Sequence[PartitionCommit]
+    rules_version: str = ""
+
+    @property
+    def changes(self) -> list[SegmentChange]:
+        """The segment changes of every partition."""
+        return [change for part in self.partitions for change in part.changes]
+
+    @property
+    def counters(self) -> Counters:
+        """The totals the batch adds, over its partitions."""
+        total = Counters()
+        for part in self.partitions:
+            total += part.counters
+        return total
+
+    @property
+    def users(self) -> int:
+        """How many users' state rows the batch writes."""
+        return sum(len(part.rows) for part in self.partitions)
 
 
 class StateStore(Protocol):
-    """The worker's state of record."""
+    """The worker's state of record for one events topic."""
 
-    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
-        """The state row of each of `user_ids` that has one (see :class:`processors._core.User`)."""
+    def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
+        """The state row of each user that has one, from users by partition (see
+        :class:`processors._core.User`)."""
         ...
 
-    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+    def progress(self, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         """The committed progress of each partition that has one."""
         ...
 
-    def claim_partition_count(self, topic: str, partitions: int) -> int:
-        """The partition count of `topic` the state was built with; `partitions` if none yet."""
+    def claim_partition_count(self, partitions: int) -> int:
+        """The topic's partition count the state was built with; `partitions` if none yet."""
         ...
 
-    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
+    def partition_users(self, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks."""
         ...
 
-    def due_timers(
-        self, topic: str, watermarks: Mapping[int, float], limit: int
-    ) -> dict[int, DueTimers]:
+    def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, oldest first."""
         ...
 
-    def commit(self, batch: BatchCommit) -> None:
-        """Write `batch` atomically; raise :class:`PartitionFencedError` if fenced."""
+    def commit(self, batch: BatchCommit) -> dict[int, str]:
+        """Write each partition of `batch` atomically; the partitions fenced (another worker
+        committed them), whose part was dropped, with why."""
         ...
 
     def users(self) -> Iterator[tuple[str, User]]:

@@ -53,29 +53,27 @@ class DueTimers:
 
 
 class TimerStore:
-    """Timers of topics' partitions under `keys`, spread over `shards` sets per partition."""
+    """Timers of the topic's partitions under `keys`, spread over `shards` sets per partition."""
 
     def __init__(self, client: redis.Redis, keys: KeyLayout, shards: int) -> None:
         self.client = client
         self.keys = keys
         self.shards = shards
 
-    def due(self, topic: str, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
+    def due(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, from the earliest shards."""
-        candidates = self._candidates(topic, watermarks, limit)
+        candidates = self._candidates(watermarks, limit)
         found: dict[int, DueTimers] = {}
         for partition, shards in candidates.items():
             if shards:
-                found[partition] = self._collect(
-                    topic, partition, shards, watermarks[partition], limit
-                )
+                found[partition] = self._collect(partition, shards, watermarks[partition], limit)
         return found
 
-    def earliest(self, topic: str, partitions: Sequence[int]) -> dict[int, float]:
+    def earliest(self, partitions: Sequence[int]) -> dict[int, float]:
         """A lower bound of each partition's earliest timer (`inf` when it has none)."""
         with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
-                pipe.zrange(self.keys.timers(topic, partition), 0, 0, withscores=True)
+                pipe.zrange(self.keys.timers(partition), 0, 0, withscores=True)
             firsts = cast(list[list[tuple[bytes, float]]], pipe.execute())
         return {
             partition: first[0][1] if first else math.inf
@@ -85,13 +83,12 @@ class TimerStore:
     def write(
         self,
         pipe: redis.client.Pipeline,
-        topic: str,
         partition: int,
         timers: Mapping[str, int | None],
         taken: DueTimers | None = None,
     ) -> None:
         """Queue on `pipe` the removal of `taken` and the new due times in `timers`."""
-        index = self.keys.timers(topic, partition)
+        index = self.keys.timers(partition)
         removed: dict[int, list[str]] = defaultdict(list)
         if taken is not None:
             emptied = [shard for shard, bound in taken.bounds.items() if math.isinf(bound)]
@@ -112,22 +109,20 @@ class TimerStore:
             else:
                 added[shard][user_id] = due
         for shard, users in removed.items():
-            pipe.zrem(self.keys.timer_shard(topic, partition, shard), *users)
+            pipe.zrem(self.keys.timer_shard(partition, shard), *users)
         for shard, dues in added.items():
-            pipe.zadd(self.keys.timer_shard(topic, partition, shard), dues)
+            pipe.zadd(self.keys.timer_shard(partition, shard), dues)
         if added:
             earliest = {str(shard): min(dues.values()) for shard, dues in added.items()}
             pipe.zadd(index, earliest, lt=True)
 
-    def _candidates(
-        self, topic: str, watermarks: Mapping[int, float], limit: int
-    ) -> dict[int, list[int]]:
+    def _candidates(self, watermarks: Mapping[int, float], limit: int) -> dict[int, list[int]]:
         """Per partition, the shards that may hold timers due by its watermark, earliest first."""
         partitions = [p for p, watermark in watermarks.items() if not math.isinf(-watermark)]
         with self.client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 pipe.zrangebyscore(
-                    self.keys.timers(topic, partition),
+                    self.keys.timers(partition),
                     "-inf",
                     watermarks[partition],
                     start=0,
@@ -140,7 +135,7 @@ class TimerStore:
         }
 
     def _collect(
-        self, topic: str, partition: int, shards: list[int], watermark: float, limit: int
+        self, partition: int, shards: list[int], watermark: float, limit: int
     ) -> DueTimers:
         """Read `shards` in index order until `limit` due timers are found."""
         found = DueTimers(exhausted=len(shards) < limit)
@@ -152,9 +147,7 @@ class TimerStore:
             chunk = shards[start : start + SHARDS_PER_READ]
             with self.client.pipeline(transaction=False) as pipe:
                 for shard in chunk:
-                    pipe.zrange(
-                        self.keys.timer_shard(topic, partition, shard), 0, left, withscores=True
-                    )
+                    pipe.zrange(self.keys.timer_shard(partition, shard), 0, left, withscores=True)
                 replies = cast(list[list[tuple[bytes, float]]], pipe.execute())
             for shard, entries in zip(chunk, replies, strict=True):
                 _take(found, shard, entries, watermark, limit)

@@ -14,12 +14,11 @@ from typing import IO, TYPE_CHECKING
 
 import click
 import orjson
-import redis
 
 from processors.rules import RuleFileError, parse_rules
-from state.keys import KeyLayout
 from state.read_model import ReadModel
 from streams import logs
+from streams.redis_clients import redis_client
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def settings() -> Settings:
 
 def read_model(config: Settings) -> ReadModel:
     """The read model of the configured Redis."""
-    return ReadModel(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+    return ReadModel(redis_client(config), config.key_layout())
 
 
 def stop_on_signals() -> threading.Event:
@@ -216,8 +215,8 @@ def evaluate_command(truth: Path | None, output: Path, sample: int, seed: int) -
     from streams.tools.evaluate import EvaluationError, evaluate_model, read_truth, write_report
 
     config = settings()
-    client = redis.Redis.from_url(config.redis_url)
-    keys = KeyLayout(config.redis_prefix)
+    client = redis_client(config)
+    keys = config.key_layout()
     try:
         evaluation = evaluate_model(
             RedisStateStore(client, keys, config.group_id),

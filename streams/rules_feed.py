@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 
 import orjson
-import redis
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
-from state.keys import KeyLayout
 from streams.compacted_feed import CompactedFeed
 from streams.kafka import reliable_producer
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,9 @@ class Publication:
 def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> RuleSet:
     """Validate `text` and publish it as the next version; raises `RuleFileError`."""
     parse_rules(text, source=source)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
-        version = int(client.incr(f"{KeyLayout(settings.redis_prefix).prefix}:rules:version"))
+        version = int(client.incr(settings.key_layout().rules_version))
     finally:
         client.close()
     publication = Publication(version, text, reevaluate, time.time())

@@ -23,6 +23,8 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, model_validato
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from state.keys import KeyLayout
+
 if TYPE_CHECKING:
     from processors.privacy import PrivacyPolicy
     from processors.training import TrainerConfig
@@ -68,6 +70,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
     """Redis URL of the segment store: `rediss://` for TLS, `user:password@` for ACL users,
     TLS options as query parameters (`?ssl_ca_certs=/ca.pem`)."""
+    redis_cluster: bool = False
+    """Whether the segment store is a Redis Cluster; `SEGSTREAM_REDIS_URL` then names one of
+    its nodes, from which the others are found."""
     redis_prefix: str = Field("seg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     """Prefix of every Redis key segstream writes."""
 
@@ -215,6 +220,14 @@ class Settings(BaseSettings):
                 "SEGSTREAM_ALLOWED_LATENESS_SECONDS, or a late duplicate could be applied twice",
             )
         return self
+
+    def key_layout(self) -> KeyLayout:
+        """The Redis keys of this deployment: its prefix, tagged by events partition.
+
+        >>> Settings(redis_prefix="shop").key_layout().state(3, "ann")
+        'shop:{events.3}:s:ann'
+        """
+        return KeyLayout(self.redis_prefix, self.events_topic)
 
     def secrets(self, name: str) -> tuple[str, ...]:
         """The comma-separated values of a secret setting, such as `write_keys`; raises

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from processors._core import User
 from processors.partitioner import canonical_partition
-from state.store import BatchCommit, PartitionFencedError, PartitionProgress
+from state.store import BatchCommit, PartitionCommit, PartitionProgress
 from state.timer_store import DueTimers
 
 
@@ -31,35 +31,35 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.states: dict[str, bytes] = {}
-        self.offsets: dict[tuple[str, int], PartitionProgress] = {}
-        self.counts: dict[str, int] = {}
+        self.offsets: dict[int, PartitionProgress] = {}
+        self.count: int | None = None
         self.members: dict[str, set[str]] = defaultdict(set)
-        self.partition_sets: dict[tuple[str, int], set[str]] = defaultdict(set)
-        self.timers: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        self.partition_sets: dict[int, set[str]] = defaultdict(set)
+        self.timers: dict[int, dict[str, int]] = defaultdict(dict)
         self.counters: dict[str, int] = defaultdict(int)
         self.fail_next_commit = False
         """Raise a connection error at the next commit, as a Redis that went away would."""
 
-    def rows(self, user_ids: Iterable[str]) -> dict[str, bytes]:
-        return {u: self.states[u] for u in user_ids if u in self.states}
+    def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
+        return {u: self.states[u] for ids in users.values() for u in ids if u in self.states}
 
-    def progress(self, topic: str, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
-        return {p: self.offsets[topic, p] for p in partitions if (topic, p) in self.offsets}
+    def progress(self, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
+        return {p: self.offsets[p] for p in partitions if p in self.offsets}
 
-    def claim_partition_count(self, topic: str, partitions: int) -> int:
-        return self.counts.setdefault(topic, partitions)
+    def claim_partition_count(self, partitions: int) -> int:
+        if self.count is None:
+            self.count = partitions
+        return self.count
 
-    def partition_users(self, topic: str, partition: int) -> Iterator[list[str]]:
-        users = sorted(self.partition_sets[topic, partition])
+    def partition_users(self, partition: int) -> Iterator[list[str]]:
+        users = sorted(self.partition_sets[partition])
         if users:
             yield users
 
-    def due_timers(
-        self, topic: str, watermarks: Mapping[int, float], limit: int
-    ) -> dict[int, DueTimers]:
+    def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         found = {}
         for partition, watermark in watermarks.items():
-            timers = sorted((due, user) for user, due in self.timers[topic, partition].items())
+            timers = sorted((due, user) for user, due in self.timers[partition].items())
             due = [(moment, user) for moment, user in timers if moment <= watermark][:limit]
             if not due:
                 continue
@@ -72,41 +72,45 @@ class MemoryStore:
             )
         return found
 
-    def commit(self, batch: BatchCommit) -> None:
+    def commit(self, batch: BatchCommit) -> dict[int, str]:
         if self.fail_next_commit:
             self.fail_next_commit = False
             raise redis.ConnectionError("the store went away")
-        for consumed in batch.partitions:
-            stored = self.offsets.get((consumed.topic, consumed.partition))
+        fenced = {}
+        for part in batch.partitions:
+            stored = self.offsets.get(part.partition)
             offset = None if stored is None else stored.offset
-            if offset != consumed.start:
-                raise PartitionFencedError(f"{consumed.partition} is at {offset}")
-        expired = {u for p in batch.partitions for u in p.expired_users}
-        for user_id, row in batch.rows.items():
+            if offset != part.start:
+                fenced[part.partition] = f"at {offset}"
+            else:
+                self._commit(part)
+        return fenced
+
+    def _commit(self, part: PartitionCommit) -> None:
+        expired = set(part.expired_users)
+        for user_id, row in part.rows.items():
             if user_id not in expired:
                 self.states[user_id] = row
-        for change in batch.changes:
+        for change in part.changes:
             for segment in change.entered:
                 self.members[segment].add(change.user_id)
             for segment in change.exited:
                 self.members[segment].discard(change.user_id)
-        for name, amount in batch.counters.items():
+        for name, amount in part.counters.items():
             self.counters[name] += amount
-        for consumed in batch.partitions:
-            key = consumed.topic, consumed.partition
-            self.offsets[key] = consumed.progress
-            self.partition_sets[key].update(consumed.new_users)
-            self.partition_sets[key].difference_update(consumed.expired_users)
-            for user_id in consumed.expired_users:
-                self.states.pop(user_id, None)
-            timers = self.timers[key]
-            for user_id in consumed.taken.sources if consumed.taken else ():
+        self.offsets[part.partition] = part.progress
+        self.partition_sets[part.partition].update(part.new_users)
+        self.partition_sets[part.partition].difference_update(part.expired_users)
+        for user_id in part.expired_users:
+            self.states.pop(user_id, None)
+        timers = self.timers[part.partition]
+        for user_id in part.taken.sources if part.taken else ():
+            timers.pop(user_id, None)
+        for user_id, due in part.timers.items():
+            if due is None:
                 timers.pop(user_id, None)
-            for user_id, due in consumed.timers.items():
-                if due is None:
-                    timers.pop(user_id, None)
-                else:
-                    timers[user_id] = due
+            else:
+                timers[user_id] = due
 
     def users(self) -> Iterator[tuple[str, User]]:
         for user_id, blob in list(self.states.items()):

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -43,9 +44,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from processors.model import ModelSnapshot
 from processors.rules import RuleSet
 from processors.wire import CONTROL_HEADER, ERASE
-from state.keys import KeyLayout
 from state.lookups import CursorError, Lookups
 from streams.connectivity import REDIS
+from streams.redis_clients import async_redis_client
 from streams.rules_feed import load_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
 from streams.services.credentials import Credentials
@@ -268,11 +269,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
     """The read API's ASGI app (the routes behind the lookups' fast path); erasure requests
     go out through `producer`."""
     tokens = Credentials(settings.secrets("api_tokens"), open_when_empty=settings.dev_mode)
-    keys = KeyLayout(settings.redis_prefix)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=_REDIS_CONNECTIONS, timeout=5
-    )
-    client = aioredis.Redis(connection_pool=pool)
+    keys = settings.key_layout()
+    client = async_redis_client(settings, _REDIS_CONNECTIONS)
     lookups = Lookups(client, keys)
     live = _Live(settings, lookups)
 
@@ -358,8 +356,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         model = await live.model()
         clusters = list(model.clusters) if model is not None else []
         sizes = await lookups.sizes(
-            [keys.members(name) for name in rules.names]
-            + [keys.cluster_members(cluster.id) for cluster in clusters]
+            [partial(keys.members, segment=name) for name in rules.names]
+            + [partial(keys.cluster_members, cluster=cluster.id) for cluster in clusters]
         )
         segment_sizes, cluster_sizes = sizes[: len(rules.names)], sizes[len(rules.names) :]
         return SegmentsView(
@@ -400,13 +398,13 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> MembersPage:
         if name in live.rules.names or name in await lookups.known_segments():
-            key = keys.members(name)
+            set_key = partial(keys.members, segment=name)
         elif name in await lookups.known_clusters():
-            key = keys.cluster_members(name)
+            set_key = partial(keys.cluster_members, cluster=name)
         else:
             raise HTTPException(404, f"no segment or cluster {name!r}")
         try:
-            page, following = await lookups.members(key, cursor, limit)
+            page, following = await lookups.members(set_key, cursor, limit)
         except CursorError as error:
             raise HTTPException(400, str(error)) from None
         return MembersPage(segment=name, members=page, next_cursor=following)
@@ -437,7 +435,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         names = list(live.rules.names)
         clusters = sorted(await lookups.known_clusters())
         sizes = await lookups.sizes(
-            [keys.members(name) for name in names] + [keys.cluster_members(c) for c in clusters]
+            [partial(keys.members, segment=name) for name in names]
+            + [partial(keys.cluster_members, cluster=c) for c in clusters]
         )
         for name, size in zip(names, sizes, strict=False):
             SEGMENT_MEMBERS.labels(segment=name).set(size)

@@ -55,8 +55,12 @@ import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.events import Action, decode_all
+from processors.partitioner import canonical_partition, canonical_partitions
 from state.keys import KeyLayout
+from state.read_model import ReadModel
+from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.embedded import Stack, free_port, running_stack, stop_process
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
@@ -156,8 +160,8 @@ def _preload(settings: Settings, config: BenchConfig) -> list[bytes]:
 
 
 def _committed(client: redis.Redis, keys: KeyLayout, fields: tuple[str, ...]) -> int:
-    counters = cast(dict[bytes, bytes], client.hgetall(keys.counters))
-    return sum(int(counters.get(name.encode(), 0)) for name in fields)
+    counters = ReadModel(client, keys).counters()
+    return sum(counters.get(name, 0) for name in fields)
 
 
 def _throughput(
@@ -200,12 +204,12 @@ def _workers_eps(
     processes: _Processes, settings: Settings, count: int, total: int, timeout: float
 ) -> tuple[float, float]:
     """The workers' events/s, and their CPU seconds per event from the first commit on."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     workers = [
         processes.start(settings, f"{settings.redis_prefix}-worker-{n}", "streams", "worker")
         for n in range(count)
     ]
-    keys = KeyLayout(settings.redis_prefix)
+    keys = settings.key_layout()
     at_start: list[tuple[float, int]] = []
 
     def started() -> None:
@@ -233,10 +237,10 @@ def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
 
 
 def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -> float:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     naive = processes.start(settings, "naive", "streams.tools.naive")
     try:
-        keys = KeyLayout(settings.redis_prefix)
+        keys = settings.key_layout()
         return _throughput(
             client, keys, config.events, (NAIVE_COUNTER,), config.timeout, config.naive_seconds
         )
@@ -282,11 +286,12 @@ def _raw_eps(settings: Settings, total: int) -> float:
 
 
 def _io_floor_eps(settings: Settings, total: int) -> float:
-    """Consume the events in the workers' batches, decode them, load each batch's users with
-    one MGET and write each back with the offsets in one MULTI/EXEC; nothing else."""
+    """Consume the events in the workers' batches, decode them, load each batch's users in
+    one round trip and write each partition's back with its offset in one MULTI/EXEC;
+    nothing else."""
     consumer = _reader(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeyLayout(settings.redis_prefix)
+    client = redis_client(settings)
+    keys = settings.key_layout()
     seen = 0
     start = None
     try:
@@ -295,24 +300,24 @@ def _io_floor_eps(settings: Settings, total: int) -> float:
             if not batch:
                 raise TimeoutError(f"the I/O floor read {seen} of {total} events")
             start = start or time.perf_counter()
-            users: dict[str, None] = {}
+            users: dict[int, dict[str, None]] = {}
             offsets: dict[int, int] = {}
             messages = [message for message in batch if message.error() is None]
             for message in messages:
                 offsets[message.partition() or 0] = (message.offset() or 0) + 1
             seen += len(messages)
-            for action in decode_all([message.value() or b"" for message in messages]):
+            decoded = decode_all([message.value() or b"" for message in messages])
+            for message, action in zip(messages, decoded, strict=True):
                 if isinstance(action, Action):
-                    users[action.user_id] = None
-            state_keys = [keys.state(user) for user in users]
-            blobs = client.mget(state_keys)
-            with client.pipeline(transaction=True) as pipe:
-                for key, blob in zip(state_keys, blobs, strict=True):
-                    if blob is not None:
-                        pipe.set(key, blob)
-                for partition, offset in offsets.items():
-                    pipe.set(f"{keys.prefix}:bench-floor:{partition}", offset)
-                pipe.execute()
+                    users.setdefault(message.partition() or 0, {})[action.user_id] = None
+            rows = RedisStateStore(client, keys, "bench-floor").rows(users)
+            for partition, offset in offsets.items():
+                with client.pipeline(transaction=True) as pipe:
+                    for user in users.get(partition, {}):
+                        if user in rows:
+                            pipe.set(keys.state(partition, user), rows[user])
+                    pipe.set(keys.offset(partition, "bench-floor"), offset)
+                    pipe.execute()
         return seen / (time.perf_counter() - (start or 0))
     finally:
         consumer.close()
@@ -329,7 +334,7 @@ class _RedisLoad:
 
 
 def _redis_load(settings: Settings) -> _RedisLoad:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         commands = cast(dict[str, dict[str, Any]], client.info("commandstats"))
         received = client.info("stats")["total_net_input_bytes"]
@@ -345,16 +350,15 @@ def _redis_load(settings: Settings) -> _RedisLoad:
 
 def _bytes_per_timer(settings: Settings) -> float:
     """`MEMORY USAGE` of every partition's timer shards and shard index, per pending timer."""
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeyLayout(settings.redis_prefix)
-    topic = settings.events_topic
+    client = redis_client(settings)
+    keys = settings.key_layout()
     partitions = range(settings.partitions)
     shards = [
-        keys.timer_shard(topic, partition, shard)
+        keys.timer_shard(partition, shard)
         for partition in partitions
         for shard in range(settings.timer_shards)
     ]
-    indexes = [keys.timers(topic, partition) for partition in partitions]
+    indexes = [keys.timers(partition) for partition in partitions]
     with client.pipeline(transaction=False) as pipe:
         for name in shards + indexes:
             pipe.memory_usage(name)
@@ -369,15 +373,16 @@ def _bytes_per_timer(settings: Settings) -> float:
 
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
     """Median `MEMORY USAGE` of the sampled users' state and labels."""
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeyLayout(settings.redis_prefix)
+    client = redis_client(settings)
+    keys = settings.key_layout()
     sizes = []
     for user in dict.fromkeys(users):
         name = user.decode()
-        state = client.memory_usage(keys.state(name))
+        partition = canonical_partition(name, settings.partitions)
+        state = client.memory_usage(keys.state(partition, name))
         if state is None:
             continue  # merged into another id, or expired
-        labels = client.memory_usage(keys.labels(name)) or 0
+        labels = client.memory_usage(keys.labels(partition, name)) or 0
         sizes.append(int(state) + int(labels))
     client.close()
     return float(statistics.median(sizes)) if sizes else 0.0
@@ -443,9 +448,14 @@ async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list
 def _lookup_latency(
     processes: _Processes, settings: Settings, users: list[str], config: BenchConfig
 ) -> tuple[float, float]:
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeyLayout(settings.redis_prefix)
-    users = [user for user in users if client.exists(keys.labels(user))]
+    client = redis_client(settings)
+    keys = settings.key_layout()
+    owners = canonical_partitions(users, settings.partitions)
+    users = [
+        user
+        for user, partition in zip(users, owners, strict=True)
+        if client.exists(keys.labels(partition, user))
+    ]
     client.close()
     port = free_port()
     api_settings = settings.model_copy(update={"api_port": port})
@@ -499,8 +509,8 @@ def _freshness(
     processes: _Processes, settings: Settings, rate: float, config: BenchConfig
 ) -> tuple[float, float]:
     """Produce live events at `rate`/s; time how long 1 % of them (probes) take to be readable."""
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = KeyLayout(settings.redis_prefix)
+    client = redis_client(settings)
+    keys = settings.key_layout()
     worker = processes.start(settings, "fresh-worker", "streams", "worker")
     producer = reliable_producer(settings, **{"linger.ms": 1})
     pending: dict[str, float] = {}
@@ -515,7 +525,8 @@ def _freshness(
             if waiting:
                 with client.pipeline(transaction=False) as pipe:
                     for user, _ in waiting:
-                        pipe.hexists(keys.labels(user), "event_time")
+                        partition = canonical_partition(user, settings.partitions)
+                        pipe.hexists(keys.labels(partition, user), "event_time")
                     found = pipe.execute()
                 now = time.time()
                 with lock:
@@ -571,7 +582,9 @@ def _warm_up(producer: Any, settings: Settings, client: redis.Redis, keys: KeyLa
     producer.produce(settings.events_topic, key=b"warm-up", value=orjson.dumps(body))
     producer.flush(10)
     deadline = time.monotonic() + 120
-    while not client.exists(keys.labels("warm-up")):
+    while not client.exists(
+        keys.labels(canonical_partition("warm-up", settings.partitions), "warm-up")
+    ):
         if time.monotonic() > deadline:
             raise TimeoutError("the freshness worker did not start")
         time.sleep(0.05)

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 from confluent_kafka import TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,12 +24,12 @@ from rich.table import Table
 from rich.text import Text
 
 from processors.model import SnapshotError
-from state.keys import KeyLayout
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.cli import read_model
 from streams.kafka import topic_reader
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.embedded import Stack, free_port, running_stack, stop_process
 from streams.topics import ensure_topics
@@ -151,11 +150,12 @@ class _Backlog:
         self.topic = settings.events_topic
         self.partitions = list(range(settings.partitions))
         self.reader = topic_reader(settings, f"{settings.group_id}-demo")
-        client = redis.Redis.from_url(settings.redis_url)
-        self.store = RedisStateStore(client, KeyLayout(settings.redis_prefix), settings.group_id)
+        self.store = RedisStateStore(
+            redis_client(settings), settings.key_layout(), settings.group_id
+        )
 
     def __call__(self) -> int:
-        progress = self.store.progress(self.topic, self.partitions)
+        progress = self.store.progress(self.partitions)
         waiting = 0
         for partition in self.partitions:
             _, high = self.reader.get_watermark_offsets(
@@ -211,7 +211,7 @@ def _run(
     config = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     ensure_topics(config)
     model = read_model(config)
-    models = ModelStore(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+    models = ModelStore(redis_client(config), config.key_layout())
     simulation_args = ["simulate", "--users", str(users), "--rate", str(rate), "--seed", str(seed)]
     simulation_args += ["--invalid-share", "0.002", "--truth", str(directory / "truth.jsonl")]
     worker = _start(["worker"], environment, directory / "worker.log")

@@ -22,13 +22,13 @@ from typing import Any
 
 import faust
 import orjson
-import redis
 
 from processors._core import run_partition
 from processors.classifier import Classifier
 from processors.events import Action, decode_event
-from state.keys import KeyLayout
+from processors.partitioner import canonical_partition
 from streams.kafka import faust_broker
+from streams.redis_clients import redis_client
 from streams.rules_feed import load_rules
 from streams.settings import Settings
 
@@ -53,15 +53,16 @@ def build_app(settings: Settings) -> faust.App:
     users = app.Table("naive-users", default=bytes, key_type=bytes, value_type=bytes)
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     classifier = Classifier.of(load_rules(settings))
-    keys = KeyLayout(settings.redis_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
+    keys = settings.key_layout()
+    client = redis_client(settings)
+    counted = keys.counters(0)  # the baseline keeps its one total in partition 0's hash
 
     @app.agent(events)
     async def segment(stream: Any) -> None:
         async for key, value in stream.items():
             action = decode_event(value)
             if not isinstance(action, Action):
-                client.hincrby(keys.counters, COUNTER, 1)
+                client.hincrby(counted, COUNTER, 1)
                 continue
             stored = users[key]
             step = run_partition(
@@ -73,14 +74,16 @@ def build_app(settings: Settings) -> faust.App:
             state = step.users[action.user_id]
             users[key] = state.to_bytes()
             client.hset(
-                keys.labels(action.user_id),
+                keys.labels(
+                    canonical_partition(action.user_id, settings.partitions), action.user_id
+                ),
                 mapping={
                     "segments": orjson.dumps(state.segments),
                     "version": state.version,
                     "event_time": state.as_of,
                 },
             )
-            client.hincrby(keys.counters, COUNTER, 1)
+            client.hincrby(counted, COUNTER, 1)
 
     return app
 

@@ -26,9 +26,10 @@ import redis
 from confluent_kafka import KafkaError, Message
 
 from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER, REPLAY_HEADER
-from state.keys import KeyLayout
+from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,10 @@ def replay(
     return sent
 
 
-def relays_settled(client: redis.Redis, settings: Settings) -> bool:
+def relays_settled(model: ReadModel) -> bool:
     """Whether every relayed message the workers committed sending has been applied."""
-    sent, applied = client.hmget(
-        KeyLayout(settings.redis_prefix).counters, ["relays_sent", "relays_applied"]
-    )
-    return int(sent or 0) == int(applied or 0)
+    counters = model.counters()
+    return counters.get("relays_sent", 0) == counters.get("relays_applied", 0)
 
 
 def wait_until_applied(
@@ -193,22 +192,23 @@ def wait_until_applied(
     Also waits until every message the workers relayed to themselves (identity
     merges, forwarded events) has been applied.
     """
-    client = redis.Redis.from_url(settings.redis_url)
-    store = RedisStateStore(client, KeyLayout(settings.redis_prefix), settings.group_id)
+    client = redis_client(settings)
+    store = RedisStateStore(client, settings.key_layout(), settings.group_id)
+    model = ReadModel(client, settings.key_layout())
     deadline = time.monotonic() + timeout
     target = sum(offset + 1 for offset in offsets.values())
     done = 0
     try:
         while True:
             try:
-                progress = store.progress(settings.events_topic, sorted(offsets))
+                progress = store.progress(sorted(offsets))
                 done = sum(
                     min(progress[p].offset, end + 1) if p in progress else 0
                     for p, end in offsets.items()
                 )
                 if on_applied:
                     on_applied(done)
-                if done >= target and relays_settled(client, settings):
+                if done >= target and relays_settled(model):
                     return
             except (redis.ConnectionError, redis.TimeoutError) as error:
                 log.warning("waiting for redis to read progress error=%s", type(error).__name__)

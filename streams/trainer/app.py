@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors.model import ModelSnapshot, SnapshotError
 from processors.training import OnlineClusterer
 from processors.vectors import VectorError, unpack_vectors
 from processors.wire import MODEL_KEY
-from state.keys import KeyLayout
 from state.model_store import ModelStore
 from streams.kafka import faust_broker
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.trainer import metrics
 
@@ -45,9 +44,7 @@ class Trainer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model = OnlineClusterer(settings.trainer_config())
-        self.store = ModelStore(
-            redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix)
-        )
+        self.store = ModelStore(redis_client(settings), settings.key_layout())
         self.fresh = 0
         """Vectors learned since the last snapshot."""
 

@@ -3,20 +3,22 @@
 :meth:`Checkpoint.commit`:
 
 1. produce every outgoing message and wait for the broker to acknowledge all;
-2. commit the store transaction, fenced on the partitions' committed offsets;
-3. advance each partition's committed offset;
+2. commit the store transactions, one per partition, each fenced on its partition's
+   committed offset;
+3. advance the committed offset of each partition committed;
 4. record the commit in the metrics.
 
-A failure in step 1 or 2 (the broker or Redis not answering) leaves nothing
-committed: the caller waits (:meth:`Checkpoint.settle`) and redoes the batch
-from the committed offsets, producing the same messages again, which change
-versions and relay offsets make harmless. A fenced commit (another worker
-took a partition) is dropped.
+A failure in step 1 or 2 (the broker or Redis not answering) leaves the
+partitions not yet written uncommitted: the caller waits
+(:meth:`Checkpoint.settle`) and redoes them from their committed offsets,
+producing the same messages again, which change versions and relay offsets
+make harmless. A fenced partition (another worker
+took it) is dropped.
 
 Example (the worker's batch path)::
 
-    if not checkpoint.commit(outgoing, BatchCommit(rows, changes, partitions, counters)):
-        rewind(partitions)  # fenced
+    if not checkpoint.commit(outgoing, BatchCommit(partitions, rules_version)):
+        rewind(partitions)  # a partition was fenced
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from processors._core import SegmentChange
-from state.store import BatchCommit, PartitionFencedError, StateStore
+from state.store import BatchCommit, StateStore
 from streams.kafka import producer_lost
 from streams.worker import metrics
 from streams.worker.outgoing import Outgoing
@@ -63,39 +65,40 @@ class Checkpoint:
         self._producer_failed = False
 
     def commit(self, outgoing: Sequence[Outgoing], batch: BatchCommit) -> bool:
-        """Commit `batch` after producing `outgoing`; `False` when a partition was fenced.
+        """Commit `batch` after producing `outgoing`; `False` when a partition was fenced
+        (the others are committed).
 
         Raises :class:`DeliveryError` or Redis's connection errors when the broker or
-        Redis did not answer; nothing of the batch is committed then.
+        Redis did not answer; partitions whose transaction had not run then are not
+        committed, and the caller rereads every partition's committed progress.
         """
         # 1. Produce, and wait for the broker's acknowledgements.
         started = time.perf_counter()
         self._produce(outgoing)
         self._flush(_FLUSH_SECONDS)
         produced = time.perf_counter()
-        # 2. Commit the store transaction, fenced on the partitions' offsets.
-        try:
-            self.store.commit(batch)
-        except PartitionFencedError as error:
+        # 2. Commit the store transactions, fenced on the partitions' offsets.
+        fenced = self.store.commit(batch)
+        for partition, reason in fenced.items():
             metrics.FENCED.inc()
-            log.warning("batch dropped reason=fenced detail=%r", str(error))
-            return False
+            log.warning("partition dropped partition=%d reason=fenced detail=%r", partition, reason)
         # 3. Advance the committed progress.
-        for consumed in batch.partitions:
-            state = self.owned.get(consumed.partition)
+        committed = [part for part in batch.partitions if part.partition not in fenced]
+        for part in committed:
+            state = self.owned.get(part.partition)
             if state is not None:
-                state.committed = consumed.progress.offset
+                state.committed = part.progress.offset
         # 4. Record it.
         metrics.KAFKA_WRITE_SECONDS.observe(produced - started)
         metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - produced)
-        counters = batch.counters
+        counters = BatchCommit(committed).counters
         metrics.EVENTS_PROCESSED.inc(counters.events)
         metrics.EVENTS_DUPLICATE.inc(counters.duplicates)
         metrics.EVENTS_FORWARDED.inc(counters.forwarded)
         metrics.TIMERS_FIRED.inc(counters.timers_fired)
         metrics.ERASURES.inc(counters.erased)
-        _count_changes(batch.changes)
-        return True
+        _count_changes([change for part in committed for change in part.changes])
+        return not fenced
 
     def settle(self, timeout: float) -> None:
         """Wait up to `timeout` s for what is in flight, after an outage; raise

@@ -6,14 +6,14 @@ One iteration handles one batch end to end:
 2. decode them in offset order (:mod:`streams.worker.decoding`): dead letters
    for undecodable, future and late events; events of another partition's
    users set aside to forward there; watermarks moved;
-3. load the batch's users from the store (one `MGET`), step each partition
+3. load the batch's users from the store (one round trip), step each partition
    (:func:`processors._core.run_partition`, the compiled core, once per
    partition: apply, evaluate, fire timers, place in clusters, take feature
    vectors);
 4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
    dead letters, relays, changes and vectors, wait for the acks, then commit
-   users, labels, counters, timers and each partition's progress in one
-   fenced store transaction.
+   each partition's users, labels, counters, timers and progress in one
+   fenced store transaction of its own.
 
 Between batches the worker picks up newer rules and model snapshots; a
 snapshot of a new generation (the trainer re-clustered), or rules published
@@ -36,12 +36,13 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, SegmentChange, User, run_partition
+from processors._core import FeatureVector, SegmentChange, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -198,7 +199,7 @@ class Worker:
             "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
             counters.events,
             counters.dead_letters,
-            len(batch.commit.rows),
+            batch.commit.users,
             counters.changes,
             counters.relays_sent,
             counters.timers_fired,
@@ -209,24 +210,24 @@ class Worker:
         """Run each partition's step over its items and due timers; what to commit."""
         topic = self.settings.events_topic
         members = {
-            number: [u for chunk in self.store.partition_users(topic, number) for u in chunk]
+            number: [u for chunk in self.store.partition_users(number) for u in chunk]
             for number, part in decoded.partitions.items()
             if part.advances
         }
-        wanted = set().union(*(part.user_ids() for part in decoded.partitions.values()))
-        wanted.update(user_id for taken in due.values() for user_id in taken.sources)
-        stored = self.store.rows(wanted.union(*members.values()))
-        rows: dict[str, bytes] = {}
-        labelled: dict[str, User] = {}
+        wanted = {
+            number: {
+                *part.user_ids(),
+                *(due[number].sources if number in due else ()),
+                *members.get(number, ()),
+            }
+            for number, part in decoded.partitions.items()
+        }
+        stored = self.store.rows(wanted)
         changes: list[SegmentChange] = []
         relays = []
         found: list[FeatureVector] = []
         commits = []
-        counters = Counters(
-            dead_letters=len(decoded.rejected),
-            late=sum(1 for _, r in decoded.rejected if r.reason == Reason.LATE),
-            forwarded=len(decoded.misrouted),
-        )
+        received = _received_counters(decoded)
         for number, part in decoded.partitions.items():
             state = self.owned[number]
             taken = due.get(number)
@@ -241,11 +242,10 @@ class Worker:
                 due=taken.entries if taken else (),
                 watermark=state.clock.value,
             )
-            rows.update(step.rows)
-            labelled.update((user_id, step.users[user_id]) for user_id in step.relabelled)
             changes += step.changes
             found += step.vectors
             relays += [(relay, number, part.messages[relay.position]) for relay in step.relays]
+            counters = received.get(number, Counters())
             counters += Counters(
                 events=step.applied,
                 duplicates=step.duplicates,
@@ -254,6 +254,8 @@ class Worker:
                 erased=len(step.erased),
                 expired=len(step.expired),
                 relays_applied=part.relayed,
+                changes=len(step.changes),
+                relays_sent=len(step.relays),
             )
             timers = {
                 user_id: step.users[user_id].due if user_id in step.users else None
@@ -261,18 +263,19 @@ class Worker:
             }
             commits.append(
                 PartitionCommit(
-                    topic,
                     number,
                     state.committed,
                     state.progress(part.last + 1),
-                    [user_id for user_id in step.users if user_id not in stored],
-                    [*step.expired, *step.erased],
-                    timers,
-                    taken,
+                    rows=step.rows,
+                    labelled={user_id: step.users[user_id] for user_id in step.relabelled},
+                    changes=step.changes,
+                    counters=counters,
+                    new_users=[user_id for user_id in step.users if user_id not in stored],
+                    expired_users=[*step.expired, *step.erased],
+                    timers=timers,
+                    taken=taken,
                 )
             )
-        counters.changes = len(changes)
-        counters.relays_sent = len(relays) + len(decoded.misrouted)
         messages = [
             *outgoing.relays(topic, relays, decoded.misrouted),
             *outgoing.dead_letters(
@@ -283,8 +286,7 @@ class Worker:
             ),
             *outgoing.vector_batches(found, self.settings.features_topic),
         ]
-        commit = BatchCommit(rows, changes, commits, counters, self.rules.label, labelled)
-        return _Stepped(messages, commit, len(found))
+        return _Stepped(messages, BatchCommit(commits, self.rules.label), len(found))
 
     def _check_partition_count(self) -> int:
         """The events topic's partition count; raise :class:`PartitionCountError` when the
@@ -294,7 +296,7 @@ class Worker:
         if metadata.error is not None:
             raise PartitionCountError(f"cannot read topic {topic!r}: {metadata.error.str()}")
         found = len(metadata.partitions)
-        built = self.store.claim_partition_count(topic, found)
+        built = self.store.claim_partition_count(found)
         if built != found:
             raise PartitionCountError(_count_mismatch(self.settings, found, built))
         return found
@@ -332,7 +334,7 @@ class Worker:
         if not watermarks:
             return {}
         share = max(1, self.settings.timers_per_batch // len(watermarks))
-        due = self.store.due_timers(self.settings.events_topic, watermarks, share)
+        due = self.store.due_timers(watermarks, share)
         return {number: taken for number, taken in due.items() if taken.bounds}
 
     def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
@@ -374,9 +376,10 @@ class Worker:
     def _recover(self, error: Exception, stop: threading.Event) -> None:
         """A batch could not be written because Redis or the broker did not answer.
 
-        Nothing of it was committed, so wait, backing off, until both answer, then go
-        back to the committed offsets and do the batch again. What it produced before
-        failing may come twice: change versions and relay offsets make that harmless.
+        Its partitions not committed yet are not, so wait, backing off, until both answer,
+        then go back to each partition's committed offset and do the rest again. What it
+        produced before failing may come twice: change versions and relay offsets make that
+        harmless.
         """
         cause = "kafka" if isinstance(error, DeliveryError) else "redis"
         metrics.BATCHES_RETRIED.labels(cause=cause).inc()
@@ -403,7 +406,7 @@ class Worker:
 
     def _restore(self, numbers: list[int]) -> None:
         """Rebuild the runtime state of `numbers` from their committed progress."""
-        progress = self.store.progress(self.settings.events_topic, numbers)
+        progress = self.store.progress(numbers)
         lateness = self.settings.allowed_lateness_seconds
         for number in numbers:
             self.owned[number] = PartitionState.restore(number, progress.get(number), lateness)
@@ -480,6 +483,21 @@ def _quiet_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(_YOUNG_OBJECTS, *gc.get_threshold()[1:])
+
+
+def _received_counters(decoded: DecodedBatch) -> dict[int, Counters]:
+    """Per partition, the dead letters (late ones among them) and forwards among the
+    messages it delivered."""
+    counted: dict[int, Counters] = {}
+    for message, rejection in decoded.rejected:
+        counters = counted.setdefault(cast(int, message.partition()), Counters())
+        counters.dead_letters += 1
+        counters.late += rejection.reason == Reason.LATE
+    for misrouted in decoded.misrouted:
+        counters = counted.setdefault(cast(int, misrouted.message.partition()), Counters())
+        counters.forwarded += 1
+        counters.relays_sent += 1
+    return counted
 
 
 def _count_consumed(decoded: DecodedBatch, size: int, vectors: int) -> None:

@@ -13,15 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import redis
 from confluent_kafka import Consumer, Producer
 
 from processors.model import ModelSnapshot
 from processors.rules import RuleSet
-from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from state.store import StateStore
 from streams.kafka import batch_consumer, reliable_producer
+from streams.redis_clients import redis_client
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 from streams.worker.models_feed import ModelsFeed
@@ -65,12 +64,8 @@ class WorkerParts:
 
 def build_parts(settings: Settings) -> WorkerParts:
     """Redis, the consumer in the workers' group, an idempotent producer and the feeds."""
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT
-    )
-    store = RedisStateStore(
-        client, KeyLayout(settings.redis_prefix), settings.group_id, settings.timer_shards
-    )
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT)
+    store = RedisStateStore(client, settings.key_layout(), settings.group_id, settings.timer_shards)
     return WorkerParts(
         store=store,
         consumer=batch_consumer(settings),

@@ -38,31 +38,32 @@ def relabel(
 ) -> int:
     """Relabel every user of the `owned` partitions that has committed progress; returns how
     many. `beat` is called after each chunk (the worker's liveness)."""
-    topic = settings.events_topic
     retention = settings.retention_days * 86_400
     relabelled_users = 0
     for number, state in list(owned.items()):
         if state.committed is None:
             continue
         progress = state.progress(state.committed)
-        for chunk in store.partition_users(topic, number):
+        for chunk in store.partition_users(number):
             users, changes, timers, relabelled = _core.relabel(
-                store.rows(chunk), classifier.core, reason, retention
+                store.rows({number: chunk}), classifier.core, reason, retention
             )
             active = sum(1 for user in users.values() if user.alias_of is None)
-            fence = PartitionCommit(topic, number, state.committed, progress, timers=timers)
+            part = PartitionCommit(
+                number,
+                state.committed,
+                progress,
+                rows={user_id: user.to_bytes() for user_id, user in users.items()},
+                labelled={user_id: users[user_id] for user_id in relabelled},
+                changes=changes,
+                counters=Counters(changes=len(changes)),
+                timers=timers,
+            )
             committed = checkpoint.commit(
                 outgoing.change_events(
                     changes, settings.changes_topic, time.time(), classifier.rules.label
                 ),
-                BatchCommit(
-                    rows={user_id: user.to_bytes() for user_id, user in users.items()},
-                    changes=changes,
-                    partitions=[fence],
-                    counters=Counters(changes=len(changes)),
-                    rules_version=classifier.rules.label,
-                    labelled={user_id: users[user_id] for user_id in relabelled},
-                ),
+                BatchCommit([part], classifier.rules.label),
             )
             if not committed:
                 log.warning("relabel skipped partition=%d reason=fenced", number)

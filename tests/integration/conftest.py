@@ -27,7 +27,6 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER
-from state.keys import KeyLayout
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from streams.settings import Settings
@@ -174,7 +173,7 @@ def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[..., Wor
 
 @pytest.fixture
 def model(config: Settings) -> ReadModel:
-    return ReadModel(redis.Redis.from_url(config.redis_url), KeyLayout(config.redis_prefix))
+    return ReadModel(redis.Redis.from_url(config.redis_url), config.key_layout())
 
 
 def wait_until_serving(url: str, process: WorkerProcess, timeout: float = 60) -> None:
@@ -395,9 +394,9 @@ def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProces
         sent += 1
     sink.close()
     client = redis.Redis.from_url(settings.redis_url)
-    counters = wait_for_events(ReadModel(client, KeyLayout(settings.redis_prefix)), sent, 180)
+    counters = wait_for_events(ReadModel(client, settings.key_layout()), sent, 180)
     assert counters["events"] == sent
-    store = ModelStore(client, KeyLayout(settings.redis_prefix))
+    store = ModelStore(client, settings.key_layout())
     deadline = time.monotonic() + 120
     while store.latest() is None and time.monotonic() < deadline:
         time.sleep(0.5)

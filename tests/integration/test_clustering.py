@@ -13,7 +13,6 @@ import redis
 from confluent_kafka import Producer
 
 from processors.model import COLD_START
-from state.keys import KeyLayout
 from state.model_store import ModelStore
 from streams.settings import Settings
 from streams.tools.embedded import free_port
@@ -38,7 +37,7 @@ def clustered(config: Settings) -> Settings:
 
 
 def models(settings: Settings) -> ModelStore:
-    return ModelStore(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
+    return ModelStore(redis.Redis.from_url(settings.redis_url), settings.key_layout())
 
 
 def simulate(settings: Settings, users: int, seed: int) -> Simulation:
@@ -90,10 +89,11 @@ def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
 
     # Every user with enough history is in a cluster; labels and membership sets agree.
     client = redis.Redis.from_url(clustered.redis_url)
-    keys = KeyLayout(clustered.redis_prefix)
+    keys = clustered.key_layout()
     by_cluster = defaultdict(set)
     for document in model.users():
-        labels = client.hgetall(keys.labels(document["user_id"]))
+        user_id = document["user_id"]
+        labels = client.hgetall(keys.labels(model.partition_of(user_id), user_id))
         if document["cluster"] is not None:
             by_cluster[document["cluster"]].add(document["user_id"])
             assert labels[b"cluster"].decode() == document["cluster"]
@@ -102,7 +102,7 @@ def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
             assert document["cluster"] in (None, COLD_START)
     assert set(by_cluster) - {COLD_START} <= {c.id for c in final.clusters}
     for cluster, members in by_cluster.items():
-        assert {m.decode() for m in client.smembers(keys.cluster_members(cluster))} == members
+        assert model.cluster_members(cluster) == members
     assert model.cluster_sizes() == {cluster: len(m) for cluster, m in by_cluster.items()}
 
     # The default rules' percentile threshold is known from the snapshots.

@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from processors.events import Action, decode_event
-from state.keys import KeyLayout
 from state.read_model import ReadModel
 from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
 from tests.integration.conftest import (
@@ -110,7 +109,7 @@ def test_redis_stopped_for_ten_seconds_mid_stream_changes_nothing(
     server = spawn_redis(directory, port, durable=True)
     wait_for_redis(url, server)
     settings = config.model_copy(update={"redis_url": url})
-    model = ReadModel(redis.Redis.from_url(url), KeyLayout(settings.redis_prefix))
+    model = ReadModel(redis.Redis.from_url(url), settings.key_layout())
     try:
         worker = start_worker(settings)
         replay = replay_in_background(settings, history, tmp_path / "replay.log")

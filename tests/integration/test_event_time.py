@@ -159,10 +159,9 @@ def isolated_single_partition(config):
 def model_for(settings):
     import redis
 
-    from state.keys import KeyLayout
     from state.read_model import ReadModel
 
-    return ReadModel(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
+    return ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
 
 
 def wait_for_events_including_duplicates(model, total, timeout=60.0):

@@ -9,7 +9,6 @@ import redis
 from confluent_kafka import Producer
 
 from processors.partitioner import PRODUCER_PARTITIONER, canonical_partition
-from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.tools.replay import wait_until_applied
@@ -44,7 +43,7 @@ def run(settings, start_worker, produce):
     """Produce the history with `produce`, advance every partition past it, and export."""
     worker = start_worker(settings)
     sent = produce(settings)
-    model = ReadModel(redis.Redis.from_url(settings.redis_url), KeyLayout(settings.redis_prefix))
+    model = ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
     wait_for_events(model, sent, timeout=180)
     wait_until_applied(settings, advance(settings, DEFAULT_END), timeout=120)
     counters = wait_for_events(model, sent, timeout=60)
@@ -92,13 +91,13 @@ def test_a_worker_refuses_a_topic_with_another_partition_count_than_its_state(st
     settings = isolated_settings(stack)  # the events topic has 4 partitions
     store = RedisStateStore(
         redis.Redis.from_url(settings.redis_url),
-        KeyLayout(settings.redis_prefix),
+        settings.key_layout(),
         settings.group_id,
     )
-    assert store.claim_partition_count(settings.events_topic, 6) == 6  # built with 6
+    assert store.claim_partition_count(6) == 6  # built with 6
     done = segstream(settings, "worker", timeout=120)
     assert done.returncode == 1
     assert f"the events topic '{settings.events_topic}' has 4 partitions" in done.stderr
     assert "was built with 6" in done.stderr
     assert "segstream replay" in done.stderr
-    assert store.claim_partition_count(settings.events_topic, 4) == 6  # left as it was
+    assert store.claim_partition_count(4) == 6  # left as it was

@@ -121,8 +121,8 @@ def test_a_sigkilled_worker_fires_the_timer_due_while_it_was_down(
     worker = start_worker(settings)
     send(settings, [cart_add("shopper", 1, added)], live=True)
     wait_for_events(model, 1)
-    timers = TimerStore(model.client, KeyLayout(settings.redis_prefix), settings.timer_shards)
-    pending = timers.earliest(settings.events_topic, list(range(settings.partitions)))
+    timers = TimerStore(model.client, settings.key_layout(), settings.timer_shards)
+    pending = timers.earliest(list(range(settings.partitions)))
     assert min(pending.values()) <= added + 1800
     time.sleep(max(0.0, added + 1800 + settings.allowed_lateness_seconds - 4 - time.time()))
     worker.kill()  # just before the wall clock brings the watermark to the timer
@@ -143,7 +143,7 @@ def test_a_sigkilled_worker_fires_the_timer_due_while_it_was_down(
 def test_a_million_pending_timers_fit_in_100_mb(stack, config):
     """The store's own layout, written the way commits write it."""
     client = redis.Redis.from_url(stack.redis_url)
-    keys = KeyLayout(config.redis_prefix)
+    keys = config.key_layout()
     store = TimerStore(client, keys, config.timer_shards)
     before = client.info("memory")["used_memory"]
     total, per_commit = 1_000_000, 250_000
@@ -154,52 +154,51 @@ def test_a_million_pending_timers_fit_in_100_mb(stack, config):
                 for number in range(start + partition, start + per_commit, config.partitions)
             }
             with client.pipeline(transaction=True) as pipe:
-                store.write(pipe, config.events_topic, partition, timers)
+                store.write(pipe, partition, timers)
                 pipe.execute()
     used = client.info("memory")["used_memory"] - before
     print(f"1,000,000 pending timers: {used / 1e6:.1f} MB in Redis")
     assert used <= 100e6
     watermarks = dict.fromkeys(range(config.partitions), T0 + 3_600)
-    due = store.due(config.events_topic, watermarks, limit=5_000)
+    due = store.due(watermarks, limit=5_000)
     read = [entry for taken in due.values() for entry in taken.entries]
     assert sorted(read) == [(int(T0) + n, f"user-{n:07d}") for n in range(3_601)]
     assert all(taken.exhausted for taken in due.values())
-    for key in client.scan_iter(match=f"{keys.prefix}:t:*", count=10_000):
-        client.unlink(key)
+    for partition in range(config.partitions):
+        for key in client.scan_iter(match=f"{keys.timers(partition)}*", count=10_000):
+            client.unlink(key)
 
 
 def test_taking_due_timers_then_rescheduling_or_dropping_them_leaves_one_entry_each(stack, config):
     """A commit that takes due timers rewrites the rescheduled in place, removes the dropped,
     and leaves each shard's bound at its earliest timer left."""
     client = redis.Redis.from_url(stack.redis_url)
-    keys = KeyLayout(config.redis_prefix)
+    keys = KeyLayout(config.redis_prefix, f"{config.events_topic}-rescheduled")
     store = TimerStore(client, keys, timer_shards := 8)
-    topic, start = f"{config.events_topic}-rescheduled", int(T0)
+    start = int(T0)
     timers = {f"u{n}": start + n for n in range(20)}
     with client.pipeline(transaction=True) as pipe:
-        store.write(pipe, topic, 0, timers)
+        store.write(pipe, 0, timers)
         pipe.execute()
-    taken = store.due(topic, {0: start + 9}, limit=100)[0]
+    taken = store.due({0: start + 9}, limit=100)[0]
     assert [user for _, user in taken.entries] == [f"u{n}" for n in range(10)]
     later = {f"u{n}": start + 100 + n for n in range(5)}  # u0-u4 rescheduled
     later |= dict.fromkeys([f"u{n}" for n in range(5, 8)])  # u5-u7 dropped; u8, u9 fired
     with client.pipeline(transaction=True) as pipe:
-        store.write(pipe, topic, 0, later, taken)
+        store.write(pipe, 0, later, taken)
         pipe.execute()
     left = {
         member.decode(): int(score)
         for shard in range(timer_shards)
-        for member, score in client.zrange(
-            keys.timer_shard(topic, 0, shard), 0, -1, withscores=True
-        )
+        for member, score in client.zrange(keys.timer_shard(0, shard), 0, -1, withscores=True)
     }
     expected = {f"u{n}": start + n for n in range(10, 20)} | {
         f"u{n}": start + 100 + n for n in range(5)
     }
     assert left == expected
-    due = store.due(topic, {0: start + 1_000}, limit=100)[0]
+    due = store.due({0: start + 1_000}, limit=100)[0]
     assert sorted(due.entries) == sorted((moment, user) for user, moment in expected.items())
-    assert store.earliest(topic, [0])[0] <= start + 10
+    assert store.earliest([0])[0] <= start + 10
 
 
 def test_a_backlog_of_due_timers_never_stalls_the_batch_loop(config, start_worker, model):

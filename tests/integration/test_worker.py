@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from processors.events import Action, decode_event
-from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 from streams.rules_feed import load_rules
 from streams.tools.replay import wait_until_applied
@@ -49,7 +48,7 @@ def oracle(config, events, until=None):
 
 
 def assert_store_matches(config, model, expected):
-    store = RedisStateStore(model.client, KeyLayout(config.redis_prefix), config.group_id)
+    store = RedisStateStore(model.client, config.key_layout(), config.group_id)
     stored = {user_id: user for user_id, user in store.users() if user.alias_of is None}
     assert set(stored) == set(expected)
     for user_id, user in expected.items():
@@ -61,8 +60,7 @@ def assert_store_matches(config, model, expected):
             members[segment].add(user_id)
     for segment, size in model.segment_sizes().items():
         assert size == len(members[segment]), segment
-        found = {m.decode() for m in model.client.smembers(model.keys.members(segment))}
-        assert found == members[segment]
+        assert model.segment_members(segment) == members[segment]
 
 
 def test_worker_segments_users_dead_letters_and_publishes_changes(config, model, start_worker):
@@ -97,7 +95,7 @@ def test_worker_segments_users_dead_letters_and_publishes_changes(config, model,
         orjson.loads(message.value()) for message in read_topic(config, config.changes_topic)
     ]
     assert counters["changes"] == len(changes)
-    store = RedisStateStore(model.client, KeyLayout(config.redis_prefix), config.group_id)
+    store = RedisStateStore(model.client, config.key_layout(), config.group_id)
     stored = dict(store.users())
     history = defaultdict(list)
     for change in changes:

@@ -1,0 +1,74 @@
+"""Clients of the segment store: one Redis, or a Redis Cluster found from one seed node.
+
+`SEGSTREAM_REDIS_CLUSTER` says which; a seed that is not what the setting says
+fails at start-up naming the setting, rather than later with `MOVED` or
+`CROSSSLOT` errors. Example::
+
+    client = redis_client(settings)  # redis.Redis or redis.cluster.RedisCluster
+    store = RedisStateStore(client, settings.key_layout(), settings.group_id)
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+
+from streams.settings import ENV_PREFIX, Settings, SettingsError
+
+
+def redis_client(settings: Settings, **options: Any) -> redis.Redis:
+    """A client of the segment store; `options` go to the client (timeouts).
+
+    Raises :class:`SettingsError` when `SEGSTREAM_REDIS_URL` names a plain Redis
+    and `SEGSTREAM_REDIS_CLUSTER` is true, or a cluster node and it is false.
+    """
+    if settings.redis_cluster:
+        try:
+            cluster = RedisCluster.from_url(settings.redis_url, **options)
+        except RedisClusterException as error:
+            raise _not_a_cluster(settings, error) from None
+        # A cluster client answers the same commands; pipelines route them by slot.
+        return cast(redis.Redis, cluster)
+    client = redis.Redis.from_url(settings.redis_url, **options)
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except redis.ConnectionError:
+        return client  # unreachable for now: callers wait for it
+    if enabled:
+        raise SettingsError(
+            f"{ENV_PREFIX}REDIS_URL ({_where(settings)}) is a node of a Redis Cluster: set "
+            f"{ENV_PREFIX}REDIS_CLUSTER=true"
+        )
+    return client
+
+
+def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:
+    """An asyncio client of the segment store with at most `connections` connections (per
+    node of a cluster); the seed is checked like :func:`redis_client`, at once."""
+    redis_client(settings).close()
+    if settings.redis_cluster:
+        cluster = AsyncRedisCluster.from_url(settings.redis_url, max_connections=connections)
+        return cast(aioredis.Redis, cluster)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=connections, timeout=5
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _not_a_cluster(settings: Settings, error: Exception) -> SettingsError:
+    return SettingsError(
+        f"{ENV_PREFIX}REDIS_CLUSTER=true, but {ENV_PREFIX}REDIS_URL ({_where(settings)}) is not "
+        f"a node of a reachable Redis Cluster: {error}"
+    )
+
+
+def _where(settings: Settings) -> str:
+    """The host and port of the Redis URL, without credentials."""
+    parts = urlsplit(settings.redis_url)
+    return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else settings.redis_url
