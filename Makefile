@@ -36,15 +36,17 @@ lint: $(VENV)/.installed-dev  ## ruff, mypy, cargo fmt and clippy
 	cd $(CORE) && $(CARGO) fmt --check && $(CARGO) clippy --quiet --all-targets -- -D warnings
 
 # Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
-# chromium (browser SDKs in a real browser), Java and Maven (Apache Kafka).
+# chromium (browser SDKs in a real browser), Java and Maven (Apache Kafka), redis-server (Redis
+# Cluster).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-tools:  ## install Debian's prometheus, docker-compose, chromium, Java and Maven when missing
+tools:  ## install Debian's prometheus, docker-compose, chromium, Java, Maven and redis-server
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v chromium >/dev/null \
 	  && command -v java >/dev/null && command -v mvn >/dev/null \
+	  && command -v redis-server >/dev/null \
 	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 	       -y -qq --no-install-recommends prometheus docker-compose chromium \
-	       default-jre-headless maven >/dev/null; }
+	       default-jre-headless maven redis-server >/dev/null; }
 
 # Apache Kafka's broker jars from Maven Central, into a folder the tests own.
 KAFKA := tests/kafka/libs/.fetched

@@ -2,8 +2,8 @@
 
 Everything a batch writes lives under its partition's hash tag, `{<topic>.<partition>}`,
 so one partition's keys share a Redis Cluster slot and a batch commits with one
-transaction per partition; a single Redis uses the same layout. Keys tied to no
-partition (the model, the rules version, the partition count) stand alone.
+transaction per partition; a single Redis uses the same layout. The model's keys
+share the tag `{model}`; the rules version and the partition count stand alone.
 
 >>> keys = KeyLayout("seg", "events")
 >>> keys.state(3, "alice"), keys.labels(3, "alice"), keys.members(3, "Buyers")
@@ -12,8 +12,8 @@ partition (the model, the rules version, the partition count) stand alone.
 'seg:{events.3}:o:segstream-worker'
 >>> keys.timers(3), keys.timer_shard(3, 17)
 ('seg:{events.3}:t', 'seg:{events.3}:t:17')
->>> keys.partition_count
-'seg:pc:events'
+>>> keys.partition_count, keys.model_history
+('seg:pc:events', 'seg:{model}:history')
 """
 
 from __future__ import annotations
@@ -89,18 +89,19 @@ class KeyLayout:
 
     @property
     def model(self) -> str:
-        """String: the latest model snapshot (JSON), as on the models topic."""
-        return f"{self.prefix}:model"
+        """String: the latest model snapshot (JSON), as on the models topic; the model's keys
+        share the tag `{model}`, so a snapshot is stored in one transaction."""
+        return f"{self.prefix}:{{model}}"
 
     @property
     def model_history(self) -> str:
         """List: every snapshot's version, time, reason and clusters (JSON), newest last."""
-        return f"{self.prefix}:model:history"
+        return f"{self.prefix}:{{model}}:history"
 
     @property
     def model_sample(self) -> str:
         """String: the trainer's user sample (msgpack), saved with each snapshot to resume from."""
-        return f"{self.prefix}:model:sample"
+        return f"{self.prefix}:{{model}}:sample"
 
     @property
     def rules_version(self) -> str:

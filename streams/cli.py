@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -28,11 +28,9 @@ DEV_STATE = Path(".segstream")
 
 
 def settings() -> Settings:
-    """Settings from the environment; a wrong one ends the command naming it."""
-    try:
-        return Settings()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+    """Settings from the environment; a wrong one ends the command naming it (see
+    :class:`_Commands`)."""
+    return Settings()
 
 
 def read_model(config: Settings) -> ReadModel:
@@ -52,7 +50,18 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """segstream's commands: a wrong setting, found at any point of start-up, ends the command
+    with a message naming it rather than a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """segstream: streaming user segmentation from Kafka events to Redis.
 
@@ -67,6 +76,7 @@ def worker() -> None:
 
     With SEGSTREAM_METRICS_PORT set, serves `/metrics`, `/healthz` and `/readyz`.
     """
+    from state.redis_store import EarlierLayoutError
     from streams.rules_feed import load_rules
     from streams.topics import ensure_topics
     from streams.worker.health import Probe, serve
@@ -85,7 +95,7 @@ def worker() -> None:
     ensure_topics(config)
     try:
         Worker(config, rules, build_parts(config), probe).run(stop_on_signals())
-    except PartitionCountError as error:
+    except (PartitionCountError, EarlierLayoutError) as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -132,10 +142,7 @@ def _serve(service: str) -> None:
 
     config = settings()
     module = importlib.import_module(f"streams.services.{service}")
-    try:
-        serve(config, module.build_app, getattr(config, f"{service}_port"))
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+    serve(config, module.build_app, getattr(config, f"{service}_port"))
 
 
 @main.command()
@@ -148,6 +155,9 @@ def _serve(service: str) -> None:
 @click.option("--freshness-seconds", default=30.0, show_default=True, help="Live load duration.")
 @click.option("--lookup-rps", default=1_000, show_default=True, help="Read API requests/s.")
 @click.option("--lookup-seconds", default=10.0, show_default=True, help="Lookup load duration.")
+@click.option(
+    "--redis-cluster", is_flag=True, help="Measure on a Redis Cluster of three local masters."
+)
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Write figures here.")
 def bench(
     events: int,
@@ -157,13 +167,15 @@ def bench(
     freshness_seconds: float,
     lookup_rps: int,
     lookup_seconds: float,
+    redis_cluster: bool,
     json_file: Path | None,
 ) -> None:
     """Measure segstream against a naive Faust pipeline and the raw Kafka limit, in one run.
 
     Starts the embedded broker and Redis, preloads simulated events, and prints
     throughput (one and two workers, the baseline, the raw limit), freshness,
-    Redis bytes per user and read API lookup latency.
+    Redis bytes per user and read API lookup latency. With --redis-cluster, the
+    store is a Redis Cluster of three masters started on this machine.
     """
     from rich.console import Console
 
@@ -179,6 +191,7 @@ def bench(
         freshness_seconds=freshness_seconds,
         lookup_rps=lookup_rps,
         lookup_seconds=lookup_seconds,
+        redis_cluster=redis_cluster,
     )
     figures = run_bench(config, lambda step: console.print(f"[dim]… {step}[/dim]"))
     console.print(bench_table(figures))
@@ -241,6 +254,23 @@ def evaluate_command(truth: Path | None, output: Path, sample: int, seed: int) -
             f"offline {a.offline_nmi:.3f}"
         )
     click.echo(f"report: {report}")
+
+
+@main.command()
+def migrate() -> None:
+    """Convert a store written before keys carried partition hash tags, in place.
+
+    Run it once, with no worker running; a store already converted is left as it is.
+    """
+    from state.migration import MigrationError, migrate
+
+    config = settings()
+    client = redis_client(config)
+    try:
+        moved = migrate(client, config.key_layout())
+    except MigrationError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"moved {moved} keys to the partition-tagged layout" if moved else "nothing to do")
 
 
 @main.command()

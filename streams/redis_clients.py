@@ -10,6 +10,7 @@ fails at start-up naming the setting, rather than later with `MOVED` or
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -26,13 +27,17 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     """A client of the segment store; `options` go to the client (timeouts).
 
     Raises :class:`SettingsError` when `SEGSTREAM_REDIS_URL` names a plain Redis
-    and `SEGSTREAM_REDIS_CLUSTER` is true, or a cluster node and it is false.
+    and `SEGSTREAM_REDIS_CLUSTER` is true, or a cluster node and it is false;
+    :class:`redis.ConnectionError` when no node of a cluster answers (a client of
+    one Redis connects when first used).
     """
     if settings.redis_cluster:
         try:
             cluster = RedisCluster.from_url(settings.redis_url, **options)
         except RedisClusterException as error:
-            raise _not_a_cluster(settings, error) from None
+            if _NOT_CLUSTER in str(error):
+                raise _not_a_cluster(settings) from None
+            raise redis.ConnectionError(f"no node of the Redis Cluster answers: {error}") from None
         # A cluster client answers the same commands; pipelines route them by slot.
         return cast(redis.Redis, cluster)
     client = redis.Redis.from_url(settings.redis_url, **options)
@@ -50,8 +55,10 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
 
 def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:
     """An asyncio client of the segment store with at most `connections` connections (per
-    node of a cluster); the seed is checked like :func:`redis_client`, at once."""
-    redis_client(settings).close()
+    node of a cluster); the seed is checked like :func:`redis_client`, at once when it
+    answers (the client connects when first used)."""
+    with contextlib.suppress(redis.ConnectionError):
+        redis_client(settings).close()
     if settings.redis_cluster:
         cluster = AsyncRedisCluster.from_url(settings.redis_url, max_connections=connections)
         return cast(aioredis.Redis, cluster)
@@ -61,10 +68,19 @@ def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
-def _not_a_cluster(settings: Settings, error: Exception) -> SettingsError:
+STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+"""What the clients raise while the store does not answer (a cluster client, when it cannot
+reach any node, raises :class:`RedisClusterException`)."""
+
+_NOT_CLUSTER = "Cluster mode is not enabled"
+"""How redis-py says a seed is a plain Redis."""
+
+
+def _not_a_cluster(settings: Settings) -> SettingsError:
     return SettingsError(
-        f"{ENV_PREFIX}REDIS_CLUSTER=true, but {ENV_PREFIX}REDIS_URL ({_where(settings)}) is not "
-        f"a node of a reachable Redis Cluster: {error}"
+        f"{ENV_PREFIX}REDIS_CLUSTER=true, but {ENV_PREFIX}REDIS_URL ({_where(settings)}) is a "
+        f"Redis without cluster mode: name a node of the cluster, or set "
+        f"{ENV_PREFIX}REDIS_CLUSTER=false"
     )
 
 

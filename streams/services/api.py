@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisClusterException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from processors.model import ModelSnapshot
@@ -46,7 +47,7 @@ from processors.rules import RuleSet
 from processors.wire import CONTROL_HEADER, ERASE
 from state.lookups import CursorError, Lookups
 from streams.connectivity import REDIS
-from streams.redis_clients import async_redis_client
+from streams.redis_clients import STORE_UNREACHABLE, async_redis_client
 from streams.rules_feed import load_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
 from streams.services.credentials import Credentials
@@ -182,7 +183,7 @@ class _UserLookups:
             started = time.perf_counter()
             try:
                 body = await self.answer(user_id, False)
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
+            except STORE_UNREACHABLE:
                 body = None  # the routes answer 503 and log it
             if body is not None:
                 headers = [*_JSON, (b"content-length", str(len(body)).encode())]
@@ -415,6 +416,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
 
     @app.exception_handler(aioredis.ConnectionError)
     @app.exception_handler(aioredis.TimeoutError)
+    @app.exception_handler(RedisClusterException)
     async def store_unreachable(_request: Request, error: Exception) -> JSONResponse:
         REDIS.lost(f"{type(error).__name__}: {error}")
         detail = {"detail": "the segment store is unreachable; retry later"}
@@ -424,7 +426,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
     async def readyz() -> Response:
         try:
             await client.ping()
-        except aioredis.RedisError as error:
+        except (aioredis.RedisError, RedisClusterException) as error:
             REDIS.lost(f"{type(error).__name__}: {error}")
             return Response("redis unreachable\n", status_code=503, media_type="text/plain")
         REDIS.reached()

@@ -32,6 +32,7 @@ writes them as JSON.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import platform
@@ -43,6 +44,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -64,6 +66,7 @@ from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.embedded import Stack, free_port, running_stack, stop_process
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
+from streams.tools.redis_cluster import running_redis_cluster
 from streams.tools.replay import REPLAYED
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
@@ -86,6 +89,8 @@ class BenchConfig:
     lookup_rps: int = 1_000
     lookup_seconds: float = 10.0
     timeout: float = 3_600.0
+    redis_cluster: bool = False
+    """Measure on a Redis Cluster of three masters on this machine instead of one Redis."""
 
 
 class _Processes:
@@ -121,6 +126,7 @@ def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
         redis_url=stack.redis_url,
+        redis_cluster=config.redis_cluster,
         redis_prefix=tag,
         events_topic=topic,
         dead_letter_topic=f"{tag}-dlq",
@@ -219,7 +225,9 @@ def _workers_eps(
         eps = _throughput(client, keys, total, _WORKER_FIELDS, timeout, on_start=started)
         cpu, done = _cpu_seconds(workers), _committed(client, keys, _WORKER_FIELDS)
         (cpu_then, done_then), *_ = at_start
-        return eps, (cpu - cpu_then) / max(done - done_then, 1)
+        if done == done_then:  # a run so short that one commit held it: start-up included
+            return eps, cpu / max(done, 1)
+        return eps, (cpu - cpu_then) / (done - done_then)
     finally:
         for worker in workers:
             processes.stop(worker)
@@ -334,18 +342,31 @@ class _RedisLoad:
 
 
 def _redis_load(settings: Settings) -> _RedisLoad:
-    client = redis_client(settings)
-    try:
-        commands = cast(dict[str, dict[str, Any]], client.info("commandstats"))
-        received = client.info("stats")["total_net_input_bytes"]
-        cpu = client.info("cpu")
-        return _RedisLoad(
-            sum(int(stat["calls"]) for stat in commands.values()),
-            int(received),
-            float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+    """What every Redis node of the store had done, summed."""
+    total = _RedisLoad(0, 0, 0.0)
+    for node in _redis_nodes(settings):
+        try:
+            commands = cast(dict[str, dict[str, Any]], node.info("commandstats"))
+            received = node.info("stats")["total_net_input_bytes"]
+            cpu = node.info("cpu")
+        finally:
+            node.close()
+        total = _RedisLoad(
+            total.commands + sum(int(stat["calls"]) for stat in commands.values()),
+            total.received + int(received),
+            total.cpu + float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         )
-    finally:
-        client.close()
+    return total
+
+
+def _redis_nodes(settings: Settings) -> list[redis.Redis]:
+    """A client of each node of the store: the one Redis, or every master of the cluster."""
+    client = redis_client(settings)
+    if not settings.redis_cluster:
+        return [client]
+    masters = cast(Any, client).get_primaries()
+    client.close()
+    return [redis.Redis(host=node.host, port=node.port) for node in masters]
 
 
 def _bytes_per_timer(settings: Settings) -> float:
@@ -591,11 +612,16 @@ def _warm_up(producer: Any, settings: Settings, client: redis.Redis, keys: KeyLa
 
 
 def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
-    """Every figure of the bench, measured in one run on the embedded stack."""
+    """Every figure of the bench, measured in one run on the embedded stack (with a Redis
+    Cluster in place of its Redis when `config.redis_cluster`)."""
     with (
         tempfile.TemporaryDirectory(prefix="segstream-bench-") as scratch,
         running_stack(Path(scratch) / "stack") as stack,
+        ExitStack() as cluster_stack,
     ):
+        if config.redis_cluster:
+            cluster = cluster_stack.enter_context(running_redis_cluster(Path(scratch) / "cluster"))
+            stack = dataclasses.replace(stack, redis_url=cluster.url, redis_pid=cluster.pids[0])
         processes = _Processes(Path(scratch))
         try:
             return _measure(stack, config, processes, report)
@@ -653,6 +679,7 @@ def _measure(
         "events": config.events,
         "users": config.users,
         "partitions": config.partitions,
+        "redis": "cluster of 3 masters" if config.redis_cluster else "one node",
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

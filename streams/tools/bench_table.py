@@ -66,7 +66,8 @@ def bench_table(figures: dict[str, Any]) -> Table:
     """A rich table of `figures`, with the run's size in its title."""
     table = Table(
         title=f"segstream bench: {figures.get('events', 0):,} events, "
-        f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions"
+        f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions, "
+        f"Redis: {figures.get('redis', 'one node')}"
     )
     for column in ("measure", "value", "ratio", "target"):
         table.add_column(column, justify="right" if column == "value" else "left")

@@ -56,6 +56,7 @@ def build_app(settings: Settings) -> faust.App:
     keys = settings.key_layout()
     client = redis_client(settings)
     counted = keys.counters(0)  # the baseline keeps its one total in partition 0's hash
+    client.set(keys.partition_count, settings.partitions, nx=True)  # as a worker claims it
 
     @app.agent(events)
     async def segment(stream: Any) -> None:

@@ -1,15 +1,17 @@
-"""A real Tansu broker and a real Redis for the whole session, Apache Kafka for the test
-files that ask for it, and helpers around them.
+"""A real Tansu broker and a real Redis for the whole session, Apache Kafka and a Redis
+Cluster for the test files that ask for them, and helpers around them.
 
-A test file runs on Apache Kafka when it is marked so::
+A test file runs on Apache Kafka, or on a Redis Cluster of three masters, when it
+is marked so::
 
-    pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+    pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.redis_cluster]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +28,14 @@ import redis
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from processors.events import Action, decode_event
 from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER
 from state.model_store import ModelStore
 from state.read_model import ReadModel
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.embedded import Stack, broker_binary, running_stack
+from streams.tools.redis_cluster import RedisCluster, running_redis_cluster
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
@@ -49,10 +54,22 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, embedded_stack: Stack) -> Stack:
     """The broker and Redis a test file runs on: Apache Kafka where the file is marked
-    `apache_kafka`, the embedded broker otherwise."""
+    `apache_kafka`, the embedded broker otherwise; the Redis Cluster where it is marked
+    `redis_cluster`, the session's Redis otherwise."""
+    found = embedded_stack
     if request.node.get_closest_marker("apache_kafka") is not None:
-        return cast(Stack, request.getfixturevalue("apache_stack"))
-    return embedded_stack
+        found = cast(Stack, request.getfixturevalue("apache_stack"))
+    if request.node.get_closest_marker("redis_cluster") is not None:
+        cluster = cast(RedisCluster, request.getfixturevalue("redis_cluster"))
+        found = dataclasses.replace(found, redis_url=cluster.url, redis_pid=cluster.pids[0])
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of three masters."""
+    with running_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 SCRAM_USERS = {"segstream": "s3cret"}
@@ -81,6 +98,7 @@ def isolated_settings(stack: Stack, partitions: int = 4) -> Settings:
     settings = Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
         redis_url=stack.redis_url,
+        redis_cluster=is_cluster(stack.redis_url),
         redis_prefix=f"t{tag}",
         events_topic=f"events-{tag}",
         dead_letter_topic=f"events.dlq-{tag}",
@@ -94,6 +112,15 @@ def isolated_settings(stack: Stack, partitions: int = 4) -> Settings:
     )
     ensure_topics(settings)
     return settings
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the Redis at `url` is a node of a cluster."""
+    client = redis.Redis.from_url(url)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -173,7 +200,7 @@ def start_worker(config: Settings, tmp_path: Path) -> Iterator[Callable[..., Wor
 
 @pytest.fixture
 def model(config: Settings) -> ReadModel:
-    return ReadModel(redis.Redis.from_url(config.redis_url), config.key_layout())
+    return ReadModel(redis_client(config), config.key_layout())
 
 
 def wait_until_serving(url: str, process: WorkerProcess, timeout: float = 60) -> None:
@@ -317,6 +344,34 @@ def replay_in_background(settings, path, log, rate=None):
     )
 
 
+def replay_killing_the_worker(settings, start_worker, history, model, log, seed):
+    """Replay `history` with `--until` while the worker is SIGKILLed five times at random
+    points and restarted; return once the replay saw everything applied."""
+    rng = random.Random(seed)
+    worker = start_worker(settings)
+    replay = replay_in_background(settings, history, log)
+    for _ in range(5):
+        target = rng.randrange(FAULT_EVENTS // 10, FAULT_EVENTS * 9 // 10)
+        wait_for_events(model, min(target, FAULT_EVENTS - 1_000), timeout=300)
+        time.sleep(rng.random())
+        worker.kill()
+        worker = start_worker(settings)
+    assert replay.wait(600) == 0, log.read_text()
+    worker.stop()  # perhaps still starting: the replay waited until everything was applied
+
+
+def assert_counted_once(model, history):
+    """The totals count each event of `history` once: applied or dead-lettered."""
+    counters = model.counters()
+    malformed = sum(
+        1
+        for line in history.read_bytes().splitlines()
+        if not isinstance(decode_event(line), Action)
+    )
+    assert counters["events"] + counters["dead_letters"] == FAULT_EVENTS
+    assert counters["dead_letters"] == malformed
+
+
 def one_clean_run(settings, history, logs):
     """One uninterrupted worker over the history on `settings`: its export."""
     worker = WorkerProcess(settings, logs / "worker.log")
@@ -393,7 +448,7 @@ def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProces
         sink.write(event)
         sent += 1
     sink.close()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     counters = wait_for_events(ReadModel(client, settings.key_layout()), sent, 180)
     assert counters["events"] == sent
     store = ModelStore(client, settings.key_layout())

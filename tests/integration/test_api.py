@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-import redis
 import requests
 from confluent_kafka import Producer
 
 from state.timer_store import timer_shard
+from streams.redis_clients import redis_client
 from streams.tools.embedded import free_port
 from tests.integration.conftest import read_topic, wait_for_events, wait_until_serving
 
@@ -126,7 +126,7 @@ def test_segments_and_their_members_page_by_page(api, model):
 
 
 def test_erasure_removes_state_labels_membership_and_leaves_a_tombstone(api, config, model):
-    client = redis.Redis.from_url(config.redis_url)
+    client = redis_client(config)
     keys = config.key_layout()
     home = {user_id: model.partition_of(user_id) for user_id in ("ann", "anon-1")}
     assert "ann" in model.segment_members("Bargain Hunters")

@@ -9,11 +9,11 @@ from collections import defaultdict
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Producer
 
 from processors.model import COLD_START
 from state.model_store import ModelStore
+from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.embedded import free_port
 from streams.tools.simulate import KafkaSink, send
@@ -37,7 +37,7 @@ def clustered(config: Settings) -> Settings:
 
 
 def models(settings: Settings) -> ModelStore:
-    return ModelStore(redis.Redis.from_url(settings.redis_url), settings.key_layout())
+    return ModelStore(redis_client(settings), settings.key_layout())
 
 
 def simulate(settings: Settings, users: int, seed: int) -> Simulation:
@@ -88,7 +88,7 @@ def test_trainer_clusters_the_personas_and_workers_label_users_with_them(
     worker.wait_for_log(f"model switched to={final.version} ")
 
     # Every user with enough history is in a cluster; labels and membership sets agree.
-    client = redis.Redis.from_url(clustered.redis_url)
+    client = redis_client(clustered)
     keys = clustered.key_layout()
     by_cluster = defaultdict(set)
     for document in model.users():

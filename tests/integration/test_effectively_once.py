@@ -8,7 +8,6 @@ change versions have no gaps. `FAULT_FAULT_EVENTS` sets the history's size (`mak
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 
@@ -16,17 +15,18 @@ import orjson
 import pytest
 import redis
 
-from processors.events import Action, decode_event
 from state.read_model import ReadModel
 from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
 from tests.integration.conftest import (
     FAULT_EVENTS,
+    assert_counted_once,
     assert_same_profiles,
     assert_versions_without_gaps,
     export,
     isolated_settings,
     one_clean_run,
     replay_in_background,
+    replay_killing_the_worker,
     wait_for_events,
 )
 
@@ -42,29 +42,10 @@ def clean_run(stack, history, tmp_path_factory):
 def test_sigkilled_worker_leaves_the_same_profiles_as_a_clean_run(
     config, start_worker, history, clean_run, tmp_path, model
 ):
-    rng = random.Random(7)
-    worker = start_worker()
-    replay = replay_in_background(config, history, tmp_path / "replay.log")
-    kills = 0
-    while kills < 5:
-        target = rng.randrange(FAULT_EVENTS // 10, FAULT_EVENTS * 9 // 10)
-        wait_for_events(model, min(target, FAULT_EVENTS - 1_000), timeout=300)
-        time.sleep(rng.random())
-        worker.kill()
-        kills += 1
-        worker = start_worker()
-    assert replay.wait(600) == 0, (tmp_path / "replay.log").read_text()
-    worker.stop()
+    replay_killing_the_worker(config, start_worker, history, model, tmp_path / "replay.log", 7)
     exported = export(config)
     assert_same_profiles(exported, clean_run)
-    counters = model.counters()
-    malformed = sum(
-        1
-        for line in history.read_bytes().splitlines()
-        if not isinstance(decode_event(line), Action)
-    )
-    assert counters["events"] + counters["dead_letters"] == FAULT_EVENTS
-    assert counters["dead_letters"] == malformed
+    assert_counted_once(model, history)
     assert_versions_without_gaps(config, exported)
 
 

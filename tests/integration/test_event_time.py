@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from streams.redis_clients import redis_client
 from streams.tools.replay import wait_until_applied
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent, Simulation
@@ -157,11 +158,10 @@ def isolated_single_partition(config):
 
 
 def model_for(settings):
-    import redis
 
     from state.read_model import ReadModel
 
-    return ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
+    return ReadModel(redis_client(settings), settings.key_layout())
 
 
 def wait_for_events_including_duplicates(model, total, timeout=60.0):

@@ -7,9 +7,9 @@ tests/integration/test_effectively_once.py); it runs on Apache Kafka.
 from __future__ import annotations
 
 import pytest
-import redis
 
 from state.read_model import ReadModel
+from streams.redis_clients import redis_client
 from tests.integration.conftest import (
     FAULT_EVENTS,
     WorkerProcess,
@@ -36,7 +36,7 @@ def test_four_workers_on_sixteen_partitions_one_killed_and_one_added(
 
     settings = isolated_settings(stack, partitions=16)
     logs = tmp_path_factory.mktemp("many")
-    model = ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
+    model = ReadModel(redis_client(settings), settings.key_layout())
     small_batches = settings.model_copy(update={"batch_max_events": 200})
     workers = [WorkerProcess(small_batches, logs / f"worker-{n}.log") for n in range(4)]
     for worker in workers:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-import redis
 from confluent_kafka import Producer
 
 from processors.partitioner import PRODUCER_PARTITIONER, canonical_partition
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
+from streams.redis_clients import redis_client
 from streams.tools.replay import wait_until_applied
 from streams.tools.simulator import DEFAULT_END, Simulation
 from tests.integration.conftest import (
@@ -43,7 +43,7 @@ def run(settings, start_worker, produce):
     """Produce the history with `produce`, advance every partition past it, and export."""
     worker = start_worker(settings)
     sent = produce(settings)
-    model = ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
+    model = ReadModel(redis_client(settings), settings.key_layout())
     wait_for_events(model, sent, timeout=180)
     wait_until_applied(settings, advance(settings, DEFAULT_END), timeout=120)
     counters = wait_for_events(model, sent, timeout=60)
@@ -90,7 +90,7 @@ def test_any_mix_of_partitioners_gives_the_profiles_of_one(stack, start_worker):
 def test_a_worker_refuses_a_topic_with_another_partition_count_than_its_state(stack):
     settings = isolated_settings(stack)  # the events topic has 4 partitions
     store = RedisStateStore(
-        redis.Redis.from_url(settings.redis_url),
+        redis_client(settings),
         settings.key_layout(),
         settings.group_id,
     )

@@ -20,11 +20,11 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 import pytest
-import redis
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
 from state.read_model import ReadModel
+from streams.redis_clients import redis_client
 from streams.tools.embedded import free_port
 from tests.integration.conftest import WorkerProcess, isolated_settings, wait_until_serving
 
@@ -61,7 +61,7 @@ def pipeline(stack, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(f"{url}/readyz", collector)
-        model = ReadModel(redis.Redis.from_url(settings.redis_url), settings.key_layout())
+        model = ReadModel(redis_client(settings), settings.key_layout())
         yield url, model
     finally:
         for process in (collector, worker):

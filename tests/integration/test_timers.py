@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 
 from state.keys import KeyLayout
 from state.timer_store import TimerStore
+from streams.redis_clients import redis_client
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import read_topic, wait_for_events
@@ -172,7 +173,7 @@ def test_a_million_pending_timers_fit_in_100_mb(stack, config):
 def test_taking_due_timers_then_rescheduling_or_dropping_them_leaves_one_entry_each(stack, config):
     """A commit that takes due timers rewrites the rescheduled in place, removes the dropped,
     and leaves each shard's bound at its earliest timer left."""
-    client = redis.Redis.from_url(stack.redis_url)
+    client = redis_client(config)
     keys = KeyLayout(config.redis_prefix, f"{config.events_topic}-rescheduled")
     store = TimerStore(client, keys, timer_shards := 8)
     start = int(T0)
