@@ -17,6 +17,8 @@ and measures, against those same events:
   process (from /proc, first commit to last) and the Redis server (`INFO cpu`)
   spent per event in the one-worker run;
 - `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
+- `redis_bytes_per_user_sets`: `MEMORY USAGE` of every partition's segment and
+  cluster membership sets and user index, per user;
 - `redis_bytes_per_timer`: `MEMORY USAGE` of the timer shards and their index
   per pending timer;
 - `lookup_p50_ms`, `lookup_p99_ms`: the read API's `GET /v1/users/{id}` at
@@ -392,6 +394,26 @@ def _bytes_per_timer(settings: Settings) -> float:
     return memory / max(timers, 1)
 
 
+def _bytes_per_user_in_sets(settings: Settings) -> float:
+    """`MEMORY USAGE` (exact) of every partition's membership sets and user index, per user."""
+    client = redis_client(settings)
+    keys = settings.key_layout()
+    model = ReadModel(client, keys)
+    partitions = range(settings.partitions)
+    names = [keys.partition_users(partition) for partition in partitions]
+    names += [keys.members(p, segment) for segment in model.segment_sizes() for p in partitions]
+    names += [keys.cluster_members(p, c) for c in model.cluster_sizes() for p in partitions]
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        for partition in partitions:
+            pipe.scard(keys.partition_users(partition))
+        answers = pipe.execute()
+    client.close()
+    memory = sum(int(size or 0) for size in answers[: len(names)])
+    return memory / max(sum(int(count) for count in answers[len(names) :]), 1)
+
+
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
     """Median `MEMORY USAGE` of the sampled users' state and labels."""
     client = redis_client(settings)
@@ -669,6 +691,7 @@ def _measure(
         "redis_cpu_us_per_event": round((after.cpu - before.cpu) / config.events * 1e6, 2),
         "worker_cpu_us_per_event": round(worker_cpu * 1e6, 2),
         "redis_bytes_per_timer": round(_bytes_per_timer(one), 1),
+        "redis_bytes_per_user_sets": round(_bytes_per_user_in_sets(one), 1),
         "worker_vs_naive": round(worker_eps / max(naive_eps, 1e-9), 2),
         "worker_vs_raw": round(worker_eps / max(raw_eps, 1e-9), 3),
         "freshness_p50_ms": round(freshness_p50, 1),

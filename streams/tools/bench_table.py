@@ -25,6 +25,7 @@ _ROWS = (
     ("worker CPU per event", "worker_cpu_us_per_event", "µs"),
     ("Redis CPU per event", "redis_cpu_us_per_event", "µs"),
     ("Redis per pending timer", "redis_bytes_per_timer", "bytes"),
+    ("Redis per user in membership sets and index", "redis_bytes_per_user_sets", "bytes"),
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
 )

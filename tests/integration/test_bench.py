@@ -20,6 +20,7 @@ KEYS = (
     "redis_cpu_us_per_event",
     "worker_cpu_us_per_event",
     "redis_bytes_per_timer",
+    "redis_bytes_per_user_sets",
     "freshness_p50_ms",
     "freshness_p99_ms",
     "redis_bytes_per_user",
