@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 JOBS ?= 2
 
-.PHONY: demo test lint unit tools sdks kafka bench chaos soak clean
+.PHONY: demo test lint lint-python lint-rust rust-test unit tools sdks kafka bench chaos soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,19 @@ $(VENV)/.installed-dev: pyproject.toml $(CORE_SOURCES) | $(BIN)/uv
 demo: $(VENV)/.installed  ## stream simulated shoppers through the embedded stack and watch
 	$(BIN)/segstream demo --duration $(DURATION)
 
-lint: $(VENV)/.installed-dev  ## ruff, mypy, cargo fmt and clippy
+lint: lint-python lint-rust  ## ruff, mypy, cargo fmt and clippy
+
+lint-python: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# After the editable install, so that its cargo build and these do not wait on each other.
+lint-rust: $(VENV)/.installed-dev
 	cd $(CORE) && $(CARGO) fmt --check && $(CARGO) clippy --quiet --all-targets -- -D warnings
+
+rust-test: $(VENV)/.installed-dev  ## the core's Rust tests
+	cd $(CORE) && $(CARGO) test --quiet
 
 # Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
 # chromium (browser SDKs in a real browser), Java and Maven (Apache Kafka), redis-server (Redis
@@ -63,9 +71,11 @@ $(SDKS): tests/sdk/package.json tests/sdk/package-lock.json
 	touch $@
 sdks: $(SDKS)  ## install the SDKs the collector is tested with (npm)
 
-# Test files run in JOBS processes; each process starts its own broker and Redis.
-test: lint tools sdks kafka  ## lint, then every test (integration tests start their own broker and Redis)
-	cd $(CORE) && $(CARGO) test --quiet
+# Lint, the Rust tests and the downloads run two at a time (mypy on one core while cargo
+# has the other); then the test files run in JOBS processes, each with its own broker and
+# Redis.
+test:  ## lint, then every test (integration tests start their own broker and Redis)
+	$(MAKE) --no-print-directory -j2 lint rust-test tools sdks kafka
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
@@ -79,8 +89,7 @@ chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (
 soak: $(VENV)/.installed-dev  ## 10 minutes of steady load on one worker: flat memory, bounded lag
 	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest -rP --timeout 1200 tests/integration/test_soak.py
 
-unit: $(VENV)/.installed-dev  ## the fast tests only, no I/O
-	cd $(CORE) && $(CARGO) test --quiet
+unit: rust-test  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams
 
 clean:

@@ -34,7 +34,7 @@ from state.model_store import ModelStore
 from state.read_model import ReadModel
 from streams.redis_clients import redis_client
 from streams.settings import Settings
-from streams.tools.embedded import Stack, broker_binary, running_stack
+from streams.tools.embedded import Stack, broker_binary, free_port, running_stack
 from streams.tools.redis_cluster import RedisCluster, running_redis_cluster
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import Simulation
@@ -438,10 +438,11 @@ def spawn_broker(port: int, advertised_port: int, log: Path) -> subprocess.Popen
 
 def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProcess]) -> None:
     """Run a worker and the trainer on `settings` over 60 simulated users' events: every
-    event is applied and the trainer stores a snapshot; both then stop cleanly."""
+    event is applied and the trainer stores a snapshot; both then stop cleanly. The trainer
+    serves its web page on a port of its own."""
     ensure_topics(settings)
     worker = start(settings)
-    trainer = start(settings, "trainer")
+    trainer = start(settings.model_copy(update={"trainer_web_port": free_port()}), "trainer")
     sink = KafkaSink(settings)
     sent = 0
     for event in Simulation(users=60, seed=3).events():
