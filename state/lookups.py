@@ -137,8 +137,9 @@ class Lookups:
         from `cursor` on, and the next page's cursor (`None`: the last page).
 
         Walks the partitions in order, each with SSCAN: a member present for the
-        whole walk is served exactly once; members added or removed meanwhile
-        may or may not be. Pages hold `limit` members but the last.
+        whole walk is served at least once, and exactly once while the sets do not
+        change (SSCAN repeats members only when a set is resized); members added or
+        removed meanwhile may or may not be. Pages hold `limit` members but the last.
         """
         partition, scan, skip = decode_cursor(cursor) if cursor else (0, 0, 0)
         partitions = await self.partitions()
