@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -56,6 +54,7 @@ from pydantic_core import PydanticCustomError
 
 from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES
 from processors.events import EventKind
+from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 
 Node = dict[str, Any]
 """A condition in the rules' intermediate form, as the core evaluates it."""
@@ -320,27 +319,8 @@ class RuleFile(_Node):
         return checked_duration(text, 60, 30 * 86_400, "30m, 2h or 1d")
 
 
-@dataclass(frozen=True)
-class RuleError:
-    """One problem in a rule file: where it is and what is wrong."""
-
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}, " if self.line is not None else ""
-        return f"{where}{self.field}: {self.message}"
-
-
-class RuleFileError(ValueError):
+class RuleFileError(FileError):
     """A rule file that cannot be used; `errors` lists every problem."""
-
-    def __init__(self, source: str, errors: Sequence[RuleError]) -> None:
-        self.source = source
-        self.errors = list(errors)
-        lines = "\n".join(f"  {error}" for error in self.errors)
-        super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
 
 
 class RuleSet:
@@ -433,9 +413,7 @@ def _decision_order(definition: RuleFile) -> list[str]:
     return order
 
 
-def _reference_errors(
-    definition: RuleFile, lines: dict[tuple[str | int, ...], int]
-) -> list[RuleError]:
+def _reference_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
     """Unknown segment references, and cycles of references (through groups too)."""
     names = [rule.name for rule in definition.segments]
     index = {name: position for position, name in enumerate(names)}
@@ -444,7 +422,7 @@ def _reference_errors(
         for node in _nodes(rule.condition):
             if isinstance(node, InSegment) and node.segment not in index:
                 found.append(
-                    RuleError(
+                    Problem(
                         lines.get(("segments", position, "condition")),
                         f"segments[{position}].condition",
                         f"unknown segment {node.segment!r}",
@@ -469,7 +447,7 @@ def _reference_errors(
         if name not in state and (cycle := cycle_from(name, [name])):
             position = index[cycle[0]]
             found.append(
-                RuleError(
+                Problem(
                     lines.get(("segments", position, "condition")),
                     f"segments[{position}].condition",
                     "segments refer to each other in a cycle: " + " -> ".join(cycle),
@@ -477,27 +455,6 @@ def _reference_errors(
             )
             break
     return found
-
-
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map each YAML path (keys and list indexes) to its 1-based line."""
-    lines: dict[tuple[str | int, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = (*path, str(key.value))
-                walk(value, child)
-                lines[child] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return lines
 
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
@@ -513,56 +470,41 @@ def _is_condition_slot(path: list[str | int]) -> bool:
     return isinstance(path[-1], int) and len(path) > 1 and path[-2] in ("all", "any")
 
 
-def _errors(error: ValidationError, lines: dict[tuple[str | int, ...], int]) -> list[RuleError]:
-    found = []
-    for item in error.errors(include_url=False):
-        path: list[str | int] = []
-        tag_expected = False
-        for part in item["loc"]:
-            if tag_expected and part in _TAGS:
-                tag_expected = False
-                continue  # the discriminator's tag, not a key of the document
-            path.append(_ALIASES.get(part, part) if isinstance(part, str) else part)
-            tag_expected = _is_condition_slot(path)
-        line = None
-        for end in range(len(path), -1, -1):
-            line = lines.get(tuple(path[:end]))
-            if line is not None:
-                break
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-        message = item["msg"].removeprefix("Value error, ")
-        found.append(RuleError(line, field or "(document)", message))
-    return found
+def _document_path(location: tuple[str | int, ...]) -> list[str | int]:
+    """An error's location as a path in the rule file: conditions' tags and the model's
+    names for `all`, `any` and `not` left out."""
+    path: list[str | int] = []
+    tag_expected = False
+    for part in location:
+        if tag_expected and part in _TAGS:
+            tag_expected = False
+            continue  # the discriminator's tag, not a key of the document
+        path.append(_ALIASES.get(part, part) if isinstance(part, str) else part)
+        tag_expected = _is_condition_slot(path)
+    return path
 
 
-def _duplicates(definition: RuleFile, lines: dict[tuple[str | int, ...], int]) -> list[RuleError]:
+def _duplicates(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
     seen: set[str] = set()
     found = []
     for index, segment in enumerate(definition.segments):
         if segment.name in seen:
             line = lines.get(("segments", index, "name"))
             message = f"duplicate segment name {segment.name!r}"
-            found.append(RuleError(line, f"segments[{index}].name", message))
+            found.append(Problem(line, f"segments[{index}].name", message))
         seen.add(segment.name)
     return found
 
 
 def parse_rules(text: str, source: str = "rules", version: int | None = None) -> RuleSet:
     """Validate rule-file text and compile it; raise :class:`RuleFileError` on any problem."""
-    try:
-        document = yaml.safe_load(text)
-        lines = _line_index(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(error, "problem", None) or str(error)
-        raise RuleFileError(source, [RuleError(line, "(yaml)", problem)]) from None
+    document, lines = load_yaml(text, source, RuleFileError)
     try:
         definition = RuleFile.model_validate(document)
     except ValidationError as error:
-        raise RuleFileError(source, _errors(error, lines)) from None
-    problems = _duplicates(definition, lines) or _reference_errors(definition, lines)
-    if problems:
-        raise RuleFileError(source, problems)
+        raise RuleFileError(source, problems(error, lines, _document_path)) from None
+    found = _duplicates(definition, lines) or _reference_errors(definition, lines)
+    if found:
+        raise RuleFileError(source, found)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return RuleSet(definition, digest, version)

@@ -589,3 +589,23 @@ def demo(duration: float, users: int, rate: float, seed: int) -> None:
     started = time.monotonic()
     run_demo(duration=duration, users=users, rate=rate, seed=seed)
     click.echo(f"demo finished in {time.monotonic() - started:.0f} s", err=True)
+
+
+@main.group()
+def destinations() -> None:
+    """Check webhook destination files (where segment changes are sent)."""
+
+
+@destinations.command("validate")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def destinations_validate(file: Path) -> None:
+    """Check a destinations file; print every error with its line and field."""
+    from processors.destinations import DestinationFileError, parse_destinations
+
+    try:
+        found = parse_destinations(file.read_text(encoding="utf-8"), source=str(file))
+    except DestinationFileError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    names = ", ".join(destination.name for destination in found)
+    click.echo(f"{file}: {len(found)} destinations ({names})")

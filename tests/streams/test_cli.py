@@ -66,3 +66,16 @@ def test_rules_validate_reports_lines(tmp_path):
     result = CliRunner().invoke(main, ["rules", "validate", str(bad)])
     assert result.exit_code == 1
     assert "line 4, segments[0].condition.feature: unknown feature 'nope'" in result.output
+
+
+def test_destinations_validate_reports_lines_or_the_destinations(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("destinations:\n  - name: crm\n    url: http://x\n    secret: nope\n")
+    result = CliRunner().invoke(main, ["destinations", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert "line 4, destinations[0].secret: a secret starts with whsec_" in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text("destinations:\n  - {name: crm, url: 'http://x', secret_env: CRM_SECRET}\n")
+    result = CliRunner().invoke(main, ["destinations", "validate", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "1 destinations (crm)" in result.output

@@ -1,0 +1,203 @@
+"""Webhook destinations of segment changes: the YAML file that lists them, which changes
+each takes, and the signed request (Standard Webhooks) that carries them.
+
+A destination file is a mapping with one key, `destinations`, a list; each has a
+`name`, a `url`, a `secret` (`whsec_…`) or `secret_env` naming the environment
+variable that holds it, and optional filters (`segments`, `directions`,
+`reasons`) and delivery options (`timeout`, `max_attempts`, `batch`).
+:func:`parse_destinations` reports every error with its line and field.
+
+>>> destinations = parse_destinations('''
+... destinations:
+...   - name: reminders
+...     url: https://hooks.example.com/segstream
+...     secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+...     segments: [Cart Abandoners]
+...     directions: [entered]
+... ''')
+>>> reminders = destinations[0]
+>>> reminders.matches({"entered": ["Cart Abandoners"], "exited": [], "reason": "time"})
+True
+>>> reminders.matches({"entered": [], "exited": ["Cart Abandoners"], "reason": "event"})
+False
+>>> parse_destinations("destinations:\\n  - name: x\\n    url: ftp://nope\\n")
+Traceback (most recent call last):
+...
+processors.destinations.DestinationFileError: destinations: 1 error(s)
+  line 3, destinations[0].url: URL scheme should be 'http' or 'https'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from standardwebhooks import Webhook
+
+from processors.yaml_files import FileError, Problem, load_yaml, problems
+
+Direction = Literal["entered", "exited"]
+
+EVENT_TYPE = "segment.changed"
+"""The `type` of every webhook body segstream sends."""
+
+
+class DestinationFileError(FileError):
+    """A destination file that cannot be used; `errors` lists every problem."""
+
+
+class Destination(BaseModel):
+    """One receiver of segment changes, and which changes it takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: AnyHttpUrl
+    secret: str | None = None
+    """The signing secret, `whsec_` and base64."""
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The environment variable holding the signing secret, read when delivering."""
+    segments: tuple[str, ...] = ()
+    """Segment names or cluster ids; a change matches when it enters or exits one (empty:
+    every change)."""
+    directions: tuple[Direction, ...] = ("entered", "exited")
+    reasons: tuple[str, ...] = ()
+    """Change reasons taken (`event`, `time`, `rules`, `model`, `erased`, …; empty: all)."""
+    timeout: float = Field(10.0, gt=0, le=120)
+    """Seconds to wait for the receiver's answer."""
+    max_attempts: int = Field(8, ge=1, le=100)
+    """Attempts before a change goes to the dead-letter topic."""
+    batch: int = Field(1, ge=1, le=1_000)
+    """Changes per request; above 1, `data` is a list."""
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_form(cls, value: str | None) -> str | None:
+        if value is not None:
+            _secret_bytes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Destination:
+        if (self.secret is None) == (self.secret_env is None):
+            raise PydanticCustomError(
+                "secret", "give `secret` (whsec_…) or `secret_env`, one of them"
+            )
+        return self
+
+    def signing_secret(self, environment: Mapping[str, str] = os.environ) -> str:
+        """The secret requests are signed with; raises `KeyError` naming an unset variable."""
+        if self.secret is not None:
+            return self.secret
+        assert self.secret_env is not None
+        value = environment.get(self.secret_env)
+        if value is None:
+            raise KeyError(f"{self.secret_env} is not set (the secret of {self.name!r})")
+        _secret_bytes(value)
+        return value
+
+    def matches(self, change: Mapping[str, Any]) -> bool:
+        """Whether `change` (as on the change topic) is one this destination takes."""
+        if self.reasons and change.get("reason") not in self.reasons:
+            return False
+        moved = {direction: change.get(direction) or [] for direction in self.directions}
+        if not self.segments:
+            return any(moved.values())
+        wanted = set(self.segments)
+        return any(wanted.intersection(names) for names in moved.values())
+
+
+class DestinationFile(BaseModel):
+    """The whole file: its destinations, each name once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destinations: list[Destination]
+
+
+def parse_destinations(text: str, source: str = "destinations") -> list[Destination]:
+    """Validate destination-file text; raise :class:`DestinationFileError` on any problem."""
+    document, lines = load_yaml(text, source, DestinationFileError)
+    try:
+        parsed = DestinationFile.model_validate(document)
+    except ValidationError as error:
+        raise DestinationFileError(source, problems(error, lines)) from None
+    seen: set[str] = set()
+    duplicates = []
+    for index, destination in enumerate(parsed.destinations):
+        if destination.name in seen:
+            line = lines.get(("destinations", index, "name"))
+            duplicates.append(
+                Problem(line, f"destinations[{index}].name", f"duplicate name {destination.name!r}")
+            )
+        seen.add(destination.name)
+    if duplicates:
+        raise DestinationFileError(source, duplicates)
+    return parsed.destinations
+
+
+def webhook_id(destination: str, changes: Sequence[Mapping[str, Any]]) -> str:
+    """The `webhook-id` of a request: the same for the same changes at the same destination,
+    so a receiver drops a redelivery.
+
+    >>> webhook_id("crm", [{"user_id": "ann", "version": 3}])
+    'msg_654bd6f5dd85d73c7feba3e70b6a0275'
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(destination.encode())
+    for change in changes:
+        digest.update(
+            b"\0" + str(change["user_id"]).encode() + b"\0" + str(change["version"]).encode()
+        )
+    return f"msg_{digest.hexdigest()}"
+
+
+def webhook_request(
+    destination: Destination,
+    changes: Sequence[Mapping[str, Any]],
+    now: datetime,
+    secret: str,
+) -> tuple[dict[str, str], bytes]:
+    """The headers and body of one signed request carrying `changes` (one, unless the
+    destination batches), following the Standard Webhooks specification."""
+    data: Any = changes[0] if destination.batch == 1 else list(changes)
+    body = orjson.dumps(
+        {"type": EVENT_TYPE, "timestamp": now.astimezone(UTC).isoformat(), "data": data}
+    )
+    identifier = webhook_id(destination.name, changes)
+    signature = Webhook(secret).sign(identifier, now, body.decode())
+    return {
+        "content-type": "application/json",
+        "webhook-id": identifier,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }, body
+
+
+def _secret_bytes(secret: str) -> bytes:
+    """The key in a `whsec_` secret; raises a validation error naming the expected form."""
+    if not secret.startswith("whsec_"):
+        raise PydanticCustomError("secret", "a secret starts with whsec_ (Standard Webhooks form)")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise PydanticCustomError("secret", "the part after whsec_ must be base64") from None
+    if not 24 <= len(key) <= 64:
+        raise PydanticCustomError("secret", "the key must be 24 to 64 bytes")
+    return key
