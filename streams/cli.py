@@ -609,3 +609,31 @@ def destinations_validate(file: Path) -> None:
         sys.exit(1)
     names = ", ".join(destination.name for destination in found)
     click.echo(f"{file}: {len(found)} destinations ({names})")
+
+
+@main.command()
+def deliver() -> None:
+    """Send segment changes to the webhook destinations of SEGSTREAM_DESTINATIONS_FILE.
+
+    Signed as Standard Webhooks, at least once and in order per user; refused and
+    undeliverable changes go to the deliveries dead-letter topic.
+    """
+    import asyncio
+
+    from processors.destinations import DestinationFileError, parse_destinations
+    from streams.deliver import deliver as run_deliveries
+    from streams.topics import ensure_topics
+
+    config = settings()
+    logs.configure(config.log_level)
+    if config.destinations_file is None:
+        raise click.ClickException("SEGSTREAM_DESTINATIONS_FILE is not set: name a file")
+    path = config.destinations_file
+    try:
+        found = parse_destinations(path.read_text(encoding="utf-8"), source=str(path))
+        for destination in found:
+            destination.signing_secret()
+    except (DestinationFileError, KeyError) as error:
+        raise click.ClickException(f"destinations refused: {error}") from None
+    ensure_topics(config)
+    asyncio.run(run_deliveries(config, found, stop_on_signals()))

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     """Topic of users' feature vectors, many per message, from the workers to the trainer."""
     models_topic: TopicName = "models"
     """Compacted topic of model snapshots; workers follow it."""
+    deliveries_dlq_topic: TopicName = "deliveries.dlq"
+    """Topic of changes a webhook destination refused or never took, with `destination`,
+    `status` and `reason` headers."""
+    destinations_file: FilePath | None = None
+    """YAML file of webhook destinations `segstream deliver` sends changes to."""
+    delivery_concurrency: int = Field(64, ge=1, le=10_000)
+    """Most webhook requests in flight at one destination (each user's in order)."""
     partitions: int = Field(4, ge=1, le=1024)
     """Partitions of the events topic (and of the change topic) when segstream creates them."""
     replication_factor: int = Field(1, ge=1, le=16)

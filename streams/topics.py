@@ -42,6 +42,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.features_topic, 1, {"retention.ms": str(24 * 3_600_000)}),
         TopicSpec(settings.models_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.deliveries_dlq_topic, 1),
     ]
 
 
