@@ -616,7 +616,8 @@ def deliver() -> None:
     """Send segment changes to the webhook destinations of SEGSTREAM_DESTINATIONS_FILE.
 
     Signed as Standard Webhooks, at least once and in order per user; refused and
-    undeliverable changes go to the deliveries dead-letter topic.
+    undeliverable changes go to the deliveries dead-letter topic. With
+    SEGSTREAM_METRICS_PORT set, serves `/metrics`.
     """
     import asyncio
 
@@ -636,4 +637,8 @@ def deliver() -> None:
     except (DestinationFileError, KeyError) as error:
         raise click.ClickException(f"destinations refused: {error}") from None
     ensure_topics(config)
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port, config.metrics_host)
     asyncio.run(run_deliveries(config, found, stop_on_signals()))

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ import orjson
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from processors.destinations import Destination, webhook_request
+from streams import delivery_metrics as metrics
 from streams.kafka import batch_consumer, reliable_producer
 from streams.settings import Settings
 
@@ -78,9 +80,11 @@ async def send(
     """Send `changes` in one signed request, retrying as the module docstring says."""
     status: int | None = None
     reason = ""
+    name = destination.name
     for attempt in range(1, destination.max_attempts + 1):
         headers, body = webhook_request(destination, changes, datetime.now(UTC), secret)
         wait = None
+        metrics.SENT.labels(name).inc()
         try:
             async with session.post(
                 str(destination.url),
@@ -98,6 +102,7 @@ async def send(
         except (aiohttp.ClientError, TimeoutError) as error:
             status, reason = None, f"{type(error).__name__}: {error}"
         if attempt < destination.max_attempts:
+            metrics.RETRIED.labels(name).inc()
             await asyncio.sleep(wait if wait is not None else backoff(attempt))
     return Outcome(False, status, f"{reason} ({destination.max_attempts} attempts)")
 
@@ -164,13 +169,25 @@ class DestinationDelivery:
     async def _in_order(
         self, session: aiohttp.ClientSession, chain: list[list[dict[str, Any]]]
     ) -> None:
+        name = self.destination.name
         for changes in chain:
             async with self.slots:
-                outcome = await send(session, self.destination, self.secret, changes)
-            if not outcome.delivered:
+                metrics.IN_FLIGHT.labels(name).inc()
+                try:
+                    outcome = await send(session, self.destination, self.secret, changes)
+                finally:
+                    metrics.IN_FLIGHT.labels(name).dec()
+            if outcome.delivered:
+                metrics.DELIVERED.labels(name).inc(len(changes))
+                now = time.time()
+                for change in changes:
+                    metrics.LATENCY.labels(name).observe(now - change.get("processed_at", now))
+            else:
                 self._dead_letter(changes, outcome)
 
     def _dead_letter(self, changes: list[dict[str, Any]], outcome: Outcome) -> None:
+        status = str(outcome.status or "")
+        metrics.DEAD_LETTERED.labels(self.destination.name, status or "none").inc(len(changes))
         log.warning(
             "delivery dead-lettered destination=%s status=%s reason=%r",
             self.destination.name,
@@ -184,7 +201,7 @@ class DestinationDelivery:
                 value=orjson.dumps(change),
                 headers=[
                     ("destination", self.destination.name.encode()),
-                    ("status", str(outcome.status or "").encode()),
+                    ("status", status.encode()),
                     ("reason", outcome.reason.encode()),
                 ],
             )

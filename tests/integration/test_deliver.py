@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 from standardwebhooks import Webhook
 
+from streams.tools.embedded import free_port
 from streams.tools.simulate import KafkaSink, send
 from streams.tools.simulator import Simulation
 from tests.integration.conftest import read_topic, wait_for_events
@@ -106,8 +108,12 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
 
     os.environ["REFUSING_SECRET"] = SECRET  # the deliverer inherits the test's environment
     try:
+        metrics_port = free_port()
         deliverer = start_worker(
-            config.model_copy(update={"destinations_file": destinations}), "deliver"
+            config.model_copy(
+                update={"destinations_file": destinations, "metrics_port": metrics_port}
+            ),
+            "deliver",
         )
     finally:
         del os.environ["REFUSING_SECRET"]
@@ -134,4 +140,19 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     assert headers["status"] == b"400"
     assert b"answered 400" in headers["reason"]
     assert all(count == 1 for count in refusing.attempts.values())
+
+    scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in scraped.splitlines()
+        if line.startswith("segstream_deliver")
+    }
+    total = float(len(expected))
+    assert figures['segstream_deliveries_delivered_total{destination="flaky"}'] == total
+    assert figures['segstream_deliveries_retried_total{destination="flaky"}'] == 2 * total
+    assert figures['segstream_deliveries_sent_total{destination="flaky"}'] == 3 * total
+    refused = 'segstream_deliveries_dead_lettered_total{destination="refusing",status="400"}'
+    assert figures[refused] == total
+    assert figures['segstream_delivery_latency_seconds_count{destination="flaky"}'] == total
+    assert figures['segstream_deliveries_in_flight{destination="flaky"}'] == 0
     assert deliverer.stop() == 0
