@@ -4,7 +4,7 @@ each takes, and the signed request (Standard Webhooks) that carries them.
 A destination file is a mapping with one key, `destinations`, a list; each has a
 `name`, a `url`, a `secret` (`whsec_…`) or `secret_env` naming the environment
 variable that holds it, and optional filters (`segments`, `directions`,
-`reasons`) and delivery options (`timeout`, `max_attempts`, `batch`).
+`reasons`) and delivery options (`timeout`, `max_attempts`, `batch`, `start`).
 :func:`parse_destinations` reports every error with its line and field.
 
 >>> destinations = parse_destinations('''
@@ -81,10 +81,14 @@ class Destination(BaseModel):
     """Change reasons taken (`event`, `time`, `rules`, `model`, `erased`, …; empty: all)."""
     timeout: float = Field(10.0, gt=0, le=120)
     """Seconds to wait for the receiver's answer."""
-    max_attempts: int = Field(8, ge=1, le=100)
-    """Attempts before a change goes to the dead-letter topic."""
+    max_attempts: int = Field(12, ge=1, le=1_000)
+    """Attempts before a change goes to the dead-letter topic; with the default backoff, 12
+    attempts span 90 s to 3 minutes."""
     batch: int = Field(1, ge=1, le=1_000)
     """Changes per request; above 1, `data` is a list."""
+    start: Literal["earliest", "latest"] = "earliest"
+    """Where a destination new to the deliverers begins: the oldest change the change topic
+    keeps, or the changes from when it is first delivered to."""
 
     @field_validator("secret")
     @classmethod

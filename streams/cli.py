@@ -593,7 +593,7 @@ def demo(duration: float, users: int, rate: float, seed: int) -> None:
 
 @main.group()
 def destinations() -> None:
-    """Check webhook destination files (where segment changes are sent)."""
+    """Check and publish webhook destination files (where segment changes are sent)."""
 
 
 @destinations.command("validate")
@@ -611,9 +611,29 @@ def destinations_validate(file: Path) -> None:
     click.echo(f"{file}: {len(found)} destinations ({names})")
 
 
+@destinations.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def destinations_apply(file: Path) -> None:
+    """Publish a destinations file; running deliverers switch to it within a second."""
+    from processors.destinations import DestinationFileError
+    from streams.destinations_feed import publish
+    from streams.topics import ensure_topics
+
+    config = settings()
+    ensure_topics(config)
+    try:
+        published = publish(config, file.read_text(encoding="utf-8"), str(file))
+    except DestinationFileError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    names = ", ".join(destination.name for destination in published) or "none"
+    click.echo(f"published {file}: {len(published)} destinations ({names})")
+
+
 @main.command()
 def deliver() -> None:
-    """Send segment changes to the webhook destinations of SEGSTREAM_DESTINATIONS_FILE.
+    """Send segment changes to webhook destinations: the file last published with
+    `segstream destinations apply`, or SEGSTREAM_DESTINATIONS_FILE until one is.
 
     Signed as Standard Webhooks, at least once and in order per user; refused and
     undeliverable changes go to the deliveries dead-letter topic. With
@@ -621,24 +641,23 @@ def deliver() -> None:
     """
     import asyncio
 
-    from processors.destinations import DestinationFileError, parse_destinations
+    from processors.destinations import DestinationFileError
     from streams.deliver import deliver as run_deliveries
+    from streams.destinations_feed import Configured
     from streams.topics import ensure_topics
 
     config = settings()
     logs.configure(config.log_level)
-    if config.destinations_file is None:
-        raise click.ClickException("SEGSTREAM_DESTINATIONS_FILE is not set: name a file")
-    path = config.destinations_file
-    try:
-        found = parse_destinations(path.read_text(encoding="utf-8"), source=str(path))
-        for destination in found:
-            destination.signing_secret()
-    except (DestinationFileError, KeyError) as error:
-        raise click.ClickException(f"destinations refused: {error}") from None
+    fallback = None
+    if config.destinations_file is not None:
+        path = config.destinations_file
+        try:
+            fallback = Configured.parse(path.read_text(encoding="utf-8"), str(path))
+        except (DestinationFileError, KeyError) as error:
+            raise click.ClickException(f"destinations refused: {error}") from None
     ensure_topics(config)
     if config.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_port, config.metrics_host)
-    asyncio.run(run_deliveries(config, found, stop_on_signals()))
+    asyncio.run(run_deliveries(config, fallback, stop_on_signals()))

@@ -1,10 +1,11 @@
 """Following a one-partition compacted topic whose latest valid value is in force.
 
-The rules and models topics work this way: a process reads the topic from its
-start when it begins (:meth:`CompactedFeed.catch_up`), then picks up newer
-publications between batches (:meth:`CompactedFeed.poll`). Each subclass
-decides in :meth:`CompactedFeed.accept` whether a value is newer and valid;
-one that is not is refused there and what is in force stays.
+The rules, destinations and models topics work this way: a command publishes
+one value under the topic's one key (:func:`publish`); a process reads the
+topic from its start when it begins (:meth:`CompactedFeed.catch_up`), then
+picks up newer publications between batches (:meth:`CompactedFeed.poll`).
+Each subclass decides in :meth:`CompactedFeed.accept` whether a value is newer
+and valid; one that is not is refused there and what is in force stays.
 """
 
 from __future__ import annotations
@@ -14,10 +15,25 @@ from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from streams.kafka import topic_reader
+from streams.kafka import reliable_producer, topic_reader
 from streams.settings import Settings
 
 T = TypeVar("T")
+
+
+def publish(settings: Settings, topic: str, key: bytes, value: bytes, what: str) -> None:
+    """Write `value` under `key` and wait until every replica has it; raises `RuntimeError`
+    naming `what` when the broker does not take it within 30 s."""
+    producer = reliable_producer(settings)
+    errors: list[str] = []
+    producer.produce(
+        topic,
+        key=key,
+        value=value,
+        on_delivery=lambda error, _: errors.append(error.str()) if error else None,
+    )
+    if producer.flush(30) or errors:
+        raise RuntimeError(f"the broker did not take {what}: {errors or 'timeout'}")
 
 
 class CompactedFeed(Generic[T]):

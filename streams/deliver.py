@@ -1,20 +1,24 @@
 """`segstream deliver`: segment changes sent to webhook destinations, at least once and in
 version order per user.
 
-Each destination reads the change topic in a consumer group of its own
-(`<group>-deliver-<name>`), so a slow or failing destination holds back only
-itself. Of a consumed batch, the changes a destination takes are grouped by
-user: users are delivered concurrently (at most `SEGSTREAM_DELIVERY_CONCURRENCY`
-requests in flight), each user's changes one request after another, in the
-order of the change topic, which is version order. A request is retried with
-exponential backoff and full jitter on connection errors, timeouts, 408, 429
-and 5xx, after `Retry-After` when the receiver gives one; any other answer, or
-the last attempt failing, sends its changes to the dead-letter topic with the
-destination, status and reason, and delivery goes on. The batch's offsets are
-committed once each of its changes was delivered or dead-lettered, so a
-deliverer killed resends at most the batch it had in flight. Example::
+The destinations are the newest file published on the destinations topic
+(:mod:`streams.destinations_feed`), or `SEGSTREAM_DESTINATIONS_FILE` until one
+is; a deliverer follows the topic and starts, changes or stops destinations
+between batches without a restart. Each destination reads the change topic in
+a consumer group of its own (`<group>-deliver-<name>`), so a slow or failing
+destination holds back only itself. Of a consumed batch, the changes a
+destination takes are grouped by user: users are delivered concurrently (at
+most `SEGSTREAM_DELIVERY_CONCURRENCY` requests in flight), each user's changes
+one request after another, in the order of the change topic, which is version
+order. A request is retried with exponential backoff and jitter on
+connection errors, timeouts, 408, 429 and 5xx, after `Retry-After` when the
+receiver gives one; any other answer, or the last attempt failing, sends its
+changes to the dead-letter topic with the destination, status and reason, and
+delivery goes on. The batch's offsets are committed once each of its changes
+was delivered or dead-lettered, so a deliverer killed resends at most the
+batch it had in flight. Example::
 
-    asyncio.run(deliver(settings, destinations, stop))
+    asyncio.run(deliver(settings, Configured.parse(text, "destinations.yaml"), stop))
 """
 
 from __future__ import annotations
@@ -31,19 +35,19 @@ from typing import Any
 
 import aiohttp
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors.destinations import Destination, webhook_request
 from streams import delivery_metrics as metrics
+from streams.destinations_feed import Configured, DestinationsFeed
 from streams.kafka import batch_consumer, reliable_producer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({408, 429})
-_FIRST_BACKOFF = 0.5
-_LONGEST_BACKOFF = 30.0
 _BATCH = 500
+_FOLLOW_EVERY = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +70,17 @@ def retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
-def backoff(attempt: int) -> float:
-    """Seconds before attempt `attempt + 1`: full jitter under an exponential ceiling."""
-    return random.uniform(0, min(_LONGEST_BACKOFF, _FIRST_BACKOFF * 2 ** (attempt - 1)))
+def backoff(attempt: int, first: float, longest: float) -> float:
+    """Seconds before attempt `attempt + 1`: a ceiling that starts at `first` and doubles
+    with each attempt up to `longest`, drawn at random between half of it and all of it
+    ("equal jitter": retries spread out, and a given number of attempts always spans at
+    least half the sum of the ceilings).
+
+    >>> 1.0 <= backoff(3, 0.5, 30) <= 2.0, 15.0 <= backoff(9, 0.5, 30) <= 30.0
+    (True, True)
+    """
+    ceiling = min(longest, first * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 async def send(
@@ -76,6 +88,7 @@ async def send(
     destination: Destination,
     secret: str,
     changes: Sequence[dict[str, Any]],
+    settings: Settings,
 ) -> Outcome:
     """Send `changes` in one signed request, retrying as the module docstring says."""
     status: int | None = None
@@ -103,29 +116,46 @@ async def send(
             status, reason = None, f"{type(error).__name__}: {error}"
         if attempt < destination.max_attempts:
             metrics.RETRIED.labels(name).inc()
-            await asyncio.sleep(wait if wait is not None else backoff(attempt))
+            if wait is None:
+                wait = backoff(
+                    attempt,
+                    settings.delivery_backoff_seconds,
+                    settings.delivery_backoff_max_seconds,
+                )
+            await asyncio.sleep(wait)
     return Outcome(False, status, f"{reason} ({destination.max_attempts} attempts)")
 
 
 class DestinationDelivery:
-    """One destination's consumer, sender and dead letters."""
+    """One destination's consumer, sender and dead letters; `reconfigure` changes its
+    filters, address or secret from the next batch on."""
 
     def __init__(self, settings: Settings, destination: Destination, secret: str) -> None:
         self.settings = settings
         self.destination = destination
         self.secret = secret
         self.consumer: Consumer = batch_consumer(
-            settings, **{"group.id": f"{settings.group_id}-deliver-{destination.name}"}
+            settings,
+            **{
+                "group.id": f"{settings.group_id}-deliver-{destination.name}",
+                "auto.offset.reset": destination.start,
+            },
         )
         self.consumer.subscribe([settings.changes_topic])
         self.producer = reliable_producer(settings)
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
+        self.stopping = threading.Event()
 
-    async def run(self, stop: threading.Event) -> None:
-        """Deliver batch after batch until `stop` is set."""
+    def reconfigure(self, destination: Destination, secret: str) -> None:
+        """Deliver the next batches with `destination`'s settings and `secret`."""
+        self.destination = destination
+        self.secret = secret
+
+    async def run(self) -> None:
+        """Deliver batch after batch until `stopping` is set."""
         async with aiohttp.ClientSession() as session:
             try:
-                while not stop.is_set():
+                while not self.stopping.is_set():
                     messages = await asyncio.to_thread(self.consumer.consume, _BATCH, 0.5)
                     if messages:
                         await self.deliver_batch(session, messages)
@@ -136,6 +166,7 @@ class DestinationDelivery:
     async def deliver_batch(self, session: aiohttp.ClientSession, messages: list[Message]) -> None:
         """Deliver or dead-letter every change of `messages` the destination takes, then
         commit their offsets."""
+        destination, secret = self.destination, self.secret
         requests: dict[str, list[list[dict[str, Any]]]] = {}
         taken: list[dict[str, Any]] = []
         for message in messages:
@@ -143,16 +174,23 @@ class DestinationDelivery:
             if message.error() is not None or value is None:
                 continue  # an erasure's tombstone follows its `exited` change, delivered
             change = orjson.loads(value)
-            if self.destination.matches(change):
+            if destination.matches(change):
                 taken.append(change)
-        size = self.destination.batch
+        size = destination.batch
         if size == 1:
             for change in taken:
                 requests.setdefault(str(change["user_id"]), []).append([change])
         else:
             requests[""] = [taken[start : start + size] for start in range(0, len(taken), size)]
-        await asyncio.gather(*(self._in_order(session, chain) for chain in requests.values()))
+        await asyncio.gather(
+            *(self._in_order(session, destination, secret, chain) for chain in requests.values())
+        )
         await asyncio.to_thread(self.producer.flush, 30)
+        await asyncio.to_thread(self._commit, messages)
+
+    def _commit(self, messages: list[Message]) -> None:
+        """Commit past `messages`; a failed commit (the group moved the partitions on) only
+        means they are delivered again, so it is logged and delivery goes on."""
         ends = {
             message.partition(): (message.offset() or 0) + 1
             for message in messages
@@ -163,18 +201,31 @@ class DestinationDelivery:
             for partition, end in ends.items()
             if partition is not None
         ]
-        if offsets:
-            await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            log.warning(
+                "offsets not committed, these changes will be delivered again "
+                "destination=%s error=%s",
+                self.destination.name,
+                error,
+            )
 
     async def _in_order(
-        self, session: aiohttp.ClientSession, chain: list[list[dict[str, Any]]]
+        self,
+        session: aiohttp.ClientSession,
+        destination: Destination,
+        secret: str,
+        chain: list[list[dict[str, Any]]],
     ) -> None:
-        name = self.destination.name
+        name = destination.name
         for changes in chain:
             async with self.slots:
                 metrics.IN_FLIGHT.labels(name).inc()
                 try:
-                    outcome = await send(session, self.destination, self.secret, changes)
+                    outcome = await send(session, destination, secret, changes, self.settings)
                 finally:
                     metrics.IN_FLIGHT.labels(name).dec()
             if outcome.delivered:
@@ -183,14 +234,14 @@ class DestinationDelivery:
                 for change in changes:
                     metrics.LATENCY.labels(name).observe(now - change.get("processed_at", now))
             else:
-                self._dead_letter(changes, outcome)
+                self._dead_letter(name, changes, outcome)
 
-    def _dead_letter(self, changes: list[dict[str, Any]], outcome: Outcome) -> None:
+    def _dead_letter(self, name: str, changes: list[dict[str, Any]], outcome: Outcome) -> None:
         status = str(outcome.status or "")
-        metrics.DEAD_LETTERED.labels(self.destination.name, status or "none").inc(len(changes))
+        metrics.DEAD_LETTERED.labels(name, status or "none").inc(len(changes))
         log.warning(
             "delivery dead-lettered destination=%s status=%s reason=%r",
-            self.destination.name,
+            name,
             outcome.status,
             outcome.reason,
         )
@@ -200,21 +251,75 @@ class DestinationDelivery:
                 key=str(change["user_id"]).encode(),
                 value=orjson.dumps(change),
                 headers=[
-                    ("destination", self.destination.name.encode()),
+                    ("destination", name.encode()),
                     ("status", status.encode()),
                     ("reason", outcome.reason.encode()),
                 ],
             )
 
 
-async def deliver(
-    settings: Settings, destinations: Sequence[Destination], stop: threading.Event
-) -> None:
-    """Run every destination's delivery until `stop` is set."""
-    deliveries = [
-        DestinationDelivery(settings, destination, destination.signing_secret())
-        for destination in destinations
-    ]
-    log.info("deliverer started destinations=%s", ",".join(d.name for d in destinations))
-    await asyncio.gather(*(delivery.run(stop) for delivery in deliveries))
+class Deliverer:
+    """The deliveries of the destinations in force, started, reconfigured and stopped as
+    publications arrive."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.running: dict[str, DestinationDelivery] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def adopt(self, configured: Configured) -> None:
+        """Put `configured` in force: new destinations start, changed ones take their new
+        settings at their next batch, and those no longer named finish their batch and stop."""
+        wanted = configured.by_name()
+        for name in [name for name in self.running if name not in wanted]:
+            self.running.pop(name).stopping.set()
+        for name, (destination, secret) in wanted.items():
+            if name in self.running:
+                self.running[name].reconfigure(destination, secret)
+                continue
+            delivery = DestinationDelivery(self.settings, destination, secret)
+            self.running[name] = delivery
+            self.tasks.add(asyncio.create_task(delivery.run(), name=f"deliver-{name}"))
+        log.info(
+            "destinations in force source=%s names=%s",
+            configured.source,
+            ",".join(wanted) or "-",
+        )
+
+    def check(self) -> None:
+        """Raise the error of any delivery that failed."""
+        for task in [task for task in self.tasks if task.done()]:
+            self.tasks.discard(task)
+            task.result()
+
+    async def close(self) -> None:
+        """Stop every delivery after its batch."""
+        for delivery in self.running.values():
+            delivery.stopping.set()
+        await asyncio.gather(*self.tasks)
+
+
+async def deliver(settings: Settings, fallback: Configured | None, stop: threading.Event) -> None:
+    """Deliver to the destinations in force until `stop` is set: the newest published, else
+    `fallback` (from `SEGSTREAM_DESTINATIONS_FILE`)."""
+    feed = DestinationsFeed(settings)
+    deliverer = Deliverer(settings)
+    try:
+        configured = await asyncio.to_thread(feed.catch_up) or fallback
+        if configured is None:
+            log.warning(
+                "no destinations yet: waiting for `segstream destinations apply` "
+                "(or set SEGSTREAM_DESTINATIONS_FILE)"
+            )
+        else:
+            deliverer.adopt(configured)
+        while not stop.is_set():
+            await asyncio.sleep(_FOLLOW_EVERY)
+            deliverer.check()
+            published = await asyncio.to_thread(feed.poll)
+            if published is not None:
+                deliverer.adopt(published)
+    finally:
+        await deliverer.close()
+        feed.close()
     log.info("deliverer stopped")

@@ -16,7 +16,7 @@ import orjson
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from streams.compacted_feed import CompactedFeed
-from streams.kafka import reliable_producer
+from streams.compacted_feed import publish as publish_value
 from streams.redis_clients import redis_client
 from streams.settings import Settings
 
@@ -86,16 +86,9 @@ def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> 
     finally:
         client.close()
     publication = Publication(version, text, reevaluate, time.time())
-    producer = reliable_producer(settings)
-    errors: list[str] = []
-    producer.produce(
-        settings.rules_topic,
-        key=RULES_KEY,
-        value=publication.to_json(),
-        on_delivery=lambda error, _: errors.append(error.str()) if error else None,
+    publish_value(
+        settings, settings.rules_topic, RULES_KEY, publication.to_json(), f"rules v{version}"
     )
-    if producer.flush(30) or errors:
-        raise RuntimeError(f"the broker did not take rules v{version}: {errors or 'timeout'}")
     return publication.rules()
 
 

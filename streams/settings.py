@@ -88,13 +88,22 @@ class Settings(BaseSettings):
     """Topic of users' feature vectors, many per message, from the workers to the trainer."""
     models_topic: TopicName = "models"
     """Compacted topic of model snapshots; workers follow it."""
+    destinations_topic: TopicName = "destinations"
+    """Compacted topic of published destination files; deliverers follow it."""
     deliveries_dlq_topic: TopicName = "deliveries.dlq"
     """Topic of changes a webhook destination refused or never took, with `destination`,
     `status` and `reason` headers."""
     destinations_file: FilePath | None = None
-    """YAML file of webhook destinations `segstream deliver` sends changes to."""
+    """YAML file of webhook destinations `segstream deliver` uses until a file is published
+    with `segstream destinations apply`."""
     delivery_concurrency: int = Field(64, ge=1, le=10_000)
     """Most webhook requests in flight at one destination (each user's in order)."""
+    delivery_backoff_seconds: float = Field(0.5, gt=0, le=60)
+    """Wait before a webhook's first retry, in s; it doubles with each further attempt up to
+    `SEGSTREAM_DELIVERY_BACKOFF_MAX_SECONDS`, and each wait is drawn at random between half
+    of it and all of it."""
+    delivery_backoff_max_seconds: float = Field(30, gt=0, le=3_600)
+    """Longest wait between two attempts of a webhook, in s."""
     partitions: int = Field(4, ge=1, le=1024)
     """Partitions of the events topic (and of the change topic) when segstream creates them."""
     replication_factor: int = Field(1, ge=1, le=16)

@@ -32,8 +32,8 @@ def topology(settings: Settings) -> list[TopicSpec]:
     The features topic has one partition: one trainer learns from all of it
     (a second trainer waits as a standby in the same group).
 
-    >>> [spec.name for spec in topology(Settings(partitions=2))]
-    ['events', 'events.dlq', 'segment-changes', 'rules', 'features', 'models']
+    >>> [spec.name for spec in topology(Settings(partitions=2))][-4:]
+    ['features', 'models', 'destinations', 'deliveries.dlq']
     """
     return [
         TopicSpec(settings.events_topic, settings.partitions),
@@ -42,6 +42,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.features_topic, 1, {"retention.ms": str(24 * 3_600_000)}),
         TopicSpec(settings.models_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.destinations_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.deliveries_dlq_topic, 1),
     ]
 

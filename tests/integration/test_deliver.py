@@ -1,6 +1,8 @@
 """`segstream deliver` against real HTTP receivers: every change once (after de-duplication
 by `webhook-id`), in version order per user, signatures verified with `standardwebhooks`;
-a refusing receiver fills the dead-letter topic."""
+a refusing receiver fills the dead-letter topic while a healthy one keeps its pace; a
+receiver down for 30 s, a deliverer killed mid-stream and a filter switched by
+`destinations apply` lose nothing."""
 
 from __future__ import annotations
 
@@ -16,10 +18,14 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
+from processors.wire import CONTROL_HEADER, ERASE
+from streams.kafka import reliable_producer
+from streams.settings import Settings
 from streams.tools.embedded import free_port
 from streams.tools.simulate import KafkaSink, send
 from streams.tools.simulator import Simulation
-from tests.integration.conftest import read_topic, wait_for_events
+from streams.topics import ensure_topics
+from tests.integration.conftest import read_topic, segstream, wait_for_events
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +34,26 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 class Receiver:
     """A webhook receiver on loopback: it answers `failures` 503s to each `webhook-id`
-    before 200, or `status` to everything; it verifies every signature and keeps the
-    first delivery of each id, in arrival order."""
+    before 200, or `status` to everything, each after `delay` seconds; it verifies every
+    signature and keeps the first delivery of each id, in arrival order. With `port`, it
+    listens only once `listen` is called."""
 
-    def __init__(self, failures: int = 0, status: int = 200) -> None:
+    def __init__(
+        self, failures: int = 0, status: int = 200, delay: float = 0.0, port: int = 0
+    ) -> None:
         self.failures = failures
         self.status = status
+        self.delay = delay
         self.attempts: dict[str, int] = defaultdict(int)
         self.delivered: dict[str, Any] = {}
         self.unverified = 0
         self.lock = threading.Lock()
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/hook"
+        if not port:
+            self.listen()
+
+    def listen(self) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,11 +67,12 @@ class Receiver:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, body: bytes, headers: dict[str, str]) -> int:
+        time.sleep(self.delay)
         try:
             payload = Webhook(SECRET).verify(body, headers)
         except Exception:
@@ -76,16 +93,49 @@ class Receiver:
         with self.lock:
             return list(self.delivered.values())
 
+    def wait_for(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        """The changes received once at least `count` have arrived (or `timeout` passed)."""
+        deadline = time.monotonic() + timeout
+        while len(self.delivered) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.changes()
+
+
+def in_version_order(changes: list[dict[str, Any]]) -> bool:
+    """Whether each user's changes arrived in version order."""
+    by_user: dict[str, list[int]] = defaultdict(list)
+    for change in changes:
+        by_user[change["user_id"]].append(change["version"])
+    return all(versions == sorted(versions) for versions in by_user.values())
+
+
+def erase(config: Settings, users: list[str]) -> None:
+    """Ask for `users`' erasure on the events topic, as the read API does."""
+    producer = reliable_producer(config)
+    for user in users:
+        request = orjson.dumps({"userId": user, "requestedAt": time.time()})
+        producer.produce(
+            config.events_topic,
+            key=user.encode(),
+            value=request,
+            headers=[(CONTROL_HEADER, ERASE)],
+        )
+    assert producer.flush(30) == 0
+
 
 def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dead_letters(
     config, model, start_worker, tmp_path
 ):
-    flaky, refusing = Receiver(failures=2), Receiver(status=400)
+    flaky, healthy = Receiver(failures=2), Receiver()
+    refusing = Receiver(status=400, delay=0.2)
     destinations = tmp_path / "destinations.yaml"
     destinations.write_text(
         f"""destinations:
   - name: flaky
     url: {flaky.url}
+    secret: {SECRET}
+  - name: healthy
+    url: {healthy.url}
     secret: {SECRET}
   - name: refusing
     url: {refusing.url}
@@ -97,6 +147,11 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     send(simulation, KafkaSink(config), rate=0, duration=0, limit=0, stop=threading.Event())
     worker = start_worker()
     wait_for_events(model, sum(1 for _ in simulation.events()))
+    erased = sorted(model.segment_members("Active Users"))[:3]
+    erase(config, erased)
+    deadline = time.monotonic() + 60
+    while model.counters().get("erased", 0) < len(erased) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert worker.stop() == 0
     published = [
         orjson.loads(m.value())
@@ -111,25 +166,28 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
         metrics_port = free_port()
         deliverer = start_worker(
             config.model_copy(
-                update={"destinations_file": destinations, "metrics_port": metrics_port}
+                update={
+                    "destinations_file": destinations,
+                    "metrics_port": metrics_port,
+                    "delivery_backoff_seconds": 0.05,
+                    "delivery_concurrency": 8,
+                }
             ),
             "deliver",
         )
     finally:
         del os.environ["REFUSING_SECRET"]
-    deadline = time.monotonic() + 180
-    while len(flaky.changes()) < len(expected) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    got = flaky.changes()
+    # the healthy destination takes everything at its own pace while the refusals crawl
+    assert len(healthy.wait_for(len(expected), timeout=60)) == len(expected)
+    assert len(refusing.attempts) < len(expected) / 2
+    got = flaky.wait_for(len(expected), timeout=120)
     assert {(c["user_id"], c["version"]) for c in got} == expected
     assert len(got) == len(expected)
-    by_user: dict[str, list[int]] = defaultdict(list)
-    for change in got:
-        by_user[change["user_id"]].append(change["version"])
-    assert all(versions == sorted(versions) for versions in by_user.values())
+    assert in_version_order(got)
     assert all(count == 3 for count in flaky.attempts.values())
-    assert flaky.unverified == refusing.unverified == 0
+    assert flaky.unverified == refusing.unverified == healthy.unverified == 0
 
+    assert all(count == 1 for count in healthy.attempts.values())
     deadline = time.monotonic() + 60
     dead: list = []
     while len(dead) < len(expected) and time.monotonic() < deadline:
@@ -140,6 +198,19 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     assert headers["status"] == b"400"
     assert b"answered 400" in headers["reason"]
     assert all(count == 1 for count in refusing.attempts.values())
+
+    # erasures reach destinations as an exit with reason `erased` and nothing personal
+    for user in erased:
+        last = [c for c in healthy.changes() if c["user_id"] == user][-1]
+        assert last["exited"]
+        personal = ("entered", "segments", "cluster", "cart", "reason")
+        assert {name: last[name] for name in personal} == {
+            "entered": [],
+            "segments": [],
+            "cluster": None,
+            "cart": None,
+            "reason": "erased",
+        }
 
     scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     figures = {
@@ -156,3 +227,93 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     assert figures['segstream_delivery_latency_seconds_count{destination="flaky"}'] == total
     assert figures['segstream_deliveries_in_flight{destination="flaky"}'] == 0
     assert deliverer.stop() == 0
+
+
+def produce_changes(config: Settings, users: int, versions: range) -> list[dict[str, Any]]:
+    """Change events as a worker publishes them: each user enters `A` on odd versions and
+    `B` on even ones, leaving the other."""
+    producer = reliable_producer(config)
+    changes = []
+    for version in versions:
+        for number in range(users):
+            now, previous = ("A", "B") if version % 2 else ("B", "A")
+            change = {
+                "user_id": f"user-{number}",
+                "entered": [now],
+                "exited": [previous] if version > 1 else [],
+                "segments": [now],
+                "cluster": None,
+                "previous_cluster": None,
+                "version": version,
+                "reason": "event",
+                "event_time": 1_700_000_000.0 + version,
+                "processed_at": time.time(),
+                "rules_version": "v1",
+                "model_version": None,
+                "cart": None,
+            }
+            changes.append(change)
+            producer.produce(
+                config.changes_topic, key=change["user_id"].encode(), value=orjson.dumps(change)
+            )
+    assert producer.flush(30) == 0
+    return changes
+
+
+def entering(changes: list[dict[str, Any]], segment: str) -> set[tuple[str, int]]:
+    return {(c["user_id"], c["version"]) for c in changes if segment in c["entered"]}
+
+
+def test_a_receiver_down_for_30_s_a_killed_deliverer_and_a_switched_filter_lose_nothing(
+    config, start_worker, tmp_path
+):
+    config = config.model_copy(
+        update={
+            "delivery_backoff_seconds": 0.05,
+            "delivery_backoff_max_seconds": 1.0,
+            "delivery_concurrency": 4,
+        }
+    )
+    ensure_topics(config)
+    receiver = Receiver(port=free_port())
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    for path, segment in ((first, "A"), (second, "B")):
+        path.write_text(
+            f"""destinations:
+  - name: crm
+    url: {receiver.url}
+    secret: {SECRET}
+    segments: [{segment}]
+    directions: [entered]
+    max_attempts: 1000
+"""
+        )
+    before = produce_changes(config, users=60, versions=range(1, 11))
+    deliverer = start_worker(config.model_copy(update={"destinations_file": first}), "deliver")
+    deliverer.wait_for_log("destinations in force")
+    time.sleep(30)  # every attempt meets a closed port
+    assert not receiver.attempts
+    receiver.listen()
+    got = receiver.wait_for(len(entering(before, "A")), timeout=60)
+    assert {(c["user_id"], c["version"]) for c in got} == entering(before, "A")
+    assert in_version_order(got)
+
+    applied = segstream(config, "destinations", "apply", str(second))
+    assert applied.returncode == 0, applied.stderr
+    assert "1 destinations (crm)" in applied.stdout
+    deliverer.wait_for_log(f"source={second} (applied")
+    receiver.delay = 0.05
+    after = produce_changes(config, users=60, versions=range(11, 21))
+    wanted = len(got) + len(entering(after, "B"))
+    receiver.wait_for(len(got) + 50, timeout=60)
+    deliverer.kill()  # mid-stream: offsets of the batch in flight are not committed
+    assert len(receiver.changes()) < wanted
+    # restarted without the file: the published destinations are in force
+    restarted = start_worker(config, "deliver")
+    got = receiver.wait_for(wanted, timeout=60)
+    assert {(c["user_id"], c["version"]) for c in got} == entering(before, "A") | entering(
+        after, "B"
+    )
+    assert in_version_order(got)
+    assert receiver.unverified == 0
+    assert restarted.stop() == 0
