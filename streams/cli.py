@@ -77,9 +77,9 @@ def worker() -> None:
     With SEGSTREAM_METRICS_PORT set, serves `/metrics`, `/healthz` and `/readyz`.
     """
     from state.redis_store import EarlierLayoutError
+    from streams.health import Probe, serve
     from streams.rules_feed import load_rules
     from streams.topics import ensure_topics
-    from streams.worker.health import Probe, serve
     from streams.worker.loop import PartitionCountError, Worker
     from streams.worker.parts import build_parts
 
@@ -637,13 +637,14 @@ def deliver() -> None:
 
     Signed as Standard Webhooks, at least once and in order per user; refused and
     undeliverable changes go to the deliveries dead-letter topic. With
-    SEGSTREAM_METRICS_PORT set, serves `/metrics`.
+    SEGSTREAM_METRICS_PORT set, serves `/metrics`, `/healthz` and `/readyz`.
     """
     import asyncio
 
     from processors.destinations import DestinationFileError
     from streams.deliver import deliver as run_deliveries
     from streams.destinations_feed import Configured
+    from streams.health import Probe, serve
     from streams.topics import ensure_topics
 
     config = settings()
@@ -655,9 +656,8 @@ def deliver() -> None:
             fallback = Configured.parse(path.read_text(encoding="utf-8"), str(path))
         except (DestinationFileError, KeyError) as error:
             raise click.ClickException(f"destinations refused: {error}") from None
-    ensure_topics(config)
+    probe = Probe(stale_after=60.0)
     if config.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(config.metrics_port, config.metrics_host)
-    asyncio.run(run_deliveries(config, fallback, stop_on_signals()))
+        serve(config.metrics_host, config.metrics_port, probe)
+    ensure_topics(config)
+    asyncio.run(run_deliveries(config, fallback, stop_on_signals(), probe))

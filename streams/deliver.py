@@ -18,7 +18,7 @@ delivery goes on. The batch's offsets are committed once each of its changes
 was delivered or dead-lettered, so a deliverer killed resends at most the
 batch it had in flight. Example::
 
-    asyncio.run(deliver(settings, Configured.parse(text, "destinations.yaml"), stop))
+    asyncio.run(deliver(settings, Configured.parse(text, "destinations.yaml"), stop, probe))
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from processors.destinations import Destination, webhook_request
 from streams import delivery_metrics as metrics
 from streams.destinations_feed import Configured, DestinationsFeed
+from streams.health import Probe
 from streams.kafka import batch_consumer, reliable_producer
 from streams.settings import Settings
 
@@ -156,12 +157,24 @@ class DestinationDelivery:
         async with aiohttp.ClientSession() as session:
             try:
                 while not self.stopping.is_set():
-                    messages = await asyncio.to_thread(self.consumer.consume, _BATCH, 0.5)
+                    messages = await asyncio.to_thread(self._consume)
                     if messages:
                         await self.deliver_batch(session, messages)
             finally:
                 self.producer.flush(10)
                 await asyncio.to_thread(self.consumer.close)
+
+    def _consume(self) -> list[Message]:
+        """The next batch, and the backlog behind it (from the watermarks of the last fetch)."""
+        messages = self.consumer.consume(_BATCH, 0.5)
+        backlog = 0
+        for position in self.consumer.position(self.consumer.assignment()):
+            if position.offset < 0:
+                continue
+            _, high = self.consumer.get_watermark_offsets(position, cached=True)
+            backlog += max(0, high - position.offset)
+        metrics.BACKLOG.labels(self.destination.name).set(backlog)
+        return messages
 
     async def deliver_batch(self, session: aiohttp.ClientSession, messages: list[Message]) -> None:
         """Deliver or dead-letter every change of `messages` the destination takes, then
@@ -299,9 +312,12 @@ class Deliverer:
         await asyncio.gather(*self.tasks)
 
 
-async def deliver(settings: Settings, fallback: Configured | None, stop: threading.Event) -> None:
+async def deliver(
+    settings: Settings, fallback: Configured | None, stop: threading.Event, probe: Probe
+) -> None:
     """Deliver to the destinations in force until `stop` is set: the newest published, else
-    `fallback` (from `SEGSTREAM_DESTINATIONS_FILE`)."""
+    `fallback` (from `SEGSTREAM_DESTINATIONS_FILE`). `probe` is ready once the destinations
+    topic is read, and live while this loop comes round."""
     feed = DestinationsFeed(settings)
     deliverer = Deliverer(settings)
     try:
@@ -313,7 +329,9 @@ async def deliver(settings: Settings, fallback: Configured | None, stop: threadi
             )
         else:
             deliverer.adopt(configured)
+        probe.ready = True
         while not stop.is_set():
+            probe.beat()
             await asyncio.sleep(_FOLLOW_EVERY)
             deliverer.check()
             published = await asyncio.to_thread(feed.poll)

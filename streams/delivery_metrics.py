@@ -29,6 +29,11 @@ IN_FLIGHT = Gauge(
     "Requests waiting for a destination's answer.",
     ["destination"],
 )
+BACKLOG = Gauge(
+    "segstream_deliveries_backlog_changes",
+    "Changes on the change topic a destination's deliverers have not reached yet.",
+    ["destination"],
+)
 LATENCY = Histogram(
     "segstream_delivery_latency_seconds",
     "From a change's processed_at to the destination's 2xx.",

@@ -6,5 +6,5 @@ partition's items (routing, dead letters, control commands, relays);
 batch (produce and wait for acks, the fenced store transaction, progress,
 metrics); `relabel` re-evaluates every owned user when rules or models change;
 `parts` builds the store, consumer and producer from settings; `models_feed`
-follows model snapshots; `health` and `metrics` serve the probes and Prometheus.
+follows model snapshots; `metrics` declares what it exposes (`streams.health` serves it).
 """

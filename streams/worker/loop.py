@@ -50,11 +50,11 @@ from processors.rules import RuleSet
 from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
+from streams.health import Probe
 from streams.settings import Settings
 from streams.worker import metrics, outgoing
 from streams.worker.checkpoint import Checkpoint, DeliveryError
 from streams.worker.decoding import DecodedBatch, PartitionBatch, decode_batch
-from streams.worker.health import Probe
 from streams.worker.partitions import PartitionState
 from streams.worker.parts import WorkerParts
 from streams.worker.relabel import relabel

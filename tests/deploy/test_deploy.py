@@ -13,6 +13,7 @@ import yaml
 from kubernetes_validate import validate
 from prometheus_client import REGISTRY, generate_latest
 
+import streams.delivery_metrics
 import streams.services.api
 import streams.services.collector
 import streams.trainer.metrics
@@ -38,7 +39,7 @@ def test_prometheus_config_and_alert_rules_pass_promtool():
     prometheus = DEPLOY / "prometheus"
     run(tool("promtool"), "check", "config", "prometheus.yml", cwd=prometheus)
     out = run(tool("promtool"), "check", "rules", "alerts.yml", cwd=prometheus)
-    assert "SUCCESS: 5 rules found" in out
+    assert "SUCCESS: 7 rules found" in out
     assert "SUCCESS" in run(tool("promtool"), "test", "rules", "alerts_test.yml", cwd=prometheus)
 
 
@@ -53,6 +54,7 @@ def test_docker_compose_runs_the_whole_stack():
         "trainer",
         "collector",
         "api",
+        "deliver",
         "prometheus",
         "grafana",
     }
@@ -66,6 +68,7 @@ def test_docker_compose_runs_the_whole_stack():
         "trainer": services["trainer"]["environment"]["SEGSTREAM_TRAINER_WEB_PORT"],
         "collector": services["collector"]["environment"]["SEGSTREAM_COLLECTOR_PORT"],
         "api": services["api"]["environment"]["SEGSTREAM_API_PORT"],
+        "deliver": services["deliver"]["environment"]["SEGSTREAM_METRICS_PORT"],
     }
     assert targets == {f"segstream-{name}": f"{name}:{port}" for name, port in ports.items()}
     mounts = " ".join(services["grafana"]["volumes"] + services["prometheus"]["volumes"])
@@ -81,7 +84,7 @@ def test_kubernetes_manifests_are_valid_and_every_process_has_probes():
             if resource["kind"] == "Deployment":
                 deployments[resource["metadata"]["name"]] = resource
     assert set(deployments) == {
-        f"segstream-{name}" for name in ("worker", "trainer", "collector", "api")
+        f"segstream-{name}" for name in ("worker", "trainer", "collector", "api", "deliver")
     }
     for name, deployment in deployments.items():
         [container] = deployment["spec"]["template"]["spec"]["containers"]
@@ -114,6 +117,9 @@ def test_dashboard_and_alerts_only_use_metrics_segstream_exposes():
         "Segment sizes",
         "Transitions per segment",
         "Model: inertia and drift",
+        "Webhook deliveries",
+        "Webhook backlog and requests in flight",
+        "Webhook latency (processed to 2xx)",
     ):
         assert wanted in titles
     rules = (DEPLOY / "prometheus" / "alerts.yml").read_text()
@@ -127,8 +133,10 @@ def test_dashboard_and_alerts_only_use_metrics_segstream_exposes():
 
 
 def test_metric_names_follow_prometheus_rules():
-    """Every process's metrics (worker, trainer, collector, API) as promtool lints them."""
+    """Every process's metrics (worker, trainer, collector, API, deliverer) as promtool lints
+    them."""
     loaded = (
+        streams.delivery_metrics,
         streams.worker.metrics,
         streams.trainer.metrics,
         streams.services.collector,

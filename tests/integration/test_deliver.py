@@ -226,6 +226,8 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     assert figures[refused] == total
     assert figures['segstream_delivery_latency_seconds_count{destination="flaky"}'] == total
     assert figures['segstream_deliveries_in_flight{destination="flaky"}'] == 0
+    assert figures['segstream_deliveries_backlog_changes{destination="flaky"}'] == 0
+    assert requests.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).ok
     assert deliverer.stop() == 0
 
 
