@@ -117,14 +117,41 @@ class Destination(BaseModel):
         return value
 
     def matches(self, change: Mapping[str, Any]) -> bool:
-        """Whether `change` (as on the change topic) is one this destination takes."""
+        """Whether `change` (as on the change topic) is one this destination takes; a move
+        from one cluster to another enters the new cluster id and exits the old one.
+
+        >>> anyone = Destination(name="all", url="https://h.example", secret_env="S")
+        >>> anyone.matches({"entered": [], "exited": [], "cluster": "c2", "previous_cluster": "c1"})
+        True
+        >>> anyone.model_copy(update={"segments": ("c1",), "directions": ("entered",)}).matches(
+        ...     {"entered": [], "exited": [], "cluster": "c2", "previous_cluster": "c1"})
+        False
+        """
         if self.reasons and change.get("reason") not in self.reasons:
             return False
-        moved = {direction: change.get(direction) or [] for direction in self.directions}
+        moved = moves(change)
+        taken = [moved[direction] for direction in self.directions]
         if not self.segments:
-            return any(moved.values())
+            return any(taken)
         wanted = set(self.segments)
-        return any(wanted.intersection(names) for names in moved.values())
+        return any(wanted.intersection(names) for names in taken)
+
+
+def moves(change: Mapping[str, Any]) -> dict[Direction, list[str]]:
+    """The segments and cluster ids `change` enters and exits.
+
+    >>> moves({"entered": ["A"], "exited": [], "cluster": "c1", "previous_cluster": None})
+    {'entered': ['A', 'c1'], 'exited': []}
+    """
+    entered = list(change.get("entered") or [])
+    exited = list(change.get("exited") or [])
+    cluster, previous = change.get("cluster"), change.get("previous_cluster")
+    if cluster != previous:
+        if cluster is not None:
+            entered.append(cluster)
+        if previous is not None:
+            exited.append(previous)
+    return {"entered": entered, "exited": exited}
 
 
 class DestinationFile(BaseModel):

@@ -84,21 +84,27 @@ def backoff(attempt: int, first: float, longest: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-async def send(
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One attempt's result: the status (`None`: no answer), why, and `Retry-After`."""
+
+    status: int | None
+    reason: str
+    retry_after: float | None = None
+
+
+async def _attempt(
     session: aiohttp.ClientSession,
     destination: Destination,
-    secret: str,
-    changes: Sequence[dict[str, Any]],
-    settings: Settings,
-) -> Outcome:
-    """Send `changes` in one signed request, retrying as the module docstring says."""
-    status: int | None = None
-    reason = ""
+    headers: dict[str, str],
+    body: bytes,
+    slots: asyncio.Semaphore,
+) -> _Answer:
+    """Send one request while holding one of the destination's `slots`."""
     name = destination.name
-    for attempt in range(1, destination.max_attempts + 1):
-        headers, body = webhook_request(destination, changes, datetime.now(UTC), secret)
-        wait = None
+    async with slots:
         metrics.SENT.labels(name).inc()
+        metrics.IN_FLIGHT.labels(name).inc()
         try:
             async with session.post(
                 str(destination.url),
@@ -106,17 +112,39 @@ async def send(
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=destination.timeout),
             ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Outcome(True, status, "delivered")
-                reason = f"answered {status}"
-                if status not in _RETRYABLE and status < 500:
-                    return Outcome(False, status, reason)
-                wait = retry_after(response.headers.get("Retry-After"))
+                return _Answer(
+                    response.status,
+                    f"answered {response.status}",
+                    retry_after(response.headers.get("Retry-After")),
+                )
         except (aiohttp.ClientError, TimeoutError) as error:
-            status, reason = None, f"{type(error).__name__}: {error}"
+            return _Answer(None, f"{type(error).__name__}: {error}")
+        finally:
+            metrics.IN_FLIGHT.labels(name).dec()
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    destination: Destination,
+    secret: str,
+    changes: Sequence[dict[str, Any]],
+    settings: Settings,
+    slots: asyncio.Semaphore,
+) -> Outcome:
+    """Send `changes` in one signed request, retrying as the module docstring says; a
+    request holds one of `slots` while in flight, not while it waits to be retried."""
+    answer = _Answer(None, "")
+    for attempt in range(1, destination.max_attempts + 1):
+        headers, body = webhook_request(destination, changes, datetime.now(UTC), secret)
+        answer = await _attempt(session, destination, headers, body, slots)
+        status = answer.status
+        if status is not None and 200 <= status < 300:
+            return Outcome(True, status, "delivered")
+        if status is not None and status not in _RETRYABLE and status < 500:
+            return Outcome(False, status, answer.reason)
         if attempt < destination.max_attempts:
-            metrics.RETRIED.labels(name).inc()
+            metrics.RETRIED.labels(destination.name).inc()
+            wait = answer.retry_after
             if wait is None:
                 wait = backoff(
                     attempt,
@@ -124,7 +152,7 @@ async def send(
                     settings.delivery_backoff_max_seconds,
                 )
             await asyncio.sleep(wait)
-    return Outcome(False, status, f"{reason} ({destination.max_attempts} attempts)")
+    return Outcome(False, answer.status, f"{answer.reason} ({destination.max_attempts} attempts)")
 
 
 class DestinationDelivery:
@@ -235,12 +263,7 @@ class DestinationDelivery:
     ) -> None:
         name = destination.name
         for changes in chain:
-            async with self.slots:
-                metrics.IN_FLIGHT.labels(name).inc()
-                try:
-                    outcome = await send(session, destination, secret, changes, self.settings)
-                finally:
-                    metrics.IN_FLIGHT.labels(name).dec()
+            outcome = await send(session, destination, secret, changes, self.settings, self.slots)
             if outcome.delivered:
                 metrics.DELIVERED.labels(name).inc(len(changes))
                 now = time.time()

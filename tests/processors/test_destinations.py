@@ -46,11 +46,12 @@ destinations:
     batch: 50
 """
     )
-    assert (crm.name, crm.directions, crm.batch, crm.max_attempts) == (
+    assert (crm.name, crm.directions, crm.batch, crm.max_attempts, crm.start) == (
         "crm",
         ("entered", "exited"),
         1,
-        8,
+        12,
+        "earliest",
     )
     assert audience.segments == ("Cart Abandoners", "c3")
     assert audience.signing_secret({"ADS_SECRET": SECRET}) == SECRET
@@ -101,6 +102,23 @@ def test_filters_take_segments_directions_and_reasons():
     )
     assert everything.matches({"entered": [], "exited": ["Buyers"], "reason": "erased"})
     assert not everything.matches({"entered": [], "exited": [], "reason": "model"})
+
+
+def test_cluster_ids_filter_moves_between_clusters():
+    (audience,) = parse_destinations(
+        f"destinations:\n  - {{name: a, url: 'http://x', secret: {SECRET}, segments: [c3]}}\n"
+    )
+    into = {"entered": [], "exited": [], "cluster": "c3", "previous_cluster": "c1"}
+    out_of = {"entered": [], "exited": [], "cluster": "c1", "previous_cluster": "c3"}
+    elsewhere = {"entered": [], "exited": [], "cluster": "c2", "previous_cluster": "c1"}
+    stays = {"entered": ["Buyers"], "exited": [], "cluster": "c3", "previous_cluster": "c3"}
+    assert audience.matches(into)
+    assert audience.matches(out_of)
+    assert not audience.matches(elsewhere)
+    assert not audience.matches(stays)
+    entering = audience.model_copy(update={"directions": ("entered",)})
+    assert entering.matches(into)
+    assert not entering.matches(out_of)
 
 
 def test_requests_verify_with_the_standardwebhooks_library():
