@@ -40,12 +40,11 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,7 +65,8 @@ from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
-from streams.tools.embedded import Stack, free_port, running_stack, stop_process
+from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
 from streams.tools.redis_cluster import running_redis_cluster
 from streams.tools.replay import REPLAYED
@@ -93,34 +93,6 @@ class BenchConfig:
     timeout: float = 3_600.0
     redis_cluster: bool = False
     """Measure on a Redis Cluster of three masters on this machine instead of one Redis."""
-
-
-class _Processes:
-    """Child processes of the bench, stopped when it ends however it ends."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, settings: Settings, name: str, *command: str) -> subprocess.Popen[bytes]:
-        environment = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")},
-            **settings.environment(),
-        }
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", *command], env=environment, stdout=log, stderr=log
-            )
-        self.running.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        stop_process(process)
-        self.running.remove(process)
-
-    def stop_all(self) -> None:
-        for process in list(self.running):
-            self.stop(process)
 
 
 def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
@@ -209,7 +181,7 @@ _WORKER_FIELDS = ("events", "duplicates", "dead_letters")
 
 
 def _workers_eps(
-    processes: _Processes, settings: Settings, count: int, total: int, timeout: float
+    processes: Processes, settings: Settings, count: int, total: int, timeout: float
 ) -> tuple[float, float]:
     """The workers' events/s, and their CPU seconds per event from the first commit on."""
     client = redis_client(settings)
@@ -246,7 +218,7 @@ def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
     return total / ticks
 
 
-def _naive_eps(processes: _Processes, settings: Settings, config: BenchConfig) -> float:
+def _naive_eps(processes: Processes, settings: Settings, config: BenchConfig) -> float:
     client = redis_client(settings)
     naive = processes.start(settings, "naive", "streams.tools.naive")
     try:
@@ -431,16 +403,6 @@ def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
     return float(statistics.median(sizes)) if sizes else 0.0
 
 
-def _percentiles(values: list[float]) -> tuple[float, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0, 0.0
-    return (
-        ordered[len(ordered) // 2] * 1000,
-        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
-    )
-
-
 async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list[float]:
     """Latencies of `GET /v1/users/{id}` sent open-loop at `rps` for `seconds`.
 
@@ -489,7 +451,7 @@ async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list
 
 
 def _lookup_latency(
-    processes: _Processes, settings: Settings, users: list[str], config: BenchConfig
+    processes: Processes, settings: Settings, users: list[str], config: BenchConfig
 ) -> tuple[float, float]:
     client = redis_client(settings)
     keys = settings.key_layout()
@@ -505,43 +467,11 @@ def _lookup_latency(
     api = processes.start(api_settings, "api", "streams", "api")
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url + "/readyz", api)
+        wait_for_http(url + "/readyz", api)
         latencies = uvloop.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
     finally:
         processes.stop(api)
-    return _percentiles(latencies)
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the process serving {url} ended early")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
-
-
-def _live_events(config: BenchConfig) -> Iterator[tuple[bytes, bytes]]:
-    """Simulated events as a key and the JSON up to the timestamp's value, to be completed
-    with `<timestamp>"}` when produced.
-
-    >>> key, head = next(_live_events(BenchConfig(users=10)))
-    >>> orjson.loads(head + b'2026-11-01T10:00:00Z"}')["timestamp"]
-    '2026-11-01T10:00:00Z'
-    """
-    simulation = Simulation(users=max(1_000, config.users // 10), seed=config.seed + 1)
-    for event in simulation.events():
-        body = orjson.loads(event.value)
-        if isinstance(body, dict):
-            body.pop("timestamp", None)
-            yield event.key, orjson.dumps(body)[:-1] + b',"timestamp":"'
+    return percentiles(latencies)
 
 
 _WATCH_EVERY = 0.005
@@ -549,7 +479,7 @@ _WATCH_EVERY = 0.005
 
 
 def _freshness(
-    processes: _Processes, settings: Settings, rate: float, config: BenchConfig
+    processes: Processes, settings: Settings, rate: float, config: BenchConfig
 ) -> tuple[float, float]:
     """Produce live events at `rate`/s; time how long 1 % of them (probes) take to be readable."""
     client = redis_client(settings)
@@ -583,7 +513,13 @@ def _freshness(
         # drawn and encoded before the clock starts, so the load generator costs the cores
         # little: each tick stamps its events with one timestamp
         needed = int(rate * config.freshness_seconds) + 1
-        source = iter(list(itertools.islice(_live_events(config), needed)))
+        source = iter(
+            list(
+                itertools.islice(
+                    live_events(max(1_000, config.users // 10), config.seed + 1), needed
+                )
+            )
+        )
         _warm_up(producer, settings, client, keys)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -616,7 +552,7 @@ def _freshness(
         done.set()
         processes.stop(worker)
         client.close()
-    return _percentiles(latencies)
+    return percentiles(latencies)
 
 
 def _warm_up(producer: Any, settings: Settings, client: redis.Redis, keys: KeyLayout) -> None:
@@ -644,7 +580,7 @@ def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
         if config.redis_cluster:
             cluster = cluster_stack.enter_context(running_redis_cluster(Path(scratch) / "cluster"))
             stack = dataclasses.replace(stack, redis_url=cluster.url, redis_pid=cluster.pids[0])
-        processes = _Processes(Path(scratch))
+        processes = Processes(Path(scratch))
         try:
             return _measure(stack, config, processes, report)
         finally:
@@ -652,7 +588,7 @@ def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
 
 
 def _measure(
-    stack: Stack, config: BenchConfig, processes: _Processes, report: Report
+    stack: Stack, config: BenchConfig, processes: Processes, report: Report
 ) -> dict[str, Any]:
     topic = "bench-events"
     one = _phase(stack, config, "b1", topic)
