@@ -158,6 +158,27 @@ def _serve(service: str) -> None:
 @click.option(
     "--redis-cluster", is_flag=True, help="Measure on a Redis Cluster of three local masters."
 )
+@click.option(
+    "--webhook-changes",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Changes timed at a healthy webhook receiver.",
+)
+@click.option(
+    "--flaky-changes",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Changes a receiver answering 503 twice before each 200 must take.",
+)
+@click.option(
+    "--act-seconds",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(5),
+    help="Seconds of live events with abandoned-cart probes (time to act).",
+)
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Write figures here.")
 def bench(
     events: int,
@@ -168,13 +189,17 @@ def bench(
     lookup_rps: int,
     lookup_seconds: float,
     redis_cluster: bool,
+    webhook_changes: int,
+    flaky_changes: int,
+    act_seconds: float,
     json_file: Path | None,
 ) -> None:
     """Measure segstream against a naive Faust pipeline and the raw Kafka limit, in one run.
 
     Starts the embedded broker and Redis, preloads simulated events, and prints
     throughput (one and two workers, the baseline, the raw limit), freshness,
-    Redis bytes per user and read API lookup latency. With --redis-cluster, the
+    Redis bytes per user, read API lookup latency, and webhooks (deliveries/s,
+    a flaky receiver, time to act on an abandoned cart). With --redis-cluster, the
     store is a Redis Cluster of three masters started on this machine.
     """
     from rich.console import Console
@@ -192,6 +217,9 @@ def bench(
         lookup_rps=lookup_rps,
         lookup_seconds=lookup_seconds,
         redis_cluster=redis_cluster,
+        webhook_changes=webhook_changes,
+        flaky_changes=flaky_changes,
+        act_seconds=act_seconds,
     )
     figures = run_bench(config, lambda step: console.print(f"[dim]… {step}[/dim]"))
     console.print(bench_table(figures))

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({408, 429})
 _BATCH = 500
+_BATCH_WAIT = 0.02
+"""Longest a batch waits to fill, in s: a lone change is on its way within this."""
 _FOLLOW_EVERY = 0.5
 
 
@@ -194,7 +196,7 @@ class DestinationDelivery:
 
     def _consume(self) -> list[Message]:
         """The next batch, and the backlog behind it (from the watermarks of the last fetch)."""
-        messages = self.consumer.consume(_BATCH, 0.5)
+        messages = self.consumer.consume(_BATCH, _BATCH_WAIT)
         backlog = 0
         for position in self.consumer.position(self.consumer.assignment()):
             if position.offset < 0:

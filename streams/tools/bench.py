@@ -25,7 +25,9 @@ and measures, against those same events:
   `lookup_rps` requests/s;
 - `freshness_p50_ms`, `freshness_p99_ms`: from an event produced to its
   user's labels readable in Redis, with events produced live at half the
-  one-worker throughput.
+  one-worker throughput;
+- `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
+  `time_to_act_p99_ms`: webhooks, as :mod:`streams.tools.bench_webhooks` says.
 
 :func:`run_bench` returns the figures; the command prints them as a table and
 writes them as JSON.
@@ -66,6 +68,12 @@ from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.bench_webhooks import (
+    changes_on,
+    deliveries_per_second,
+    flaky_receiver_seconds,
+    time_to_act,
+)
 from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
 from streams.tools.redis_cluster import running_redis_cluster
@@ -93,6 +101,12 @@ class BenchConfig:
     timeout: float = 3_600.0
     redis_cluster: bool = False
     """Measure on a Redis Cluster of three masters on this machine instead of one Redis."""
+    webhook_changes: int = 20_000
+    """Changes timed at a healthy webhook receiver (at most what the one-worker run made)."""
+    flaky_changes: int = 10_000
+    """Changes a receiver answering 503 twice before each 200 must take."""
+    act_seconds: float = 20.0
+    """How long live events with cart probes are produced for the time to act."""
 
 
 def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
@@ -108,6 +122,8 @@ def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
         rules_topic=f"{tag}-rules",
         features_topic=f"{tag}-features",
         models_topic=f"{tag}-models",
+        destinations_topic=f"{tag}-destinations",
+        deliveries_dlq_topic=f"{tag}-deliveries-dlq",
         group_id=f"{tag}-workers",
         partitions=config.partitions,
         api_tokens="bench",
@@ -615,6 +631,21 @@ def _measure(
     report(f"freshness at {worker_eps / 2:,.0f} events/s")
     fresh = _phase(stack, config, "b4", "bench-live")
     freshness_p50, freshness_p99 = _freshness(processes, fresh, worker_eps / 2, config)
+    available = changes_on(one, max(config.webhook_changes, config.flaky_changes))
+    report("webhooks: one deliverer to a healthy receiver")
+    deliveries = deliveries_per_second(
+        processes, one, processes.logs, min(config.webhook_changes, available), config.timeout
+    )
+    flaky_changes = min(config.flaky_changes, available)
+    report(f"webhooks: {flaky_changes:,} changes to a receiver answering 503 twice before 200")
+    flaky_seconds = flaky_receiver_seconds(
+        processes, one, processes.logs, flaky_changes, config.timeout
+    )
+    report(f"webhooks: time to act, abandoned carts at {worker_eps / 2:,.0f} events/s")
+    act = _phase(stack, config, "b5", "bench-act")
+    act_p50, act_p99, probes = time_to_act(
+        processes, act, processes.logs, worker_eps / 2, config.act_seconds
+    )
     return {
         "worker_eps": round(worker_eps, 1),
         "two_workers_eps": round(two_workers_eps, 1),
@@ -635,6 +666,12 @@ def _measure(
         "redis_bytes_per_user": round(bytes_per_user, 1),
         "lookup_p50_ms": round(lookup_p50, 2),
         "lookup_p99_ms": round(lookup_p99, 2),
+        "deliveries_per_second": round(deliveries, 1),
+        "flaky_receiver_seconds": round(flaky_seconds, 1),
+        "flaky_changes": flaky_changes,
+        "time_to_act_p50_ms": round(act_p50, 1),
+        "time_to_act_p99_ms": round(act_p99, 1),
+        "time_to_act_probes": probes,
         "events": config.events,
         "users": config.users,
         "partitions": config.partitions,

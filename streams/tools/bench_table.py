@@ -28,13 +28,20 @@ _ROWS = (
     ("Redis per user in membership sets and index", "redis_bytes_per_user_sets", "bytes"),
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
+    ("webhooks to a healthy receiver", "deliveries_per_second", "changes/s"),
+    ("webhooks: 503 twice before each 200", "flaky_receiver_seconds", "s"),
+    ("time to act p50 (cart abandoned to webhook)", "time_to_act_p50_ms", "ms"),
+    ("time to act p99 (cart abandoned to webhook)", "time_to_act_p99_ms", "ms"),
 )
-_FRACTIONAL = ("ms", "µs", "commands")
+_FRACTIONAL = ("ms", "µs", "commands", "s")
 _TARGETS = {
     "worker_eps": "≥ 30,000, ≥ 0.5 of floor",
     "freshness_p99_ms": "≤ 150",
     "redis_bytes_per_user": "≤ 1,024",
     "lookup_p99_ms": "≤ 5",
+    "deliveries_per_second": "≥ 1,000",
+    "flaky_receiver_seconds": "≤ 300 for 10,000 changes",
+    "time_to_act_p99_ms": "≤ 1,000",
 }
 
 
@@ -59,6 +66,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             if floor:
                 parts.append(f"{value / floor:.2f} of floor")
             ratio = ", ".join(parts)
+        if key == "flaky_receiver_seconds" and "flaky_changes" in figures:
+            ratio = f"for {figures['flaky_changes']:,} changes"
         found.append((label, shown, ratio, _TARGETS.get(key, "")))
     return found
 

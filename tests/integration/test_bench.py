@@ -26,6 +26,11 @@ KEYS = (
     "redis_bytes_per_user",
     "lookup_p50_ms",
     "lookup_p99_ms",
+    "deliveries_per_second",
+    "flaky_receiver_seconds",
+    "time_to_act_p50_ms",
+    "time_to_act_p99_ms",
+    "time_to_act_probes",
 )
 
 
@@ -37,6 +42,7 @@ def test_a_small_bench_measures_every_figure(tmp_path):
             "--events", "3000", "--users", "300",
             "--naive-seconds", "2", "--freshness-seconds", "2",
             "--lookup-rps", "100", "--lookup-seconds", "1",
+            "--webhook-changes", "200", "--flaky-changes", "100", "--act-seconds", "5",
             "--json", str(output),
         ],
         capture_output=True,
@@ -51,3 +57,5 @@ def test_a_small_bench_measures_every_figure(tmp_path):
     assert figures["events"] == 3000
     assert "naive Faust baseline" in done.stdout
     assert "lookup p99" in done.stdout
+    assert figures["flaky_changes"] == 100
+    assert "time to act p99" in done.stdout

@@ -1,0 +1,323 @@
+"""The bench's webhook figures: `segstream deliver` against receivers on loopback.
+
+- `deliveries_per_second`: one deliverer sending the one-worker run's changes to
+  a healthy receiver, from its first request to the `webhook_changes`-th change;
+- `flaky_receiver_seconds`: from the first request to the `flaky_changes`-th
+  change taken by a receiver that answers 503 twice to each `webhook-id` before
+  200, with the default backoff;
+- `time_to_act_p50_ms`, `time_to_act_p99_ms`: a worker and a deliverer under
+  live load; probe users put a product in their cart and do nothing more, and
+  each is timed from the moment its cart became abandoned on the pipeline's
+  event-time clock (the cart's time, plus `cart_abandonment_after`, plus the
+  allowed lateness: the first moment the worker may fire the timer) to its
+  `Cart Abandoners` webhook at a healthy receiver. To reach that moment within
+  seconds, the live events' clock runs `_CLOCK_SPEED` times faster than the
+  wall clock, abandonment takes one minute and the lateness is 10 s.
+
+The receivers run on an event loop of their own in this process::
+
+    with Receiver(failures=2) as receiver:
+        ...  # point a destination at receiver.url
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from streams.kafka import reliable_producer, topic_reader
+from streams.settings import Settings, default_rules_file
+from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.embedded import free_port
+
+_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+_CLOCK_SPEED = 20.0
+"""How much faster than the wall clock the time-to-act phase's event time runs."""
+_LATENESS = 10.0
+_ABANDONED_AFTER = 60.0
+_PROBE_EVERY = 200
+"""One event in this many is a probe's cart in the time-to-act phase."""
+_POLL = 0.05
+
+
+class Receiver:
+    """A webhook receiver on loopback: `failures` 503s to each `webhook-id`, then 200; it
+    notes when each id was first taken (monotonic seconds) with the change it carried."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.attempts: dict[str, int] = {}
+        self.taken: dict[str, tuple[float, Any]] = {}
+        self.first_request: float | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, name="receiver", daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the bench's webhook receiver did not start")
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def wait_for(self, count: int, timeout: float) -> list[float]:
+        """The sorted first-taken times once `count` changes were taken; raises on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.taken) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the receiver took {len(self.taken)} of {count} changes")
+            time.sleep(_POLL)
+        return sorted(moment for moment, _ in list(self.taken.values()))
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        now = time.monotonic()
+        if self.first_request is None:
+            self.first_request = now
+        identifier = request.headers["webhook-id"]
+        attempt = self.attempts.get(identifier, 0) + 1
+        self.attempts[identifier] = attempt
+        if attempt <= self.failures:
+            return web.Response(status=503)
+        if identifier not in self.taken:
+            self.taken[identifier] = (now, orjson.loads(body)["data"])
+        return web.Response(status=200)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_until_complete(self._stop.wait())
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+
+def _with_destination(
+    settings: Settings, scratch: Path, name: str, url: str, more: str = ""
+) -> Settings:
+    path = scratch / f"destinations-{name}.yaml"
+    path.write_text(
+        f"destinations:\n  - name: {name}\n    url: {url}\n    secret: {_SECRET}\n{more}"
+    )
+    return settings.model_copy(update={"destinations_file": path})
+
+
+def changes_on(settings: Settings, enough: int) -> int:
+    """How many change events the change topic holds, counting up to `enough` (read, not
+    taken from the high watermarks, which a broker may report at a batch's first offset)."""
+    reader = topic_reader(settings, f"{settings.group_id}-bench-count")
+    try:
+        topic = settings.changes_topic
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        found = 0
+        while found < enough and (batch := reader.consume(10_000, 1.0)):
+            found += sum(1 for m in batch if m.error() is None and m.value() is not None)
+        return min(found, enough)
+    finally:
+        reader.close()
+
+
+def deliveries_per_second(
+    processes: Processes, settings: Settings, scratch: Path, wanted: int, timeout: float
+) -> float:
+    """Changes per second one deliverer sends to a healthy receiver."""
+    with Receiver() as receiver:
+        deliverer = processes.start(
+            _with_destination(settings, scratch, "healthy", receiver.url),
+            "deliver-healthy",
+            "streams",
+            "deliver",
+        )
+        try:
+            taken = receiver.wait_for(wanted, timeout)
+        finally:
+            processes.stop(deliverer)
+    return (wanted - 1) / max(taken[wanted - 1] - taken[0], 1e-9) if wanted > 1 else 0.0
+
+
+def flaky_receiver_seconds(
+    processes: Processes, settings: Settings, scratch: Path, wanted: int, timeout: float
+) -> float:
+    """Seconds until a receiver answering 503 twice before each 200 took `wanted` changes."""
+    with Receiver(failures=2) as receiver:
+        deliverer = processes.start(
+            _with_destination(settings, scratch, "flaky", receiver.url),
+            "deliver-flaky",
+            "streams",
+            "deliver",
+        )
+        try:
+            taken = receiver.wait_for(wanted, timeout)
+        finally:
+            processes.stop(deliverer)
+    assert receiver.first_request is not None
+    return taken[wanted - 1] - receiver.first_request
+
+
+def time_to_act(
+    processes: Processes, settings: Settings, scratch: Path, rate: float, seconds: float
+) -> tuple[float, float, int]:
+    """Time-to-act p50 and p99 in ms, and the number of probes timed (see the module)."""
+    rules = scratch / "act-rules.yaml"
+    rules.write_text(
+        default_rules_file()
+        .read_text(encoding="utf-8")
+        .replace("cart_abandonment_after: 30m", "cart_abandonment_after: 1m")
+    )
+    worker_port, deliver_port = free_port(), free_port()
+    settings = settings.model_copy(
+        update={
+            "rules_file": rules,
+            "allowed_lateness_seconds": _LATENESS,
+            "dedup_horizon_seconds": _LATENESS,
+        }
+    )
+    with Receiver() as receiver:
+        act = _with_destination(
+            settings,
+            scratch,
+            "act",
+            receiver.url,
+            "    segments: [Cart Abandoners]\n    directions: [entered]\n    reasons: [time]\n",
+        )
+        worker = processes.start(
+            settings.model_copy(update={"metrics_port": worker_port}),
+            "act-worker",
+            "streams",
+            "worker",
+        )
+        deliverer = processes.start(
+            act.model_copy(update={"metrics_port": deliver_port}),
+            "act-deliver",
+            "streams",
+            "deliver",
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{worker_port}/readyz", worker)
+            wait_for_http(f"http://127.0.0.1:{deliver_port}/readyz", deliverer)
+            start = _warm_up(settings, receiver)
+            due = _live_with_probes(settings, rate, seconds, start)
+            ended = time.monotonic()
+            timed = {user: at for user, at in due.items() if at <= ended - 0.5}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(_arrivals(receiver, timed)) < len(timed):
+                time.sleep(_POLL)
+            arrived = _arrivals(receiver, timed)
+        finally:
+            processes.stop(deliverer)
+            processes.stop(worker)
+    if len(arrived) < len(timed):
+        raise TimeoutError(f"{len(timed) - len(arrived)} of {len(timed)} probes got no webhook")
+    p50, p99 = percentiles([arrived[user] - timed[user] for user in timed])
+    return p50, p99, len(timed)
+
+
+def _arrivals(receiver: Receiver, users: dict[str, float]) -> dict[str, float]:
+    """When each of `users` got its webhook."""
+    return {
+        change["user_id"]: moment
+        for moment, change in list(receiver.taken.values())
+        if change["user_id"] in users
+    }
+
+
+def _cart(user: str, moment: float) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "track",
+            "event": "Product Added",
+            "userId": user,
+            "timestamp": datetime.fromtimestamp(moment, UTC).isoformat(),
+            "properties": {
+                "product_id": "sho-001",
+                "category": "shoes",
+                "price": 20.0,
+                "quantity": 1,
+            },
+        }
+    )
+
+
+def _warm_up(settings: Settings, receiver: Receiver) -> float:
+    """Abandon one cart end to end, so that the worker, the deliverer and the receiver are
+    all under way; return the event time the live events may start at."""
+    producer = reliable_producer(settings)
+    begin = time.time()
+    page = {
+        "type": "page",
+        "userId": "warm-up",
+        "timestamp": datetime.fromtimestamp(begin + 75, UTC).isoformat(),
+    }
+    producer.produce(settings.events_topic, key=b"warm-up", value=_cart("warm-up", begin))
+    producer.produce(settings.events_topic, key=b"warm-up", value=orjson.dumps(page))
+    producer.flush(10)
+    deadline = time.monotonic() + 120
+    while not _arrivals(receiver, {"warm-up": 0.0}):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the warm-up cart got no webhook")
+        time.sleep(_POLL)
+    return begin + 80
+
+
+def _live_with_probes(
+    settings: Settings, rate: float, seconds: float, start: float
+) -> dict[str, float]:
+    """Produce live events at `rate`/s for `seconds`, their clock from `start` at
+    `_CLOCK_SPEED`; every `_PROBE_EVERY`th a probe's cart. Returns, for each probe, the
+    monotonic moment its cart became abandoned on the pipeline's clock."""
+    producer = reliable_producer(settings, **{"linger.ms": 1})
+    drawn = live_events(users=10_000, seed=11)
+    source = iter(list(itertools.islice(drawn, int(rate * seconds) + 1)))
+    due: dict[str, float] = {}
+    begin = time.monotonic()
+
+    def clock(at: float) -> float:
+        return start + (at - begin) * _CLOCK_SPEED
+
+    sent = 0
+    while (now := time.monotonic()) - begin < seconds:
+        moment = clock(now)
+        stamp = datetime.fromtimestamp(moment, UTC).isoformat().encode()
+        while sent < int((now - begin) * rate):
+            key, head = next(source)
+            if sent % _PROBE_EVERY == 0:
+                user = f"cart-probe-{sent // _PROBE_EVERY}"
+                key, value = user.encode(), _cart(user, moment)
+                passes = moment + _ABANDONED_AFTER + _LATENESS
+                due[user] = begin + (passes - start) / _CLOCK_SPEED
+            else:
+                value = head + stamp + b'"}'
+            producer.produce(settings.events_topic, key=key, value=value)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.01)
+    producer.flush(30)
+    return due
