@@ -145,21 +145,32 @@ def changes_on(settings: Settings, enough: int) -> int:
         reader.close()
 
 
+def _deliver_to(
+    processes: Processes,
+    settings: Settings,
+    scratch: Path,
+    receiver: Receiver,
+    wanted: int,
+    timeout: float,
+) -> list[float]:
+    """Run one deliverer with `receiver` as its one destination until it took `wanted`
+    changes; their sorted first-taken times."""
+    name = f"receiver-{receiver.port}"
+    deliverer = processes.start(
+        _with_destination(settings, scratch, name, receiver.url), name, "streams", "deliver"
+    )
+    try:
+        return receiver.wait_for(wanted, timeout)
+    finally:
+        processes.stop(deliverer)
+
+
 def deliveries_per_second(
     processes: Processes, settings: Settings, scratch: Path, wanted: int, timeout: float
 ) -> float:
     """Changes per second one deliverer sends to a healthy receiver."""
     with Receiver() as receiver:
-        deliverer = processes.start(
-            _with_destination(settings, scratch, "healthy", receiver.url),
-            "deliver-healthy",
-            "streams",
-            "deliver",
-        )
-        try:
-            taken = receiver.wait_for(wanted, timeout)
-        finally:
-            processes.stop(deliverer)
+        taken = _deliver_to(processes, settings, scratch, receiver, wanted, timeout)
     return (wanted - 1) / max(taken[wanted - 1] - taken[0], 1e-9) if wanted > 1 else 0.0
 
 
@@ -168,16 +179,7 @@ def flaky_receiver_seconds(
 ) -> float:
     """Seconds until a receiver answering 503 twice before each 200 took `wanted` changes."""
     with Receiver(failures=2) as receiver:
-        deliverer = processes.start(
-            _with_destination(settings, scratch, "flaky", receiver.url),
-            "deliver-flaky",
-            "streams",
-            "deliver",
-        )
-        try:
-            taken = receiver.wait_for(wanted, timeout)
-        finally:
-            processes.stop(deliverer)
+        taken = _deliver_to(processes, settings, scratch, receiver, wanted, timeout)
     assert receiver.first_request is not None
     return taken[wanted - 1] - receiver.first_request
 
