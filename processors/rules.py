@@ -370,6 +370,44 @@ class RuleSet:
                     found.add(node.percentile)
         return found
 
+    @property
+    def segment_digests(self) -> dict[str, str]:
+        """Per segment, a digest of everything its membership depends on: its condition and
+        group, the segments it refers to and the earlier members of its group (their digests
+        in turn), and the cart abandonment time. A segment whose digest did not change
+        between two rule files keeps the same members.
+
+        >>> one = parse_rules("segments:\\n  - {name: A, description: d, condition: "
+        ...                   "{feature: orders_30d, op: '>', value: 1}}\\n")
+        >>> two = parse_rules("segments:\\n  - {name: A, description: other words, condition: "
+        ...                   "{feature: orders_30d, op: '>', value: 1}}\\n")
+        >>> one.segment_digests == two.segment_digests
+        True
+        """
+        rules = {rule.name: rule for rule in self.definition.segments}
+        before = _dependencies(self.definition)
+        found: dict[str, str] = {}
+        for name in _decision_order(self.definition):
+            rule = rules[name]
+            basis = {
+                "condition": rule.condition.compile(),
+                "group": rule.group,
+                "cart_after": duration_seconds(self.definition.cart_abandonment_after),
+                "after": sorted(found[other] for other in before[name]),
+            }
+            found[name] = hashlib.sha256(orjson.dumps(basis)).hexdigest()[:16]
+        return {name: found[name] for name in self.names}
+
+    @property
+    def bursts(self) -> dict[str, list[Burst]]:
+        """Per segment, the burst conditions in it (segments without any left out)."""
+        found: dict[str, list[Burst]] = {}
+        for rule in self.definition.segments:
+            bursts = [node for node in _nodes(rule.condition) if isinstance(node, Burst)]
+            if bursts:
+                found[rule.name] = bursts
+        return found
+
 
 def _nodes(condition: Condition) -> Iterator[Condition]:
     """`condition` and every condition nested in it."""

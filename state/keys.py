@@ -69,6 +69,11 @@ class KeyLayout:
         committed with the state."""
         return f"{self.tag(partition)}:o:{group}"
 
+    def evaluated(self, partition: int) -> str:
+        """Hash: segment name to the digest of the definition every user of the partition
+        was last evaluated with (:attr:`processors.rules.RuleSet.segment_digests`)."""
+        return f"{self.tag(partition)}:ev"
+
     def partition_users(self, partition: int) -> str:
         """Set: the users whose events arrive on the partition."""
         return f"{self.tag(partition)}:pu"

@@ -115,6 +115,15 @@ class Lookups:
         width = len(partitions)
         return [sum(cards[i * width : (i + 1) * width]) for i in range(len(set_keys))]
 
+    async def evaluated(self) -> list[dict[str, str]]:
+        """Per partition, the digest each segment was last evaluated with for all its users
+        (empty: nothing recorded, as for a partition without users), in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in range(await self.partitions()):
+                pipe.hgetall(self.keys.evaluated(partition))
+            found = cast(list[dict[bytes, bytes]], await pipe.execute())
+        return [{k.decode(): v.decode() for k, v in record.items()} for record in found]
+
     async def known_segments(self) -> set[str]:
         """Every segment name that has had a member."""
         return await self._union(self.keys.segments)

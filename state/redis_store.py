@@ -201,6 +201,10 @@ class RedisStateStore:
             pipe.delete(*(keys.labels(partition, user_id) for user_id in part.expired_users))
         if part.timers or part.taken:
             self.timers.write(pipe, partition, part.timers, part.taken)
+        if part.evaluated:
+            pipe.delete(keys.evaluated(partition))
+            digests = [item for pair in part.evaluated.items() for item in pair]
+            pipe.hset(keys.evaluated(partition), items=digests)
 
     def users(self) -> Iterator[tuple[str, User]]:
         """Every stored user, a partition at a time, in chunks."""

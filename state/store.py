@@ -130,7 +130,9 @@ class PartitionCommit:
     `new_users` are the users first seen in this batch on this partition, and
     `expired_users` those whose state is to be dropped. `timers` maps users to
     their new timer (`None`: none); `taken` are the due timers the batch read
-    from the store and handled.
+    from the store and handled. `evaluated`, when given, replaces the segment
+    digests every user of the partition is now evaluated with: on the partition's
+    first commit, and when a re-evaluation of all its users is done.
     """
 
     partition: int
@@ -144,6 +146,7 @@ class PartitionCommit:
     expired_users: Sequence[str] = ()
     timers: Mapping[str, int | None] = field(default_factory=dict)
     taken: DueTimers | None = None
+    evaluated: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -601,6 +601,44 @@ def rules_apply(file: Path, reevaluate: bool) -> None:
     click.echo(f"published {file} as rules {published.label} ({len(published.names)} segments)")
 
 
+@rules.command("preview")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, nothing else.")
+@click.option(
+    "--sample",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 1_000),
+    help="Example ids of users entering and leaving, per segment.",
+)
+def rules_preview(file: Path, as_json: bool, sample: int) -> None:
+    """Evaluate a candidate rules file against every stored user, exactly, changing nothing:
+    members now and with it, who enters and who leaves, per segment."""
+    from streams.rules_feed import rules_in_force
+    from streams.rules_preview import preview_rules
+
+    config = settings()
+    try:
+        candidate = parse_rules(file.read_text(encoding="utf-8"), source=str(file))
+    except RuleFileError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    current = rules_in_force(config)
+    client = redis_client(config)
+    try:
+        report = preview_rules(client, config, current, candidate, sample)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(orjson.dumps(report).decode())
+        return
+    from rich.console import Console
+
+    from streams.tools.preview_table import preview_table
+
+    Console().print(preview_table(report, str(file)))
+
+
 @main.command()
 @click.option(
     "--duration", default=60.0, show_default=True, type=click.FloatRange(1), help="Seconds."

@@ -30,6 +30,16 @@ def load_rules(settings: Settings) -> RuleSet:
     return parse_rules(path.read_text(encoding="utf-8"), source=str(path))
 
 
+def rules_in_force(settings: Settings) -> RuleSet:
+    """The newest valid rules published on the rules topic, else `settings.rules_file`."""
+    feed = RulesFeed(settings)
+    try:
+        published = feed.catch_up()
+    finally:
+        feed.close()
+    return published[0] if published is not None else load_rules(settings)
+
+
 RULES_KEY = b"rules"
 """The one key of the compacted rules topic: only the latest publication matters."""
 

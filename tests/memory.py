@@ -32,6 +32,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.states: dict[str, bytes] = {}
         self.offsets: dict[int, PartitionProgress] = {}
+        self.evaluated: dict[int, dict[str, str]] = {}
         self.count: int | None = None
         self.members: dict[str, set[str]] = defaultdict(set)
         self.partition_sets: dict[int, set[str]] = defaultdict(set)
@@ -99,6 +100,8 @@ class MemoryStore:
         for name, amount in part.counters.items():
             self.counters[name] += amount
         self.offsets[part.partition] = part.progress
+        if part.evaluated:
+            self.evaluated[part.partition] = dict(part.evaluated)
         self.partition_sets[part.partition].update(part.new_users)
         self.partition_sets[part.partition].difference_update(part.expired_users)
         for user_id in part.expired_users:

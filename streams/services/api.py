@@ -11,6 +11,10 @@ Every `/v1` route needs `Authorization: Bearer <token>` with one of
   (name, share in the model, size).
 - `GET /v1/segments/{name}/members?limit=&cursor=`: members a page at a time;
   pass `next_cursor` back until it is null.
+- `POST /v1/rules/preview?sample=`: a candidate rules file (the YAML as the
+  body) against every stored user, exactly, changing nothing: per segment of
+  either file, members now and with it, entering and leaving, with example
+  ids; 422 lists every error with its line and field.
 - `DELETE /v1/users/{id}`: erasure. Answers 202 once the request is on the
   events topic; the worker that owns the user then removes their state,
   labels, membership and timer, and ids merged with them, and publishes a
@@ -43,12 +47,13 @@ from redis.exceptions import RedisClusterException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from processors.model import ModelSnapshot
-from processors.rules import RuleSet
+from processors.rules import RuleFileError, RuleSet, parse_rules
 from processors.wire import CONTROL_HEADER, ERASE
 from state.lookups import CursorError, Lookups
 from streams.connectivity import REDIS
-from streams.redis_clients import STORE_UNREACHABLE, async_redis_client
+from streams.redis_clients import STORE_UNREACHABLE, async_redis_client, redis_client
 from streams.rules_feed import load_rules
+from streams.rules_preview import preview_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
 from streams.services.credentials import Credentials
 from streams.services.http_metrics import RequestMetrics, service_app
@@ -95,6 +100,10 @@ class SegmentView(BaseModel):
     group: str | None
     condition: dict[str, Any]
     size: int
+    ready: bool = Field(
+        description="Whether every user has been evaluated with this definition: true once "
+        "`rules apply --reevaluate` is done, or at each user's next event or timer otherwise."
+    )
 
 
 class ClusterView(BaseModel):
@@ -134,6 +143,56 @@ class Problem(BaseModel):
     """Why a request was refused."""
 
     detail: str
+
+
+class FileProblem(BaseModel):
+    """One error in a submitted file: its line (when known), field and what is wrong."""
+
+    line: int | None
+    field: str
+    message: str
+
+
+class FileRefused(BaseModel):
+    """A submitted file that does not validate, with every error."""
+
+    detail: str
+    errors: list[FileProblem]
+
+
+class PreviewExamples(BaseModel):
+    """Some of the users who would enter and leave."""
+
+    entering: list[str]
+    leaving: list[str]
+
+
+class SegmentPreview(BaseModel):
+    """One segment of either file: members now and with the candidate, and the moves."""
+
+    name: str
+    now: int
+    candidate: int
+    entering: int
+    leaving: int
+    examples: PreviewExamples
+    limits: list[str] = Field(
+        description="What the segment's conditions need that users' aggregates keep only in part."
+    )
+
+
+class RulesPreview(BaseModel):
+    """A candidate rule file evaluated against every stored user, as of each partition's
+    watermark; nothing was changed."""
+
+    as_of: str
+    users: int
+    current_rules: str
+    candidate_digest: str
+    model_version: int | None
+    watermarks: dict[str, str | None]
+    seconds: float
+    segments: list[SegmentPreview]
 
 
 _MAX_USER_ID = 256
@@ -266,6 +325,21 @@ class _Live:
         self._stop.set()
 
 
+_MAX_RULES_BYTES = 256 * 1024
+
+
+def _preview(
+    settings: Settings, current: RuleSet, candidate: RuleSet, examples: int
+) -> dict[str, Any]:
+    """A rules preview on a connection of its own (it reads with blocking calls, off the
+    event loop)."""
+    client = redis_client(settings)
+    try:
+        return preview_rules(client, settings, current, candidate, examples)
+    finally:
+        client.close()
+
+
 def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
     """The read API's ASGI app (the routes behind the lookups' fast path); erasure requests
     go out through `producer`."""
@@ -361,6 +435,12 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
             + [partial(keys.cluster_members, cluster=cluster.id) for cluster in clusters]
         )
         segment_sizes, cluster_sizes = sizes[: len(rules.names)], sizes[len(rules.names) :]
+        digests = rules.segment_digests
+        evaluated = await lookups.evaluated()
+        ready = {
+            name: all(not record or record.get(name) == digest for record in evaluated)
+            for name, digest in digests.items()
+        }
         return SegmentsView(
             rules_version=rules.label,
             model_version=model.version if model is not None else None,
@@ -373,6 +453,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                         mode="json", exclude_none=True, by_alias=True, warnings=False
                     ),
                     size=size,
+                    ready=ready[rule.name],
                 )
                 for rule, size in zip(rules.definition.segments, segment_sizes, strict=True)
             ],
@@ -409,6 +490,42 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         except CursorError as error:
             raise HTTPException(400, str(error)) from None
         return MembersPage(segment=name, members=page, next_cursor=following)
+
+    @app.post(
+        "/v1/rules/preview",
+        response_model=RulesPreview,
+        dependencies=guarded,
+        responses={
+            **_AUTH_ANSWER,
+            413: {"model": Problem, "description": "A rules file over 256 KiB."},
+            422: {"model": FileRefused, "description": "The rules file does not validate."},
+        },
+        summary="A candidate rules file (YAML body) against every stored user, exactly",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/yaml": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def preview(
+        request: Request,
+        sample: Annotated[int, Query(ge=0, le=1000, description="Example ids per move.")] = 5,
+    ) -> Response:
+        body = await request.body()
+        if len(body) > _MAX_RULES_BYTES:
+            raise HTTPException(413, "a rules file is at most 256 KiB")
+        try:
+            candidate = parse_rules(body.decode("utf-8"), source="body")
+        except (RuleFileError, UnicodeDecodeError) as error:
+            errors = error.errors if isinstance(error, RuleFileError) else []
+            refused = FileRefused(
+                detail=str(error),
+                errors=[FileProblem(line=e.line, field=e.field, message=e.message) for e in errors],
+            )
+            return JSONResponse(refused.model_dump(), status_code=422)
+        report = await asyncio.to_thread(_preview, settings, live.rules, candidate, sample)
+        return Response(orjson.dumps(report), media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -26,6 +26,8 @@ and measures, against those same events:
 - `freshness_p50_ms`, `freshness_p99_ms`: from an event produced to its
   user's labels readable in Redis, with events produced live at half the
   one-worker throughput;
+- `preview_seconds`: `segstream rules preview` of a tightened threshold over
+  every user the one-worker run stored (`preview_users`);
 - `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
   `time_to_act_p99_ms`: webhooks, as :mod:`streams.tools.bench_webhooks` says.
 
@@ -61,11 +63,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.events import Action, decode_all
 from processors.partitioner import canonical_partition, canonical_partitions
+from processors.rules import parse_rules
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
+from streams.rules_feed import load_rules
+from streams.rules_preview import preview_rules
 from streams.settings import Settings
 from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
 from streams.tools.bench_webhooks import (
@@ -76,6 +81,7 @@ from streams.tools.bench_webhooks import (
 )
 from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
+from streams.tools.preview_table import tightened_default_rules
 from streams.tools.redis_cluster import running_redis_cluster
 from streams.tools.replay import REPLAYED
 from streams.tools.simulator import Simulation
@@ -402,6 +408,20 @@ def _bytes_per_user_in_sets(settings: Settings) -> float:
     return memory / max(sum(int(count) for count in answers[len(names) :]), 1)
 
 
+def _preview(settings: Settings) -> tuple[float, int]:
+    """Seconds a rules preview of a tightened threshold takes over every stored user, and
+    how many users it evaluated."""
+    client = redis_client(settings)
+    try:
+        current = load_rules(settings)
+        candidate = parse_rules(tightened_default_rules(), source="tightened")
+        started = time.monotonic()
+        found = preview_rules(client, settings, current, candidate, examples=5)
+        return time.monotonic() - started, int(found["users"])
+    finally:
+        client.close()
+
+
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
     """Median `MEMORY USAGE` of the sampled users' state and labels."""
     client = redis_client(settings)
@@ -625,6 +645,8 @@ def _measure(
     naive_eps = _naive_eps(processes, _phase(stack, config, "b3", topic), config)
     report("Redis memory per user")
     bytes_per_user = _bytes_per_user(one, sample)
+    report("rules preview over every stored user")
+    preview_seconds, preview_users = _preview(one)
     report(f"read API lookups at {config.lookup_rps:,}/s")
     users = [user.decode() for user in dict.fromkeys(sample)]
     lookup_p50, lookup_p99 = _lookup_latency(processes, one, users, config)
@@ -666,6 +688,8 @@ def _measure(
         "redis_bytes_per_user": round(bytes_per_user, 1),
         "lookup_p50_ms": round(lookup_p50, 2),
         "lookup_p99_ms": round(lookup_p99, 2),
+        "preview_seconds": round(preview_seconds, 2),
+        "preview_users": preview_users,
         "deliveries_per_second": round(deliveries, 1),
         "flaky_receiver_seconds": round(flaky_seconds, 1),
         "flaky_changes": flaky_changes,

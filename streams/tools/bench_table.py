@@ -28,6 +28,7 @@ _ROWS = (
     ("Redis per user in membership sets and index", "redis_bytes_per_user_sets", "bytes"),
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
+    ("rules preview over every stored user", "preview_seconds", "s"),
     ("webhooks to a healthy receiver", "deliveries_per_second", "changes/s"),
     ("webhooks: 503 twice before each 200", "flaky_receiver_seconds", "s"),
     ("time to act p50 (cart abandoned to webhook)", "time_to_act_p50_ms", "ms"),
@@ -39,6 +40,7 @@ _TARGETS = {
     "freshness_p99_ms": "≤ 150",
     "redis_bytes_per_user": "≤ 1,024",
     "lookup_p99_ms": "≤ 5",
+    "preview_seconds": "≤ 10 for 100,000 users",
     "deliveries_per_second": "≥ 1,000",
     "flaky_receiver_seconds": "≤ 300 for 10,000 changes",
     "time_to_act_p99_ms": "≤ 1,000",
@@ -68,6 +70,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             ratio = ", ".join(parts)
         if key == "flaky_receiver_seconds" and "flaky_changes" in figures:
             ratio = f"for {figures['flaky_changes']:,} changes"
+        if key == "preview_seconds" and "preview_users" in figures:
+            ratio = f"for {figures['preview_users']:,} users"
         found.append((label, shown, ratio, _TARGETS.get(key, "")))
     return found
 

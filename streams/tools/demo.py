@@ -3,7 +3,8 @@
 Starts a broker and Redis, creates the topics, starts a worker, the trainer
 and the simulator as child processes, renders segment and cluster sizes,
 events/s and dead letters with rich, and after the duration (or Ctrl-C)
-prints a summary and stops everything it started.
+prints a summary and what a tightened threshold would change (`segstream rules
+preview`), and stops everything it started.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from rich.table import Table
 from rich.text import Text
 
 from processors.model import SnapshotError
+from processors.rules import parse_rules
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.cli import read_model
 from streams.kafka import topic_reader
 from streams.redis_clients import redis_client
+from streams.rules_feed import load_rules
+from streams.rules_preview import preview_rules
 from streams.settings import Settings
 from streams.tools.embedded import Stack, free_port, running_stack, stop_process
+from streams.tools.preview_table import preview_table, tightened_default_rules
 from streams.topics import ensure_topics
 
 _REFRESH_SECONDS = 0.5
@@ -246,3 +251,18 @@ def _run(
     console.print(_segment_table(final, "segments at the end of the demo"))
     console.print(_cluster_table(final, "clusters at the end of the demo"))
     console.print(_totals(final, final.events / max(snapshot.elapsed, 1e-9)))
+    if not interrupted:
+        _preview_tightened(console, config)
+
+
+def _preview_tightened(console: Console, config: Settings) -> None:
+    """What `segstream rules preview` says a tightened threshold would change."""
+    candidate = parse_rules(tightened_default_rules(), source="tightened")
+    client = redis_client(config)
+    try:
+        report = preview_rules(client, config, load_rules(config), candidate, examples=3)
+    finally:
+        client.close()
+    console.print(
+        preview_table(report, "Bargain Hunters' basket ceiling at 30 instead of 50 (a preview)")
+    )

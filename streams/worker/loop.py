@@ -274,6 +274,7 @@ class Worker:
                     expired_users=[*step.expired, *step.erased],
                     timers=timers,
                     taken=taken,
+                    evaluated=self.rules.segment_digests if state.committed is None else {},
                 )
             )
         messages = [

@@ -4,7 +4,9 @@ New rules published with `--reevaluate`, or a model that re-clustered, move
 users now rather than at their next event. Users are read a chunk at a time;
 each chunk is committed through the :class:`~streams.worker.checkpoint.Checkpoint`
 with its partition's progress unchanged, so it is fenced like a batch: a
-partition that moved to another worker is left alone. Example::
+partition that moved to another worker is left alone. Once a partition's last
+chunk is in, its segment digests are recorded: the read API reports a segment
+ready when every partition has its current definition. Example::
 
     relabel(owned, store, classifier, checkpoint, settings, reason=ChangeReason.RULES)
 """
@@ -70,5 +72,10 @@ def relabel(
                 break
             beat()
             relabelled_users += active
+        else:  # every user of the partition now evaluated with these rules
+            done = PartitionCommit(
+                number, state.committed, progress, evaluated=classifier.rules.segment_digests
+            )
+            checkpoint.commit([], BatchCommit([done], classifier.rules.label))
     log.info("users relabelled=%d reason=%s", relabelled_users, reason)
     return relabelled_users

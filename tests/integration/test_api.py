@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -10,10 +12,18 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
+from state.read_model import ReadModel
 from state.timer_store import timer_shard
 from streams.redis_clients import redis_client
+from streams.settings import Settings
 from streams.tools.embedded import free_port
-from tests.integration.conftest import read_topic, wait_for_events, wait_until_serving
+from tests.integration.conftest import (
+    WorkerProcess,
+    isolated_settings,
+    read_topic,
+    wait_for_events,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -29,9 +39,22 @@ def event(user_id, kind, at, **fields):
     return body | fields
 
 
-@pytest.fixture
-def api(config, start_worker, model):
-    """A worker that has taken in 250 new visitors and one repeat customer, and the API."""
+@dataclass(frozen=True)
+class Served:
+    """The read API over one worker's state: its URL, settings and store."""
+
+    url: str
+    config: Settings
+    model: ReadModel
+
+
+@pytest.fixture(scope="module")
+def served(stack, tmp_path_factory) -> Iterator[Served]:
+    """A worker that has taken in 250 new visitors and one repeat customer, and the API; for
+    the whole file (the erasure test, which changes the state, comes last)."""
+    config = isolated_settings(stack)
+    model = ReadModel(redis_client(config), config.key_layout())
+    logs = tmp_path_factory.mktemp("api")
     producer = Producer({"bootstrap.servers": config.kafka_bootstrap})
     events = [event(f"visitor-{i:03d}", "page", timedelta(seconds=i)) for i in range(VISITORS)]
     events += [
@@ -52,14 +75,24 @@ def api(config, start_worker, model):
         key = body.get("userId") or body["anonymousId"]
         producer.produce(config.events_topic, key=key.encode(), value=orjson.dumps(body))
     assert producer.flush(30) == 0
-    start_worker()
-    wait_for_events(model, len(events))
+    worker = WorkerProcess(config, logs / "worker.log")
     port = free_port()
     settings = config.model_copy(update={"api_tokens": "tok-1, tok-2", "api_port": port})
-    process = start_worker(settings, "api")
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/readyz", process)
-    return url
+    api = WorkerProcess(settings, logs / "api.log", "api")
+    try:
+        wait_for_events(model, len(events))
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(f"{url}/readyz", api)
+        yield Served(url, config, model)
+    finally:
+        for process in (api, worker):
+            if process.process.poll() is None:
+                process.kill()
+
+
+@pytest.fixture
+def api(served: Served) -> str:
+    return served.url
 
 
 def get(url, token="tok-2", **params):
@@ -78,6 +111,7 @@ def test_lookups_need_a_known_token(api):
         "/v1/users/{user_id}",
         "/v1/segments",
         "/v1/segments/{name}/members",
+        "/v1/rules/preview",
     }
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
@@ -98,7 +132,8 @@ def test_a_user_s_labels_features_and_merged_ids(api):
     assert "nobody" in missing.json()["detail"]
 
 
-def test_segments_and_their_members_page_by_page(api, model):
+def test_segments_and_their_members_page_by_page(api, served):
+    model = served.model
     listing = get(f"{api}/v1/segments").json()
     sizes = {segment["name"]: segment["size"] for segment in listing["segments"]}
     assert len(sizes) == 6
@@ -125,7 +160,49 @@ def test_segments_and_their_members_page_by_page(api, model):
     assert get(f"{api}/v1/segments/New Visitors/members", limit=0).status_code == 422
 
 
-def test_erasure_removes_state_labels_membership_and_leaves_a_tombstone(api, config, model):
+SPENDERS = """segments:
+  - name: Spenders
+    description: Spent 40 or more.
+    condition: {feature: revenue_lifetime, op: ">=", value: 40}
+"""
+
+
+def test_a_rules_preview_answers_exactly_and_refuses_an_invalid_file(api, served):
+    model = served.model
+    url = f"{api}/v1/rules/preview"
+    headers = {"Authorization": "Bearer tok-1", "Content-Type": "application/yaml"}
+    answer = requests.post(url, data=SPENDERS, headers=headers, params={"sample": 3}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["users"] == VISITORS + 1
+    segments = {segment["name"]: segment for segment in report["segments"]}
+    assert list(segments)[-1] == "Spenders"
+    assert segments["Spenders"] | {"limits": []} == {
+        "name": "Spenders",
+        "now": 0,
+        "candidate": 1,
+        "entering": 1,
+        "leaving": 0,
+        "examples": {"entering": ["ann"], "leaving": []},
+        "limits": [],
+    }
+    visitors = segments["New Visitors"]
+    assert (visitors["now"], visitors["candidate"], visitors["leaving"]) == (VISITORS, 0, VISITORS)
+    assert len(visitors["examples"]["leaving"]) == 3
+    assert model.segment_sizes()["New Visitors"] == VISITORS  # nothing changed
+
+    refused = requests.post(
+        url, data=SPENDERS.replace("revenue_lifetime", "nope"), headers=headers, timeout=30
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"line": 4, "field": "segments[0].condition.feature", "message": "unknown feature 'nope'"}
+    ]
+    assert requests.post(url, data=SPENDERS, timeout=30).status_code == 401
+
+
+def test_erasure_removes_state_labels_membership_and_leaves_a_tombstone(api, served):
+    config, model = served.config, served.model
     client = redis_client(config)
     keys = config.key_layout()
     home = {user_id: model.partition_of(user_id) for user_id in ("ann", "anon-1")}

@@ -26,6 +26,8 @@ KEYS = (
     "redis_bytes_per_user",
     "lookup_p50_ms",
     "lookup_p99_ms",
+    "preview_seconds",
+    "preview_users",
     "deliveries_per_second",
     "flaky_receiver_seconds",
     "time_to_act_p50_ms",

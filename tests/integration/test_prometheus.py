@@ -148,7 +148,7 @@ def test_prometheus_scrapes_the_worker_and_the_alerts_fire(
     def alerts():
         rules = requests.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         evaluated = {rule["name"]: rule for group in rules for rule in group["rules"]}
-        assert len(evaluated) == 5
+        assert len(evaluated) == 7
         assert all(rule["health"] == "ok" for rule in evaluated.values()), evaluated
         assert all(rule["lastEvaluation"] > "2000" for rule in evaluated.values())
         firing = requests.get(f"{url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]

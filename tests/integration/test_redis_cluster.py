@@ -4,6 +4,8 @@ of a clean run on one Redis, the trainer stores its snapshots, and a seed that i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from state.keys import KeyLayout
@@ -54,13 +56,15 @@ def test_the_trainer_and_a_worker_run_on_a_cluster(config, start_worker):
 
 def test_a_seed_that_is_not_what_the_setting_says_stops_every_process(config, embedded_stack):
     plain = config.model_copy(update={"redis_url": embedded_stack.redis_url})
-    for command in (["worker"], ["profile", "ann"], ["migrate"]):
-        done = segstream(plain, *command, timeout=120)
-        assert done.returncode == 1, command
-        assert "SEGSTREAM_REDIS_CLUSTER=true, but SEGSTREAM_REDIS_URL" in done.stderr, done.stderr
-        assert "is a Redis without cluster mode" in done.stderr
     unset = config.model_copy(update={"redis_cluster": False, "api_tokens": "tok-1"})
-    for command in (["worker"], ["profile", "ann"], ["api"]):
-        done = segstream(unset, *command, timeout=120)
+    runs = [(plain, command) for command in (["worker"], ["profile", "ann"], ["migrate"])]
+    runs += [(unset, command) for command in (["worker"], ["profile", "ann"], ["api"])]
+    with ThreadPoolExecutor(len(runs)) as pool:  # each waits on its own start-up
+        results = list(pool.map(lambda run: segstream(run[0], *run[1], timeout=120), runs))
+    for (settings, command), done in zip(runs, results, strict=True):
         assert done.returncode == 1, command
-        assert "is a node of a Redis Cluster: set SEGSTREAM_REDIS_CLUSTER=true" in done.stderr
+        if settings is plain:
+            assert "SEGSTREAM_REDIS_CLUSTER=true, but SEGSTREAM_REDIS_URL" in done.stderr
+            assert "is a Redis without cluster mode" in done.stderr
+        else:
+            assert "is a node of a Redis Cluster: set SEGSTREAM_REDIS_CLUSTER=true" in done.stderr
