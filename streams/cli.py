@@ -173,6 +173,13 @@ def _serve(service: str) -> None:
     help="Changes a receiver answering 503 twice before each 200 must take.",
 )
 @click.option(
+    "--preview-users",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Users the rules preview is timed over.",
+)
+@click.option(
     "--act-seconds",
     default=20.0,
     show_default=True,
@@ -191,6 +198,7 @@ def bench(
     redis_cluster: bool,
     webhook_changes: int,
     flaky_changes: int,
+    preview_users: int,
     act_seconds: float,
     json_file: Path | None,
 ) -> None:
@@ -219,6 +227,7 @@ def bench(
         redis_cluster=redis_cluster,
         webhook_changes=webhook_changes,
         flaky_changes=flaky_changes,
+        preview_users=preview_users,
         act_seconds=act_seconds,
     )
     figures = run_bench(config, lambda step: console.print(f"[dim]… {step}[/dim]"))

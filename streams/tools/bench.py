@@ -27,7 +27,7 @@ and measures, against those same events:
   user's labels readable in Redis, with events produced live at half the
   one-worker throughput;
 - `preview_seconds`: `segstream rules preview` of a tightened threshold over
-  every user the one-worker run stored (`preview_users`);
+  `preview_users` users, as :mod:`streams.tools.bench_preview` says;
 - `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
   `time_to_act_p99_ms`: webhooks, as :mod:`streams.tools.bench_webhooks` says.
 
@@ -63,16 +63,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.events import Action, decode_all
 from processors.partitioner import canonical_partition, canonical_partitions
-from processors.rules import parse_rules
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
-from streams.rules_feed import load_rules
-from streams.rules_preview import preview_rules
 from streams.settings import Settings
 from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.bench_preview import fill_preview_store
+from streams.tools.bench_preview import preview_seconds as preview_seconds_of
 from streams.tools.bench_webhooks import (
     changes_on,
     deliveries_per_second,
@@ -81,7 +80,6 @@ from streams.tools.bench_webhooks import (
 )
 from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.naive import COUNTER as NAIVE_COUNTER
-from streams.tools.preview_table import tightened_default_rules
 from streams.tools.redis_cluster import running_redis_cluster
 from streams.tools.replay import REPLAYED
 from streams.tools.simulator import Simulation
@@ -111,6 +109,8 @@ class BenchConfig:
     """Changes timed at a healthy webhook receiver (at most what the one-worker run made)."""
     flaky_changes: int = 10_000
     """Changes a receiver answering 503 twice before each 200 must take."""
+    preview_users: int = 100_000
+    """Users the rules preview is timed over (copies of the one-worker run's)."""
     act_seconds: float = 20.0
     """How long live events with cart probes are produced for the time to act."""
 
@@ -408,20 +408,6 @@ def _bytes_per_user_in_sets(settings: Settings) -> float:
     return memory / max(sum(int(count) for count in answers[len(names) :]), 1)
 
 
-def _preview(settings: Settings) -> tuple[float, int]:
-    """Seconds a rules preview of a tightened threshold takes over every stored user, and
-    how many users it evaluated."""
-    client = redis_client(settings)
-    try:
-        current = load_rules(settings)
-        candidate = parse_rules(tightened_default_rules(), source="tightened")
-        started = time.monotonic()
-        found = preview_rules(client, settings, current, candidate, examples=5)
-        return time.monotonic() - started, int(found["users"])
-    finally:
-        client.close()
-
-
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
     """Median `MEMORY USAGE` of the sampled users' state and labels."""
     client = redis_client(settings)
@@ -645,8 +631,10 @@ def _measure(
     naive_eps = _naive_eps(processes, _phase(stack, config, "b3", topic), config)
     report("Redis memory per user")
     bytes_per_user = _bytes_per_user(one, sample)
-    report("rules preview over every stored user")
-    preview_seconds, preview_users = _preview(one)
+    report(f"rules preview over {config.preview_users:,} users")
+    previewed = _phase(stack, config, "b6", topic)
+    fill_preview_store(one, previewed, config.preview_users)
+    preview_seconds, preview_users = preview_seconds_of(previewed)
     report(f"read API lookups at {config.lookup_rps:,}/s")
     users = [user.decode() for user in dict.fromkeys(sample)]
     lookup_p50, lookup_p99 = _lookup_latency(processes, one, users, config)
