@@ -12,6 +12,8 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
+from processors.model import Cluster, ModelSnapshot
+from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.timer_store import timer_shard
 from streams.redis_clients import redis_client
@@ -199,6 +201,29 @@ def test_a_rules_preview_answers_exactly_and_refuses_an_invalid_file(api, served
         {"line": 4, "field": "segments[0].condition.feature", "message": "unknown feature 'nope'"}
     ]
     assert requests.post(url, data=SPENDERS, timeout=30).status_code == 401
+
+    # a percentile threshold is the latest snapshot's: unknown (never met) before there is one
+    median = SPENDERS.replace("value: 40", "value: p50(revenue_lifetime)")
+
+    def spenders() -> tuple[int | None, int]:
+        found = requests.post(url, data=median, headers=headers, timeout=30).json()
+        return found["model_version"], found["segments"][-1]["candidate"]
+
+    assert spenders() == (None, 0)
+    snapshot = ModelSnapshot(
+        version=1,
+        generation=1,
+        reason="initial",
+        created_at=time.time(),
+        features=("orders_lifetime",),
+        mean=(1.0,),
+        std=(1.0,),
+        clusters=(Cluster(id="c1", name="all", centroid=(0.0,), share=1.0),),
+        min_events=1,
+        quantiles={"revenue_lifetime": tuple(float(q) for q in range(101))},  # p50: 50
+    )
+    ModelStore(redis_client(served.config), served.config.key_layout()).save(snapshot, [])
+    assert spenders() == (1, 1)  # ann spent 50
 
 
 def test_erasure_removes_state_labels_membership_and_leaves_a_tombstone(api, served):
