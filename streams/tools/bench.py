@@ -277,7 +277,7 @@ def _raw_eps(settings: Settings, total: int) -> float:
     start = None
     try:
         while seen < total:
-            batch = consumer.consume(10_000, 5.0)
+            batch = consumer.consume(min(10_000, total - seen), 5.0)
             if not batch:
                 raise TimeoutError(f"raw consumer read {seen} of {total} events")
             start = start or time.perf_counter()
@@ -300,7 +300,7 @@ def _io_floor_eps(settings: Settings, total: int) -> float:
     start = None
     try:
         while seen < total:
-            batch = consumer.consume(settings.batch_max_events, 5.0)
+            batch = consumer.consume(min(settings.batch_max_events, total - seen), 5.0)
             if not batch:
                 raise TimeoutError(f"the I/O floor read {seen} of {total} events")
             start = start or time.perf_counter()

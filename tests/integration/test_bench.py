@@ -44,7 +44,7 @@ def test_a_small_bench_measures_every_figure(tmp_path):
             "--events", "3000", "--users", "300",
             "--naive-seconds", "2", "--freshness-seconds", "2",
             "--lookup-rps", "100", "--lookup-seconds", "1",
-            "--webhook-changes", "200", "--flaky-changes", "100", "--act-seconds", "5", "--preview-users", "1000",
+            "--webhook-changes", "200", "--flaky-changes", "20", "--act-seconds", "5", "--preview-users", "1000",
             "--json", str(output),
         ],
         capture_output=True,
@@ -59,6 +59,6 @@ def test_a_small_bench_measures_every_figure(tmp_path):
     assert figures["events"] == 3000
     assert "naive Faust baseline" in done.stdout
     assert "lookup p99" in done.stdout
-    assert figures["flaky_changes"] == 100
+    assert figures["flaky_changes"] == 20
     assert figures["preview_users"] == 1000
     assert "time to act p99" in done.stdout

@@ -128,7 +128,7 @@ def test_a_flaky_receiver_gets_every_change_once_in_order_and_a_refusing_one_dea
     config, model, start_worker, tmp_path
 ):
     flaky, healthy = Receiver(failures=2), Receiver()
-    refusing = Receiver(status=400, delay=0.2)
+    refusing = Receiver(status=400, delay=0.1)
     destinations = tmp_path / "destinations.yaml"
     destinations.write_text(
         f"""destinations:
