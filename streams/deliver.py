@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -62,15 +63,28 @@ class Outcome:
     reason: str
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header of seconds (an HTTP date is not honoured).
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: seconds, or an HTTP date (a date past
+    waits 0); `None` when there is none or it is neither.
 
-    >>> retry_after("3"), retry_after(None), retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
+    >>> moment = datetime(2015, 10, 21, 7, 28, tzinfo=UTC)
+    >>> retry_after("3"), retry_after(None), retry_after("soon")
     (3.0, None, None)
+    >>> retry_after("Wed, 21 Oct 2015 07:28:30 GMT", moment)
+    30.0
     """
-    if value is None or not value.strip().isdigit():
+    if value is None:
         return None
-    return float(value.strip())
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
 def backoff(attempt: int, first: float, longest: float) -> float:
