@@ -6,17 +6,19 @@ The destinations are the newest file published on the destinations topic
 is; a deliverer follows the topic and starts, changes or stops destinations
 between batches without a restart. Each destination reads the change topic in
 a consumer group of its own (`<group>-deliver-<name>`), so a slow or failing
-destination holds back only itself. Of a consumed batch, the changes a
-destination takes are grouped by user: users are delivered concurrently (at
+destination holds back only itself. The changes a destination takes queue by
+user: users are delivered concurrently (at
 most `SEGSTREAM_DELIVERY_CONCURRENCY` requests in flight), each user's changes
 one request after another, in the order of the change topic, which is version
 order. A request is retried with exponential backoff and jitter on
 connection errors, timeouts, 408, 429 and 5xx, after `Retry-After` when the
 receiver gives one; any other answer, or the last attempt failing, sends its
 changes to the dead-letter topic with the destination, status and reason, and
-delivery goes on. The batch's offsets are committed once each of its changes
-was delivered or dead-lettered, so a deliverer killed resends at most the
-batch it had in flight. Example::
+delivery goes on. Consuming goes on while users' requests are in flight or
+retried, up to 5,000 changes open; each partition's offset is committed up to
+its lowest change not yet delivered or dead-lettered
+(:mod:`streams.delivery_offsets`), so a deliverer killed resends at most the
+changes it had open. Example::
 
     asyncio.run(deliver(settings, Configured.parse(text, "destinations.yaml"), stop, probe))
 """
@@ -28,6 +30,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +43,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors.destinations import Destination, webhook_request
 from streams import delivery_metrics as metrics
+from streams.delivery_offsets import OpenOffsets
 from streams.destinations_feed import Configured, DestinationsFeed
 from streams.health import Probe
 from streams.kafka import batch_consumer, reliable_producer
@@ -51,6 +55,10 @@ _RETRYABLE = frozenset({408, 429})
 _BATCH = 500
 _BATCH_WAIT = 0.02
 """Longest a batch waits to fill, in s: a lone change is on its way within this."""
+_MOST_PENDING = 10 * _BATCH
+"""Changes consumed and not yet delivered or dead-lettered, at most, per destination."""
+_STOP_WAIT = 10.0
+"""Seconds requests in flight get to finish when a destination stops."""
 _FOLLOW_EVERY = 0.5
 
 
@@ -171,9 +179,25 @@ async def send(
     return Outcome(False, answer.status, f"{answer.reason} ({destination.max_attempts} attempts)")
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """Changes to send in one request, where they are on the change topic, and the
+    destination settings and secret in force when they were consumed."""
+
+    changes: list[dict[str, Any]]
+    offsets: list[tuple[int, int]]
+    destination: Destination
+    secret: str
+
+
 class DestinationDelivery:
     """One destination's consumer, sender and dead letters; `reconfigure` changes its
-    filters, address or secret from the next batch on."""
+    filters, address or secret for the changes consumed from then on.
+
+    Each user's changes wait in a queue of their own, sent one request after another
+    by a task of their own, while consuming goes on: a user whose requests are retried
+    holds back only their own later changes, up to `_MOST_PENDING` changes open in all.
+    """
 
     def __init__(self, settings: Settings, destination: Destination, secret: str) -> None:
         self.settings = settings
@@ -190,22 +214,37 @@ class DestinationDelivery:
         self.producer = reliable_producer(settings)
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
         self.stopping = threading.Event()
+        self.offsets = OpenOffsets()
+        self.queues: dict[str, deque[_Request]] = {}
+        self.chains: dict[str, asyncio.Task[None]] = {}
+        self.dead_letters_unflushed = False
+        self.failure: BaseException | None = None
 
     def reconfigure(self, destination: Destination, secret: str) -> None:
-        """Deliver the next batches with `destination`'s settings and `secret`."""
+        """Deliver the changes consumed from now on with `destination`'s settings and
+        `secret`."""
         self.destination = destination
         self.secret = secret
 
     async def run(self) -> None:
-        """Deliver batch after batch until `stopping` is set."""
+        """Deliver until `stopping` is set; then give requests in flight a few seconds, and
+        commit what was finished."""
         async with aiohttp.ClientSession() as session:
             try:
                 while not self.stopping.is_set():
-                    messages = await asyncio.to_thread(self._consume)
-                    if messages:
-                        await self.deliver_batch(session, messages)
+                    if self.failure is not None:
+                        raise self.failure
+                    if self.offsets.pending >= _MOST_PENDING:
+                        await asyncio.sleep(_BATCH_WAIT)
+                    else:
+                        self._schedule(session, await asyncio.to_thread(self._consume))
+                    await self._commit()
             finally:
-                self.producer.flush(10)
+                if self.chains:
+                    await asyncio.wait(list(self.chains.values()), timeout=_STOP_WAIT)
+                for chain in list(self.chains.values()):
+                    chain.cancel()
+                await self._commit()
                 await asyncio.to_thread(self.consumer.close)
 
     def _consume(self) -> list[Message]:
@@ -220,73 +259,94 @@ class DestinationDelivery:
         metrics.BACKLOG.labels(self.destination.name).set(backlog)
         return messages
 
-    async def deliver_batch(self, session: aiohttp.ClientSession, messages: list[Message]) -> None:
-        """Deliver or dead-letter every change of `messages` the destination takes, then
-        commit their offsets."""
+    def _schedule(self, session: aiohttp.ClientSession, messages: list[Message]) -> None:
+        """Queue every change of `messages` the destination takes behind its user's earlier
+        ones (all in one queue when the destination batches)."""
         destination, secret = self.destination, self.secret
-        requests: dict[str, list[list[dict[str, Any]]]] = {}
-        taken: list[dict[str, Any]] = []
+        taken: list[tuple[dict[str, Any], tuple[int, int]]] = []
         for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if message.error() is not None or partition is None or offset is None:
+                continue
             value = message.value()
-            if message.error() is not None or value is None:
-                continue  # an erasure's tombstone follows its `exited` change, delivered
-            change = orjson.loads(value)
-            if destination.matches(change):
-                taken.append(change)
+            # an erasure's tombstone (no value) follows its `exited` change
+            change = orjson.loads(value) if value is not None else None
+            matched = change is not None and destination.matches(change)
+            self.offsets.consumed(partition, offset, open_=matched)
+            if change is not None and matched:
+                taken.append((change, (partition, offset)))
         size = destination.batch
-        if size == 1:
-            for change in taken:
-                requests.setdefault(str(change["user_id"]), []).append([change])
-        else:
-            requests[""] = [taken[start : start + size] for start in range(0, len(taken), size)]
-        await asyncio.gather(
-            *(self._in_order(session, destination, secret, chain) for chain in requests.values())
-        )
-        await asyncio.to_thread(self.producer.flush, 30)
-        await asyncio.to_thread(self._commit, messages)
+        for start in range(0, len(taken), size):
+            part = taken[start : start + size]
+            key = str(part[0][0]["user_id"]) if size == 1 else ""
+            request = _Request([c for c, _ in part], [at for _, at in part], destination, secret)
+            self.queues.setdefault(key, deque()).append(request)
+            if key not in self.chains:
+                self.chains[key] = asyncio.create_task(self._drain(session, key))
 
-    def _commit(self, messages: list[Message]) -> None:
-        """Commit past `messages`; a failed commit (the group moved the partitions on) only
-        means they are delivered again, so it is logged and delivery goes on."""
-        ends = {
-            message.partition(): (message.offset() or 0) + 1
-            for message in messages
-            if message.error() is None
-        }
-        offsets = [
-            TopicPartition(self.settings.changes_topic, partition, end)
-            for partition, end in ends.items()
-            if partition is not None
-        ]
-        if not offsets:
-            return
+    async def _drain(self, session: aiohttp.ClientSession, key: str) -> None:
+        """Send the requests queued under `key`, one after another, until none is left."""
+        queue = self.queues[key]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            while queue:
+                request = queue[0]
+                outcome = await send(
+                    session,
+                    request.destination,
+                    request.secret,
+                    request.changes,
+                    self.settings,
+                    self.slots,
+                )
+                self._record(request, outcome)
+                queue.popleft()
+                for partition, offset in request.offsets:
+                    self.offsets.finished(partition, offset)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # the run loop raises it: the deliverer stops
+            self.failure = error
+        finally:
+            del self.chains[key]
+            if not queue:
+                del self.queues[key]
+
+    def _record(self, request: _Request, outcome: Outcome) -> None:
+        """Count a delivered request, or dead-letter its changes."""
+        name = request.destination.name
+        if outcome.delivered:
+            metrics.DELIVERED.labels(name).inc(len(request.changes))
+            now = time.time()
+            for change in request.changes:
+                metrics.LATENCY.labels(name).observe(now - change.get("processed_at", now))
+        else:
+            self._dead_letter(name, request.changes, outcome)
+
+    async def _commit(self) -> None:
+        """Commit each partition up to its lowest open offset, once the dead letters before
+        it are on the broker; a failed commit (the group moved the partitions on) only means
+        changes are delivered again, so it is logged and tried again."""
+        if self.dead_letters_unflushed:
+            if await asyncio.to_thread(self.producer.flush, 30):
+                return
+            self.dead_letters_unflushed = False
+        moved = self.offsets.to_commit()
+        if not moved:
+            return
+        offsets = [
+            TopicPartition(self.settings.changes_topic, partition, position)
+            for partition, position in moved.items()
+        ]
+        try:
+            await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
         except KafkaException as error:
+            self.offsets.committed.clear()
             log.warning(
-                "offsets not committed, these changes will be delivered again "
+                "offsets not committed, these changes may be delivered again "
                 "destination=%s error=%s",
                 self.destination.name,
                 error,
             )
-
-    async def _in_order(
-        self,
-        session: aiohttp.ClientSession,
-        destination: Destination,
-        secret: str,
-        chain: list[list[dict[str, Any]]],
-    ) -> None:
-        name = destination.name
-        for changes in chain:
-            outcome = await send(session, destination, secret, changes, self.settings, self.slots)
-            if outcome.delivered:
-                metrics.DELIVERED.labels(name).inc(len(changes))
-                now = time.time()
-                for change in changes:
-                    metrics.LATENCY.labels(name).observe(now - change.get("processed_at", now))
-            else:
-                self._dead_letter(name, changes, outcome)
 
     def _dead_letter(self, name: str, changes: list[dict[str, Any]], outcome: Outcome) -> None:
         status = str(outcome.status or "")
@@ -308,6 +368,7 @@ class DestinationDelivery:
                     ("reason", outcome.reason.encode()),
                 ],
             )
+        self.dead_letters_unflushed = True
 
 
 class Deliverer:

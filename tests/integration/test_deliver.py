@@ -2,7 +2,8 @@
 by `webhook-id`), in version order per user, signatures verified with `standardwebhooks`;
 a refusing receiver fills the dead-letter topic while a healthy one keeps its pace; a
 receiver down for 30 s, a deliverer killed mid-stream and a filter switched by
-`destinations apply` lose nothing."""
+`destinations apply` lose nothing; a user whose webhooks keep failing holds back only
+their own changes."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class Receiver:
         self.delay = delay
         self.attempts: dict[str, int] = defaultdict(int)
         self.delivered: dict[str, Any] = {}
+        self.refused_users: set[str] = set()
+        """Users whose changes are answered 503 while they are in this set."""
         self.unverified = 0
         self.lock = threading.Lock()
         self.port = port
@@ -86,6 +89,8 @@ class Receiver:
             if self.status != 200:
                 return self.status
             if self.attempts[identifier] <= self.failures:
+                return 503
+            if payload["data"]["user_id"] in self.refused_users:
                 return 503
             self.delivered.setdefault(identifier, payload["data"])
             return 200
@@ -320,3 +325,38 @@ def test_a_receiver_down_for_30_s_a_killed_deliverer_and_a_switched_filter_lose_
     assert in_version_order(got)
     assert receiver.unverified == 0
     assert restarted.stop() == 0
+
+
+def test_a_user_whose_webhooks_keep_failing_holds_back_only_their_own_changes(
+    config, start_worker, tmp_path
+):
+    config = config.model_copy(
+        update={"delivery_backoff_seconds": 0.05, "delivery_backoff_max_seconds": 0.5}
+    )
+    ensure_topics(config)
+    receiver = Receiver()
+    receiver.refused_users.add("user-0")
+    destinations = tmp_path / "destinations.yaml"
+    destinations.write_text(
+        f"destinations:\n  - {{name: crm, url: '{receiver.url}', secret: {SECRET}, "
+        "max_attempts: 1000}\n"
+    )
+    first = produce_changes(config, users=30, versions=range(1, 3))
+    deliverer = start_worker(
+        config.model_copy(update={"destinations_file": destinations}), "deliver"
+    )
+    others = [c for c in first if c["user_id"] != "user-0"]
+    receiver.wait_for(len(others), timeout=60)
+    # a later batch: everyone else's changes arrive while user-0's first one is still retried
+    second = produce_changes(config, users=30, versions=range(3, 5))
+    others += [c for c in second if c["user_id"] != "user-0"]
+    got = receiver.wait_for(len(others), timeout=30)
+    assert {(c["user_id"], c["version"]) for c in got} == {
+        (c["user_id"], c["version"]) for c in others
+    }
+    assert max(count for count in receiver.attempts.values()) > 3  # user-0, still retried
+    receiver.refused_users.clear()
+    got = receiver.wait_for(len(first) + len(second), timeout=30)
+    assert [c["version"] for c in got if c["user_id"] == "user-0"] == [1, 2, 3, 4]
+    assert in_version_order(got)
+    assert deliverer.stop() == 0
