@@ -245,6 +245,7 @@ class DestinationDelivery:
                 for chain in list(self.chains.values()):
                     chain.cancel()
                 await self._commit()
+                await asyncio.to_thread(self.producer.flush, 10)
                 await asyncio.to_thread(self.consumer.close)
 
     def _consume(self) -> list[Message]:
@@ -326,13 +327,15 @@ class DestinationDelivery:
         """Commit each partition up to its lowest open offset, once the dead letters before
         it are on the broker; a failed commit (the group moved the partitions on) only means
         changes are delivered again, so it is logged and tried again."""
-        if self.dead_letters_unflushed:
-            if await asyncio.to_thread(self.producer.flush, 30):
-                return
-            self.dead_letters_unflushed = False
         moved = self.offsets.to_commit()
         if not moved:
             return
+        if self.dead_letters_unflushed:  # the dead letters of `moved` were produced by now
+            self.dead_letters_unflushed = False
+            if await asyncio.to_thread(self.producer.flush, 30):
+                self.dead_letters_unflushed = True
+                self.offsets.committed.clear()
+                return
         offsets = [
             TopicPartition(self.settings.changes_topic, partition, position)
             for partition, position in moved.items()
