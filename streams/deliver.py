@@ -384,8 +384,8 @@ class Deliverer:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def adopt(self, configured: Configured) -> None:
-        """Put `configured` in force: new destinations start, changed ones take their new
-        settings at their next batch, and those no longer named finish their batch and stop."""
+        """Put `configured` in force: new destinations start, changed ones apply to the
+        changes consumed from now on, and those no longer named stop (see `run`)."""
         wanted = configured.by_name()
         for name in [name for name in self.running if name not in wanted]:
             self.running.pop(name).stopping.set()
