@@ -62,6 +62,10 @@ class DestinationFileError(FileError):
     """A destination file that cannot be used; `errors` lists every problem."""
 
 
+class MissingSecretError(LookupError):
+    """A destination's `secret_env` names a variable the process does not have."""
+
+
 class Destination(BaseModel):
     """One receiver of segment changes, and which changes it takes."""
 
@@ -106,13 +110,14 @@ class Destination(BaseModel):
         return self
 
     def signing_secret(self, environment: Mapping[str, str] = os.environ) -> str:
-        """The secret requests are signed with; raises `KeyError` naming an unset variable."""
+        """The secret requests are signed with; raises `MissingSecretError` naming an unset
+        variable."""
         if self.secret is not None:
             return self.secret
         assert self.secret_env is not None
         value = environment.get(self.secret_env)
         if value is None:
-            raise KeyError(f"{self.secret_env} is not set (the secret of {self.name!r})")
+            raise MissingSecretError(f"{self.secret_env} is not set (the secret of {self.name!r})")
         _secret_bytes(value)
         return value
 

@@ -690,17 +690,19 @@ def destinations_validate(file: Path) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def destinations_apply(file: Path) -> None:
     """Publish a destinations file; running deliverers switch to it within a second."""
-    from processors.destinations import DestinationFileError
+    from processors.destinations import DestinationFileError, parse_destinations
     from streams.destinations_feed import publish
     from streams.topics import ensure_topics
 
     config = settings()
-    ensure_topics(config)
+    text = file.read_text(encoding="utf-8")
     try:
-        published = publish(config, file.read_text(encoding="utf-8"), str(file))
+        parse_destinations(text, source=str(file))  # refused before the broker is asked
     except DestinationFileError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
+    ensure_topics(config)
+    published = publish(config, text, str(file))
     names = ", ".join(destination.name for destination in published) or "none"
     click.echo(f"published {file}: {len(published)} destinations ({names})")
 
@@ -716,7 +718,7 @@ def deliver() -> None:
     """
     import asyncio
 
-    from processors.destinations import DestinationFileError
+    from processors.destinations import DestinationFileError, MissingSecretError
     from streams.deliver import deliver as run_deliveries
     from streams.destinations_feed import Configured
     from streams.health import Probe, serve
@@ -729,7 +731,7 @@ def deliver() -> None:
         path = config.destinations_file
         try:
             fallback = Configured.parse(path.read_text(encoding="utf-8"), str(path))
-        except (DestinationFileError, KeyError) as error:
+        except (DestinationFileError, MissingSecretError) as error:
             raise click.ClickException(f"destinations refused: {error}") from None
     probe = Probe(stale_after=60.0)
     if config.metrics_port:

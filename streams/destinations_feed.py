@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from processors.destinations import Destination, DestinationFileError, parse_destinations
+from processors.destinations import (
+    Destination,
+    DestinationFileError,
+    MissingSecretError,
+    parse_destinations,
+)
 from streams.compacted_feed import CompactedFeed
 from streams.compacted_feed import publish as publish_value
 from streams.settings import Settings
@@ -39,7 +44,7 @@ class Configured:
     @classmethod
     def parse(cls, text: str, source: str) -> Configured:
         """Validate `text` and look up each secret; raises `DestinationFileError`, or
-        `KeyError` naming an unset `secret_env`.
+        `MissingSecretError` naming an unset `secret_env`.
 
         >>> Configured.parse("destinations: []", "empty.yaml").source
         'empty.yaml'
@@ -75,6 +80,12 @@ class DestinationsFeed(CompactedFeed[Configured]):
             body = orjson.loads(value)
             moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(body["published_at"]))
             return Configured.parse(str(body["text"]), f"{body['source']} (applied {moment})")
-        except (orjson.JSONDecodeError, KeyError, TypeError, DestinationFileError) as error:
+        except (
+            orjson.JSONDecodeError,
+            KeyError,
+            TypeError,
+            DestinationFileError,
+            MissingSecretError,
+        ) as error:
             log.error("destinations refused, those in force stay: %s", error)
             return None

@@ -12,6 +12,7 @@ from standardwebhooks import Webhook
 from processors.destinations import (
     EVENT_TYPE,
     DestinationFileError,
+    MissingSecretError,
     parse_destinations,
     webhook_request,
 )
@@ -55,7 +56,7 @@ destinations:
     )
     assert audience.segments == ("Cart Abandoners", "c3")
     assert audience.signing_secret({"ADS_SECRET": SECRET}) == SECRET
-    with pytest.raises(KeyError, match="ADS_SECRET is not set"):
+    with pytest.raises(MissingSecretError, match="ADS_SECRET is not set"):
         audience.signing_secret({})
 
 
