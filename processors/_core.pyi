@@ -1,6 +1,6 @@
 """Types of segstream's compiled core (processors/core, Rust, bound with PyO3)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from processors.events import EventKind
@@ -174,8 +174,68 @@ class PartitionStep:
     applied: int
     duplicates: int
 
+class Watermark:
+    """A partition's event-time progress: events older than `value` are late (see
+    `processors/core/src/watermark.rs`)."""
+
+    lateness: float
+    max_event_time: float
+    floor: float
+    value: float
+    """Events older than this are late."""
+    def __init__(
+        self, lateness: float, max_event_time: float = ..., floor: float = ...
+    ) -> None: ...
+    def admit(self, moment: float) -> bool:
+        """Whether an event at `moment` is on time; on-time events move the watermark."""
+    def advance_to(self, moment: float) -> None:
+        """Declare that no event before `moment` will come."""
+
+class PartitionBatch:
+    """One partition's items of a batch, with the watermark after each."""
+
+    last: int
+    """The offset of the partition's last message in the batch."""
+    advances: bool
+    """Whether an advance-watermark command is among the items (every user is swept)."""
+    relayed: int
+    """Relayed messages taken."""
+    replaying: bool | None
+    """Whether the partition's latest event was replayed; `None` when it had no event."""
+    def __init__(self, number: int, last: int) -> None: ...
+    def add(self, item: object, position: int, mark: float) -> None:
+        """Append an item from the message at batch `position`; the watermark is then `mark`."""
+    def user_ids(self) -> set[str]:
+        """The users the items name."""
+    def position(self, index: int) -> int:
+        """The batch position of the message item `index` came from."""
+    def __len__(self) -> int: ...
+
+class ReadBatch:
+    """A batch's messages read into each owned partition's items."""
+
+    partitions: dict[int, PartitionBatch]
+    rejected: list[tuple[Any, Rejection]]
+    misrouted: list[tuple[Any, str, int]]
+    errors: list[Any]
+    consumed: int
+    live_times: list[float]
+
+def read_messages(
+    messages: Sequence[Any],
+    clocks: Mapping[int, Watermark],
+    special: Callable[[Any, PartitionBatch, int], bool | Rejection],
+    *,
+    partition_count: int,
+    max_bytes: int,
+    not_after: float,
+) -> ReadBatch:
+    """Read a batch's messages in order into the items of the partitions in `clocks`,
+    judging tracker events against their watermarks; relays (but routed events) and
+    control commands go to `special`, which for a routed event says whether to judge it."""
+
 def run_partition(
-    items: Iterable[object],
+    items: PartitionBatch | Iterable[object],
     stored: Mapping[str, User] | Mapping[str, bytes],
     classifier: Classifier,
     *,

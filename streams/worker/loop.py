@@ -179,7 +179,7 @@ class Worker:
             if number not in decoded.partitions:
                 committed = self.owned[number].committed
                 assert committed is not None  # timers are read only where progress was committed
-                decoded.partitions[number] = PartitionBatch(committed - 1)
+                decoded.partitions[number] = PartitionBatch(number, committed - 1)
         batch = self._step_partitions(decoded, due)
         if not self.checkpoint.commit(batch.outgoing, batch.commit):
             self._rewind(list(decoded.partitions))
@@ -232,19 +232,20 @@ class Worker:
             state = self.owned[number]
             taken = due.get(number)
             step = run_partition(
-                part.items,
+                part,
                 stored,
                 self.classifier.core,
                 dedup_before=state.clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(number, ()),
                 retention=self.settings.retention_days * 86_400,
-                marks=part.marks,
                 due=taken.entries if taken else (),
                 watermark=state.clock.value,
             )
             changes += step.changes
             found += step.vectors
-            relays += [(relay, number, part.messages[relay.position]) for relay in step.relays]
+            relays += [
+                (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
+            ]
             counters = received.get(number, Counters())
             counters += Counters(
                 events=step.applied,

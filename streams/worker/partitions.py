@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING
 
-from processors.watermark import Watermark
+from processors._core import Watermark
 from processors.wire import Source
 from state.store import PartitionProgress
 

@@ -6,10 +6,9 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import User
+from processors._core import User, Watermark
 from processors.events import Action, EventKind
 from processors.rules import parse_rules
-from processors.watermark import Watermark
 from tests.steps import as_of, step
 
 RULES = parse_rules("""

@@ -8,11 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import User
+from processors._core import User, Watermark
 from processors.events import Action, EventKind
 from processors.model import CLUSTER_FEATURES
 from processors.rules import parse_rules
-from processors.watermark import Watermark
 from processors.wire import Advance
 from tests.steps import as_of
 from tests.steps import step as partition_step

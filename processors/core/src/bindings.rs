@@ -3,12 +3,15 @@
 //! A worker crosses it once per partition per batch ([`run_partition`]); users cross as
 //! opaque [`PyUser`] objects (or their stored bytes) and come back the same way.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use indexmap::IndexMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
 use crate::decoding;
 
@@ -17,10 +20,13 @@ use crate::features::{numeric_features, Reading, Value, FEATURES, TEXT_FEATURES}
 use crate::partitioner;
 use crate::placement::Placement;
 use crate::profile::{CartLine, CART_ABANDONMENT_AFTER, RECENT_SECONDS};
+use crate::pyrepr;
+use crate::reading::{owner_elsewhere, PartitionItems, Verdict};
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
 use crate::step::{self, Classifier, Item, Options, Relay, Stored, Vector};
 use crate::user::{Change, Reason, User};
+use crate::watermark::Watermark;
 
 impl From<RowError> for PyErr {
     fn from(error: RowError) -> PyErr {
@@ -696,6 +702,317 @@ fn item_of(item: &Bound<'_, PyAny>) -> PyResult<Item> {
     })
 }
 
+/// A partition's event-time progress (see `watermark`).
+#[pyclass(module = "processors._core", name = "Watermark", eq)]
+#[derive(Clone, PartialEq)]
+struct PyWatermark {
+    inner: Watermark,
+}
+
+#[pymethods]
+impl PyWatermark {
+    #[new]
+    #[pyo3(signature = (lateness, max_event_time=f64::NEG_INFINITY, floor=f64::NEG_INFINITY))]
+    fn new(lateness: f64, max_event_time: f64, floor: f64) -> Self {
+        PyWatermark {
+            inner: Watermark {
+                lateness,
+                max_event_time,
+                floor,
+            },
+        }
+    }
+
+    #[getter]
+    fn lateness(&self) -> f64 {
+        self.inner.lateness
+    }
+
+    #[getter]
+    fn max_event_time(&self) -> f64 {
+        self.inner.max_event_time
+    }
+
+    #[getter]
+    fn floor(&self) -> f64 {
+        self.inner.floor
+    }
+
+    /// Events older than this are late.
+    #[getter]
+    fn value(&self) -> f64 {
+        self.inner.value()
+    }
+
+    /// Whether an event at `moment` is on time; on-time events move the watermark.
+    fn admit(&mut self, moment: f64) -> bool {
+        self.inner.admit(moment)
+    }
+
+    /// Declare that no event before `moment` will come.
+    fn advance_to(&mut self, moment: f64) {
+        self.inner.advance_to(moment)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Watermark(lateness={}, max_event_time={}, floor={})",
+            pyrepr::float_repr(self.inner.lateness),
+            pyrepr::float_repr(self.inner.max_event_time),
+            pyrepr::float_repr(self.inner.floor)
+        )
+    }
+}
+
+/// One partition's items of a batch, as `read_messages` read them (see `reading`).
+#[pyclass(module = "processors._core", name = "PartitionBatch")]
+struct PyPartitionBatch {
+    inner: PartitionItems,
+}
+
+#[pymethods]
+impl PyPartitionBatch {
+    /// An empty share of partition `number` whose last message is at `last`.
+    #[new]
+    fn new(number: u32, last: i64) -> Self {
+        PyPartitionBatch {
+            inner: PartitionItems::new(number, last),
+        }
+    }
+
+    /// The offset of the partition's last message in the batch.
+    #[getter]
+    fn last(&self) -> i64 {
+        self.inner.last
+    }
+
+    /// Whether an advance-watermark command is among the items.
+    #[getter]
+    fn advances(&self) -> bool {
+        self.inner.advances
+    }
+
+    #[setter]
+    fn set_advances(&mut self, advances: bool) {
+        self.inner.advances = advances;
+    }
+
+    /// Relayed messages taken.
+    #[getter]
+    fn relayed(&self) -> usize {
+        self.inner.relayed
+    }
+
+    #[setter]
+    fn set_relayed(&mut self, relayed: usize) {
+        self.inner.relayed = relayed;
+    }
+
+    /// Whether the partition's latest event was replayed; `None` when it had no event.
+    #[getter]
+    fn replaying(&self) -> Option<bool> {
+        self.inner.replaying
+    }
+
+    /// Append a pipeline item (merge, absorb, advance, erase or event) from the message at
+    /// `position`, after which the partition's watermark stands at `mark`.
+    fn add(&mut self, item: &Bound<'_, PyAny>, position: usize, mark: f64) -> PyResult<()> {
+        self.inner.add(item_of(item)?, position, mark);
+        Ok(())
+    }
+
+    /// The users the items name.
+    fn user_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        PySet::new(py, self.inner.user_ids())
+    }
+
+    /// The batch position of the message item `index` came from.
+    fn position(&self, index: usize) -> PyResult<usize> {
+        self.inner
+            .positions
+            .get(index)
+            .copied()
+            .ok_or_else(|| PyValueError::new_err(format!("no item {index}")))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.items.len()
+    }
+}
+
+/// How a message's headers mark it.
+#[derive(Default)]
+struct Marked {
+    /// A relay of another kind than `route`, or a control command.
+    special: bool,
+    /// A routed event: judged here once its source is found new.
+    routed: bool,
+    replayed: bool,
+}
+
+fn marked(headers: &Bound<'_, PyAny>) -> PyResult<Marked> {
+    let mut found = Marked::default();
+    if headers.is_none() {
+        return Ok(found);
+    }
+    for header in headers.try_iter()? {
+        let header = header?;
+        let Ok(pair) = header.cast::<PyTuple>() else {
+            continue;
+        };
+        let name = pair.get_item(0)?;
+        let Ok(name) = name.cast::<PyString>() else {
+            continue;
+        };
+        match name.to_str()? {
+            REPLAY_HEADER => found.replayed = true,
+            CONTROL_HEADER => found.special = true,
+            RELAY_HEADER => {
+                let kind = pair.get_item(1)?;
+                let route = match kind.cast::<PyBytes>() {
+                    Ok(kind) => kind.as_bytes() == b"route",
+                    Err(_) => kind.extract::<String>().is_ok_and(|kind| kind == "route"),
+                };
+                if route {
+                    found.routed = true;
+                } else {
+                    found.special = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    found.routed &= !found.special;
+    Ok(found)
+}
+
+const REPLAY_HEADER: &str = "segstream-replay";
+const CONTROL_HEADER: &str = "segstream-control";
+const RELAY_HEADER: &str = "segstream-relay";
+
+fn rejection(py: Python<'_>, rejected: decoding::Rejection) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(
+        py,
+        PyRejection {
+            reason: rejected.reason.to_string(),
+            detail: rejected.detail,
+        },
+    )?
+    .into_any())
+}
+
+/// A batch's messages read into each owned partition's items (`read_messages`).
+#[pyclass(module = "processors._core", name = "ReadBatch", frozen, get_all)]
+struct PyReadBatch {
+    /// Each owned partition that delivered messages: its `PartitionBatch`.
+    partitions: Py<PyDict>,
+    /// `(message, Rejection)` of each message refused, in offset order.
+    rejected: Py<PyList>,
+    /// `(message, user id, partition)` of each event that belongs to another partition.
+    misrouted: Py<PyList>,
+    /// Messages that carry an error instead of an event.
+    errors: Py<PyList>,
+    /// Messages without an error.
+    consumed: usize,
+    /// Event times of the taken events that were not replayed.
+    live_times: Vec<f64>,
+}
+
+/// Read a batch's `messages` (confluent-kafka messages) in order into the items of the
+/// partitions in `clocks` (their watermarks, moved as events are taken); messages of
+/// other partitions are skipped.
+///
+/// Tracker events are decoded and judged here. A message marked as a relay (but a routed
+/// event) or a control command is handed to `special(message, part, position)`, which
+/// adds what it carries to `part`; for a routed event it returns whether the event is to
+/// be judged (its source is new), and for any message a `Rejection` to refuse it.
+#[pyfunction]
+#[pyo3(signature = (messages, clocks, special, *, partition_count, max_bytes, not_after))]
+fn read_messages(
+    py: Python<'_>,
+    messages: &Bound<'_, PyAny>,
+    clocks: &Bound<'_, PyDict>,
+    special: &Bound<'_, PyAny>,
+    partition_count: u32,
+    max_bytes: usize,
+    not_after: f64,
+) -> PyResult<PyReadBatch> {
+    let parts = PyDict::new(py);
+    let rejected = PyList::empty(py);
+    let misrouted = PyList::empty(py);
+    let errors = PyList::empty(py);
+    let mut consumed = 0;
+    let mut live_times = Vec::new();
+    let mut owned: HashMap<u32, (Bound<'_, PyWatermark>, Bound<'_, PyPartitionBatch>)> =
+        HashMap::new();
+    for (position, message) in messages.try_iter()?.enumerate() {
+        let message = message?;
+        if !message.call_method0(intern!(py, "error"))?.is_none() {
+            errors.append(&message)?;
+            continue;
+        }
+        consumed += 1;
+        let number: u32 = message.call_method0(intern!(py, "partition"))?.extract()?;
+        let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
+        if let Entry::Vacant(vacant) = owned.entry(number) {
+            let Some(clock) = clocks.get_item(number)? else {
+                continue; // revoked while the batch was in flight
+            };
+            let part = Bound::new(py, PyPartitionBatch::new(number, offset))?;
+            parts.set_item(number, &part)?;
+            vacant.insert((clock.cast_into::<PyWatermark>()?, part));
+        }
+        let (clock, part) = &owned[&number];
+        part.borrow_mut().inner.last = offset;
+        let marks = marked(&message.call_method0(intern!(py, "headers"))?)?;
+        if marks.special || marks.routed {
+            let answer = special.call1((&message, part, position))?;
+            if let Ok(refused) = answer.cast::<PyRejection>() {
+                rejected.append((&message, refused))?;
+                continue;
+            }
+            if marks.special || !answer.is_truthy()? {
+                continue;
+            }
+        }
+        let value = message.call_method0(intern!(py, "value"))?;
+        let raw = value
+            .cast::<PyBytes>()
+            .map(|raw| raw.as_bytes())
+            .unwrap_or(b"");
+        let event = match decoding::decode(raw, max_bytes) {
+            Ok(event) => event,
+            Err(refused) => {
+                part.borrow_mut().inner.replaying = Some(marks.replayed);
+                rejected.append((&message, rejection(py, refused)?))?;
+                continue;
+            }
+        };
+        if let Some(owner) = owner_elsewhere(&event, number, partition_count) {
+            misrouted.append((&message, &event.user_id, owner))?;
+            continue;
+        }
+        let mut part = part.borrow_mut();
+        part.inner.replaying = Some(marks.replayed);
+        match part
+            .inner
+            .judge(event, &mut clock.borrow_mut().inner, position, not_after)
+        {
+            Verdict::Taken(moment) if !marks.replayed => live_times.push(moment),
+            Verdict::Taken(_) => {}
+            Verdict::Rejected(refused) => rejected.append((&message, rejection(py, refused)?))?,
+        }
+    }
+    Ok(PyReadBatch {
+        partitions: parts.unbind(),
+        rejected: rejected.unbind(),
+        misrouted: misrouted.unbind(),
+        errors: errors.unbind(),
+        consumed,
+        live_times,
+    })
+}
+
 /// What one partition's items produced (see `run_partition`).
 #[pyclass(module = "processors._core", name = "PartitionStep", frozen, get_all)]
 struct PyStep {
@@ -742,8 +1059,9 @@ fn timers_dict<'py>(
     Ok(dict)
 }
 
-/// Apply one partition's items in order to its users, firing their timers on the way;
-/// the users it touched, their changes, vectors, relays and timers.
+/// Apply one partition's items (a `PartitionBatch`, whose marks are used unless `marks`
+/// are given, or a list of items) in order to its users, firing their timers on the
+/// way; the users it touched, their changes, vectors, relays and timers.
 #[pyfunction]
 #[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
                     retention=f64::INFINITY, marks=None, due=Vec::new(),
@@ -761,10 +1079,21 @@ fn run_partition(
     due: Vec<(i64, String)>,
     watermark: f64,
 ) -> PyResult<PyStep> {
-    let items: Vec<Item> = items
-        .try_iter()?
-        .map(|item| item_of(&item?))
-        .collect::<PyResult<_>>()?;
+    let read = items.cast::<PyPartitionBatch>().ok().map(Bound::borrow);
+    let listed: Vec<Item> = match read {
+        Some(_) => Vec::new(),
+        None => items
+            .try_iter()?
+            .map(|item| item_of(&item?))
+            .collect::<PyResult<_>>()?,
+    };
+    let (items, marks) = match &read {
+        Some(part) => (
+            &part.inner.items,
+            marks.or_else(|| Some(part.inner.marks.clone())),
+        ),
+        None => (&listed, marks),
+    };
     let options = Options {
         dedup_before,
         partition_users,
@@ -774,7 +1103,7 @@ fn run_partition(
         watermark,
     };
     let mut source = PyStored { mapping: stored };
-    let step = step::run_partition(&items, &mut source, &classifier.get().inner, &options)?;
+    let step = step::run_partition(items, &mut source, &classifier.get().inner, &options)?;
     let touched = PyDict::new(py);
     for (user_id, reason) in &step.touched {
         touched.set_item(user_id, reason.name())?;
@@ -854,6 +1183,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(run_partition, module)?)?;
     module.add_function(wrap_pyfunction!(relabel, module)?)?;
     module.add_function(wrap_pyfunction!(decode_events, module)?)?;
+    module.add_function(wrap_pyfunction!(read_messages, module)?)?;
     module.add_class::<PyAction>()?;
     module.add_class::<PyRejection>()?;
     module.add_class::<PyUser>()?;
@@ -863,6 +1193,9 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyRelay>()?;
     module.add_class::<PyClassifier>()?;
     module.add_class::<PyStep>()?;
+    module.add_class::<PyWatermark>()?;
+    module.add_class::<PyPartitionBatch>()?;
+    module.add_class::<PyReadBatch>()?;
     module.add("FEATURE_NAMES", PyTuple::new(module.py(), feature_names())?)?;
     module.add("TEXT_FEATURES", PyTuple::new(module.py(), TEXT_FEATURES)?)?;
     module.add("RECENT_SECONDS", RECENT_SECONDS)?;
