@@ -234,6 +234,10 @@ def read_messages(
     judging tracker events against their watermarks; relays (but routed events) and
     control commands go to `special`, which for a routed event says whether to judge it."""
 
+def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:
+    """One message of the `features` topic holding `vectors`: a msgpack map of the column
+    names and one `[user_id, as_of, values, refresh]` row per vector."""
+
 def run_partition(
     items: PartitionBatch | Iterable[object],
     stored: Mapping[str, User] | Mapping[str, bytes],

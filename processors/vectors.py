@@ -2,7 +2,8 @@
 
 Workers publish one vector per user per batch, many to a message; each
 message names its columns, so a trainer reads vectors of any worker version
-whose features it knows.
+whose features it knows. The core packs them (:func:`pack_vectors`,
+`processors/core/src/vectors.rs`); this module reads them back.
 
 >>> message = pack_vectors([FeatureVector("u1", 60.0, tuple(range(len(FEATURE_NAMES))))])
 >>> [(v.user_id, v.as_of, v.values[:3]) for v in unpack_vectors(message)]
@@ -15,25 +16,17 @@ processors.vectors.VectorError: not a feature-vector message
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
-from processors._core import FEATURE_NAMES, FeatureVector
+from processors._core import FEATURE_NAMES, FeatureVector, pack_vectors
+
+__all__ = ["VectorError", "pack_vectors", "unpack_vectors"]
 
 
 class VectorError(ValueError):
     """A features message that cannot be read."""
-
-
-def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:
-    """One message holding `vectors`."""
-    rows = [
-        [vector.user_id, vector.as_of, list(vector.values), vector.refresh] for vector in vectors
-    ]
-    packed: bytes = msgpack.packb({"features": list(FEATURE_NAMES), "rows": rows})
-    return packed
 
 
 def unpack_vectors(message: bytes) -> list[FeatureVector]:

@@ -6,7 +6,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use indexmap::IndexMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -24,8 +23,9 @@ use crate::pyrepr;
 use crate::reading::{owner_elsewhere, PartitionItems, Verdict};
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
-use crate::step::{self, Classifier, Item, Options, Relay, Stored, Vector};
+use crate::step::{self, Classifier, Item, Map, Options, Relay, Stored, Vector};
 use crate::user::{Change, Reason, User};
+use crate::vectors;
 use crate::watermark::Watermark;
 
 impl From<RowError> for PyErr {
@@ -1050,7 +1050,7 @@ fn users_dict<'py>(
 
 fn timers_dict<'py>(
     py: Python<'py>,
-    timers: IndexMap<String, Option<i64>>,
+    timers: Map<String, Option<i64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (user_id, due) in timers {
@@ -1151,7 +1151,7 @@ fn relabel<'py>(
     Vec<String>,
 )> {
     let reason = Reason::parse(reason).ok_or_else(|| PyValueError::new_err("unknown reason"))?;
-    let mut loaded: IndexMap<String, User> = IndexMap::new();
+    let mut loaded: Map<String, User> = Map::default();
     let mut source = PyStored {
         mapping: users.as_any(),
     };
@@ -1171,6 +1171,13 @@ fn relabel<'py>(
     ))
 }
 
+/// One message of the `features` topic holding `vectors` (see `vectors`).
+#[pyfunction]
+fn pack_vectors<'py>(py: Python<'py>, vectors: Vec<PyRef<'py, PyVector>>) -> Bound<'py, PyBytes> {
+    let found: Vec<&Vector> = vectors.iter().map(|vector| &vector.inner).collect();
+    PyBytes::new(py, &vectors::pack(&found, &feature_names()))
+}
+
 /// Names of the numeric features, in the order of feature vectors.
 fn feature_names() -> Vec<&'static str> {
     numeric_features().iter().map(|&i| FEATURES[i].0).collect()
@@ -1184,6 +1191,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(relabel, module)?)?;
     module.add_function(wrap_pyfunction!(decode_events, module)?)?;
     module.add_function(wrap_pyfunction!(read_messages, module)?)?;
+    module.add_function(wrap_pyfunction!(pack_vectors, module)?)?;
     module.add_class::<PyAction>()?;
     module.add_class::<PyRejection>()?;
     module.add_class::<PyUser>()?;

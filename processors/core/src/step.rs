@@ -30,9 +30,10 @@
 //! ```
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use indexmap::{IndexMap, IndexSet};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::events::{Event, Kind};
 use crate::features::{numeric_features, touched_features, Reading};
@@ -42,6 +43,12 @@ use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
 use crate::timing::{expires, next_due};
 use crate::user::{Change, Labels, Reason, User};
+
+/// An insertion-ordered map keyed by user ids, hashed with FxHash (ids are not chosen
+/// by an adversary who could make them collide: they arrive hashed into partitions).
+pub type Map<K, V> = IndexMap<K, V, FxBuildHasher>;
+/// An insertion-ordered set, hashed with FxHash.
+pub type Set<K> = IndexSet<K, FxBuildHasher>;
 
 /// What users are labelled with: the rules, the clustering model once there is one, and
 /// the features users are clustered on (their vectors are refreshed as windows slide).
@@ -100,7 +107,7 @@ pub trait Stored {
     fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError>;
 }
 
-impl Stored for HashMap<String, Vec<u8>> {
+impl Stored for std::collections::HashMap<String, Vec<u8>> {
     fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
         match self.get(user_id) {
             None => Ok(None),
@@ -145,18 +152,18 @@ impl Default for Options {
 /// whose timer moved to its new due time; `fired` counts the timers that came due.
 #[derive(Debug, Default)]
 pub struct Step {
-    pub users: IndexMap<String, User>,
+    pub users: Map<String, User>,
     pub changes: Vec<Change>,
-    pub touched: IndexMap<String, Reason>,
+    pub touched: Map<String, Reason>,
     pub vectors: Vec<Vector>,
     pub placed: Vec<String>,
     pub relays: Vec<Relay>,
     pub expired: Vec<String>,
     pub erased: Vec<String>,
-    pub timers: IndexMap<String, Option<i64>>,
+    pub timers: Map<String, Option<i64>>,
     /// The rows of the users whose state differs from what was loaded (new users
     /// included): the ones to write back.
-    pub rows: IndexMap<String, Vec<u8>>,
+    pub rows: Map<String, Vec<u8>>,
     /// The users whose labels (segments, cluster, versions, alias) differ from what was
     /// loaded: the ones whose labels readers must see anew.
     pub relabelled: Vec<String>,
@@ -200,13 +207,13 @@ pub fn run_partition(
 ) -> Result<Step, RowError> {
     let mut pass = Pass {
         step: Step::default(),
-        loaded: HashMap::new(),
+        loaded: FxHashMap::default(),
         stored,
         classifier,
         rules: &classifier.rules,
         retention: options.retention,
         queue: BinaryHeap::new(),
-        stale: IndexMap::new(),
+        stale: Map::default(),
         stale_queue: BinaryHeap::new(),
     };
     pass.load(&options.due)?;
@@ -298,15 +305,15 @@ pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
 /// rules published for re-evaluation, or a model that re-clustered, do to every user.
 /// Returns the changes, the timers that moved and the users whose labels moved.
 pub fn relabel(
-    users: &mut IndexMap<String, User>,
+    users: &mut Map<String, User>,
     classifier: &Classifier,
     reason: Reason,
     retention: f64,
-) -> (Vec<Change>, IndexMap<String, Option<i64>>, Vec<String>) {
+) -> (Vec<Change>, Map<String, Option<i64>>, Vec<String>) {
     let before: Vec<Labels> = users.values().map(|u| u.labels.clone()).collect();
     let rules = &classifier.rules;
     let mut changes = Vec::new();
-    let mut timers = IndexMap::new();
+    let mut timers = Map::default();
     let active = || users.iter().filter(|(_, u)| u.alias_of.is_none());
     let ids: Vec<String> = active().map(|(id, _)| id.clone()).collect();
     for user_id in &ids {
@@ -360,13 +367,13 @@ pub fn relabel(
 struct Pass<'a> {
     step: Step,
     /// The rows and labels of the users as loaded, to tell at the end which ones changed.
-    loaded: HashMap<String, (Vec<u8>, Labels, Option<String>)>,
+    loaded: FxHashMap<String, (Vec<u8>, Labels, Option<String>)>,
     stored: &'a mut dyn Stored,
     classifier: &'a Classifier,
     rules: &'a RuleSet,
     retention: f64,
     queue: BinaryHeap<Reverse<(i64, String)>>,
-    stale: IndexMap<String, f64>,
+    stale: Map<String, f64>,
     stale_queue: BinaryHeap<Reverse<Bound>>,
 }
 
@@ -647,7 +654,7 @@ impl Pass<'_> {
     /// Their timers due by `until` have fired, so this brings every user's features and
     /// labels up to `until`.
     fn sweep(&mut self, until: f64, partition_users: &[String]) -> Result<(), RowError> {
-        let mut ids: IndexSet<String> = partition_users.iter().cloned().collect();
+        let mut ids: Set<String> = partition_users.iter().cloned().collect();
         ids.extend(self.step.users.keys().cloned());
         let mut everyone = Vec::new();
         for user_id in ids {
@@ -688,7 +695,7 @@ impl Pass<'_> {
                 if let (Some(alias_of), true) = (&user.alias_of, follow) {
                     relays.push((alias_of.clone(), b"follow".to_vec()));
                 }
-                let others: IndexSet<&String> = user.linked.iter().chain(&user.absorbed).collect();
+                let others: Set<&String> = user.linked.iter().chain(&user.absorbed).collect();
                 for other in others {
                     if other != user_id {
                         relays.push((other.clone(), Vec::new()));
