@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streams import logs
+from streams.heap import quiet_collector
 from streams.kafka import reliable_producer
 from streams.services.acks import AckingProducer
 from streams.settings import Settings
@@ -35,6 +36,7 @@ def serve(
     )
     try:
         app = build_app(settings, producer)
+        quiet_collector()
         level = settings.log_level.lower()
         uvicorn.run(app, host=settings.http_host, port=port, log_level=level, access_log=False)
     finally:

@@ -66,10 +66,16 @@ from processors.partitioner import canonical_partition, canonical_partitions
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
+from streams.heap import frozen_heap
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
-from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.bench_parts import (
+    Processes,
+    live_events,
+    percentiles,
+    wait_for_http,
+)
 from streams.tools.bench_preview import fill_preview_store
 from streams.tools.bench_preview import preview_seconds as preview_seconds_of
 from streams.tools.bench_webhooks import (
@@ -490,7 +496,8 @@ def _lookup_latency(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(url + "/readyz", api)
-        latencies = uvloop.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
+        with frozen_heap():
+            latencies = uvloop.run(_lookups(url, users, config.lookup_rps, config.lookup_seconds))
     finally:
         processes.stop(api)
     return percentiles(latencies)
@@ -507,7 +514,7 @@ def _freshness(
     client = redis_client(settings)
     keys = settings.key_layout()
     worker = processes.start(settings, "fresh-worker", "streams", "worker")
-    producer = reliable_producer(settings, **{"linger.ms": 1})
+    producer = reliable_producer(settings)
     pending: dict[str, float] = {}
     latencies: list[float] = []
     lock = threading.Lock()
@@ -545,31 +552,32 @@ def _freshness(
         _warm_up(producer, settings, client, keys)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        tick = 0.01
-        begin = time.monotonic()
-        sent = probes = 0
-        while time.monotonic() - begin < config.freshness_seconds:
-            due = int((time.monotonic() - begin) * rate)
-            now = time.time()
-            stamp = datetime.fromtimestamp(now, UTC).isoformat().encode()
-            while sent < due:
-                key, head = next(source)
-                if sent % 100 == 0:
-                    key = f"probe-{probes}".encode()
-                    head = b'{"type":"page","userId":"%s","timestamp":"' % key
-                    probes += 1
-                    with lock:
-                        pending[key.decode()] = now
-                producer.produce(settings.events_topic, key=key, value=head + stamp + b'"}')
-                sent += 1
-            producer.poll(0)
-            time.sleep(tick)
-        producer.flush(30)
-        deadline = time.monotonic() + 30
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-        done.set()
-        watcher.join(5)
+        with frozen_heap():
+            tick = 0.01
+            begin = time.monotonic()
+            sent = probes = 0
+            while time.monotonic() - begin < config.freshness_seconds:
+                due = int((time.monotonic() - begin) * rate)
+                now = time.time()
+                stamp = datetime.fromtimestamp(now, UTC).isoformat().encode()
+                while sent < due:
+                    key, head = next(source)
+                    if sent % 100 == 0:
+                        key = f"probe-{probes}".encode()
+                        head = b'{"type":"page","userId":"%s","timestamp":"' % key
+                        probes += 1
+                        with lock:
+                            pending[key.decode()] = now
+                    producer.produce(settings.events_topic, key=key, value=head + stamp + b'"}')
+                    sent += 1
+                producer.poll(0)
+                time.sleep(tick)
+            producer.flush(30)
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.05)
+            done.set()
+            watcher.join(5)
     finally:
         done.set()
         processes.stop(worker)

@@ -35,9 +35,15 @@ import orjson
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from streams.heap import frozen_heap
 from streams.kafka import reliable_producer, topic_reader
 from streams.settings import Settings, default_rules_file
-from streams.tools.bench_parts import Processes, live_events, percentiles, wait_for_http
+from streams.tools.bench_parts import (
+    Processes,
+    live_events,
+    percentiles,
+    wait_for_http,
+)
 from streams.tools.embedded import free_port
 
 _SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -305,21 +311,22 @@ def _live_with_probes(
         return start + (at - begin) * _CLOCK_SPEED
 
     sent = 0
-    while (now := time.monotonic()) - begin < seconds:
-        moment = clock(now)
-        stamp = datetime.fromtimestamp(moment, UTC).isoformat().encode()
-        while sent < int((now - begin) * rate):
-            key, head = next(source)
-            if sent % _PROBE_EVERY == 0:
-                user = f"cart-probe-{sent // _PROBE_EVERY}"
-                key, value = user.encode(), _cart(user, moment)
-                passes = moment + _ABANDONED_AFTER + _LATENESS
-                due[user] = begin + (passes - start) / _CLOCK_SPEED
-            else:
-                value = head + stamp + b'"}'
-            producer.produce(settings.events_topic, key=key, value=value)
-            sent += 1
-        producer.poll(0)
-        time.sleep(0.01)
+    with frozen_heap():
+        while (now := time.monotonic()) - begin < seconds:
+            moment = clock(now)
+            stamp = datetime.fromtimestamp(moment, UTC).isoformat().encode()
+            while sent < int((now - begin) * rate):
+                key, head = next(source)
+                if sent % _PROBE_EVERY == 0:
+                    user = f"cart-probe-{sent // _PROBE_EVERY}"
+                    key, value = user.encode(), _cart(user, moment)
+                    passes = moment + _ABANDONED_AFTER + _LATENESS
+                    due[user] = begin + (passes - start) / _CLOCK_SPEED
+                else:
+                    value = head + stamp + b'"}'
+                producer.produce(settings.events_topic, key=key, value=value)
+                sent += 1
+            producer.poll(0)
+            time.sleep(0.01)
     producer.flush(30)
     return due

@@ -28,7 +28,6 @@ and the same change versions again. Example::
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import threading
@@ -51,6 +50,7 @@ from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
 from streams.health import Probe
+from streams.heap import quiet_collector
 from streams.settings import Settings
 from streams.worker import metrics, outgoing
 from streams.worker.checkpoint import Checkpoint, DeliveryError
@@ -107,7 +107,7 @@ class Worker:
         self.consumer.subscribe(
             [self.settings.events_topic], on_assign=self._assigned, on_revoke=self._revoked
         )
-        _quiet_collector()
+        quiet_collector()
         self.probe.ready = True
         log.info(
             "worker started group=%s topic=%s rules=%s model=%s",
@@ -467,24 +467,6 @@ class _Stepped:
     outgoing: list[outgoing.Outgoing]
     commit: BatchCommit
     vectors: int
-
-
-_YOUNG_OBJECTS = 50_000
-"""Allocations between two collections of young objects (Python's default is 700)."""
-
-
-def _quiet_collector() -> None:
-    """Keep the cyclic garbage collector off the batch path.
-
-    A batch allocates tens of thousands of short-lived objects (messages, items,
-    changes) that reference counting frees; at Python's default thresholds the
-    collector ran every 700 of them and re-scanned the long-lived ones (modules,
-    rules, the model), 11 % of a worker's time. What lives from start-up on is
-    frozen out of the scans, and young objects are collected less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 
 def _received_counters(decoded: DecodedBatch) -> dict[int, Counters]:
