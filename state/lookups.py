@@ -2,8 +2,9 @@
 
 A user's keys are found from their canonical partition. Each lookup is one or
 two round trips: the labels hash first, the state only when the id turns out
-to be merged into another user or when the caller asks for features. Sizes
-and member pages span the partitions.
+to be merged into another user or when the caller asks for features; on one
+Redis they go through a :class:`~state.lane.Lane`. Sizes and member pages span
+the partitions.
 
 Example (with a Redis the workers write to)::
 
@@ -25,6 +26,7 @@ from processors._core import User
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
 from processors.partitioner import canonical_partition
 from state.keys import KeyLayout
+from state.lane import Lane
 
 _MAX_ALIAS_HOPS = 8
 
@@ -59,9 +61,11 @@ def decode_cursor(cursor: str) -> tuple[int, int, int]:
 class Lookups:
     """Read-only queries for the HTTP API."""
 
-    def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
+    def __init__(self, client: aioredis.Redis, keys: KeyLayout, lane: Lane | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.lane = lane
+        """Where a user's labels and state are read, when not through `client` (one Redis)."""
         self._partitions = 0
         """The events topic's partition count, once a worker stored it (it never changes)."""
 
@@ -82,16 +86,14 @@ class Lookups:
             return None
         for _ in range(_MAX_ALIAS_HOPS):
             partition = canonical_partition(user_id, partitions)
-            labels = cast(
-                dict[bytes, bytes], await self.client.hgetall(self.keys.labels(partition, user_id))
-            )
+            labels = await self._hgetall(self.keys.labels(partition, user_id))
             if labels.get(b"alias_of"):
                 user_id = labels[b"alias_of"].decode()
                 continue
             state = None
             if not labels or features:
-                blob = await self.client.get(self.keys.state(partition, user_id))
-                state = None if blob is None else User.from_bytes(cast(bytes, blob))
+                blob = await self._get(self.keys.state(partition, user_id))
+                state = None if blob is None else User.from_bytes(blob)
                 if state is not None and state.alias_of is not None:
                     user_id = state.alias_of
                     continue
@@ -102,6 +104,16 @@ class Lookups:
                 found["features"] = dict(state.features())
             return found
         return None
+
+    async def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        if self.lane is not None:
+            return await self.lane.hgetall(key)
+        return cast(dict[bytes, bytes], await self.client.hgetall(key))
+
+    async def _get(self, key: str) -> bytes | None:
+        if self.lane is not None:
+            return await self.lane.get(key)
+        return cast(bytes | None, await self.client.get(key))
 
     async def sizes(self, set_keys: Sequence[Callable[[int], str]]) -> list[int]:
         """Members of each set, summed over the partitions' sets (`set_keys` name them by
@@ -171,11 +183,11 @@ class Lookups:
 
     async def model(self) -> ModelSnapshot | None:
         """The latest model snapshot, or `None` before the first (or when it is unreadable)."""
-        blob = await self.client.get(self.keys.model)
+        blob = await self._get(self.keys.model)
         if blob is None:
             return None
         try:
-            return parse_snapshot(cast(bytes, blob))
+            return parse_snapshot(blob)
         except SnapshotError:
             return None
 

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from processors.model import ModelSnapshot
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from processors.wire import CONTROL_HEADER, ERASE
+from state.lane import Lane
 from state.lookups import CursorError, Lookups
 from streams.connectivity import REDIS
 from streams.redis_clients import STORE_UNREACHABLE, async_redis_client, redis_client
@@ -72,7 +73,7 @@ CLUSTER_MEMBERS = Gauge(
     "Users in each cluster (and cold-start), read from Redis when scraped.",
     ["cluster"],
 )
-_MODEL_TTL = 5.0
+_MODEL_POLL = 5.0
 _RULES_POLL = 2.0
 _REDIS_CONNECTIONS = 32
 """Redis connections the API keeps; a request waits (up to 5 s) for a free one."""
@@ -294,15 +295,25 @@ class _Live:
         self.settings = settings
         self.lookups = lookups
         self.rules: RuleSet = load_rules(settings)
-        self._model: ModelSnapshot | None = None
-        self._model_read = -_MODEL_TTL
+        self.model: ModelSnapshot | None = None
+        self.cluster_names: dict[str, str] = {}
         self._stop = threading.Event()
 
-    async def model(self) -> ModelSnapshot | None:
-        if time.monotonic() - self._model_read >= _MODEL_TTL:
-            self._model = await self.lookups.model() or self._model
-            self._model_read = time.monotonic()
-        return self._model
+    async def follow_model(self) -> None:
+        """Keep `model` at the latest snapshot, read every `_MODEL_POLL` s (a task), so that
+        no request waits for it."""
+        while True:
+            await self.read_model()
+            await asyncio.sleep(_MODEL_POLL)
+
+    async def read_model(self) -> None:
+        """Take the latest snapshot, if Redis has a readable one and answers."""
+        try:
+            latest = await self.lookups.model()
+        except STORE_UNREACHABLE:
+            return  # requests answer 503 meanwhile; the next read tries again
+        if latest is not None:
+            self.model, self.cluster_names = latest, latest.names()
 
     def follow_rules(self) -> None:
         """Keep `rules` at the newest published version until :meth:`stop` (a thread)."""
@@ -346,18 +357,24 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
     tokens = Credentials(settings.secrets("api_tokens"), open_when_empty=settings.dev_mode)
     keys = settings.key_layout()
     client = async_redis_client(settings, _REDIS_CONNECTIONS)
-    lookups = Lookups(client, keys)
+    lane = None if settings.redis_cluster else Lane(client.connection_pool)
+    lookups = Lookups(client, keys, lane)
     live = _Live(settings, lookups)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         follower = threading.Thread(target=live.follow_rules, name="rules", daemon=True)
         follower.start()
+        await live.read_model()
+        model_follower = asyncio.create_task(live.follow_model())
         try:
             yield
         finally:
+            model_follower.cancel()
             live.stop()
             await asyncio.to_thread(follower.join, 10)
+            if lane is not None:
+                await lane.close()
             await client.aclose()
 
     app = service_app(
@@ -373,10 +390,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         found = await lookups.user(user_id, features=features)
         if found is None:
             return None
-        model = await live.model()
         cluster = found["cluster"]
-        names = model.names() if model is not None else {}
-        found["cluster_name"] = names.get(cluster) if cluster is not None else None
+        found["cluster_name"] = live.cluster_names.get(cluster) if cluster is not None else None
         found.setdefault("features", None)
         return orjson.dumps(found)
 
@@ -427,8 +442,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         summary="Rule segments and clusters with their sizes",
     )
     async def list_segments() -> SegmentsView:
-        rules = live.rules
-        model = await live.model()
+        rules, model = live.rules, live.model
         clusters = list(model.clusters) if model is not None else []
         sizes = await lookups.sizes(
             [partial(keys.members, segment=name) for name in rules.names]

@@ -32,10 +32,20 @@ class RequestMetrics:
             buckets=_LATENCY,
         )
 
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        """Each endpoint's and code's series, found once (label values are few and bounded)."""
+
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(endpoint=endpoint, code=str(code)).inc()
-        self.duration.labels(endpoint=endpoint).observe(seconds)
+        children = self._children.get((endpoint, code))
+        if children is None:
+            children = (
+                self.requests.labels(endpoint=endpoint, code=str(code)),
+                self.duration.labels(endpoint=endpoint),
+            )
+            self._children[endpoint, code] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def service_app(title: str, summary: str, metrics: RequestMetrics, **options: Any) -> FastAPI:
