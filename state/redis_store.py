@@ -1,9 +1,12 @@
 """The Redis implementation of :class:`~state.store.StateStore`.
 
-Each partition of a batch is one `MULTI`/`EXEC` transaction on keys of one hash
-tag, so it runs on Redis Cluster as on a single Redis. The partition's offset
-key is `WATCH`ed and checked first, so a worker that lost a partition in a
-rebalance cannot overwrite the state its successor has written.
+Each partition of a batch is one script call on keys of one hash tag, so it
+runs on Redis Cluster as on a single Redis. The script checks the partition's
+stored offset first and writes only when it is the one the worker read from,
+so a worker that lost a partition in a rebalance cannot overwrite the state
+its successor has written; like a transaction, it runs whole, with nothing in
+between. One call and one reply per partition: a MULTI/EXEC of the same
+commands took three round trips and a reply per command.
 """
 
 from __future__ import annotations
@@ -17,12 +20,34 @@ import redis
 from processors._core import User
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress
-from state.timer_store import DueTimers, TimerStore
+from state.timer_store import Command, DueTimers, TimerStore
 
 TIMER_SHARDS = 4096
 """Default number of sorted sets each partition's timers are spread over."""
 
 _LOAD_CHUNK = 1_000
+_CHUNK = 1_000
+"""Keys or members per command in a commit (a script's command takes at most about 8,000
+arguments)."""
+
+_COMMIT = """
+local stored = redis.call('GET', KEYS[1])
+local offset = stored and string.match(stored, '^%d+') or ''
+if offset ~= ARGV[1] then
+  return offset
+end
+local i, n = 3, #ARGV
+while i <= n do
+  local count = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + count))
+  i = i + count + 1
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return false
+"""
+"""A partition's commit: when the offset stored at KEYS[1] is ARGV[1] (empty: none), run
+the commands that follow ARGV[2] (each as its argument count, then its arguments) and
+store ARGV[2] as the progress; otherwise change nothing and answer the stored offset."""
 
 
 class EarlierLayoutError(RuntimeError):
@@ -39,6 +64,7 @@ class RedisStateStore:
         self.keys = keys
         self.group = group
         self.timers = TimerStore(client, keys, timer_shards)
+        self._commit_script = client.register_script(_COMMIT)
 
     def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
         """The state row of each user that has one, from users by partition (one round trip,
@@ -129,82 +155,93 @@ class RedisStateStore:
 
     def _commit_partition(self, part: PartitionCommit, rules_version: str) -> str | None:
         """Commit one partition's part; why it was fenced, `None` when it was committed."""
-        key = self.keys.offset(part.partition, self.group)
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                value = cast(bytes | None, pipe.get(key))
-                offset = None if value is None else PartitionProgress.parse(value.decode()).offset
-                if offset != part.start:
-                    return f"at offset {offset}, this worker expected {part.start}"
-                pipe.multi()
-                self._write(pipe, part, rules_version)
-                pipe.set(key, part.progress.encode())
-                pipe.execute()
-            except redis.WatchError:
-                return "committed concurrently"
-        return None
+        expected = "" if part.start is None else str(part.start)
+        arguments: list[str | bytes] = [expected, part.progress.encode()]
+        for command in self._writes(part, rules_version):
+            arguments.append(str(len(command)))
+            arguments.extend(command)
+        stored = self._commit_script(
+            keys=[self.keys.offset(part.partition, self.group)], args=arguments
+        )
+        if stored is None:
+            return None
+        return f"at offset {stored.decode() or None}, this worker expected {part.start}"
 
-    def _write(
-        self, pipe: redis.client.Pipeline, part: PartitionCommit, rules_version: str
-    ) -> None:
+    def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:
+        """The commands that write one partition's part, all on keys of its hash tag."""
         keys, partition = self.keys, part.partition
+        commands: list[Command] = []
         expired = set(part.expired_users)
-        states = {
-            keys.state(partition, user_id): row
+        states = [
+            item
             for user_id, row in part.rows.items()
             if user_id not in expired
-        }
-        if states:  # one command for the partition's users (one slot: see `rows`)
-            pairs = (item for pair in states.items() for item in pair)
-            pipe.execute_command("MSET", *pairs)  # type: ignore[no-untyped-call]
+            for item in (keys.state(partition, user_id), row)
+        ]
+        for start in range(0, len(states), 2 * _CHUNK):
+            commands.append(("MSET", *states[start : start + 2 * _CHUNK]))
         for user_id, user in part.labelled.items():
-            pipe.hset(
-                keys.labels(partition, user_id),
-                mapping={
-                    "segments": orjson.dumps(user.segments),
-                    "cluster": user.cluster or "",
-                    "version": user.version,
-                    "model_version": user.model_version or "",
-                    "event_time": user.as_of,
-                    "rules_version": rules_version,
-                    "alias_of": user.alias_of or "",
-                },
+            commands.append(
+                (
+                    "HSET",
+                    keys.labels(partition, user_id),
+                    "segments",
+                    orjson.dumps(user.segments),
+                    "cluster",
+                    user.cluster or "",
+                    "version",
+                    str(user.version),
+                    "model_version",
+                    str(user.model_version or ""),
+                    "event_time",
+                    repr(user.as_of),
+                    "rules_version",
+                    rules_version,
+                    "alias_of",
+                    user.alias_of or "",
+                )
             )
+        sets = _SetChanges()
         for change in part.changes:
             for segment in change.entered:
-                pipe.sadd(keys.members(partition, segment), change.user_id)
+                sets.add(keys.members(partition, segment), change.user_id)
             for segment in change.exited:
-                pipe.srem(keys.members(partition, segment), change.user_id)
+                sets.remove(keys.members(partition, segment), change.user_id)
             if change.cluster != change.previous_cluster:
                 if change.previous_cluster is not None:
-                    pipe.srem(
+                    sets.remove(
                         keys.cluster_members(partition, change.previous_cluster), change.user_id
                     )
                 if change.cluster is not None:
-                    pipe.sadd(keys.cluster_members(partition, change.cluster), change.user_id)
-        entered = {segment for change in part.changes for segment in change.entered}
-        if entered:
-            pipe.sadd(keys.segments(partition), *entered)
-        clusters = {change.cluster for change in part.changes if change.cluster is not None}
-        if clusters:
-            pipe.sadd(keys.clusters(partition), *clusters)
-        for name, amount in part.counters.items():
-            if amount:
-                pipe.hincrby(keys.counters(partition), name, amount)
+                    sets.add(keys.cluster_members(partition, change.cluster), change.user_id)
+        for change in part.changes:
+            for segment in change.entered:
+                sets.add(keys.segments(partition), segment)
+            if change.cluster is not None:
+                sets.add(keys.clusters(partition), change.cluster)
         index = keys.partition_users(partition)
-        if part.new_users:
-            pipe.sadd(index, *part.new_users)
-        if part.expired_users:
-            pipe.srem(index, *part.expired_users)
-            pipe.delete(*(keys.state(partition, user_id) for user_id in part.expired_users))
-            pipe.delete(*(keys.labels(partition, user_id) for user_id in part.expired_users))
+        for user_id in part.new_users:
+            sets.add(index, user_id)
+        for user_id in part.expired_users:
+            sets.remove(index, user_id)
+        commands += sets.commands()
+        commands += [
+            ("HINCRBY", keys.counters(partition), name, str(amount))
+            for name, amount in part.counters.items()
+            if amount
+        ]
+        gone = [
+            key for user_id in part.expired_users for key in _user_keys(keys, partition, user_id)
+        ]
+        for start in range(0, len(gone), _CHUNK):
+            commands.append(("DEL", *gone[start : start + _CHUNK]))
         if part.timers or part.taken:
-            self.timers.write(pipe, partition, part.timers, part.taken)
+            commands += self.timers.writes(partition, part.timers, part.taken)
         if part.evaluated:
-            pipe.delete(keys.evaluated(partition))
+            commands.append(("DEL", keys.evaluated(partition)))
             digests = [item for pair in part.evaluated.items() for item in pair]
-            pipe.hset(keys.evaluated(partition), items=digests)
+            commands.append(("HSET", keys.evaluated(partition), *digests))
+        return commands
 
     def users(self) -> Iterator[tuple[str, User]]:
         """Every stored user, a partition at a time, in chunks."""
@@ -212,3 +249,38 @@ class RedisStateStore:
             for chunk in self.partition_users(partition):
                 for user_id, blob in self.rows({partition: chunk}).items():
                     yield user_id, User.from_bytes(blob)
+
+
+def _user_keys(keys: KeyLayout, partition: int, user_id: str) -> tuple[str, str]:
+    """A user's state and labels keys."""
+    return keys.state(partition, user_id), keys.labels(partition, user_id)
+
+
+class _SetChanges:
+    """Members added to and removed from sets, in order, as a few SADD and SREM commands:
+    for each set and member only the last change counts.
+
+    >>> changes = _SetChanges()
+    >>> changes.add("vip", "ann"); changes.add("vip", "bob"); changes.remove("vip", "ann")
+    >>> changes.commands()
+    [('SADD', 'vip', 'bob'), ('SREM', 'vip', 'ann')]
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str, dict[str, bool]] = {}
+
+    def add(self, key: str, member: str) -> None:
+        self.last.setdefault(key, {})[member] = True
+
+    def remove(self, key: str, member: str) -> None:
+        self.last.setdefault(key, {})[member] = False
+
+    def commands(self) -> list[Command]:
+        """SADD and SREM commands of up to `_CHUNK` members each."""
+        found: list[Command] = []
+        for key, members in self.last.items():
+            for verb, present in (("SADD", True), ("SREM", False)):
+                chosen = [member for member, there in members.items() if there is present]
+                for start in range(0, len(chosen), _CHUNK):
+                    found.append((verb, key, *chosen[start : start + _CHUNK]))
+        return found

@@ -7,8 +7,8 @@ scores each shard at most its earliest due time. Reading what is due by a
 watermark looks only at shards whose score has passed it; reading a shard
 also finds its true earliest time, which the next commit writes back.
 
-Writes go onto the caller's transaction, so timers commit with the state and
-offsets they belong to.
+Writes are commands for the caller's transaction, so timers commit with the
+state and offsets they belong to.
 
 >>> timer_shard("alice", 4096)
 3143
@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import redis
 
 from state.keys import KeyLayout
+
+Command = tuple[str | bytes, ...]
+"""A Redis command and its arguments, as strings and bytes."""
 
 SHARDS_PER_READ = 128
 """Shards read in one round trip while collecting due timers."""
@@ -80,23 +83,21 @@ class TimerStore:
             for partition, first in zip(partitions, firsts, strict=True)
         }
 
-    def write(
-        self,
-        pipe: redis.client.Pipeline,
-        partition: int,
-        timers: Mapping[str, int | None],
-        taken: DueTimers | None = None,
-    ) -> None:
-        """Queue on `pipe` the removal of `taken` and the new due times in `timers`."""
+    def writes(
+        self, partition: int, timers: Mapping[str, int | None], taken: DueTimers | None = None
+    ) -> list[Command]:
+        """The commands that remove `taken` and store the new due times in `timers`, for the
+        caller's transaction."""
         index = self.keys.timers(partition)
+        commands: list[Command] = []
         removed: dict[int, list[str]] = defaultdict(list)
         if taken is not None:
-            emptied = [shard for shard, bound in taken.bounds.items() if math.isinf(bound)]
+            emptied = [str(shard) for shard, bound in taken.bounds.items() if math.isinf(bound)]
             if emptied:
-                pipe.zrem(index, *emptied)
-            bounds = {str(s): b for s, b in taken.bounds.items() if not math.isinf(b)}
+                commands.append(("ZREM", index, *emptied))
+            bounds = [(s, b) for s, b in taken.bounds.items() if not math.isinf(b)]
             if bounds:
-                pipe.zadd(index, bounds)
+                commands.append(("ZADD", index, *_scored(bounds)))
             for user_id, shard in taken.sources.items():
                 rescheduled = timers.get(user_id) is not None
                 if not rescheduled or timer_shard(user_id, self.shards) != shard:
@@ -109,12 +110,15 @@ class TimerStore:
             else:
                 added[shard][user_id] = due
         for shard, users in removed.items():
-            pipe.zrem(self.keys.timer_shard(partition, shard), *users)
+            commands.append(("ZREM", self.keys.timer_shard(partition, shard), *users))
         for shard, dues in added.items():
-            pipe.zadd(self.keys.timer_shard(partition, shard), dues)
+            commands.append(
+                ("ZADD", self.keys.timer_shard(partition, shard), *_scored(dues.items()))
+            )
         if added:
-            earliest = {str(shard): min(dues.values()) for shard, dues in added.items()}
-            pipe.zadd(index, earliest, lt=True)
+            earliest = [(shard, min(dues.values())) for shard, dues in added.items()]
+            commands.append(("ZADD", index, "LT", *_scored(earliest)))
+        return commands
 
     def _candidates(self, watermarks: Mapping[int, float], limit: int) -> dict[int, list[int]]:
         """Per partition, the shards that may hold timers due by its watermark, earliest first."""
@@ -153,6 +157,15 @@ class TimerStore:
                 _take(found, shard, entries, watermark, limit)
         found.entries.sort()
         return found
+
+
+def _scored(entries: Iterable[tuple[str | int, float]]) -> list[str]:
+    """ZADD's `score member` arguments for `(member, score)` entries.
+
+    >>> _scored([("ann", 1700000000), (7, 1.5)])
+    ['1700000000', 'ann', '1.5', '7']
+    """
+    return [text for member, score in entries for text in (repr(score), str(member))]
 
 
 def _take(

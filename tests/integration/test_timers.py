@@ -155,7 +155,8 @@ def test_a_million_pending_timers_fit_in_100_mb(stack, config):
                 for number in range(start + partition, start + per_commit, config.partitions)
             }
             with client.pipeline(transaction=True) as pipe:
-                store.write(pipe, partition, timers)
+                for command in store.writes(partition, timers):
+                    pipe.execute_command(*command)
                 pipe.execute()
     used = client.info("memory")["used_memory"] - before
     print(f"1,000,000 pending timers: {used / 1e6:.1f} MB in Redis")
@@ -179,14 +180,16 @@ def test_taking_due_timers_then_rescheduling_or_dropping_them_leaves_one_entry_e
     start = int(T0)
     timers = {f"u{n}": start + n for n in range(20)}
     with client.pipeline(transaction=True) as pipe:
-        store.write(pipe, 0, timers)
+        for command in store.writes(0, timers):
+            pipe.execute_command(*command)
         pipe.execute()
     taken = store.due({0: start + 9}, limit=100)[0]
     assert [user for _, user in taken.entries] == [f"u{n}" for n in range(10)]
     later = {f"u{n}": start + 100 + n for n in range(5)}  # u0-u4 rescheduled
     later |= dict.fromkeys([f"u{n}" for n in range(5, 8)])  # u5-u7 dropped; u8, u9 fired
     with client.pipeline(transaction=True) as pipe:
-        store.write(pipe, 0, later, taken)
+        for command in store.writes(0, later, taken):
+            pipe.execute_command(*command)
         pipe.execute()
     left = {
         member.decode(): int(score)
