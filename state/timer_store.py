@@ -21,7 +21,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -30,8 +30,39 @@ from state.keys import KeyLayout
 Command = tuple[str | bytes, ...]
 """A Redis command and its arguments, as strings and bytes."""
 
-SHARDS_PER_READ = 128
-"""Shards read in one round trip while collecting due timers."""
+_COLLECT = """
+local watermark, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local shards = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)
+local found, taken = {#shards < limit and 1 or 0}, 0
+for _, shard in ipairs(shards) do
+  local left = limit - taken
+  if left <= 0 then
+    found[1] = 0
+    break
+  end
+  local entries = redis.call('ZRANGE', KEYS[1] .. ':' .. shard, 0, left, 'WITHSCORES')
+  local head, count, bound = #found, 0, 'inf'
+  for i = 1, #entries, 2 do
+    local score = tonumber(entries[i + 1])
+    if score > watermark or taken >= limit then
+      bound = entries[i + 1]
+      if score <= watermark then
+        found[1] = 0
+      end
+      break
+    end
+    found[head + 4 + 2 * count], found[head + 5 + 2 * count] = entries[i], entries[i + 1]
+    count, taken = count + 1, taken + 1
+  end
+  found[head + 1], found[head + 2], found[head + 3] = shard, bound, count
+end
+return found
+"""
+"""Up to ARGV[2] timers due by the watermark ARGV[1] from the timer index KEYS[1]: the
+shards the index scores by then, earliest first, each read one entry past the room left,
+so that a shard not read to its end has an entry left over whose score is its bound.
+Answers whether every due timer was read (1 or 0), then for each shard read its number,
+bound (`inf`: none left), count and `member, score` pairs."""
 
 
 def timer_shard(user_id: str, shards: int) -> int:
@@ -62,14 +93,19 @@ class TimerStore:
         self.client = client
         self.keys = keys
         self.shards = shards
+        self._collect = client.register_script(_COLLECT)
 
     def due(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
-        """Up to `limit` timers per partition due by its watermark, from the earliest shards."""
-        candidates = self._candidates(watermarks, limit)
+        """Up to `limit` timers per partition due by its watermark, from the earliest shards
+        (one script call per partition, see `_COLLECT`)."""
         found: dict[int, DueTimers] = {}
-        for partition, shards in candidates.items():
-            if shards:
-                found[partition] = self._collect(partition, shards, watermarks[partition], limit)
+        for partition, watermark in watermarks.items():
+            if math.isinf(-watermark):
+                continue  # nothing is due before the partition's first event
+            reply = self._collect(keys=[self.keys.timers(partition)], args=[repr(watermark), limit])
+            taken = _due_timers(reply)
+            if taken.bounds:
+                found[partition] = taken
         return found
 
     def earliest(self, partitions: Sequence[int]) -> dict[int, float]:
@@ -120,44 +156,6 @@ class TimerStore:
             commands.append(("ZADD", index, "LT", *_scored(earliest)))
         return commands
 
-    def _candidates(self, watermarks: Mapping[int, float], limit: int) -> dict[int, list[int]]:
-        """Per partition, the shards that may hold timers due by its watermark, earliest first."""
-        partitions = [p for p, watermark in watermarks.items() if not math.isinf(-watermark)]
-        with self.client.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.zrangebyscore(
-                    self.keys.timers(partition),
-                    "-inf",
-                    watermarks[partition],
-                    start=0,
-                    num=limit,
-                )
-            replies = cast(list[list[bytes]], pipe.execute())
-        return {
-            partition: [int(shard) for shard in shards]
-            for partition, shards in zip(partitions, replies, strict=True)
-        }
-
-    def _collect(
-        self, partition: int, shards: list[int], watermark: float, limit: int
-    ) -> DueTimers:
-        """Read `shards` in index order until `limit` due timers are found."""
-        found = DueTimers(exhausted=len(shards) < limit)
-        for start in range(0, len(shards), SHARDS_PER_READ):
-            left = limit - len(found.entries)
-            if left <= 0:
-                found.exhausted = False
-                break
-            chunk = shards[start : start + SHARDS_PER_READ]
-            with self.client.pipeline(transaction=False) as pipe:
-                for shard in chunk:
-                    pipe.zrange(self.keys.timer_shard(partition, shard), 0, left, withscores=True)
-                replies = cast(list[list[tuple[bytes, float]]], pipe.execute())
-            for shard, entries in zip(chunk, replies, strict=True):
-                _take(found, shard, entries, watermark, limit)
-        found.entries.sort()
-        return found
-
 
 def _scored(entries: Iterable[tuple[str | int, float]]) -> list[str]:
     """ZADD's `score member` arguments for `(member, score)` entries.
@@ -168,27 +166,22 @@ def _scored(entries: Iterable[tuple[str | int, float]]) -> list[str]:
     return [text for member, score in entries for text in (repr(score), str(member))]
 
 
-def _take(
-    found: DueTimers,
-    shard: int,
-    entries: list[tuple[bytes, float]],
-    watermark: float,
-    limit: int,
-) -> None:
-    """Take a shard's due entries while there is room; note the earliest it has left.
+def _due_timers(reply: list[Any]) -> DueTimers:
+    """The due timers in a reply of `_COLLECT`.
 
-    A shard is read one entry past the room left, so when it is not read to
-    its end an entry is always left over, and its score is the shard's bound.
+    >>> due = _due_timers([0, b"7", b"1700000060", 1, b"ann", b"1700000000", b"9", b"inf", 0])
+    >>> due.entries, due.sources, due.bounds, due.exhausted
+    ([(1700000000, 'ann')], {'ann': 7}, {7: 1700000060.0, 9: inf}, False)
     """
-    bound = math.inf
-    for member, score in entries:
-        if score <= watermark and len(found.entries) < limit:
-            user_id = member.decode()
-            found.entries.append((int(score), user_id))
+    found = DueTimers(exhausted=bool(reply[0]))
+    at = 1
+    while at < len(reply):
+        shard, bound, count = int(reply[at]), float(reply[at + 1]), int(reply[at + 2])
+        found.bounds[shard] = bound
+        for index in range(at + 3, at + 3 + 2 * count, 2):
+            user_id = reply[index].decode()
+            found.entries.append((int(float(reply[index + 1])), user_id))
             found.sources[user_id] = shard
-            continue
-        bound = score
-        if score <= watermark:
-            found.exhausted = False
-        break
-    found.bounds[shard] = bound
+        at += 3 + 2 * count
+    found.entries.sort()
+    return found
