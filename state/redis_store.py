@@ -1,12 +1,11 @@
 """The Redis implementation of :class:`~state.store.StateStore`.
 
-Each partition of a batch is one script call on keys of one hash tag, so it
-runs on Redis Cluster as on a single Redis. The script checks the partition's
-stored offset first and writes only when it is the one the worker read from,
-so a worker that lost a partition in a rebalance cannot overwrite the state
-its successor has written; like a transaction, it runs whole, with nothing in
-between. One call and one reply per partition: a MULTI/EXEC of the same
-commands took three round trips and a reply per command.
+Each partition of a batch is one `MULTI`/`EXEC` transaction on keys of one hash
+tag, so it runs on Redis Cluster as on a single Redis. The partition's offset
+key is `WATCH`ed and checked first, so a worker that lost a partition in a
+rebalance cannot overwrite the state its successor has written. Inside it,
+the state rows are one `MSET`, and a set's members gained and lost one `SADD`
+and one `SREM`.
 """
 
 from __future__ import annotations
@@ -26,28 +25,6 @@ TIMER_SHARDS = 4096
 """Default number of sorted sets each partition's timers are spread over."""
 
 _LOAD_CHUNK = 1_000
-_CHUNK = 1_000
-"""Keys or members per command in a commit (a script's command takes at most about 8,000
-arguments)."""
-
-_COMMIT = """
-local stored = redis.call('GET', KEYS[1])
-local offset = stored and string.match(stored, '^%d+') or ''
-if offset ~= ARGV[1] then
-  return offset
-end
-local i, n = 3, #ARGV
-while i <= n do
-  local count = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + count))
-  i = i + count + 1
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return false
-"""
-"""A partition's commit: when the offset stored at KEYS[1] is ARGV[1] (empty: none), run
-the commands that follow ARGV[2] (each as its argument count, then its arguments) and
-store ARGV[2] as the progress; otherwise change nothing and answer the stored offset."""
 
 
 class EarlierLayoutError(RuntimeError):
@@ -64,7 +41,6 @@ class RedisStateStore:
         self.keys = keys
         self.group = group
         self.timers = TimerStore(client, keys, timer_shards)
-        self._commit_script = client.register_script(_COMMIT)
 
     def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
         """The state row of each user that has one, from users by partition (one round trip,
@@ -155,31 +131,36 @@ class RedisStateStore:
 
     def _commit_partition(self, part: PartitionCommit, rules_version: str) -> str | None:
         """Commit one partition's part; why it was fenced, `None` when it was committed."""
-        expected = "" if part.start is None else str(part.start)
-        arguments: list[str | bytes] = [expected, part.progress.encode()]
-        for command in self._writes(part, rules_version):
-            arguments.append(str(len(command)))
-            arguments.extend(command)
-        stored = self._commit_script(
-            keys=[self.keys.offset(part.partition, self.group)], args=arguments
-        )
-        if stored is None:
-            return None
-        return f"at offset {stored.decode() or None}, this worker expected {part.start}"
+        key = self.keys.offset(part.partition, self.group)
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                value = cast(bytes | None, pipe.get(key))
+                offset = None if value is None else PartitionProgress.parse(value.decode()).offset
+                if offset != part.start:
+                    return f"at offset {offset}, this worker expected {part.start}"
+                pipe.multi()
+                for command in self._writes(part, rules_version):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.set(key, part.progress.encode())
+                pipe.execute()
+            except redis.WatchError:
+                return "committed concurrently"
+        return None
 
     def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:
         """The commands that write one partition's part, all on keys of its hash tag."""
         keys, partition = self.keys, part.partition
         commands: list[Command] = []
         expired = set(part.expired_users)
-        states = [
+        rows = [
             item
             for user_id, row in part.rows.items()
             if user_id not in expired
             for item in (keys.state(partition, user_id), row)
         ]
-        for start in range(0, len(states), 2 * _CHUNK):
-            commands.append(("MSET", *states[start : start + 2 * _CHUNK]))
+        if rows:  # one command for the partition's users (one slot: see `rows`)
+            commands.append(("MSET", *rows))
         for user_id, user in part.labelled.items():
             commands.append(
                 (
@@ -230,11 +211,9 @@ class RedisStateStore:
             for name, amount in part.counters.items()
             if amount
         ]
-        gone = [
-            key for user_id in part.expired_users for key in _user_keys(keys, partition, user_id)
-        ]
-        for start in range(0, len(gone), _CHUNK):
-            commands.append(("DEL", *gone[start : start + _CHUNK]))
+        if part.expired_users:
+            gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
+            commands.append(("DEL", *(key for pair in gone for key in pair)))
         if part.timers or part.taken:
             commands += self.timers.writes(partition, part.timers, part.taken)
         if part.evaluated:
@@ -276,11 +255,11 @@ class _SetChanges:
         self.last.setdefault(key, {})[member] = False
 
     def commands(self) -> list[Command]:
-        """SADD and SREM commands of up to `_CHUNK` members each."""
+        """One SADD and one SREM a set, for the members it gains and loses."""
         found: list[Command] = []
         for key, members in self.last.items():
             for verb, present in (("SADD", True), ("SREM", False)):
                 chosen = [member for member, there in members.items() if there is present]
-                for start in range(0, len(chosen), _CHUNK):
-                    found.append((verb, key, *chosen[start : start + _CHUNK]))
+                if chosen:
+                    found.append((verb, key, *chosen))
         return found
