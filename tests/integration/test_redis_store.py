@@ -1,4 +1,4 @@
-"""The Redis store's commit on a real Redis: one fenced script call per partition."""
+"""The Redis store's commit on a real Redis: one fenced MULTI/EXEC per partition."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     client = redis.Redis.from_url(settings.redis_url)
     keys = settings.key_layout()
     store = RedisStateStore(client, keys, settings.group_id, timer_shards=8)
-    users = [f"user-{n:05d}" for n in range(2_500)]  # more than one command's worth of keys
+    users = [f"user-{n:05d}" for n in range(2_500)]
     first = PartitionCommit(
         1,
         None,
