@@ -365,7 +365,6 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         follower = threading.Thread(target=live.follow_rules, name="rules", daemon=True)
         follower.start()
-        await live.read_model()
         model_follower = asyncio.create_task(live.follow_model())
         try:
             yield
