@@ -97,12 +97,24 @@ class TimerStore:
 
     def due(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, from the earliest shards
-        (one script call per partition, see `_COLLECT`)."""
+        (a call of the script `_COLLECT` per partition, all in one pipeline).
+
+        A server that does not know the script yet (it restarted, or a cluster node took a
+        slot over) is sent it, and the partitions it refused are asked again.
+        """
+        asked = [(p, repr(mark)) for p, mark in watermarks.items() if not math.isinf(-mark)]
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition, watermark in asked:
+                # `execute_command`: a cluster pipeline refuses `evalsha()` by name
+                index = self.keys.timers(partition)
+                pipe.execute_command("EVALSHA", self._collect.sha, 1, index, watermark, limit)  # type: ignore[no-untyped-call]
+            replies = pipe.execute(raise_on_error=False)
         found: dict[int, DueTimers] = {}
-        for partition, watermark in watermarks.items():
-            if math.isinf(-watermark):
-                continue  # nothing is due before the partition's first event
-            reply = self._collect(keys=[self.keys.timers(partition)], args=[repr(watermark), limit])
+        for (partition, watermark), reply in zip(asked, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                reply = self._collect(keys=[self.keys.timers(partition)], args=[watermark, limit])
+            elif isinstance(reply, Exception):
+                raise reply
             taken = _due_timers(reply)
             if taken.bounds:
                 found[partition] = taken

@@ -1,4 +1,5 @@
-"""The Redis store's commit on a real Redis: one fenced MULTI/EXEC per partition."""
+"""The Redis store's commit on a real Redis: fenced MULTI/EXEC transactions, quiet
+partitions sharing one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import redis
 
 from state.redis_store import RedisStateStore
 from state.store import BatchCommit, Counters, PartitionCommit, PartitionProgress
+from state.timer_store import Command
 from tests.integration.conftest import isolated_settings
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,10 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     assert int(client.hget(keys.counters(1), "events")) == 2_500
     due = store.due_timers({1: 1_700_000_009}, limit=100)[1].entries
     assert due == [(1_700_000_000 + n, users[n]) for n in range(10)]
+    client.script_flush()  # as after a restart: the due-timer script is sent again
+    due = store.due_timers({0: 1_700_000_009, 1: 1_700_000_004}, limit=100)
+    assert list(due) == [1]
+    assert due[1].entries == [(1_700_000_000 + n, users[n]) for n in range(5)]
 
     stale = PartitionCommit(1, None, PartitionProgress(20, 1800.0, 1790.0), rows={"x": b"x"})
     assert store.commit(BatchCommit([stale], "r1")) == {
@@ -47,3 +53,60 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     assert not client.exists(keys.state(1, "x"))
     assert len(store.rows({1: users})) == 1_000
     assert client.scard(keys.partition_users(1)) == 1_000
+
+
+class _Overtaken(RedisStateStore):
+    """A store whose first transaction sees another worker commit `partition` meanwhile."""
+
+    def __init__(self, client: redis.Redis, other: redis.Redis, partition: int, **kw) -> None:
+        super().__init__(client, **kw)
+        self.other, self.partition, self.overtaken = other, partition, False
+
+    def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:
+        if not self.overtaken:
+            self.overtaken = True
+            progress = PartitionProgress(7, 50.0, 40.0).encode()
+            self.other.set(self.keys.offset(self.partition, self.group), progress)
+        return super()._writes(part, rules_version)
+
+
+def test_quiet_partitions_share_a_transaction_and_a_fenced_one_leaves_the_others(stack):
+    settings = isolated_settings(stack)
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = settings.key_layout()
+    store = RedisStateStore(client, keys, settings.group_id, timer_shards=8)
+
+    def part(number: int, start: int | None) -> PartitionCommit:
+        user = f"user-{number}"
+        return PartitionCommit(
+            number,
+            start,
+            PartitionProgress(5, 10.0, 0.0),
+            rows={user: b"row"},
+            counters=Counters(events=1),
+            new_users=[user],
+        )
+
+    # partition 2 already has progress another worker wrote: it alone is fenced
+    client.set(keys.offset(2, settings.group_id), PartitionProgress(3, 5.0, 0.0).encode())
+    assert store.commit(BatchCommit([part(n, None) for n in range(4)], "r1")) == {
+        2: "at offset 3, this worker expected None"
+    }
+    assert {n: p.offset for n, p in store.progress(range(4)).items()} == {0: 5, 1: 5, 2: 3, 3: 5}
+    assert store.rows({n: [f"user-{n}"] for n in range(4)}) == {
+        "user-0": b"row",
+        "user-1": b"row",
+        "user-3": b"row",
+    }
+
+    # partition 1 is committed by another worker between WATCH and EXEC: the shared
+    # transaction fails, and each partition tried alone tells which one moved
+    racing = _Overtaken(
+        client, redis.Redis.from_url(settings.redis_url), 1, keys=keys, group=settings.group_id
+    )
+    assert racing.commit(BatchCommit([part(0, 5), part(1, 5), part(3, 5)], "r1")) == {
+        1: "at offset 7, this worker expected 5"
+    }
+    assert {n: p.offset for n, p in racing.progress([0, 1, 3]).items()} == {0: 5, 1: 7, 3: 5}
+    assert int(client.hget(keys.counters(0), "events")) == 2
+    assert int(client.hget(keys.counters(1), "events")) == 1
