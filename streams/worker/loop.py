@@ -2,8 +2,7 @@
 
 One iteration handles one batch end to end:
 
-1. consume the messages that have arrived, up to `batch_max_events`, waiting
-   up to `batch_max_wait_ms` for the first (confluent-kafka `consume`);
+1. consume up to `batch_max_events` messages (confluent-kafka `consume`);
 2. decode them in offset order (:mod:`streams.worker.decoding`): dead letters
    for undecodable, future and late events; events of another partition's
    users set aside to forward there; watermarks moved;
@@ -138,7 +137,7 @@ class Worker:
         newer = self.parts.models.poll()
         if newer is not None:
             self._switch_model(newer)
-        messages = self._arrived(wait)
+        messages = self.consumer.consume(self.settings.batch_max_events, wait)
         try:
             backlog = self.process(messages)
         except (*_UNAVAILABLE, DeliveryError) as error:
@@ -147,14 +146,6 @@ class Worker:
         metrics.LAST_BATCH.set(time.time())
         self.probe.beat()
         return backlog
-
-    def _arrived(self, wait: float) -> list[Message]:
-        """The messages that have arrived, up to `batch_max_events`, after waiting up to
-        `wait` s for the first: a batch takes what is there instead of waiting to fill, so
-        an event waits at most for the batch before its own."""
-        first = self.consumer.consume(1, wait)
-        rest = self.settings.batch_max_events - 1
-        return first + self.consumer.consume(rest, 0) if first and rest else first
 
     def close(self) -> None:
         """Leave the group and the feeds, deliver what is queued, close the store."""
