@@ -115,7 +115,11 @@ class Settings(BaseSettings):
     """Most events one batch consumes; under a backlog, a larger batch loads and writes each
     user once for more of their events."""
     batch_max_wait_ms: int = Field(10, ge=1, le=60_000)
-    """Longest a batch waits to fill, in milliseconds (under a backlog batches fill at once)."""
+    """Longest the worker waits for an event before it looks at due timers, rules and models
+    again, in milliseconds; a batch takes the events that have arrived without waiting to fill."""
+    vector_interval_ms: int = Field(1_000, ge=0, le=600_000)
+    """How often a worker sends the trainer each user's latest feature vector, in ms; 0:
+    after every batch."""
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
     allowed_lateness_seconds: float = Field(3_600, ge=0, le=30 * 86_400)

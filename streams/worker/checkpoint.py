@@ -100,6 +100,12 @@ class Checkpoint:
         _count_changes([change for part in committed for change in part.changes])
         return not fenced
 
+    def send(self, outgoing: Sequence[Outgoing]) -> None:
+        """Produce `outgoing` apart from any batch: the next commit (or :meth:`close`)
+        waits for its acknowledgements, and fails if the broker refused it."""
+        self._produce(outgoing)
+        self.producer.poll(0)
+
     def settle(self, timeout: float) -> None:
         """Wait up to `timeout` s for what is in flight, after an outage; raise
         :class:`DeliveryError` unless the broker acknowledged all of it."""

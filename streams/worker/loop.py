@@ -2,7 +2,8 @@
 
 One iteration handles one batch end to end:
 
-1. consume up to `batch_max_events` messages (confluent-kafka `consume`);
+1. consume the messages that have arrived, up to `batch_max_events`, waiting
+   up to `batch_max_wait_ms` for the first (confluent-kafka `consume`);
 2. decode them in offset order (:mod:`streams.worker.decoding`): dead letters
    for undecodable, future and late events; events of another partition's
    users set aside to forward there; watermarks moved;
@@ -11,9 +12,12 @@ One iteration handles one batch end to end:
    partition: apply, evaluate, fire timers, place in clusters, take feature
    vectors);
 4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
-   dead letters, relays, changes and vectors, wait for the acks, then commit
-   each partition's users, labels, counters, timers and progress in one
-   fenced store transaction of its own.
+   dead letters, relays and changes, wait for the acks, then commit each
+   partition's users, labels, counters, timers and progress in one fenced
+   store transaction of its own;
+5. hold the batch's feature vectors in the trainer's feed
+   (:mod:`streams.worker.vector_feed`), which sends each user's latest once
+   every `vector_interval_ms`.
 
 Between batches the worker picks up newer rules and model snapshots; a
 snapshot of a new generation (the trainer re-clustered), or rules published
@@ -58,6 +62,7 @@ from streams.worker.decoding import DecodedBatch, PartitionBatch, decode_batch
 from streams.worker.partitions import PartitionState
 from streams.worker.parts import WorkerParts
 from streams.worker.relabel import relabel
+from streams.worker.vector_feed import VectorFeed
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 """Redis errors that mean "not answering now", as opposed to a mistake in a command."""
 _MAX_BACKOFF = 10.0
 """Longest wait between two attempts to reach Redis or the broker, in seconds."""
+_VECTORS_HELD = 20_000
+"""Most users' feature vectors the trainer's feed holds before it sends them early."""
 
 
 class PartitionCountError(RuntimeError):
@@ -89,6 +96,10 @@ class Worker:
         self.owned: dict[int, PartitionState] = {}
         """The partitions assigned to this worker, by number."""
         self.checkpoint = Checkpoint(parts.store, parts.make_producer, self.owned)
+        self.vectors = VectorFeed(
+            settings.vector_interval_ms / 1000, _VECTORS_HELD, started=time.monotonic()
+        )
+        """Users' latest feature vectors, until they go to the trainer."""
         self.partitions = 0
         """The events topic's partition count, checked against the state's at start."""
 
@@ -137,24 +148,40 @@ class Worker:
         newer = self.parts.models.poll()
         if newer is not None:
             self._switch_model(newer)
-        messages = self.consumer.consume(self.settings.batch_max_events, wait)
+        messages = self._arrived(wait)
         try:
             backlog = self.process(messages)
         except (*_UNAVAILABLE, DeliveryError) as error:
             self._recover(error, stop)
             return False
+        self._feed_trainer(self.vectors.due(time.monotonic()))
         metrics.LAST_BATCH.set(time.time())
         self.probe.beat()
         return backlog
+
+    def _arrived(self, wait: float) -> list[Message]:
+        """The messages that have arrived, up to `batch_max_events`, after waiting up to
+        `wait` s for the first: a batch takes what is there instead of waiting to fill, so
+        an event waits at most for the batch before its own."""
+        first = self.consumer.consume(1, wait)
+        rest = self.settings.batch_max_events - 1
+        return first + self.consumer.consume(rest, 0) if first and rest else first
 
     def close(self) -> None:
         """Leave the group and the feeds, deliver what is queued, close the store."""
         self.parts.rules.close()
         self.parts.models.close()
         self.consumer.close()
+        self._feed_trainer(self.vectors.take(time.monotonic()))
         self.checkpoint.close()
         self.parts.close_store()
         log.info("worker stopped")
+
+    def _feed_trainer(self, vectors: list[FeatureVector]) -> None:
+        """Send the trainer `vectors`, many to a message; the next commit waits for them."""
+        if vectors:
+            self.checkpoint.send(outgoing.vector_batches(vectors, self.settings.features_topic))
+            metrics.FEATURE_VECTORS.inc(len(vectors))
 
     def process(self, messages: Sequence[Message]) -> bool:
         """Handle one batch end to end (see the module docstring).
@@ -184,7 +211,8 @@ class Worker:
         if not self.checkpoint.commit(batch.outgoing, batch.commit):
             self._rewind(list(decoded.partitions))
             return False
-        _count_consumed(decoded, len(messages), batch.vectors)
+        self.vectors.add(batch.vectors)
+        _count_consumed(decoded, len(messages))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._measure_lag()
         backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
@@ -225,7 +253,7 @@ class Worker:
         stored = self.store.rows(wanted)
         changes: list[SegmentChange] = []
         relays = []
-        found: list[FeatureVector] = []
+        vectors: list[FeatureVector] = []
         commits = []
         received = _received_counters(decoded)
         for number, part in decoded.partitions.items():
@@ -242,7 +270,7 @@ class Worker:
                 watermark=state.clock.value,
             )
             changes += step.changes
-            found += step.vectors
+            vectors += step.vectors
             relays += [
                 (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
             ]
@@ -286,9 +314,8 @@ class Worker:
             *outgoing.change_events(
                 changes, self.settings.changes_topic, time.time(), self.rules.label
             ),
-            *outgoing.vector_batches(found, self.settings.features_topic),
         ]
-        return _Stepped(messages, BatchCommit(commits, self.rules.label), len(found))
+        return _Stepped(messages, BatchCommit(commits, self.rules.label), vectors)
 
     def _check_partition_count(self) -> int:
         """The events topic's partition count; raise :class:`PartitionCountError` when the
@@ -462,11 +489,12 @@ class Worker:
 
 @dataclass(frozen=True, slots=True)
 class _Stepped:
-    """A stepped batch: the messages to produce, the store commit, and the vectors' count."""
+    """A stepped batch: the messages to produce, the store commit, and the feature vectors
+    for the trainer."""
 
     outgoing: list[outgoing.Outgoing]
     commit: BatchCommit
-    vectors: int
+    vectors: list[FeatureVector]
 
 
 def _received_counters(decoded: DecodedBatch) -> dict[int, Counters]:
@@ -484,12 +512,11 @@ def _received_counters(decoded: DecodedBatch) -> dict[int, Counters]:
     return counted
 
 
-def _count_consumed(decoded: DecodedBatch, size: int, vectors: int) -> None:
+def _count_consumed(decoded: DecodedBatch, size: int) -> None:
     """Add a committed batch to the consumption, dead-letter and freshness metrics."""
     metrics.EVENTS_CONSUMED.inc(decoded.consumed)
     for reason, count in Tally(rejection.reason for _, rejection in decoded.rejected).items():
         metrics.DEAD_LETTERS.labels(reason=reason).inc(count)
-    metrics.FEATURE_VECTORS.inc(vectors)
     metrics.BATCH_EVENTS.observe(size)
     if decoded.live_times:
         metrics.FRESHNESS.observe_many(time.time() - np.asarray(decoded.live_times))

@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from processors._core import User
+from processors.model import FEATURE_INDEX
 from processors.partitioner import canonical_partition
 from processors.rules import parse_rules
+from processors.vectors import unpack_vectors
 from processors.wire import (
     ADVANCE_WATERMARK,
     CONTROL_HEADER,
@@ -40,7 +42,7 @@ TOPIC = SETTINGS.events_topic
 class Rig:
     """A worker on in-memory parts, and what it works with."""
 
-    def __init__(self, broker=None, store=None, rules=None):
+    def __init__(self, broker=None, store=None, rules=None, settings=SETTINGS):
         self.broker = broker or MemoryBroker(partitions=4)
         self.store = store or MemoryStore()
         self.consumer = MemoryConsumer(self.broker)
@@ -55,7 +57,7 @@ class Rig:
             models=self.models,
             ping=lambda: True,
         )
-        self.worker = Worker(SETTINGS, rules or load_rules(SETTINGS), parts)
+        self.worker = Worker(settings, rules or load_rules(settings), parts)
         self.broker.topic(TOPIC)
         self.worker.start()
 
@@ -192,6 +194,24 @@ def test_timers_fire_as_the_watermark_passes_them():
     ]
     assert any("Cart Abandoners" in change["entered"] for change in timed), timed
     assert rig.store.counters["timers_fired"] >= 1
+
+
+@pytest.mark.parametrize(("interval_ms", "sent"), [(60_000, [3]), (0, [1, 2, 3])])
+def test_the_trainer_gets_a_users_latest_vector_once_an_interval_however_events_batch(
+    interval_ms, sent
+):
+    rig = Rig(settings=SETTINGS.model_copy(update={"vector_interval_ms": interval_ms}))
+    for index in range(3):
+        rig.broker.append(TOPIC, event("hal", f"m{index}", index), key=b"hal")
+        rig.run(1)
+    rig.worker.close()  # sends what the feed holds
+    vectors = [
+        vector
+        for message in rig.broker.messages(SETTINGS.features_topic)
+        for vector in unpack_vectors(message.value())
+    ]
+    assert [vector.user_id for vector in vectors] == ["hal"] * len(sent)
+    assert [vector.values[FEATURE_INDEX["events_lifetime"]] for vector in vectors] == sent
 
 
 def test_a_topic_with_another_partition_count_than_the_state_is_refused():
