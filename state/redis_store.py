@@ -122,7 +122,8 @@ class RedisStateStore:
             yield chunk
 
     def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
-        """Up to `limit` timers per partition due by its watermark, oldest first."""
+        """Up to `limit` timers per partition due by its watermark, oldest first, and when
+        each partition's next timer can be due (every partition asked has an entry)."""
         return self.timers.due(watermarks, limit)
 
     def commit(self, batch: BatchCommit) -> dict[int, str]:

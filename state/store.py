@@ -197,7 +197,8 @@ class StateStore(Protocol):
         ...
 
     def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
-        """Up to `limit` timers per partition due by its watermark, oldest first."""
+        """Up to `limit` timers per partition due by its watermark, oldest first, and when
+        each partition's next timer can be due (every partition asked has an entry)."""
         ...
 
     def commit(self, batch: BatchCommit) -> dict[int, str]:

@@ -33,7 +33,9 @@ Command = tuple[str | bytes, ...]
 _COLLECT = """
 local watermark, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local shards = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)
-local found, taken = {#shards < limit and 1 or 0}, 0
+local later = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local found, taken = {#shards < limit and 1 or 0, later[2] or 'inf'}, 0
 for _, shard in ipairs(shards) do
   local left = limit - taken
   if left <= 0 then
@@ -61,8 +63,9 @@ return found
 """Up to ARGV[2] timers due by the watermark ARGV[1] from the timer index KEYS[1]: the
 shards the index scores by then, earliest first, each read one entry past the room left,
 so that a shard not read to its end has an entry left over whose score is its bound.
-Answers whether every due timer was read (1 or 0), then for each shard read its number,
-bound (`inf`: none left), count and `member, score` pairs."""
+Answers whether every due timer was read (1 or 0), the earliest index score after the
+watermark (`inf`: none), then for each shard read its number, bound (`inf`: none left),
+count and `member, score` pairs."""
 
 
 def timer_shard(user_id: str, shards: int) -> int:
@@ -84,6 +87,9 @@ class DueTimers:
     bounds: dict[int, float] = field(default_factory=dict)
     exhausted: bool = True
     """Whether every timer due by the watermark was read (none was left for later)."""
+    after: float = -math.inf
+    """When `exhausted`, a lower bound of the partition's earliest timer once these are
+    taken (`inf`: none left): until its watermark reaches it, nothing there is due."""
 
 
 class TimerStore:
@@ -97,7 +103,8 @@ class TimerStore:
 
     def due(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, from the earliest shards
-        (a call of the script `_COLLECT` per partition, all in one pipeline).
+        (a call of the script `_COLLECT` per partition, all in one pipeline); every
+        partition asked has an entry, with when its next timer can be due.
 
         A server that does not know the script yet (it restarted, or a cluster node took a
         slot over) is sent it, and the partitions it refused are asked again.
@@ -115,9 +122,7 @@ class TimerStore:
                 reply = self._collect(keys=[self.keys.timers(partition)], args=[watermark, limit])
             elif isinstance(reply, Exception):
                 raise reply
-            taken = _due_timers(reply)
-            if taken.bounds:
-                found[partition] = taken
+            found[partition] = _due_timers(reply)
         return found
 
     def earliest(self, partitions: Sequence[int]) -> dict[int, float]:
@@ -181,12 +186,13 @@ def _scored(entries: Iterable[tuple[str | int, float]]) -> list[str]:
 def _due_timers(reply: list[Any]) -> DueTimers:
     """The due timers in a reply of `_COLLECT`.
 
-    >>> due = _due_timers([0, b"7", b"1700000060", 1, b"ann", b"1700000000", b"9", b"inf", 0])
-    >>> due.entries, due.sources, due.bounds, due.exhausted
-    ([(1700000000, 'ann')], {'ann': 7}, {7: 1700000060.0, 9: inf}, False)
+    >>> reply = [1, b"1700000090", b"7", b"1700000060", 1, b"ann", b"1700000000", b"9", b"inf", 0]
+    >>> due = _due_timers(reply)
+    >>> due.entries, due.sources, due.bounds, due.exhausted, due.after
+    ([(1700000000, 'ann')], {'ann': 7}, {7: 1700000060.0, 9: inf}, True, 1700000060.0)
     """
     found = DueTimers(exhausted=bool(reply[0]))
-    at = 1
+    at = 2
     while at < len(reply):
         shard, bound, count = int(reply[at]), float(reply[at + 1]), int(reply[at + 2])
         found.bounds[shard] = bound
@@ -196,4 +202,5 @@ def _due_timers(reply: list[Any]) -> DueTimers:
             found.sources[user_id] = shard
         at += 3 + 2 * count
     found.entries.sort()
+    found.after = min([float(reply[1]), *found.bounds.values()])
     return found

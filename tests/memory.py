@@ -40,6 +40,8 @@ class MemoryStore:
         self.counters: dict[str, int] = defaultdict(int)
         self.fail_next_commit = False
         """Raise a connection error at the next commit, as a Redis that went away would."""
+        self.asked: list[dict[int, float]] = []
+        """The watermarks of each reading of due timers."""
 
     def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
         return {u: self.states[u] for ids in users.values() for u in ids if u in self.states}
@@ -58,18 +60,19 @@ class MemoryStore:
             yield users
 
     def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
+        self.asked.append(dict(watermarks))
         found = {}
         for partition, watermark in watermarks.items():
             timers = sorted((due, user) for user, due in self.timers[partition].items())
             due = [(moment, user) for moment, user in timers if moment <= watermark][:limit]
-            if not due:
-                continue
             rest = timers[len(due) :]
+            after = rest[0][0] if rest else math.inf
             found[partition] = DueTimers(
                 entries=due,
                 sources={user: 0 for _, user in due},
-                bounds={0: rest[0][0] if rest else math.inf},
-                exhausted=len(due) < limit or not rest or rest[0][0] > watermark,
+                bounds={0: after} if due else {},
+                exhausted=after > watermark,
+                after=after,
             )
         return found
 

@@ -88,6 +88,7 @@ class Checkpoint:
             state = self.owned.get(part.partition)
             if state is not None:
                 state.committed = part.progress.offset
+                state.scheduled(part.timers)
         # 4. Record it.
         metrics.KAFKA_WRITE_SECONDS.observe(produced - started)
         metrics.REDIS_WRITE_SECONDS.observe(time.perf_counter() - produced)

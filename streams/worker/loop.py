@@ -354,16 +354,24 @@ class Worker:
                 state.clock.advance_to(now)
 
     def _due_timers(self) -> dict[int, DueTimers]:
-        """The timers due by each owned partition's watermark, a share of the batch's budget."""
+        """The timers due by each owned partition's watermark, a share of the batch's budget.
+
+        Only partitions whose watermark has reached their next timer are asked; one that
+        had nothing due notes when its next timer is, and this worker's commits bring that
+        forward when they schedule an earlier one.
+        """
         watermarks = {
             number: state.clock.value
             for number, state in self.owned.items()
-            if state.committed is not None
+            if state.committed is not None and state.clock.value >= state.timers_after
         }
         if not watermarks:
             return {}
         share = max(1, self.settings.timers_per_batch // len(watermarks))
         due = self.store.due_timers(watermarks, share)
+        for number, taken in due.items():
+            if taken.exhausted and not taken.entries:
+                self.owned[number].timers_after = taken.after
         return {number: taken for number, taken in due.items() if taken.bounds}
 
     def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:

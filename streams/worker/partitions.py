@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING
@@ -30,8 +32,9 @@ class PartitionState:
     yet); `clock` its event-time watermark; `relayed` the highest (offset, index) of
     each source partition whose relays were taken here; `replaying` whether its
     latest event was replayed; `heard` when (monotonic seconds) its latest
-    message came. All but `heard` are rebuilt from the store's progress after a
-    batch that was not committed.
+    message came; `timers_after` a lower bound of its earliest timer in the store
+    (`-inf`: unknown). All but `heard` are rebuilt from the store's progress after
+    a batch that was not committed.
     """
 
     number: int
@@ -40,6 +43,13 @@ class PartitionState:
     relayed: dict[int, tuple[int, int]] = field(default_factory=dict)
     replaying: bool = False
     heard: float = field(default_factory=time.monotonic)
+    timers_after: float = -math.inf
+
+    def scheduled(self, timers: Mapping[str, int | None]) -> None:
+        """Note timers committed for the partition's users (`None`: dropped): an earlier
+        one brings `timers_after` forward."""
+        earliest = min((due for due in timers.values() if due is not None), default=math.inf)
+        self.timers_after = min(self.timers_after, earliest)
 
     @classmethod
     def restore(

@@ -3,6 +3,8 @@ partitions sharing one."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import redis
 
@@ -38,8 +40,11 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     assert due == [(1_700_000_000 + n, users[n]) for n in range(10)]
     client.script_flush()  # as after a restart: the due-timer script is sent again
     due = store.due_timers({0: 1_700_000_009, 1: 1_700_000_004}, limit=100)
-    assert list(due) == [1]
     assert due[1].entries == [(1_700_000_000 + n, users[n]) for n in range(5)]
+    assert due[1].exhausted
+    assert due[1].after == 1_700_000_005  # when the next one is due
+    assert due[0].entries == []
+    assert due[0].after == math.inf  # a partition without timers
 
     stale = PartitionCommit(1, None, PartitionProgress(20, 1800.0, 1790.0), rows={"x": b"x"})
     assert store.commit(BatchCommit([stale], "r1")) == {

@@ -214,6 +214,38 @@ def test_the_trainer_gets_a_users_latest_vector_once_an_interval_however_events_
     assert [vector.values[FEATURE_INDEX["events_lifetime"]] for vector in vectors] == sent
 
 
+def test_due_timers_are_read_once_the_watermark_reaches_the_partitions_next_timer():
+    rig = Rig()
+    home = canonical_partition("ivy", 4)
+    cart = {"event": "Product Added", "properties": {"product_id": "p1", "price": 20}}
+    rig.broker.append(TOPIC, event("ivy", "m1", 0, "track", **cart), key=b"ivy")
+    rig.run(2)  # the first commit, then a reading that finds ivy's timer not yet due
+    rig.store.asked.clear()
+    rig.broker.append(TOPIC, event("ivy", "m2", 1), key=b"ivy")
+    rig.run(2)
+    assert not any(home in asked for asked in rig.store.asked)
+    # A late cart of another user of the partition schedules an earlier timer.
+    other = next(u for u in (f"u{n}" for n in range(100)) if canonical_partition(u, 4) == home)
+    rig.broker.append(TOPIC, event(other, "m3", -50, "track", **cart), key=other.encode())
+    rig.run(1)
+    earlier, later = rig.store.timers[home][other], rig.store.timers[home]["ivy"]
+    assert earlier < later
+    rig.broker.append(
+        TOPIC,
+        advance_body(earlier + (later - earlier) / 2),
+        partition=home,
+        headers=[(CONTROL_HEADER, ADVANCE_WATERMARK)],
+    )
+    rig.run(2)
+    assert any(home in asked for asked in rig.store.asked)
+    timed = [
+        orjson.loads(m.value())
+        for m in rig.broker.messages(SETTINGS.changes_topic)
+        if orjson.loads(m.value())["reason"] == "time"
+    ]
+    assert [change["user_id"] for change in timed] == [other]
+
+
 def test_a_topic_with_another_partition_count_than_the_state_is_refused():
     store = MemoryStore()
     store.claim_partition_count(8)
