@@ -106,6 +106,15 @@ def topic_reader(settings: Settings, group_id: str) -> Consumer:
     )
 
 
+FETCH_WAIT_MS = 50
+"""Longest the broker holds a worker's fetch while it has nothing new, in ms. Apache
+Kafka answers as soon as data arrives, so under load this only spares empty fetch round
+trips. The embedded broker (Tansu) may hold a fetch to its end, and the cost of each
+fetch grows with the batches stored in the partition; there, 50 ms against 10 ms gave
+freshness p99 135 against 161 ms at 18,000 events/s (means of three 30 s runs), and a
+third less worker CPU but 11 ms more p50 at 1,000 events/s."""
+
+
 def batch_consumer(settings: Settings, **overrides: Any) -> Consumer:
     """A consumer in the workers' group; offsets live with the state, not in Kafka.
 
@@ -123,7 +132,7 @@ def batch_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
         "max.poll.interval.ms": max(60_000, settings.session_timeout_ms * 10),
-        "fetch.wait.max.ms": min(settings.batch_max_wait_ms, 500),
+        "fetch.wait.max.ms": FETCH_WAIT_MS,
         "queued.min.messages": max(100_000, settings.batch_max_events * 2),
         **overrides,
     }
