@@ -1,8 +1,8 @@
 """Feature vectors and their wire form on the `features` topic.
 
-Workers publish one vector per user per batch, many to a message; each
-message names its columns, so a trainer reads vectors of any worker version
-whose features it knows. The core packs them (:func:`pack_vectors`,
+Workers publish each active user's latest vector about once a second, many
+to a message; each message names its columns, so a trainer reads vectors of
+any worker version whose features it knows. The core packs them (:func:`pack_vectors`,
 `processors/core/src/vectors.rs`); this module reads them back.
 
 >>> message = pack_vectors([FeatureVector("u1", 60.0, tuple(range(len(FEATURE_NAMES))))])
