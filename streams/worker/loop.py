@@ -45,7 +45,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, SegmentChange, run_partition
+from processors._core import FeatureVector, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -251,7 +251,7 @@ class Worker:
             for number, part in decoded.partitions.items()
         }
         stored = self.store.rows(wanted)
-        changes: list[SegmentChange] = []
+        stepped_at = time.time()
         relays = []
         vectors: list[FeatureVector] = []
         commits = []
@@ -269,7 +269,12 @@ class Worker:
                 due=taken.entries if taken else (),
                 watermark=state.clock.value,
             )
-            changes += step.changes
+            # on their way while the next partitions step; the commit waits for their acks
+            self.checkpoint.send(
+                outgoing.change_events(
+                    step.changes, self.settings.changes_topic, stepped_at, self.rules.label
+                )
+            )
             vectors += step.vectors
             relays += [
                 (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
@@ -310,9 +315,6 @@ class Worker:
             *outgoing.relays(topic, relays, decoded.misrouted),
             *outgoing.dead_letters(
                 decoded.rejected, self.settings.dead_letter_topic, self.privacy.scrub_bytes
-            ),
-            *outgoing.change_events(
-                changes, self.settings.changes_topic, time.time(), self.rules.label
             ),
         ]
         return _Stepped(messages, BatchCommit(commits, self.rules.label), vectors)
