@@ -10,9 +10,9 @@ One iteration handles one batch end to end:
 3. load the batch's users from the store (one round trip), step each partition
    (:func:`processors._core.run_partition`, the compiled core, once per
    partition: apply, evaluate, fire timers, place in clusters, take feature
-   vectors);
+   vectors), producing each partition's segment changes once it has stepped;
 4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
-   dead letters, relays and changes, wait for the acks, then commit each
+   dead letters and relays, wait for every ack, then commit each
    partition's users, labels, counters, timers and progress in one fenced
    store transaction of its own;
 5. hold the batch's feature vectors in the trainer's feed
