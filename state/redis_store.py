@@ -13,7 +13,7 @@ rows are one `MSET`, and a set's members gained and lost one `SADD` and one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import cast
 
 import orjson
@@ -22,7 +22,7 @@ from redis.cluster import RedisCluster
 
 from processors._core import User
 from state.keys import KeyLayout
-from state.store import BatchCommit, PartitionCommit, PartitionProgress
+from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
 
 TIMER_SHARDS = 4096
@@ -126,12 +126,14 @@ class RedisStateStore:
         each partition's next timer can be due (every partition asked has an entry)."""
         return self.timers.due(watermarks, limit)
 
-    def commit(self, batch: BatchCommit) -> dict[int, str]:
+    def commit(self, batch: BatchCommit, ready: Callable[[], None] = no_wait) -> dict[int, str]:
         """Write the partitions of `batch` in transactions fenced on their offsets; the
-        partitions fenced, with why (their part is dropped)."""
+        partitions fenced, with why (their part is dropped). `ready` runs once, before the
+        first `EXEC`: after its offsets are watched and checked and its commands queued."""
         fenced: dict[int, str] = {}
+        waiting = [ready]
         for parts in self._transactions(batch.partitions):
-            fenced |= self._commit_together(parts, batch.rules_version)
+            fenced |= self._commit_together(parts, batch.rules_version, waiting)
         return fenced
 
     def _transactions(self, parts: Sequence[PartitionCommit]) -> list[list[PartitionCommit]]:
@@ -149,8 +151,11 @@ class RedisStateStore:
             rows += len(part.rows)
         return groups
 
-    def _commit_together(self, parts: list[PartitionCommit], rules_version: str) -> dict[int, str]:
-        """Commit `parts` in one transaction; the partitions fenced, with why.
+    def _commit_together(
+        self, parts: list[PartitionCommit], rules_version: str, waiting: list[Callable[[], None]]
+    ) -> dict[int, str]:
+        """Commit `parts` in one transaction, after calling what is left in `waiting`; the
+        partitions fenced, with why.
 
         When a watched offset moved before `EXEC`, each partition is tried alone again,
         which tells the partition that moved (committed concurrently) from the others.
@@ -179,12 +184,14 @@ class RedisStateStore:
                     for command in self._writes(part, rules_version):
                         pipe.execute_command(*command)  # type: ignore[no-untyped-call]
                     pipe.set(self.keys.offset(part.partition, self.group), part.progress.encode())
+                while waiting:
+                    waiting.pop()()
                 pipe.execute()
             except redis.WatchError:
                 if len(parts) == 1:
                     return {parts[0].partition: "committed concurrently"}
                 for part in writing:
-                    fenced |= self._commit_together([part], rules_version)
+                    fenced |= self._commit_together([part], rules_version, waiting)
         return fenced
 
     def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:

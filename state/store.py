@@ -11,7 +11,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -176,6 +176,10 @@ class BatchCommit:
         return sum(len(part.rows) for part in self.partitions)
 
 
+def no_wait() -> None:
+    """A `ready` for :meth:`StateStore.commit` that waits for nothing."""
+
+
 class StateStore(Protocol):
     """The worker's state of record for one events topic."""
 
@@ -201,9 +205,13 @@ class StateStore(Protocol):
         each partition's next timer can be due (every partition asked has an entry)."""
         ...
 
-    def commit(self, batch: BatchCommit) -> dict[int, str]:
+    def commit(self, batch: BatchCommit, ready: Callable[[], None] = no_wait) -> dict[int, str]:
         """Write each partition of `batch` atomically; the partitions fenced (another worker
-        committed them), whose part was dropped, with why."""
+        committed them), whose part was dropped, with why.
+
+        `ready` is called once, before anything is written: what must be durable before
+        the batch (its change events) is waited for there, while the store has already
+        checked where the partitions stand and prepared its writes."""
         ...
 
     def users(self) -> Iterator[tuple[str, User]]:

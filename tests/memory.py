@@ -76,10 +76,13 @@ class MemoryStore:
             )
         return found
 
-    def commit(self, batch: BatchCommit) -> dict[int, str]:
+    def commit(
+        self, batch: BatchCommit, ready: Callable[[], None] = lambda: None
+    ) -> dict[int, str]:
         if self.fail_next_commit:
             self.fail_next_commit = False
             raise redis.ConnectionError("the store went away")
+        ready()
         fenced = {}
         for part in batch.partitions:
             stored = self.offsets.get(part.partition)

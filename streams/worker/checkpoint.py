@@ -4,7 +4,8 @@
 
 1. produce every outgoing message and wait for the broker to acknowledge all;
 2. commit the store transactions, one per partition, each fenced on its partition's
-   committed offset;
+   committed offset: the store checks the offsets and prepares its writes while the
+   broker acknowledges, and writes once it has;
 3. advance the committed offset of each partition committed;
 4. record the commit in the metrics.
 
@@ -72,13 +73,21 @@ class Checkpoint:
         Redis did not answer; partitions whose transaction had not run then are not
         committed, and the caller rereads every partition's committed progress.
         """
-        # 1. Produce, and wait for the broker's acknowledgements.
+        # 1. Produce, and wait for the broker's acknowledgements: once the store is ready
+        # to write (it checks the offsets and prepares its writes in the meantime).
         started = time.perf_counter()
         self._produce(outgoing)
-        self._flush(_FLUSH_SECONDS)
-        produced = time.perf_counter()
+        acknowledged: list[float] = []
+
+        def acknowledge() -> None:
+            self._flush(_FLUSH_SECONDS)
+            acknowledged.append(time.perf_counter())
+
         # 2. Commit the store transactions, fenced on the partitions' offsets.
-        fenced = self.store.commit(batch)
+        fenced = self.store.commit(batch, acknowledge)
+        if not acknowledged:  # every partition fenced: nothing written, still delivered
+            acknowledge()
+        produced = acknowledged[0]
         for partition, reason in fenced.items():
             metrics.FENCED.inc()
             log.warning("partition dropped partition=%d reason=fenced detail=%r", partition, reason)
