@@ -115,3 +115,37 @@ def test_quiet_partitions_share_a_transaction_and_a_fenced_one_leaves_the_others
     assert {n: p.offset for n, p in racing.progress([0, 1, 3]).items()} == {0: 5, 1: 7, 3: 5}
     assert int(client.hget(keys.counters(0), "events")) == 2
     assert int(client.hget(keys.counters(1), "events")) == 1
+
+
+def test_nothing_is_written_until_ready_returns_and_it_is_called_once(stack):
+    settings = isolated_settings(stack)
+    client = redis.Redis.from_url(settings.redis_url)
+    store = RedisStateStore(client, settings.key_layout(), settings.group_id, timer_shards=8)
+    # two partitions with many rows each: two transactions, one wait for the broker
+    parts = [
+        PartitionCommit(
+            number,
+            None,
+            PartitionProgress(5, 10.0, 0.0),
+            rows={f"user-{number}-{n}": b"row" for n in range(2_000)},
+            counters=Counters(events=2_000),
+        )
+        for number in (0, 1)
+    ]
+    wanted = {number: [f"user-{number}-{n}" for n in range(2_000)] for number in (0, 1)}
+
+    def refuse() -> None:
+        raise RuntimeError("the broker did not acknowledge the changes")
+
+    with pytest.raises(RuntimeError):
+        store.commit(BatchCommit(parts, "r1"), refuse)
+    assert store.progress([0, 1]) == {}
+    assert store.rows(wanted) == {}
+
+    calls: list[dict[int, PartitionProgress]] = []
+    assert (
+        store.commit(BatchCommit(parts, "r1"), lambda: calls.append(store.progress([0, 1]))) == {}
+    )
+    assert calls == [{}]  # once, before the first transaction wrote
+    assert {n: p.offset for n, p in store.progress([0, 1]).items()} == {0: 5, 1: 5}
+    assert len(store.rows(wanted)) == 4_000
