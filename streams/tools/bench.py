@@ -38,6 +38,7 @@ writes them as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -625,6 +626,20 @@ def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
             processes.stop_all()
 
 
+def _cpu_model() -> str:
+    """The processor's name and model, as Linux reports them (figures differ by a factor
+    between processors, so a run names its own): ``Intel(R) Xeon(R) Processor (family 6
+    model 207)``."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            found.setdefault(key.strip(), value.strip())
+    if "model name" not in found:
+        return platform.processor() or platform.machine()
+    return f"{found['model name']} (family {found.get('cpu family')} model {found.get('model')})"
+
+
 def _measure(
     stack: Stack, config: BenchConfig, processes: Processes, report: Report
 ) -> dict[str, Any]:
@@ -706,6 +721,7 @@ def _measure(
         "redis": "cluster of 3 masters" if config.redis_cluster else "one node",
         "machine": {
             "cpus": os.cpu_count(),
+            "cpu": _cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
         },

@@ -76,12 +76,22 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return found
 
 
+def _machine(machine: dict[str, Any]) -> str:
+    """Where the figures were measured: ``2 CPUs, Intel(R) Xeon(R) Processor (family 6
+    model 207), Python 3.11.7``."""
+    if not machine:
+        return ""
+    cpus, cpu, python = (machine.get(key, "?") for key in ("cpus", "cpu", "python"))
+    return f"{cpus} CPUs, {cpu}, Python {python}"
+
+
 def bench_table(figures: dict[str, Any]) -> Table:
     """A rich table of `figures`, with the run's size in its title."""
     table = Table(
         title=f"segstream bench: {figures.get('events', 0):,} events, "
         f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions, "
-        f"Redis: {figures.get('redis', 'one node')}"
+        f"Redis: {figures.get('redis', 'one node')}",
+        caption=_machine(figures.get("machine", {})),
     )
     for column in ("measure", "value", "ratio", "target"):
         table.add_column(column, justify="right" if column == "value" else "left")

@@ -62,3 +62,7 @@ def test_a_small_bench_measures_every_figure(tmp_path):
     assert figures["flaky_changes"] == 20
     assert figures["preview_users"] == 1000
     assert "time to act p99" in done.stdout
+    machine = figures["machine"]
+    assert machine["cpu"]
+    assert machine["cpus"] > 0
+    assert f"{machine['cpus']} CPUs, {machine['cpu']}" in " ".join(done.stdout.split())
