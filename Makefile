@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 JOBS ?= 2
 
-.PHONY: demo test lint lint-python lint-rust rust-test unit tools sdks kafka bench chaos soak clean
+.PHONY: demo test lint lint-python lint-rust rust-test unit runtime tools sdks kafka bench chaos soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.installed-dev: pyproject.toml $(CORE_SOURCES) | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed  ## stream simulated shoppers through the embedded stack and watch
+demo: $(VENV)/.installed runtime kafka  ## stream simulated shoppers through the embedded stack and watch
 	$(BIN)/segstream demo --duration $(DURATION)
 
 lint: lint-python lint-rust  ## ruff, mypy, cargo fmt and clippy
@@ -43,26 +43,30 @@ lint-rust: $(VENV)/.installed-dev
 rust-test: $(VENV)/.installed-dev  ## the core's Rust tests
 	cd $(CORE) && $(CARGO) test --quiet
 
-# Debian packages the tests use: promtool and prometheus, docker-compose (to validate the file),
-# chromium (browser SDKs in a real browser), Java and Maven (Apache Kafka), redis-server (Redis
-# Cluster).
+# Debian packages: Java, Maven and redis-server run the embedded stack (`runtime`); the tests
+# also use promtool and prometheus, docker-compose (to validate the file) and chromium
+# (browser SDKs in a real browser).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-tools:  ## install Debian's prometheus, docker-compose, chromium, Java, Maven and redis-server
+APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get \
+  install -y -qq --no-install-recommends
+runtime:  ## install Debian's Java, Maven and redis-server when missing
+	@command -v java >/dev/null && command -v mvn >/dev/null && command -v redis-server >/dev/null \
+	  || { $(APT_INSTALL) default-jre-headless maven redis-server >/dev/null; }
+tools: runtime  ## also Debian's prometheus, docker-compose and chromium, for the tests
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
 	  && command -v docker-compose >/dev/null && command -v chromium >/dev/null \
-	  && command -v java >/dev/null && command -v mvn >/dev/null \
-	  && command -v redis-server >/dev/null \
-	  || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
-	       -y -qq --no-install-recommends prometheus docker-compose chromium \
-	       default-jre-headless maven redis-server >/dev/null; }
+	  || { $(APT_INSTALL) prometheus docker-compose chromium >/dev/null; }
 
-# Apache Kafka's broker jars from Maven Central, into a folder the tests own.
-KAFKA := tests/kafka/libs/.fetched
-$(KAFKA): tests/kafka/pom.xml
-	mvn --quiet --batch-mode --file tests/kafka/pom.xml dependency:copy-dependencies \
-	  -DoutputDirectory=libs
+# Apache Kafka's broker jars from Maven Central, into a cache every clone on this machine
+# reuses (streams/tools/embedded/apache_kafka.py names the same version and folder).
+KAFKA_VERSION := 4.4.0
+KAFKA_LIBS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/segstream/apache-kafka-$(KAFKA_VERSION)
+$(KAFKA_LIBS)/.fetched:
+	$(MAKE) --no-print-directory runtime
+	mvn --quiet --batch-mode --file deploy/kafka/pom.xml dependency:copy-dependencies \
+	  -Dkafka.version=$(KAFKA_VERSION) -DoutputDirectory=$(KAFKA_LIBS)
 	touch $@
-kafka: tools $(KAFKA)  ## fetch Apache Kafka for the tests (Maven)
+kafka: $(KAFKA_LIBS)/.fetched  ## fetch Apache Kafka (Maven) when it is not in the cache
 
 # The tracking SDKs from npm and the browser driver, into a folder the tests own.
 SDKS := tests/sdk/node_modules/.package-lock.json
@@ -78,15 +82,15 @@ test:  ## lint, then every test (integration tests start their own broker and Re
 	$(MAKE) --no-print-directory -j2 lint rust-test tools sdks kafka
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
-bench: $(VENV)/.installed  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
+bench: $(VENV)/.installed runtime kafka  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
 	$(BIN)/segstream bench --json bench.json
 
-chaos: $(VENV)/.installed-dev  ## the fault suite and the fuzzers at full size (about 15 minutes)
+chaos: $(VENV)/.installed-dev tools kafka  ## the fault suite and the fuzzers at full size (about 15 minutes)
 	FAULT_EVENTS=200000 FUZZ_PAYLOADS=100000 FUZZ_EVENTS=20000 SCHEMA_EXAMPLES=200 \
 	  $(BIN)/pytest --timeout 3600 tests/integration/test_effectively_once.py \
 	  tests/processors/test_fuzz.py tests/integration/test_fuzz.py tests/integration/test_openapi_fuzz.py
 
-soak: $(VENV)/.installed-dev  ## 10 minutes of steady load on one worker: flat memory, bounded lag
+soak: $(VENV)/.installed-dev runtime kafka  ## 10 minutes of steady load on one worker: flat memory, bounded lag
 	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest -rP --timeout 1200 tests/integration/test_soak.py
 
 unit: rust-test  ## the fast tests only, no I/O

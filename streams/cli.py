@@ -18,7 +18,7 @@ import orjson
 from processors.rules import RuleFileError, parse_rules
 from state.read_model import ReadModel
 from streams import logs
-from streams.redis_clients import redis_client
+from streams.redis_clients import read_model, redis_client
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -31,11 +31,6 @@ def settings() -> Settings:
     """Settings from the environment; a wrong one ends the command naming it (see
     :class:`_Commands`)."""
     return Settings()
-
-
-def read_model(config: Settings) -> ReadModel:
-    """The read model of the configured Redis."""
-    return ReadModel(redis_client(config), config.key_layout())
 
 
 def stop_on_signals() -> threading.Event:
@@ -186,6 +181,32 @@ def _serve(service: str) -> None:
     type=click.FloatRange(5),
     help="Seconds of live events with abandoned-cart probes (time to act).",
 )
+@click.option(
+    "--edge-seconds",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds each of the collector's measurements runs.",
+)
+@click.option(
+    "--edge-rate",
+    default=5_000.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Single tracker calls/s for the tracker to label.",
+)
+@click.option(
+    "--kafka",
+    metavar="BOOTSTRAP",
+    help="Measure on this Kafka (with --redis) instead of an embedded one; "
+    "SEGSTREAM_KAFKA_* security settings apply as for the worker.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    help="Measure on this Redis (with --kafka); SEGSTREAM_REDIS_CLUSTER=true for a cluster.",
+)
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Write figures here.")
 def bench(
     events: int,
@@ -200,20 +221,27 @@ def bench(
     flaky_changes: int,
     preview_users: int,
     act_seconds: float,
+    edge_seconds: float,
+    edge_rate: float,
+    kafka: str | None,
+    redis_url: str | None,
     json_file: Path | None,
 ) -> None:
     """Measure segstream against a naive Faust pipeline and the raw Kafka limit, in one run.
 
-    Starts the embedded broker and Redis, preloads simulated events, and prints
-    throughput (one and two workers, the baseline, the raw limit), freshness,
-    Redis bytes per user, read API lookup latency, and webhooks (deliveries/s,
-    a flaky receiver, time to act on an abandoned cart). With --redis-cluster, the
-    store is a Redis Cluster of three masters started on this machine.
+    Starts the embedded broker and Redis (or uses yours: --kafka and --redis, with
+    topics, groups and keys of its own, removed afterwards), preloads simulated events,
+    and prints throughput (one and two workers, the baseline, the raw limit), freshness,
+    Redis bytes per user, read API lookup latency, webhooks (deliveries/s, a flaky
+    receiver, time to act on an abandoned cart), the collector (batch and single-call
+    rates, tracker to label) and rebalances (a rolling restart, a killed worker). With
+    --redis-cluster, the store is a Redis Cluster of three masters started on this
+    machine.
     """
     from rich.console import Console
 
-    from streams.tools.bench import BenchConfig, run_bench
-    from streams.tools.bench_table import bench_table
+    from streams.tools.bench.run import BenchConfig, run_bench
+    from streams.tools.bench.table import bench_table
 
     console = Console()
     config = BenchConfig(
@@ -229,7 +257,13 @@ def bench(
         flaky_changes=flaky_changes,
         preview_users=preview_users,
         act_seconds=act_seconds,
+        edge_seconds=edge_seconds,
+        edge_rate=edge_rate,
+        kafka=kafka,
+        redis=redis_url,
     )
+    if (kafka is None) != (redis_url is None):
+        raise click.UsageError("--kafka and --redis go together")
     figures = run_bench(config, lambda step: console.print(f"[dim]… {step}[/dim]"))
     console.print(bench_table(figures))
     if json_file is not None:
@@ -691,7 +725,7 @@ def destinations_validate(file: Path) -> None:
 def destinations_apply(file: Path) -> None:
     """Publish a destinations file; running deliverers switch to it within a second."""
     from processors.destinations import DestinationFileError, parse_destinations
-    from streams.destinations_feed import publish
+    from streams.deliver.destinations_feed import publish
     from streams.topics import ensure_topics
 
     config = settings()
@@ -719,8 +753,8 @@ def deliver() -> None:
     import asyncio
 
     from processors.destinations import DestinationFileError, MissingSecretError
-    from streams.deliver import deliver as run_deliveries
-    from streams.destinations_feed import Configured
+    from streams.deliver.deliverer import deliver as run_deliveries
+    from streams.deliver.destinations_feed import Configured
     from streams.health import Probe, serve
     from streams.topics import ensure_topics
 

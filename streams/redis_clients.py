@@ -20,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from state.read_model import ReadModel
 from streams.settings import ENV_PREFIX, Settings, SettingsError
 
 
@@ -51,6 +52,11 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
             f"{ENV_PREFIX}REDIS_CLUSTER=true"
         )
     return client
+
+
+def read_model(settings: Settings) -> ReadModel:
+    """The read model (users, segments, counters) of the configured Redis."""
+    return ReadModel(redis_client(settings), settings.key_layout())
 
 
 def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:

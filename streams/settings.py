@@ -121,7 +121,15 @@ class Settings(BaseSettings):
     """How often a worker sends the trainer each user's latest feature vector, in ms; 0:
     after every batch."""
     session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
-    """Consumer-group session timeout: how fast a dead worker's partitions move, in ms."""
+    """Consumer-group session timeout: how fast a dead worker's partitions move, in ms. With
+    the `consumer` group protocol it is set as the workers' group configuration, within the
+    broker's `group.consumer.min.session.timeout.ms` (45,000 by default; the embedded
+    broker's is 1,000)."""
+    group_protocol: Literal["auto", "consumer", "classic"] = "auto"
+    """The workers' consumer-group protocol: `consumer` (KIP-848: the broker assigns
+    partitions incrementally, and a worker joining or leaving pauses no other), `classic`
+    (with the cooperative-sticky assignor), or `auto`: `consumer` where the broker offers
+    it (`group.coordinator.rebalance.protocols`), `classic` otherwise."""
     allowed_lateness_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
     """How far behind a partition's newest event time an event may arrive and still count, in s."""
     dedup_horizon_seconds: float = Field(3_600, ge=0, le=30 * 86_400)

@@ -189,15 +189,18 @@ class MemoryConsumer:
         partitions = dict(enumerate(self.broker.topic(topic)))
         return SimpleNamespace(topics={topic: SimpleNamespace(partitions=partitions, error=None)})
 
-    def assign(self, partitions: list[TopicPartition]) -> None:
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            assert tp.partition not in self.positions, f"{tp.partition} is assigned already"
             self.positions[tp.partition] = max(tp.offset, 0)
+
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.positions.pop(tp.partition)
 
     def revoke(self, numbers: list[int]) -> None:
         """Take `numbers` away, as a rebalance would."""
         self.on_revoke(self, [TopicPartition(self.topic, n) for n in numbers])
-        for number in numbers:
-            self.positions.pop(number, None)
 
     def seek(self, tp: TopicPartition) -> None:
         self.positions[tp.partition] = max(tp.offset, 0)

@@ -29,9 +29,8 @@ from processors.rules import parse_rules
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
-from streams.cli import read_model
 from streams.kafka import topic_reader
-from streams.redis_clients import redis_client
+from streams.redis_clients import read_model, redis_client
 from streams.rules_feed import load_rules
 from streams.rules_preview import preview_rules
 from streams.settings import Settings

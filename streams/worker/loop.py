@@ -468,14 +468,15 @@ class Worker:
         REDIS.reached()
         for tp in partitions:
             tp.offset = self.owned[tp.partition].seek_to
-        consumer.assign(partitions)
+        consumer.incremental_assign(partitions)
         metrics.PARTITIONS.set(len(self.owned))
         log.info(
             "partitions assigned=%s",
             ",".join(f"{tp.partition}@{tp.offset}" for tp in partitions),
         )
 
-    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_unassign(partitions)
         for tp in partitions:
             self.owned.pop(tp.partition, None)
             with contextlib.suppress(KeyError):

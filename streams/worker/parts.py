@@ -9,6 +9,7 @@ The worker takes these as arguments, so its unit tests give it in-memory twins
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -19,13 +20,15 @@ from processors.model import ModelSnapshot
 from processors.rules import RuleSet
 from state.redis_store import RedisStateStore
 from state.store import StateStore
-from streams.kafka import batch_consumer, reliable_producer
+from streams.kafka import batch_consumer, group_protocol, reliable_producer, set_group_session
 from streams.redis_clients import redis_client
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 from streams.worker.models_feed import ModelsFeed
 
 T = TypeVar("T", covariant=True)
+
+log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 30.0
 """Seconds a Redis call may take before the batch is given up and redone."""
@@ -63,12 +66,17 @@ class WorkerParts:
 
 
 def build_parts(settings: Settings) -> WorkerParts:
-    """Redis, the consumer in the workers' group, an idempotent producer and the feeds."""
+    """Redis, the consumer in the workers' group (on the group protocol that pauses least
+    on this broker), an idempotent producer and the feeds."""
     client = redis_client(settings, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT)
     store = RedisStateStore(client, settings.key_layout(), settings.group_id, settings.timer_shards)
+    protocol = group_protocol(settings)
+    if protocol == "consumer":
+        set_group_session(settings)
+    log.info("group protocol=%s", protocol)
     return WorkerParts(
         store=store,
-        consumer=batch_consumer(settings),
+        consumer=batch_consumer(settings, protocol),
         make_producer=lambda: reliable_producer(settings),
         rules=RulesFeed(settings),
         models=ModelsFeed(settings),

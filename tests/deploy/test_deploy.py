@@ -13,11 +13,12 @@ import yaml
 from kubernetes_validate import validate
 from prometheus_client import REGISTRY, generate_latest
 
-import streams.delivery_metrics
+import streams.deliver.metrics
 import streams.services.api
 import streams.services.collector
 import streams.trainer.metrics
 import streams.worker.metrics
+from streams.tools.embedded import apache_kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -59,6 +60,7 @@ def test_docker_compose_runs_the_whole_stack():
         "grafana",
     }
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
+    assert services["kafka"]["image"] == f"apache/kafka:{apache_kafka.VERSION}"
     scraped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"][0] for job in scraped["scrape_configs"]
@@ -74,6 +76,14 @@ def test_docker_compose_runs_the_whole_stack():
     mounts = " ".join(services["grafana"]["volumes"] + services["prometheus"]["volumes"])
     for path in ("grafana/provisioning", "grafana/dashboards", "alerts.yml"):
         assert path in mounts
+
+
+def test_the_embedded_broker_compose_kubernetes_and_the_makefile_name_one_kafka():
+    version = apache_kafka.VERSION
+    assert f"KAFKA_VERSION := {version}\n" in (ROOT / "Makefile").read_text()
+    assert f"<kafka.version>{version}</kafka.version>" in (DEPLOY / "kafka" / "pom.xml").read_text()
+    assert f"Apache Kafka {version} (KRaft)" in (DEPLOY / "kubernetes" / "config.yaml").read_text()
+    assert f"image: apache/kafka:{version}\n" in (ROOT / "docker-compose.yml").read_text()
 
 
 def test_kubernetes_manifests_are_valid_and_every_process_has_probes():
@@ -136,7 +146,7 @@ def test_metric_names_follow_prometheus_rules():
     """Every process's metrics (worker, trainer, collector, API, deliverer) as promtool lints
     them."""
     loaded = (
-        streams.delivery_metrics,
+        streams.deliver.metrics,
         streams.worker.metrics,
         streams.trainer.metrics,
         streams.services.collector,

@@ -1,10 +1,10 @@
-"""A real Tansu broker and a real Redis for the whole session, Apache Kafka and a Redis
-Cluster for the test files that ask for them, and helpers around them.
+"""A real Apache Kafka and a real Redis for the whole session, a Redis Cluster for the
+test files that ask for it, and helpers around them.
 
-A test file runs on Apache Kafka, or on a Redis Cluster of three masters, when it
-is marked so::
+The broker listens for plain clients and, for the users in `SCRAM_USERS`, for SASL/SCRAM
+ones. A test file runs on a Redis Cluster of three masters when it is marked so::
 
-    pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.redis_cluster]
+    pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 """
 
 from __future__ import annotations
@@ -34,31 +34,31 @@ from state.model_store import ModelStore
 from state.read_model import ReadModel
 from streams.redis_clients import redis_client
 from streams.settings import Settings
-from streams.tools.embedded import Stack, broker_binary, free_port, running_stack
+from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.redis_cluster import RedisCluster, running_redis_cluster
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
-from tests.apache_kafka import ApacheKafka, running_apache_kafka
 
 pytestmark = pytest.mark.integration
 
 
+SCRAM_USERS = {"segstream": "s3cret"}
+"""The SASL/SCRAM users the broker is started with."""
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The embedded broker and a Redis."""
-    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+    """The embedded broker (Apache Kafka) and a Redis."""
+    with running_stack(tmp_path_factory.mktemp("stack"), SCRAM_USERS) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, embedded_stack: Stack) -> Stack:
-    """The broker and Redis a test file runs on: Apache Kafka where the file is marked
-    `apache_kafka`, the embedded broker otherwise; the Redis Cluster where it is marked
+    """The broker and Redis a test file runs on: the Redis Cluster where the file is marked
     `redis_cluster`, the session's Redis otherwise."""
     found = embedded_stack
-    if request.node.get_closest_marker("apache_kafka") is not None:
-        found = cast(Stack, request.getfixturevalue("apache_stack"))
     if request.node.get_closest_marker("redis_cluster") is not None:
         cluster = cast(RedisCluster, request.getfixturevalue("redis_cluster"))
         found = dataclasses.replace(found, redis_url=cluster.url, redis_pid=cluster.pids[0])
@@ -70,25 +70,6 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     """A Redis Cluster of three masters."""
     with running_redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
-
-
-SCRAM_USERS = {"segstream": "s3cret"}
-"""The SASL/SCRAM users Apache Kafka is started with."""
-
-
-@pytest.fixture(scope="session")
-def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
-    """Apache Kafka (KRaft), with plain and SASL/SCRAM listeners."""
-    with running_apache_kafka(tmp_path_factory.mktemp("apache-kafka"), SCRAM_USERS) as kafka:
-        yield kafka
-
-
-@pytest.fixture(scope="session")
-def apache_stack(embedded_stack: Stack, apache_kafka: ApacheKafka) -> Stack:
-    """Apache Kafka and the session's Redis."""
-    return dataclasses.replace(
-        embedded_stack, kafka_bootstrap=apache_kafka.bootstrap, broker_pid=apache_kafka.pid
-    )
 
 
 def isolated_settings(stack: Stack, partitions: int = 4) -> Settings:
@@ -289,26 +270,33 @@ def _same(a: object, b: object) -> bool:
     return orjson.dumps(a) == orjson.dumps(b)
 
 
-def read_topic(settings: Settings, topic: str, idle: float = 2.0) -> list:
-    """Every message on `topic`, partition by partition in offset order.
-
-    Reads until nothing arrives for `idle` seconds: Tansu reports a high
-    watermark that stops at the last record batch's first offset, so the
-    watermark cannot tell when a partition has been read to its end.
-    """
+def read_topic(settings: Settings, topic: str) -> list:
+    """Every message on `topic`, partition by partition in offset order: up to each
+    partition's high watermark as it was when the read began."""
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4().hex}"}
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1]
+            for partition in partitions
+        }
         consumer.assign(
             [TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions]
         )
         by_partition: dict[int, list] = {partition: [] for partition in partitions}
-        while batch := consumer.consume(10_000, idle):
-            for message in batch:
+        unread = {partition for partition, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 60
+        while unread and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
                 assert message.error() is None, message.error()
-                by_partition[message.partition()].append(message)
+                partition = message.partition()
+                if message.offset() < ends[partition]:
+                    by_partition[partition].append(message)
+                if message.offset() >= ends[partition] - 1:
+                    unread.discard(partition)
+        assert not unread, f"{topic}: partitions {sorted(unread)} not read to {ends} in 60 s"
         return [
             message for partition in sorted(by_partition) for message in by_partition[partition]
         ]
@@ -414,28 +402,6 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"nothing listens on {port}")
-
-
-def spawn_broker(port: int, advertised_port: int, log: Path) -> subprocess.Popen[bytes]:
-    """A broker of its own on `port` that sends clients to `advertised_port` (a proxy's)."""
-    broker = subprocess.Popen(
-        [
-            broker_binary(),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{advertised_port}",
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port)
-    except AssertionError:
-        broker.kill()
-        raise
-    return broker
 
 
 def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProcess]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,13 @@ KEYS = (
     "time_to_act_p50_ms",
     "time_to_act_p99_ms",
     "time_to_act_probes",
+    "collector_batch_eps",
+    "collector_single_rps",
+    "tracker_to_label_p50_ms",
+    "tracker_to_label_p99_ms",
+    "tracker_to_label_probes",
+    "restart_pause_p99_ms",
+    "failover_seconds",
 )
 
 
@@ -45,10 +53,12 @@ def test_a_small_bench_measures_every_figure(tmp_path):
             "--naive-seconds", "2", "--freshness-seconds", "2",
             "--lookup-rps", "100", "--lookup-seconds", "1",
             "--webhook-changes", "200", "--flaky-changes", "20", "--act-seconds", "5", "--preview-users", "1000",
+            "--edge-seconds", "2", "--edge-rate", "300",
             "--json", str(output),
         ],
         capture_output=True,
         text=True,
+        env={**os.environ, "COLUMNS": "200"},  # the table's rows unwrapped
         timeout=300,
         check=False,
     )  # fmt: skip
@@ -62,6 +72,12 @@ def test_a_small_bench_measures_every_figure(tmp_path):
     assert figures["flaky_changes"] == 20
     assert figures["preview_users"] == 1000
     assert "time to act p99" in done.stdout
+    assert "tracker to label p99" in done.stdout
+    assert "a SIGKILLed worker's partitions consumed again" in done.stdout
+    assert figures["broker"] == "Apache Kafka 4.4.0 (embedded, KRaft, one node)"
+    assert figures["redis"].startswith("Redis ")
+    assert "(embedded, one node)" in figures["redis"]
+    assert figures["broker"] in " ".join(done.stdout.split())
     machine = figures["machine"]
     assert machine["cpu"]
     assert machine["cpus"] > 0

@@ -14,14 +14,14 @@ import requests
 from segment.analytics.client import Client
 
 from streams.tools.embedded import free_port
-from tests.apache_kafka import running_apache_kafka
+from streams.tools.embedded.apache_kafka import running_kafka
 from tests.integration.conftest import (
     read_topic,
     wait_for_events,
     wait_until_serving,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 
 KEY = "wk-test"
@@ -423,7 +423,7 @@ def test_a_collector_started_before_its_broker_listens_and_answers_503_until_it_
     logged = process.log.read_text().splitlines()
     assert len([line for line in logged if "kafka" in line.lower()]) <= 2, logged
     try:
-        with running_apache_kafka(tmp_path / "kafka", port=broker_port):
+        with running_kafka(tmp_path / "kafka", port=broker_port):
             wait_until_serving(f"{url}/readyz", process, timeout=60)
             late = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=10)
             assert late.status_code == 200, late.text

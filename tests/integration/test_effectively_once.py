@@ -30,7 +30,7 @@ from tests.integration.conftest import (
     wait_for_events,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

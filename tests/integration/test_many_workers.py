@@ -22,7 +22,7 @@ from tests.integration.conftest import (
     wait_for_events,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 
 def test_four_workers_on_sixteen_partitions_one_killed_and_one_added(

@@ -23,7 +23,7 @@ from tests.integration.conftest import (
     wait_for_events,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 MONTH = 30 * 86_400.0
 
 

@@ -52,7 +52,7 @@ def send(config, *events):
 
 
 def changes(config):
-    return [orjson.loads(m.value()) for m in read_topic(config, config.changes_topic, idle=1.0)]
+    return [orjson.loads(m.value()) for m in read_topic(config, config.changes_topic)]
 
 
 def test_published_rules_switch_running_workers_and_reevaluate(
@@ -116,4 +116,4 @@ def test_apply_refuses_an_invalid_file_with_line_and_field(config, tmp_path):
     refused = segstream(config, "rules", "apply", str(bad))
     assert refused.returncode == 1
     assert "line 4, segments[0].condition.feature: unknown feature 'nope'" in refused.stderr
-    assert read_topic(config, config.rules_topic, idle=1.0) == []
+    assert read_topic(config, config.rules_topic) == []

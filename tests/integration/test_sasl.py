@@ -1,7 +1,7 @@
 """Kafka over SASL/SCRAM, end to end: every segstream client logs in with the settings.
 
 Apache Kafka's own SASL listener, with SCRAM users created when its storage was
-formatted (tests/apache_kafka.py), so the worker's librdkafka clients, the rules and
+formatted (streams/tools/embedded/apache_kafka.py), so the worker's librdkafka clients, the rules and
 model feeds, the simulator's producer and the trainer's aiokafka all have to send the
 user and password of `SEGSTREAM_KAFKA_SASL_*` and get through SCRAM's challenge.
 """
@@ -15,22 +15,19 @@ from pydantic import SecretStr
 
 from streams.kafka import admin_client
 from streams.settings import Settings
-from tests.apache_kafka import ApacheKafka
 from tests.integration.conftest import SCRAM_USERS, isolated_settings, run_worker_and_trainer
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
-def test_workers_and_trainer_log_in_over_sasl_scram(
-    stack, apache_kafka: ApacheKafka, start_worker, mechanism
-):
+def test_workers_and_trainer_log_in_over_sasl_scram(stack, start_worker, mechanism):
     ((user, password),) = SCRAM_USERS.items()
     plain = isolated_settings(stack)
     settings = Settings(
         **{
             **plain.model_dump(),
-            "kafka_bootstrap": apache_kafka.sasl_bootstrap,
+            "kafka_bootstrap": stack.kafka_sasl_bootstrap,
             "kafka_security_protocol": "SASL_PLAINTEXT",
             "kafka_sasl_mechanism": mechanism,
             "kafka_sasl_username": user,

@@ -63,11 +63,7 @@ def _rounds(pool, populations):
 def test_memory_and_lag_stay_bounded_under_steady_load(config, start_worker, model):
     worker = start_worker()
     worker.wait_for_log("partitions assigned")
-    # One-second batches: the embedded broker keeps every produced batch in memory and
-    # spends longer on each request as their count grows (4,000 batches of 75 events
-    # raise its CPU per 30,000 events from 0.9 s to 2.1 s), so ten minutes of 100 ms
-    # batches would measure the broker slowing down, not the worker.
-    producer = Producer({"bootstrap.servers": config.kafka_bootstrap, "linger.ms": 1000})
+    producer = Producer({"bootstrap.servers": config.kafka_bootstrap, "linger.ms": 5})
     source = live_events()
     samples: list[tuple[float, int, int]] = []  # (elapsed, rss, lag)
     sent = 0

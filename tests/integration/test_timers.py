@@ -17,7 +17,7 @@ from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import read_topic, wait_for_events
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka]
+pytestmark = pytest.mark.integration
 
 
 DAY = 86_400.0

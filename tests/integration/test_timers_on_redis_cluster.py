@@ -10,7 +10,7 @@ from tests.integration.test_timers import (  # the same tests, on the cluster
     test_taking_due_timers_then_rescheduling_or_dropping_them_leaves_one_entry_each,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.apache_kafka, pytest.mark.redis_cluster]
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 __all__ = [
     "test_lapsing_and_abandoning_happen_as_event_time_passes",

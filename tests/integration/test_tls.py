@@ -17,8 +17,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.settings import Settings
-from streams.tools.embedded import free_port, spawn_redis, wait_for_redis
-from tests.integration.conftest import isolated_settings, run_worker_and_trainer, spawn_broker
+from streams.tools.embedded import free_port, spawn_redis, stop_process, wait_for_redis
+from streams.tools.embedded.apache_kafka import spawn_kafka, wait_until_serving
+from tests.integration.conftest import isolated_settings, run_worker_and_trainer
 from tests.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
     stack, certificates, tmp_path, start_worker
 ):
     kafka_port, kafka_tls_port = free_port(), free_port()
-    broker = spawn_broker(kafka_port, kafka_tls_port, tmp_path / "broker.log")
+    broker, _ = spawn_kafka(tmp_path / "kafka", port=kafka_port, advertised=kafka_tls_port)
     redis_port, redis_tls_port = free_port(), free_port()
     (tmp_path / "redis").mkdir()
     server = spawn_redis(tmp_path / "redis", redis_port)
@@ -68,6 +69,7 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
     )
     try:
         wait_for_redis(f"redis://127.0.0.1:{redis_port}/0", server)
+        wait_until_serving(f"127.0.0.1:{kafka_port}", broker)
         admin = redis.Redis(port=redis_port)
         admin.acl_setuser("segstream", enabled=True, passwords=["+s3cret"], keys=["~*"],
                           channels=["*"], commands=["+@all"])  # fmt: skip
@@ -106,7 +108,5 @@ def test_workers_and_trainer_run_over_kafka_mtls_and_redis_tls(
             with pytest.raises(KafkaException):
                 without_certificate.list_topics(timeout=3)
     finally:
-        broker.terminate()
-        server.terminate()
-        broker.wait(10)
-        server.wait(10)
+        stop_process(broker)
+        stop_process(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from streams.delivery_offsets import OpenOffsets
+from streams.deliver.offsets import OpenOffsets
 
 
 def test_a_partition_commits_up_to_its_lowest_open_change():

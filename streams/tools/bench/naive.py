@@ -9,7 +9,7 @@ per event, as such a pipeline is usually first written. It keeps no offsets
 with its state, so it is not even effectively-once; it is here only to be
 measured.
 
-Run as `python -m streams.tools.naive` with the `SEGSTREAM_*` settings of the run;
+Run as `python -m streams.tools.bench.naive` with the `SEGSTREAM_*` settings of the run;
 the bench stops it with SIGTERM.
 """
 

@@ -1,45 +1,13 @@
-"""`segstream bench`: segstream, a naive Faust pipeline and the raw Kafka limit, in one run.
+"""One run of the bench: the infrastructure, each measurement in turn, and the figures
+(the package's docstring lists them).
 
-On the embedded broker and Redis, the bench preloads simulated events once
-and measures, against those same events:
-
-- `worker_eps`, `two_workers_eps`: one worker process, then two, from their
-  first commit to the last event committed (state, labels, change events);
-- `naive_eps`: the baseline of :mod:`streams.tools.naive` (a Faust agent, per-event
-  table and Redis writes) over the same topic for `naive_seconds`;
-- `raw_eps`: confluent-kafka batch consume plus the event validation, nothing else;
-- `io_floor_eps`: the least a worker must do per batch over the same events:
-  consume, decode, load the batch's users with one `MGET`, and write each back
-  with the offsets in one `MULTI`/`EXEC`;
-- `redis_commands_per_event`, `redis_bytes_per_event`: what the one-worker run
-  asked of Redis (`INFO commandstats`, bytes Redis received) per event;
-- `worker_cpu_us_per_event`, `redis_cpu_us_per_event`: CPU the one worker
-  process (from /proc, first commit to last) and the Redis server (`INFO cpu`)
-  spent per event in the one-worker run;
-- `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
-- `redis_bytes_per_user_sets`: `MEMORY USAGE` of every partition's segment and
-  cluster membership sets and user index, per user;
-- `redis_bytes_per_timer`: `MEMORY USAGE` of the timer shards and their index
-  per pending timer;
-- `lookup_p50_ms`, `lookup_p99_ms`: the read API's `GET /v1/users/{id}` at
-  `lookup_rps` requests/s;
-- `freshness_p50_ms`, `freshness_p99_ms`: from an event produced to its
-  user's labels readable in Redis, with events produced live at half the
-  one-worker throughput;
-- `preview_seconds`: `segstream rules preview` of a tightened threshold over
-  `preview_users` users, as :mod:`streams.tools.bench_preview` says;
-- `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
-  `time_to_act_p99_ms`: webhooks, as :mod:`streams.tools.bench_webhooks` says.
-
-:func:`run_bench` returns the figures; the command prints them as a table and
-writes them as JSON.
+    figures = run_bench(BenchConfig(events=300_000, users=30_000), print)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import os
 import platform
@@ -50,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -71,28 +38,34 @@ from streams.heap import frozen_heap
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
-from streams.tools.bench_parts import (
+from streams.tools.bench.edge import measure_edge
+from streams.tools.bench.naive import COUNTER as NAIVE_COUNTER
+from streams.tools.bench.parts import (
     Processes,
+    exchange,
     live_events,
     percentiles,
     wait_for_http,
 )
-from streams.tools.bench_preview import fill_preview_store
-from streams.tools.bench_preview import preview_seconds as preview_seconds_of
-from streams.tools.bench_webhooks import (
+from streams.tools.bench.preview import fill_preview_store
+from streams.tools.bench.preview import preview_seconds as preview_seconds_of
+from streams.tools.bench.rebalance import measure_rebalances
+from streams.tools.bench.target import Target, bench_target, redis_nodes
+from streams.tools.bench.webhooks import (
     changes_on,
     deliveries_per_second,
     flaky_receiver_seconds,
     time_to_act,
 )
-from streams.tools.embedded import Stack, free_port, running_stack
-from streams.tools.naive import COUNTER as NAIVE_COUNTER
-from streams.tools.redis_cluster import running_redis_cluster
+from streams.tools.embedded import free_port
 from streams.tools.replay import REPLAYED
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
 
 Report = Callable[[str], None]
+_REBALANCE_TOPIC = "rebalance"
+_REBALANCE_PARTITIONS = 16
+"""The rebalance measurement's topic: sixteen partitions shared by four workers."""
 _POLL = 0.05
 _LOOKUP_CONNECTIONS = 16
 
@@ -112,6 +85,10 @@ class BenchConfig:
     timeout: float = 3_600.0
     redis_cluster: bool = False
     """Measure on a Redis Cluster of three masters on this machine instead of one Redis."""
+    kafka: str | None = None
+    """The bootstrap servers of the user's own Kafka to measure on, with `redis`."""
+    redis: str | None = None
+    """The URL of the user's own Redis to measure on, with `kafka`."""
     webhook_changes: int = 20_000
     """Changes timed at a healthy webhook receiver (at most what the one-worker run made)."""
     flaky_changes: int = 10_000
@@ -120,16 +97,19 @@ class BenchConfig:
     """Users the rules preview is timed over (copies of the one-worker run's)."""
     act_seconds: float = 20.0
     """How long live events with cart probes are produced for the time to act."""
+    edge_seconds: float = 10.0
+    """How long each of the collector's measurements runs."""
+    edge_rate: float = 5_000.0
+    """Single tracker calls a second for the tracker to label."""
 
 
-def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
-    """Settings of one measurement: its own keys, group and output topics, reading `topic`."""
-    settings = Settings(
-        kafka_bootstrap=stack.kafka_bootstrap,
-        redis_url=stack.redis_url,
-        redis_cluster=config.redis_cluster,
+def _phase(target: Target, config: BenchConfig, tag: str, topic: str) -> Settings:
+    """Settings of one measurement: its own keys, group and output topics, reading `topic`;
+    every name starts with the run's prefix."""
+    tag = f"{target.run}-{tag}"
+    settings = target.settings(
         redis_prefix=tag,
-        events_topic=topic,
+        events_topic=f"{target.run}-{topic}",
         dead_letter_topic=f"{tag}-dlq",
         changes_topic=f"{tag}-changes",
         rules_topic=f"{tag}-rules",
@@ -138,7 +118,7 @@ def _phase(stack: Stack, config: BenchConfig, tag: str, topic: str) -> Settings:
         destinations_topic=f"{tag}-destinations",
         deliveries_dlq_topic=f"{tag}-deliveries-dlq",
         group_id=f"{tag}-workers",
-        partitions=config.partitions,
+        partitions=config.partitions if topic != _REBALANCE_TOPIC else _REBALANCE_PARTITIONS,
         api_tokens="bench",
         batch_max_events=20_000,
     )
@@ -249,7 +229,7 @@ def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
 
 def _naive_eps(processes: Processes, settings: Settings, config: BenchConfig) -> float:
     client = redis_client(settings)
-    naive = processes.start(settings, "naive", "streams.tools.naive")
+    naive = processes.start(settings, "naive", "streams.tools.bench.naive")
     try:
         keys = settings.key_layout()
         return _throughput(
@@ -347,7 +327,7 @@ class _RedisLoad:
 def _redis_load(settings: Settings) -> _RedisLoad:
     """What every Redis node of the store had done, summed."""
     total = _RedisLoad(0, 0, 0.0)
-    for node in _redis_nodes(settings):
+    for node in redis_nodes(settings):
         try:
             commands = cast(dict[str, dict[str, Any]], node.info("commandstats"))
             received = node.info("stats")["total_net_input_bytes"]
@@ -360,16 +340,6 @@ def _redis_load(settings: Settings) -> _RedisLoad:
             total.cpu + float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
         )
     return total
-
-
-def _redis_nodes(settings: Settings) -> list[redis.Redis]:
-    """A client of each node of the store: the one Redis, or every master of the cluster."""
-    client = redis_client(settings)
-    if not settings.redis_cluster:
-        return [client]
-    masters = cast(Any, client).get_primaries()
-    client.close()
-    return [redis.Redis(host=node.host, port=node.port) for node in masters]
 
 
 def _bytes_per_timer(settings: Settings) -> float:
@@ -435,8 +405,7 @@ def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
 async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list[float]:
     """Latencies of `GET /v1/users/{id}` sent open-loop at `rps` for `seconds`.
 
-    A small HTTP/1.1 keep-alive client on raw asyncio streams, so that the load
-    generator, on the same cores as the API, costs as little as it can.
+    Sixteen keep-alive connections (:func:`~streams.tools.bench.parts.exchange`).
     """
     host, port = url.removeprefix("http://").split(":")
     queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -447,13 +416,11 @@ async def _lookups(url: str, users: list[str], rps: int, seconds: float) -> list
         try:
             while (user := await queue.get()) is not None:
                 started = time.perf_counter()
-                writer.write(
+                request = (
                     f"GET /v1/users/{user} HTTP/1.1\r\nHost: {host}\r\n"
-                    "Authorization: Bearer bench\r\n\r\n".encode()
+                    "Authorization: Bearer bench\r\n\r\n"
                 )
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
+                head = await exchange(reader, writer, request.encode())
                 latencies.append(time.perf_counter() - started)
                 if not head.startswith(b"HTTP/1.1 200"):
                     raise RuntimeError(f"lookup of {user} answered {head[:12]!r}")
@@ -609,19 +576,22 @@ def _warm_up(producer: Any, settings: Settings, client: redis.Redis, keys: KeyLa
 
 
 def run_bench(config: BenchConfig, report: Report) -> dict[str, Any]:
-    """Every figure of the bench, measured in one run on the embedded stack (with a Redis
-    Cluster in place of its Redis when `config.redis_cluster`)."""
+    """Every figure of the bench, measured in one run on the user's Kafka and Redis
+    (`config.kafka`, `config.redis`) or on the embedded stack (with a Redis Cluster in
+    place of its Redis when `config.redis_cluster`)."""
     with (
         tempfile.TemporaryDirectory(prefix="segstream-bench-") as scratch,
-        running_stack(Path(scratch) / "stack") as stack,
-        ExitStack() as cluster_stack,
+        bench_target(
+            Path(scratch),
+            kafka=config.kafka,
+            redis_url=config.redis,
+            redis_cluster=config.redis_cluster,
+        ) as target,
     ):
-        if config.redis_cluster:
-            cluster = cluster_stack.enter_context(running_redis_cluster(Path(scratch) / "cluster"))
-            stack = dataclasses.replace(stack, redis_url=cluster.url, redis_pid=cluster.pids[0])
+        report(f"on {target.broker}; {target.redis}")
         processes = Processes(Path(scratch))
         try:
-            return _measure(stack, config, processes, report)
+            return _measure(target, config, processes, report)
         finally:
             processes.stop_all()
 
@@ -641,10 +611,10 @@ def _cpu_model() -> str:
 
 
 def _measure(
-    stack: Stack, config: BenchConfig, processes: Processes, report: Report
+    target: Target, config: BenchConfig, processes: Processes, report: Report
 ) -> dict[str, Any]:
     topic = "bench-events"
-    one = _phase(stack, config, "b1", topic)
+    one = _phase(target, config, "b1", topic)
     report(f"preloading {config.events:,} simulated events of {config.users:,} users")
     sample = _preload(one, config)
     report("one worker")
@@ -652,25 +622,25 @@ def _measure(
     worker_eps, worker_cpu = _workers_eps(processes, one, 1, config.events, config.timeout)
     after = _redis_load(one)
     report("two workers")
-    two = _phase(stack, config, "b2", topic)
+    two = _phase(target, config, "b2", topic)
     two_workers_eps, _ = _workers_eps(processes, two, 2, config.events, config.timeout)
     report("raw limit: batch consume and validation")
     raw_eps = _raw_eps(one, config.events)
     report("I/O floor: consume, decode, one MGET and one MULTI/EXEC per batch")
     io_floor_eps = _io_floor_eps(one, config.events)
     report(f"naive Faust baseline ({config.naive_seconds:g} s)")
-    naive_eps = _naive_eps(processes, _phase(stack, config, "b3", topic), config)
+    naive_eps = _naive_eps(processes, _phase(target, config, "b3", topic), config)
     report("Redis memory per user")
     bytes_per_user = _bytes_per_user(one, sample)
     report(f"rules preview over {config.preview_users:,} users")
-    previewed = _phase(stack, config, "b6", topic)
+    previewed = _phase(target, config, "b6", topic)
     fill_preview_store(one, previewed, config.preview_users)
     preview_seconds, preview_users = preview_seconds_of(previewed)
     report(f"read API lookups at {config.lookup_rps:,}/s")
     users = [user.decode() for user in dict.fromkeys(sample)]
     lookup_p50, lookup_p99 = _lookup_latency(processes, one, users, config)
     report(f"freshness at {worker_eps / 2:,.0f} events/s")
-    fresh = _phase(stack, config, "b4", "bench-live")
+    fresh = _phase(target, config, "b4", "bench-live")
     freshness_p50, freshness_p99 = _freshness(processes, fresh, worker_eps / 2, config)
     available = changes_on(one, max(config.webhook_changes, config.flaky_changes))
     report("webhooks: one deliverer to a healthy receiver")
@@ -683,9 +653,17 @@ def _measure(
         processes, one, processes.logs, flaky_changes, config.timeout
     )
     report(f"webhooks: time to act, abandoned carts at {worker_eps / 2:,.0f} events/s")
-    act = _phase(stack, config, "b5", "bench-act")
+    act = _phase(target, config, "b5", "bench-act")
     act_p50, act_p99, probes = time_to_act(
         processes, act, processes.logs, worker_eps / 2, config.act_seconds
+    )
+    report(f"the edge: one collector, then tracker to label at {config.edge_rate:,.0f} calls/s")
+    edge = measure_edge(
+        processes, _phase(target, config, "b7", "bench-edge"), config.edge_seconds, config.edge_rate
+    )
+    report(f"rebalances: four workers on 16 partitions at {worker_eps / 2:,.0f} events/s")
+    rebalances = measure_rebalances(
+        processes, _phase(target, config, "b8", _REBALANCE_TOPIC), worker_eps / 2
     )
     return {
         "worker_eps": round(worker_eps, 1),
@@ -715,10 +693,19 @@ def _measure(
         "time_to_act_p50_ms": round(act_p50, 1),
         "time_to_act_p99_ms": round(act_p99, 1),
         "time_to_act_probes": probes,
+        "collector_batch_eps": round(edge.collector_batch_eps, 1),
+        "collector_single_rps": round(edge.collector_single_rps, 1),
+        "tracker_to_label_p50_ms": round(edge.tracker_to_label_p50_ms, 1),
+        "tracker_to_label_p99_ms": round(edge.tracker_to_label_p99_ms, 1),
+        "tracker_to_label_probes": edge.tracker_to_label_probes,
+        "restart_pause_p50_ms": round(rebalances.restart_pause_p50_ms, 1),
+        "restart_pause_p99_ms": round(rebalances.restart_pause_p99_ms, 1),
+        "failover_seconds": round(rebalances.failover_seconds, 2),
         "events": config.events,
         "users": config.users,
         "partitions": config.partitions,
-        "redis": "cluster of 3 masters" if config.redis_cluster else "one node",
+        "broker": target.broker,
+        "redis": target.redis,
         "machine": {
             "cpus": os.cpu_count(),
             "cpu": _cpu_model(),

@@ -2,7 +2,7 @@
 version order per user.
 
 The destinations are the newest file published on the destinations topic
-(:mod:`streams.destinations_feed`), or `SEGSTREAM_DESTINATIONS_FILE` until one
+(:mod:`streams.deliver.destinations_feed`), or `SEGSTREAM_DESTINATIONS_FILE` until one
 is; a deliverer follows the topic and starts, changes or stops destinations
 between batches without a restart. Each destination reads the change topic in
 a consumer group of its own (`<group>-deliver-<name>`), so a slow or failing
@@ -17,7 +17,7 @@ changes to the dead-letter topic with the destination, status and reason, and
 delivery goes on. Consuming goes on while users' requests are in flight or
 retried, up to 5,000 changes open; each partition's offset is committed up to
 its lowest change not yet delivered or dead-lettered
-(:mod:`streams.delivery_offsets`), so a deliverer killed resends at most the
+(:mod:`streams.deliver.offsets`), so a deliverer killed resends at most the
 changes it had open. Example::
 
     asyncio.run(deliver(settings, Configured.parse(text, "destinations.yaml"), stop, probe))
@@ -42,9 +42,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors.destinations import Destination, webhook_request
-from streams import delivery_metrics as metrics
-from streams.delivery_offsets import OpenOffsets
-from streams.destinations_feed import Configured, DestinationsFeed
+from streams.deliver import metrics
+from streams.deliver.destinations_feed import Configured, DestinationsFeed
+from streams.deliver.offsets import OpenOffsets
 from streams.health import Probe
 from streams.kafka import batch_consumer, reliable_producer
 from streams.settings import Settings
@@ -205,6 +205,7 @@ class DestinationDelivery:
         self.secret = secret
         self.consumer: Consumer = batch_consumer(
             settings,
+            None,
             **{
                 "group.id": f"{settings.group_id}-deliver-{destination.name}",
                 "auto.offset.reset": destination.start,

@@ -33,6 +33,12 @@ _ROWS = (
     ("webhooks: 503 twice before each 200", "flaky_receiver_seconds", "s"),
     ("time to act p50 (cart abandoned to webhook)", "time_to_act_p50_ms", "ms"),
     ("time to act p99 (cart abandoned to webhook)", "time_to_act_p99_ms", "ms"),
+    ("collector: /v1/batch, 100 events a request", "collector_batch_eps", "events/s"),
+    ("collector: single /v1/t calls", "collector_single_rps", "calls/s"),
+    ("tracker to label p50 (HTTP track to Redis)", "tracker_to_label_p50_ms", "ms"),
+    ("tracker to label p99 (HTTP track to Redis)", "tracker_to_label_p99_ms", "ms"),
+    ("rolling restart: freshness p99 over it", "restart_pause_p99_ms", "ms"),
+    ("a SIGKILLed worker's partitions consumed again", "failover_seconds", "s"),
 )
 _FRACTIONAL = ("ms", "µs", "commands", "s")
 _TARGETS = {
@@ -44,6 +50,11 @@ _TARGETS = {
     "deliveries_per_second": "≥ 1,000",
     "flaky_receiver_seconds": "≤ 300 for 10,000 changes",
     "time_to_act_p99_ms": "≤ 1,000",
+    "collector_batch_eps": "≥ one worker",
+    "collector_single_rps": "≥ 5,000",
+    "tracker_to_label_p99_ms": "≤ 100 at 5,000 calls/s",
+    "restart_pause_p99_ms": "≤ 2,000",
+    "failover_seconds": "≤ 15",
 }
 
 
@@ -57,7 +68,7 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         decimals = 2 if unit in _FRACTIONAL else 0
         shown = f"{value:,.{decimals}f} {unit}"
         ratio = ""
-        if key.endswith("_eps") and key not in ("naive_eps", "raw_eps", "io_floor_eps"):
+        if key in ("worker_eps", "two_workers_eps"):
             naive, raw = figures.get("naive_eps"), figures.get("raw_eps")
             floor = figures.get("io_floor_eps")
             parts = []
@@ -89,8 +100,8 @@ def bench_table(figures: dict[str, Any]) -> Table:
     """A rich table of `figures`, with the run's size in its title."""
     table = Table(
         title=f"segstream bench: {figures.get('events', 0):,} events, "
-        f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions, "
-        f"Redis: {figures.get('redis', 'one node')}",
+        f"{figures.get('users', 0):,} users, {figures.get('partitions', 0)} partitions\n"
+        f"{figures.get('broker', '')}; {figures.get('redis', '')}",
         caption=_machine(figures.get("machine", {})),
     )
     for column in ("measure", "value", "ratio", "target"):

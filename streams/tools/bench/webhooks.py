@@ -33,12 +33,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import TopicPartition
 
 from streams.heap import frozen_heap
 from streams.kafka import reliable_producer, topic_reader
 from streams.settings import Settings, default_rules_file
-from streams.tools.bench_parts import (
+from streams.tools.bench.parts import (
     Processes,
     live_events,
     percentiles,
@@ -138,16 +138,17 @@ def _with_destination(
 
 
 def changes_on(settings: Settings, enough: int) -> int:
-    """How many change events the change topic holds, counting up to `enough` (read, not
-    taken from the high watermarks, which a broker may report at a batch's first offset)."""
+    """How many change events the change topic holds (its partitions' high watermarks:
+    the topic is not compacted, and its producers are idempotent, not transactional),
+    counting up to `enough`."""
     reader = topic_reader(settings, f"{settings.group_id}-bench-count")
     try:
         topic = settings.changes_topic
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         found = 0
-        while found < enough and (batch := reader.consume(10_000, 1.0)):
-            found += sum(1 for m in batch if m.error() is None and m.value() is not None)
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            found += high - low
         return min(found, enough)
     finally:
         reader.close()

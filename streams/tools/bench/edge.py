@@ -1,0 +1,188 @@
+"""The edge: one collector process's rates, and the time from a tracker's call to its label.
+
+- `collector_batch_eps`: events/s through `POST /v1/batch`, 100 events a request, on
+  :data:`CONNECTIONS` keep-alive connections, each sending its next request once the
+  last was answered (the collector answers once the broker acknowledged every event);
+- `collector_single_rps`: single `track` calls/s through `POST /v1/t` (the browser
+  SDK's path, a `text/plain` body with its `writeKey`), the same way;
+- `tracker_to_label_p50_ms`, `tracker_to_label_p99_ms`: with a worker running, single
+  calls sent open-loop at a fixed rate; every 100th is a probe, a user of its own, timed
+  from its call's start to its state row (written with its labels) readable in Redis.
+
+    figures = measure_edge(processes, settings, seconds=10, rate=5_000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import orjson
+import uvloop
+
+from processors.partitioner import canonical_partition
+from streams.heap import frozen_heap
+from streams.settings import Settings
+from streams.tools.bench.parts import (
+    Probe,
+    ProbeWatch,
+    Processes,
+    exchange,
+    joined,
+    percentiles,
+    wait_for,
+    wait_for_http,
+)
+from streams.tools.embedded import free_port
+
+CONNECTIONS = 16
+"""Keep-alive connections each measurement sends on."""
+BATCH = 100
+"""Events in one `/v1/batch` request."""
+PROBE_EVERY = 100
+"""Every this many calls of the tracker-to-label load is a probe."""
+_KEY = "bench-write-key"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeFigures:
+    """What :func:`measure_edge` measured."""
+
+    collector_batch_eps: float
+    collector_single_rps: float
+    tracker_to_label_p50_ms: float
+    tracker_to_label_p99_ms: float
+    tracker_to_label_probes: int
+
+
+def measure_edge(
+    processes: Processes, settings: Settings, seconds: float, rate: float
+) -> EdgeFigures:
+    """A collector on `settings` (write key :data:`_KEY`): its batch and single-call rates
+    for `seconds` each, then, with a worker, the tracker to label at `rate` calls/s."""
+    port = free_port()
+    collector_settings = settings.model_copy(update={"collector_port": port, "write_keys": _KEY})
+    collector = processes.start(collector_settings, "collector", "streams", "collector")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", collector)
+        with frozen_heap():
+            batches = uvloop.run(_closed_loop(port, _batch_requests(), seconds))
+            singles = uvloop.run(_closed_loop(port, _single_requests("edge"), seconds))
+        worker = processes.start(settings, "edge-worker", "streams", "worker")
+        log = processes.logs / "edge-worker.log"
+        try:
+            wait_for(partial(joined, log), 120, "the edge worker joining")
+            with ProbeWatch(settings) as watch, frozen_heap():
+                uvloop.run(_open_loop(port, settings, rate, seconds, watch))
+            latencies = [p.seen - p.sent for p in watch.probes if p.seen is not None]
+            probes = len(watch.probes)
+        finally:
+            processes.stop(worker)
+    finally:
+        processes.stop(collector)
+    p50, p99 = percentiles(latencies)
+    if len(latencies) < probes:
+        raise TimeoutError(f"{probes - len(latencies)} of {probes} probes were never applied")
+    return EdgeFigures(batches * BATCH / seconds, singles / seconds, p50, p99, probes)
+
+
+def _post(path: str, body: bytes, content_type: str = "application/json") -> bytes:
+    """A keep-alive `POST` with the write key as the basic-auth user."""
+    auth = base64.b64encode(f"{_KEY}:".encode()).decode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: collector\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _event(user: str, number: int) -> dict[str, object]:
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": user,
+        "messageId": f"{user}-{number}",
+        "properties": {"product_id": f"p{number % 500}", "price": 19.5, "category": "shoes"},
+    }
+
+
+def _batch_requests() -> Iterator[bytes]:
+    """`/v1/batch` requests of :data:`BATCH` events by 1,000 users, endlessly."""
+    for number in itertools.count():
+        events = [_event(f"edge-{(number * BATCH + n) % 1000}", number) for n in range(BATCH)]
+        yield _post("/v1/batch", orjson.dumps({"batch": events}))
+
+
+def _single_requests(prefix: str) -> Iterator[bytes]:
+    """Single `track` calls as the browser SDK sends them: `/v1/t`, `text/plain`, the write
+    key in the body."""
+    for number in itertools.count():
+        body = {**_event(f"{prefix}-{number % 1000}", number), "writeKey": _KEY}
+        yield _post("/v1/t", orjson.dumps(body), "text/plain")
+
+
+async def _closed_loop(port: int, requests: Iterator[bytes], seconds: float) -> int:
+    """Send `requests` for `seconds` on :data:`CONNECTIONS` connections, each the next once
+    the last was answered; how many were answered 200."""
+    deadline = time.perf_counter() + seconds
+    answered = 0
+
+    async def connection() -> None:
+        nonlocal answered
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                head = await exchange(reader, writer, next(requests))
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"the collector answered {head[:40]!r}")
+                answered += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
+    return answered
+
+
+async def _open_loop(
+    port: int, settings: Settings, rate: float, seconds: float, watch: ProbeWatch
+) -> None:
+    """Single calls at `rate`/s for `seconds`, whatever the answers' pace; every
+    :data:`PROBE_EVERY`th a probe that `watch` times."""
+    queue: asyncio.Queue[tuple[bytes, Probe | None] | None] = asyncio.Queue()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (item := await queue.get()) is not None:
+                request, probe = item
+                if probe is not None:
+                    probe.sent = time.time()
+                    watch.add([probe])
+                head = await exchange(reader, writer, request)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"the collector answered {head[:40]!r}")
+        finally:
+            writer.close()
+
+    connections = [asyncio.create_task(connection()) for _ in range(CONNECTIONS * 4)]
+    requests = _single_requests("live")
+    begin = time.perf_counter()
+    for index in range(int(rate * seconds)):
+        delay = begin + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if index % PROBE_EVERY:
+            queue.put_nowait((next(requests), None))
+            continue
+        user = f"tracker-probe-{index}"
+        body = {**_event(user, index), "writeKey": _KEY}
+        probe = Probe(canonical_partition(user, settings.partitions), user, 0.0)
+        queue.put_nowait((_post("/v1/t", orjson.dumps(body), "text/plain"), probe))
+    for _ in connections:
+        queue.put_nowait(None)
+    await asyncio.gather(*connections)
