@@ -76,6 +76,7 @@ def decode_calls(
     is the limit of each event. `privacy` scrubs personal data from each event.
     """
     document = _object(body)
+    request = _Request(_iso(received_at), received_at, new_message_id, max_event_bytes, privacy)
     if endpoint == "batch":
         batch = document.get("batch")
         if not isinstance(batch, list):
@@ -91,14 +92,11 @@ def decode_calls(
             for name, value in shared.items():
                 if isinstance(value, dict) and isinstance(event.get(name, {}), dict):
                     event[name] = {**value, **event.get(name, {})}
-            where = f"batch[{index}]"
-            events.append(
-                _event(event, None, received_at, new_message_id, max_event_bytes, where, privacy)
-            )
+            events.append(_event(event, None, f"batch[{index}]", request))
         return events
     if endpoint not in CALL_TYPES:
         raise CallError(f"unknown call /v1/{endpoint}")
-    return [_event(document, endpoint, received_at, new_message_id, max_event_bytes, "", privacy)]
+    return [_event(document, endpoint, "", request)]
 
 
 def _object(body: bytes) -> dict[str, Any]:
@@ -111,14 +109,20 @@ def _object(body: bytes) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every event of one request is stamped and checked with."""
+
+    received: str
+    """`received_at` as written into `receivedAt`, formatted once a request."""
+    received_at: datetime
+    new_message_id: Callable[[], str]
+    max_event_bytes: int
+    privacy: PrivacyPolicy | None
+
+
 def _event(
-    event: dict[str, Any],
-    call_type: str | None,
-    received_at: datetime,
-    new_message_id: Callable[[], str],
-    max_event_bytes: int,
-    where: str,
-    privacy: PrivacyPolicy | None,
+    event: dict[str, Any], call_type: str | None, where: str, request: _Request
 ) -> TrackedEvent:
     prefix = f"{where}: " if where else ""
     given = event.get("type", call_type)
@@ -132,8 +136,8 @@ def _event(
         raise CallError(f"{prefix}neither userId nor anonymousId is set")
     event.pop("writeKey", None)
     if not event.get("messageId"):
-        event["messageId"] = new_message_id()
-    received = _iso(received_at)
+        event["messageId"] = request.new_message_id()
+    received_at, received = request.received_at, request.received
     event["receivedAt"] = received
     sent = _moment(event.get("sentAt"))
     if event.get("timestamp") is None:
@@ -147,11 +151,11 @@ def _event(
         if stamped is not None and sent is not None:
             event["originalTimestamp"] = event["timestamp"]
             event["timestamp"] = _iso(stamped + (received_at - sent))
-    if privacy is not None:
-        privacy.scrub(event)
+    if request.privacy is not None:
+        request.privacy.scrub(event)
     value = orjson.dumps(event)
-    if len(value) > max_event_bytes:
-        raise CallError(f"{prefix}event is {len(value)} bytes, over the limit of {max_event_bytes}")
+    if len(value) > (limit := request.max_event_bytes):
+        raise CallError(f"{prefix}event is {len(value)} bytes, over the limit of {limit}")
     return TrackedEvent(user.encode(), value, given)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ from streams.services.cors import Cors, origins
 from streams.services.credentials import Credentials
 from streams.services.http_metrics import RequestMetrics, service_app
 from streams.services.sdk_settings import Endpoint, rudderstack_source_config, segment_settings
+from streams.services.tracking_path import TrackingPath
 from streams.services.tracking_schema import Accepted, Problem, request_body, request_schemas
 from streams.settings import Settings
 
@@ -122,7 +124,6 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         "Segment-compatible HTTP Tracking API feeding segstream's events topic.",
         REQUESTS,
     )
-    app.add_middleware(Cors, allowed=origins(settings.cors_origins))
 
     @app.exception_handler(_RefusedError)
     async def refused(_request: Request, refusal: _RefusedError) -> JSONResponse:
@@ -166,14 +167,27 @@ def build_app(settings: Settings, producer: AckingProducer) -> FastAPI:
         except NotAcknowledgedError as error:
             raise _RefusedError(503, "unacknowledged", str(error)) from None
         ACK_SECONDS.observe((datetime.now(UTC) - started).total_seconds())
-        for event in events:
-            EVENTS.labels(type=event.type).inc()
+        for call_type, count in collections.Counter(event.type for event in events).items():
+            EVENTS.labels(type=call_type).inc(count)
         return Accepted()
 
-    for endpoint in _ENDPOINTS:
-        _route(app, f"/v1/{endpoint}", "batch" if endpoint == "import" else endpoint, take)
+    calls = {
+        f"/v1/{endpoint}": "batch" if endpoint == "import" else endpoint for endpoint in _ENDPOINTS
+    }
+    for path, call in calls.items():
+        _route(app, path, call, take)
     for path, call in _ALIASES.items():
         _route(app, path, call, take, documented=False)
+
+    async def answer(request: Request, call: str) -> JSONResponse | None:
+        try:
+            await take(request, call)
+        except _RefusedError as refusal:
+            return await refused(request, refusal)
+        return None
+
+    app.add_middleware(TrackingPath, calls=calls | _ALIASES, take=answer, metrics=REQUESTS)
+    app.add_middleware(Cors, allowed=origins(settings.cors_origins))
 
     def endpoint_of(request: Request) -> Endpoint:
         host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
