@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from streams.tools.bench.parts import (
     wait_for_http,
 )
 from streams.tools.embedded import free_port
+from streams.topics import ensure_topics
 
 CONNECTIONS = 64
 """Keep-alive connections each measurement sends on, as many browsers would: one call
@@ -46,6 +48,9 @@ waits for the broker's ack, about 5 ms (the producer's linger) and more, so fewe
 connections measure that wait rather than the collector."""
 BATCH = 100
 """Events in one `/v1/batch` request."""
+OPEN_CONNECTIONS = 256
+"""Connections the tracker to label sends on: enough that a call never waits for one
+(at 5,000 calls/s and 20 ms a call, about 100 are in use)."""
 PROBE_EVERY = 100
 """Every this many calls of the tracker-to-label load is a probe."""
 _KEY = "bench-write-key"
@@ -65,32 +70,43 @@ class EdgeFigures:
 def measure_edge(
     processes: Processes, settings: Settings, seconds: float, rate: float
 ) -> EdgeFigures:
-    """A collector on `settings` (write key :data:`_KEY`): its batch and single-call rates
-    for `seconds` each, then, with a worker, the tracker to label at `rate` calls/s."""
+    """A collector (write key :data:`_KEY`): its batch and single-call rates for `seconds`
+    each, into a topic nobody reads (`<events topic>-rates`); then another on `settings`'
+    events topic with a worker behind it: the tracker to label at `rate` calls/s."""
+    rates = settings.model_copy(update={"events_topic": f"{settings.events_topic}-rates"})
+    ensure_topics(rates)
+    with _collector(processes, rates, "collector-rates") as port, frozen_heap():
+        batches = uvloop.run(_closed_loop(port, _batch_requests(), seconds))
+        singles = uvloop.run(_closed_loop(port, _single_requests("edge"), seconds))
+    worker = processes.start(settings, "edge-worker", "streams", "worker")
+    try:
+        wait_for(partial(joined, processes.logs / "edge-worker.log"), 120, "the edge worker")
+        with _collector(processes, settings, "collector-live") as port, frozen_heap():
+            with ProbeWatch(settings) as warming:  # the worker's and the collector's first calls
+                uvloop.run(_open_loop(port, settings, rate, min(2.0, seconds), warming, "warm"))
+            with ProbeWatch(settings) as watch:
+                uvloop.run(_open_loop(port, settings, rate, seconds, watch, "live"))
+    finally:
+        processes.stop(worker)
+    latencies = [probe.seen - probe.sent for probe in watch.probes if probe.seen is not None]
+    if len(latencies) < len(watch.probes):
+        missing = len(watch.probes) - len(latencies)
+        raise TimeoutError(f"{missing} of {len(watch.probes)} probes were never applied")
+    p50, p99 = percentiles(latencies)
+    return EdgeFigures(batches * BATCH / seconds, singles / seconds, p50, p99, len(latencies))
+
+
+@contextlib.contextmanager
+def _collector(processes: Processes, settings: Settings, name: str) -> Iterator[int]:
+    """A collector process on `settings`, on a port of its own (yielded) once ready."""
     port = free_port()
-    collector_settings = settings.model_copy(update={"collector_port": port, "write_keys": _KEY})
-    collector = processes.start(collector_settings, "collector", "streams", "collector")
+    update = {"collector_port": port, "write_keys": _KEY}
+    collector = processes.start(settings.model_copy(update=update), name, "streams", "collector")
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", collector)
-        with frozen_heap():
-            batches = uvloop.run(_closed_loop(port, _batch_requests(), seconds))
-            singles = uvloop.run(_closed_loop(port, _single_requests("edge"), seconds))
-        worker = processes.start(settings, "edge-worker", "streams", "worker")
-        log = processes.logs / "edge-worker.log"
-        try:
-            wait_for(partial(joined, log), 120, "the edge worker joining")
-            with ProbeWatch(settings) as watch, frozen_heap():
-                uvloop.run(_open_loop(port, settings, rate, seconds, watch))
-            latencies = [p.seen - p.sent for p in watch.probes if p.seen is not None]
-            probes = len(watch.probes)
-        finally:
-            processes.stop(worker)
+        yield port
     finally:
         processes.stop(collector)
-    p50, p99 = percentiles(latencies)
-    if len(latencies) < probes:
-        raise TimeoutError(f"{probes - len(latencies)} of {probes} probes were never applied")
-    return EdgeFigures(batches * BATCH / seconds, singles / seconds, p50, p99, probes)
 
 
 def _post(path: str, body: bytes, content_type: str = "application/json") -> bytes:
@@ -151,7 +167,7 @@ async def _closed_loop(port: int, requests: Iterator[bytes], seconds: float) -> 
 
 
 async def _open_loop(
-    port: int, settings: Settings, rate: float, seconds: float, watch: ProbeWatch
+    port: int, settings: Settings, rate: float, seconds: float, watch: ProbeWatch, name: str
 ) -> None:
     """Single calls at `rate`/s for `seconds`, whatever the answers' pace; every
     :data:`PROBE_EVERY`th a probe that `watch` times."""
@@ -171,20 +187,21 @@ async def _open_loop(
         finally:
             writer.close()
 
-    connections = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
-    requests = _single_requests("live")
+    connections = [asyncio.create_task(connection()) for _ in range(OPEN_CONNECTIONS)]
+    calls = list(itertools.islice(_single_requests(name), int(rate * seconds)))
+    for index in range(0, len(calls), PROBE_EVERY):  # drawn before the clock starts
+        user = f"{name}-probe-{index}"
+        calls[index] = _post("/v1/t", orjson.dumps({**_event(user, index), "writeKey": _KEY}))
     begin = time.perf_counter()
-    for index in range(int(rate * seconds)):
+    for index, call in enumerate(calls):
         delay = begin + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        if index % PROBE_EVERY:
-            queue.put_nowait((next(requests), None))
-            continue
-        user = f"tracker-probe-{index}"
-        body = {**_event(user, index), "writeKey": _KEY}
-        probe = Probe(canonical_partition(user, settings.partitions), user, 0.0)
-        queue.put_nowait((_post("/v1/t", orjson.dumps(body), "text/plain"), probe))
+        probe = None
+        if index % PROBE_EVERY == 0:
+            user = f"{name}-probe-{index}"
+            probe = Probe(canonical_partition(user, settings.partitions), user, 0.0)
+        queue.put_nowait((call, probe))
     for _ in connections:
         queue.put_nowait(None)
     await asyncio.gather(*connections)
