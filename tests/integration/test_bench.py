@@ -8,6 +8,8 @@ import sys
 
 import orjson
 import pytest
+import redis
+from confluent_kafka.admin import AdminClient
 
 pytestmark = pytest.mark.integration
 KEYS = (
@@ -44,8 +46,8 @@ KEYS = (
 )
 
 
-def test_a_small_bench_measures_every_figure(tmp_path):
-    output = tmp_path / "bench.json"
+def small_bench(output, *more):
+    """`segstream bench` at a small size, its figures to `output`."""
     done = subprocess.run(
         [
             sys.executable, "-m", "streams", "bench",
@@ -54,7 +56,7 @@ def test_a_small_bench_measures_every_figure(tmp_path):
             "--lookup-rps", "100", "--lookup-seconds", "1",
             "--webhook-changes", "200", "--flaky-changes", "20", "--act-seconds", "5", "--preview-users", "1000",
             "--edge-seconds", "2", "--edge-rate", "300",
-            "--json", str(output),
+            "--json", str(output), *more,
         ],
         capture_output=True,
         text=True,
@@ -63,6 +65,37 @@ def test_a_small_bench_measures_every_figure(tmp_path):
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_a_bench_on_your_own_kafka_and_redis_leaves_nothing_behind(stack, tmp_path):
+    """The session's broker and Redis stand in for a user's: the bench measures on them
+    and removes its topics, groups and keys afterwards."""
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    client = redis.Redis.from_url(stack.redis_url)
+    topics_before = set(admin.list_topics(timeout=10).topics)
+    keys_before = client.dbsize()
+    output = tmp_path / "bench.json"
+    done = small_bench(output, "--kafka", stack.kafka_bootstrap, "--redis", stack.redis_url)
+    figures = orjson.loads(output.read_bytes())
+    assert figures["worker_eps"] > 0
+    assert figures["broker"].startswith("Kafka cluster ")
+    assert f"at {stack.kafka_bootstrap}, 1 broker, group protocols" in figures["broker"]
+    assert "consumer" in figures["broker"]
+    assert figures["redis"].startswith("Redis ")
+    assert "(yours, one node)" in figures["redis"]
+    assert "Kafka cluster" in done.stdout
+    left = {t for t in admin.list_topics(timeout=10).topics if t not in topics_before}
+    assert not {t for t in left if t.startswith("bench")}, left
+    groups = [g.group_id for g in admin.list_consumer_groups().result().valid]
+    assert not [g for g in groups if g.startswith("bench")], groups
+    assert not list(client.scan_iter(match="bench*", count=1000))
+    assert client.dbsize() == keys_before
+
+
+def test_a_small_bench_measures_every_figure(tmp_path):
+    output = tmp_path / "bench.json"
+    done = small_bench(output)
     figures = orjson.loads(output.read_bytes())
     for key in KEYS:
         assert figures[key] > 0, key

@@ -97,7 +97,8 @@ def _describe_kafka(settings: Settings) -> str:
     offered = ",".join(offered_group_protocols(settings)) or "unknown"
     return (
         f"Kafka cluster {cluster.cluster_id} at {settings.kafka_bootstrap}, "
-        f"{len(cluster.nodes)} brokers, group protocols {offered}"
+        f"{len(cluster.nodes)} broker{'s' if len(cluster.nodes) != 1 else ''}, "
+        f"group protocols {offered}"
     )
 
 
