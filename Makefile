@@ -15,7 +15,7 @@ $(BIN)/uv: | $(BIN)/python
 
 CARGO ?= cargo
 CORE := processors/core
-CORE_SOURCES := $(CORE)/Cargo.toml $(wildcard $(CORE)/src/*.rs)
+CORE_SOURCES := $(CORE)/Cargo.toml $(wildcard $(CORE)/src/*.rs $(CORE)/src/*/*.rs)
 
 # The editable install builds the compiled core (maturin, cargo) into processors/.
 $(VENV)/.installed: pyproject.toml $(CORE_SOURCES) | $(BIN)/uv

@@ -1,0 +1,344 @@
+//! One partition's batch: the items and stored rows that go in, `run_partition`, the
+//! `PartitionStep` that comes out (users, changes, relays, timers), and `relabel`.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet};
+
+use super::classifier::PyClassifier;
+use super::events::PyAction;
+use super::user::{PyChange, PyUser, PyVector};
+use crate::reading::PartitionItems;
+use crate::rows::{self, RowError};
+use crate::step::{self, Item, Map, Options, Relay, Stored};
+use crate::user::{Change, Reason, User};
+
+/// A message the pipeline sends itself on the events topic (see `processors.wire`).
+#[pyclass(module = "processors._core", name = "Relay", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyRelay {
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) position: i64,
+}
+
+#[pymethods]
+impl PyRelay {
+    #[new]
+    #[pyo3(signature = (kind, key, body=Vec::new(), position=-1))]
+    fn new(kind: String, key: String, body: Vec<u8>, position: i64) -> Self {
+        PyRelay {
+            kind,
+            key,
+            body,
+            position,
+        }
+    }
+    fn __repr__(&self) -> String {
+        format!("Relay(kind={:?}, key={:?})", self.kind, self.key)
+    }
+}
+
+impl From<Relay> for PyRelay {
+    fn from(relay: Relay) -> Self {
+        PyRelay {
+            kind: relay.kind.to_string(),
+            key: relay.key,
+            body: relay.body,
+            position: relay.position as i64,
+        }
+    }
+}
+
+/// Stored users in a Python mapping of ids to `User`s or their rows.
+pub(crate) struct PyStored<'a, 'py> {
+    pub(crate) mapping: &'a Bound<'py, PyAny>,
+}
+
+impl Stored for PyStored<'_, '_> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
+        let found = match self.mapping.get_item(user_id) {
+            Ok(found) => found,
+            Err(_) => return Ok(None),
+        };
+        if let Ok(row) = found.cast::<PyBytes>() {
+            let row = row.as_bytes();
+            return Ok(Some((rows::decode(row)?, row.to_vec())));
+        }
+        match found.cast::<PyUser>() {
+            Ok(user) => {
+                let user = user.get().inner.clone();
+                let row = rows::encode(&user);
+                Ok(Some((user, row)))
+            }
+            Err(_) => Err(RowError("a stored user is a User or its row".into())),
+        }
+    }
+}
+
+pub(crate) fn item_of(item: &Bound<'_, PyAny>) -> PyResult<Item> {
+    if let Ok(action) = item.cast::<PyAction>() {
+        return Ok(Item::Event(action.get().inner.clone()));
+    }
+    let py = item.py();
+    let kind = item.get_type().name()?;
+    let text = |name: &str| -> PyResult<String> { item.getattr(name)?.extract() };
+    Ok(match kind.to_str()? {
+        "Merge" => Item::Merge {
+            anonymous_id: text("anonymous_id")?,
+            into: text("into")?,
+        },
+        "Absorb" => Item::Absorb {
+            source_id: text("source_id")?,
+            into: text("into")?,
+            state: item.getattr(intern!(py, "state"))?.extract()?,
+        },
+        "Advance" => Item::Advance {
+            until: item.getattr(intern!(py, "until"))?.extract()?,
+        },
+        "Erase" => Item::Erase {
+            user_id: text("user_id")?,
+            follow: item.getattr(intern!(py, "follow"))?.extract()?,
+        },
+        other => return Err(PyValueError::new_err(format!("not a step item: {other}"))),
+    })
+}
+
+/// One partition's items of a batch, as `read_messages` read them (see `reading`).
+#[pyclass(module = "processors._core", name = "PartitionBatch")]
+pub(crate) struct PyPartitionBatch {
+    pub(crate) inner: PartitionItems,
+}
+
+#[pymethods]
+impl PyPartitionBatch {
+    /// An empty share of partition `number` whose last message is at `last`.
+    #[new]
+    pub(crate) fn new(number: u32, last: i64) -> Self {
+        PyPartitionBatch {
+            inner: PartitionItems::new(number, last),
+        }
+    }
+
+    /// The offset of the partition's last message in the batch.
+    #[getter]
+    fn last(&self) -> i64 {
+        self.inner.last
+    }
+
+    /// Whether an advance-watermark command is among the items.
+    #[getter]
+    fn advances(&self) -> bool {
+        self.inner.advances
+    }
+
+    #[setter]
+    fn set_advances(&mut self, advances: bool) {
+        self.inner.advances = advances;
+    }
+
+    /// Relayed messages taken.
+    #[getter]
+    fn relayed(&self) -> usize {
+        self.inner.relayed
+    }
+
+    #[setter]
+    fn set_relayed(&mut self, relayed: usize) {
+        self.inner.relayed = relayed;
+    }
+
+    /// Whether the partition's latest event was replayed; `None` when it had no event.
+    #[getter]
+    fn replaying(&self) -> Option<bool> {
+        self.inner.replaying
+    }
+
+    /// Append a pipeline item (merge, absorb, advance, erase or event) from the message at
+    /// `position`, after which the partition's watermark stands at `mark`.
+    fn add(&mut self, item: &Bound<'_, PyAny>, position: usize, mark: f64) -> PyResult<()> {
+        self.inner.add(item_of(item)?, position, mark);
+        Ok(())
+    }
+
+    /// The users the items name.
+    fn user_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        PySet::new(py, self.inner.user_ids())
+    }
+
+    /// The batch position of the message item `index` came from.
+    fn position(&self, index: usize) -> PyResult<usize> {
+        self.inner
+            .positions
+            .get(index)
+            .copied()
+            .ok_or_else(|| PyValueError::new_err(format!("no item {index}")))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.items.len()
+    }
+}
+
+/// What one partition's items produced (see `run_partition`).
+#[pyclass(module = "processors._core", name = "PartitionStep", frozen, get_all)]
+pub(crate) struct PyStep {
+    pub(crate) users: Py<PyDict>,
+    pub(crate) changes: Py<PyList>,
+    pub(crate) touched: Py<PyDict>,
+    pub(crate) vectors: Py<PyList>,
+    pub(crate) placed: Vec<String>,
+    pub(crate) relays: Py<PyList>,
+    pub(crate) expired: Vec<String>,
+    pub(crate) erased: Vec<String>,
+    pub(crate) timers: Py<PyDict>,
+    pub(crate) rows: Py<PyDict>,
+    pub(crate) relabelled: Vec<String>,
+    pub(crate) fired: usize,
+    pub(crate) new_users: usize,
+    pub(crate) applied: usize,
+    pub(crate) duplicates: usize,
+}
+
+pub(crate) fn changes_list<'py>(
+    py: Python<'py>,
+    changes: Vec<Change>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, changes.into_iter().map(|inner| PyChange { inner }))
+}
+
+pub(crate) fn users_dict<'py>(
+    py: Python<'py>,
+    users: impl IntoIterator<Item = (String, User)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (user_id, inner) in users {
+        dict.set_item(user_id, PyUser { inner })?;
+    }
+    Ok(dict)
+}
+
+pub(crate) fn timers_dict<'py>(
+    py: Python<'py>,
+    timers: Map<String, Option<i64>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (user_id, due) in timers {
+        dict.set_item(user_id, due)?;
+    }
+    Ok(dict)
+}
+
+/// Apply one partition's items (a `PartitionBatch`, whose marks are used unless `marks`
+/// are given, or a list of items) in order to its users, firing their timers on the
+/// way; the users it touched, their changes, vectors, relays and timers.
+#[pyfunction]
+#[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
+                    retention=f64::INFINITY, marks=None, due=Vec::new(),
+                    watermark=f64::NEG_INFINITY))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_partition(
+    py: Python<'_>,
+    items: &Bound<'_, PyAny>,
+    stored: &Bound<'_, PyAny>,
+    classifier: &Bound<'_, PyClassifier>,
+    dedup_before: f64,
+    partition_users: Vec<String>,
+    retention: f64,
+    marks: Option<Vec<f64>>,
+    due: Vec<(i64, String)>,
+    watermark: f64,
+) -> PyResult<PyStep> {
+    let read = items.cast::<PyPartitionBatch>().ok().map(Bound::borrow);
+    let listed: Vec<Item> = match read {
+        Some(_) => Vec::new(),
+        None => items
+            .try_iter()?
+            .map(|item| item_of(&item?))
+            .collect::<PyResult<_>>()?,
+    };
+    let (items, marks) = match &read {
+        Some(part) => (
+            &part.inner.items,
+            marks.or_else(|| Some(part.inner.marks.clone())),
+        ),
+        None => (&listed, marks),
+    };
+    let options = Options {
+        dedup_before,
+        partition_users,
+        retention,
+        marks,
+        due,
+        watermark,
+    };
+    let mut source = PyStored { mapping: stored };
+    let step = step::run_partition(items, &mut source, &classifier.get().inner, &options)?;
+    let touched = PyDict::new(py);
+    for (user_id, reason) in &step.touched {
+        touched.set_item(user_id, reason.name())?;
+    }
+    Ok(PyStep {
+        users: users_dict(py, step.users)?.unbind(),
+        changes: changes_list(py, step.changes)?.unbind(),
+        touched: touched.unbind(),
+        vectors: PyList::new(py, step.vectors.into_iter().map(|inner| PyVector { inner }))?
+            .unbind(),
+        placed: step.placed,
+        relays: PyList::new(py, step.relays.into_iter().map(PyRelay::from))?.unbind(),
+        expired: step.expired,
+        erased: step.erased,
+        timers: timers_dict(py, step.timers)?.unbind(),
+        rows: {
+            let rows = PyDict::new(py);
+            for (user_id, row) in &step.rows {
+                rows.set_item(user_id, PyBytes::new(py, row))?;
+            }
+            rows.unbind()
+        },
+        relabelled: step.relabelled,
+        fired: step.fired,
+        new_users: step.new_users,
+        applied: step.applied,
+        duplicates: step.duplicates,
+    })
+}
+
+/// Re-evaluate, re-time and re-place `users` now for `reason`; the users, their changes,
+/// the timers that moved and the users whose labels moved.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub(crate) fn relabel<'py>(
+    py: Python<'py>,
+    users: &Bound<'py, PyDict>,
+    classifier: &Bound<'py, PyClassifier>,
+    reason: &str,
+    retention: f64,
+) -> PyResult<(
+    Bound<'py, PyDict>,
+    Bound<'py, PyList>,
+    Bound<'py, PyDict>,
+    Vec<String>,
+)> {
+    let reason = Reason::parse(reason).ok_or_else(|| PyValueError::new_err("unknown reason"))?;
+    let mut loaded: Map<String, User> = Map::default();
+    let mut source = PyStored {
+        mapping: users.as_any(),
+    };
+    for user_id in users.keys() {
+        let user_id: String = user_id.extract()?;
+        if let Some((found, _)) = source.fetch(&user_id)? {
+            loaded.insert(user_id, found);
+        }
+    }
+    let (changes, timers, relabelled) =
+        step::relabel(&mut loaded, &classifier.get().inner, reason, retention);
+    Ok((
+        users_dict(py, loaded)?,
+        changes_list(py, changes)?,
+        timers_dict(py, timers)?,
+        relabelled,
+    ))
+}

@@ -1,0 +1,96 @@
+//! The compiled rules and the clustering model's placement, as one `Classifier`.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::features::{Reading, Value};
+use crate::placement::Placement;
+use crate::rules::RuleSet;
+use crate::step::Classifier;
+
+/// Compiled rules with their percentile thresholds, and the model's placement, if any.
+#[pyclass(module = "processors._core", name = "Classifier", frozen)]
+pub(crate) struct PyClassifier {
+    pub(crate) inner: Classifier,
+}
+
+#[pymethods]
+impl PyClassifier {
+    /// `rules`: the rules' intermediate form (JSON); `thresholds`: known percentiles by
+    /// name; `clustered`: the features users are clustered on; `model`: the placement
+    /// parameters of a snapshot (see `processors.classifier`).
+    #[new]
+    #[pyo3(signature = (rules, thresholds, clustered, model=None))]
+    fn new(
+        rules: &str,
+        thresholds: Vec<(String, f64)>,
+        clustered: Vec<String>,
+        model: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let rules = RuleSet::from_json(rules, &thresholds).map_err(PyValueError::new_err)?;
+        let model = model.map(placement).transpose()?;
+        let clustered = clustered
+            .iter()
+            .map(|name| {
+                crate::features::index_of(name)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown feature {name:?}")))
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(PyClassifier {
+            inner: Classifier {
+                rules,
+                model,
+                clustered,
+            },
+        })
+    }
+
+    /// The segments a user with these feature values is in (features not given read as
+    /// a user with no events has them; bursts count nothing).
+    fn segments_of<'py>(
+        &self,
+        py: Python<'py>,
+        features: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let rules = &self.inner.rules;
+        let empty = crate::profile::Profile::default();
+        let mut reading = Reading::new(&empty, 0.0, rules.cart_after);
+        for (name, value) in features.iter() {
+            let name: String = name.extract()?;
+            let index = crate::features::index_of(&name)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown feature {name:?}")))?;
+            let value = match value.extract::<f64>() {
+                Ok(number) => Value::Number(number),
+                Err(_) => Value::Text(value.extract()?),
+            };
+            reading.assume(index, value);
+        }
+        PyTuple::new(py, rules.evaluate(&mut reading))
+    }
+
+    /// The least time after an on-time event at which it can bring a change of its own.
+    #[getter]
+    fn min_delay(&self) -> f64 {
+        self.inner.rules.min_delay
+    }
+}
+
+pub(crate) fn placement(model: &Bound<'_, PyDict>) -> PyResult<Placement> {
+    let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+        model
+            .get_item(key)?
+            .ok_or_else(|| PyValueError::new_err(format!("model lacks {key}")))
+    };
+    Ok(Placement {
+        version: get("version")?.extract()?,
+        columns: get("columns")?.extract()?,
+        logged: get("logged")?.extract()?,
+        mean: get("mean")?.extract()?,
+        std: get("std")?.extract()?,
+        centroids: get("centroids")?.extract()?,
+        ids: get("ids")?.extract()?,
+        events_column: get("events_column")?.extract()?,
+        min_events: get("min_events")?.extract()?,
+    })
+}

@@ -1,0 +1,421 @@
+//! Events and their decoding: `Action` and `Rejection`, the decoder of raw bodies,
+//! the messages of a batch read with their headers, and the partition's `Watermark`.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::batch::PyPartitionBatch;
+use crate::decoding;
+
+use crate::events::{Event, Kind};
+use crate::pyrepr;
+use crate::reading::{owner_elsewhere, Verdict};
+use crate::watermark::Watermark;
+
+/// One validated event reduced to what segmentation needs (see `processors.events`).
+#[pyclass(module = "processors._core", name = "Action", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyAction {
+    pub(crate) inner: Event,
+}
+
+/// The members of `processors.events.EventKind`, by code.
+pub(crate) static EVENT_KINDS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+
+pub(crate) fn event_kind(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
+    let members = EVENT_KINDS.get_or_try_init(py, || -> PyResult<Vec<Py<PyAny>>> {
+        let class = py.import("processors.events")?.getattr("EventKind")?;
+        (0..=Kind::Alias as i64)
+            .map(|code| Ok(class.call1((code,))?.unbind()))
+            .collect()
+    })?;
+    Ok(members[kind as usize].clone_ref(py))
+}
+
+#[pymethods]
+impl PyAction {
+    #[new]
+    #[pyo3(signature = (user_id, message_id, kind, timestamp, value=0.0, categories=Vec::new(),
+                        device=None, anonymous_id=None, previous_id=None, product=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        user_id: String,
+        message_id: String,
+        kind: i64,
+        timestamp: f64,
+        value: f64,
+        categories: Vec<String>,
+        device: Option<String>,
+        anonymous_id: Option<String>,
+        previous_id: Option<String>,
+        product: Option<String>,
+    ) -> PyResult<Self> {
+        let kind =
+            Kind::from_code(kind).ok_or_else(|| PyValueError::new_err("unknown event kind"))?;
+        Ok(PyAction {
+            inner: Event {
+                user_id,
+                message_id,
+                kind,
+                timestamp,
+                value,
+                categories,
+                device,
+                anonymous_id,
+                previous_id,
+                product,
+            },
+        })
+    }
+
+    /// The same event, for the user `user_id` (forwarded to the user an id belongs to).
+    fn for_user(&self, user_id: String) -> Self {
+        PyAction {
+            inner: Event {
+                user_id,
+                ..self.inner.clone()
+            },
+        }
+    }
+
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn message_id(&self) -> &str {
+        &self.inner.message_id
+    }
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        event_kind(py, self.inner.kind)
+    }
+    #[getter]
+    fn timestamp(&self) -> f64 {
+        self.inner.timestamp
+    }
+    #[getter]
+    fn value(&self) -> f64 {
+        self.inner.value
+    }
+    #[getter]
+    fn categories<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.categories)
+    }
+    #[getter]
+    fn device(&self) -> Option<&str> {
+        self.inner.device.as_deref()
+    }
+    #[getter]
+    fn anonymous_id(&self) -> Option<&str> {
+        self.inner.anonymous_id.as_deref()
+    }
+    #[getter]
+    fn previous_id(&self) -> Option<&str> {
+        self.inner.previous_id.as_deref()
+    }
+    #[getter]
+    fn product(&self) -> Option<&str> {
+        self.inner.product.as_deref()
+    }
+
+    fn __repr__(&self) -> String {
+        let e = &self.inner;
+        format!(
+            "Action(user_id={:?}, message_id={:?}, kind={}, timestamp={}, value={})",
+            e.user_id,
+            e.message_id,
+            e.kind.name(),
+            e.timestamp,
+            e.value
+        )
+    }
+}
+
+/// Why a raw event was refused: a reason code and a readable detail.
+#[pyclass(module = "processors._core", name = "Rejection", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyRejection {
+    pub(crate) reason: String,
+    pub(crate) detail: String,
+}
+
+#[pymethods]
+impl PyRejection {
+    #[new]
+    fn new(reason: String, detail: String) -> Self {
+        PyRejection { reason, detail }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Rejection(reason={:?}, detail={:?})",
+            self.reason, self.detail
+        )
+    }
+}
+
+/// Validate raw Segment messages and reduce each to an `Action`, or a `Rejection` naming
+/// why it cannot be used; one call for a batch.
+#[pyfunction]
+pub(crate) fn decode_events(
+    py: Python<'_>,
+    messages: Vec<Bound<'_, PyBytes>>,
+    max_bytes: usize,
+) -> PyResult<Vec<Py<PyAny>>> {
+    messages
+        .iter()
+        .map(|raw| match decoding::decode(raw.as_bytes(), max_bytes) {
+            Ok(inner) => Ok(Py::new(py, PyAction { inner })?.into_any()),
+            Err(rejected) => Ok(Py::new(
+                py,
+                PyRejection {
+                    reason: rejected.reason.to_string(),
+                    detail: rejected.detail,
+                },
+            )?
+            .into_any()),
+        })
+        .collect()
+}
+
+/// A partition's event-time progress (see `watermark`).
+#[pyclass(module = "processors._core", name = "Watermark", eq)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyWatermark {
+    pub(crate) inner: Watermark,
+}
+
+#[pymethods]
+impl PyWatermark {
+    #[new]
+    #[pyo3(signature = (lateness, max_event_time=f64::NEG_INFINITY, floor=f64::NEG_INFINITY))]
+    fn new(lateness: f64, max_event_time: f64, floor: f64) -> Self {
+        PyWatermark {
+            inner: Watermark {
+                lateness,
+                max_event_time,
+                floor,
+            },
+        }
+    }
+
+    #[getter]
+    fn lateness(&self) -> f64 {
+        self.inner.lateness
+    }
+
+    #[getter]
+    fn max_event_time(&self) -> f64 {
+        self.inner.max_event_time
+    }
+
+    #[getter]
+    fn floor(&self) -> f64 {
+        self.inner.floor
+    }
+
+    /// Events older than this are late.
+    #[getter]
+    fn value(&self) -> f64 {
+        self.inner.value()
+    }
+
+    /// Whether an event at `moment` is on time; on-time events move the watermark.
+    fn admit(&mut self, moment: f64) -> bool {
+        self.inner.admit(moment)
+    }
+
+    /// Declare that no event before `moment` will come.
+    fn advance_to(&mut self, moment: f64) {
+        self.inner.advance_to(moment)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Watermark(lateness={}, max_event_time={}, floor={})",
+            pyrepr::float_repr(self.inner.lateness),
+            pyrepr::float_repr(self.inner.max_event_time),
+            pyrepr::float_repr(self.inner.floor)
+        )
+    }
+}
+
+/// How a message's headers mark it.
+#[derive(Default)]
+pub(crate) struct Marked {
+    /// A relay of another kind than `route`, or a control command.
+    pub(crate) special: bool,
+    /// A routed event: judged here once its source is found new.
+    pub(crate) routed: bool,
+    pub(crate) replayed: bool,
+}
+
+pub(crate) fn marked(headers: &Bound<'_, PyAny>) -> PyResult<Marked> {
+    let mut found = Marked::default();
+    if headers.is_none() {
+        return Ok(found);
+    }
+    for header in headers.try_iter()? {
+        let header = header?;
+        let Ok(pair) = header.cast::<PyTuple>() else {
+            continue;
+        };
+        let name = pair.get_item(0)?;
+        let Ok(name) = name.cast::<PyString>() else {
+            continue;
+        };
+        match name.to_str()? {
+            REPLAY_HEADER => found.replayed = true,
+            CONTROL_HEADER => found.special = true,
+            RELAY_HEADER => {
+                let kind = pair.get_item(1)?;
+                let route = match kind.cast::<PyBytes>() {
+                    Ok(kind) => kind.as_bytes() == b"route",
+                    Err(_) => kind.extract::<String>().is_ok_and(|kind| kind == "route"),
+                };
+                if route {
+                    found.routed = true;
+                } else {
+                    found.special = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    found.routed &= !found.special;
+    Ok(found)
+}
+
+pub(crate) const REPLAY_HEADER: &str = "segstream-replay";
+pub(crate) const CONTROL_HEADER: &str = "segstream-control";
+pub(crate) const RELAY_HEADER: &str = "segstream-relay";
+
+pub(crate) fn rejection(py: Python<'_>, rejected: decoding::Rejection) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(
+        py,
+        PyRejection {
+            reason: rejected.reason.to_string(),
+            detail: rejected.detail,
+        },
+    )?
+    .into_any())
+}
+
+/// A batch's messages read into each owned partition's items (`read_messages`).
+#[pyclass(module = "processors._core", name = "ReadBatch", frozen, get_all)]
+pub(crate) struct PyReadBatch {
+    /// Each owned partition that delivered messages: its `PartitionBatch`.
+    pub(crate) partitions: Py<PyDict>,
+    /// `(message, Rejection)` of each message refused, in offset order.
+    pub(crate) rejected: Py<PyList>,
+    /// `(message, user id, partition)` of each event that belongs to another partition.
+    pub(crate) misrouted: Py<PyList>,
+    /// Messages that carry an error instead of an event.
+    pub(crate) errors: Py<PyList>,
+    /// Messages without an error.
+    pub(crate) consumed: usize,
+    /// Event times of the taken events that were not replayed.
+    pub(crate) live_times: Vec<f64>,
+}
+
+/// Read a batch's `messages` (confluent-kafka messages) in order into the items of the
+/// partitions in `clocks` (their watermarks, moved as events are taken); messages of
+/// other partitions are skipped.
+///
+/// Tracker events are decoded and judged here. A message marked as a relay (but a routed
+/// event) or a control command is handed to `special(message, part, position)`, which
+/// adds what it carries to `part`; for a routed event it returns whether the event is to
+/// be judged (its source is new), and for any message a `Rejection` to refuse it.
+#[pyfunction]
+#[pyo3(signature = (messages, clocks, special, *, partition_count, max_bytes, not_after))]
+pub(crate) fn read_messages(
+    py: Python<'_>,
+    messages: &Bound<'_, PyAny>,
+    clocks: &Bound<'_, PyDict>,
+    special: &Bound<'_, PyAny>,
+    partition_count: u32,
+    max_bytes: usize,
+    not_after: f64,
+) -> PyResult<PyReadBatch> {
+    let parts = PyDict::new(py);
+    let rejected = PyList::empty(py);
+    let misrouted = PyList::empty(py);
+    let errors = PyList::empty(py);
+    let mut consumed = 0;
+    let mut live_times = Vec::new();
+    let mut owned: HashMap<u32, (Bound<'_, PyWatermark>, Bound<'_, PyPartitionBatch>)> =
+        HashMap::new();
+    for (position, message) in messages.try_iter()?.enumerate() {
+        let message = message?;
+        if !message.call_method0(intern!(py, "error"))?.is_none() {
+            errors.append(&message)?;
+            continue;
+        }
+        consumed += 1;
+        let number: u32 = message.call_method0(intern!(py, "partition"))?.extract()?;
+        let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
+        if let Entry::Vacant(vacant) = owned.entry(number) {
+            let Some(clock) = clocks.get_item(number)? else {
+                continue; // revoked while the batch was in flight
+            };
+            let part = Bound::new(py, PyPartitionBatch::new(number, offset))?;
+            parts.set_item(number, &part)?;
+            vacant.insert((clock.cast_into::<PyWatermark>()?, part));
+        }
+        let (clock, part) = &owned[&number];
+        part.borrow_mut().inner.last = offset;
+        let marks = marked(&message.call_method0(intern!(py, "headers"))?)?;
+        if marks.special || marks.routed {
+            let answer = special.call1((&message, part, position))?;
+            if let Ok(refused) = answer.cast::<PyRejection>() {
+                rejected.append((&message, refused))?;
+                continue;
+            }
+            if marks.special || !answer.is_truthy()? {
+                continue;
+            }
+        }
+        let value = message.call_method0(intern!(py, "value"))?;
+        let raw = value
+            .cast::<PyBytes>()
+            .map(|raw| raw.as_bytes())
+            .unwrap_or(b"");
+        let event = match decoding::decode(raw, max_bytes) {
+            Ok(event) => event,
+            Err(refused) => {
+                part.borrow_mut().inner.replaying = Some(marks.replayed);
+                rejected.append((&message, rejection(py, refused)?))?;
+                continue;
+            }
+        };
+        if let Some(owner) = owner_elsewhere(&event, number, partition_count) {
+            misrouted.append((&message, &event.user_id, owner))?;
+            continue;
+        }
+        let mut part = part.borrow_mut();
+        part.inner.replaying = Some(marks.replayed);
+        match part
+            .inner
+            .judge(event, &mut clock.borrow_mut().inner, position, not_after)
+        {
+            Verdict::Taken(moment) if !marks.replayed => live_times.push(moment),
+            Verdict::Taken(_) => {}
+            Verdict::Rejected(refused) => rejected.append((&message, rejection(py, refused)?))?,
+        }
+    }
+    Ok(PyReadBatch {
+        partitions: parts.unbind(),
+        rejected: rejected.unbind(),
+        misrouted: misrouted.unbind(),
+        errors: errors.unbind(),
+        consumed,
+        live_times,
+    })
+}

@@ -1,0 +1,336 @@
+//! A user as Python sees it: `User` (its features and cart), its `SegmentChange`s and
+//! `FeatureVector`s, and the vectors packed for the trainer.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::features::{numeric_features, Reading, Value, FEATURES};
+use crate::profile::{CartLine, CART_ABANDONMENT_AFTER};
+use crate::rows;
+use crate::step::{self, Vector};
+use crate::user::{Change, User};
+use crate::vectors;
+
+/// One user's state: aggregates, labels, identity links, timer.
+#[pyclass(module = "processors._core", name = "User", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyUser {
+    pub(crate) inner: User,
+}
+
+pub(crate) fn feature_dict<'py>(
+    py: Python<'py>,
+    values: Vec<Value>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for ((name, _), value) in FEATURES.iter().zip(values) {
+        match value {
+            Value::Number(number) => dict.set_item(name, number)?,
+            Value::Text(text) => dict.set_item(name, text)?,
+        }
+    }
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyUser {
+    #[new]
+    fn new() -> Self {
+        PyUser {
+            inner: User::default(),
+        }
+    }
+
+    /// The user in a stored row (any row version).
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyUser {
+            inner: rows::decode(data)?,
+        })
+    }
+
+    /// The stored row, in the current version.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &rows::encode(&self.inner))
+    }
+
+    /// The user's feature vector as of their latest evaluation.
+    fn vector(&self, user_id: &str) -> PyVector {
+        PyVector {
+            inner: step::vector_of(user_id, &self.inner, false),
+        }
+    }
+
+    /// The aggregates in their canonical byte form: equal bytes, equal aggregates.
+    fn aggregates<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &rows::encode_profile(&self.inner.profile))
+    }
+
+    /// Every feature as of `as_of` (default: the latest evaluation).
+    #[pyo3(signature = (as_of=None))]
+    fn features<'py>(&self, py: Python<'py>, as_of: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let as_of = as_of.unwrap_or(self.inner.as_of);
+        let values = Reading::new(&self.inner.profile, as_of, CART_ABANDONMENT_AFTER).all();
+        feature_dict(py, values)
+    }
+
+    /// The user as exported: id, features as of `as_of`, segments, cluster and versions.
+    fn document<'py>(&self, py: Python<'py>, user_id: &str) -> PyResult<Bound<'py, PyDict>> {
+        let user = &self.inner;
+        let dict = PyDict::new(py);
+        dict.set_item("user_id", user_id)?;
+        dict.set_item("features", self.features(py, None)?)?;
+        dict.set_item("segments", user.labels.segments.clone())?;
+        dict.set_item("cluster", user.labels.cluster.clone())?;
+        dict.set_item("model_version", user.labels.model_version)?;
+        dict.set_item("version", user.labels.version)?;
+        dict.set_item("as_of", user.as_of)?;
+        Ok(dict)
+    }
+
+    /// The products in the open cart (`CartLine`s) and when it last changed.
+    fn open_cart(&self) -> (Vec<PyCartLine>, Option<i64>) {
+        let (lines, changed) = self.inner.profile.open_cart();
+        (lines.into_iter().map(PyCartLine::from).collect(), changed)
+    }
+
+    #[getter]
+    fn segments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.labels.segments)
+    }
+    #[getter]
+    fn version(&self) -> i64 {
+        self.inner.labels.version
+    }
+    #[getter]
+    fn cluster(&self) -> Option<String> {
+        self.inner.labels.cluster.clone()
+    }
+    #[getter]
+    fn model_version(&self) -> Option<i64> {
+        self.inner.labels.model_version
+    }
+    #[getter]
+    fn as_of(&self) -> f64 {
+        self.inner.as_of
+    }
+    #[getter]
+    fn alias_of(&self) -> Option<String> {
+        self.inner.alias_of.clone()
+    }
+    #[getter]
+    fn due(&self) -> Option<i64> {
+        self.inner.due
+    }
+    #[getter]
+    fn linked(&self) -> Vec<String> {
+        self.inner.linked.clone()
+    }
+    #[getter]
+    fn absorbed(&self) -> Vec<String> {
+        self.inner.absorbed.clone()
+    }
+    /// Behavioural events applied (identity calls left out).
+    #[getter]
+    fn events(&self) -> i64 {
+        self.inner.profile.events
+    }
+    /// Message ids remembered for deduplication.
+    #[getter]
+    fn remembered(&self) -> usize {
+        self.inner.recent.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let user = &self.inner;
+        format!(
+            "User(events={}, segments={:?}, version={}, cluster={:?}, as_of={}, due={:?}, alias_of={:?})",
+            user.profile.events,
+            user.labels.segments,
+            user.labels.version,
+            user.labels.cluster,
+            user.as_of,
+            user.due,
+            user.alias_of
+        )
+    }
+}
+
+/// One product in an open cart.
+#[pyclass(module = "processors._core", name = "CartLine", frozen, eq, get_all)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyCartLine {
+    pub(crate) product: String,
+    pub(crate) category: String,
+    pub(crate) count: i64,
+    pub(crate) value: f64,
+}
+
+impl From<CartLine> for PyCartLine {
+    fn from(line: CartLine) -> Self {
+        PyCartLine {
+            product: line.product,
+            category: line.category,
+            count: line.count,
+            value: line.value,
+        }
+    }
+}
+
+/// A user entered or left segments, moved cluster, or (a tombstone) was erased.
+#[pyclass(module = "processors._core", name = "SegmentChange", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyChange {
+    pub(crate) inner: Change,
+}
+
+#[pymethods]
+impl PyChange {
+    /// The record after a user's erasure: it removes the user from a compacted topic.
+    #[staticmethod]
+    fn tombstone(user_id: &str, event_time: f64) -> Self {
+        PyChange {
+            inner: Change::tombstone(user_id, event_time),
+        }
+    }
+
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn entered<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.entered)
+    }
+    #[getter]
+    fn exited<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.exited)
+    }
+    #[getter]
+    fn segments<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.segments)
+    }
+    #[getter]
+    fn version(&self) -> i64 {
+        self.inner.version
+    }
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.inner.reason.name()
+    }
+    #[getter]
+    fn event_time(&self) -> f64 {
+        self.inner.event_time
+    }
+    #[getter]
+    fn cluster(&self) -> Option<String> {
+        self.inner.cluster.clone()
+    }
+    #[getter]
+    fn previous_cluster(&self) -> Option<String> {
+        self.inner.previous_cluster.clone()
+    }
+    #[getter]
+    fn model_version(&self) -> Option<i64> {
+        self.inner.model_version
+    }
+    #[getter]
+    fn cart(&self) -> Vec<PyCartLine> {
+        self.inner
+            .cart
+            .iter()
+            .cloned()
+            .map(PyCartLine::from)
+            .collect()
+    }
+    #[getter]
+    fn cart_changed_at(&self) -> Option<i64> {
+        self.inner.cart_changed_at
+    }
+    #[getter]
+    fn is_tombstone(&self) -> bool {
+        self.inner.is_tombstone
+    }
+
+    /// The change as published on the change topic (JSON).
+    fn to_json<'py>(
+        &self,
+        py: Python<'py>,
+        processed_at: f64,
+        rules_version: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let json = crate::changes::to_json(&self.inner, processed_at, rules_version)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyBytes::new(py, &json))
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.inner;
+        format!(
+            "SegmentChange(user_id={:?}, entered={:?}, exited={:?}, version={}, reason={:?}, event_time={}, cluster={:?})",
+            c.user_id, c.entered, c.exited, c.version, c.reason.name(), c.event_time, c.cluster
+        )
+    }
+}
+
+/// A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`; `refresh`
+/// marks a vector taken only because event time moved on.
+#[pyclass(module = "processors._core", name = "FeatureVector", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub(crate) struct PyVector {
+    pub(crate) inner: Vector,
+}
+
+#[pymethods]
+impl PyVector {
+    #[new]
+    #[pyo3(signature = (user_id, as_of, values, refresh=false))]
+    fn new(user_id: String, as_of: f64, values: Vec<f64>, refresh: bool) -> Self {
+        PyVector {
+            inner: Vector {
+                user_id,
+                as_of,
+                values,
+                refresh,
+            },
+        }
+    }
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.inner.user_id
+    }
+    #[getter]
+    fn as_of(&self) -> f64 {
+        self.inner.as_of
+    }
+    #[getter]
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.values)
+    }
+    #[getter]
+    fn refresh(&self) -> bool {
+        self.inner.refresh
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "FeatureVector(user_id={:?}, as_of={}, refresh={})",
+            self.inner.user_id, self.inner.as_of, self.inner.refresh
+        )
+    }
+}
+
+/// One message of the `features` topic holding `vectors` (see `vectors`).
+#[pyfunction]
+pub(crate) fn pack_vectors<'py>(
+    py: Python<'py>,
+    vectors: Vec<PyRef<'py, PyVector>>,
+) -> Bound<'py, PyBytes> {
+    let found: Vec<&Vector> = vectors.iter().map(|vector| &vector.inner).collect();
+    PyBytes::new(py, &vectors::pack(&found, &feature_names()))
+}
+
+/// Names of the numeric features, in the order of feature vectors.
+pub(crate) fn feature_names() -> Vec<&'static str> {
+    numeric_features().iter().map(|&i| FEATURES[i].0).collect()
+}
