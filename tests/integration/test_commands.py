@@ -70,6 +70,12 @@ def test_dev_up_env_down(tmp_path):
     assert gone.returncode == 1
     assert "no dev stack is running" in gone.stderr
 
+    # the same folder again: Apache Kafka's storage is formatted anew, topics and all
+    up = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    down = run("dev", "down", "--dir", "stack", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+
 
 def test_demo_runs_for_its_duration_prints_a_summary_and_stops_everything(tmp_path):
     started = time.monotonic()
