@@ -208,7 +208,9 @@ def _workers_eps(
         eps = _throughput(client, keys, total, _WORKER_FIELDS, timeout, on_start=started)
         cpu, done = _cpu_seconds(workers), _committed(client, keys, _WORKER_FIELDS)
         (cpu_then, done_then), *_ = at_start
-        if done == done_then:  # a run so short that one commit held it: start-up included
+        if done == done_then or cpu == cpu_then:
+            # a run so short that one commit held it, or that used less CPU after the
+            # first commit than one clock tick (10 ms): start-up included
             return eps, cpu / max(done, 1)
         return eps, (cpu - cpu_then) / (done - done_then)
     finally:
