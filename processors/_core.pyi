@@ -175,24 +175,36 @@ class PartitionStep:
     duplicates: int
 
 class Watermark:
-    """A partition's event-time progress: events older than `value` are late (see
+    """A partition's event-time progress: events older than `value` (the watermark) are
+    late, and timers due by `firing` (the firing clock) fire (see
     `processors/core/src/watermark.rs`)."""
 
     lateness: float
+    delay: float
     max_event_time: float
     floor: float
+    firing_floor: float
     value: float
     """Events older than this are late."""
+    firing: float
+    """Timers due by this fire."""
     def __init__(
-        self, lateness: float, max_event_time: float = ..., floor: float = ...
+        self,
+        lateness: float,
+        delay: float,
+        max_event_time: float = ...,
+        floor: float = ...,
+        firing_floor: float = ...,
     ) -> None: ...
     def admit(self, moment: float) -> bool:
-        """Whether an event at `moment` is on time; on-time events move the watermark."""
+        """Whether an event at `moment` is on time; on-time events move both clocks."""
     def advance_to(self, moment: float) -> None:
-        """Declare that no event before `moment` will come."""
+        """Declare that no event before `moment` will come: both clocks stand there at least."""
+    def follow_wall_clock(self, now: float) -> None:
+        """Let a quiet partition's clocks follow the wall clock `now`."""
 
 class PartitionBatch:
-    """One partition's items of a batch, with the watermark after each."""
+    """One partition's items of a batch, with the firing clock after each."""
 
     last: int
     """The offset of the partition's last message in the batch."""
@@ -202,9 +214,10 @@ class PartitionBatch:
     """Relayed messages taken."""
     replaying: bool | None
     """Whether the partition's latest event was replayed; `None` when it had no event."""
-    def __init__(self, number: int, last: int) -> None: ...
+    def __init__(self, number: int, last: int, opened: float = ...) -> None: ...
     def add(self, item: object, position: int, mark: float) -> None:
-        """Append an item from the message at batch `position`; the watermark is then `mark`."""
+        """Append an item from the message at batch `position`; the firing clock is then
+        `mark`."""
     def user_ids(self) -> set[str]:
         """The users the items name."""
     def position(self, index: int) -> int:
@@ -247,10 +260,12 @@ def run_partition(
     partition_users: Sequence[str] = (),
     retention: float = ...,
     marks: Sequence[float] | None = None,
+    opened: float = ...,
     due: Sequence[tuple[int, str]] = (),
-    watermark: float = ...,
+    firing: float = ...,
 ) -> PartitionStep:
-    """Apply one partition's items in order to its users, firing their timers on the way."""
+    """Apply one partition's items in order to its users, firing their timers on the way
+    (`marks`: the firing clock after each item; `opened`: before the first)."""
 
 def relabel(
     users: Mapping[str, User] | Mapping[str, bytes],

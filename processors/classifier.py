@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from processors import _core
@@ -25,10 +26,15 @@ from processors.model import CLUSTER_FEATURES, FEATURE_INDEX, ClusterAssigner
 from processors.rules import RuleSet, percentile_name
 
 
-class ChangeReason:
-    """Why a user's segments changed; carried as `reason` on change events."""
+class ChangeReason(StrEnum):
+    """Why a user's segments changed; carried as `reason` on change events.
+
+    `late`: an event older than the firing clock and its user's latest evaluation, whose
+    change corrects what was announced (see docs/event-time.md).
+    """
 
     EVENT = "event"
+    LATE = "late"
     TIME = "time"
     MERGE = "merge"
     EXPIRED = "expired"

@@ -50,6 +50,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from standardwebhooks import Webhook
 
+from processors.classifier import ChangeReason
 from processors.yaml_files import FileError, Problem, load_yaml, problems
 
 Direction = Literal["entered", "exited"]
@@ -81,8 +82,10 @@ class Destination(BaseModel):
     """Segment names or cluster ids; a change matches when it enters or exits one (empty:
     every change)."""
     directions: tuple[Direction, ...] = ("entered", "exited")
-    reasons: tuple[str, ...] = ()
-    """Change reasons taken (`event`, `time`, `rules`, `model`, `erased`, …; empty: all)."""
+    reasons: tuple[ChangeReason, ...] = ()
+    """Change reasons taken (`event`, `late`, `time`, `merge`, `expired`, `erased`, `rules`,
+    `model`, `drift`; empty: all). A destination that takes `time` should take `late` too:
+    a late event's change corrects what a timer announced."""
     timeout: float = Field(10.0, gt=0, le=120)
     """Seconds to wait for the receiver's answer."""
     max_attempts: int = Field(12, ge=1, le=1_000)

@@ -32,11 +32,12 @@ Settled = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 def settle(
     rows: Mapping[str, bytes],
     classifier: _core.Classifier,
-    watermark: float,
+    firing: float,
     retention: float,
 ) -> Settled:
     """Each active user of `rows` (merged ids left out) with their stored segments and the
-    segments `classifier` gives them once settled at `watermark`. Nothing is written."""
+    segments `classifier` gives them once settled at the firing clock `firing`. Nothing is
+    written."""
     before = {}
     for user_id, row in rows.items():
         user = _core.User.from_bytes(row)
@@ -46,7 +47,7 @@ def settle(
     due = sorted(
         (user.due, user_id)
         for user_id, user in users.items()
-        if user.due is not None and user.due <= watermark
+        if user.due is not None and user.due <= firing
     )
     if due:
         step = _core.run_partition(
@@ -56,7 +57,7 @@ def settle(
             dedup_before=-math.inf,
             retention=retention,
             due=due,
-            watermark=watermark,
+            firing=firing,
         )
         users = {**users, **step.users}
         for gone in [*step.expired, *step.erased]:

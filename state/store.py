@@ -17,48 +17,69 @@ from typing import Protocol
 
 import orjson
 
-from processors._core import SegmentChange, User
+from processors._core import SegmentChange, User, Watermark
 from state.timer_store import DueTimers
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionProgress:
-    """Where a partition stands: the next offset to read and its watermark's state.
+    """Where a partition stands: the next offset to read and its clocks' state.
 
+    `max_event_time` is the newest event time taken; `floor` and `firing_floor` the
+    floors of its watermark and firing clock (moved by replays' `--until` and by a
+    quiet partition following the wall clock).
     `relayed` maps each partition that relayed messages here to the highest
     `(offset, index)` of its relays applied, so a relayed message produced twice is
     applied once. (Progress written before relays had an index reads an offset alone
     as every relay of that offset applied.)
     `replaying` is whether the partition's latest message was replayed, which
-    keeps its watermark on event time when it falls quiet.
+    keeps its clocks on event time when it falls quiet. (Progress written before the
+    firing clock had its own floor reads the watermark's floor for it.)
 
-    >>> progress = PartitionProgress(42, 1700.5, -1.0, {3: (17, 1)}, replaying=True)
+    >>> progress = PartitionProgress(42, 1700.5, -1.0, 1695.0, {3: (17, 1)}, replaying=True)
     >>> progress.encode()
-    '42 1700.5 -1.0 {"3":[17,1]} 1'
+    '42 1700.5 -1.0 {"3":[17,1]} 1 1695.0'
     >>> PartitionProgress.parse(progress.encode()) == progress
     True
-    >>> PartitionProgress.parse('42 1700.5 -1.0 {"3":17} 1').relayed
-    {3: (17, 2147483647)}
+    >>> earlier = PartitionProgress.parse('42 1700.5 -1.0 {"3":17} 1')
+    >>> earlier.firing_floor, earlier.relayed, earlier.replaying
+    (-1.0, {3: (17, 2147483647)}, True)
     """
 
     offset: int
     max_event_time: float
     floor: float
+    firing_floor: float
     relayed: dict[int, tuple[int, int]] = field(default_factory=dict)
     replaying: bool = False
 
     def encode(self) -> str:
-        """The stored form: `offset max_event_time floor relayed-json replaying`."""
+        """The stored form: `offset max_event_time floor relayed-json replaying firing_floor`."""
         marks = {str(p): list(mark) for p, mark in sorted(self.relayed.items())}
         relayed = orjson.dumps(marks).decode()
-        return f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed} {self.replaying:d}"
+        return (
+            f"{self.offset} {self.max_event_time!r} {self.floor!r} {relayed} "
+            f"{self.replaying:d} {self.firing_floor!r}"
+        )
+
+    def clock(self, lateness: float, delay: float) -> Watermark:
+        """The partition's clocks as committed, with the allowed `lateness` and firing `delay`.
+
+        >>> PartitionProgress(0, 1000.0, -1.0, -1.0).clock(60, 5).firing
+        995.0
+        """
+        return Watermark(lateness, delay, self.max_event_time, self.floor, self.firing_floor)
 
     @classmethod
     def parse(cls, text: str) -> PartitionProgress:
         """Inverse of :meth:`encode`."""
-        offset, max_event_time, floor, relayed, *replaying = text.split(" ", 4)
+        offset, max_event_time, floor, relayed, *rest = text.split(" ", 5)
         sources = {int(p): _relayed_mark(mark) for p, mark in orjson.loads(relayed).items()}
-        return cls(int(offset), float(max_event_time), float(floor), sources, replaying == ["1"])
+        replaying = rest[:1] == ["1"]
+        firing_floor = float(rest[1]) if len(rest) > 1 else float(floor)
+        return cls(
+            int(offset), float(max_event_time), float(floor), firing_floor, sources, replaying
+        )
 
 
 _EVERY_INDEX = 2**31 - 1

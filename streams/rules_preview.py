@@ -2,7 +2,7 @@
 every stored user, exactly, before it goes live.
 
 Partition by partition, users are read a chunk at a time (one `MGET` each) and
-settled with the candidate rules as of the partition's committed watermark —
+settled with the candidate rules as of the partition's committed firing clock —
 re-evaluated, then their timers due by then fired — with the worker's own code
 (:func:`processors.preview.settle`), so the preview is what `rules apply
 --reevaluate` will give once settled. Percentile thresholds come from the latest
@@ -46,16 +46,16 @@ def preview_rules(
     # placement plays no part in segments: leave the model out and keep its thresholds
     classifier = Classifier(candidate, None, thresholds.thresholds).core
     partitions = list(range(store.partition_count() or settings.partitions))
-    retention = settings.retention_days * 86_400
     tally = Tally(current.names, candidate.names, examples)
-    watermarks: dict[str, str | None] = {}
+    clocks: dict[str, str | None] = {}
     started = time.time()
     for partition, progress in sorted(store.progress(partitions).items()):
-        watermark = max(progress.max_event_time - settings.allowed_lateness_seconds, progress.floor)
-        watermarks[str(partition)] = _moment(watermark)
+        lateness, delay = settings.allowed_lateness_seconds, settings.firing_delay_seconds
+        firing = progress.clock(lateness, delay).firing
+        clocks[str(partition)] = _moment(firing)
         for chunk in store.partition_users(partition):
             rows = store.rows({partition: chunk})
-            tally.add_all(settle(rows, classifier, watermark, retention))
+            tally.add_all(settle(rows, classifier, firing, settings.expiry_seconds))
     limits = history_limits(candidate)
     return {
         "as_of": _moment(started),
@@ -63,7 +63,7 @@ def preview_rules(
         "current_rules": current.label,
         "candidate_digest": candidate.digest,
         "model_version": snapshot.version if snapshot else None,
-        "watermarks": watermarks,
+        "firing_clocks": clocks,
         "seconds": round(time.time() - started, 3),
         "segments": [
             {**segment, "limits": limits.get(segment["name"], [])} for segment in tally.segments()
@@ -72,7 +72,7 @@ def preview_rules(
 
 
 def _moment(seconds: float) -> str | None:
-    """An epoch time in ISO 8601 (UTC); `None` for a watermark not set yet."""
+    """An epoch time in ISO 8601 (UTC); `None` for a clock not set yet."""
     if not math.isfinite(seconds):
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")

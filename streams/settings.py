@@ -132,13 +132,17 @@ class Settings(BaseSettings):
     it (`group.coordinator.rebalance.protocols`), `classic` otherwise."""
     allowed_lateness_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
     """How far behind a partition's newest event time an event may arrive and still count, in s."""
+    firing_delay_seconds: float = Field(5, ge=0, le=30 * 86_400)
+    """How far behind a partition's newest event time its timers fire, in s; at most the
+    lateness. A later event is still applied and corrects what was announced (reason `late`)."""
     dedup_horizon_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
     """How long a `messageId` is remembered, in event-time seconds; at least the lateness."""
     retention_days: float = Field(400, gt=0)
     """Users without events for longer than this, in event-time days, expire with their state."""
     idle_watermark_seconds: float = Field(60, ge=0)
-    """After this long without messages, a partition's watermark follows the wall clock minus
-    the allowed lateness, in s; 0: never. Replayed messages keep a partition on event time."""
+    """After this long without messages, a partition's clocks follow the wall clock (minus the
+    lateness and the firing delay), in s; 0: never. Replayed messages keep a partition on
+    event time."""
     timers_per_batch: int = Field(5_000, ge=1, le=1_000_000)
     """Most due timers one batch fires; a backlog fires over the following batches."""
     timer_shards: int = Field(4_096, ge=1, le=1_048_576)
@@ -241,6 +245,11 @@ class Settings(BaseSettings):
                 "SEGSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION and SEGSTREAM_KAFKA_SSL_KEY_LOCATION "
                 "go together",
             )
+        if self.firing_delay_seconds > self.allowed_lateness_seconds:
+            raise PydanticCustomError(
+                "firing_delay",
+                "SEGSTREAM_FIRING_DELAY_SECONDS must not exceed SEGSTREAM_ALLOWED_LATENESS_SECONDS",
+            )
         if self.dedup_horizon_seconds < self.allowed_lateness_seconds:
             raise PydanticCustomError(
                 "dedup_horizon",
@@ -248,6 +257,18 @@ class Settings(BaseSettings):
                 "SEGSTREAM_ALLOWED_LATENESS_SECONDS, or a late duplicate could be applied twice",
             )
         return self
+
+    @property
+    def expiry_seconds(self) -> float:
+        """How long after a user's last event the firing clock expires them: the retention,
+        plus the time the firing clock runs ahead of the watermark, so that no event still
+        accepted finds them gone.
+
+        >>> Settings(retention_days=1, allowed_lateness_seconds=60).expiry_seconds
+        86455.0
+        """
+        ahead = self.allowed_lateness_seconds - self.firing_delay_seconds
+        return self.retention_days * 86_400 + ahead
 
     def key_layout(self) -> KeyLayout:
         """The Redis keys of this deployment: its prefix, tagged by events partition.

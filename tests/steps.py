@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from processors._core import PartitionStep, User, run_partition
+from processors._core import PartitionStep, SegmentChange, User, Watermark, run_partition
 from processors.classifier import Classifier
 from processors.events import Action
 from processors.rules import RuleSet, parse_rules
@@ -56,3 +56,66 @@ def segments_of(
 ) -> tuple[str, ...]:
     """The segments of a user with these feature values (the others as a new user's)."""
     return Classifier(rules, None, dict(thresholds)).core.segments_of(features)
+
+
+def run_as_worker(
+    items: Sequence[Item],
+    rules: RuleSet,
+    *,
+    lateness: float,
+    batch_sizes: Sequence[int],
+    delay: float = 5.0,
+    retention: float = 400 * 86_400.0,
+) -> tuple[list[SegmentChange], dict[str, User], dict[str, int]]:
+    """Run `items` (in arrival order) through partition steps the way a worker does: a
+    partition clock with the allowed `lateness` and firing `delay` that refuses late
+    events, its firing clock as marks, a timer store of due times, state carried from step
+    to step. The changes, the users and their timers at the end."""
+    clock = Watermark(lateness, delay)
+    stored: dict[str, User] = {}
+    timers: dict[str, int] = {}
+    changes: list[SegmentChange] = []
+    start = 0
+    for size in batch_sizes:
+        opened = clock.firing
+        batch, marks = [], []
+        for item in items[start : start + size]:
+            if isinstance(item, Advance):
+                clock.advance_to(item.until)
+            elif isinstance(item, Action) and not clock.admit(item.timestamp):
+                continue  # late: the worker dead-letters it
+            batch.append(item)
+            marks.append(clock.firing)
+        start += size
+        due = sorted((moment, user) for user, moment in timers.items() if moment <= clock.firing)
+        outcome = step(
+            batch,
+            stored,
+            rules,
+            partition_users=list(stored),
+            retention=retention,
+            marks=marks,
+            opened=opened,
+            due=due,
+            firing=clock.firing,
+        )
+        stored.update(outcome.users)
+        for user_id in outcome.expired:
+            stored.pop(user_id, None)
+        for user_id, moment in outcome.timers.items():
+            if moment is None:
+                timers.pop(user_id, None)
+            else:
+                timers[user_id] = moment
+        changes += outcome.changes
+    return changes, stored, timers
+
+
+def per_user(changes: Sequence[SegmentChange]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each user's changes in order: version, entered, exited, reason and event time."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for change in changes:
+        found.setdefault(change.user_id, []).append(
+            (change.version, change.entered, change.exited, change.reason, change.event_time)
+        )
+    return found

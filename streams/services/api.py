@@ -191,7 +191,7 @@ class RulesPreview(BaseModel):
     current_rules: str
     candidate_digest: str
     model_version: int | None
-    watermarks: dict[str, str | None]
+    firing_clocks: dict[str, str | None]
     seconds: float
     segments: list[SegmentPreview]
 

@@ -11,7 +11,7 @@ before is skipped.
 
 >>> from confluent_kafka import Message
 >>> from processors._core import Watermark
->>> owned = {0: PartitionState(0, None, Watermark(3600))}
+>>> owned = {0: PartitionState(0, None, Watermark(3600, 5))}
 >>> event = b'{"type": "page", "userId": "alice", "timestamp": "2026-11-01T10:00:00Z"}'
 >>> decoded = decode_batch([Message(topic="events", partition=0, offset=7, value=event)],
 ...                        owned, partition_count=16, max_event_bytes=32_768, not_after=2e9)
@@ -155,7 +155,7 @@ class _Special:
         item = relayed_item(kind, key, message.value() or b"", max_bytes=self.max_bytes)
         if isinstance(item, Rejection):
             return item
-        part.add(item, position, state.clock.value)
+        part.add(item, position, state.clock.firing)
         return False
 
     def _control(
@@ -172,14 +172,14 @@ class _Special:
             user_id = (message.key() or b"").decode(errors="replace")
             if not user_id:
                 return Rejection(Reason.INVALID_CONTROL, "an erase command is keyed by the user id")
-            part.add(Erase(user_id), position, state.clock.value)
+            part.add(Erase(user_id), position, state.clock.firing)
             return False
         until = advance_until(message.value())
         if command != ADVANCE_WATERMARK or until is None:
             return Rejection(Reason.INVALID_CONTROL, 'expected {"until": seconds}')
         state.clock.advance_to(until)
         part.advances = True
-        part.add(Advance(until), position, state.clock.value)
+        part.add(Advance(until), position, state.clock.firing)
         return False
 
 

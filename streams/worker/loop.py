@@ -218,7 +218,7 @@ class Worker:
         backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
         metrics.TIMER_LAG.set(
             max(
-                (self.owned[n].clock.value - taken.entries[-1][0] for n, taken in backlog.items()),
+                (self.owned[n].clock.firing - taken.entries[-1][0] for n, taken in backlog.items()),
                 default=0,
             )
         )
@@ -265,9 +265,9 @@ class Worker:
                 self.classifier.core,
                 dedup_before=state.clock.max_event_time - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(number, ()),
-                retention=self.settings.retention_days * 86_400,
+                retention=self.settings.expiry_seconds,
                 due=taken.entries if taken else (),
-                watermark=state.clock.value,
+                firing=state.clock.firing,
             )
             # on their way while the next partitions step; the commit waits for their acks
             self.checkpoint.send(
@@ -344,33 +344,34 @@ class Worker:
                 metrics.CONSUMER_LAG.labels(partition=str(number)).set(max(lag, 0))
 
     def _follow_wall_clock(self) -> None:
-        """Move the watermark of each partition quiet for `idle_watermark_seconds` to the wall
-        clock minus the allowed lateness, unless its latest message was replayed."""
+        """Let the clocks of each partition quiet for `idle_watermark_seconds` follow the wall
+        clock (the firing clock to it minus the firing delay, the watermark to it minus the
+        allowed lateness), unless its latest message was replayed."""
         idle = self.settings.idle_watermark_seconds
         if not idle:
             return
         quiet_since = time.monotonic() - idle
-        now = time.time() - self.settings.allowed_lateness_seconds
+        now = time.time()
         for state in self.owned.values():
             if state.heard <= quiet_since and not state.replaying:
-                state.clock.advance_to(now)
+                state.clock.follow_wall_clock(now)
 
     def _due_timers(self) -> dict[int, DueTimers]:
-        """The timers due by each owned partition's watermark, a share of the batch's budget.
+        """The timers due by each owned partition's firing clock, a share of the batch's budget.
 
-        Only partitions whose watermark has reached their next timer are asked; one that
+        Only partitions whose firing clock has reached their next timer are asked; one that
         had nothing due notes when its next timer is, and this worker's commits bring that
         forward when they schedule an earlier one.
         """
-        watermarks = {
-            number: state.clock.value
+        clocks = {
+            number: state.clock.firing
             for number, state in self.owned.items()
-            if state.committed is not None and state.clock.value >= state.timers_after
+            if state.committed is not None and state.clock.firing >= state.timers_after
         }
-        if not watermarks:
+        if not clocks:
             return {}
-        share = max(1, self.settings.timers_per_batch // len(watermarks))
-        due = self.store.due_timers(watermarks, share)
+        share = max(1, self.settings.timers_per_batch // len(clocks))
+        due = self.store.due_timers(clocks, share)
         for number, taken in due.items():
             if taken.exhausted and not taken.entries:
                 self.owned[number].timers_after = taken.after
@@ -447,8 +448,10 @@ class Worker:
         """Rebuild the runtime state of `numbers` from their committed progress."""
         progress = self.store.progress(numbers)
         lateness = self.settings.allowed_lateness_seconds
+        delay = self.settings.firing_delay_seconds
         for number in numbers:
-            self.owned[number] = PartitionState.restore(number, progress.get(number), lateness)
+            state = PartitionState.restore(number, progress.get(number), lateness, delay)
+            self.owned[number] = state
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         beyond = [tp.partition for tp in partitions if tp.partition >= self.partitions]

@@ -1,13 +1,13 @@
 """An owned partition's runtime state, created on assignment and dropped whole on revocation.
 
->>> progress = PartitionProgress(42, 1_000.0, -1.0, {1: (7, 0)})
->>> state = PartitionState.restore(3, progress, lateness=60)
->>> state.committed, state.clock.value, state.seek_to
-(42, 940.0, 42)
+>>> progress = PartitionProgress(42, 1_000.0, -1.0, -1.0, {1: (7, 0)})
+>>> state = PartitionState.restore(3, progress, lateness=60, delay=5)
+>>> state.committed, state.clock.value, state.clock.firing, state.seek_to
+(42, 940.0, 995.0, 42)
 >>> [state.first_relay(source) for source in [(1, 7, 0), (1, 7, 1), (1, 8, 0), (2, 0, 0)]]
 [False, True, True, True]
 >>> state.progress(50).encode()
-'50 1000.0 -1.0 {"1":[8,0],"2":[0,0]} 0'
+'50 1000.0 -1.0 {"1":[8,0],"2":[0,0]} 0 -1.0'
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class PartitionState:
     """What the worker knows of partition `number` between batches.
 
     `committed` is the next offset the store has committed for it (`None`: none
-    yet); `clock` its event-time watermark; `relayed` the highest (offset, index) of
+    yet); `clock` its watermark and firing clock; `relayed` the highest (offset, index) of
     each source partition whose relays were taken here; `replaying` whether its
     latest event was replayed; `heard` when (monotonic seconds) its latest
     message came; `timers_after` a lower bound of its earliest timer in the store
@@ -53,18 +53,14 @@ class PartitionState:
 
     @classmethod
     def restore(
-        cls, number: int, progress: PartitionProgress | None, lateness: float
+        cls, number: int, progress: PartitionProgress | None, lateness: float, delay: float
     ) -> PartitionState:
-        """The state of a partition taken over from its committed `progress` (`None`: new)."""
+        """The state of a partition taken over from its committed `progress` (`None`: new),
+        with the allowed `lateness` and firing `delay`."""
         if progress is None:
-            return cls(number, None, Watermark(lateness))
-        return cls(
-            number,
-            progress.offset,
-            Watermark(lateness, progress.max_event_time, progress.floor),
-            dict(progress.relayed),
-            progress.replaying,
-        )
+            return cls(number, None, Watermark(lateness, delay))
+        clock = progress.clock(lateness, delay)
+        return cls(number, progress.offset, clock, dict(progress.relayed), progress.replaying)
 
     @property
     def seek_to(self) -> int:
@@ -88,5 +84,11 @@ class PartitionState:
     def progress(self, offset: int) -> PartitionProgress:
         """The progress to commit once everything before `offset` is applied."""
         clock = self.clock
-        relayed = dict(self.relayed)
-        return PartitionProgress(offset, clock.max_event_time, clock.floor, relayed, self.replaying)
+        return PartitionProgress(
+            offset,
+            clock.max_event_time,
+            clock.floor,
+            clock.firing_floor,
+            dict(self.relayed),
+            self.replaying,
+        )

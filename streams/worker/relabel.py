@@ -40,7 +40,7 @@ def relabel(
 ) -> int:
     """Relabel every user of the `owned` partitions that has committed progress; returns how
     many. `beat` is called after each chunk (the worker's liveness)."""
-    retention = settings.retention_days * 86_400
+    retention = settings.expiry_seconds
     relabelled_users = 0
     for number, state in list(owned.items()):
         if state.committed is None:

@@ -25,14 +25,14 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     first = PartitionCommit(
         1,
         None,
-        PartitionProgress(10, 1700.5, 1690.5),
+        PartitionProgress(10, 1700.5, 1690.5, 1690.5),
         rows={user: b"row-" + user.encode() for user in users},
         counters=Counters(events=2_500, users=2_500),
         new_users=users,
         timers={user: 1_700_000_000 + n for n, user in enumerate(users)},
     )
     assert store.commit(BatchCommit([first], "r1")) == {}
-    assert store.progress([1]) == {1: PartitionProgress(10, 1700.5, 1690.5)}
+    assert store.progress([1]) == {1: PartitionProgress(10, 1700.5, 1690.5, 1690.5)}
     assert store.rows({1: users}) == {user: b"row-" + user.encode() for user in users}
     assert client.scard(keys.partition_users(1)) == 2_500
     assert int(client.hget(keys.counters(1), "events")) == 2_500
@@ -46,12 +46,14 @@ def test_a_commit_writes_a_partition_whole_and_a_stale_one_is_fenced(stack):
     assert due[0].entries == []
     assert due[0].after == math.inf  # a partition without timers
 
-    stale = PartitionCommit(1, None, PartitionProgress(20, 1800.0, 1790.0), rows={"x": b"x"})
+    stale = PartitionCommit(
+        1, None, PartitionProgress(20, 1800.0, 1790.0, 1790.0), rows={"x": b"x"}
+    )
     assert store.commit(BatchCommit([stale], "r1")) == {
         1: "at offset 10, this worker expected None"
     }
     expired = PartitionCommit(
-        1, 10, PartitionProgress(20, 1800.0, 1790.0), expired_users=users[:1_500]
+        1, 10, PartitionProgress(20, 1800.0, 1790.0, 1790.0), expired_users=users[:1_500]
     )
     assert store.commit(BatchCommit([expired], "r1")) == {}
     assert store.progress([1])[1].offset == 20
@@ -70,7 +72,7 @@ class _Overtaken(RedisStateStore):
     def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:
         if not self.overtaken:
             self.overtaken = True
-            progress = PartitionProgress(7, 50.0, 40.0).encode()
+            progress = PartitionProgress(7, 50.0, 40.0, 40.0).encode()
             self.other.set(self.keys.offset(self.partition, self.group), progress)
         return super()._writes(part, rules_version)
 
@@ -86,14 +88,14 @@ def test_quiet_partitions_share_a_transaction_and_a_fenced_one_leaves_the_others
         return PartitionCommit(
             number,
             start,
-            PartitionProgress(5, 10.0, 0.0),
+            PartitionProgress(5, 10.0, 0.0, 0.0),
             rows={user: b"row"},
             counters=Counters(events=1),
             new_users=[user],
         )
 
     # partition 2 already has progress another worker wrote: it alone is fenced
-    client.set(keys.offset(2, settings.group_id), PartitionProgress(3, 5.0, 0.0).encode())
+    client.set(keys.offset(2, settings.group_id), PartitionProgress(3, 5.0, 0.0, 0.0).encode())
     assert store.commit(BatchCommit([part(n, None) for n in range(4)], "r1")) == {
         2: "at offset 3, this worker expected None"
     }
@@ -126,7 +128,7 @@ def test_nothing_is_written_until_ready_returns_and_it_is_called_once(stack):
         PartitionCommit(
             number,
             None,
-            PartitionProgress(5, 10.0, 0.0),
+            PartitionProgress(5, 10.0, 0.0, 0.0),
             rows={f"user-{number}-{n}": b"row" for n in range(2_000)},
             counters=Counters(events=2_000),
         )

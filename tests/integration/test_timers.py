@@ -111,22 +111,49 @@ def test_lapsing_and_abandoning_happen_as_event_time_passes(config, start_worker
     worker.stop()
 
 
+def test_a_late_order_corrects_the_abandonment_announced_before_it(config, start_worker, model):
+    """The firing clock passed the abandonment (a bystander at 10:31), then the order stamped
+    10:29 came: the user leaves Cart Abandoners again, reason `late`, versions going on."""
+    events = [
+        cart_add("ann", 1, T0 + 10 * 3600, product="p7", price=45.0),
+        *bystanders(T0 + 10 * 3600 + 31 * 60),
+        order("ann", 2, T0 + 10 * 3600 + 29 * 60),
+    ]
+    worker = start_worker()
+    send(config, events, live=True)
+    wait_for_events(model, len(events))
+    worker.stop()
+    abandonment = T0 + 10 * 3600 + 30 * 60
+    moves = [
+        (c["version"], c["reason"], c["event_time"])
+        for c in changes_of(config, "ann")
+        if "Cart Abandoners" in c["entered"] + c["exited"]
+    ]
+    assert [(reason, at) for _, reason, at in moves] == [
+        ("time", abandonment),
+        ("late", abandonment),
+    ]
+    assert moves[1][0] == moves[0][0] + 1
+    assert "Cart Abandoners" not in model.user("ann")["segments"]
+    assert "Cart Abandoners" in changes_of(config, "ann")[-1]["exited"]
+
+
 def test_a_sigkilled_worker_fires_the_timer_due_while_it_was_down(
     config, start_worker, model, tmp_path
 ):
     """Timers commit with the state: a successor fires the one its predecessor left pending."""
-    quiet = {"allowed_lateness_seconds": 5, "dedup_horizon_seconds": 5, "idle_watermark_seconds": 1}
-    settings = config.model_copy(update=quiet)
+    settings = config.model_copy(update={"idle_watermark_seconds": 1})  # else the defaults
+    delay = settings.firing_delay_seconds
     due_in = 12
-    added = time.time() - 1800 - settings.allowed_lateness_seconds + due_in
+    added = time.time() - 1800 - delay + due_in
     worker = start_worker(settings)
     send(settings, [cart_add("shopper", 1, added)], live=True)
     wait_for_events(model, 1)
     timers = TimerStore(model.client, settings.key_layout(), settings.timer_shards)
     pending = timers.earliest(list(range(settings.partitions)))
     assert min(pending.values()) <= added + 1800
-    time.sleep(max(0.0, added + 1800 + settings.allowed_lateness_seconds - 4 - time.time()))
-    worker.kill()  # just before the wall clock brings the watermark to the timer
+    time.sleep(max(0.0, added + 1800 + delay - 4 - time.time()))
+    worker.kill()  # just before the wall clock brings the firing clock to the timer
     assert changes_of(settings, "shopper")[-1]["entered"] == ["New Visitors"]
     time.sleep(6)
     successor = start_worker(settings)

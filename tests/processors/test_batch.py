@@ -115,7 +115,7 @@ streams = st.lists(
 
 def run(actions, cuts, *, with_changes=False):
     """Feed `actions` in batches cut at `cuts`, as a worker would, checking none is late."""
-    clock = Watermark(LATENESS)
+    clock = Watermark(LATENESS, 5.0)
     users: dict[str, User] = {}
     changes = []
     bounds = sorted({0, len(actions), *(cut for cut in cuts if cut < len(actions))})

@@ -258,6 +258,6 @@ def test_only_timer_driven_vectors_are_marked_refresh():
         rules,
         dedup_before=0,
         due=[(first.users["u"].due, "u")],
-        watermark=9 * 86_400.0,
+        firing=9 * 86_400.0,
     )
     assert [vector.refresh for vector in later.vectors] == [True]

@@ -34,11 +34,11 @@ def stored(rules_after: str) -> dict[str, bytes]:
     return {user_id: user.to_bytes() for user_id, user in users.items()}
 
 
-def test_timers_the_candidate_sets_fire_up_to_the_watermark_only():
+def test_timers_the_candidate_sets_fire_up_to_the_firing_clock_only():
     rows = stored("2h")  # under the rules in force Ann's cart is not abandoned yet at 1h
     candidate = Classifier.of(parse_rules(RULES.format(after="30m"))).core
-    early = settle(rows, candidate, watermark=0.25 * HOUR, retention=1e9)
-    late = settle(rows, candidate, watermark=1 * HOUR, retention=1e9)
+    early = settle(rows, candidate, firing=0.25 * HOUR, retention=1e9)
+    late = settle(rows, candidate, firing=1 * HOUR, retention=1e9)
     assert early["ann"] == ((), ())
     assert late["ann"] == ((), ("Abandoners",))
     assert late["bob"] == (("Buyers",), ("Buyers",))

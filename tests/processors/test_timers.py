@@ -8,12 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import User, Watermark
 from processors.events import Action, EventKind
 from processors.model import CLUSTER_FEATURES
 from processors.rules import parse_rules
 from processors.wire import Advance
-from tests.steps import as_of
+from tests.steps import as_of, per_user, run_as_worker
 from tests.steps import step as partition_step
 
 DAY, MINUTE = 86_400, 60
@@ -58,7 +57,6 @@ segments:
     description: at most a count
     condition: {feature: orders_30d, op: "<=", value: 1}
 """)
-RETENTION = 400 * DAY
 REFRESH_EVERY = 7 * DAY
 """The weekly grid that refreshes of idle users' feature vectors fall on."""
 VECTOR_FEATURES = [
@@ -96,7 +94,7 @@ def user_of(events, rules):
         action("u", number, kind, moment, category, product)
         for number, (kind, moment, category, product) in enumerate(events)
     ]
-    return partition_step(actions, rules=rules, retention=RETENTION).users["u"]
+    return partition_step(actions, rules=rules, retention=400 * DAY).users["u"]
 
 
 def observed(user, rules, moment):
@@ -122,62 +120,13 @@ def test_no_rule_changes_before_the_timer_and_no_window_long_before(events, rule
             assert due <= math.ceil(moment / REFRESH_EVERY) * REFRESH_EVERY, moment
 
 
-def replay(items, rules, *, lateness, batch_sizes, retention=RETENTION):
-    """Run `items` through partition steps the way a worker does: watermark marks,
-    a timer store of due times, state carried from step to step."""
-    clock = Watermark(lateness)
-    stored: dict[str, User] = {}
-    timers: dict[str, int] = {}
-    changes = []
-    start = 0
-    for size in batch_sizes:
-        batch = items[start : start + size]
-        start += size
-        marks = []
-        for item in batch:
-            if isinstance(item, Advance):
-                clock.advance_to(item.until)
-            else:
-                clock.admit(item.timestamp)
-            marks.append(clock.value)
-        due = sorted((moment, user) for user, moment in timers.items() if moment <= clock.value)
-        step = partition_step(
-            batch,
-            stored,
-            rules,
-            dedup_before=-math.inf,
-            partition_users=list(stored),
-            retention=retention,
-            marks=marks,
-            due=due,
-            watermark=clock.value,
-        )
-        stored.update(step.users)
-        for user_id in step.expired:
-            stored.pop(user_id, None)
-        for user_id, moment in step.timers.items():
-            if moment is None:
-                timers.pop(user_id, None)
-            else:
-                timers[user_id] = moment
-        changes += step.changes
-    return changes, stored, timers
-
-
-def per_user(changes):
-    found: dict[str, list] = {}
-    for change in changes:
-        found.setdefault(change.user_id, []).append(
-            (change.version, change.entered, change.exited, change.reason, change.event_time)
-        )
-    return found
-
-
 def test_a_customer_whose_only_order_is_31_days_old_lapses_once_by_time():
     start = 1_790_000_000
     items = [action("buyer", 0, EventKind.ORDER, start)]
     items += [action(f"other{n}", n, EventKind.PAGE, start + n * DAY) for n in range(1, 33)]
-    changes, stored, _ = replay(items, DEFAULT_RULES, lateness=3600, batch_sizes=[len(items)])
+    changes, stored, _ = run_as_worker(
+        items, DEFAULT_RULES, lateness=3600, batch_sizes=[len(items)]
+    )
     timed = [c for c in changes if c.user_id == "buyer" and c.reason == "time"]
     assert [(c.entered, c.exited) for c in timed] == [(("Lapsed Customers",), ())]
     assert 30 * DAY < timed[0].event_time - start <= 30 * DAY + 10
@@ -191,7 +140,7 @@ def test_a_cart_ordered_within_ten_minutes_is_never_abandoned():
         action("quick", 1, EventKind.ORDER, start + 10 * MINUTE),
     ]
     items += [action("other", n, EventKind.PAGE, start + n * 3600) for n in range(1, 30)]
-    changes, _, _ = replay(items, DEFAULT_RULES, lateness=600, batch_sizes=[1] * len(items))
+    changes, _, _ = run_as_worker(items, DEFAULT_RULES, lateness=600, batch_sizes=[1] * len(items))
     assert not any("Cart Abandoners" in c.entered for c in changes if c.user_id == "quick")
 
 
@@ -203,7 +152,7 @@ def test_an_abandoned_cart_enters_at_the_deadline_and_carries_the_cart():
         action("slow", 2, EventKind.CART_REMOVE, start + 6 * MINUTE, "books", "p2"),
         action("other", 3, EventKind.PAGE, start + 3 * 3600),
     ]
-    changes, _, _ = replay(items, DEFAULT_RULES, lateness=600, batch_sizes=[len(items)])
+    changes, _, _ = run_as_worker(items, DEFAULT_RULES, lateness=600, batch_sizes=[len(items)])
     entered = [c for c in changes if "Cart Abandoners" in c.entered]
     assert [(c.user_id, c.reason, c.event_time) for c in entered] == [
         ("slow", "time", start + 6 * MINUTE + 30 * MINUTE)
@@ -219,7 +168,7 @@ def test_the_users_own_event_fires_their_due_timer_first():
         action("u", 0, EventKind.CART_ADD, start),
         action("u", 1, EventKind.PAGE, start + 45 * MINUTE),
     ]
-    changes, _, _ = replay(items, DEFAULT_RULES, lateness=3600, batch_sizes=[2])
+    changes, _, _ = run_as_worker(items, DEFAULT_RULES, lateness=3600, batch_sizes=[2])
     assert [(c.reason, c.event_time, c.entered) for c in changes if c.entered][-1] == (
         "time",
         start + 30 * MINUTE,
@@ -247,11 +196,13 @@ def test_batching_never_changes_what_a_user_goes_through(rng):
 
 def assert_batching_changes_nothing(items, rng):
     """One batch or random small ones: the same changes for every user, the same labels."""
-    whole, whole_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=[len(items)])
+    whole, whole_state, _ = run_as_worker(
+        items, TIMED_RULES, lateness=7200, batch_sizes=[len(items)]
+    )
     sizes = []
     while sum(sizes) < len(items):
         sizes.append(rng.randrange(1, 30))
-    split, split_state, _ = replay(items, TIMED_RULES, lateness=7200, batch_sizes=sizes)
+    split, split_state, _ = run_as_worker(items, TIMED_RULES, lateness=7200, batch_sizes=sizes)
     assert per_user(split) == per_user(whole)
     assert {u: s.segments for u, s in split_state.items()} == {
         u: s.segments for u, s in whole_state.items()
@@ -268,7 +219,7 @@ def test_the_sweep_at_an_advance_finds_nothing_the_timers_missed():
     items.sort(key=lambda item: item.timestamp)
     items.append(Advance(start + 75 * DAY))
     for rules in (DEFAULT_RULES, TIMED_RULES):
-        changes, _, _ = replay(items, rules, lateness=3600, batch_sizes=[len(items)])
+        changes, _, _ = run_as_worker(items, rules, lateness=3600, batch_sizes=[len(items)])
         swept = [c for c in changes if c.event_time == start + 75 * DAY]
         assert swept == []
 
@@ -278,7 +229,7 @@ def test_users_idle_past_retention_expire_by_timer_and_come_back_new():
     items = [action("old", 0, EventKind.ORDER, start)]
     items += [action("other", n, EventKind.PAGE, start + n * 10 * DAY) for n in range(1, 8)]
     items.append(action("old", 9, EventKind.PAGE, start + 75 * DAY))
-    changes, stored, _ = replay(
+    changes, stored, _ = run_as_worker(
         items, DEFAULT_RULES, lateness=3600, batch_sizes=[3, 3, 3], retention=50 * DAY
     )
     mine = [c for c in changes if c.user_id == "old"]

@@ -123,7 +123,7 @@ def test_a_fenced_batch_is_dropped_and_the_partition_rewound():
     rig.run(1)
     committed = rig.store.offsets[home]
     # Another worker took the partition and committed further meanwhile.
-    rig.store.offsets[home] = type(committed)(committed.offset + 1, 0.0, -1.0)
+    rig.store.offsets[home] = type(committed)(committed.offset + 1, 0.0, -1.0, -1.0)
     rig.broker.append(TOPIC, event("cy", "m2", 1), key=b"cy")
     rig.run(1)
     assert rig.user("cy").events == 1  # the fenced batch wrote nothing
@@ -224,9 +224,9 @@ def test_due_timers_are_read_once_the_watermark_reaches_the_partitions_next_time
     rig.broker.append(TOPIC, event("ivy", "m2", 1), key=b"ivy")
     rig.run(2)
     assert not any(home in asked for asked in rig.store.asked)
-    # A late cart of another user of the partition schedules an earlier timer.
+    # A cart of another user of the partition, 3 s older than ivy's, schedules an earlier timer.
     other = next(u for u in (f"u{n}" for n in range(100)) if canonical_partition(u, 4) == home)
-    rig.broker.append(TOPIC, event(other, "m3", -50, "track", **cart), key=other.encode())
+    rig.broker.append(TOPIC, event(other, "m3", -0.05, "track", **cart), key=other.encode())
     rig.run(1)
     earlier, later = rig.store.timers[home][other], rig.store.timers[home]["ivy"]
     assert earlier < later

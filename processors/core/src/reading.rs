@@ -2,21 +2,21 @@
 //! partition's watermark, in offset order, and the pipeline's own items beside them.
 //!
 //! An event is taken when its user belongs to the partition, it is not stamped after
-//! `not_after` (the wall clock plus the allowed drift) and it is not late; the
-//! watermark after each item is kept as its mark, so timers fire as they would have
-//! one message at a time.
+//! `not_after` (the wall clock plus the allowed drift) and it is not late; the firing
+//! clock after each item is kept as its mark, so timers fire as they would have one
+//! message at a time.
 //!
 //! ```
 //! use _core::events::{Event, Kind};
 //! use _core::reading::{PartitionItems, Verdict};
 //! use _core::watermark::Watermark;
-//! let mut part = PartitionItems::new(0, 7);
-//! let mut clock = Watermark::new(60.0);
+//! let mut part = PartitionItems::new(0, 7, f64::NEG_INFINITY);
+//! let mut clock = Watermark::new(60.0, 5.0);
 //! let on_time = part.judge(Event::new("u1", "m1", Kind::Page, 1000.0), &mut clock, 7, 2e9);
 //! let late = part.judge(Event::new("u1", "m2", Kind::Page, 900.0), &mut clock, 8, 2e9);
 //! assert!(matches!(on_time, Verdict::Taken(1000.0)));
 //! assert!(matches!(late, Verdict::Rejected(_)));
-//! assert_eq!((part.items.len(), part.marks[0]), (1, 940.0));
+//! assert_eq!((part.items.len(), part.marks[0]), (1, 995.0));
 //! ```
 
 use std::collections::HashSet;
@@ -41,15 +41,17 @@ pub enum Verdict {
     Rejected(Rejection),
 }
 
-/// One partition's items of a batch, with the watermark after each and the position of
-/// the message each came from.
+/// One partition's items of a batch, with the firing clock after each and the position
+/// of the message each came from.
 #[derive(Clone, Debug, Default)]
 pub struct PartitionItems {
     pub number: u32,
     /// The offset of the partition's last message in the batch.
     pub last: i64,
     pub items: Vec<Item>,
-    /// The partition's watermark after each item.
+    /// The partition's firing clock before the first item.
+    pub opened: f64,
+    /// The partition's firing clock after each item.
     pub marks: Vec<f64>,
     /// The batch position of the message each item came from.
     pub positions: Vec<usize>,
@@ -62,16 +64,19 @@ pub struct PartitionItems {
 }
 
 impl PartitionItems {
-    /// Partition `number`'s share, starting at offset `last`.
-    pub fn new(number: u32, last: i64) -> PartitionItems {
+    /// Partition `number`'s share, starting at offset `last` with its firing clock at
+    /// `opened`.
+    pub fn new(number: u32, last: i64, opened: f64) -> PartitionItems {
         PartitionItems {
             number,
             last,
+            opened,
             ..PartitionItems::default()
         }
     }
 
-    /// Append `item`, from the message at `position`, after which the watermark is `mark`.
+    /// Append `item`, from the message at `position`, after which the firing clock is
+    /// `mark`.
     pub fn add(&mut self, item: Item, position: usize, mark: f64) {
         self.items.push(item);
         self.positions.push(position);
@@ -103,7 +108,7 @@ impl PartitionItems {
                 ),
             });
         }
-        self.add(Item::Event(event), position, clock.value());
+        self.add(Item::Event(event), position, clock.firing());
         Verdict::Taken(moment)
     }
 
@@ -136,8 +141,8 @@ mod tests {
 
     #[test]
     fn a_future_event_is_refused_without_moving_the_watermark() {
-        let mut part = PartitionItems::new(0, 0);
-        let mut clock = Watermark::new(60.0);
+        let mut part = PartitionItems::new(0, 0, f64::NEG_INFINITY);
+        let mut clock = Watermark::new(60.0, 5.0);
         let verdict = part.judge(
             Event::new("u", "m", Kind::Page, 5000.0),
             &mut clock,
@@ -157,8 +162,8 @@ mod tests {
 
     #[test]
     fn marks_follow_the_watermark_item_by_item() {
-        let mut part = PartitionItems::new(0, 0);
-        let mut clock = Watermark::new(10.0);
+        let mut part = PartitionItems::new(0, 0, f64::NEG_INFINITY);
+        let mut clock = Watermark::new(10.0, 2.0);
         for (position, moment) in [100.0, 95.0, 120.0].into_iter().enumerate() {
             part.judge(
                 Event::new("u", "m", Kind::Page, moment),
@@ -167,7 +172,7 @@ mod tests {
                 1e10,
             );
         }
-        assert_eq!(part.marks, [90.0, 90.0, 110.0]);
+        assert_eq!(part.marks, [98.0, 98.0, 118.0]);
         assert_eq!(part.positions, [0, 1, 2]);
         assert_eq!(part.user_ids().into_iter().collect::<Vec<_>>(), ["u"]);
     }

@@ -123,13 +123,16 @@ pub struct Options {
     pub dedup_before: f64,
     /// Every user of the partition: an advance evaluates them all.
     pub partition_users: Vec<String>,
-    /// How long a user without events is kept, in seconds.
+    /// How long after their last event a user expires, in seconds of the firing clock.
     pub retention: f64,
-    /// The partition's watermark after each item.
+    /// The partition's firing clock after each item.
     pub marks: Option<Vec<f64>>,
-    /// The timers read from the store, due by `watermark`.
+    /// The partition's firing clock before the first item.
+    pub opened: f64,
+    /// The timers read from the store, due by `firing`.
     pub due: Vec<(i64, String)>,
-    pub watermark: f64,
+    /// The partition's firing clock after the last item.
+    pub firing: f64,
 }
 
 impl Default for Options {
@@ -139,8 +142,9 @@ impl Default for Options {
             partition_users: Vec::new(),
             retention: f64::INFINITY,
             marks: None,
+            opened: f64::NEG_INFINITY,
             due: Vec::new(),
-            watermark: f64::NEG_INFINITY,
+            firing: f64::NEG_INFINITY,
         }
     }
 }
@@ -195,10 +199,12 @@ impl Ord for Bound {
 
 /// Apply `items` in order to the partition's users, firing their timers on the way.
 ///
-/// A timer fires as soon as the watermark reaches it, and before any later event of
-/// its user, so where batches end never changes what a user goes through. When a user
-/// has had no events for more than `retention` seconds, they expire. At the end, every
-/// touched user gets a feature vector and, with a model, a cluster.
+/// A timer fires as soon as the firing clock reaches it, and before any later event of
+/// its user, so where batches end never changes what a user goes through. An event
+/// older than both the firing clock at its arrival and its user's latest evaluation
+/// corrects what was announced: its changes carry reason `late`. When a user has had
+/// no events for more than `retention` seconds, they expire. At the end, every touched
+/// user gets a feature vector and, with a model, a cluster.
 pub fn run_partition(
     items: &[Item],
     stored: &mut dyn Stored,
@@ -217,13 +223,19 @@ pub fn run_partition(
         stale_queue: BinaryHeap::new(),
     };
     pass.load(&options.due)?;
+    let mut firing = options.opened;
     for (position, item) in items.iter().enumerate() {
         match item {
             Item::Event(event) => {
                 pass.catch_up(&event.user_id, event.timestamp)?;
-                let late = event.timestamp < pass.step.users[&event.user_id].as_of;
-                let unsettled = pass.event(event, position);
-                pass.moved(&event.user_id, event.timestamp, late || unsettled);
+                let behind = event.timestamp < pass.step.users[&event.user_id].as_of;
+                let reason = if behind && event.timestamp < firing {
+                    Reason::Late
+                } else {
+                    Reason::Event
+                };
+                let unsettled = pass.event(event, position, reason);
+                pass.moved(&event.user_id, event.timestamp, behind || unsettled);
             }
             Item::Merge { anonymous_id, into } => {
                 pass.user(anonymous_id)?;
@@ -247,10 +259,11 @@ pub fn run_partition(
             Item::Erase { user_id, follow } => pass.erase(user_id, *follow, position)?,
         }
         if let Some(marks) = &options.marks {
-            pass.settle(marks[position])?;
+            firing = marks[position];
+            pass.settle(firing)?;
         }
     }
-    pass.settle(options.watermark)?;
+    pass.settle(options.firing)?;
     pass.finish();
     for user in pass.step.users.values_mut() {
         user.forget_before(options.dedup_before);
@@ -476,10 +489,10 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Fire, in due order, every timer due by `watermark`.
-    fn settle(&mut self, watermark: f64) -> Result<(), RowError> {
+    /// Fire, in due order, every timer due by `firing`.
+    fn settle(&mut self, firing: f64) -> Result<(), RowError> {
         while let Some(Reverse(Bound(bound, _))) = self.stale_queue.peek() {
-            if *bound > watermark {
+            if *bound > firing {
                 break;
             }
             let Some(Reverse(Bound(_, user_id))) = self.stale_queue.pop() else {
@@ -490,7 +503,7 @@ impl Pass<'_> {
             }
         }
         while let Some(Reverse((moment, _))) = self.queue.peek() {
-            if *moment as f64 > watermark {
+            if *moment as f64 > firing {
                 break;
             }
             let Some(Reverse((moment, user_id))) = self.queue.pop() else {
@@ -558,9 +571,9 @@ impl Pass<'_> {
         }
     }
 
-    /// Apply one event; whether it changed a feature of the rules' `settleable` (the
-    /// user's timer must be recomputed now).
-    fn event(&mut self, event: &Event, position: usize) -> bool {
+    /// Apply one event, whose changes carry `reason`; whether it changed a feature of the
+    /// rules' `settleable` (the user's timer must be recomputed now).
+    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> bool {
         let user_id = event.user_id.as_str();
         let rules = self.rules;
         let step = &mut self.step;
@@ -597,13 +610,13 @@ impl Pass<'_> {
         }
         let started = user.profile.apply(event);
         let touched = touched_features(event.kind, started);
-        step.touched.insert(user_id.to_string(), Reason::Event);
+        step.touched.insert(user_id.to_string(), reason);
         if user.profile.events == 1
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
         {
             step.changes
-                .extend(evaluate(user_id, user, rules, Reason::Event, None));
+                .extend(evaluate(user_id, user, rules, reason, None));
         } else {
             // what the rules read is as it was: their answer too
             user.as_of = user.as_of.max(user.profile.last_seen.unwrap_or(0) as f64);
@@ -775,7 +788,7 @@ impl Pass<'_> {
         let Some(model) = &self.classifier.model else {
             return;
         };
-        for reason in [Reason::Event, Reason::Merge, Reason::Time] {
+        for reason in [Reason::Event, Reason::Late, Reason::Merge, Reason::Time] {
             for ((user_id, why), vector) in touched.iter().zip(&step.vectors) {
                 if *why != reason {
                     continue;

@@ -21,6 +21,9 @@ use crate::profile::{CartLine, Profile};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     Event,
+    /// An event older than the firing clock and its user's latest evaluation: it
+    /// corrects what was announced.
+    Late,
     Time,
     Merge,
     Expired,
@@ -34,6 +37,7 @@ impl Reason {
     pub fn name(self) -> &'static str {
         match self {
             Reason::Event => "event",
+            Reason::Late => "late",
             Reason::Time => "time",
             Reason::Merge => "merge",
             Reason::Expired => "expired",
@@ -47,6 +51,7 @@ impl Reason {
     pub fn parse(name: &str) -> Option<Reason> {
         [
             Reason::Event,
+            Reason::Late,
             Reason::Time,
             Reason::Merge,
             Reason::Expired,

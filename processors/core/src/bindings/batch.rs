@@ -114,11 +114,13 @@ pub(crate) struct PyPartitionBatch {
 
 #[pymethods]
 impl PyPartitionBatch {
-    /// An empty share of partition `number` whose last message is at `last`.
+    /// An empty share of partition `number` whose last message is at `last`, its firing
+    /// clock at `opened` before the first item.
     #[new]
-    pub(crate) fn new(number: u32, last: i64) -> Self {
+    #[pyo3(signature = (number, last, opened=f64::NEG_INFINITY))]
+    pub(crate) fn new(number: u32, last: i64, opened: f64) -> Self {
         PyPartitionBatch {
-            inner: PartitionItems::new(number, last),
+            inner: PartitionItems::new(number, last, opened),
         }
     }
 
@@ -157,7 +159,7 @@ impl PyPartitionBatch {
     }
 
     /// Append a pipeline item (merge, absorb, advance, erase or event) from the message at
-    /// `position`, after which the partition's watermark stands at `mark`.
+    /// `position`, after which the partition's firing clock stands at `mark`.
     fn add(&mut self, item: &Bound<'_, PyAny>, position: usize, mark: f64) -> PyResult<()> {
         self.inner.add(item_of(item)?, position, mark);
         Ok(())
@@ -231,13 +233,14 @@ pub(crate) fn timers_dict<'py>(
     Ok(dict)
 }
 
-/// Apply one partition's items (a `PartitionBatch`, whose marks are used unless `marks`
-/// are given, or a list of items) in order to its users, firing their timers on the
-/// way; the users it touched, their changes, vectors, relays and timers.
+/// Apply one partition's items (a `PartitionBatch`, whose marks and opening firing clock
+/// are used unless `marks` are given, or a list of items) in order to its users, firing
+/// their timers on the way; the users it touched, their changes, vectors, relays and
+/// timers.
 #[pyfunction]
 #[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
-                    retention=f64::INFINITY, marks=None, due=Vec::new(),
-                    watermark=f64::NEG_INFINITY))]
+                    retention=f64::INFINITY, marks=None, opened=f64::NEG_INFINITY,
+                    due=Vec::new(), firing=f64::NEG_INFINITY))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_partition(
     py: Python<'_>,
@@ -248,8 +251,9 @@ pub(crate) fn run_partition(
     partition_users: Vec<String>,
     retention: f64,
     marks: Option<Vec<f64>>,
+    opened: f64,
     due: Vec<(i64, String)>,
-    watermark: f64,
+    firing: f64,
 ) -> PyResult<PyStep> {
     let read = items.cast::<PyPartitionBatch>().ok().map(Bound::borrow);
     let listed: Vec<Item> = match read {
@@ -259,20 +263,23 @@ pub(crate) fn run_partition(
             .map(|item| item_of(&item?))
             .collect::<PyResult<_>>()?,
     };
-    let (items, marks) = match &read {
-        Some(part) => (
+    let (items, marks, opened) = match &read {
+        Some(part) if marks.is_none() => (
             &part.inner.items,
-            marks.or_else(|| Some(part.inner.marks.clone())),
+            Some(part.inner.marks.clone()),
+            part.inner.opened,
         ),
-        None => (&listed, marks),
+        Some(part) => (&part.inner.items, marks, opened),
+        None => (&listed, marks, opened),
     };
     let options = Options {
         dedup_before,
         partition_users,
         retention,
         marks,
+        opened,
         due,
-        watermark,
+        firing,
     };
     let mut source = PyStored { mapping: stored };
     let step = step::run_partition(items, &mut source, &classifier.get().inner, &options)?;

@@ -185,7 +185,7 @@ pub(crate) fn decode_events(
         .collect()
 }
 
-/// A partition's event-time progress (see `watermark`).
+/// A partition's event-time progress: its watermark and firing clock (see `watermark`).
 #[pyclass(module = "processors._core", name = "Watermark", eq)]
 #[derive(Clone, PartialEq)]
 pub(crate) struct PyWatermark {
@@ -195,20 +195,24 @@ pub(crate) struct PyWatermark {
 #[pymethods]
 impl PyWatermark {
     #[new]
-    #[pyo3(signature = (lateness, max_event_time=f64::NEG_INFINITY, floor=f64::NEG_INFINITY))]
-    fn new(lateness: f64, max_event_time: f64, floor: f64) -> Self {
-        PyWatermark {
-            inner: Watermark {
-                lateness,
-                max_event_time,
-                floor,
-            },
-        }
+    #[pyo3(signature = (lateness, delay, max_event_time=f64::NEG_INFINITY,
+                        floor=f64::NEG_INFINITY, firing_floor=f64::NEG_INFINITY))]
+    fn new(lateness: f64, delay: f64, max_event_time: f64, floor: f64, firing_floor: f64) -> Self {
+        let mut inner = Watermark::new(lateness, delay);
+        inner.max_event_time = max_event_time;
+        inner.floor = floor;
+        inner.firing_floor = firing_floor;
+        PyWatermark { inner }
     }
 
     #[getter]
     fn lateness(&self) -> f64 {
         self.inner.lateness
+    }
+
+    #[getter]
+    fn delay(&self) -> f64 {
+        self.inner.delay
     }
 
     #[getter]
@@ -221,28 +225,47 @@ impl PyWatermark {
         self.inner.floor
     }
 
+    #[getter]
+    fn firing_floor(&self) -> f64 {
+        self.inner.firing_floor
+    }
+
     /// Events older than this are late.
     #[getter]
     fn value(&self) -> f64 {
         self.inner.value()
     }
 
-    /// Whether an event at `moment` is on time; on-time events move the watermark.
+    /// Timers due by this fire.
+    #[getter]
+    fn firing(&self) -> f64 {
+        self.inner.firing()
+    }
+
+    /// Whether an event at `moment` is on time; on-time events move both clocks.
     fn admit(&mut self, moment: f64) -> bool {
         self.inner.admit(moment)
     }
 
-    /// Declare that no event before `moment` will come.
+    /// Declare that no event before `moment` will come: both clocks stand there at least.
     fn advance_to(&mut self, moment: f64) {
         self.inner.advance_to(moment)
     }
 
+    /// Let a quiet partition's clocks follow the wall clock `now`.
+    fn follow_wall_clock(&mut self, now: f64) {
+        self.inner.follow_wall_clock(now)
+    }
+
     fn __repr__(&self) -> String {
+        let clock = &self.inner;
         format!(
-            "Watermark(lateness={}, max_event_time={}, floor={})",
-            pyrepr::float_repr(self.inner.lateness),
-            pyrepr::float_repr(self.inner.max_event_time),
-            pyrepr::float_repr(self.inner.floor)
+            "Watermark(lateness={}, delay={}, max_event_time={}, floor={}, firing_floor={})",
+            pyrepr::float_repr(clock.lateness),
+            pyrepr::float_repr(clock.delay),
+            pyrepr::float_repr(clock.max_event_time),
+            pyrepr::float_repr(clock.floor),
+            pyrepr::float_repr(clock.firing_floor)
         )
     }
 }
@@ -365,9 +388,11 @@ pub(crate) fn read_messages(
             let Some(clock) = clocks.get_item(number)? else {
                 continue; // revoked while the batch was in flight
             };
-            let part = Bound::new(py, PyPartitionBatch::new(number, offset))?;
+            let clock = clock.cast_into::<PyWatermark>()?;
+            let opened = clock.borrow().inner.firing();
+            let part = Bound::new(py, PyPartitionBatch::new(number, offset, opened))?;
             parts.set_item(number, &part)?;
-            vacant.insert((clock.cast_into::<PyWatermark>()?, part));
+            vacant.insert((clock, part));
         }
         let (clock, part) = &owned[&number];
         part.borrow_mut().inner.last = offset;
