@@ -233,6 +233,9 @@ class ReadBatch:
     errors: list[Any]
     consumed: int
     live_times: list[float]
+    """Event times of the taken live (not replayed) events."""
+    arrival_delays: list[float]
+    """How far each was behind its partition's newest event time as it arrived, in s."""
 
 def read_messages(
     messages: Sequence[Any],

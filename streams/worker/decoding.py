@@ -73,6 +73,8 @@ class DecodedBatch:
     consumed: int = 0
     live_times: list[float] = field(default_factory=list)
     """Event times of the batch's live (not replayed) events, for the freshness histogram."""
+    arrival_delays: list[float] = field(default_factory=list)
+    """How far each was behind its partition's newest event time as it arrived, in s."""
 
     def cause(self, part: PartitionBatch, index: int) -> Message:
         """The message item `index` of `part` came from."""
@@ -114,6 +116,7 @@ def decode_batch(
         [Misrouted(message, user_id, to) for message, user_id, to in read.misrouted],
         read.consumed,
         read.live_times,
+        read.arrival_delays,
     )
 
 

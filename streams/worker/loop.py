@@ -527,13 +527,15 @@ def _received_counters(decoded: DecodedBatch) -> dict[int, Counters]:
 
 
 def _count_consumed(decoded: DecodedBatch, size: int) -> None:
-    """Add a committed batch to the consumption, dead-letter and freshness metrics."""
+    """Add a committed batch to the consumption, dead-letter, freshness and arrival-delay
+    metrics."""
     metrics.EVENTS_CONSUMED.inc(decoded.consumed)
     for reason, count in Tally(rejection.reason for _, rejection in decoded.rejected).items():
         metrics.DEAD_LETTERS.labels(reason=reason).inc(count)
     metrics.BATCH_EVENTS.observe(size)
     if decoded.live_times:
         metrics.FRESHNESS.observe_many(time.time() - np.asarray(decoded.live_times))
+        metrics.ARRIVAL_DELAY.observe_many(decoded.arrival_delays)
 
 
 def _link(error: Exception) -> Link:

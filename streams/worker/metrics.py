@@ -62,6 +62,12 @@ FRESHNESS = BulkHistogram(
     "From an event's time to its user's state and labels committed to Redis (live events).",
     (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3_600),
 )
+ARRIVAL_DELAY = BulkHistogram(
+    "segstream_worker_arrival_delay_seconds",
+    "How far behind its partition's newest event time each live event arrived; those past "
+    "SEGSTREAM_FIRING_DELAY_SECONDS may correct what timers announced (reason late).",
+    (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1_800, 3_600),
+)
 REDIS_WRITE_SECONDS = Histogram(
     "segstream_worker_redis_write_seconds",
     "Time to commit one batch's state, labels and offsets to Redis (one transaction).",

@@ -9,6 +9,7 @@ user's profile to hold the order, the revenue and the open cart.
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 import subprocess
 import threading
@@ -20,13 +21,21 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
+from processors._core import Action, decode_events
 from state.read_model import ReadModel
 from streams.redis_clients import redis_client
 from streams.tools.embedded import free_port
-from tests.integration.conftest import WorkerProcess, isolated_settings, wait_until_serving
+from tests.integration.conftest import (
+    WorkerProcess,
+    isolated_settings,
+    read_topic,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.integration
 SDK_DIR = Path(__file__).parents[1] / "sdk"
@@ -236,3 +245,96 @@ def test_python_server_sdks(pipeline, client_class):
     client.flush()
     assert errors == []
     assert profile_of(model, user) == EXPECTED
+
+
+def test_server_sdks_batching_as_shipped_arrive_up_to_their_flush_interval_behind(stack, tmp_path):
+    """Two quiet servers track one call a second with the node SDKs' default batching while
+    a browser-like stream (one call each 100 ms, sent at once) keeps the partition's clocks
+    moving: the servers' events arrive up to the SDKs' flush interval (10 s) behind, past
+    the default firing delay, and the worker's arrival-delay histogram shows it."""
+    metrics_port, port = free_port(), free_port()
+    settings = isolated_settings(stack, partitions=1).model_copy(
+        update={"write_keys": KEY, "collector_port": port, "metrics_port": metrics_port}
+    )
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    quiet = settings.model_copy(update={"metrics_port": 0})  # the worker's is the one read
+    collector = WorkerProcess(quiet, tmp_path / "collector.log", "collector")
+    url = f"http://127.0.0.1:{port}"
+    seconds = 14
+    try:
+        wait_until_serving(f"{url}/readyz", collector)
+        servers = [
+            subprocess.Popen(
+                ["node", str(SDK_DIR / "steady.mjs"), sdk, url, KEY, f"server-{sdk}", str(seconds)],
+                cwd=SDK_DIR,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for sdk in ("segment", "rudderstack")
+        ]
+        session = requests.Session()
+        for number in range(10 * (seconds + 2)):
+            body = {"type": "track", "event": "Page Viewed", "userId": f"browser-{number % 7}"}
+            answer = session.post(
+                f"{url}/v1/t",
+                data=orjson.dumps({**body, "writeKey": KEY}),
+                headers={"Content-Type": "text/plain"},
+            )
+            assert answer.status_code == 200
+            time.sleep(0.1)
+        for server in servers:
+            out, err = server.communicate(timeout=60)
+            assert server.returncode == 0, err[-3000:]
+            assert orjson.loads(out) == {"errors": []}
+        delays = _arrival_delays_by_sender(settings)
+        assert sorted(delays) == ["browser", "server"]
+        assert len(delays["server"]) == 2 * seconds
+        late = max(delays["server"])
+        print(
+            f"server SDKs: {len(delays['server'])} events, arrival delay max {late:.2f} s, "
+            f"{sum(d > settings.firing_delay_seconds for d in delays['server'])} past the "
+            f"firing delay; browser-like: max {max(delays['browser']):.3f} s"
+        )
+        assert settings.firing_delay_seconds < late <= 10 + 2
+        assert max(delays["browser"]) < 1
+        histogram = _arrival_delay_buckets(
+            f"http://127.0.0.1:{metrics_port}/metrics", sum(map(len, delays.values()))
+        )
+        assert histogram["+Inf"] - histogram["5.0"] == sum(
+            d > 5 for ds in delays.values() for d in ds
+        )
+    finally:
+        for process in (collector, worker):
+            process.kill()
+
+
+def _arrival_delays_by_sender(settings):
+    """How far behind the partition's newest event time each event arrived, by sender
+    (`browser` or `server`), in offset order."""
+    newest = -math.inf
+    delays: dict[str, list[float]] = {}
+    values = [message.value() for message in read_topic(settings, settings.events_topic)]
+    for action in decode_events(values, settings.max_event_bytes):
+        assert isinstance(action, Action)
+        sender = action.user_id.split("-")[0]
+        delays.setdefault(sender, []).append(max(newest - action.timestamp, 0.0))
+        newest = max(newest, action.timestamp)
+    return delays
+
+
+def _arrival_delay_buckets(url, count, timeout=60.0):
+    """The worker's arrival-delay histogram buckets once it has observed `count` events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        buckets = {
+            sample.labels["le"]: sample.value
+            for family in text_string_to_metric_families(requests.get(url, timeout=5).text)
+            if family.name == "segstream_worker_arrival_delay_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_bucket")
+        }
+        if buckets.get("+Inf", 0) >= count:
+            return buckets
+        assert time.monotonic() < deadline, f"the worker observed {buckets.get('+Inf')} of {count}"
+        time.sleep(0.5)

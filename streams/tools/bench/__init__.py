@@ -34,9 +34,12 @@ and measures, against those same events:
 - `preview_seconds`: `segstream rules preview` of a tightened threshold over
   `preview_users` users, as :mod:`.preview` says;
 - `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
-  `time_to_act_p99_ms`: webhooks, as :mod:`.webhooks` says;
+  `time_to_act_p99_ms`, `quiet_time_to_act_p50_ms`, `quiet_time_to_act_p99_ms`:
+  webhooks, as :mod:`.webhooks` says, with the shipped `firing_delay_seconds` and
+  `idle_watermark_seconds` (both in the figures);
 - `collector_batch_eps`, `collector_single_rps`, `tracker_to_label_p50_ms`,
-  `tracker_to_label_p99_ms`: the collector, as :mod:`.edge` says;
+  `tracker_to_label_p99_ms`, `arrival_delay_p999_ms`, `arrival_delay_max_ms`: the
+  collector, as :mod:`.edge` says;
 - `restart_pause_p50_ms`, `restart_pause_p99_ms`, `failover_seconds`: four workers on
   sixteen partitions at half the one-worker rate, each restarted in turn, then one
   SIGKILLed, as :mod:`.rebalance` says.

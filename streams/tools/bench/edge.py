@@ -7,7 +7,11 @@
   SDK's path, a `text/plain` body with its `writeKey`), the same way;
 - `tracker_to_label_p50_ms`, `tracker_to_label_p99_ms`: with a worker running, single
   calls sent open-loop at a fixed rate; every 100th is a probe, a user of its own, timed
-  from its call's start to its state row (written with its labels) readable in Redis.
+  from its call's start to its state row (written with its labels) readable in Redis;
+- `arrival_delay_p999_ms`, `arrival_delay_max_ms`: of those calls' events, in the events
+  topic's offset order, how far behind its partition's newest event time each one came
+  (the collector stamps them as they arrive): the reordering segstream's own path adds,
+  which the firing delay must cover.
 
     figures = measure_edge(processes, settings, seconds=10, rate=5_000)
 """
@@ -18,16 +22,21 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import orjson
 import uvloop
+from confluent_kafka import TopicPartition
 
+from processors._core import Action, decode_events
 from processors.partitioner import canonical_partition
 from streams.heap import frozen_heap
+from streams.kafka import topic_reader
 from streams.settings import Settings
 from streams.tools.bench.parts import (
     Probe,
@@ -65,6 +74,8 @@ class EdgeFigures:
     tracker_to_label_p50_ms: float
     tracker_to_label_p99_ms: float
     tracker_to_label_probes: int
+    arrival_delay_p999_ms: float
+    arrival_delay_max_ms: float
 
 
 def measure_edge(
@@ -93,7 +104,44 @@ def measure_edge(
         missing = len(watch.probes) - len(latencies)
         raise TimeoutError(f"{missing} of {len(watch.probes)} probes were never applied")
     p50, p99 = percentiles(latencies)
-    return EdgeFigures(batches * BATCH / seconds, singles / seconds, p50, p99, len(latencies))
+    delays = sorted(arrival_delays(settings))
+    return EdgeFigures(
+        batches * BATCH / seconds,
+        singles / seconds,
+        p50,
+        p99,
+        len(latencies),
+        delays[min(len(delays) - 1, int(len(delays) * 0.999))] * 1000 if delays else 0.0,
+        delays[-1] * 1000 if delays else 0.0,
+    )
+
+
+def arrival_delays(settings: Settings) -> list[float]:
+    """How far behind its partition's newest event time each event of the events topic
+    came, partition by partition in offset order, in seconds (what the worker's
+    `segstream_worker_arrival_delay_seconds` observes)."""
+    topic = settings.events_topic
+    reader = topic_reader(settings, f"{settings.group_id}-bench-delays")
+    delays: list[float] = []
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            reader.assign([TopicPartition(topic, partition, low)])
+            newest, read, deadline = -math.inf, low, time.monotonic() + 60
+            while read < high and time.monotonic() < deadline:
+                messages = [m for m in reader.consume(10_000, 1.0) if m.error() is None]
+                if not messages:
+                    continue
+                read = cast(int, messages[-1].offset()) + 1
+                values = [m.value() or b"" for m in messages]
+                for action in decode_events(values, settings.max_event_bytes):
+                    if isinstance(action, Action):
+                        delays.append(max(newest - action.timestamp, 0.0))
+                        newest = max(newest, action.timestamp)
+    finally:
+        reader.close()
+    return delays
 
 
 @contextlib.contextmanager

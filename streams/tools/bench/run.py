@@ -64,7 +64,10 @@ from streams.topics import ensure_topics
 
 Report = Callable[[str], None]
 _REBALANCE_TOPIC = "rebalance"
-_REBALANCE_PARTITIONS = 16
+_QUIET_TOPIC = "bench-quiet"
+_WIDE_TOPICS = (_REBALANCE_TOPIC, _QUIET_TOPIC)
+_WIDE_PARTITIONS = 16
+"""Partitions of the rebalance topic and of the quiet one (one lone cart each)."""
 """The rebalance measurement's topic: sixteen partitions shared by four workers."""
 _POLL = 0.05
 _LOOKUP_CONNECTIONS = 16
@@ -118,7 +121,7 @@ def _phase(target: Target, config: BenchConfig, tag: str, topic: str) -> Setting
         destinations_topic=f"{tag}-destinations",
         deliveries_dlq_topic=f"{tag}-deliveries-dlq",
         group_id=f"{tag}-workers",
-        partitions=config.partitions if topic != _REBALANCE_TOPIC else _REBALANCE_PARTITIONS,
+        partitions=_WIDE_PARTITIONS if topic in _WIDE_TOPICS else config.partitions,
         api_tokens="bench",
         batch_max_events=20_000,
     )
@@ -654,10 +657,18 @@ def _measure(
     flaky_seconds = flaky_receiver_seconds(
         processes, one, processes.logs, flaky_changes, config.timeout
     )
-    report(f"webhooks: time to act, abandoned carts at {worker_eps / 2:,.0f} events/s")
-    act = _phase(target, config, "b5", "bench-act")
-    act_p50, act_p99, probes = time_to_act(
-        processes, act, processes.logs, worker_eps / 2, config.act_seconds
+    report(
+        f"webhooks: time to act, abandoned carts at {worker_eps / 2:,.0f} events/s and a lone"
+        f" cart on each of {_WIDE_PARTITIONS} quiet partitions"
+    )
+    busy = _phase(target, config, "b5", "bench-act")
+    act = time_to_act(
+        processes,
+        busy,
+        _phase(target, config, "b9", _QUIET_TOPIC),
+        processes.logs,
+        worker_eps / 2,
+        config.act_seconds,
     )
     report(f"the edge: one collector, then tracker to label at {config.edge_rate:,.0f} calls/s")
     edge = measure_edge(
@@ -692,14 +703,21 @@ def _measure(
         "deliveries_per_second": round(deliveries, 1),
         "flaky_receiver_seconds": round(flaky_seconds, 1),
         "flaky_changes": flaky_changes,
-        "time_to_act_p50_ms": round(act_p50, 1),
-        "time_to_act_p99_ms": round(act_p99, 1),
-        "time_to_act_probes": probes,
+        "time_to_act_p50_ms": round(act.busy_p50_ms, 1),
+        "time_to_act_p99_ms": round(act.busy_p99_ms, 1),
+        "time_to_act_probes": act.busy_probes,
+        "quiet_time_to_act_p50_ms": round(act.quiet_p50_ms, 1),
+        "quiet_time_to_act_p99_ms": round(act.quiet_p99_ms, 1),
+        "quiet_time_to_act_probes": act.quiet_probes,
+        "firing_delay_seconds": busy.firing_delay_seconds,
+        "idle_watermark_seconds": busy.idle_watermark_seconds,
         "collector_batch_eps": round(edge.collector_batch_eps, 1),
         "collector_single_rps": round(edge.collector_single_rps, 1),
         "tracker_to_label_p50_ms": round(edge.tracker_to_label_p50_ms, 1),
         "tracker_to_label_p99_ms": round(edge.tracker_to_label_p99_ms, 1),
         "tracker_to_label_probes": edge.tracker_to_label_probes,
+        "arrival_delay_p999_ms": round(edge.arrival_delay_p999_ms, 1),
+        "arrival_delay_max_ms": round(edge.arrival_delay_max_ms, 1),
         "restart_pause_p50_ms": round(rebalances.restart_pause_p50_ms, 1),
         "restart_pause_p99_ms": round(rebalances.restart_pause_p99_ms, 1),
         "failover_seconds": round(rebalances.failover_seconds, 2),

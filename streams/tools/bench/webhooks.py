@@ -5,14 +5,18 @@
 - `flaky_receiver_seconds`: from the first request to the `flaky_changes`-th
   change taken by a receiver that answers 503 twice to each `webhook-id` before
   200, with the default backoff;
-- `time_to_act_p50_ms`, `time_to_act_p99_ms`: a worker and a deliverer under
-  live load; probe users put a product in their cart and do nothing more, and
-  each is timed from the moment its cart became abandoned on the pipeline's
-  event-time clock (the cart's time, plus `cart_abandonment_after`, plus the
-  allowed lateness: the first moment the worker may fire the timer) to its
-  `Cart Abandoners` webhook at a healthy receiver. To reach that moment within
-  seconds, the live events' clock runs `_CLOCK_SPEED` times faster than the
-  wall clock, abandonment takes one minute and the lateness is 10 s.
+- `time_to_act_p50_ms`, `time_to_act_p99_ms`: a worker and a deliverer with
+  the shipped settings (lateness, firing delay and idle detection as shipped)
+  under live load stamped with the wall clock; probe users put a product in
+  their cart and do nothing more, and each is timed from the moment its cart
+  became abandoned (its time, in the whole seconds profiles keep, plus
+  `cart_abandonment_after`, one minute here) to
+  its `Cart Abandoners` webhook at a healthy receiver. Every partition is busy,
+  so the firing clock passes that moment the firing delay later;
+- `quiet_time_to_act_p50_ms`, `quiet_time_to_act_p99_ms`: meanwhile, the same
+  pipeline on a topic of its own where each partition gets one lone cart and
+  nothing else: the partition falls quiet, its firing clock follows the wall
+  clock after `SEGSTREAM_IDLE_WATERMARK_SECONDS`, and the cart is announced.
 
 The receivers run on an event loop of their own in this process::
 
@@ -23,9 +27,13 @@ The receivers run on an event loop of their own in this process::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import math
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +43,7 @@ import orjson
 from aiohttp import web
 from confluent_kafka import TopicPartition
 
+from processors.partitioner import canonical_partition
 from streams.heap import frozen_heap
 from streams.kafka import reliable_producer, topic_reader
 from streams.settings import Settings, default_rules_file
@@ -47,10 +56,8 @@ from streams.tools.bench.parts import (
 from streams.tools.embedded import free_port
 
 _SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-_CLOCK_SPEED = 20.0
-"""How much faster than the wall clock the time-to-act phase's event time runs."""
-_LATENESS = 10.0
 _ABANDONED_AFTER = 60.0
+"""The act rules' `cart_abandonment_after`, in seconds: the shortest a rule file allows."""
 _PROBE_EVERY = 200
 """One event in this many is a probe's cart in the time-to-act phase."""
 _POLL = 0.05
@@ -193,59 +200,126 @@ def flaky_receiver_seconds(
     return taken[wanted - 1] - receiver.first_request
 
 
-def time_to_act(
-    processes: Processes, settings: Settings, scratch: Path, rate: float, seconds: float
-) -> tuple[float, float, int]:
-    """Time-to-act p50 and p99 in ms, and the number of probes timed (see the module)."""
+@contextlib.contextmanager
+def _acting(
+    processes: Processes, settings: Settings, scratch: Path, name: str
+) -> Iterator[tuple[Settings, Receiver]]:
+    """A worker with carts abandoned after `_ABANDONED_AFTER` (every setting else as
+    shipped) and a deliverer sending `Cart Abandoners` entries to a receiver; the
+    settings they run with and the receiver."""
     rules = scratch / "act-rules.yaml"
-    rules.write_text(
-        default_rules_file()
-        .read_text(encoding="utf-8")
-        .replace("cart_abandonment_after: 30m", "cart_abandonment_after: 1m")
-    )
+    shipped = default_rules_file().read_text(encoding="utf-8")
+    abandonment = f"cart_abandonment_after: {_ABANDONED_AFTER / 60:.0f}m"
+    rules.write_text(shipped.replace("cart_abandonment_after: 30m", abandonment))
+    settings = settings.model_copy(update={"rules_file": rules})
     worker_port, deliver_port = free_port(), free_port()
-    settings = settings.model_copy(
-        update={
-            "rules_file": rules,
-            "allowed_lateness_seconds": _LATENESS,
-            "dedup_horizon_seconds": _LATENESS,
-        }
-    )
     with Receiver() as receiver:
         act = _with_destination(
             settings,
             scratch,
-            "act",
+            name,
             receiver.url,
             "    segments: [Cart Abandoners]\n    directions: [entered]\n    reasons: [time]\n",
         )
         worker = processes.start(
             settings.model_copy(update={"metrics_port": worker_port}),
-            "act-worker",
+            f"{name}-worker",
             "streams",
             "worker",
         )
         deliverer = processes.start(
             act.model_copy(update={"metrics_port": deliver_port}),
-            "act-deliver",
+            f"{name}-deliver",
             "streams",
             "deliver",
         )
         try:
             wait_for_http(f"http://127.0.0.1:{worker_port}/readyz", worker)
             wait_for_http(f"http://127.0.0.1:{deliver_port}/readyz", deliverer)
-            start = _warm_up(settings, receiver)
-            due = _live_with_probes(settings, rate, seconds, start)
-            ended = time.monotonic()
-            timed = {user: at for user, at in due.items() if at <= ended - 0.5}
-            arrived = _await_arrivals(receiver, timed)
+            yield settings, receiver
         finally:
             processes.stop(deliverer)
             processes.stop(worker)
-    if len(arrived) < len(timed):
-        raise TimeoutError(f"{len(timed) - len(arrived)} of {len(timed)} probes got no webhook")
-    p50, p99 = percentiles([arrived[user] - timed[user] for user in timed])
-    return p50, p99, len(timed)
+
+
+@dataclass(frozen=True, slots=True)
+class ActFigures:
+    """Time to act in ms on busy partitions and on quiet ones, and the probes timed."""
+
+    busy_p50_ms: float
+    busy_p99_ms: float
+    busy_probes: int
+    quiet_p50_ms: float
+    quiet_p99_ms: float
+    quiet_probes: int
+
+
+def time_to_act(
+    processes: Processes,
+    busy: Settings,
+    quiet: Settings,
+    scratch: Path,
+    rate: float,
+    seconds: float,
+) -> ActFigures:
+    """Time to act on the busy partitions of `busy`'s events topic, under live load at
+    `rate`/s with probes for `seconds`, and meanwhile on `quiet`'s, each of whose partitions
+    gets one lone cart (see the module)."""
+    partitions = quiet.partitions
+    with _acting(processes, quiet, scratch, "quiet") as (quiet, lonely):
+        lone = _lone_carts(quiet, _one_user_a_partition(partitions))
+        with _acting(processes, busy, scratch, "act") as (busy, receiver):
+            _warm_up(busy, receiver)
+            due = _live_with_probes(busy, rate, seconds)
+            timed = {user: at for user, at in due.items() if at <= time.monotonic() - 0.5}
+            arrived = _await_arrivals(receiver, timed)
+        quiet_arrived = _await_arrivals(lonely, lone)
+    for name, wanted, got in [("probes", timed, arrived), ("lone carts", lone, quiet_arrived)]:
+        if len(got) < len(wanted):
+            raise TimeoutError(f"{len(wanted) - len(got)} of {len(wanted)} {name} got no webhook")
+    busy_p50, busy_p99 = percentiles([arrived[user] - timed[user] for user in timed])
+    quiet_p50, quiet_p99 = percentiles([quiet_arrived[user] - lone[user] for user in lone])
+    return ActFigures(busy_p50, busy_p99, len(timed), quiet_p50, quiet_p99, len(lone))
+
+
+def _lone_carts(settings: Settings, users: list[str]) -> dict[str, float]:
+    """One cart of each of `users`, half a second apart and nothing else; for each, the
+    monotonic moment it becomes abandoned."""
+    producer = reliable_producer(settings)
+    due: dict[str, float] = {}
+    for user in users:
+        now, moment = time.monotonic(), time.time()
+        producer.produce(settings.events_topic, key=user.encode(), value=_cart(user, moment))
+        producer.flush(10)
+        due[user] = _abandoned_at(now, moment)
+        time.sleep(0.5)
+    return due
+
+
+def _abandoned_at(sent: float, moment: float) -> float:
+    """The monotonic moment a cart stamped `moment` (epoch seconds), sent at monotonic
+    `sent`, becomes abandoned: profiles keep event times in whole seconds, so its time is
+    the second it began.
+
+    >>> _abandoned_at(100.0, 1_790_000_000.75)
+    159.25
+    """
+    return sent + math.floor(moment) + _ABANDONED_AFTER - moment
+
+
+def _one_user_a_partition(partitions: int) -> list[str]:
+    """A user id of each of `partitions`, in partition order.
+
+    >>> [canonical_partition(user, 4) for user in _one_user_a_partition(4)]
+    [0, 1, 2, 3]
+    """
+    found: dict[int, str] = {}
+    for number in itertools.count():
+        user = f"lone-cart-{number}"
+        found.setdefault(canonical_partition(user, partitions), user)
+        if len(found) == partitions:
+            return [found[partition] for partition in range(partitions)]
+    raise AssertionError("unreachable")
 
 
 def _await_arrivals(receiver: Receiver, users: dict[str, float]) -> dict[str, float]:
@@ -289,17 +363,19 @@ def _cart(user: str, moment: float) -> bytes:
     )
 
 
-def _warm_up(settings: Settings, receiver: Receiver) -> float:
+def _warm_up(settings: Settings, receiver: Receiver) -> None:
     """Abandon one cart end to end, so that the worker, the deliverer and the receiver are
-    all under way; return the event time the live events may start at."""
+    all under way: a cart left `_ABANDONED_AFTER` and the firing delay ago, then a page now
+    that moves its partition's firing clock past the abandonment."""
     producer = reliable_producer(settings)
-    begin = time.time()
+    now = time.time()
+    added = now - _ABANDONED_AFTER - settings.firing_delay_seconds - 1
     page = {
         "type": "page",
         "userId": "warm-up",
-        "timestamp": datetime.fromtimestamp(begin + 75, UTC).isoformat(),
+        "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
     }
-    producer.produce(settings.events_topic, key=b"warm-up", value=_cart("warm-up", begin))
+    producer.produce(settings.events_topic, key=b"warm-up", value=_cart("warm-up", added))
     producer.produce(settings.events_topic, key=b"warm-up", value=orjson.dumps(page))
     producer.flush(10)
     deadline = time.monotonic() + 120
@@ -307,36 +383,30 @@ def _warm_up(settings: Settings, receiver: Receiver) -> float:
         if time.monotonic() > deadline:
             raise TimeoutError("the warm-up cart got no webhook")
         time.sleep(_POLL)
-    return begin + 80
 
 
-def _live_with_probes(
-    settings: Settings, rate: float, seconds: float, start: float
-) -> dict[str, float]:
-    """Produce live events at `rate`/s for `seconds`, their clock from `start` at
-    `_CLOCK_SPEED`; every `_PROBE_EVERY`th a probe's cart. Returns, for each probe, the
-    monotonic moment its cart became abandoned on the pipeline's clock."""
+def _live_with_probes(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+    """Produce live events, stamped with the wall clock, at `rate`/s; for `seconds` every
+    `_PROBE_EVERY`th is a probe's cart, and the load goes on until every probe's cart is
+    abandoned and the firing delay past. Returns, for each probe, the monotonic moment its
+    cart became abandoned."""
     producer = reliable_producer(settings, **{"linger.ms": 1})
     drawn = live_events(users=10_000, seed=11)
-    source = iter(list(itertools.islice(drawn, int(rate * seconds) + 1)))
+    load_seconds = seconds + _ABANDONED_AFTER + settings.firing_delay_seconds + 2
+    source = iter(list(itertools.islice(drawn, int(rate * load_seconds) + 1)))
     due: dict[str, float] = {}
     begin = time.monotonic()
-
-    def clock(at: float) -> float:
-        return start + (at - begin) * _CLOCK_SPEED
-
     sent = 0
     with frozen_heap():
-        while (now := time.monotonic()) - begin < seconds:
-            moment = clock(now)
+        while (now := time.monotonic()) - begin < load_seconds:
+            moment = time.time()
             stamp = datetime.fromtimestamp(moment, UTC).isoformat().encode()
             while sent < int((now - begin) * rate):
                 key, head = next(source)
-                if sent % _PROBE_EVERY == 0:
+                if sent % _PROBE_EVERY == 0 and now - begin < seconds:
                     user = f"cart-probe-{sent // _PROBE_EVERY}"
                     key, value = user.encode(), _cart(user, moment)
-                    passes = moment + _ABANDONED_AFTER + _LATENESS
-                    due[user] = begin + (passes - start) / _CLOCK_SPEED
+                    due[user] = _abandoned_at(now, moment)
                 else:
                     value = head + stamp + b'"}'
                 producer.produce(settings.events_topic, key=key, value=value)

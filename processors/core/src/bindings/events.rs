@@ -346,6 +346,9 @@ pub(crate) struct PyReadBatch {
     pub(crate) consumed: usize,
     /// Event times of the taken events that were not replayed.
     pub(crate) live_times: Vec<f64>,
+    /// How far each of them was behind its partition's newest event time as it arrived
+    /// (0 for a new newest), in seconds: the delays the firing delay is weighed against.
+    pub(crate) arrival_delays: Vec<f64>,
 }
 
 /// Read a batch's `messages` (confluent-kafka messages) in order into the items of the
@@ -373,6 +376,7 @@ pub(crate) fn read_messages(
     let errors = PyList::empty(py);
     let mut consumed = 0;
     let mut live_times = Vec::new();
+    let mut arrival_delays = Vec::new();
     let mut owned: HashMap<u32, (Bound<'_, PyWatermark>, Bound<'_, PyPartitionBatch>)> =
         HashMap::new();
     for (position, message) in messages.try_iter()?.enumerate() {
@@ -426,11 +430,16 @@ pub(crate) fn read_messages(
         }
         let mut part = part.borrow_mut();
         part.inner.replaying = Some(marks.replayed);
+        let mut clock = clock.borrow_mut();
+        let newest = clock.inner.max_event_time;
         match part
             .inner
-            .judge(event, &mut clock.borrow_mut().inner, position, not_after)
+            .judge(event, &mut clock.inner, position, not_after)
         {
-            Verdict::Taken(moment) if !marks.replayed => live_times.push(moment),
+            Verdict::Taken(moment) if !marks.replayed => {
+                live_times.push(moment);
+                arrival_delays.push((newest - moment).max(0.0));
+            }
             Verdict::Taken(_) => {}
             Verdict::Rejected(refused) => rejected.append((&message, rejection(py, refused)?))?,
         }
@@ -442,5 +451,6 @@ pub(crate) fn read_messages(
         errors: errors.unbind(),
         consumed,
         live_times,
+        arrival_delays,
     })
 }
