@@ -105,6 +105,23 @@ def test_filters_take_segments_directions_and_reasons():
     assert not everything.matches({"entered": [], "exited": [], "reason": "model"})
 
 
+def test_reasons_are_the_change_reasons_late_among_them():
+    (corrections,) = parse_destinations(
+        f"destinations:\n  - {{name: a, url: 'http://x', secret: {SECRET}, "
+        "reasons: [time, late]}\n"
+    )
+    assert corrections.matches({"entered": [], "exited": ["Cart Abandoners"], "reason": "late"})
+    assert not corrections.matches({"entered": ["Buyers"], "exited": [], "reason": "event"})
+    with pytest.raises(
+        DestinationFileError,
+        match=r"line 2, destinations\[0\]\.reasons\[1\]: Input should be 'event', 'late'",
+    ):
+        parse_destinations(
+            f"destinations:\n  - {{name: a, url: 'http://x', secret: {SECRET}, "
+            "reasons: [time, lateness]}\n"
+        )
+
+
 def test_cluster_ids_filter_moves_between_clusters():
     (audience,) = parse_destinations(
         f"destinations:\n  - {{name: a, url: 'http://x', secret: {SECRET}, segments: [c3]}}\n"

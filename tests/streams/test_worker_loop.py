@@ -196,6 +196,37 @@ def test_timers_fire_as_the_watermark_passes_them():
     assert rig.store.counters["timers_fired"] >= 1
 
 
+def test_a_cart_is_abandoned_by_the_firing_clock_and_expiry_waits_for_the_watermark():
+    """With a day of retention: the abandonment fires 5 s after its moment, but the idle
+    user expires only once the watermark (an hour behind) passes their retention."""
+    settings = SETTINGS.model_copy(update={"retention_days": 1})
+    rig = Rig(settings=settings)
+    home = canonical_partition("gil", 4)
+    other = next(u for u in (f"u{n}" for n in range(100)) if canonical_partition(u, 4) == home)
+    added = {"product_id": "p1", "price": 20, "quantity": 1}
+
+    def on_home(user, number, minutes, **fields):
+        rig.broker.append(
+            TOPIC, event(user, f"{user}-{number}", minutes, **fields), key=user.encode()
+        )
+        rig.run(2)
+        return [
+            (change["reason"], change["entered"], change["exited"])
+            for m in rig.broker.messages(settings.changes_topic)
+            if (change := orjson.loads(m.value()))["user_id"] == "gil"
+        ]
+
+    on_home("gil", 1, 0, kind="track", event="Product Added", properties=added)
+    assert ("time", ["Cart Abandoners"], []) not in on_home(other, 1, 30)  # 30 m: the moment
+    assert ("time", ["Cart Abandoners"], []) in on_home(other, 2, 30 + 5 / 60)  # 5 s after
+    day = 24 * 60
+    on_home(other, 3, day + 59)  # retention passed for the firing clock, not the watermark
+    assert "gil" in rig.store.states
+    changes = on_home(other, 4, day + 61)
+    assert changes[-1][0] == "expired"
+    assert "gil" not in rig.store.states
+
+
 @pytest.mark.parametrize(("interval_ms", "sent"), [(60_000, [3]), (0, [1, 2, 3])])
 def test_the_trainer_gets_a_users_latest_vector_once_an_interval_however_events_batch(
     interval_ms, sent
