@@ -1,27 +1,124 @@
-"""A deliberately plain batch computation of every feature, from a user's list of events.
+"""A deliberately plain batch computation of every feature, from the raw Segment messages.
 
-It shares nothing with the compiled core (`processors/core`) but the definitions in the README:
-no buckets kept, no incremental state — every feature is recomputed from the
-raw events, so a bug in the streaming code cannot hide in both.
+It imports nothing from segstream (`processors`, `streams`, the compiled core): it reads
+the JSON itself, with the definitions in docs/features.md and docs/sending-events.md,
+keeps no buckets and no incremental state, and recomputes every feature from the raw
+events, so a bug in the streaming code cannot hide in both.
+
+Its features equal the core's exactly, and the tests compare them with `==`: counts
+and days are integers; money is summed in integer cents and divided by 100 once (an
+average divides the cents by the count, then by 100); shares, durations and days
+since are rounded with Python's `round` to the digits docs/features.md gives, which is
+how the core rounds too (ties to even on the exact binary value); the engagement
+velocity is `log2` of the same IEEE quotient before rounding. None of these leaves a
+last-digit difference to tolerate.
+
+>>> page = b'{"type": "page", "userId": "ann", "messageId": "m1", "timestamp": "2026-11-01T10:00:00Z"}'
+>>> event = read(page)
+>>> event.kind, event.timestamp
+('page', 1793527200.0)
+>>> features([event], event.timestamp + 3600)["page_views_1h"]
+0.0
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from processors.events import Action, EventKind
+import orjson
 
 DAY, HOUR, FIVE_MINUTES, GAP = 86_400, 3_600, 300, 1_800
-KINDS = {
-    EventKind.PAGE: "page_views",
-    EventKind.PRODUCT_VIEWED: "product_views",
-    EventKind.SEARCH: "searches",
-    EventKind.CART_ADD: "cart_adds",
-    EventKind.CHECKOUT: "checkouts",
-    EventKind.ORDER: "orders",
+TRACKED = {
+    "Product Viewed": "product_viewed",
+    "Products Searched": "search",
+    "Product Added": "cart_add",
+    "Product Removed": "cart_remove",
+    "Cart Viewed": "cart_viewed",
+    "Checkout Started": "checkout",
+    "Order Completed": "order",
+}
+COUNTED = {
+    "page": "page_views",
+    "product_viewed": "product_views",
+    "search": "searches",
+    "cart_add": "cart_adds",
+    "checkout": "checkouts",
+    "order": "orders",
 }
 WINDOWS = {"1h": (FIVE_MINUTES, 12), "24h": (HOUR, 24), "7d": (DAY, 7), "30d": (DAY, 30)}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the oracle reads from one Segment message."""
+
+    user_id: str
+    message_id: str
+    kind: str  # page, product_viewed, …, order, identify, alias or other
+    timestamp: float
+    value: float = 0.0
+    categories: tuple[str, ...] = ()
+    device: str | None = None
+    product: str | None = None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
+
+
+def read(raw: bytes) -> Event:
+    """The event in one well-formed Segment message (JSON as trackers send it)."""
+    body = orjson.loads(raw)
+    kind = {"page": "page", "screen": "page", "identify": "identify", "alias": "alias"}.get(
+        body["type"], "other"
+    )
+    if body["type"] == "track":
+        kind = TRACKED.get(body["event"], "other")
+    user_id = body.get("userId") or body["anonymousId"]
+    moment = datetime.fromisoformat(body["timestamp"]).astimezone(UTC).timestamp()
+    device = ((body.get("context") or {}).get("device") or {}).get("type") or None
+    properties = body.get("properties") or {}
+    value, categories, product = 0.0, (), None
+    if kind == "order":
+        value = float(properties.get("revenue", properties.get("total", 0.0)))
+        found = [p.get("category") for p in properties.get("products") or []]
+        categories = tuple(dict.fromkeys(c for c in found if c))
+    elif kind in ("product_viewed", "cart_add", "cart_remove"):
+        price = properties.get("price")
+        if kind != "product_viewed" and price is not None:
+            value = float(price) * float(properties.get("quantity", 1.0))
+        categories = (properties["category"],) if properties.get("category") else ()
+        product = properties.get("product_id") or properties.get("sku") or properties.get("name")
+    return Event(
+        user_id=user_id,
+        message_id=body["messageId"],
+        kind=kind,
+        timestamp=moment,
+        value=value,
+        categories=categories,
+        device=device.lower() if device else None,
+        product=None if product is None else str(product),
+        anonymous_id=body.get("anonymousId") if body.get("userId") else None,
+        previous_id=body.get("previousId") if kind == "alias" else None,
+    )
+
+
+def people(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """Each person's distinct events (by `messageId`): an anonymous id that `identify` (with
+    both ids) or `alias` links to a user is that user."""
+    events = list(events)
+    owner: dict[str, str] = {}
+    for event in events:
+        other = event.anonymous_id if event.kind == "identify" else event.previous_id
+        if other and other != event.user_id:
+            assert owner.get(other, event.user_id) == event.user_id, f"{other} linked twice"
+            owner[other] = event.user_id
+    found: dict[str, dict[str, Event]] = defaultdict(dict)
+    for event in events:
+        found[owner.get(event.user_id, event.user_id)].setdefault(event.message_id, event)
+    return {person: list(distinct.values()) for person, distinct in found.items()}
 
 
 def in_buckets(moment: int, as_of: float, width: int, count: int, skip: int = 0) -> bool:
@@ -29,24 +126,22 @@ def in_buckets(moment: int, as_of: float, width: int, count: int, skip: int = 0)
     return last - count < moment // width <= last
 
 
-def features(events: list[Action], as_of: float) -> dict[str, float | str]:
-    """Every feature of one user's `events` (identity calls left out) as of `as_of`."""
-    events = [e for e in events if e.kind not in (EventKind.IDENTIFY, EventKind.ALIAS)]
+def features(events: list[Event], as_of: float) -> dict[str, float | str]:
+    """Every feature of one person's `events` (identity calls left out) as of `as_of`."""
+    events = [e for e in events if e.kind not in ("identify", "alias")]
     times = [int(e.timestamp) for e in events]
     out: dict[str, float | str] = {}
     for window, (width, count) in WINDOWS.items():
-        for kind, name in KINDS.items():
+        for kind, name in COUNTED.items():
             out[f"{name}_{window}"] = float(
                 sum(
                     1
                     for e, t in zip(events, times, strict=True)
-                    if e.kind is kind and in_buckets(t, as_of, width, count)
+                    if e.kind == kind and in_buckets(t, as_of, width, count)
                 )
             )
     orders = [
-        (t, round(e.value * 100))
-        for e, t in zip(events, times, strict=True)
-        if e.kind is EventKind.ORDER
+        (t, round(e.value * 100)) for e, t in zip(events, times, strict=True) if e.kind == "order"
     ]
     out["revenue_7d"] = sum(c for t, c in orders if in_buckets(t, as_of, DAY, 7)) / 100
     out["revenue_30d"] = sum(c for t, c in orders if in_buckets(t, as_of, DAY, 30)) / 100
@@ -80,8 +175,8 @@ def features(events: list[Action], as_of: float) -> dict[str, float | str]:
             sessions[-1][2] += 1
         else:
             sessions.append([t, t, 1, False, False])
-        sessions[-1][3] |= e.kind is EventKind.CART_ADD
-        sessions[-1][4] |= e.kind is EventKind.ORDER
+        sessions[-1][3] |= e.kind == "cart_add"
+        sessions[-1][4] |= e.kind == "order"
     recent = [s for s in sessions if as_of - 7 * DAY < s[0] <= as_of]
     out["sessions_7d"] = float(len(recent))
     out["session_duration_7d"] = (
@@ -115,7 +210,7 @@ def features(events: list[Action], as_of: float) -> dict[str, float | str]:
     lines: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     touched = []
     for e, t in zip(events, times, strict=True):
-        sign = {EventKind.CART_ADD: 1, EventKind.CART_REMOVE: -1}.get(e.kind)
+        sign = {"cart_add": 1, "cart_remove": -1}.get(e.kind)
         if sign and (last_order is None or t > last_order):
             lines[e.product or ""][0] += sign
             lines[e.product or ""][1] += sign * round(e.value * 100)

@@ -1,81 +1,180 @@
-"""The compiled core against the plain batch oracle, on random streams.
+"""The compiled core against the plain batch oracle, on random streams, at moments the
+test chooses.
 
-Random users send every kind of event, in any order, some twice; anonymous ids
-are merged into users by `identify` and `alias`; the watermark advances on the
-way. Whatever the core does with that (relays looped back as the workers loop
-them), every user's features equal the oracle's, computed from that person's
-distinct events alone.
+Random users send every kind of Segment call as raw JSON, in any order, some twice;
+anonymous ids are merged into users by `identify` and `alias`; the watermark advances
+on the way. The core reads the messages with its decoder, the oracle with its own.
+Events come seconds and minutes apart as well as days, where the narrow windows are.
+Both are then compared, feature by feature and with equality, at moments the test
+draws: past the last event by minutes, hours and days, on every window's edges and at
+the users' timers; and, fed in time order, after every event at that event's time.
 """
 
-import math
 import random
-from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+import orjson
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from processors.events import Action, EventKind
+from processors._core import Action, decode_events
 from processors.wire import Advance
 from tests import oracle
 from tests.loopback import settle
-from tests.steps import NOBODY
+from tests.steps import NOBODY, as_of, step
 
-DAY = 86_400
+DAY, HOUR, MINUTE = 86_400, 3_600, 60
 START = 1_790_000_000
 USERS = ("u0", "u1", "u2")
 ANONYMOUS = ("a0", "a1", "a2")  # a<n> is u<n> before signing in
-
+CALLS = [
+    "page",
+    "screen",
+    "identify",
+    "alias",
+    "group",
+    "Product Viewed",
+    "Products Searched",
+    "Product Added",
+    "Product Removed",
+    "Cart Viewed",
+    "Checkout Started",
+    "Order Completed",
+    "Video Played",
+]
+moments = st.one_of(
+    st.integers(0, 10 * MINUTE),  # seconds apart: the 5-minute buckets
+    st.integers(0, 3 * HOUR),  # minutes apart: the hourly ones and sessions
+    st.integers(0, 40 * DAY),  # days apart: the daily ones
+)
 events = st.lists(
     st.tuples(
         st.integers(0, len(USERS) + len(ANONYMOUS) - 1),
-        st.sampled_from(list(EventKind)),
-        st.integers(0, 40 * DAY),
+        st.sampled_from(CALLS),
+        moments,
         st.sampled_from(["shoes", "books", ""]),
-        st.sampled_from([0.0, 9.99, 30.0, 1234.5]),
-        st.sampled_from([None, "mobile", "desktop"]),
+        st.sampled_from([0.0, 9.99, 30.0, 1234.5, 0.015]),
+        st.sampled_from([None, "mobile", "Desktop"]),
         st.sampled_from(["p1", "p2"]),
+        st.sampled_from(["Z", ".250Z", "+02:00"]),
     ),
     min_size=1,
-    max_size=50,
+    max_size=40,
 )
+later = st.lists(
+    st.one_of(
+        st.tuples(st.just(300), st.integers(0, 13), st.integers(0, 1)),  # 5-minute edges
+        st.tuples(st.just(HOUR), st.integers(0, 25), st.integers(0, 1)),  # hourly edges
+        st.tuples(st.just(DAY), st.integers(0, 32), st.integers(0, 1)),  # daily edges
+        st.tuples(st.just(1), st.integers(0, 45 * DAY), st.just(0)),  # anywhere
+    ),
+    min_size=1,
+    max_size=8,
+)
+"""Moments after the last event: `(width, k, back)` is `back` seconds before the `k`-th
+boundary of width `width` after the last event's bucket began, where windows turn."""
 
 
-def close(a: float | str, b: float | str) -> bool:
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-
-
-def action(number: int, actor: int, kind, offset, category, value, device, product) -> Action:
+def message(number, actor, call, offset, category, amount, device, product, zone) -> bytes:
+    """One raw Segment message of `actor` (a user or an anonymous id)."""
     sender = (USERS + ANONYMOUS)[actor]
     person = USERS[actor % len(USERS)]
-    fields = {"value": value, "categories": (category,) if category else (), "device": device}
-    if kind is EventKind.IDENTIFY:
-        return Action(person, f"m{number}", kind, START + offset, anonymous_id=f"a{person[1]}")
-    if kind is EventKind.ALIAS:
-        return Action(person, f"m{number}", kind, START + offset, previous_id=f"a{person[1]}")
-    return Action(sender, f"m{number}", kind, START + offset, product=product, **fields)
+    moment = datetime.fromtimestamp(START + offset, UTC)
+    if zone == "+02:00":
+        stamp = moment.astimezone(UTC).replace(tzinfo=None) + timedelta(hours=2)
+        stamp_text = stamp.isoformat() + "+02:00"
+    else:
+        stamp_text = moment.replace(tzinfo=None).isoformat() + zone
+    body: dict = {"messageId": f"m{number}", "timestamp": stamp_text}
+    if device:
+        body["context"] = {"device": {"type": device}}
+    if call in ("page", "screen", "group"):
+        body |= {"type": call, "userId" if sender in USERS else "anonymousId": sender}
+    elif call == "identify":
+        body |= {"type": "identify", "userId": person, "anonymousId": f"a{person[1]}"}
+    elif call == "alias":
+        body |= {"type": "alias", "userId": person, "previousId": f"a{person[1]}"}
+    else:
+        properties: dict = {"product_id": product, "category": category, "price": amount}
+        if call == "Order Completed":
+            properties = {"revenue": amount, "products": [{"category": category}]}
+        body |= {"type": "track", "event": call, "properties": properties}
+        body["userId" if sender in USERS else "anonymousId"] = sender
+    return orjson.dumps(body)
 
 
-@settings(max_examples=150, deadline=None)
-@given(events, st.randoms(use_true_random=False), st.integers(0, 10 * DAY))
-def test_the_core_computes_what_the_oracle_computes(stream, rng: random.Random, after):
-    sent = [action(number, *fields) for number, fields in enumerate(stream)]
-    merged = {f"a{a.user_id[1]}" for a in sent if a.kind in (EventKind.IDENTIFY, EventKind.ALIAS)}
+def read_by_the_core(raw: list[bytes]) -> list[Action]:
+    actions = decode_events(raw, 32_768)
+    assert all(isinstance(action, Action) for action in actions), actions
+    return actions
+
+
+def assert_equal_at(users, everyone, moment):
+    """Every user's features as of `moment` equal the oracle's, and the core took that
+    moment: `everyone` is each person's raw-read events."""
+    assert set(users) == set(everyone)
+    for user_id, user in users.items():
+        assert user.as_of == moment, (user_id, user.as_of, moment)
+        expected = oracle.features(everyone[user_id], moment)
+        got = user.features()
+        wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+        assert not wrong, (user_id, moment, wrong)
+
+
+VIEWED_AT_300 = (0, "Product Viewed", 300, "", 0.0, None, "p1", "Z")
+"""A view in the second half of a 10-minute bucket: 12 buckets of 5 minutes keep it in
+the hour 5 minutes longer than 6 buckets of 10 would."""
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(events, later, st.randoms(use_true_random=False))
+@example([VIEWED_AT_300], [(300, 11, 0)], random.Random(0))
+def test_the_core_computes_what_the_oracle_computes_at_moments_the_test_chooses(
+    stream, offsets, rng: random.Random
+):
+    raw = [message(number, *fields) for number, fields in enumerate(stream)]
+    sent = read_by_the_core(raw)
     items: list = [*sent, *rng.sample(sent, k=len(sent) // 4)]  # some delivered twice
     rng.shuffle(items)  # in any order
-    end = max(a.timestamp for a in sent)
-    for _ in range(rng.randrange(3)):  # the watermark advancing on the way
-        items.insert(rng.randrange(len(items) + 1), Advance(START + rng.randrange(40 * DAY)))
-    users = settle(items, NOBODY, until=end + after)
+    everyone = oracle.people(oracle.read(r) for r in raw)
+    end = max(event.timestamp for events in everyone.values() for event in events)
+    for _ in range(rng.randrange(3)):  # the watermark advancing on the way, before the end
+        items.insert(
+            rng.randrange(len(items) + 1), Advance(START + rng.randrange(int(end - START) + 1))
+        )
+    users = settle(items, NOBODY)
+    chosen = {(int(end) // width + k) * width - back for width, k, back in offsets}
+    chosen |= {user.due - back for user in users.values() if user.due for back in (0, 1)}
+    for moment in sorted(m for m in chosen if m >= int(end)):
+        users = as_of(users, moment).users
+        users = {user_id: user for user_id, user in users.items() if user.alias_of is None}
+        assert_equal_at(users, everyone, moment)
 
-    by_person: dict[str, list[Action]] = defaultdict(list)
-    for a in sent:
-        person = USERS[int(a.user_id[1])] if a.user_id in merged else a.user_id
-        by_person[person].append(a)
-    assert set(users) == set(by_person)
-    for user_id, user in users.items():
-        expected = oracle.features(by_person[user_id], user.as_of)
+
+@settings(max_examples=600, deadline=None)
+@given(events)
+@example([VIEWED_AT_300, (0, "page", 3600, "", 0.0, None, "p1", "Z")])
+def test_fed_in_time_order_the_core_agrees_with_the_oracle_after_every_event(stream):
+    raw = [message(number, *fields) for number, fields in enumerate(stream)]
+    keep = [i for i, fields in enumerate(stream) if fields[1] not in ("identify", "alias")]
+    raw = [raw[i] for i in keep]  # one user each: no merges to wait for
+    in_order = sorted(zip(read_by_the_core(raw), raw, strict=True), key=lambda p: p[0].timestamp)
+    users: dict = {}
+    arrived: list[bytes] = []
+    for action, one in in_order:
+        users = {**users, **step([action], users).users}
+        arrived.append(one)
+        everyone = oracle.people(oracle.read(r) for r in arrived)
+        user = users[action.user_id]
+        moment = float(int(action.timestamp))  # event times count in whole seconds
+        assert user.as_of == moment  # the core is as of the event it just took
+        expected = oracle.features(everyone[action.user_id], moment)
         got = user.features()
-        wrong = {k: (got[k], v) for k, v in expected.items() if not close(got[k], v)}
-        assert not wrong, (user_id, user.as_of, wrong)
+        wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+        assert not wrong, (action.user_id, moment, wrong)
+
+
+def test_every_feature_is_compared():
+    raw = message(0, 0, "page", 0, "", 0.0, None, "p1", "Z")
+    user = step(read_by_the_core([raw])).users["u0"]
+    assert set(user.features()) == set(oracle.features([oracle.read(raw)], START))
