@@ -7,7 +7,7 @@ import pytest
 
 from tests.integration.small_bench import small_bench
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # a small bench: ~4 min
 KEYS = (
     "worker_eps",
     "two_workers_eps",

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 
 from tests.integration.small_bench import small_bench
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # a small bench: ~4 min
 
 
 def test_a_bench_on_your_own_kafka_and_redis_leaves_nothing_behind(stack, tmp_path):

@@ -36,17 +36,22 @@ def test_nested_conditions(features, expected):
     assert segments_of(parse_rules(ONE), features) == expected
 
 
-def test_every_operator():
-    for op, holds in [
-        (">", False),
-        (">=", True),
-        ("<", False),
-        ("<=", True),
-        ("==", True),
-        ("!=", False),
-    ]:
-        text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders_lifetime, op: '{op}', value: 1}}\n"
-        assert segments_of(parse_rules(text), {"orders_lifetime": 1}) == (("S",) if holds else ())
+@pytest.mark.parametrize(
+    ("op", "below", "at", "above"),
+    [
+        (">", False, False, True),
+        (">=", False, True, True),
+        ("<", True, False, False),
+        ("<=", True, True, False),
+        ("==", False, True, False),
+        ("!=", True, False, True),
+    ],
+)
+def test_every_operator_on_both_sides_of_its_threshold(op, below, at, above):
+    text = f"segments:\n  - name: S\n    description: d\n    condition: {{feature: orders_lifetime, op: '{op}', value: 1}}\n"
+    rules = parse_rules(text)
+    for orders, holds in [(0, below), (1, at), (2, above)]:
+        assert segments_of(rules, {"orders_lifetime": orders}) == (("S",) if holds else ()), orders
 
 
 def test_default_rules_parse():
