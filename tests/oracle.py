@@ -126,8 +126,9 @@ def in_buckets(moment: int, as_of: float, width: int, count: int, skip: int = 0)
     return last - count < moment // width <= last
 
 
-def features(events: list[Event], as_of: float) -> dict[str, float | str]:
-    """Every feature of one person's `events` (identity calls left out) as of `as_of`."""
+def features(events: list[Event], as_of: float, cart_after: float = GAP) -> dict[str, float | str]:
+    """Every feature of one person's `events` (identity calls left out) as of `as_of`, a
+    cart counting as abandoned after `cart_after` seconds alone."""
     events = [e for e in events if e.kind not in ("identify", "alias")]
     times = [int(e.timestamp) for e in events]
     out: dict[str, float | str] = {}
@@ -221,7 +222,7 @@ def features(events: list[Event], as_of: float) -> dict[str, float | str]:
         out["cart_products"] = float(len(open_lines))
         out["cart_value"] = round(sum(max(c, 0) for c in open_lines) / 100, 2)
         out["cart_idle_minutes"] = round(max(0.0, idle) / 60, 2)
-        out["cart_abandoned"] = 1.0 if idle >= GAP else 0.0
+        out["cart_abandoned"] = 1.0 if idle >= cart_after else 0.0
     else:
         out.update(cart_products=0.0, cart_value=0.0, cart_idle_minutes=-1.0, cart_abandoned=0.0)
 
@@ -230,3 +231,72 @@ def features(events: list[Event], as_of: float) -> dict[str, float | str]:
     out["events_per_active_day_prev_7d"] = round(before, 4)
     out["engagement_velocity"] = round(math.log2((now + 1) / (before + 1)), 4)
     return out
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
+OPERATORS = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def seconds(duration: str) -> int:
+    """`90s`, `10m`, `2h` or `1d` in seconds."""
+    return int(duration[:-1]) * DURATION_UNITS[duration[-1]]
+
+
+def segments(
+    rules: dict, events: list[Event], as_of: float, thresholds: dict[str, float] | None = None
+) -> set[str]:
+    """The segments of a rules file (its YAML, loaded) a person is in as of `as_of`, from
+    their events up to then, as docs/rules.md defines them; a percentile not in
+    `thresholds` is unknown, and its comparison false."""
+    events = [e for e in events if int(e.timestamp) <= as_of]
+    values = features(events, as_of, seconds(rules.get("cart_abandonment_after", "30m")))
+    by_name = {segment["name"]: segment for segment in rules["segments"]}
+    decided: dict[str, bool] = {}
+
+    def holds(condition: dict) -> bool:
+        if "all" in condition:
+            return all(holds(c) for c in condition["all"])
+        if "any" in condition:
+            return any(holds(c) for c in condition["any"])
+        if "not" in condition:
+            return not holds(condition["not"])
+        if "segment" in condition:
+            return member(condition["segment"])
+        if "event" in condition:
+            kind = TRACKED[condition["event"]]
+            since = as_of - seconds(condition["within"])
+            per_category = Counter(
+                c
+                for e in events
+                if e.kind == kind and since < int(e.timestamp) <= as_of
+                for c in e.categories
+            )
+            return max(per_category.values(), default=0) >= condition["at_least"]
+        value = condition["value"]
+        if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
+            if value not in (thresholds or {}):
+                return False
+            value = (thresholds or {})[value]
+        return OPERATORS[condition["op"]](values[condition["feature"]], value)
+
+    def member(name: str) -> bool:
+        if name not in decided:
+            segment = by_name[name]
+            earlier = []
+            if segment.get("group"):
+                for other in rules["segments"]:
+                    if other["name"] == name:
+                        break
+                    if other.get("group") == segment["group"]:
+                        earlier.append(other["name"])
+            decided[name] = not any(member(e) for e in earlier) and holds(segment["condition"])
+        return decided[name]
+
+    return {name for name in by_name if member(name)}

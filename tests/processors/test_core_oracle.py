@@ -14,14 +14,16 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from processors._core import Action, decode_events
+from processors.rules import parse_rules
 from processors.wire import Advance
 from tests import oracle
 from tests.loopback import settle
-from tests.steps import NOBODY, as_of, step
+from tests.steps import as_of, step
 
 DAY, HOUR, MINUTE = 86_400, 3_600, 60
 START = 1_790_000_000
@@ -47,20 +49,71 @@ moments = st.one_of(
     st.integers(0, 3 * HOUR),  # minutes apart: the hourly ones and sessions
     st.integers(0, 40 * DAY),  # days apart: the daily ones
 )
-events = st.lists(
-    st.tuples(
-        st.integers(0, len(USERS) + len(ANONYMOUS) - 1),
-        st.sampled_from(CALLS),
-        moments,
-        st.sampled_from(["shoes", "books", ""]),
-        st.sampled_from([0.0, 9.99, 30.0, 1234.5, 0.015]),
-        st.sampled_from([None, "mobile", "Desktop"]),
-        st.sampled_from(["p1", "p2"]),
-        st.sampled_from(["Z", ".250Z", "+02:00"]),
-    ),
-    min_size=1,
-    max_size=40,
+
+
+def streams(calls, offsets, max_size):
+    return st.lists(
+        st.tuples(
+            st.integers(0, len(USERS) + len(ANONYMOUS) - 1),
+            st.sampled_from(calls),
+            offsets,
+            st.sampled_from(["shoes", "books", ""]),
+            st.sampled_from([0.0, 9.99, 30.0, 1234.5, 0.015]),
+            st.sampled_from([None, "mobile", "Desktop"]),
+            st.sampled_from(["p1", "p2"]),
+            st.sampled_from(["Z", ".250Z", "+02:00"]),
+        ),
+        min_size=1,
+        max_size=max_size,
+    )
+
+
+events = st.one_of(
+    streams(CALLS, moments, 40),
+    # bursts: a few kinds, minutes apart, where the narrowest windows and conditions are
+    streams(["Product Viewed", "Product Added", "page"], st.integers(0, 30 * MINUTE), 25),
 )
+RULES_TEXT = """
+cart_abandonment_after: 20m
+segments:
+  - name: Buyers
+    description: an order in 30 days
+    condition: {feature: orders_30d, op: ">=", value: 1}
+  - name: Abandoners
+    description: a cart left alone, within the week
+    condition:
+      all:
+        - {feature: cart_abandoned, op: "==", value: 1}
+        - {feature: cart_idle_minutes, op: "<=", value: 10080}
+  - name: Bursty
+    description: three product views of one category within ten minutes
+    condition: {event: Product Viewed, at_least: 3, within: 10m, per: category}
+  - name: Mobile Browsers
+    description: on a phone, not buying
+    condition:
+      all:
+        - {feature: last_device, op: "==", value: mobile}
+        - {not: {segment: Buyers}}
+  - name: Busy Hour
+    description: pages this hour, or a recent session
+    group: activity
+    condition:
+      any:
+        - {feature: page_views_1h, op: ">", value: 1}
+        - {feature: sessions_7d, op: ">=", value: 2}
+  - name: Quiet
+    description: the rest of the activity group
+    group: activity
+    condition: {feature: days_since_last_seen, op: "<", value: 3}
+  - name: Big Spenders
+    description: a percentile no snapshot gave
+    condition: {feature: revenue_30d, op: ">=", value: p90(revenue_30d)}
+"""
+RULES = parse_rules(RULES_TEXT)
+"""Every form of condition: comparisons of numbers and text, all, any, not, a segment, a
+burst, a priority group, a percentile no snapshot gave."""
+
+
 later = st.lists(
     st.one_of(
         st.tuples(st.just(300), st.integers(0, 13), st.integers(0, 1)),  # 5-minute edges
@@ -110,15 +163,17 @@ def read_by_the_core(raw: list[bytes]) -> list[Action]:
 
 
 def assert_equal_at(users, everyone, moment):
-    """Every user's features as of `moment` equal the oracle's, and the core took that
-    moment: `everyone` is each person's raw-read events."""
+    """Every user's features and segments as of `moment` equal the oracle's, and the core
+    took that moment: `everyone` is each person's raw-read events."""
     assert set(users) == set(everyone)
+    rules = yaml.safe_load(RULES_TEXT)
     for user_id, user in users.items():
         assert user.as_of == moment, (user_id, user.as_of, moment)
         expected = oracle.features(everyone[user_id], moment)
         got = user.features()
         wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
         assert not wrong, (user_id, moment, wrong)
+        assert set(user.segments) == oracle.segments(rules, everyone[user_id], moment), user_id
 
 
 VIEWED_AT_300 = (0, "Product Viewed", 300, "", 0.0, None, "p1", "Z")
@@ -142,11 +197,11 @@ def test_the_core_computes_what_the_oracle_computes_at_moments_the_test_chooses(
         items.insert(
             rng.randrange(len(items) + 1), Advance(START + rng.randrange(int(end - START) + 1))
         )
-    users = settle(items, NOBODY)
+    users = settle(items, RULES)
     chosen = {(int(end) // width + k) * width - back for width, k, back in offsets}
     chosen |= {user.due - back for user in users.values() if user.due for back in (0, 1)}
     for moment in sorted(m for m in chosen if m >= int(end)):
-        users = as_of(users, moment).users
+        users = as_of(users, moment, RULES).users
         users = {user_id: user for user_id, user in users.items() if user.alias_of is None}
         assert_equal_at(users, everyone, moment)
 
