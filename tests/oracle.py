@@ -68,9 +68,25 @@ class Event:
     previous_id: str | None = None
 
 
+class UnreadableError(ValueError):
+    """A message the documented schema refuses (the worker dead-letters it)."""
+
+
+def readable(raw: bytes) -> Event | None:
+    """The event in `raw`, or `None` when the schema refuses it."""
+    try:
+        return read(raw)
+    except (UnreadableError, KeyError, TypeError, ValueError):
+        return None
+
+
 def read(raw: bytes) -> Event:
-    """The event in one well-formed Segment message (JSON as trackers send it)."""
+    """The event in one well-formed Segment message (JSON as trackers send it); raises for
+    one the schema refuses: not JSON, an unknown call type, no id, a timestamp that is not
+    one, a negative amount."""
     body = orjson.loads(raw)
+    if body["type"] not in ("track", "page", "screen", "identify", "alias", "group"):
+        raise UnreadableError(f"unknown type {body['type']!r}")
     kind = {"page": "page", "screen": "page", "identify": "identify", "alias": "alias"}.get(
         body["type"], "other"
     )
@@ -81,6 +97,9 @@ def read(raw: bytes) -> Event:
     device = ((body.get("context") or {}).get("device") or {}).get("type") or None
     properties = body.get("properties") or {}
     value, categories, product = 0.0, (), None
+    amounts = [properties.get(name) for name in ("revenue", "total", "price", "quantity")]
+    if any(float(amount) < 0 for amount in amounts if amount is not None):
+        raise UnreadableError("a negative amount")
     if kind == "order":
         value = float(properties.get("revenue", properties.get("total", 0.0)))
         found = [p.get("category") for p in properties.get("products") or []]

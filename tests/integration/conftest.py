@@ -18,7 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +28,7 @@ import orjson
 import pytest
 import redis
 import requests
+import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from processors.events import Action, decode_event
@@ -33,12 +36,13 @@ from processors.wire import ADVANCE_WATERMARK, CONTROL_HEADER
 from state.model_store import ModelStore
 from state.read_model import ReadModel
 from streams.redis_clients import redis_client
-from streams.settings import Settings
+from streams.settings import Settings, default_rules_file
 from streams.tools.embedded import Stack, free_port, running_stack
 from streams.tools.redis_cluster import RedisCluster, running_redis_cluster
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import Simulation
 from streams.topics import ensure_topics
+from tests import oracle
 
 pytestmark = pytest.mark.integration
 
@@ -323,11 +327,17 @@ def history(tmp_path_factory):
     return path
 
 
+HISTORY_UNTIL = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+"""Where the fault tests' replays move every partition's clocks: past the history's end."""
+
+
 def replay_in_background(settings, path, log, rate=None):
-    """`segstream replay` of `path` with `--until` (at most `rate` events/s), running."""
+    """`segstream replay` of `path` with `--until` `HISTORY_UNTIL` (at most `rate` events/s),
+    running."""
     paced = ["--rate", str(rate)] if rate else []
+    until = datetime.fromtimestamp(HISTORY_UNTIL, UTC).isoformat()
     return subprocess.Popen(
-        [sys.executable, "-m", "streams", "replay", str(path), "--until", "2026-11-01", *paced],
+        [sys.executable, "-m", "streams", "replay", str(path), "--until", until, *paced],
         env=environment(settings),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -383,14 +393,56 @@ def changes_by_user(settings: Settings) -> dict[str, dict[int, dict[str, object]
 
 
 def assert_versions_without_gaps(settings: Settings, exported: list[bytes]) -> None:
-    """Each exported user's change versions run 1, 2, … and the last has their segments."""
+    """Each exported user's change versions run 1, 2, … and the last has their segments; a
+    user in any segment has at least one change, so an empty change topic fails."""
     history = changes_by_user(settings)
+    assert history, "no change event at all"
     for line in exported:
         profile = orjson.loads(line)
         versions = history.get(profile["user_id"], {})
         assert sorted(versions) == list(range(1, len(versions) + 1)), profile["user_id"]
+        assert versions or not profile["segments"], f"{profile['user_id']} has no change"
         if versions:
             assert versions[len(versions)]["segments"] == profile["segments"]
+
+
+def assert_matches_oracle(
+    settings: Settings, exported: list[bytes], history: list[bytes], until: float
+) -> None:
+    """The exported profiles and the change topic against `tests/oracle.py`, computed from
+    the raw `history`: every person, and only they, exported as of `until`, with the
+    oracle's features and segments; change versions without gaps, the last one with the
+    exported segments; and every change of a user that no identity call links, evaluated
+    as of its `event_time`, with the oracle's segments from their events up to then
+    (unless another of their events shares that second, whose order the oracle cannot
+    tell)."""
+    rules = yaml.safe_load((settings.rules_file or default_rules_file()).read_text())
+    events = [event for event in map(oracle.readable, history) if event is not None]
+    people = oracle.people(events)
+    rows = {row["user_id"]: row for row in map(orjson.loads, exported)}
+    assert set(rows) == set(people)
+    for user_id, row in rows.items():
+        assert row["as_of"] == until, user_id
+        expected = oracle.features(people[user_id], until)
+        wrong = {k: (row["features"][k], v) for k, v in expected.items() if row["features"][k] != v}
+        assert not wrong, (user_id, wrong)
+        assert set(row["segments"]) == oracle.segments(rules, people[user_id], until), user_id
+    assert_versions_without_gaps(settings, exported)
+    linked = {e.user_id for e in events if e.kind in ("identify", "alias")}
+    linked |= {e.anonymous_id or e.previous_id for e in events if e.kind in ("identify", "alias")}
+    checked = 0
+    for user_id, changes in changes_by_user(settings).items():
+        if user_id in linked or user_id not in people:
+            continue
+        seconds = Counter(int(event.timestamp) for event in people[user_id])
+        for change in changes.values():
+            moment = cast(float, change["event_time"])
+            if seconds[int(moment)] > 1:
+                continue
+            expected_segments = oracle.segments(rules, people[user_id], moment)
+            assert set(cast(list, change["segments"])) == expected_segments, (user_id, change)
+            checked += 1
+    assert checked > len(rows), f"{checked} change events compared with the oracle"
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
