@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,10 +106,20 @@ def test_demo_ends_cleanly_on_ctrl_c(tmp_path):
         text=True,
         start_new_session=True,
     )
-    time.sleep(10)
+    assert demo.stdout is not None
+    first = demo.stdout.readline()  # "starting the embedded broker and Redis (logs in …)"
+    scratch = re.search(r"logs in (\S+segstream-demo-\w+)", first).group(1)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+    reader.start()
+    worker_log = Path(scratch) / "worker.log"
+    deadline = time.monotonic() + 120
+    while "partitions assigned" not in (worker_log.read_text() if worker_log.exists() else ""):
+        assert demo.poll() is None, "the demo stopped before its worker ran"
+        assert time.monotonic() < deadline, "the demo's worker never took its partitions"
+        time.sleep(0.2)
     os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    stdout, stderr = demo.communicate(timeout=60)
-    assert demo.returncode == 0, stderr
-    assert "segments at the end of the demo" in stdout
-    scratch = re.search(r"logs in (\S+segstream-demo-\w+)", stdout).group(1)
+    assert demo.wait(timeout=60) == 0, demo.stderr.read() if demo.stderr else ""
+    reader.join(10)
+    assert "segments at the end of the demo" in "".join(lines)
     assert processes_mentioning(scratch) == []

@@ -70,7 +70,7 @@ def test_published_rules_switch_running_workers_and_reevaluate(
     started = time.monotonic()
     number = 1
     while not any(c["rules_version"] == "v1" for c in changes(config)):
-        assert time.monotonic() - started < 5, "the worker did not switch within 5 s"
+        assert time.monotonic() - started < 60, "the worker did not switch within 60 s"
         send(config, page("ann", number))
         number += 1
         time.sleep(0.3)
@@ -81,7 +81,7 @@ def test_published_rules_switch_running_workers_and_reevaluate(
     rules.write_text(PAGERS)
     published = segstream(config, "rules", "apply", str(rules), "--reevaluate")
     assert published.returncode == 0, published.stderr
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while {c["user_id"] for c in changes(config) if c["reason"] == "rules"} != {"ann", "bob"}:
         assert time.monotonic() < deadline, "users were not re-evaluated"
         time.sleep(0.3)
