@@ -104,13 +104,22 @@ def get(url, token="tok-2", **params):
     return requests.get(url, headers=headers, params=params, timeout=5)
 
 
-def test_lookups_need_a_known_token(api):
-    for token in (None, "tok-3", "tok-1x"):
-        answer = get(f"{api}/v1/users/ann", token)
-        assert answer.status_code == 401
-        assert answer.headers["WWW-Authenticate"] == "Bearer"
-    assert get(f"{api}/v1/users/ann", "tok-1").status_code == 200
+def test_every_route_needs_a_known_token(api):
+    """Each operation of the OpenAPI document, `DELETE /v1/users/{id}` and the segment
+    routes among them, answers 401 without a token, with an unknown one and with a known one
+    misspelt, and nothing is done."""
     schema = requests.get(f"{api}/openapi.json", timeout=5).json()
+    operations = [(path, method) for path, item in schema["paths"].items() for method in item]
+    assert ("/v1/users/{user_id}", "delete") in operations
+    for path, method in operations:
+        url = api + path.format(user_id="ann", name="Buyers")
+        for token in (None, "tok-3", "tok-1x"):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            body = SPENDERS if method == "post" else None
+            answer = requests.request(method, url, headers=headers, data=body, timeout=30)
+            assert answer.status_code == 401, (method, path, token, answer.status_code)
+            assert answer.headers["WWW-Authenticate"] == "Bearer"
+    assert get(f"{api}/v1/users/ann", "tok-1").status_code == 200  # not erased
     assert set(schema["paths"]) == {
         "/v1/users/{user_id}",
         "/v1/segments",

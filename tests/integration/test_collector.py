@@ -283,17 +283,19 @@ def test_cors_preflights_and_every_answer_carry_the_origin_only_when_allowed(con
         assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
         assert preflight.headers["Access-Control-Allow-Headers"] == asked
         assert int(preflight.headers["Access-Control-Max-Age"]) >= 600
-    # An error answer is readable by the page too, with Retry-After exposed.
-    refused = requests.post(
-        f"{url}/v1/t",
-        data=b'{"userId": ',
-        headers={"Origin": "https://shop.example", "Content-Type": "text/plain"},
-        auth=(KEY, ""),
-        timeout=5,
-    )
-    assert refused.status_code == 400
-    assert refused.headers["Access-Control-Allow-Origin"] == "https://shop.example"
-    assert "Retry-After" in refused.headers["Access-Control-Expose-Headers"]
+    # Every error answer is readable by the page too, with Retry-After exposed.
+    shop = {"Origin": "https://shop.example", "Content-Type": "text/plain"}
+    too_large = b" " * (settings.max_batch_bytes + 1)  # over a limit: 400, as Segment answers
+    errors = [
+        (400, requests.post(f"{url}/v1/t", data=b'{"userId": ', headers=shop, auth=(KEY, ""))),
+        (400, requests.post(f"{url}/v1/batch", data=too_large, headers=shop, auth=(KEY, ""))),
+        (401, requests.post(f"{url}/v1/t", data=b'{"userId": "u"}', headers=shop)),
+        (404, requests.get(f"{url}/v1/projects/unknown-key/settings", headers=shop)),
+    ]  # and 503: test_a_collector_started_before_its_broker_listens_and_answers_503_…
+    for status, refused in errors:
+        assert refused.status_code == status, refused.text
+        assert refused.headers["Access-Control-Allow-Origin"] == "https://shop.example", status
+        assert "Retry-After" in refused.headers["Access-Control-Expose-Headers"], status
     # Another origin learns nothing: no CORS header on its preflight or its answers.
     stranger = {"Origin": "https://evil.example"}
     denied = requests.options(
@@ -417,9 +419,12 @@ def test_a_collector_started_before_its_broker_listens_and_answers_503_until_it_
     event = {"userId": "early", "event": "Product Viewed", "messageId": "early-1"}
     time.sleep(9)  # as long as the collector of old wrote 176 lines of connection errors
     assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
-    early = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), timeout=5)
+    page = {"Origin": "https://shop.example"}
+    early = requests.post(f"{url}/v1/track", json=event, auth=(KEY, ""), headers=page, timeout=5)
     assert early.status_code == 503
     assert early.headers["Retry-After"] == "1"
+    assert early.headers["Access-Control-Allow-Origin"] in ("*", "https://shop.example")
+    assert "Retry-After" in early.headers["Access-Control-Expose-Headers"]
     logged = process.log.read_text().splitlines()
     assert len([line for line in logged if "kafka" in line.lower()]) <= 2, logged
     try:
