@@ -94,6 +94,8 @@ class Worker:
         self.model: ClusterAssigner | None = None
         self.classifier = Classifier.of(rules)
         self.owned: dict[int, PartitionState] = {}
+        self.added_partitions: list[int] = []
+        """Partitions assigned beyond the state's count: the topic grew while running."""
         """The partitions assigned to this worker, by number."""
         self.checkpoint = Checkpoint(parts.store, parts.make_producer, self.owned)
         self.vectors = VectorFeed(
@@ -149,6 +151,11 @@ class Worker:
         if newer is not None:
             self._switch_model(newer)
         messages = self._arrived(wait)
+        if self.added_partitions:
+            topic = self.settings.events_topic
+            found = len(self.consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+            found = max(found, max(self.added_partitions) + 1)
+            raise PartitionCountError(_count_mismatch(self.settings, found, self.partitions))
         try:
             backlog = self.process(messages)
         except (*_UNAVAILABLE, DeliveryError) as error:
@@ -455,10 +462,9 @@ class Worker:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         beyond = [tp.partition for tp in partitions if tp.partition >= self.partitions]
-        if beyond:
-            raise PartitionCountError(
-                _count_mismatch(self.settings, max(beyond) + 1, self.partitions)
-            )
+        if beyond:  # partitions were added while the workers ran: refused after the callback
+            self.added_partitions = beyond
+            return
         delay = 0.5
         while True:
             try:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 from processors.partitioner import PRODUCER_PARTITIONER, canonical_partition
 from state.read_model import ReadModel
@@ -14,6 +15,7 @@ from streams.redis_clients import redis_client
 from streams.tools.replay import wait_until_applied
 from streams.tools.simulator import DEFAULT_END, Simulation
 from tests.integration.conftest import (
+    WorkerProcess,
     advance,
     assert_same_profiles,
     export,
@@ -101,3 +103,22 @@ def test_a_worker_refuses_a_topic_with_another_partition_count_than_its_state(st
     assert "was built with 6" in done.stderr
     assert "segstream replay" in done.stderr
     assert store.claim_partition_count(4) == 6  # left as it was
+
+
+def test_partitions_added_while_workers_run_stop_them_naming_both_counts(stack, tmp_path):
+    """Two workers on a topic of 4 partitions; 2 are added: the workers stop as they would
+    have refused to start, naming 6 and 4, and the state keeps its count."""
+    settings = isolated_settings(stack)
+    workers = [WorkerProcess(settings, tmp_path / f"worker-{n}.log") for n in range(2)]
+    for worker in workers:
+        worker.wait_for_log("partitions assigned", timeout=120)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    added = admin.create_partitions([NewPartitions(settings.events_topic, 6)])
+    added[settings.events_topic].result(30)
+    for worker in workers:
+        assert worker.process.wait(120) == 1, worker.log.read_text()[-2000:]
+        said = worker.log.read_text()
+        assert f"the events topic '{settings.events_topic}' has 6 partitions" in said
+        assert "was built with 4" in said
+    store = RedisStateStore(redis_client(settings), settings.key_layout(), settings.group_id)
+    assert store.claim_partition_count(6) == 4
