@@ -1,5 +1,6 @@
-"""A Redis Cluster on loopback for the bench and the tests: masters of `redis-server`,
-created the way an operator creates one (slots assigned, nodes introduced).
+"""A Redis Cluster on loopback for the bench and the tests: masters of `redis-server`, and
+replicas of them if asked, created the way an operator creates one (slots assigned, nodes
+introduced, replicas attached).
 
 Example::
 
@@ -26,57 +27,82 @@ SLOTS = 16_384
 
 @dataclass(frozen=True, slots=True)
 class RedisCluster:
-    """A running cluster: the seed URL clients are given, and every master's port and
-    process id."""
+    """A running cluster: the seed URL clients are given, every master's port and process
+    id, and its replicas' (the replicas of master `i` at `i * replicas …`)."""
 
     url: str
     ports: tuple[int, ...]
     pids: tuple[int, ...]
+    replica_ports: tuple[int, ...] = ()
+    replica_pids: tuple[int, ...] = ()
 
 
 @contextmanager
 def running_redis_cluster(
-    directory: Path, masters: int = 3, timeout: float = 30
+    directory: Path, masters: int = 3, timeout: float = 30, replicas: int = 0
 ) -> Iterator[RedisCluster]:
     """Start `masters` cluster-enabled servers in `directory`, give each an equal share of the
-    slots, join them, and wait until every node says the cluster is ok; stop them on exit."""
+    slots, join them, attach `replicas` more servers to each as its replicas, and wait until
+    every node says the cluster is ok and every replica is in sync; stop them on exit."""
     ports = tuple(_node_port() for _ in range(masters))
-    pids = []
+    replica_ports = tuple(_node_port() for _ in range(masters * replicas))
     with ExitStack() as stack:
-        for port in ports:
-            home = directory / str(port)
-            home.mkdir(parents=True, exist_ok=True)
-            log = (home / "redis.log").open("wb")
-            stack.callback(log.close)
-            process = subprocess.Popen(
-                [
-                    redis_binary(),
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--dir", str(home),
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "5000",
-                    "--appendonly", "no",
-                    "--save", "",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            stack.callback(stop_process, process)
-            pids.append(process.pid)
-        nodes = [redis.Redis("127.0.0.1", port, socket_connect_timeout=1) for port in ports]
-        for node in nodes:
+        pids = [_start_node(stack, directory, port) for port in ports]
+        replica_pids = [_start_node(stack, directory, port) for port in replica_ports]
+        nodes = [_client(port) for port in ports]
+        copies = [_client(port) for port in replica_ports]
+        for node in [*nodes, *copies]:
             stack.callback(node.close)
             _wait(node.ping, timeout, "a cluster node did not start")
         share = SLOTS // masters
         for index, node in enumerate(nodes):
             last = SLOTS if index == masters - 1 else (index + 1) * share
             node.cluster("ADDSLOTS", *range(index * share, last))
-        for port in ports[1:]:
+        for port in [*ports[1:], *replica_ports]:
             nodes[0].cluster("MEET", "127.0.0.1", port)
-        _wait(lambda: all(_ok(node, masters) for node in nodes), timeout, "the cluster is not ok")
-        yield RedisCluster(f"redis://127.0.0.1:{ports[0]}/0", ports, tuple(pids))
+        everyone = [*nodes, *copies]
+        _wait(lambda: all(_known(node, len(everyone)) for node in everyone), timeout, "no meeting")
+        for index, copy in enumerate(copies):  # every node knows every other by now
+            copy.cluster("REPLICATE", nodes[index // replicas].cluster("MYID"))
+        _wait(lambda: all(_ok(node, len(everyone)) for node in everyone), timeout, "not ok")
+        _wait(lambda: all(_in_sync(copy) for copy in copies), timeout, "a replica is not in sync")
+        yield RedisCluster(
+            f"redis://127.0.0.1:{ports[0]}/0",
+            ports,
+            tuple(pids),
+            replica_ports,
+            tuple(replica_pids),
+        )
+
+
+def _client(port: int) -> redis.Redis:
+    return redis.Redis("127.0.0.1", port, socket_connect_timeout=1)
+
+
+def _start_node(stack: ExitStack, directory: Path, port: int) -> int:
+    """Start one cluster-enabled `redis-server` on `port`, stopped when `stack` closes; its
+    process id."""
+    home = directory / str(port)
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "redis.log").open("wb")
+    stack.callback(log.close)
+    process = subprocess.Popen(
+        [
+            redis_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(home),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "5000",
+            "--appendonly", "no",
+            "--save", "",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    stack.callback(stop_process, process)
+    return process.pid
 
 
 _BUS_OFFSET = 10_000
@@ -100,9 +126,18 @@ def _free(port: int) -> bool:
         return True
 
 
-def _ok(node: redis.Redis, masters: int) -> bool:
+def _known(node: redis.Redis, count: int) -> bool:
+    return int(node.cluster("INFO")["cluster_known_nodes"]) == count
+
+
+def _ok(node: redis.Redis, count: int) -> bool:
     info = node.cluster("INFO")
-    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters)
+    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == count)
+
+
+def _in_sync(replica: redis.Redis) -> bool:
+    info = replica.info("replication")
+    return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
 
 
 def _wait(ready: Callable[[], object], timeout: float, failure: str) -> None:
