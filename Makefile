@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?= 60
 JOBS ?= 2
 
-.PHONY: demo test lint lint-python lint-rust rust-test unit runtime tools sdks kafka bench chaos soak clean
+.PHONY: demo test lint lint-python lint-rust rust-test unit runtime tools sdks kafka bench chaos soak mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,15 @@ chaos: $(VENV)/.installed-dev tools kafka  ## the fault suite and the fuzzers at
 
 soak: $(VENV)/.installed-dev runtime kafka  ## 10 minutes of steady load on one worker: flat memory, bounded lag
 	SOAK_SECONDS=600 SOAK_RATE=3000 $(BIN)/pytest -rP --timeout 1200 tests/integration/test_soak.py
+
+# cargo-mutants from crates.io, into cargo's own bin folder, when it is missing.
+MUTANTS_VERSION := 27.1.0
+MUTATED := src/windows.rs src/timing.rs src/features.rs
+mutants:  ## mutation testing of the core's time logic (about 40 minutes; docs/operating.md)
+	@$(CARGO) mutants --version >/dev/null 2>&1 \
+	  || $(CARGO) install --quiet --locked cargo-mutants --version $(MUTANTS_VERSION)
+	cd $(CORE) && $(CARGO) mutants --jobs $(JOBS) --output $(CURDIR)/.segstream \
+	  $(foreach file,$(MUTATED),--file $(file))
 
 unit: rust-test  ## the fast tests only, no I/O
 	$(BIN)/pytest processors tests/processors tests/streams

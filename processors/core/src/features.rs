@@ -633,6 +633,43 @@ mod tests {
         assert!(set & set_of(&["orders_30d", "frequency"]) == set_of(&["orders_30d", "frequency"]));
         assert_eq!(set & set_of(&["sessions_7d", "days_since_last_order"]), 0);
     }
+
+    #[test]
+    fn a_set_holds_each_named_feature_once() {
+        assert_eq!(
+            set_of(&["orders_7d", "orders_7d", "nothing"]),
+            1 << at::ORDERS_7D
+        );
+        assert_eq!(set_of(&["T", "frequency"]), 1 << at::T | 1 << at::FREQUENCY);
+    }
+
+    #[test]
+    fn feature_vectors_hold_every_numeric_feature_in_order() {
+        let numeric = numeric_features();
+        assert_eq!(numeric.len(), FEATURES.len() - TEXT_FEATURES.len());
+        assert!(numeric.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(!numeric.contains(&at::LAST_DEVICE) && !numeric.contains(&at::TOP_CATEGORY_30D));
+        assert_eq!(numeric[..3], [0, 1, 2]);
+    }
+
+    #[test]
+    fn revenue_windows_are_windowed_sums_of_the_revenue_counter() {
+        let days = |buckets| {
+            Some(CountWindow {
+                tier: Tier::Days,
+                buckets,
+                slot: REVENUE,
+            })
+        };
+        assert_eq!(count_window(at::REVENUE_7D), days(7));
+        assert_eq!(count_window(at::REVENUE_30D), days(30));
+        assert_eq!(count_window(at::REVENUE_LIFETIME), None);
+        let orders_24h = count_window(at::ORDERS_24H).unwrap();
+        assert_eq!(
+            (orders_24h.tier, orders_24h.buckets, orders_24h.slot),
+            (Tier::Hours, 24, 5)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -90,23 +90,22 @@ impl SlidingCounts {
         let first = bucket_of(as_of, self.width) + 1;
         let mut earliest: Option<i64> = None;
         for (&index, vector) in &self.buckets {
-            let leaves = index + skip + buckets;
-            if leaves < first || earliest.is_some_and(|e| leaves >= e) {
+            let enters = index + skip;
+            let moment = if enters >= first {
+                enters
+            } else {
+                enters + buckets
+            };
+            if moment < first || earliest.is_some_and(|e| moment >= e) {
                 continue;
             }
             let counted = match slot {
                 None => vector.iter().any(|&value| value != 0),
                 Some(slot) => vector.get(slot).is_some_and(|&value| value != 0),
             };
-            if !counted {
-                continue;
+            if counted {
+                earliest = Some(moment);
             }
-            let enters = index + skip;
-            earliest = Some(if skip != 0 && enters >= first {
-                enters
-            } else {
-                leaves
-            });
         }
         earliest.map_or(f64::INFINITY, |e| (e * self.width) as f64)
     }
@@ -223,26 +222,83 @@ mod tests {
     }
 
     #[test]
+    fn a_window_holds_exactly_its_own_buckets() {
+        let mut counts = SlidingCounts::new(60, 10);
+        counts.add(0, 0, 1); // bucket 0
+        counts.add(185, 0, 1); // bucket 3
+        assert_eq!(counts.slot(190.0, 3, 0, 0), 1); // buckets 1 to 3
+        assert_eq!(counts.slot(190.0, 4, 0, 0), 2); // buckets 0 to 3
+        assert_eq!(counts.slot(190.0, 2, 1, 0), 0); // buckets 1 and 2, skipping 3
+        assert_eq!(counts.slot(179.9, 3, 0, 0), 1); // buckets 0 to 2
+    }
+
+    #[test]
     fn a_window_changes_when_a_bucket_with_counts_slides_out_or_in() {
         let mut counts = SlidingCounts::new(60, 10);
         counts.add(125, 0, 1); // bucket 2
         assert_eq!(counts.changes_at(130.0, 3, 0, None), 300.0); // leaves at bucket 5
+        assert_eq!(counts.changes_at(250.0, 3, 0, None), 300.0); // from its last bucket
+        assert_eq!(counts.changes_at(299.9, 3, 0, None), 300.0);
+        assert_eq!(counts.changes_at(300.0, 3, 0, None), f64::INFINITY); // gone
         assert_eq!(counts.changes_at(130.0, 3, 2, None), 240.0); // enters at bucket 4
+        assert_eq!(counts.changes_at(250.0, 3, 2, None), 420.0); // then leaves at 7
         assert_eq!(counts.changes_at(130.0, 3, 0, Some(1)), f64::INFINITY);
         assert_eq!(counts.changes_at(400.0, 3, 0, None), f64::INFINITY);
     }
 
     #[test]
-    fn pruning_keeps_what_a_window_can_still_reach_and_merging_adds() {
+    fn a_later_bucket_entering_comes_before_an_earlier_one_leaving() {
+        // The previous week as of day 8 holds day 0, which leaves at day 14; day 3 enters
+        // it at day 10, first.
+        let day = 86_400;
+        let mut days = SlidingCounts::new(day, 14);
+        days.add(0, 0, 1);
+        days.add(3 * day, 0, 1);
+        assert_eq!(
+            days.changes_at((8 * day) as f64, 7, 7, None),
+            (10 * day) as f64
+        );
+        // A bucket ahead of the window's own enters it too.
+        assert_eq!(days.changes_at(day as f64, 2, 0, None), (2 * day) as f64);
+    }
+
+    #[test]
+    fn pruning_drops_exactly_the_buckets_no_window_can_reach() {
         let mut counts = SlidingCounts::new(60, 3);
-        counts.add(0, 0, 1);
+        for moment in [0, 60, 120, 200] {
+            counts.add(moment, 0, 1);
+        }
+        counts.prune(240.0); // bucket 4: windows of 3 buckets reach back to bucket 2
+        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        counts.add(600, 0, 1); // bucket 10
+        counts.prune(600.0);
+        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [10]);
+    }
+
+    #[test]
+    fn merging_adds_counter_by_counter() {
+        let mut counts = SlidingCounts::new(60, 3);
         counts.add(200, 0, 1);
-        counts.prune(240.0); // bucket 4: buckets 1 to 4 stay reachable
-        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [3]);
         let mut other = SlidingCounts::new(60, 3);
         other.add(200, 2, 5);
+        other.add(10, 0, 2);
         counts.merge(&other);
         assert_eq!(counts.buckets[&3], vec![1, 0, 5]);
+        assert_eq!(counts.buckets[&0], vec![2]);
+    }
+
+    #[test]
+    fn events_exactly_a_gap_apart_start_separate_sessions() {
+        let mut forward = Sessions::new(1800);
+        assert!(forward.add(0, 0));
+        assert!(forward.add(1800, 0));
+        let mut backward = Sessions::new(1800);
+        assert!(backward.add(1800, 0));
+        assert!(backward.add(0, 0));
+        assert_eq!(forward.items, vec![[0, 0, 1, 0], [1800, 1800, 1, 0]]);
+        assert_eq!(forward, backward);
+        assert!(forward.add(1799, 0)); // joins both: the second start goes
+        assert_eq!(forward.items, vec![[0, 1800, 3, 0]]);
     }
 
     #[test]
@@ -258,7 +314,9 @@ mod tests {
         }
         assert_eq!(forward, backward);
         assert_eq!(forward.items, vec![[0, 5000, 5, 1], [9000, 9000, 1, 1]]);
-        forward.prune(7000.0);
-        assert_eq!(forward.items.len(), 1);
+        forward.prune(6800.0); // the first ended exactly a gap before: kept
+        assert_eq!(forward.items.len(), 2);
+        forward.prune(6800.1);
+        assert_eq!(forward.items, vec![[9000, 9000, 1, 1]]);
     }
 }
