@@ -228,21 +228,34 @@ pub fn crosses_at(profile: &Profile, feature: &str, op: Op, threshold: f64, as_o
 }
 
 /// The first whole second after `as_of` at which `reached` (monotone in time) holds,
-/// searched from `guess`, which rounding leaves a few steps from the answer.
+/// searched from `guess`, which rounding leaves a few steps from the answer. A search
+/// that takes more than [`SEARCH_STEPS`] steps answers the earliest second instead: early,
+/// never late, and never stuck.
 fn first_second(as_of: f64, guess: f64, reached: impl Fn(f64) -> bool) -> f64 {
     if !guess.is_finite() || guess > as_of + 2f64.powi(40) {
         return NEVER;
     }
     let earliest = as_of.floor() + 1.0;
     let mut moment = earliest.max(guess.ceil());
-    while moment > earliest && reached(moment - 1.0) {
+    let mut steps = 0;
+    while steps < SEARCH_STEPS && moment > earliest && reached(moment - 1.0) {
         moment -= 1.0;
+        steps += 1;
     }
-    while !reached(moment) {
+    while steps < SEARCH_STEPS && !reached(moment) {
         moment += 1.0;
+        steps += 1;
     }
-    moment
+    if steps < SEARCH_STEPS {
+        moment
+    } else {
+        earliest
+    }
 }
+
+/// The most steps [`first_second`] takes from its guess: rounding to 0.0001 day leaves
+/// the guess at most 9 seconds away, and `T > n` (whole days) holds a day after `T = n`.
+const SEARCH_STEPS: usize = 2 * DAY as usize;
 
 /// The grid, in seconds of event time from the Unix epoch, that refreshes of idle users'
 /// feature vectors fall on: an idle user costs one timer a week for clustering.
