@@ -15,6 +15,8 @@
 //! assert_eq!(rejected.reason, "missing_id");
 //! ```
 
+use std::collections::BTreeMap;
+
 use jiter::{JsonError, JsonErrorType, JsonObject, JsonValue, LinePosition, PartialMode};
 use sha1::{Digest, Sha1};
 use speedate::{
@@ -25,6 +27,7 @@ use strum::EnumMessage;
 
 use crate::events::{Event, Kind};
 use crate::pyrepr::{repr, str_of, truncated};
+use crate::traits::{Keep, TraitValue, MAX_TRAITS, MAX_TRAIT_TEXT};
 
 /// Why an event was refused: a reason code (see `processors.events.Reason`) and a detail.
 #[derive(Clone, Debug, PartialEq)]
@@ -497,8 +500,14 @@ fn json_problem(error: &JsonError, raw: &[u8]) -> String {
     format!("Invalid JSON: {} at {position}", error.error_type)
 }
 
-/// Validate one raw Segment message and reduce it to an [`Event`].
+/// Validate one raw Segment message and reduce it to an [`Event`], keeping no traits.
 pub fn decode(raw: &[u8], max_bytes: usize) -> Result<Event, Rejection> {
+    decode_keeping(raw, max_bytes, &Keep::Nothing)
+}
+
+/// Like [`decode`], keeping the traits `keep` says from `traits` (an `identify` call's)
+/// and `context.traits` (any call's; `traits` wins where both set one).
+pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event, Rejection> {
     if raw.len() > max_bytes {
         return Err(rejected(
             OVERSIZED,
@@ -571,6 +580,11 @@ pub fn decode(raw: &[u8], max_bytes: usize) -> Result<Event, Rejection> {
         },
         previous_id: None,
         product: None,
+        traits: if keep.nothing() {
+            Vec::new()
+        } else {
+            traits_of(object, keep)
+        },
     };
     match call {
         Call::Track {
@@ -599,4 +613,71 @@ pub fn decode(raw: &[u8], max_bytes: usize) -> Result<Event, Rejection> {
         Call::Group => {}
     }
     Ok(event)
+}
+
+/// The traits `keep` names, from `context.traits` and then the call's own `traits`, in
+/// name order: a nested trait under its dotted path (`address.country`), each a null, a
+/// boolean, a number or text (cut to [`MAX_TRAIT_TEXT`] characters); lists are not kept.
+fn traits_of(object: &JsonObject, keep: &Keep) -> Vec<(String, TraitValue)> {
+    let mut found: BTreeMap<String, TraitValue> = BTreeMap::new();
+    let context = match get(object, "context") {
+        Some(JsonValue::Object(context)) => get(context, "traits"),
+        _ => None,
+    };
+    for source in [context, get(object, "traits")].into_iter().flatten() {
+        let JsonValue::Object(source) = source else {
+            continue;
+        };
+        match keep {
+            Keep::Nothing => {}
+            Keep::Named(names) => {
+                for name in names {
+                    if let Some(value) = at_path(source, name).and_then(trait_value) {
+                        found.insert(name.clone(), value);
+                    }
+                }
+            }
+            Keep::All => flatten(source, "", &mut found),
+        }
+    }
+    found.into_iter().take(MAX_TRAITS).collect()
+}
+
+/// The value at a dotted path inside `object`.
+fn at_path<'a, 'j>(object: &'a JsonObject<'j>, path: &str) -> Option<&'a JsonValue<'j>> {
+    let mut parts = path.split('.');
+    let mut value = get(object, parts.next()?)?;
+    for part in parts {
+        let JsonValue::Object(inner) = value else {
+            return None;
+        };
+        value = get(inner, part)?;
+    }
+    Some(value)
+}
+
+fn flatten(object: &JsonObject, prefix: &str, found: &mut BTreeMap<String, TraitValue>) {
+    for (key, value) in object.iter() {
+        let name = format!("{prefix}{key}");
+        match value {
+            JsonValue::Object(inner) => flatten(inner, &format!("{name}."), found),
+            other => {
+                if let Some(value) = trait_value(other) {
+                    found.insert(name, value);
+                }
+            }
+        }
+    }
+}
+
+fn trait_value(value: &JsonValue) -> Option<TraitValue> {
+    Some(match value {
+        JsonValue::Null => TraitValue::Null,
+        JsonValue::Bool(flag) => TraitValue::Bool(*flag),
+        JsonValue::Int(number) => TraitValue::Number(*number as f64),
+        JsonValue::BigInt(number) => TraitValue::Number(number.to_string().parse().ok()?),
+        JsonValue::Float(number) if number.is_finite() => TraitValue::Number(*number),
+        JsonValue::Str(text) => TraitValue::Text(text.chars().take(MAX_TRAIT_TEXT).collect()),
+        _ => return None,
+    })
 }

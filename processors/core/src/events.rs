@@ -6,6 +6,8 @@
 //! assert!(event.kind.is_behaviour() && Kind::from_code(7) == Some(Kind::Order));
 //! ```
 
+use crate::traits::TraitValue;
+
 /// What an event means for behaviour; the codes are those of `processors.events.EventKind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -86,6 +88,8 @@ pub struct Event {
     pub anonymous_id: Option<String>,
     pub previous_id: Option<String>,
     pub product: Option<String>,
+    /// The traits the decoder was asked to keep, from `traits` and `context.traits`.
+    pub traits: Vec<(String, TraitValue)>,
 }
 
 impl Event {
@@ -102,6 +106,7 @@ impl Event {
             anonymous_id: None,
             previous_id: None,
             product: None,
+            traits: Vec::new(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod rows;
 pub mod rules;
 pub mod step;
 pub mod timing;
+pub mod traits;
 pub mod user;
 pub mod vectors;
 pub mod watermark;

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use crate::events::{Event, Kind};
+use crate::traits::Traits;
 use crate::windows::{Sessions, SlidingCounts};
 
 pub const MINUTE: i64 = 60;
@@ -84,6 +85,8 @@ pub struct Profile {
     pub last_device: Option<(i64, String)>,
     /// Cart additions and removals since the last order, sorted.
     pub cart: Vec<CartEntry>,
+    /// Identify traits the rules keep, each with the time it was set.
+    pub traits: Traits,
 }
 
 impl Default for Profile {
@@ -103,6 +106,7 @@ impl Default for Profile {
             last_order: None,
             last_device: None,
             cart: Vec::new(),
+            traits: Traits::default(),
         }
     }
 }
@@ -117,6 +121,10 @@ impl Profile {
     /// (changed the sessions' starts). Identity calls change nothing.
     pub fn apply(&mut self, event: &Event) -> bool {
         let kind = event.kind;
+        for (name, value) in &event.traits {
+            self.traits
+                .set(name, event.timestamp.trunc() as i64, value.clone());
+        }
         if !kind.is_behaviour() {
             return false;
         }
@@ -236,6 +244,7 @@ impl Profile {
                 self.last_device = Some(theirs.clone());
             }
         }
+        self.traits.merge(&other.traits);
         let ordered = self.last_order;
         self.cart.extend(other.cart.iter().cloned());
         self.cart

@@ -5,7 +5,8 @@
 //! rows carried their version, are the same array without the leading `2` (and may
 //! lack the last three fields). `profile` is `[minutes, hours, days, categories,
 //! sessions, purchase_days, orders, events, first_seen, last_seen, last_order,
-//! last_device, recent, cart]`; docs/redis-keys.md describes every field.
+//! last_device, recent, cart, traits]`, `traits` (`[[name, set_at, value], ...]`) only when
+//! the user has any; docs/redis-keys.md describes every field.
 //!
 //! ```
 //! use _core::rows::{decode, encode};
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use rmp::encode as mp;
 
 use crate::profile::Profile;
+use crate::traits::TraitValue;
 use crate::user::{Labels, User};
 use crate::windows::SlidingCounts;
 
@@ -187,6 +189,21 @@ impl Reader<'_> {
         }
     }
 
+    fn trait_value(&mut self) -> Result<TraitValue, RowError> {
+        Ok(match self.peek()? {
+            0xc0 => {
+                self.at += 1;
+                TraitValue::Null
+            }
+            marker @ (0xc2 | 0xc3) => {
+                self.at += 1;
+                TraitValue::Bool(marker == 0xc3)
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => TraitValue::Text(self.text()?),
+            _ => TraitValue::Number(self.number()?),
+        })
+    }
+
     fn int_or_nil(&mut self) -> Result<Option<i64>, RowError> {
         Ok(if self.nil()? { None } else { Some(self.int()?) })
     }
@@ -294,6 +311,17 @@ impl Reader<'_> {
                     .push((moment, sign, product, category, self.int()?));
             }
         }
+        if fields > 14 {
+            for _ in 0..self.array()? {
+                if self.array()? != 3 {
+                    return Err(bad("a trait has 3 fields"));
+                }
+                let name = self.text()?;
+                let moment = self.int()?;
+                let value = self.trait_value()?;
+                profile.traits.0.insert(name, (moment, value));
+            }
+        }
         Ok(profile)
     }
 }
@@ -331,7 +359,9 @@ pub fn encode_profile(profile: &Profile) -> Vec<u8> {
 }
 
 fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
-    mp::write_array_len(w, 14).expect("writing to a Vec");
+    let traits = &profile.traits.0;
+    let fields = if traits.is_empty() { 14 } else { 15 };
+    mp::write_array_len(w, fields).expect("writing to a Vec");
     for counts in [&profile.minutes, &profile.hours, &profile.days] {
         write_counts(w, counts);
     }
@@ -373,6 +403,20 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
         mp::write_str(w, product).expect("writing to a Vec");
         mp::write_str(w, category).expect("writing to a Vec");
         mp::write_sint(w, *amount).expect("writing to a Vec");
+    }
+    if !traits.is_empty() {
+        mp::write_array_len(w, traits.len() as u32).expect("writing to a Vec");
+        for (name, (moment, value)) in traits {
+            mp::write_array_len(w, 3).expect("writing to a Vec");
+            mp::write_str(w, name).expect("writing to a Vec");
+            mp::write_sint(w, *moment).expect("writing to a Vec");
+            match value {
+                TraitValue::Null => mp::write_nil(w).expect("writing to a Vec"),
+                TraitValue::Bool(flag) => mp::write_bool(w, *flag).expect("writing to a Vec"),
+                TraitValue::Number(number) => mp::write_f64(w, *number).expect("writing to a Vec"),
+                TraitValue::Text(text) => mp::write_str(w, text).expect("writing to a Vec"),
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::features::{
 };
 use crate::profile::{RECENT_SECONDS, SESSION_GAP};
 use crate::timing::Op;
+use crate::traits::{TraitOp, TraitValue};
 
 /// A condition over a user's features and the segments decided before it.
 #[derive(Clone, Debug)]
@@ -34,6 +35,11 @@ pub enum Node {
         at_least: i64,
     },
     InSegment(usize),
+    Trait {
+        name: String,
+        op: TraitOp,
+        values: Vec<TraitValue>,
+    },
 }
 
 /// `feature op value`, the value a number, a name or a population percentile.
@@ -79,6 +85,8 @@ pub struct RuleSet {
     pub settleable: FeatureSet,
     /// The least time after an on-time event at which it can bring a change of its own.
     pub min_delay: f64,
+    /// Whether any condition compares a trait, so an event that sets one is evaluated.
+    pub reads_traits: bool,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +140,7 @@ impl RuleSet {
             reads: 0,
             settleable: 0,
             min_delay: 0.0,
+            reads_traits: false,
         };
         rules.derive();
         Ok(rules)
@@ -160,6 +169,7 @@ impl RuleSet {
                 Node::Burst { kind, within, .. } if !self.bursts.contains(&(*kind, *within)) => {
                     self.bursts.push((*kind, *within));
                 }
+                Node::Trait { .. } => self.reads_traits = true,
                 _ => {}
             }
         }
@@ -213,6 +223,7 @@ impl RuleSet {
                 at_least,
             } => reading.profile.burst(*kind, *within, reading.as_of) >= *at_least,
             Node::InSegment(index) => matched[*index],
+            Node::Trait { name, op, values } => op.holds(reading.profile.traits.get(name), values),
         }
     }
 
@@ -245,6 +256,17 @@ impl RuleSet {
             Operand::Percentile(index) => Some(self.thresholds[*index]),
             Operand::Text(_) => None,
         }
+    }
+}
+
+fn json_trait(value: &serde_json::Value) -> TraitValue {
+    match value {
+        serde_json::Value::Bool(flag) => TraitValue::Bool(*flag),
+        serde_json::Value::Number(number) => {
+            TraitValue::Number(number.as_f64().unwrap_or(f64::NAN))
+        }
+        serde_json::Value::String(text) => TraitValue::Text(text.clone()),
+        _ => TraitValue::Null,
     }
 }
 
@@ -292,6 +314,22 @@ fn node(
             kind: Kind::from_name(kind).ok_or(format!("unknown kind {kind:?}"))?,
             within: object["within"].as_f64().ok_or("within is seconds")?,
             at_least: object["at_least"].as_i64().ok_or("at_least is a count")?,
+        });
+    }
+    if let Some(name) = object.get("trait").and_then(|t| t.as_str()) {
+        let op = object["op"]
+            .as_str()
+            .and_then(TraitOp::parse)
+            .ok_or("unknown op")?;
+        let values = match object.get("value") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items.iter().map(json_trait).collect(),
+            Some(one) => vec![json_trait(one)],
+        };
+        return Ok(Node::Trait {
+            name: name.to_string(),
+            op,
+            values,
         });
     }
     let feature = object

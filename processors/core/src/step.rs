@@ -614,6 +614,7 @@ impl Pass<'_> {
         if user.profile.events == 1
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
+            || (rules.reads_traits && !event.traits.is_empty())
         {
             step.changes
                 .extend(evaluate(user_id, user, rules, reason, None));

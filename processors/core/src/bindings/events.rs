@@ -11,6 +11,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::batch::PyPartitionBatch;
+use super::traits::{from_python, keep_of, traits_dict};
 use crate::decoding;
 
 use crate::events::{Event, Kind};
@@ -42,7 +43,8 @@ pub(crate) fn event_kind(py: Python<'_>, kind: Kind) -> PyResult<Py<PyAny>> {
 impl PyAction {
     #[new]
     #[pyo3(signature = (user_id, message_id, kind, timestamp, value=0.0, categories=Vec::new(),
-                        device=None, anonymous_id=None, previous_id=None, product=None))]
+                        device=None, anonymous_id=None, previous_id=None, product=None,
+                        traits=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         user_id: String,
@@ -55,9 +57,15 @@ impl PyAction {
         anonymous_id: Option<String>,
         previous_id: Option<String>,
         product: Option<String>,
+        traits: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let kind =
             Kind::from_code(kind).ok_or_else(|| PyValueError::new_err("unknown event kind"))?;
+        let mut kept = Vec::new();
+        for (name, value) in traits.iter().flat_map(|dict| dict.iter()) {
+            kept.push((name.extract()?, from_python(&value)?));
+        }
+        kept.sort_by(|a: &(String, _), b| a.0.cmp(&b.0));
         Ok(PyAction {
             inner: Event {
                 user_id,
@@ -70,6 +78,7 @@ impl PyAction {
                 anonymous_id,
                 previous_id,
                 product,
+                traits: kept,
             },
         })
     }
@@ -124,6 +133,11 @@ impl PyAction {
     fn product(&self) -> Option<&str> {
         self.inner.product.as_deref()
     }
+    /// The traits kept from the message, by name.
+    #[getter]
+    fn traits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        traits_dict(py, self.inner.traits.iter().map(|(n, v)| (n, v)))
+    }
 
     fn __repr__(&self) -> String {
         let e = &self.inner;
@@ -162,26 +176,36 @@ impl PyRejection {
 }
 
 /// Validate raw Segment messages and reduce each to an `Action`, or a `Rejection` naming
-/// why it cannot be used; one call for a batch.
+/// why it cannot be used; one call for a batch. `traits`: which identify traits to keep
+/// (`True` for all, else their names).
 #[pyfunction]
+#[pyo3(signature = (messages, max_bytes, *, traits=None))]
 pub(crate) fn decode_events(
     py: Python<'_>,
     messages: Vec<Bound<'_, PyBytes>>,
     max_bytes: usize,
+    traits: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Py<PyAny>>> {
+    let keep = traits
+        .as_ref()
+        .map(keep_of)
+        .transpose()?
+        .unwrap_or_default();
     messages
         .iter()
-        .map(|raw| match decoding::decode(raw.as_bytes(), max_bytes) {
-            Ok(inner) => Ok(Py::new(py, PyAction { inner })?.into_any()),
-            Err(rejected) => Ok(Py::new(
-                py,
-                PyRejection {
-                    reason: rejected.reason.to_string(),
-                    detail: rejected.detail,
-                },
-            )?
-            .into_any()),
-        })
+        .map(
+            |raw| match decoding::decode_keeping(raw.as_bytes(), max_bytes, &keep) {
+                Ok(inner) => Ok(Py::new(py, PyAction { inner })?.into_any()),
+                Err(rejected) => Ok(Py::new(
+                    py,
+                    PyRejection {
+                        reason: rejected.reason.to_string(),
+                        detail: rejected.detail,
+                    },
+                )?
+                .into_any()),
+            },
+        )
         .collect()
 }
 
@@ -360,7 +384,9 @@ pub(crate) struct PyReadBatch {
 /// adds what it carries to `part`; for a routed event it returns whether the event is to
 /// be judged (its source is new), and for any message a `Rejection` to refuse it.
 #[pyfunction]
-#[pyo3(signature = (messages, clocks, special, *, partition_count, max_bytes, not_after))]
+#[pyo3(signature = (messages, clocks, special, *, partition_count, max_bytes, not_after,
+                    traits=None))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_messages(
     py: Python<'_>,
     messages: &Bound<'_, PyAny>,
@@ -369,7 +395,13 @@ pub(crate) fn read_messages(
     partition_count: u32,
     max_bytes: usize,
     not_after: f64,
+    traits: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyReadBatch> {
+    let keep = traits
+        .as_ref()
+        .map(keep_of)
+        .transpose()?
+        .unwrap_or_default();
     let parts = PyDict::new(py);
     let rejected = PyList::empty(py);
     let misrouted = PyList::empty(py);
@@ -416,7 +448,7 @@ pub(crate) fn read_messages(
             .cast::<PyBytes>()
             .map(|raw| raw.as_bytes())
             .unwrap_or(b"");
-        let event = match decoding::decode(raw, max_bytes) {
+        let event = match decoding::decode_keeping(raw, max_bytes, &keep) {
             Ok(event) => event,
             Err(refused) => {
                 part.borrow_mut().inner.replaying = Some(marks.replayed);

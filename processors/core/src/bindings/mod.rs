@@ -9,6 +9,7 @@
 mod batch;
 mod classifier;
 mod events;
+mod traits;
 mod user;
 
 use pyo3::exceptions::PyValueError;

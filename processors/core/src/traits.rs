@@ -1,0 +1,326 @@
+//! Identify traits kept per user: the latest value of each trait, with the event time it
+//! was set, and which traits the decoder keeps.
+//!
+//! A trait set later in event time wins; at the same second the greater value wins (null
+//! < false < true < numbers < text), so the result does not depend on arrival order or on
+//! which of two merged profiles held it.
+//!
+//! ```
+//! use _core::traits::{Traits, TraitValue};
+//! let mut traits = Traits::default();
+//! traits.set("plan", 100, TraitValue::Text("pro".into()));
+//! traits.set("plan", 50, TraitValue::Text("free".into())); // set earlier: not kept
+//! assert_eq!(traits.get("plan"), Some(&TraitValue::Text("pro".into())));
+//! assert_eq!(traits.get("country"), None);
+//! ```
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest trait text kept, in characters; longer text is cut.
+pub const MAX_TRAIT_TEXT: usize = 1024;
+/// The most traits kept from one message when every trait is kept.
+pub const MAX_TRAITS: usize = 200;
+
+/// A trait's value as the tracker sent it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TraitValue {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl TraitValue {
+    /// The order that breaks ties between values set at the same second.
+    fn order(&self, other: &TraitValue) -> Ordering {
+        let rank = |value: &TraitValue| match value {
+            TraitValue::Null => 0,
+            TraitValue::Bool(_) => 1,
+            TraitValue::Number(_) => 2,
+            TraitValue::Text(_) => 3,
+        };
+        match (self, other) {
+            (TraitValue::Bool(a), TraitValue::Bool(b)) => a.cmp(b),
+            (TraitValue::Number(a), TraitValue::Number(b)) => a.total_cmp(b),
+            (TraitValue::Text(a), TraitValue::Text(b)) => a.cmp(b),
+            _ => rank(self).cmp(&rank(other)),
+        }
+    }
+}
+
+/// Each kept trait's latest value and the event time (whole seconds) it was set at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Traits(pub BTreeMap<String, (i64, TraitValue)>);
+
+impl Traits {
+    /// Set `name` to `value` as of `moment`, unless a later (or greater, at the same
+    /// second) value is kept; whether the value kept changed.
+    pub fn set(&mut self, name: &str, moment: i64, value: TraitValue) -> bool {
+        let newer = match self.0.get(name) {
+            None => true,
+            Some((kept, old)) => {
+                moment.cmp(kept).then_with(|| value.order(old)) == Ordering::Greater
+            }
+        };
+        if newer {
+            self.0.insert(name.to_string(), (moment, value));
+        }
+        newer
+    }
+
+    /// The value of `name`, if it was ever set.
+    pub fn get(&self, name: &str) -> Option<&TraitValue> {
+        self.0.get(name).map(|(_, value)| value)
+    }
+
+    /// Take every trait of `other` (another id of the same person) that is newer.
+    pub fn merge(&mut self, other: &Traits) {
+        for (name, (moment, value)) in &other.0 {
+            self.set(name, *moment, value.clone());
+        }
+    }
+}
+
+/// How a trait condition compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraitOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    In,
+    NotIn,
+    Exists,
+    Missing,
+}
+
+impl TraitOp {
+    pub fn parse(text: &str) -> Option<TraitOp> {
+        Some(match text {
+            "==" => TraitOp::Eq,
+            "!=" => TraitOp::Ne,
+            ">" => TraitOp::Gt,
+            ">=" => TraitOp::Ge,
+            "<" => TraitOp::Lt,
+            "<=" => TraitOp::Le,
+            "in" => TraitOp::In,
+            "not_in" => TraitOp::NotIn,
+            "exists" => TraitOp::Exists,
+            "missing" => TraitOp::Missing,
+            _ => return None,
+        })
+    }
+
+    /// Whether a trait's value (`None` when never set) meets `self` against `values` (one
+    /// value, or the list of `in` and `not_in`). A null or unset trait meets only
+    /// `missing`; `>`, `>=`, `<` and `<=` hold between numbers only; `==`, `in` and their
+    /// negations compare value and type (`1` is not `"1"`).
+    ///
+    /// ```
+    /// use _core::traits::{TraitOp, TraitValue};
+    /// let pro = TraitValue::Text("pro".into());
+    /// assert!(TraitOp::In.holds(Some(&pro), &[TraitValue::Text("pro".into())]));
+    /// assert!(!TraitOp::Ne.holds(None, &[pro.clone()]));
+    /// assert!(TraitOp::Missing.holds(Some(&TraitValue::Null), &[]));
+    /// ```
+    pub fn holds(self, value: Option<&TraitValue>, values: &[TraitValue]) -> bool {
+        let value = match value {
+            None | Some(TraitValue::Null) => return self == TraitOp::Missing,
+            Some(value) => value,
+        };
+        let equal = |other: &TraitValue| value == other;
+        let number = |other: &TraitValue| match (value, other) {
+            (TraitValue::Number(a), TraitValue::Number(b)) => Some((*a, *b)),
+            _ => None,
+        };
+        let first = values.first();
+        match self {
+            TraitOp::Exists => true,
+            TraitOp::Missing => false,
+            TraitOp::Eq => first.is_some_and(equal),
+            TraitOp::Ne => first.is_some_and(|other| !equal(other)),
+            TraitOp::In => values.iter().any(equal),
+            TraitOp::NotIn => !values.iter().any(equal),
+            TraitOp::Gt => first.and_then(number).is_some_and(|(a, b)| a > b),
+            TraitOp::Ge => first.and_then(number).is_some_and(|(a, b)| a >= b),
+            TraitOp::Lt => first.and_then(number).is_some_and(|(a, b)| a < b),
+            TraitOp::Le => first.and_then(number).is_some_and(|(a, b)| a <= b),
+        }
+    }
+}
+
+/// Which traits the decoder keeps: those the rules in force name, or every one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Keep {
+    Named(BTreeSet<String>),
+    #[default]
+    Nothing,
+    All,
+}
+
+impl Keep {
+    /// Whether no trait is kept, so the decoder need not look.
+    pub fn nothing(&self) -> bool {
+        match self {
+            Keep::Named(names) => names.is_empty(),
+            Keep::Nothing => true,
+            Keep::All => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_later_value_wins_in_any_order() {
+        let values = [
+            (10, TraitValue::Text("free".into())),
+            (30, TraitValue::Text("pro".into())),
+            (30, TraitValue::Number(3.0)),
+            (20, TraitValue::Null),
+        ];
+        let mut forward = Traits::default();
+        let mut backward = Traits::default();
+        for (moment, value) in &values {
+            forward.set("plan", *moment, value.clone());
+        }
+        for (moment, value) in values.iter().rev() {
+            backward.set("plan", *moment, value.clone());
+        }
+        assert_eq!(forward, backward);
+        assert_eq!(forward.get("plan"), Some(&TraitValue::Text("pro".into())));
+        assert!(!forward.set("plan", 30, TraitValue::Bool(true)));
+        assert!(forward.set("plan", 31, TraitValue::Null));
+    }
+
+    #[test]
+    fn merging_keeps_the_newer_of_each_trait() {
+        let mut mine = Traits::default();
+        mine.set("plan", 10, TraitValue::Text("free".into()));
+        mine.set("country", 50, TraitValue::Text("DE".into()));
+        let mut theirs = Traits::default();
+        theirs.set("plan", 20, TraitValue::Text("pro".into()));
+        theirs.set("country", 40, TraitValue::Text("FR".into()));
+        mine.merge(&theirs);
+        assert_eq!(mine.get("plan"), Some(&TraitValue::Text("pro".into())));
+        assert_eq!(mine.get("country"), Some(&TraitValue::Text("DE".into())));
+    }
+}
+
+#[cfg(test)]
+mod kept {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::decoding::{decode, decode_keeping};
+    use crate::features::Reading;
+    use crate::profile::Profile;
+    use crate::rows::{decode as read_row, encode as write_row};
+    use crate::rules::RuleSet;
+    use crate::user::User;
+
+    const IDENTIFY: &[u8] =
+        br#"{"type": "identify", "userId": "u1", "timestamp": "2026-11-01T10:00:00Z",
+        "traits": {"plan": "pro", "seats": 3, "address": {"country": "DE"}, "tags": ["a"]},
+        "context": {"traits": {"plan": "free", "beta": true}}}"#;
+
+    fn named(names: &[&str]) -> Keep {
+        Keep::Named(names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>())
+    }
+
+    #[test]
+    fn the_decoder_keeps_only_the_traits_asked_for() {
+        assert!(decode(IDENTIFY, 32_768).unwrap().traits.is_empty());
+        let event = decode_keeping(IDENTIFY, 32_768, &named(&["plan", "address.country", "x"]));
+        let expected = vec![
+            ("address.country".to_string(), TraitValue::Text("DE".into())),
+            ("plan".to_string(), TraitValue::Text("pro".into())), // the call's own wins
+        ];
+        assert_eq!(event.unwrap().traits, expected);
+        let every = decode_keeping(IDENTIFY, 32_768, &Keep::All).unwrap().traits;
+        let names: Vec<&str> = every.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["address.country", "beta", "plan", "seats"]); // no lists
+    }
+
+    #[test]
+    fn a_profile_keeps_its_traits_through_its_row() {
+        let mut user = User::default();
+        let event = decode_keeping(IDENTIFY, 32_768, &Keep::All).unwrap();
+        user.profile.apply(&event);
+        assert_eq!(user.profile.events, 0); // an identify call is not behaviour
+        assert_eq!(
+            user.profile.traits.get("seats"),
+            Some(&TraitValue::Number(3.0))
+        );
+        assert_eq!(read_row(&write_row(&user)).unwrap(), user);
+        let plain = User::default();
+        assert_eq!(
+            write_row(&plain)[..],
+            write_row(&User { ..plain.clone() })[..]
+        );
+        let mut other = Profile::default();
+        other.traits.set("plan", 2_000_000_000, TraitValue::Null);
+        user.profile.merge(&other);
+        assert_eq!(user.profile.traits.get("plan"), Some(&TraitValue::Null));
+    }
+
+    #[test]
+    fn a_rule_compares_a_trait() {
+        let ir = r#"{"cart_after": 1800.0, "order": [0], "segments": [{"name": "Pro",
+            "group": null, "condition": {"trait": "plan", "op": "in", "value": ["pro", "family"]}}]}"#;
+        let rules = RuleSet::from_json(ir, &[]).unwrap();
+        assert!(rules.reads_traits);
+        let mut profile = Profile::default();
+        assert!(rules
+            .evaluate(&mut Reading::new(&profile, 0.0, 1800.0))
+            .is_empty());
+        profile
+            .traits
+            .set("plan", 1, TraitValue::Text("family".into()));
+        assert_eq!(
+            rules.evaluate(&mut Reading::new(&profile, 0.0, 1800.0)),
+            ["Pro"]
+        );
+    }
+
+    #[test]
+    fn every_operator_tells_its_values_apart() {
+        let three = TraitValue::Number(3.0);
+        let pro = TraitValue::Text("pro".into());
+        let cases = [
+            (TraitOp::Eq, &three, vec![TraitValue::Number(3.0)], true),
+            (
+                TraitOp::Eq,
+                &three,
+                vec![TraitValue::Text("3".into())],
+                false,
+            ),
+            (TraitOp::Ne, &three, vec![TraitValue::Number(4.0)], true),
+            (TraitOp::Gt, &three, vec![TraitValue::Number(2.0)], true),
+            (TraitOp::Gt, &three, vec![TraitValue::Number(3.0)], false),
+            (TraitOp::Ge, &three, vec![TraitValue::Number(3.0)], true),
+            (TraitOp::Lt, &three, vec![TraitValue::Number(3.0)], false),
+            (TraitOp::Le, &three, vec![TraitValue::Number(3.0)], true),
+            (TraitOp::Gt, &pro, vec![TraitValue::Text("a".into())], false),
+            (TraitOp::In, &pro, vec![three.clone(), pro.clone()], true),
+            (TraitOp::NotIn, &pro, vec![three.clone()], true),
+            (TraitOp::NotIn, &pro, vec![pro.clone()], false),
+            (TraitOp::Exists, &pro, vec![], true),
+            (TraitOp::Missing, &pro, vec![], false),
+        ];
+        for (op, value, values, expected) in cases {
+            assert_eq!(
+                op.holds(Some(value), &values),
+                expected,
+                "{op:?} {value:?} {values:?}"
+            );
+        }
+        assert!(TraitOp::Missing.holds(None, &[]) && !TraitOp::Exists.holds(None, &[]));
+        assert!(!TraitOp::NotIn.holds(None, &[pro]));
+    }
+}
