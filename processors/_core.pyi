@@ -31,6 +31,8 @@ class Action:
     anonymous_id: str | None
     previous_id: str | None
     product: str | None
+    traits: dict[str, bool | float | str | None]
+    """The identify traits kept from the message, by name."""
     def __init__(
         self,
         user_id: str,
@@ -43,6 +45,7 @@ class Action:
         anonymous_id: str | None = None,
         previous_id: str | None = None,
         product: str | None = None,
+        traits: Mapping[str, bool | float | str | None] | None = None,
     ) -> None: ...
     def for_user(self, user_id: str) -> Action:
         """The same event, for the user `user_id`."""
@@ -54,8 +57,11 @@ class Rejection:
     detail: str
     def __init__(self, reason: str, detail: str) -> None: ...
 
-def decode_events(messages: list[bytes], max_bytes: int) -> list[Action | Rejection]:
-    """Validate raw Segment messages and reduce each to an `Action` or a `Rejection`."""
+def decode_events(
+    messages: list[bytes], max_bytes: int, *, traits: Sequence[str] | bool | None = None
+) -> list[Action | Rejection]:
+    """Validate raw Segment messages and reduce each to an `Action` or a `Rejection`,
+    keeping the identify `traits` named (`True`: every one)."""
 
 class User:
     """One user's state: aggregates, labels, identity links, timer."""
@@ -79,8 +85,10 @@ class User:
         """The stored row, in the current version."""
     def features(self, as_of: float | None = None) -> dict[str, float | str]:
         """Every feature as of `as_of` (default: the latest evaluation)."""
+    def traits(self) -> dict[str, bool | float | str | None]:
+        """The identify traits kept, by name."""
     def document(self, user_id: str) -> dict[str, Any]:
-        """The user as exported: id, features, segments, cluster and versions."""
+        """The user as exported: id, features, traits, segments, cluster and versions."""
     def open_cart(self) -> tuple[list[CartLine], int | None]:
         """The products in the open cart and when it last changed."""
     def vector(self, user_id: str) -> FeatureVector:
@@ -245,6 +253,7 @@ def read_messages(
     partition_count: int,
     max_bytes: int,
     not_after: float,
+    traits: Sequence[str] | bool | None = None,
 ) -> ReadBatch:
     """Read a batch's messages in order into the items of the partitions in `clocks`,
     judging tracker events against their watermarks; relays (but routed events) and

@@ -31,7 +31,15 @@ from enum import IntEnum
 
 from processors._core import Action, Rejection, decode_events
 
-__all__ = ["MAX_EVENT_BYTES", "Action", "EventKind", "Reason", "Rejection", "decode_event"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "Action",
+    "EventKind",
+    "Reason",
+    "Rejection",
+    "Traits",
+    "decode_event",
+]
 
 MAX_EVENT_BYTES = 32 * 1024
 """Default size limit of one raw event, in bytes (Segment's own limit)."""
@@ -72,7 +80,13 @@ class Reason:
     """A control command or relay the worker cannot read."""
 
 
-def decode_event(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Action | Rejection:
+Traits = Sequence[str] | bool
+"""The identify traits a decoder keeps: their names, or `True` for every one."""
+
+
+def decode_event(
+    raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES, traits: Traits = ()
+) -> Action | Rejection:
     """Validate one raw Segment message and reduce it to an :class:`Action`.
 
     Returns a :class:`Rejection` instead of raising, so a caller can route the
@@ -83,12 +97,16 @@ def decode_event(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Action | Re
     1793523600.0
     >>> decode_event(b'{"type": "page", "timestamp": "2026-11-01T10:00:00Z"}').reason
     'missing_id'
+    >>> decode_event(b'{"type": "identify", "userId": "ann", "timestamp": "2026-11-01T10:00:00Z",'
+    ...              b' "traits": {"plan": "pro", "email": "ann@example.com"}}',
+    ...              traits=["plan"]).traits
+    {'plan': 'pro'}
     """
-    return decode_all([raw], max_bytes=max_bytes)[0]
+    return decode_all([raw], max_bytes=max_bytes, traits=traits)[0]
 
 
 def decode_all(
-    raws: Sequence[bytes], *, max_bytes: int = MAX_EVENT_BYTES
+    raws: Sequence[bytes], *, max_bytes: int = MAX_EVENT_BYTES, traits: Traits = ()
 ) -> list[Action | Rejection]:
     """:func:`decode_event` for many messages, in one call to the core."""
-    return decode_events(list(raws), max_bytes)
+    return decode_events(list(raws), max_bytes, traits=traits)

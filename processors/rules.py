@@ -2,12 +2,13 @@
 
 A rule file lists segments; each has a `name`, a `description` and a
 `condition` built from `all`, `any` and `not` over comparisons
-`{feature, op, value}`, time windows `{event, at_least, within}` and
-references to other segments `{segment: name}`. A comparison's value is a
-literal or a population percentile, `p75(revenue_30d)`, taken from the model
-snapshot. :func:`parse_rules` validates the text with pydantic and reports
-every error with its line and field; :attr:`RuleSet.ir` is the small
-intermediate form the compiled core evaluates (see :mod:`processors.classifier`).
+`{feature, op, value}`, identify traits `{trait, op, value}`, time windows
+`{event, at_least, within}` and references to other segments `{segment: name}`.
+A comparison's value is a literal or a population percentile,
+`p75(revenue_30d)`, taken from the model snapshot. :func:`parse_rules` validates
+the text with pydantic and reports every error with its line and field;
+:attr:`RuleSet.ir` is the small intermediate form the compiled core evaluates
+(see :mod:`processors.classifier`).
 
 >>> rules = parse_rules('''
 ... segments:
@@ -251,6 +252,52 @@ class Burst(_Node):
         return {"burst": kind, "within": seconds, "at_least": self.at_least}
 
 
+TraitScalar = bool | float | str
+_TRAIT_PATH = r"^[A-Za-z_$][\w$\-]*(\.[A-Za-z_$][\w$\-]*)*$"
+
+
+class TraitCondition(_Node):
+    """An identify trait compared with a value: `{trait: plan, op: in, value: [pro, family]}`.
+
+    `trait` names a trait of `identify` calls (`traits`) or of any call's
+    `context.traits`, nested ones by a dotted path (`address.country`). A user's
+    latest-set value counts. A trait never set, or set to null, meets only
+    `missing`; `exists` is its opposite. `>`, `>=`, `<` and `<=` compare numbers;
+    `==`, `!=`, `in` and `not_in` compare value and type (`1` is not `"1"`).
+
+    >>> TraitCondition.model_validate({"trait": "plan", "op": "in", "value": ["pro"]}).compile()
+    {'trait': 'plan', 'op': 'in', 'value': ['pro']}
+    """
+
+    trait: str = Field(min_length=1, max_length=256, pattern=_TRAIT_PATH)
+    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "exists", "missing"]
+    value: TraitScalar | list[TraitScalar] | None = Field(default=None, validate_default=True)
+
+    @field_validator("value")
+    @classmethod
+    def _fits_op(cls, value: TraitScalar | list[TraitScalar] | None, info: ValidationInfo) -> Any:
+        op = info.data.get("op")
+        if op in ("exists", "missing"):
+            if value is not None:
+                raise ValueError(f"{op} takes no value")
+        elif op in ("in", "not_in"):
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"{op} takes a list of values")
+        elif op in ("==", "!="):
+            if value is None or isinstance(value, list):
+                raise ValueError(f"{op} takes one value")
+        elif op is not None and (isinstance(value, bool) or not isinstance(value, float)):
+            raise ValueError(f"{op} compares with a number")
+        return value
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        node: Node = {"trait": self.trait, "op": self.op}
+        if self.value is not None:
+            node["value"] = self.value
+        return node
+
+
 class InSegment(_Node):
     """True when the user is in another segment of the file: `{segment: Lapsed Customers}`.
 
@@ -267,7 +314,7 @@ class InSegment(_Node):
 
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        for key in ("all", "any", "not", "feature", "event", "segment"):
+        for key in ("all", "any", "not", "feature", "trait", "event", "segment"):
             if key in value:
                 return key
     return None
@@ -275,6 +322,7 @@ def _condition_kind(value: Any) -> str | None:
 
 Condition = Annotated[
     Annotated[Comparison, Tag("feature")]
+    | Annotated[TraitCondition, Tag("trait")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[NotOf, Tag("not")]
@@ -284,7 +332,7 @@ Condition = Annotated[
         _condition_kind,
         custom_error_type="condition",
         custom_error_message=(
-            "a condition is a mapping with one of: all, any, not, feature, event, segment"
+            "a condition is a mapping with one of: all, any, not, feature, trait, event, segment"
         ),
     ),
 ]
@@ -399,6 +447,25 @@ class RuleSet:
         return {name: found[name] for name in self.names}
 
     @property
+    def traits(self) -> tuple[str, ...]:
+        """The traits the rules compare, sorted: those the decoder keeps.
+
+        >>> parse_rules("segments:\\n  - {name: Pro, description: d, condition: "
+        ...             "{trait: plan, op: '==', value: pro}}\\n").traits
+        ('plan',)
+        """
+        return tuple(
+            sorted(
+                {
+                    node.trait
+                    for rule in self.definition.segments
+                    for node in _nodes(rule.condition)
+                    if isinstance(node, TraitCondition)
+                }
+            )
+        )
+
+    @property
     def bursts(self) -> dict[str, list[Burst]]:
         """Per segment, the burst conditions in it (segments without any left out)."""
         found: dict[str, list[Burst]] = {}
@@ -496,7 +563,7 @@ def _reference_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Prob
 
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
-_TAGS = frozenset(("feature", "all", "any", "not", "event", "segment"))
+_TAGS = frozenset(("feature", "trait", "all", "any", "not", "event", "segment"))
 
 
 def _is_condition_slot(path: list[str | int]) -> bool:

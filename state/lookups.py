@@ -77,7 +77,8 @@ class Lookups:
         return self._partitions
 
     async def user(self, user_id: str, *, features: bool = False) -> dict[str, Any] | None:
-        """The user's labels (and features as of their evaluation), following merged ids.
+        """The user's labels (and features as of their evaluation, and traits), following
+        merged ids.
 
         `None` when segstream keeps nothing for the id.
         """
@@ -102,6 +103,7 @@ class Lookups:
             found = _labels(user_id, labels, state)
             if features and state is not None:
                 found["features"] = dict(state.features())
+                found["traits"] = dict(state.traits())
             return found
         return None
 

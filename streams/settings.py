@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     firing_delay_seconds: float = Field(5, ge=0, le=30 * 86_400)
     """How far behind a partition's newest event time its timers fire, in s; at most the
     lateness. A later event is still applied and corrects what was announced (reason `late`)."""
+    keep_traits: Literal["rules", "all"] = "rules"
+    """Which identify traits a user's state keeps: those the rules in force compare
+    (`rules`), or every one (`all`, up to 200 a message)."""
     dedup_horizon_seconds: float = Field(3_600, ge=0, le=30 * 86_400)
     """How long a `messageId` is remembered, in event-time seconds; at least the lateness."""
     retention_days: float = Field(400, gt=0)

@@ -66,6 +66,11 @@ class Event:
     product: str | None = None
     anonymous_id: str | None = None
     previous_id: str | None = None
+    traits: tuple[tuple[str, Trait], ...] = ()
+    """Every trait the message sets, by dotted name (docs/rules.md, "Traits")."""
+
+
+Trait = bool | float | str | None
 
 
 class UnreadableError(ValueError):
@@ -121,7 +126,82 @@ def read(raw: bytes) -> Event:
         product=None if product is None else str(product),
         anonymous_id=body.get("anonymousId") if body.get("userId") else None,
         previous_id=body.get("previousId") if kind == "alias" else None,
+        traits=read_traits(body),
     )
+
+
+def read_traits(body: dict) -> tuple[tuple[str, Trait], ...]:
+    """The traits one message sets: its `context.traits`, then (for `identify`) its own
+    `traits`, which win; nested ones by dotted name, lists left out, text cut to 1,024
+    characters, numbers as floats."""
+    found: dict[str, Trait] = {}
+
+    def walk(mapping: dict, prefix: str) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, str):
+                found[f"{prefix}{key}"] = value[:1024]
+            elif isinstance(value, bool) or value is None:
+                found[f"{prefix}{key}"] = value
+            elif isinstance(value, int | float):
+                found[f"{prefix}{key}"] = float(value)
+
+    sources = [(body.get("context") or {}).get("traits")]
+    if body["type"] == "identify":
+        sources.append(body.get("traits"))
+    for source in sources:
+        if isinstance(source, dict):
+            walk(source, "")
+    return tuple(sorted(found.items()))
+
+
+def _trait_rank(value: Trait) -> tuple:
+    """Ties at one second: null < false < true < numbers < text, then by value."""
+    if value is None:
+        return (0,)
+    if isinstance(value, bool):
+        return (1, value)
+    if isinstance(value, float):
+        return (2, value)
+    return (3, value)
+
+
+def traits(events: list[Event], as_of: float) -> dict[str, Trait]:
+    """Each trait's value as of `as_of`: the one set at the latest second, the greatest
+    of those set at that second."""
+    latest: dict[str, tuple[int, tuple, Trait]] = {}
+    for event in events:
+        if int(event.timestamp) > as_of:
+            continue
+        for name, value in event.traits:
+            candidate = (int(event.timestamp), _trait_rank(value), value)
+            if name not in latest or candidate[:2] > latest[name][:2]:
+                latest[name] = candidate
+    return {name: value for name, (_, _, value) in sorted(latest.items())}
+
+
+def trait_holds(value: Trait, op: str, wanted: Trait | list[Trait]) -> bool:
+    """`value op wanted` as docs/rules.md defines trait conditions (`value` None when the
+    trait was never set)."""
+    if value is None:
+        return op == "missing"
+    if op in ("exists", "missing"):
+        return op == "exists"
+    if op in ("in", "not_in"):
+        assert isinstance(wanted, list)
+        found = any(type(value) is type(w) and value == w for w in wanted)
+        return found if op == "in" else not found
+    same_type = type(value) is type(wanted)
+    if op == "==":
+        return same_type and value == wanted
+    if op == "!=":
+        return not (same_type and value == wanted)
+    if isinstance(value, bool) or not isinstance(value, float):
+        return False
+    if isinstance(wanted, bool) or not isinstance(wanted, float):
+        return False
+    return OPERATORS[op](value, wanted)
 
 
 def people(events: Iterable[Event]) -> dict[str, list[Event]]:
@@ -276,6 +356,7 @@ def segments(
     `thresholds` is unknown, and its comparison false."""
     events = [e for e in events if int(e.timestamp) <= as_of]
     values = features(events, as_of, seconds(rules.get("cart_abandonment_after", "30m")))
+    known_traits = traits(events, as_of)
     by_name = {segment["name"]: segment for segment in rules["segments"]}
     decided: dict[str, bool] = {}
 
@@ -298,6 +379,13 @@ def segments(
                 for c in e.categories
             )
             return max(per_category.values(), default=0) >= condition["at_least"]
+        if "trait" in condition:
+            wanted = condition.get("value")
+            if isinstance(wanted, int) and not isinstance(wanted, bool):
+                wanted = float(wanted)
+            if isinstance(wanted, list):
+                wanted = [float(w) if type(w) is int else w for w in wanted]
+            return trait_holds(known_traits.get(condition["trait"]), condition["op"], wanted)
         value = condition["value"]
         if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
             if value not in (thresholds or {}):

@@ -91,6 +91,9 @@ class UserView(BaseModel):
     rules_version: str | None
     event_time: float = Field(description="Event time (epoch s) the labels are as of.")
     features: dict[str, float | str] | None = Field(None, description="With `?features=true`.")
+    traits: dict[str, bool | float | str | None] | None = Field(
+        None, description="With `?features=true`: the identify traits kept, by name."
+    )
 
 
 class SegmentView(BaseModel):
@@ -392,6 +395,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         cluster = found["cluster"]
         found["cluster_name"] = live.cluster_names.get(cluster) if cluster is not None else None
         found.setdefault("features", None)
+        found.setdefault("traits", None)
         return orjson.dumps(found)
 
     @app.get(

@@ -204,6 +204,7 @@ class Worker:
             partition_count=self.partitions,
             max_event_bytes=self.settings.max_event_bytes,
             not_after=time.time() + self.settings.max_future_seconds,
+            traits=self.settings.keep_traits == "all" or self.rules.traits,
         )
         self._follow_wall_clock()
         due = self._due_timers()

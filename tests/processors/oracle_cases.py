@@ -83,6 +83,15 @@ segments:
   - name: Not Buying
     description: none of the buyers
     condition: {not: {segment: Buyers}}
+  - name: Browsing
+    description: pages this month, beside Buyers' orders in the same window group
+    condition: {feature: page_views_30d, op: ">=", value: 2}
+  - name: Weekly Visitors
+    description: a session this week, beside the week's pages
+    condition:
+      any:
+        - {feature: sessions_7d, op: ">=", value: 2}
+        - {feature: searches_7d, op: ">=", value: 1}
 """
 GAPS = (10 * MINUTE, 3 * HOUR, 2 * DAY, 40 * DAY)
 """How far apart a stream's events may be: seconds, minutes, hours and days."""

@@ -108,10 +108,23 @@ segments:
   - name: Big Spenders
     description: a percentile no snapshot gave
     condition: {feature: revenue_30d, op: ">=", value: p90(revenue_30d)}
+  - name: Shoe Plans
+    description: identify traits, nested and of every type
+    condition:
+      all:
+        - {trait: plan, op: in, value: [shoes, books]}
+        - {trait: seats, op: ">", value: 9.99}
+        - {not: {trait: address.country, op: "==", value: Desktop}}
+  - name: Unplaced
+    description: a trait never set, or set to null
+    condition: {trait: address.country, op: missing}
+  - name: Seated
+    description: a trait of another type than the value
+    condition: {trait: seats, op: not_in, value: [p1, 30]}
 """
 RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a
-burst, a priority group, a percentile no snapshot gave."""
+burst, a priority group, a percentile no snapshot gave, traits."""
 
 
 later = st.lists(
@@ -143,8 +156,11 @@ def message(number, actor, call, offset, category, amount, device, product, zone
         body["context"] = {"device": {"type": device}}
     if call in ("page", "screen", "group"):
         body |= {"type": call, "userId" if sender in USERS else "anonymousId": sender}
+        if call == "screen":  # traits in the context, as mobile SDKs send them
+            body.setdefault("context", {})["traits"] = {"plan": category, "seats": product}
     elif call == "identify":
         body |= {"type": "identify", "userId": person, "anonymousId": f"a{person[1]}"}
+        body["traits"] = {"plan": category or None, "seats": amount, "address": {"country": device}}
     elif call == "alias":
         body |= {"type": "alias", "userId": person, "previousId": f"a{person[1]}"}
     else:
@@ -157,7 +173,7 @@ def message(number, actor, call, offset, category, amount, device, product, zone
 
 
 def read_by_the_core(raw: list[bytes]) -> list[Action]:
-    actions = decode_events(raw, 32_768)
+    actions = decode_events(raw, 32_768, traits=RULES.traits)
     assert all(isinstance(action, Action) for action in actions), actions
     return actions
 
@@ -174,6 +190,8 @@ def assert_equal_at(users, everyone, moment):
         wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
         assert not wrong, (user_id, moment, wrong)
         assert set(user.segments) == oracle.segments(rules, everyone[user_id], moment), user_id
+        traits = oracle.traits(everyone[user_id], moment)
+        assert user.traits() == {k: v for k, v in traits.items() if k in RULES.traits}, user_id
 
 
 VIEWED_AT_300 = (0, "Product Viewed", 300, "", 0.0, None, "p1", "Z")

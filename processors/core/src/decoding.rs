@@ -583,7 +583,7 @@ pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event
         traits: if keep.nothing() {
             Vec::new()
         } else {
-            traits_of(object, keep)
+            traits_of(object, &tag, keep)
         },
     };
     match call {
@@ -615,16 +615,22 @@ pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event
     Ok(event)
 }
 
-/// The traits `keep` names, from `context.traits` and then the call's own `traits`, in
-/// name order: a nested trait under its dotted path (`address.country`), each a null, a
-/// boolean, a number or text (cut to [`MAX_TRAIT_TEXT`] characters); lists are not kept.
-fn traits_of(object: &JsonObject, keep: &Keep) -> Vec<(String, TraitValue)> {
+/// The traits `keep` names, from `context.traits` and then an `identify` call's own
+/// `traits` (a `group` call's are the group's), in name order: a nested trait under its
+/// dotted path (`address.country`), each a null, a boolean, a number or text (cut to
+/// [`MAX_TRAIT_TEXT`] characters); lists are not kept.
+fn traits_of(object: &JsonObject, tag: &str, keep: &Keep) -> Vec<(String, TraitValue)> {
     let mut found: BTreeMap<String, TraitValue> = BTreeMap::new();
     let context = match get(object, "context") {
         Some(JsonValue::Object(context)) => get(context, "traits"),
         _ => None,
     };
-    for source in [context, get(object, "traits")].into_iter().flatten() {
+    let own = if tag == "identify" {
+        get(object, "traits")
+    } else {
+        None
+    };
+    for source in [context, own].into_iter().flatten() {
         let JsonValue::Object(source) = source else {
             continue;
         };

@@ -635,6 +635,20 @@ mod tests {
     }
 
     #[test]
+    fn an_assumed_value_is_read_until_the_reading_ends() {
+        let mut profile = Profile::default();
+        profile.apply(&crate::events::Event::new("u", "m", Kind::Order, 100.0));
+        let mut reading = Reading::new(&profile, 100.0, 1800.0);
+        reading.assume(at::ORDERS_7D, Value::Number(9.0));
+        reading.assume(at::LAST_DEVICE, Value::Text("tv".into()));
+        assert_eq!(reading.number(at::ORDERS_24H), 1.0); // its group computed once
+        assert_eq!(reading.number(at::ORDERS_7D), 9.0);
+        assert_eq!(reading.number(at::PAGE_VIEWS_7D), 0.0);
+        assert_eq!(reading.text(at::LAST_DEVICE), "tv");
+        assert_eq!(reading.number(at::ORDERS_7D), 9.0);
+    }
+
+    #[test]
     fn a_set_holds_each_named_feature_once() {
         assert_eq!(
             set_of(&["orders_7d", "orders_7d", "nothing"]),

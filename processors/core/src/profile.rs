@@ -198,6 +198,11 @@ impl Profile {
         self.sessions.add(moment, flags)
     }
 
+    /// The latest event time it holds: of a behaviour event, or of a trait kept.
+    pub fn latest(&self) -> Option<i64> {
+        self.last_seen.max(self.traits.last_set())
+    }
+
     /// The most `kind` events of one category in the `within` seconds up to `as_of`.
     pub fn burst(&self, kind: Kind, within: f64, as_of: f64) -> i64 {
         let prefix = format!("{}/", kind.name());

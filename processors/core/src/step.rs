@@ -285,8 +285,8 @@ pub fn evaluate(
     reason: Reason,
     as_of: Option<f64>,
 ) -> Option<Change> {
-    let last_seen = user.profile.last_seen.unwrap_or(0) as f64;
-    let moment = user.as_of.max(last_seen).max(as_of.unwrap_or(0.0));
+    let latest = user.profile.latest().unwrap_or(0) as f64;
+    let moment = user.as_of.max(latest).max(as_of.unwrap_or(0.0));
     user.as_of = moment;
     let segments = rules.evaluate(&mut Reading::new(&user.profile, moment, rules.cart_after));
     let mut change = user.labels.move_to(segments, user_id, reason, moment)?;
@@ -620,7 +620,7 @@ impl Pass<'_> {
                 .extend(evaluate(user_id, user, rules, reason, None));
         } else {
             // what the rules read is as it was: their answer too
-            user.as_of = user.as_of.max(user.profile.last_seen.unwrap_or(0) as f64);
+            user.as_of = user.as_of.max(user.profile.latest().unwrap_or(0) as f64);
         }
         touched & rules.settleable != 0
     }

@@ -57,13 +57,8 @@ pub fn group_changes_at(profile: &Profile, group: Group, as_of: f64, cart_after:
                 [s[0] as f64 + week, closes]
             }),
         ),
-        Group::Affinity => days.changes_at(as_of, 30, 0, None).min(after(
-            as_of,
-            profile
-                .category_days
-                .values()
-                .flat_map(|per_day| per_day.keys().map(|d| ((d + 30) * DAY) as f64)),
-        )),
+        // a day with categories counted holds events too: it leaves the 30 days with them
+        Group::Affinity => days.changes_at(as_of, 30, 0, None),
         Group::Velocity => days
             .changes_at(as_of, 7, 0, None)
             .min(days.changes_at(as_of, 7, 7, None)),
@@ -399,6 +394,38 @@ mod tests {
         let before = Reading::new(&profile, moment - 1.0, 1800.0).number(index);
         let at = Reading::new(&profile, moment, 1800.0).number(index);
         assert!(before <= 30.0 && at > 30.0, "{before} {at}");
+    }
+
+    #[test]
+    fn a_comparison_time_cannot_flip_sets_no_timer() {
+        let mut profile = Profile::default();
+        profile.apply(&Event::new("u", "m", Kind::Page, 1_000.0));
+        let due = |condition: &str| {
+            let ir = format!(
+                r#"{{"cart_after": 1800.0, "order": [0], "segments": [
+                    {{"name": "S", "group": null, "condition": {condition}}}]}}"#
+            );
+            let rules = RuleSet::from_json(&ir, &[]).unwrap();
+            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY)
+        };
+        // no order to lose; one page, which can only fall further from 5; a trait
+        assert_eq!(
+            due(r#"{"feature": "orders_30d", "op": ">=", "value": 1.0}"#),
+            None
+        );
+        assert_eq!(
+            due(r#"{"feature": "page_views_7d", "op": ">=", "value": 5.0}"#),
+            None
+        );
+        assert_eq!(
+            due(r#"{"trait": "plan", "op": "==", "value": "pro"}"#),
+            None
+        );
+        // the page's day leaves the week, and its session turns a week old to the second
+        let page = r#"{"feature": "page_views_7d", "op": ">=", "value": 1.0}"#;
+        assert_eq!(due(page), Some(7 * DAY));
+        let session = r#"{"feature": "sessions_7d", "op": "==", "value": 1.0}"#;
+        assert_eq!(due(session), Some(7 * DAY + 1_000));
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl Traits {
         self.0.get(name).map(|(_, value)| value)
     }
 
+    /// When the latest kept value was set, if any was.
+    pub fn last_set(&self) -> Option<i64> {
+        self.0.values().map(|(moment, _)| *moment).max()
+    }
+
     /// Take every trait of `other` (another id of the same person) that is newer.
     pub fn merge(&mut self, other: &Traits) {
         for (name, (moment, value)) in &other.0 {

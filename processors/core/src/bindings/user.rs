@@ -5,6 +5,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+use super::traits::traits_dict;
 use crate::features::{numeric_features, Reading, Value, FEATURES};
 use crate::profile::{CartLine, CART_ABANDONMENT_AFTER};
 use crate::rows;
@@ -75,12 +76,22 @@ impl PyUser {
         feature_dict(py, values)
     }
 
-    /// The user as exported: id, features as of `as_of`, segments, cluster and versions.
+    /// The identify traits kept, by name: `None`, a `bool`, a `float` or a `str`.
+    fn traits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        traits_dict(
+            py,
+            self.inner.profile.traits.0.iter().map(|(n, (_, v))| (n, v)),
+        )
+    }
+
+    /// The user as exported: id, features as of `as_of`, traits, segments, cluster and
+    /// versions.
     fn document<'py>(&self, py: Python<'py>, user_id: &str) -> PyResult<Bound<'py, PyDict>> {
         let user = &self.inner;
         let dict = PyDict::new(py);
         dict.set_item("user_id", user_id)?;
         dict.set_item("features", self.features(py, None)?)?;
+        dict.set_item("traits", self.traits(py)?)?;
         dict.set_item("segments", user.labels.segments.clone())?;
         dict.set_item("cluster", user.labels.cluster.clone())?;
         dict.set_item("model_version", user.labels.model_version)?;
