@@ -429,6 +429,64 @@ mod tests {
     }
 
     #[test]
+    fn a_comparison_is_left_untimed_exactly_while_falling_values_keep_its_truth() {
+        let mut profile = Profile::default();
+        profile.apply(&Event::new("u", "m", Kind::Page, 1_000.0)); // page_views_7d = 1
+        let due = |op: &str, value: f64| {
+            let ir = format!(
+                r#"{{"cart_after": 1800.0, "order": [0], "segments": [{{"name": "S",
+                    "group": null, "condition": {{"feature": "page_views_7d", "op": "{op}",
+                    "value": {value:?}}}}}]}}"#
+            );
+            let rules = RuleSet::from_json(&ir, &[]).unwrap();
+            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY).is_some()
+        };
+        // 1 can only fall to 0: these keep their truth
+        for (op, value) in [(">", 1.0), (">", 5.0), (">=", 5.0), ("==", 5.0)] {
+            assert!(!due(op, value), "{op} {value}");
+        }
+        for (op, value) in [("<", 5.0), ("<=", 1.0), ("<=", 5.0), ("!=", 5.0)] {
+            assert!(!due(op, value), "{op} {value}");
+        }
+        // and these may change it
+        for (op, value) in [
+            (">", 0.5),
+            (">=", 1.0),
+            ("==", 1.0),
+            ("<", 1.0),
+            ("!=", 0.5),
+        ] {
+            assert!(due(op, value), "{op} {value}");
+        }
+    }
+
+    #[test]
+    fn a_search_for_a_crossing_is_exact_and_bounded() {
+        let from_150 = |moment: f64| moment >= 150.0;
+        assert_eq!(first_second(100.0, 200.0, from_150), 150.0); // a guess above
+        assert_eq!(first_second(100.0, 120.0, from_150), 150.0); // and below
+        assert_eq!(first_second(100.5, 90.0, |_| true), 101.0); // after as_of
+        assert_eq!(first_second(100.0, 200.0, |_| false), 101.0); // never: early
+        let far = 100.0 + (3 * DAY) as f64; // further than the search goes: early
+        assert_eq!(first_second(100.0, far, from_150), 101.0);
+        assert_eq!(first_second(100.0, 2f64.powi(41), from_150), NEVER);
+        assert_eq!(first_second(100.0, f64::INFINITY, from_150), NEVER);
+        let mut profile = Profile::default();
+        profile.apply(&order(1_000.0));
+        let huge = crosses_at(&profile, "days_since_last_seen", Op::Gt, 1e13, 1_000.0);
+        assert_eq!(huge, NEVER);
+    }
+
+    #[test]
+    fn a_user_expires_after_their_retention_not_at_it() {
+        let retention = (400 * DAY) as f64;
+        assert!(!expires(None, 1e12, retention));
+        assert!(!expires(Some(1_000), 1_000.0 + retention, retention));
+        assert!(expires(Some(1_000), 1_001.0 + retention, retention));
+        assert!(!expires(Some(1_000), 1_000.0, retention));
+    }
+
+    #[test]
     fn windows_change_when_their_buckets_slide() {
         let mut profile = Profile::default();
         profile.apply(&order((10 * DAY) as f64 + 5.0));

@@ -270,9 +270,11 @@ mod tests {
         }
         counts.prune(240.0); // bucket 4: windows of 3 buckets reach back to bucket 2
         assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        counts.add(300, 0, 1); // bucket 5
+        counts.add(480, 0, 1); // bucket 8
         counts.add(600, 0, 1); // bucket 10
-        counts.prune(600.0);
-        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [10]);
+        counts.prune(600.0); // windows reach back to bucket 8
+        assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [8, 10]);
     }
 
     #[test]
