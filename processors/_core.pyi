@@ -57,6 +57,9 @@ class Rejection:
     detail: str
     def __init__(self, reason: str, detail: str) -> None: ...
 
+def pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` is not a regular expression `matches` can use (Rust's `regex`), or None."""
+
 def decode_events(
     messages: list[bytes], max_bytes: int, *, traits: Sequence[str] | bool | None = None
 ) -> list[Action | Rejection]:

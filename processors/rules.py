@@ -53,7 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES
+from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES, pattern_problem
 from processors.events import EventKind
 from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 
@@ -256,6 +256,9 @@ TraitScalar = bool | float | str
 _TRAIT_PATH = r"^[A-Za-z_$][\w$\-]*(\.[A-Za-z_$][\w$\-]*)*$"
 
 
+_TEXT_OPS = ("contains", "starts_with", "ends_with", "matches")
+
+
 class TraitCondition(_Node):
     """An identify trait compared with a value: `{trait: plan, op: in, value: [pro, family]}`.
 
@@ -263,15 +266,38 @@ class TraitCondition(_Node):
     `context.traits`, nested ones by a dotted path (`address.country`). A user's
     latest-set value counts. A trait never set, or set to null, meets only
     `missing`; `exists` is its opposite. `>`, `>=`, `<` and `<=` compare numbers;
-    `==`, `!=`, `in` and `not_in` compare value and type (`1` is not `"1"`).
+    `contains`, `starts_with`, `ends_with` and `matches` (a regular expression,
+    Rust's `regex` syntax, found anywhere) compare text; `==`, `!=`, `in` and
+    `not_in` compare value and type (`1` is not `"1"`). `case: insensitive`
+    lower-cases both sides of a text comparison.
 
     >>> TraitCondition.model_validate({"trait": "plan", "op": "in", "value": ["pro"]}).compile()
     {'trait': 'plan', 'op': 'in', 'value': ['pro']}
+    >>> TraitCondition.model_validate(
+    ...     {"trait": "email", "op": "ends_with", "value": "@Example.com", "case": "insensitive"}
+    ... ).compile()["case"]
+    'insensitive'
     """
 
     trait: str = Field(min_length=1, max_length=256, pattern=_TRAIT_PATH)
-    op: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "exists", "missing"]
+    op: Literal[
+        "==",
+        "!=",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "in",
+        "not_in",
+        "exists",
+        "missing",
+        "contains",
+        "starts_with",
+        "ends_with",
+        "matches",
+    ]
     value: TraitScalar | list[TraitScalar] | None = Field(default=None, validate_default=True)
+    case: Literal["sensitive", "insensitive"] = "sensitive"
 
     @field_validator("value")
     @classmethod
@@ -286,6 +312,11 @@ class TraitCondition(_Node):
         elif op in ("==", "!="):
             if value is None or isinstance(value, list):
                 raise ValueError(f"{op} takes one value")
+        elif op in _TEXT_OPS:
+            if not isinstance(value, str):
+                raise ValueError(f"{op} compares with text")
+            if op == "matches" and (problem := pattern_problem(value)) is not None:
+                raise ValueError(f"not a regular expression: {problem.splitlines()[-1]}")
         elif op is not None and (isinstance(value, bool) or not isinstance(value, float)):
             raise ValueError(f"{op} compares with a number")
         return value
@@ -295,6 +326,8 @@ class TraitCondition(_Node):
         node: Node = {"trait": self.trait, "op": self.op}
         if self.value is not None:
             node["value"] = self.value
+        if self.case == "insensitive":
+            node["case"] = "insensitive"
         return node
 
 

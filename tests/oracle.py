@@ -24,6 +24,7 @@ last-digit difference to tolerate.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -181,13 +182,21 @@ def traits(events: list[Event], as_of: float) -> dict[str, Trait]:
     return {name: value for name, (_, _, value) in sorted(latest.items())}
 
 
-def trait_holds(value: Trait, op: str, wanted: Trait | list[Trait]) -> bool:
+def trait_holds(
+    value: Trait, op: str, wanted: Trait | list[Trait], insensitive: bool = False
+) -> bool:
     """`value op wanted` as docs/rules.md defines trait conditions (`value` None when the
-    trait was never set)."""
+    trait was never set); `insensitive` lower-cases text on both sides."""
     if value is None:
         return op == "missing"
     if op in ("exists", "missing"):
         return op == "exists"
+    if insensitive:
+        value = value.lower() if isinstance(value, str) else value
+        if isinstance(wanted, list):
+            wanted = [w.lower() if isinstance(w, str) else w for w in wanted]
+        elif isinstance(wanted, str) and op != "matches":
+            wanted = wanted.lower()
     if op in ("in", "not_in"):
         assert isinstance(wanted, list)
         found = any(type(value) is type(w) and value == w for w in wanted)
@@ -197,6 +206,14 @@ def trait_holds(value: Trait, op: str, wanted: Trait | list[Trait]) -> bool:
         return same_type and value == wanted
     if op == "!=":
         return not (same_type and value == wanted)
+    if op in ("contains", "starts_with", "ends_with", "matches"):
+        if not (isinstance(value, str) and isinstance(wanted, str)):
+            return False
+        if op == "matches":
+            return re.search(wanted, value, re.IGNORECASE if insensitive else 0) is not None
+        if op == "contains":
+            return wanted in value
+        return value.startswith(wanted) if op == "starts_with" else value.endswith(wanted)
     if isinstance(value, bool) or not isinstance(value, float):
         return False
     if isinstance(wanted, bool) or not isinstance(wanted, float):
@@ -385,7 +402,9 @@ def segments(
                 wanted = float(wanted)
             if isinstance(wanted, list):
                 wanted = [float(w) if type(w) is int else w for w in wanted]
-            return trait_holds(known_traits.get(condition["trait"]), condition["op"], wanted)
+            insensitive = condition.get("case") == "insensitive"
+            known = known_traits.get(condition["trait"])
+            return trait_holds(known, condition["op"], wanted, insensitive)
         value = condition["value"]
         if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
             if value not in (thresholds or {}):

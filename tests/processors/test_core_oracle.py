@@ -121,6 +121,18 @@ segments:
   - name: Seated
     description: a trait of another type than the value
     condition: {trait: seats, op: not_in, value: [p1, 30]}
+  - name: Phones
+    description: text operators, in either case
+    condition: {trait: address.country, op: starts_with, value: MOB, case: insensitive}
+  - name: Desks
+    description: a pattern, in either case
+    condition: {trait: address.country, op: matches, value: "^desk(top)?$", case: insensitive}
+  - name: Readers
+    description: the end of a text
+    condition: {trait: plan, op: ends_with, value: oks}
+  - name: Second Seats
+    description: text within text, never within a number
+    condition: {trait: seats, op: contains, value: "2"}
 """
 RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a

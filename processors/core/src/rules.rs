@@ -20,7 +20,7 @@ use crate::features::{
 };
 use crate::profile::{RECENT_SECONDS, SESSION_GAP};
 use crate::timing::Op;
-use crate::traits::{TraitOp, TraitValue};
+use crate::traits::{TraitOp, TraitTest, TraitValue};
 
 /// A condition over a user's features and the segments decided before it.
 #[derive(Clone, Debug)]
@@ -37,8 +37,7 @@ pub enum Node {
     InSegment(usize),
     Trait {
         name: String,
-        op: TraitOp,
-        values: Vec<TraitValue>,
+        test: TraitTest,
     },
 }
 
@@ -223,7 +222,7 @@ impl RuleSet {
                 at_least,
             } => reading.profile.burst(*kind, *within, reading.as_of) >= *at_least,
             Node::InSegment(index) => matched[*index],
-            Node::Trait { name, op, values } => op.holds(reading.profile.traits.get(name), values),
+            Node::Trait { name, test } => test.holds(reading.profile.traits.get(name)),
         }
     }
 
@@ -326,10 +325,10 @@ fn node(
             Some(serde_json::Value::Array(items)) => items.iter().map(json_trait).collect(),
             Some(one) => vec![json_trait(one)],
         };
+        let insensitive = object.get("case").and_then(|c| c.as_str()) == Some("insensitive");
         return Ok(Node::Trait {
             name: name.to_string(),
-            op,
-            values,
+            test: TraitTest::new(op, values, insensitive)?,
         });
     }
     let feature = object

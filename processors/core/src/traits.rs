@@ -17,6 +17,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
+use regex::{Regex, RegexBuilder};
+
 /// The longest trait text kept, in characters; longer text is cut.
 pub const MAX_TRAIT_TEXT: usize = 1024;
 /// The most traits kept from one message when every trait is kept.
@@ -100,6 +102,10 @@ pub enum TraitOp {
     NotIn,
     Exists,
     Missing,
+    Contains,
+    StartsWith,
+    EndsWith,
+    Matches,
 }
 
 impl TraitOp {
@@ -115,44 +121,109 @@ impl TraitOp {
             "not_in" => TraitOp::NotIn,
             "exists" => TraitOp::Exists,
             "missing" => TraitOp::Missing,
+            "contains" => TraitOp::Contains,
+            "starts_with" => TraitOp::StartsWith,
+            "ends_with" => TraitOp::EndsWith,
+            "matches" => TraitOp::Matches,
             _ => return None,
         })
     }
+}
 
-    /// Whether a trait's value (`None` when never set) meets `self` against `values` (one
-    /// value, or the list of `in` and `not_in`). A null or unset trait meets only
-    /// `missing`; `>`, `>=`, `<` and `<=` hold between numbers only; `==`, `in` and their
-    /// negations compare value and type (`1` is not `"1"`).
-    ///
-    /// ```
-    /// use _core::traits::{TraitOp, TraitValue};
-    /// let pro = TraitValue::Text("pro".into());
-    /// assert!(TraitOp::In.holds(Some(&pro), &[TraitValue::Text("pro".into())]));
-    /// assert!(!TraitOp::Ne.holds(None, &[pro.clone()]));
-    /// assert!(TraitOp::Missing.holds(Some(&TraitValue::Null), &[]));
-    /// ```
-    pub fn holds(self, value: Option<&TraitValue>, values: &[TraitValue]) -> bool {
+/// A trait condition's test: its operator, its values (one, or the list of `in` and
+/// `not_in`), whether text compares case-insensitively (both sides lower-cased), and the
+/// compiled pattern of `matches`.
+///
+/// A null or unset trait meets only `missing`. `>`, `>=`, `<` and `<=` hold between
+/// numbers only; `contains`, `starts_with`, `ends_with` and `matches` (a regular
+/// expression found anywhere in the text, linear-time) between texts only; `==`, `in`
+/// and their negations compare value and type (`1` is not `"1"`).
+///
+/// ```
+/// use _core::traits::{TraitOp, TraitTest, TraitValue};
+/// let text = |t: &str| TraitValue::Text(t.into());
+/// let pro = TraitTest::new(TraitOp::In, vec![text("Pro")], true).unwrap();
+/// assert!(pro.holds(Some(&text("PRO"))) && !pro.holds(None));
+/// let gmail = TraitTest::new(TraitOp::Matches, vec![text(r"@gmail\.com$")], false).unwrap();
+/// assert!(gmail.holds(Some(&text("ann@gmail.com"))));
+/// assert!(TraitTest::new(TraitOp::Matches, vec![text("(")], false).is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct TraitTest {
+    pub op: TraitOp,
+    values: Vec<TraitValue>,
+    insensitive: bool,
+    pattern: Option<Regex>,
+}
+
+impl TraitTest {
+    /// The test, or why its pattern does not compile.
+    pub fn new(op: TraitOp, values: Vec<TraitValue>, insensitive: bool) -> Result<Self, String> {
+        let pattern = match (op, values.first()) {
+            (TraitOp::Matches, Some(TraitValue::Text(pattern))) => Some(
+                RegexBuilder::new(pattern)
+                    .case_insensitive(insensitive)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|error| error.to_string())?,
+            ),
+            (TraitOp::Matches, _) => return Err("matches takes a pattern".into()),
+            _ => None,
+        };
+        let values = values
+            .into_iter()
+            .map(|value| match value {
+                TraitValue::Text(text) if insensitive => TraitValue::Text(text.to_lowercase()),
+                other => other,
+            })
+            .collect();
+        Ok(TraitTest {
+            op,
+            values,
+            insensitive,
+            pattern,
+        })
+    }
+
+    /// Whether a trait's value (`None` when never set) meets the test.
+    pub fn holds(&self, value: Option<&TraitValue>) -> bool {
+        let lowered;
         let value = match value {
-            None | Some(TraitValue::Null) => return self == TraitOp::Missing,
+            None | Some(TraitValue::Null) => return self.op == TraitOp::Missing,
+            Some(TraitValue::Text(text)) if self.insensitive => {
+                lowered = TraitValue::Text(text.to_lowercase());
+                &lowered
+            }
             Some(value) => value,
         };
         let equal = |other: &TraitValue| value == other;
-        let number = |other: &TraitValue| match (value, other) {
-            (TraitValue::Number(a), TraitValue::Number(b)) => Some((*a, *b)),
+        let first = self.values.first();
+        let numbers = || match (value, first) {
+            (TraitValue::Number(a), Some(TraitValue::Number(b))) => Some((*a, *b)),
             _ => None,
         };
-        let first = values.first();
-        match self {
+        let texts = || match (value, first) {
+            (TraitValue::Text(a), Some(TraitValue::Text(b))) => Some((a.as_str(), b.as_str())),
+            _ => None,
+        };
+        match self.op {
             TraitOp::Exists => true,
             TraitOp::Missing => false,
             TraitOp::Eq => first.is_some_and(equal),
             TraitOp::Ne => first.is_some_and(|other| !equal(other)),
-            TraitOp::In => values.iter().any(equal),
-            TraitOp::NotIn => !values.iter().any(equal),
-            TraitOp::Gt => first.and_then(number).is_some_and(|(a, b)| a > b),
-            TraitOp::Ge => first.and_then(number).is_some_and(|(a, b)| a >= b),
-            TraitOp::Lt => first.and_then(number).is_some_and(|(a, b)| a < b),
-            TraitOp::Le => first.and_then(number).is_some_and(|(a, b)| a <= b),
+            TraitOp::In => self.values.iter().any(equal),
+            TraitOp::NotIn => !self.values.iter().any(equal),
+            TraitOp::Gt => numbers().is_some_and(|(a, b)| a > b),
+            TraitOp::Ge => numbers().is_some_and(|(a, b)| a >= b),
+            TraitOp::Lt => numbers().is_some_and(|(a, b)| a < b),
+            TraitOp::Le => numbers().is_some_and(|(a, b)| a <= b),
+            TraitOp::Contains => texts().is_some_and(|(a, b)| a.contains(b)),
+            TraitOp::StartsWith => texts().is_some_and(|(a, b)| a.starts_with(b)),
+            TraitOp::EndsWith => texts().is_some_and(|(a, b)| a.ends_with(b)),
+            TraitOp::Matches => match (value, &self.pattern) {
+                (TraitValue::Text(text), Some(pattern)) => pattern.is_match(text),
+                _ => false,
+            },
         }
     }
 }
@@ -291,6 +362,12 @@ mod kept {
             rules.evaluate(&mut Reading::new(&profile, 0.0, 1800.0)),
             ["Pro"]
         );
+        let bad = ir.replace(
+            r#""in", "value": ["pro", "family"]"#,
+            r#""matches", "value": "(""#,
+        );
+        let refused = RuleSet::from_json(&bad, &[]).unwrap_err();
+        assert!(refused.contains("regex parse error"), "{refused}");
     }
 
     #[test]
@@ -318,14 +395,33 @@ mod kept {
             (TraitOp::Exists, &pro, vec![], true),
             (TraitOp::Missing, &pro, vec![], false),
         ];
+        let test = |op, values: Vec<TraitValue>| TraitTest::new(op, values, false).unwrap();
         for (op, value, values, expected) in cases {
-            assert_eq!(
-                op.holds(Some(value), &values),
-                expected,
-                "{op:?} {value:?} {values:?}"
-            );
+            let holds = test(op, values.clone()).holds(Some(value));
+            assert_eq!(holds, expected, "{op:?} {value:?} {values:?}");
         }
-        assert!(TraitOp::Missing.holds(None, &[]) && !TraitOp::Exists.holds(None, &[]));
-        assert!(!TraitOp::NotIn.holds(None, &[pro]));
+        assert!(test(TraitOp::Missing, vec![]).holds(None));
+        assert!(!test(TraitOp::Exists, vec![]).holds(None));
+        assert!(!test(TraitOp::NotIn, vec![pro]).holds(None));
+    }
+
+    #[test]
+    fn text_operators_compare_text_and_may_ignore_case() {
+        let text = |t: &str| TraitValue::Text(t.into());
+        let test = |op, value: &str, insensitive| {
+            TraitTest::new(op, vec![text(value)], insensitive).unwrap()
+        };
+        let email = text("Ann@Example.COM");
+        assert!(test(TraitOp::Contains, "@Example", false).holds(Some(&email)));
+        assert!(!test(TraitOp::Contains, "@example", false).holds(Some(&email)));
+        assert!(test(TraitOp::Contains, "@example", true).holds(Some(&email)));
+        assert!(test(TraitOp::StartsWith, "ann", true).holds(Some(&email)));
+        assert!(!test(TraitOp::StartsWith, "Example", false).holds(Some(&email)));
+        assert!(test(TraitOp::EndsWith, ".com", true).holds(Some(&email)));
+        assert!(!test(TraitOp::EndsWith, ".com", false).holds(Some(&email)));
+        assert!(test(TraitOp::Matches, "^ann@.*[.]com$", true).holds(Some(&email)));
+        assert!(!test(TraitOp::Matches, "^ann@", false).holds(Some(&email)));
+        assert!(test(TraitOp::Eq, "ann@example.com", true).holds(Some(&email)));
+        assert!(!test(TraitOp::Contains, "3", false).holds(Some(&TraitValue::Number(3.0))));
     }
 }

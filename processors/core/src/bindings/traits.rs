@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use pyo3::IntoPyObjectExt;
 
-use crate::traits::{Keep, TraitValue};
+use crate::traits::{Keep, TraitOp, TraitTest, TraitValue};
 
 /// A trait's value as `None`, a `bool`, a `float` or a `str`.
 pub(crate) fn to_python(py: Python<'_>, value: &TraitValue) -> PyResult<Py<PyAny>> {
@@ -57,4 +57,15 @@ pub(crate) fn keep_of(value: &Bound<'_, PyAny>) -> PyResult<Keep> {
     }
     let names: Vec<String> = value.extract()?;
     Ok(Keep::Named(names.into_iter().collect()))
+}
+
+/// Why `pattern` is not a regular expression the core's `matches` can use, or `None`.
+#[pyfunction]
+pub(crate) fn pattern_problem(pattern: &str) -> Option<String> {
+    TraitTest::new(
+        TraitOp::Matches,
+        vec![TraitValue::Text(pattern.to_string())],
+        false,
+    )
+    .err()
 }
