@@ -257,6 +257,8 @@ _TRAIT_PATH = r"^[A-Za-z_$][\w$\-]*(\.[A-Za-z_$][\w$\-]*)*$"
 
 
 _TEXT_OPS = ("contains", "starts_with", "ends_with", "matches")
+_EQUALITY_OPS = ("==", "!=", "in", "not_in")
+_TIME_OPS = ("within_last", "more_than_ago")
 
 
 class TraitCondition(_Node):
@@ -295,6 +297,8 @@ class TraitCondition(_Node):
         "starts_with",
         "ends_with",
         "matches",
+        "within_last",
+        "more_than_ago",
     ]
     value: TraitScalar | list[TraitScalar] | None = Field(default=None, validate_default=True)
     case: Literal["sensitive", "insensitive"] = "sensitive"
@@ -312,6 +316,10 @@ class TraitCondition(_Node):
         elif op in ("==", "!="):
             if value is None or isinstance(value, list):
                 raise ValueError(f"{op} takes one value")
+        elif op in _TIME_OPS:
+            if not isinstance(value, str):
+                raise ValueError(f"{op} takes a duration such as 14d")
+            return checked_duration(value, 1, 400 * 86_400, "90s, 12h or 14d")
         elif op in _TEXT_OPS:
             if not isinstance(value, str):
                 raise ValueError(f"{op} compares with text")
@@ -321,10 +329,20 @@ class TraitCondition(_Node):
             raise ValueError(f"{op} compares with a number")
         return value
 
+    @field_validator("case")
+    @classmethod
+    def _text_only(cls, case: str, info: ValidationInfo) -> str:
+        op = info.data.get("op")
+        if case == "insensitive" and op is not None and op not in (*_TEXT_OPS, *_EQUALITY_OPS):
+            raise ValueError(f"case applies to text comparisons, not to {op}")
+        return case
+
     def compile(self) -> Node:
-        """The intermediate form."""
+        """The intermediate form: a time operator's duration in seconds."""
         node: Node = {"trait": self.trait, "op": self.op}
-        if self.value is not None:
+        if self.op in _TIME_OPS:
+            node["value"] = duration_seconds(str(self.value))
+        elif self.value is not None:
             node["value"] = self.value
         if self.case == "insensitive":
             node["case"] = "insensitive"

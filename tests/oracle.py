@@ -182,15 +182,38 @@ def traits(events: list[Event], as_of: float) -> dict[str, Trait]:
     return {name: value for name, (_, _, value) in sorted(latest.items())}
 
 
+def iso_seconds(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 date-time (naive: UTC) or date; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def trait_holds(
-    value: Trait, op: str, wanted: Trait | list[Trait], insensitive: bool = False
+    value: Trait,
+    op: str,
+    wanted: Trait | list[Trait],
+    insensitive: bool = False,
+    as_of: float = 0.0,
 ) -> bool:
     """`value op wanted` as docs/rules.md defines trait conditions (`value` None when the
-    trait was never set); `insensitive` lower-cases text on both sides."""
+    trait was never set) as of `as_of`; `insensitive` lower-cases text on both sides."""
     if value is None:
         return op == "missing"
     if op in ("exists", "missing"):
         return op == "exists"
+    if op in ("within_last", "more_than_ago"):
+        moment = iso_seconds(value) if isinstance(value, str) else None
+        if moment is None:
+            return False
+        assert isinstance(wanted, float)
+        if op == "within_last":
+            return as_of - wanted <= moment <= as_of
+        return moment < as_of - wanted
     if insensitive:
         value = value.lower() if isinstance(value, str) else value
         if isinstance(wanted, list):
@@ -404,7 +427,9 @@ def segments(
                 wanted = [float(w) if type(w) is int else w for w in wanted]
             insensitive = condition.get("case") == "insensitive"
             known = known_traits.get(condition["trait"])
-            return trait_holds(known, condition["op"], wanted, insensitive)
+            if condition["op"] in ("within_last", "more_than_ago"):
+                wanted = float(seconds(str(condition["value"])))
+            return trait_holds(known, condition["op"], wanted, insensitive, as_of)
         value = condition["value"]
         if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
             if value not in (thresholds or {}):

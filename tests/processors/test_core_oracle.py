@@ -133,6 +133,12 @@ segments:
   - name: Second Seats
     description: text within text, never within a number
     condition: {trait: seats, op: contains, value: "2"}
+  - name: New Accounts
+    description: a time trait within the last day, which time flips
+    condition: {trait: signed_up_at, op: within_last, value: 1d}
+  - name: Old Accounts
+    description: a time trait more than 30 hours ago
+    condition: {trait: signed_up_at, op: more_than_ago, value: 30h}
 """
 RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a
@@ -172,7 +178,13 @@ def message(number, actor, call, offset, category, amount, device, product, zone
             body.setdefault("context", {})["traits"] = {"plan": category, "seats": product}
     elif call == "identify":
         body |= {"type": "identify", "userId": person, "anonymousId": f"a{person[1]}"}
-        body["traits"] = {"plan": category or None, "seats": amount, "address": {"country": device}}
+        signed_up = (moment - timedelta(hours=amount)).isoformat()
+        body["traits"] = {
+            "plan": category or None,
+            "seats": amount,
+            "address": {"country": device},
+            "signed_up_at": signed_up,
+        }
     elif call == "alias":
         body |= {"type": "alias", "userId": person, "previousId": f"a{person[1]}"}
     else:

@@ -250,3 +250,27 @@ def test_batching_changes_nothing_for_two_busy_users_in_three_hours(seed):
     items.sort(key=lambda item: item.timestamp)
     items.append(Advance(start + 60 * DAY))
     assert_batching_changes_nothing(items, rng)
+
+
+def test_a_time_trait_enters_and_leaves_by_timer_to_the_second():
+    rules = parse_rules("""
+segments:
+  - name: New Accounts
+    description: signed up within the last day
+    condition: {trait: signed_up_at, op: within_last, value: 1d}
+  - name: Old Accounts
+    description: signed up more than 30 hours ago
+    condition: {trait: signed_up_at, op: more_than_ago, value: 30h}
+""")
+    start = 1_790_000_000
+    signed_up = {"signed_up_at": "2026-09-21T14:13:20Z"}  # `start`
+    items = [Action("ann", "i", EventKind.IDENTIFY, start + 60, traits=signed_up)]
+    items += [action("other", n, EventKind.PAGE, start + n * 3600) for n in range(1, 50)]
+    changes, _, timers = run_as_worker(items, rules, lateness=600, batch_sizes=[7] * 8)
+    anns = [c for c in changes if c.user_id == "ann"]
+    assert [(c.reason, c.event_time, c.entered, c.exited) for c in anns] == [
+        ("event", start + 60, ("New Accounts",), ()),
+        ("time", start + DAY + 1, (), ("New Accounts",)),
+        ("time", start + 30 * 3600 + 1, ("Old Accounts",), ()),
+    ]
+    assert "ann" not in timers  # nothing left to flip

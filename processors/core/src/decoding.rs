@@ -191,6 +191,20 @@ const TIME_CONFIG: DateTimeConfig = DateTimeConfig {
     },
 };
 
+/// The epoch seconds of a time written as event times are (an ISO 8601 date-time, naive
+/// being UTC, or a date), or `None` when `text` is not one.
+///
+/// ```
+/// use _core::decoding::iso_time;
+/// assert_eq!(iso_time("2026-11-01T10:00:00+01:00"), Some(1793523600.0));
+/// assert_eq!(iso_time("2026-11-01"), Some(1793491200.0));
+/// assert_eq!(iso_time("soon"), None);
+/// ```
+pub fn iso_time(text: &str) -> Option<f64> {
+    let value = JsonValue::Str(text.into());
+    timestamp(Some(&value), At { tag: "", path: "" }).ok()
+}
+
 /// Event time in epoch seconds: an ISO 8601 date-time (naive is UTC), a date, or a Unix
 /// time in seconds or (above 2e10) milliseconds.
 fn timestamp(value: Option<&JsonValue>, at: At) -> Checked<f64> {

@@ -86,6 +86,8 @@ pub struct RuleSet {
     pub min_delay: f64,
     /// Whether any condition compares a trait, so an event that sets one is evaluated.
     pub reads_traits: bool,
+    /// Trait comparisons that time flips (`within_last`, `more_than_ago`), by trait.
+    pub trait_clocks: Vec<(String, TraitTest)>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +142,7 @@ impl RuleSet {
             settleable: 0,
             min_delay: 0.0,
             reads_traits: false,
+            trait_clocks: Vec::new(),
         };
         rules.derive();
         Ok(rules)
@@ -168,7 +171,12 @@ impl RuleSet {
                 Node::Burst { kind, within, .. } if !self.bursts.contains(&(*kind, *within)) => {
                     self.bursts.push((*kind, *within));
                 }
-                Node::Trait { .. } => self.reads_traits = true,
+                Node::Trait { name, test } => {
+                    self.reads_traits = true;
+                    if test.duration().is_some() {
+                        self.trait_clocks.push((name.clone(), test.clone()));
+                    }
+                }
                 _ => {}
             }
         }
@@ -222,7 +230,9 @@ impl RuleSet {
                 at_least,
             } => reading.profile.burst(*kind, *within, reading.as_of) >= *at_least,
             Node::InSegment(index) => matched[*index],
-            Node::Trait { name, test } => test.holds(reading.profile.traits.get(name)),
+            Node::Trait { name, test } => {
+                test.holds(reading.profile.traits.get(name), reading.as_of)
+            }
         }
     }
 

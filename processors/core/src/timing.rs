@@ -307,6 +307,10 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
             moment = moment.min(crossing);
         }
     }
+    for (name, test) in &rules.trait_clocks {
+        let value = reading.profile.traits.get(name);
+        moment = moment.min(test.changes_at(value, reading.as_of));
+    }
     for (kind, within) in &rules.bursts {
         moment = moment.min(burst_changes_at(
             reading.profile,

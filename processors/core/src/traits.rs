@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use regex::{Regex, RegexBuilder};
 
+use crate::decoding::iso_time;
+
 /// The longest trait text kept, in characters; longer text is cut.
 pub const MAX_TRAIT_TEXT: usize = 1024;
 /// The most traits kept from one message when every trait is kept.
@@ -106,6 +108,8 @@ pub enum TraitOp {
     StartsWith,
     EndsWith,
     Matches,
+    WithinLast,
+    MoreThanAgo,
 }
 
 impl TraitOp {
@@ -125,6 +129,8 @@ impl TraitOp {
             "starts_with" => TraitOp::StartsWith,
             "ends_with" => TraitOp::EndsWith,
             "matches" => TraitOp::Matches,
+            "within_last" => TraitOp::WithinLast,
+            "more_than_ago" => TraitOp::MoreThanAgo,
             _ => return None,
         })
     }
@@ -137,15 +143,17 @@ impl TraitOp {
 /// A null or unset trait meets only `missing`. `>`, `>=`, `<` and `<=` hold between
 /// numbers only; `contains`, `starts_with`, `ends_with` and `matches` (a regular
 /// expression found anywhere in the text, linear-time) between texts only; `==`, `in`
-/// and their negations compare value and type (`1` is not `"1"`).
+/// and their negations compare value and type (`1` is not `"1"`). `within_last D` holds
+/// for a time (ISO 8601 text) `t` with `as_of - D <= t <= as_of`, `more_than_ago D` for
+/// `t < as_of - D`: they flip as event time passes (see [`TraitTest::changes_at`]).
 ///
 /// ```
 /// use _core::traits::{TraitOp, TraitTest, TraitValue};
 /// let text = |t: &str| TraitValue::Text(t.into());
 /// let pro = TraitTest::new(TraitOp::In, vec![text("Pro")], true).unwrap();
-/// assert!(pro.holds(Some(&text("PRO"))) && !pro.holds(None));
+/// assert!(pro.holds(Some(&text("PRO")), 0.0) && !pro.holds(None, 0.0));
 /// let gmail = TraitTest::new(TraitOp::Matches, vec![text(r"@gmail\.com$")], false).unwrap();
-/// assert!(gmail.holds(Some(&text("ann@gmail.com"))));
+/// assert!(gmail.holds(Some(&text("ann@gmail.com")), 0.0));
 /// assert!(TraitTest::new(TraitOp::Matches, vec![text("(")], false).is_err());
 /// ```
 #[derive(Clone, Debug)]
@@ -170,6 +178,7 @@ impl TraitTest {
             (TraitOp::Matches, _) => return Err("matches takes a pattern".into()),
             _ => None,
         };
+        let insensitive = insensitive && !matches!(op, TraitOp::WithinLast | TraitOp::MoreThanAgo);
         let values = values
             .into_iter()
             .map(|value| match value {
@@ -185,8 +194,32 @@ impl TraitTest {
         })
     }
 
-    /// Whether a trait's value (`None` when never set) meets the test.
-    pub fn holds(&self, value: Option<&TraitValue>) -> bool {
+    /// For `within_last` and `more_than_ago`, the duration in seconds.
+    pub fn duration(&self) -> Option<f64> {
+        match (self.op, self.values.first()) {
+            (TraitOp::WithinLast | TraitOp::MoreThanAgo, Some(TraitValue::Number(d))) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The first whole second after `as_of` at which the test of `value` may change
+    /// truth with no new events ([`f64::INFINITY`] if never): a time's entering or
+    /// leaving the last `D` seconds.
+    pub fn changes_at(&self, value: Option<&TraitValue>, as_of: f64) -> f64 {
+        let (Some(duration), Some(TraitValue::Text(text))) = (self.duration(), value) else {
+            return f64::INFINITY;
+        };
+        let Some(moment) = iso_time(text) else {
+            return f64::INFINITY;
+        };
+        [moment.ceil(), (moment + duration).floor() + 1.0]
+            .into_iter()
+            .filter(|&m| m > as_of)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Whether a trait's value (`None` when never set) meets the test as of `as_of`.
+    pub fn holds(&self, value: Option<&TraitValue>, as_of: f64) -> bool {
         let lowered;
         let value = match value {
             None | Some(TraitValue::Null) => return self.op == TraitOp::Missing,
@@ -224,6 +257,15 @@ impl TraitTest {
                 (TraitValue::Text(text), Some(pattern)) => pattern.is_match(text),
                 _ => false,
             },
+            TraitOp::WithinLast | TraitOp::MoreThanAgo => {
+                let (TraitValue::Text(text), Some(duration)) = (value, self.duration()) else {
+                    return false;
+                };
+                iso_time(text).is_some_and(|t| match self.op {
+                    TraitOp::WithinLast => as_of - duration <= t && t <= as_of,
+                    _ => t < as_of - duration,
+                })
+            }
         }
     }
 }
@@ -397,12 +439,40 @@ mod kept {
         ];
         let test = |op, values: Vec<TraitValue>| TraitTest::new(op, values, false).unwrap();
         for (op, value, values, expected) in cases {
-            let holds = test(op, values.clone()).holds(Some(value));
+            let holds = test(op, values.clone()).holds(Some(value), 0.0);
             assert_eq!(holds, expected, "{op:?} {value:?} {values:?}");
         }
-        assert!(test(TraitOp::Missing, vec![]).holds(None));
-        assert!(!test(TraitOp::Exists, vec![]).holds(None));
-        assert!(!test(TraitOp::NotIn, vec![pro]).holds(None));
+        assert!(test(TraitOp::Missing, vec![]).holds(None, 0.0));
+        assert!(!test(TraitOp::Exists, vec![]).holds(None, 0.0));
+        assert!(!test(TraitOp::NotIn, vec![pro]).holds(None, 0.0));
+    }
+
+    #[test]
+    fn time_operators_flip_as_event_time_passes() {
+        let signed_up = TraitValue::Text("1970-01-02T00:00:00Z".into()); // 86,400
+        let day = 86_400.0;
+        let within = TraitTest::new(TraitOp::WithinLast, vec![TraitValue::Number(day)], true);
+        let within = within.unwrap();
+        let ago = TraitTest::new(TraitOp::MoreThanAgo, vec![TraitValue::Number(day)], false);
+        let ago = ago.unwrap();
+        let value = Some(&signed_up);
+        for (as_of, inside, older) in [
+            (86_399.0, false, false), // not yet
+            (86_400.0, true, false),
+            (172_800.0, true, false), // exactly a day ago: still within
+            (172_800.5, false, true),
+            (172_801.0, false, true),
+        ] {
+            assert_eq!(within.holds(value, as_of), inside, "{as_of}");
+            assert_eq!(ago.holds(value, as_of), older, "{as_of}");
+        }
+        assert_eq!(within.changes_at(value, 0.0), 86_400.0);
+        assert_eq!(within.changes_at(value, 86_400.0), 172_801.0);
+        assert_eq!(ago.changes_at(value, 100_000.0), 172_801.0);
+        assert_eq!(ago.changes_at(value, 172_801.0), f64::INFINITY);
+        let text = TraitValue::Text("soon".into());
+        assert!(!within.holds(Some(&text), 0.0) && !ago.holds(Some(&text), 1e12));
+        assert_eq!(within.changes_at(Some(&text), 0.0), f64::INFINITY);
     }
 
     #[test]
@@ -412,16 +482,16 @@ mod kept {
             TraitTest::new(op, vec![text(value)], insensitive).unwrap()
         };
         let email = text("Ann@Example.COM");
-        assert!(test(TraitOp::Contains, "@Example", false).holds(Some(&email)));
-        assert!(!test(TraitOp::Contains, "@example", false).holds(Some(&email)));
-        assert!(test(TraitOp::Contains, "@example", true).holds(Some(&email)));
-        assert!(test(TraitOp::StartsWith, "ann", true).holds(Some(&email)));
-        assert!(!test(TraitOp::StartsWith, "Example", false).holds(Some(&email)));
-        assert!(test(TraitOp::EndsWith, ".com", true).holds(Some(&email)));
-        assert!(!test(TraitOp::EndsWith, ".com", false).holds(Some(&email)));
-        assert!(test(TraitOp::Matches, "^ann@.*[.]com$", true).holds(Some(&email)));
-        assert!(!test(TraitOp::Matches, "^ann@", false).holds(Some(&email)));
-        assert!(test(TraitOp::Eq, "ann@example.com", true).holds(Some(&email)));
-        assert!(!test(TraitOp::Contains, "3", false).holds(Some(&TraitValue::Number(3.0))));
+        assert!(test(TraitOp::Contains, "@Example", false).holds(Some(&email), 0.0));
+        assert!(!test(TraitOp::Contains, "@example", false).holds(Some(&email), 0.0));
+        assert!(test(TraitOp::Contains, "@example", true).holds(Some(&email), 0.0));
+        assert!(test(TraitOp::StartsWith, "ann", true).holds(Some(&email), 0.0));
+        assert!(!test(TraitOp::StartsWith, "Example", false).holds(Some(&email), 0.0));
+        assert!(test(TraitOp::EndsWith, ".com", true).holds(Some(&email), 0.0));
+        assert!(!test(TraitOp::EndsWith, ".com", false).holds(Some(&email), 0.0));
+        assert!(test(TraitOp::Matches, "^ann@.*[.]com$", true).holds(Some(&email), 0.0));
+        assert!(!test(TraitOp::Matches, "^ann@", false).holds(Some(&email), 0.0));
+        assert!(test(TraitOp::Eq, "ann@example.com", true).holds(Some(&email), 0.0));
+        assert!(!test(TraitOp::Contains, "3", false).holds(Some(&TraitValue::Number(3.0)), 0.0));
     }
 }
