@@ -465,6 +465,22 @@ mod tests {
     }
 
     #[test]
+    fn a_horizon_is_after_the_reading_never_at_it() {
+        let mut profile = Profile::default();
+        profile.apply(&Event::new("u", "m", Kind::Page, 1_000.0));
+        let sessions = index_of("sessions_7d").unwrap();
+        let week_later = 1_000.0 + (7 * DAY) as f64; // the session turns a week old now
+        assert_eq!(
+            feature_changes_at(&profile, sessions, week_later, 1800.0),
+            NEVER
+        );
+        assert_eq!(
+            feature_changes_at(&profile, sessions, week_later - 1.0, 1800.0),
+            week_later
+        );
+    }
+
+    #[test]
     fn a_search_for_a_crossing_is_exact_and_bounded() {
         let from_150 = |moment: f64| moment >= 150.0;
         assert_eq!(first_second(100.0, 200.0, from_150), 150.0); // a guess above

@@ -13,7 +13,7 @@ use _core::events::Event;
 use _core::features::{count_window, index_of, numeric_features, Reading, Value, FEATURES};
 use _core::profile::{Profile, DAY};
 use _core::rules::RuleSet;
-use _core::timing::{crosses_at, feature_changes_at, next_due, Op, REFRESH_EVERY};
+use _core::timing::{crosses_at, feature_changes_at, next_due, Op};
 
 /// The rules file's `cart_abandonment_after` (20 minutes).
 const CART_AFTER: f64 = 1200.0;
@@ -335,7 +335,8 @@ fn a_user_is_due_at_their_expiry_and_on_the_refresh_grid() {
                 .map(|&i| feature_changes_at(&profile, i, moment.at, CART_AFTER))
                 .fold(f64::INFINITY, f64::min);
             let refreshed = next_due(&profile, moment.at, &rules, numeric_features(), retention);
-            let grid = (slid / REFRESH_EVERY).ceil() * REFRESH_EVERY;
+            let week = (7 * DAY) as f64; // refreshes fall on a weekly grid from the epoch
+            let grid = (slid / week).ceil() * week;
             assert_eq!(refreshed, Some(expiry.min(grid).ceil() as i64));
         }
     }
