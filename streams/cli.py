@@ -596,7 +596,7 @@ def profiles() -> None:
     help="JSON Lines file to write ('-' for stdout).",
 )
 def profiles_export(output: str) -> None:
-    """Write every profile as JSON Lines: user_id, features, segments, as_of."""
+    """Write every profile as JSON Lines: user_id, features, traits, segments, as_of."""
     count = 0
     with click.open_file(output, "wb") as sink:
         for document in read_model(settings()).users():

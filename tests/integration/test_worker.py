@@ -158,11 +158,13 @@ def test_profile_and_export_commands_read_what_the_worker_wrote(
     assert set(rows[0]) == {
         "user_id",
         "features",
+        "traits",
         "segments",
         "cluster",
         "model_version",
         "as_of",
     }
+    assert all(row["traits"] == {} for row in rows)  # the default rules compare no trait
 
 
 def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(
