@@ -56,7 +56,12 @@ EVENTS = [
         {"userId": "ann", "anonymousId": "anon-1"},
         1,
         2,
-        traits={"seats": 12, "address": {"country": "FR", "city": "Lyon"}, "plan": None},
+        traits={
+            "seats": 12,
+            "address": {"country": "FR", "city": "Lyon"},
+            "plan": None,
+            "tags": ["beta"],
+        },
     ),
     call("page", {"userId": "bob"}, 0, 3),
     call(
@@ -73,18 +78,22 @@ EVENTS = [
 ]
 
 
-def test_traits_are_kept_merged_compared_and_shown(stack, tmp_path: Path) -> None:
+def configured(stack, tmp_path: Path, **settings: object) -> Settings:
+    """Settings of this test's own, with the rules above, and `EVENTS` on the events topic."""
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES)
-    port = free_port()
-    config: Settings = isolated_settings(stack).model_copy(
-        update={"rules_file": rules_file, "api_tokens": "tok", "api_port": port}
-    )
+    config = isolated_settings(stack).model_copy(update={"rules_file": rules_file, **settings})
     producer = reliable_producer(config)
     for body in EVENTS:
         key = str(body.get("userId") or body["anonymousId"])
         producer.produce(config.events_topic, key=key.encode(), value=orjson.dumps(body))
     assert producer.flush(30) == 0
+    return config
+
+
+def test_traits_are_kept_merged_compared_and_shown(stack, tmp_path: Path) -> None:
+    port = free_port()
+    config = configured(stack, tmp_path, api_tokens="tok", api_port=port)
     worker = WorkerProcess(config, tmp_path / "worker.log")
     api = WorkerProcess(config, tmp_path / "api.log", "api")
     try:
@@ -132,3 +141,21 @@ def test_traits_are_kept_merged_compared_and_shown(stack, tmp_path: Path) -> Non
         for process in (api, worker):
             if process.process.poll() is None:
                 process.kill()
+
+
+def test_every_trait_is_kept_when_asked(stack, tmp_path: Path) -> None:
+    config = configured(stack, tmp_path, keep_traits="all")
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    try:
+        wait_for_events(ReadModel(redis_client(config), config.key_layout()), len(EVENTS))
+        rows = {row["user_id"]: row for row in map(orjson.loads, export(config))}
+        assert rows["ann"]["traits"] == {
+            "address.city": "Lyon",
+            "address.country": "FR",
+            "plan": None,
+            "seats": 12.0,
+        }  # lists (tags) are not kept
+        assert rows["cy"]["traits"] == {"plan": "pro", "seats": "10"}  # not the group's 99
+        assert set(rows["bob"]["segments"]) == {"Paying Teams"}
+    finally:
+        worker.kill()
