@@ -97,7 +97,7 @@ soak: $(VENV)/.installed-dev runtime kafka  ## 10 minutes of steady load on one 
 # and oracle-case tests judge each mutant (--all-targets leaves the doc examples out).
 MUTANTS_VERSION := 27.1.0
 MUTATED := src/windows.rs src/timing.rs src/features.rs
-mutants:  ## mutation testing of the core's time logic (about 30 minutes; docs/operating.md)
+mutants:  ## mutation testing of the core's time logic (about 25 minutes; docs/operating.md)
 	@$(CARGO) mutants --version >/dev/null 2>&1 \
 	  || $(CARGO) install --quiet --locked cargo-mutants --version $(MUTANTS_VERSION)
 	cd $(CORE) && $(CARGO) mutants --jobs $(JOBS) --output $(CURDIR)/.segstream \
