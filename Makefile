@@ -100,6 +100,7 @@ MUTATED := src/windows.rs src/timing.rs src/features.rs
 mutants:  ## mutation testing of the core's time logic (about 25 minutes; docs/operating.md)
 	@$(CARGO) mutants --version >/dev/null 2>&1 \
 	  || $(CARGO) install --quiet --locked cargo-mutants --version $(MUTANTS_VERSION)
+	mkdir -p .segstream
 	cd $(CORE) && $(CARGO) mutants --jobs $(JOBS) --output $(CURDIR)/.segstream \
 	  $(foreach file,$(MUTATED),--file $(file)) -- --all-targets
 
