@@ -71,3 +71,20 @@ def test_the_tally_counts_either_file_s_segments_and_keeps_a_few_examples():
     )
     assert (found["VIP"]["entering"], len(found["VIP"]["examples"]["entering"])) == (2, 1)
     assert tally.users == 3
+
+
+def test_a_candidate_compares_the_traits_the_rules_in_force_kept():
+    kept = parse_rules(
+        "segments:\n  - {name: Pro, description: d, condition: {trait: plan, op: exists}}\n"
+    )
+    # ann's identify said plan pro and country FR; the rules in force kept only the plan
+    identify = Action("ann", "i1", EventKind.IDENTIFY, 60.0, traits={"plan": "pro"})
+    rows = {"ann": step([identify], rules=kept).users["ann"].to_bytes()}
+    candidate = parse_rules("""
+segments:
+  - {name: Pro, description: d, condition: {trait: plan, op: "==", value: pro}}
+  - {name: French, description: d, condition: {trait: country, op: "==", value: FR}}
+""")
+    settled = settle(rows, Classifier.of(candidate).core, firing=HOUR, retention=1e9)
+    # the country starts from the events applied after the candidate is published
+    assert settled["ann"] == (("Pro",), ("Pro",))
