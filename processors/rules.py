@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -497,7 +498,7 @@ class RuleSet:
             found[name] = hashlib.sha256(orjson.dumps(basis)).hexdigest()[:16]
         return {name: found[name] for name in self.names}
 
-    @property
+    @cached_property
     def traits(self) -> tuple[str, ...]:
         """The traits the rules compare, sorted: those the decoder keeps.
 
