@@ -60,11 +60,14 @@ class Rejection:
 def pattern_problem(pattern: str) -> str | None:
     """Why `pattern` is not a regular expression `matches` can use (Rust's `regex`), or None."""
 
+Keep = tuple[Sequence[str] | bool, Sequence[str] | bool, Sequence[str]]
+"""A `processors.events.Projection`: traits, event names and property paths to keep."""
+
 def decode_events(
-    messages: list[bytes], max_bytes: int, *, traits: Sequence[str] | bool | None = None
+    messages: list[bytes], max_bytes: int, *, keep: Keep | None = None
 ) -> list[Action | Rejection]:
     """Validate raw Segment messages and reduce each to an `Action` or a `Rejection`,
-    keeping the identify `traits` named (`True`: every one)."""
+    keeping what `keep` names beyond the built-in features."""
 
 class User:
     """One user's state: aggregates, labels, identity links, timer."""
@@ -90,8 +93,14 @@ class User:
         """Every feature as of `as_of` (default: the latest evaluation)."""
     def traits(self) -> dict[str, bool | float | str | None]:
         """The identify traits kept, by name."""
-    def document(self, user_id: str) -> dict[str, Any]:
-        """The user as exported: id, features, traits, segments, cluster and versions."""
+    def computed(
+        self, classifier: Classifier, as_of: float | None = None
+    ) -> dict[str, bool | float | str | None]:
+        """The computed traits `classifier`'s rules name, by name, as of `as_of` (default:
+        the latest evaluation); times as ISO 8601 text."""
+    def document(self, user_id: str, classifier: Classifier | None = None) -> dict[str, Any]:
+        """The user as exported: id, features, traits, computed traits (those `classifier`'s
+        rules name), segments, cluster and versions."""
     def open_cart(self) -> tuple[list[CartLine], int | None]:
         """The products in the open cart and when it last changed."""
     def vector(self, user_id: str) -> FeatureVector:
@@ -256,7 +265,7 @@ def read_messages(
     partition_count: int,
     max_bytes: int,
     not_after: float,
-    traits: Sequence[str] | bool | None = None,
+    keep: Keep | None = None,
 ) -> ReadBatch:
     """Read a batch's messages in order into the items of the partitions in `clocks`,
     judging tracker events against their watermarks; relays (but routed events) and

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import NamedTuple
 
 from processors._core import Action, Rejection, decode_events
 
@@ -35,9 +36,9 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "Action",
     "EventKind",
+    "Projection",
     "Reason",
     "Rejection",
-    "Traits",
     "decode_event",
 ]
 
@@ -80,12 +81,26 @@ class Reason:
     """A control command or relay the worker cannot read."""
 
 
-Traits = Sequence[str] | bool
-"""The identify traits a decoder keeps: their names, or `True` for every one."""
+class Projection(NamedTuple):
+    """What the decoder keeps beyond the built-in features, from what the rules read.
+
+    `traits`: the identify traits kept (their names, or `True` for every one);
+    `events`: the `track` event and `page`/`screen` names whose calls the rules
+    count (`True`: every one); `properties`: the dotted paths kept from those
+    calls (`properties.plan.tier`, `name`).
+    """
+
+    traits: Sequence[str] | bool = ()
+    events: Sequence[str] | bool = ()
+    properties: Sequence[str] = ()
+
+
+NOTHING = Projection()
+"""Keeps nothing beyond the built-in features."""
 
 
 def decode_event(
-    raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES, traits: Traits = ()
+    raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES, keep: Projection = NOTHING
 ) -> Action | Rejection:
     """Validate one raw Segment message and reduce it to an :class:`Action`.
 
@@ -99,14 +114,14 @@ def decode_event(
     'missing_id'
     >>> decode_event(b'{"type": "identify", "userId": "ann", "timestamp": "2026-11-01T10:00:00Z",'
     ...              b' "traits": {"plan": "pro", "email": "ann@example.com"}}',
-    ...              traits=["plan"]).traits
+    ...              keep=Projection(traits=["plan"])).traits
     {'plan': 'pro'}
     """
-    return decode_all([raw], max_bytes=max_bytes, traits=traits)[0]
+    return decode_all([raw], max_bytes=max_bytes, keep=keep)[0]
 
 
 def decode_all(
-    raws: Sequence[bytes], *, max_bytes: int = MAX_EVENT_BYTES, traits: Traits = ()
+    raws: Sequence[bytes], *, max_bytes: int = MAX_EVENT_BYTES, keep: Projection = NOTHING
 ) -> list[Action | Rejection]:
     """:func:`decode_event` for many messages, in one call to the core."""
-    return decode_events(list(raws), max_bytes, traits=traits)
+    return decode_events(list(raws), max_bytes, keep=keep)

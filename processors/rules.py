@@ -55,7 +55,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES, pattern_problem
-from processors.events import EventKind
+from processors.events import EventKind, Projection
 from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 
 Node = dict[str, Any]
@@ -219,40 +219,6 @@ def _shown(seconds: int) -> str:
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
-_CATEGORY_KINDS = {
-    "Product Viewed": EventKind.PRODUCT_VIEWED,
-    "Product Added": EventKind.CART_ADD,
-    "Product Removed": EventKind.CART_REMOVE,
-    "Order Completed": EventKind.ORDER,
-}
-
-
-class Burst(_Node):
-    """At least `at_least` `event`s in one category within `within` (`90s`, `10m`, `1h`).
-
-    For example `{event: Product Viewed, at_least: 3, within: 10m, per: category}`:
-    true while the user's latest such events show 3 views of one category in
-    the 10 minutes up to the evaluation time.
-    """
-
-    event: Literal["Product Viewed", "Product Added", "Product Removed", "Order Completed"]
-    at_least: int = Field(ge=1, le=10_000)
-    within: str
-    per: Literal["category"] = "category"
-
-    @field_validator("within")
-    @classmethod
-    def _duration(cls, text: str) -> str:
-        return checked_duration(text, 1, RECENT_SECONDS, "90s, 10m or 1h")
-
-    def compile(self) -> Node:
-        """The intermediate form: the kind counted, the window in seconds, the least count."""
-        seconds = duration_seconds(self.within)
-        assert seconds is not None
-        kind = _CATEGORY_KINDS[self.event].name
-        return {"burst": kind, "within": seconds, "at_least": self.at_least}
-
-
 TraitScalar = bool | float | str
 _TRAIT_PATH = r"^[A-Za-z_$][\w$\-]*(\.[A-Za-z_$][\w$\-]*)*$"
 
@@ -260,47 +226,43 @@ _TRAIT_PATH = r"^[A-Za-z_$][\w$\-]*(\.[A-Za-z_$][\w$\-]*)*$"
 _TEXT_OPS = ("contains", "starts_with", "ends_with", "matches")
 _EQUALITY_OPS = ("==", "!=", "in", "not_in")
 _TIME_OPS = ("within_last", "more_than_ago")
+_NUMBER_OPS = (">", ">=", "<", "<=", "between")
+_PRESENCE_OPS = ("exists", "missing")
+Op = Literal[
+    "==",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "between",
+    "in",
+    "not_in",
+    "exists",
+    "missing",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "matches",
+    "within_last",
+    "more_than_ago",
+]
 
 
-class TraitCondition(_Node):
-    """An identify trait compared with a value: `{trait: plan, op: in, value: [pro, family]}`.
+class _Test(_Node):
+    """`op` and `value` of a trait, property or computed trait condition.
 
-    `trait` names a trait of `identify` calls (`traits`) or of any call's
-    `context.traits`, nested ones by a dotted path (`address.country`). A user's
-    latest-set value counts. A trait never set, or set to null, meets only
-    `missing`; `exists` is its opposite. `>`, `>=`, `<` and `<=` compare numbers;
-    `contains`, `starts_with`, `ends_with` and `matches` (a regular expression,
-    Rust's `regex` syntax, found anywhere) compare text; `==`, `!=`, `in` and
-    `not_in` compare value and type (`1` is not `"1"`). `case: insensitive`
-    lower-cases both sides of a text comparison.
-
-    >>> TraitCondition.model_validate({"trait": "plan", "op": "in", "value": ["pro"]}).compile()
-    {'trait': 'plan', 'op': 'in', 'value': ['pro']}
-    >>> TraitCondition.model_validate(
-    ...     {"trait": "email", "op": "ends_with", "value": "@Example.com", "case": "insensitive"}
-    ... ).compile()["case"]
-    'insensitive'
+    A value never set, or null, meets only `missing`; `exists` is its
+    opposite. `>`, `>=`, `<`, `<=` and `between` (`[low, high]`, both
+    included) compare numbers; `contains`, `starts_with`, `ends_with` and
+    `matches` (a regular expression, Rust's `regex` syntax, found anywhere)
+    compare text; `==`, `!=`, `in` and `not_in` compare value and type (`1` is
+    not `"1"`). `case: insensitive` lower-cases both sides of a text
+    comparison. `within_last` and `more_than_ago` take a duration and compare a
+    time (ISO 8601 text) with the evaluation's moment.
     """
 
-    trait: str = Field(min_length=1, max_length=256, pattern=_TRAIT_PATH)
-    op: Literal[
-        "==",
-        "!=",
-        ">",
-        ">=",
-        "<",
-        "<=",
-        "in",
-        "not_in",
-        "exists",
-        "missing",
-        "contains",
-        "starts_with",
-        "ends_with",
-        "matches",
-        "within_last",
-        "more_than_ago",
-    ]
+    op: Op
     value: TraitScalar | list[TraitScalar] | None = Field(default=None, validate_default=True)
     case: Literal["sensitive", "insensitive"] = "sensitive"
 
@@ -308,7 +270,7 @@ class TraitCondition(_Node):
     @classmethod
     def _fits_op(cls, value: TraitScalar | list[TraitScalar] | None, info: ValidationInfo) -> Any:
         op = info.data.get("op")
-        if op in ("exists", "missing"):
+        if op in _PRESENCE_OPS:
             if value is not None:
                 raise ValueError(f"{op} takes no value")
         elif op in ("in", "not_in"):
@@ -326,6 +288,14 @@ class TraitCondition(_Node):
                 raise ValueError(f"{op} compares with text")
             if op == "matches" and (problem := pattern_problem(value)) is not None:
                 raise ValueError(f"not a regular expression: {problem.splitlines()[-1]}")
+        elif op == "between":
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not all(isinstance(v, float) and not isinstance(v, bool) for v in value)
+                or value[0] > value[1]  # type: ignore[operator]
+            ):
+                raise ValueError("between takes [low, high], two numbers with low <= high")
         elif op is not None and (isinstance(value, bool) or not isinstance(value, float)):
             raise ValueError(f"{op} compares with a number")
         return value
@@ -338,9 +308,9 @@ class TraitCondition(_Node):
             raise ValueError(f"case applies to text comparisons, not to {op}")
         return case
 
-    def compile(self) -> Node:
-        """The intermediate form: a time operator's duration in seconds."""
-        node: Node = {"trait": self.trait, "op": self.op}
+    def _compiled(self, node: Node) -> Node:
+        """`node` with the test's intermediate form: a time operator's duration in seconds."""
+        node["op"] = self.op
         if self.op in _TIME_OPS:
             node["value"] = duration_seconds(str(self.value))
         elif self.value is not None:
@@ -348,6 +318,376 @@ class TraitCondition(_Node):
         if self.case == "insensitive":
             node["case"] = "insensitive"
         return node
+
+
+class TraitCondition(_Test):
+    """An identify trait compared with a value: `{trait: plan, op: in, value: [pro, family]}`.
+
+    `trait` names a trait of `identify` calls (`traits`) or of any call's
+    `context.traits`, nested ones by a dotted path (`address.country`). A user's
+    latest-set value counts. Operators as :class:`_Test` says.
+
+    >>> TraitCondition.model_validate({"trait": "plan", "op": "in", "value": ["pro"]}).compile()
+    {'trait': 'plan', 'op': 'in', 'value': ['pro']}
+    >>> TraitCondition.model_validate(
+    ...     {"trait": "email", "op": "ends_with", "value": "@Example.com", "case": "insensitive"}
+    ... ).compile()["case"]
+    'insensitive'
+    """
+
+    trait: str = Field(min_length=1, max_length=256, pattern=_TRAIT_PATH)
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return self._compiled({"trait": self.trait})
+
+
+class PropertyCondition(_Test):
+    """An event's property compared with a value, in a computed trait's `where`:
+    `{property: properties.device, op: in, value: [tv, web]}`.
+
+    The path starts at the message: `properties.plan.tier`, `name`,
+    `context.device.type`. Time operators compare with the event's own time.
+
+    >>> PropertyCondition.model_validate(
+    ...     {"property": "properties.device", "op": "==", "value": "tv"}).compile()
+    {'property': 'properties.device', 'op': '==', 'value': 'tv'}
+    """
+
+    property_path: str = Field(alias="property", min_length=1, max_length=256, pattern=_TRAIT_PATH)
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return self._compiled({"property": self.property_path})
+
+
+class PropertyAll(_Node):
+    """True when every property condition is true."""
+
+    all_of: list[PropertyFilter] = Field(alias="all", min_length=1)
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"all": [part.compile() for part in self.all_of]}
+
+
+class PropertyAny(_Node):
+    """True when at least one property condition is true."""
+
+    any_of: list[PropertyFilter] = Field(alias="any", min_length=1)
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"any": [part.compile() for part in self.any_of]}
+
+
+class PropertyNot(_Node):
+    """True when the property condition is false."""
+
+    not_of: PropertyFilter = Field(alias="not")
+
+    def compile(self) -> Node:
+        """The intermediate form."""
+        return {"not": self.not_of.compile()}
+
+
+def _filter_kind(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        for key in ("all", "any", "not", "property"):
+            if key in value:
+                return key
+    return None
+
+
+PropertyFilter = Annotated[
+    Annotated[PropertyCondition, Tag("property")]
+    | Annotated[PropertyAll, Tag("all")]
+    | Annotated[PropertyAny, Tag("any")]
+    | Annotated[PropertyNot, Tag("not")],
+    Discriminator(
+        _filter_kind,
+        custom_error_type="property_condition",
+        custom_error_message="a property condition is a mapping with one of: all, any, not, "
+        "property",
+    ),
+]
+
+_DAY = 86_400
+_LONGEST_WINDOW = 400 * _DAY
+
+
+def window_geometry(far: float, near: float = 0.0) -> dict[str, int]:
+    """The buckets of a window from `far` to `near` seconds back: exact seconds up to an
+    hour, whole minutes up to 48 hours, whole UTC days up to 400 days (by `far`).
+
+    >>> window_geometry(1800), window_geometry(2 * 3600)
+    ({'width': 1, 'buckets': 1800, 'skip': 0}, {'width': 60, 'buckets': 120, 'skip': 0})
+    >>> window_geometry(90 * 86_400, 30 * 86_400)
+    {'width': 86400, 'buckets': 60, 'skip': 30}
+    >>> window_geometry(50 * 3600)
+    Traceback (most recent call last):
+    ...
+    ValueError: a window longer than 48h counts whole days: 50h is not a whole number of days
+    """
+    if far <= 3600:
+        width, unit = 1, "second"
+    elif far <= 48 * 3600:
+        width, unit = 60, "minute"
+    else:
+        width, unit = _DAY, "day"
+    for seconds in (far, near):
+        if seconds % width:
+            shown = _shown_any(seconds)
+            reach = {1: "up to 1h", 60: "up to 48h", _DAY: "longer than 48h"}[width]
+            raise ValueError(
+                f"a window {reach} counts whole {unit}s: {shown} is not a whole number of {unit}s"
+            )
+    return {"width": width, "buckets": int((far - near) // width), "skip": int(near // width)}
+
+
+def _shown_any(seconds: float) -> str:
+    """A duration as written most simply: `50h`, `90m`, `1.5s`."""
+    for unit, size in (("d", _DAY), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _window(text: str) -> str:
+    checked_duration(text, 1, _LONGEST_WINDOW, "10m, 48h or 30d")
+    seconds = duration_seconds(text)
+    assert seconds is not None
+    window_geometry(seconds)
+    return text.strip()
+
+
+class Between(_Node):
+    """A window from `between[0]` ago to `between[1]` ago: `{between: [90d, 30d]}`."""
+
+    between: tuple[str, str]
+
+    @field_validator("between")
+    @classmethod
+    def _ordered(cls, ends: tuple[str, str]) -> tuple[str, str]:
+        far, near = (checked_duration(end, 0, _LONGEST_WINDOW, "90d") for end in ends)
+        far_seconds, near_seconds = duration_seconds(far), duration_seconds(near)
+        assert far_seconds is not None
+        assert near_seconds is not None
+        if far_seconds <= near_seconds:
+            raise ValueError("the first end is further back than the second: [90d, 30d]")
+        window_geometry(far_seconds, near_seconds)
+        return far, near
+
+
+_AGGREGATES = Literal[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "distinct_count",
+    "most_frequent",
+    "first",
+    "last",
+    "first_time",
+    "last_time",
+]
+_WITHOUT_OF = ("count", "first_time", "last_time")
+_NUMERIC_AGGREGATES = ("count", "sum", "avg", "min", "max", "distinct_count")
+
+
+class ComputedTrait(_Node):
+    """An aggregate of the user's own events over a window, declared under `computed:`.
+
+    `event` (one name), `events` (several) or `any: true` (every `track`
+    event) say which `track` events count, `page` which `page`/`screen` calls
+    (by name); `where` filters them by their properties; `aggregate` folds
+    them, over the property `of` (not for `count`, `first_time`, `last_time`);
+    `window` is a duration (`30m`, `36h`, `30d`), `{between: [90d, 30d]}` or
+    `lifetime`. docs/rules.md ("Computed traits") gives the exact semantics.
+
+    >>> ComputedTrait.model_validate({"event": "Video Played", "aggregate": "count",
+    ...                               "window": "7d"}).definition()["window"]
+    {'width': 86400, 'buckets': 7, 'skip': 0}
+    """
+
+    event: str | None = Field(default=None, min_length=1, max_length=256)
+    events: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, min_length=1
+    )
+    any_event: Literal[True] | None = Field(default=None, alias="any")
+    page: str | None = Field(default=None, min_length=1, max_length=256)
+    where: PropertyFilter | None = None
+    aggregate: _AGGREGATES
+    of: str | None = Field(default=None, min_length=1, max_length=256, pattern=_TRAIT_PATH)
+    window: Literal["lifetime"] | Between | str = "lifetime"
+
+    @field_validator("window")
+    @classmethod
+    def _window_range(cls, window: str | Between) -> str | Between:
+        if isinstance(window, str) and window != "lifetime":
+            return _window(window)
+        return window
+
+    @model_validator(mode="after")
+    def _complete(self) -> ComputedTrait:
+        chosen = [self.event, self.events, self.any_event, self.page]
+        if sum(choice is not None for choice in chosen) != 1:
+            raise PydanticCustomError(
+                "computed_select", "name exactly one of event, events, any: true or page"
+            )
+        if self.aggregate in _WITHOUT_OF and self.of is not None:
+            raise PydanticCustomError(
+                "computed_of", f"{self.aggregate} takes no property: leave out of"
+            )
+        if self.aggregate not in _WITHOUT_OF and self.of is None:
+            raise PydanticCustomError(
+                "computed_of", f"{self.aggregate} aggregates a property: name it with of"
+            )
+        return self
+
+    def window_seconds(self) -> float | None:
+        """How far back the window reaches, in seconds; `None` for `lifetime`."""
+        if isinstance(self.window, Between):
+            return duration_seconds(self.window.between[0])
+        return None if self.window == "lifetime" else duration_seconds(self.window)
+
+    def definition(self) -> Node:
+        """The intermediate form, without names or key."""
+        window: dict[str, int] | None = None
+        if isinstance(self.window, Between):
+            far, near = (duration_seconds(end) for end in self.window.between)
+            assert far is not None
+            assert near is not None
+            window = window_geometry(far, near)
+        elif self.window != "lifetime":
+            seconds = duration_seconds(self.window)
+            assert seconds is not None
+            window = window_geometry(seconds)
+        return {
+            "select": {
+                "events": [self.event] if self.event else sorted(set(self.events or [])),
+                "any": bool(self.any_event),
+                "pages": [self.page] if self.page else [],
+            },
+            "where": None if self.where is None else self.where.compile(),
+            "aggregate": self.aggregate,
+            "of": self.of,
+            "window": window,
+        }
+
+    def paths(self) -> set[str]:
+        """Every property path the trait reads."""
+        found = {self.of} if self.of else set()
+        stack: list[Any] = [self.where] if self.where is not None else []
+        while stack:
+            node = stack.pop()
+            if isinstance(node, PropertyCondition):
+                found.add(node.property_path)
+            elif isinstance(node, PropertyAll | PropertyAny):
+                stack.extend(node.all_of if isinstance(node, PropertyAll) else node.any_of)
+            elif isinstance(node, PropertyNot):
+                stack.append(node.not_of)
+        return found
+
+
+def definition_key(definition: Node) -> str:
+    """The key a computed trait's cells are stored under: a digest of its definition, so
+    a changed definition starts afresh and equal ones share their cells."""
+    return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+class ComputedCondition(_Test):
+    """A computed trait compared: `{computed: watch_minutes_30d, op: ">=", value: 600}`.
+
+    Operators as :class:`_Test` says; a computed trait with no event in its
+    window is 0 (`count`, `sum`, `distinct_count`) or null (the others, which
+    then meet only `missing`).
+    """
+
+    computed: str = Field(min_length=1, max_length=64)
+
+    def compile(self) -> Node:
+        """The intermediate form, naming the trait (:class:`RuleSet` numbers it)."""
+        return self._compiled({"computed": self.computed})
+
+
+_CATEGORY_KINDS = {
+    "Product Viewed": EventKind.PRODUCT_VIEWED,
+    "Product Added": EventKind.CART_ADD,
+    "Product Removed": EventKind.CART_REMOVE,
+    "Order Completed": EventKind.ORDER,
+}
+
+
+class Burst(_Node):
+    """At least `at_least` `event`s within `within`, e.g. `{event: Video Played, at_least: 3,
+    within: 7d}`.
+
+    Any `track` event counts by name, filtered by `where` (property
+    conditions), over a window of up to 400 days with the computed traits'
+    window semantics. For the four product events (`Product Viewed`, `Product
+    Added`, `Product Removed`, `Order Completed`) without `where`, windows up to
+    1h count per category (`per: category`, their default): true while the
+    user's latest such events show `at_least` of one category in `within` up to
+    the evaluation time.
+    """
+
+    event: str = Field(min_length=1, max_length=256)
+    at_least: int = Field(ge=1, le=10_000)
+    within: str
+    per: Literal["category", "event"] | None = None
+    where: PropertyFilter | None = None
+
+    @field_validator("within")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        return _window(text)
+
+    @model_validator(mode="after")
+    def _per_category(self) -> Burst:
+        if self.per == "category":
+            if self.event not in _CATEGORY_KINDS:
+                raise PydanticCustomError(
+                    "per_category",
+                    "per: category counts Product Viewed, Product Added, Product Removed or "
+                    "Order Completed",
+                )
+            if self.where is not None:
+                raise PydanticCustomError("per_category", "per: category takes no where")
+            seconds = duration_seconds(self.within)
+            if seconds is None or seconds > RECENT_SECONDS:
+                raise PydanticCustomError("per_category", "per: category counts within 1h or less")
+        return self
+
+    @property
+    def per_category(self) -> bool:
+        """Whether it counts per category (a burst of one of the four product events)."""
+        if self.per is not None:
+            return self.per == "category"
+        seconds = duration_seconds(self.within)
+        return (
+            self.event in _CATEGORY_KINDS
+            and self.where is None
+            and seconds is not None
+            and seconds <= RECENT_SECONDS
+        )
+
+    def counted(self) -> ComputedTrait:
+        """The computed trait it compares, when it does not count per category."""
+        return ComputedTrait.model_construct(
+            event=self.event, where=self.where, aggregate="count", window=self.within
+        )
+
+    def compile(self) -> Node:
+        """The intermediate form: a burst (kind, window in seconds, least count), or the
+        count of a computed trait of its own (:class:`RuleSet` numbers it)."""
+        if not self.per_category:
+            return {"computed": self.counted().definition(), "op": ">=", "value": self.at_least}
+        seconds = duration_seconds(self.within)
+        assert seconds is not None
+        kind = _CATEGORY_KINDS[self.event].name
+        return {"burst": kind, "within": seconds, "at_least": self.at_least}
 
 
 class InSegment(_Node):
@@ -366,7 +706,7 @@ class InSegment(_Node):
 
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        for key in ("all", "any", "not", "feature", "trait", "event", "segment"):
+        for key in ("all", "any", "not", "feature", "trait", "computed", "event", "segment"):
             if key in value:
                 return key
     return None
@@ -375,6 +715,7 @@ def _condition_kind(value: Any) -> str | None:
 Condition = Annotated[
     Annotated[Comparison, Tag("feature")]
     | Annotated[TraitCondition, Tag("trait")]
+    | Annotated[ComputedCondition, Tag("computed")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[NotOf, Tag("not")]
@@ -384,7 +725,8 @@ Condition = Annotated[
         _condition_kind,
         custom_error_type="condition",
         custom_error_message=(
-            "a condition is a mapping with one of: all, any, not, feature, trait, event, segment"
+            "a condition is a mapping with one of: all, any, not, feature, trait, computed, "
+            "event, segment"
         ),
     ),
 ]
@@ -411,6 +753,10 @@ class RuleFile(_Node):
     """
 
     cart_abandonment_after: str = "30m"
+    computed: dict[
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][\w]*$")],
+        ComputedTrait,
+    ] = {}
     segments: list[SegmentRule] = Field(min_length=1)
 
     @field_validator("cart_abandonment_after")
@@ -439,18 +785,24 @@ class RuleSet:
         seconds = duration_seconds(definition.cart_abandonment_after)
         assert seconds is not None
         rank = {name: index for index, name in enumerate(self.names)}
+        numbering = _ComputedNumbering(definition.computed)
+        segments = [
+            {
+                "name": rule.name,
+                "group": rule.group,
+                "condition": numbering.numbered(rule.condition.compile()),
+            }
+            for rule in definition.segments
+        ]
+        self.computed: tuple[Node, ...] = tuple(numbering.found)
+        """Every computed trait's intermediate form, each definition once, as numbered in
+        conditions: `names` (none for a time-window condition's own count) and `key`."""
         self.ir = orjson.dumps(
             {
                 "cart_after": seconds,
                 "order": [rank[name] for name in _decision_order(definition)],
-                "segments": [
-                    {
-                        "name": rule.name,
-                        "group": rule.group,
-                        "condition": rule.condition.compile(),
-                    }
-                    for rule in definition.segments
-                ],
+                "segments": segments,
+                "computed": self.computed,
             }
         ).decode()
         """The rules in the core's intermediate form (JSON)."""
@@ -486,11 +838,12 @@ class RuleSet:
         """
         rules = {rule.name: rule for rule in self.definition.segments}
         before = _dependencies(self.definition)
+        numbering = _ComputedNumbering(self.definition.computed)
         found: dict[str, str] = {}
         for name in _decision_order(self.definition):
             rule = rules[name]
             basis = {
-                "condition": rule.condition.compile(),
+                "condition": numbering.defined(rule.condition.compile()),
                 "group": rule.group,
                 "cart_after": duration_seconds(self.definition.cart_abandonment_after),
                 "after": sorted(found[other] for other in before[name]),
@@ -517,15 +870,95 @@ class RuleSet:
             )
         )
 
+    @cached_property
+    def projection(self) -> Projection:
+        """What the decoder keeps for these rules: the traits they compare, and the names
+        and properties of the calls their computed traits count.
+
+        >>> rules = parse_rules(
+        ...     "computed:\\n  minutes: {event: Played, aggregate: sum, of: properties.minutes}\\n"
+        ...     "segments:\\n  - {name: Pro, description: d, condition: "
+        ...     "{trait: plan, op: '==', value: pro}}\\n")
+        >>> rules.projection
+        Projection(traits=('plan',), events=('Played',), properties=('properties.minutes',))
+        """
+        traits = [*self.definition.computed.values()]
+        for rule in self.definition.segments:
+            traits.extend(
+                node.counted()
+                for node in _nodes(rule.condition)
+                if isinstance(node, Burst) and not node.per_category
+            )
+        names: set[str] = set()
+        for trait in traits:
+            names.update(trait.events or [])
+            names.update(name for name in (trait.event, trait.page) if name)
+        every = any(trait.any_event for trait in traits)
+        paths = sorted({path for trait in traits for path in trait.paths()})
+        return Projection(self.traits, True if every else tuple(sorted(names)), tuple(paths))
+
     @property
     def bursts(self) -> dict[str, list[Burst]]:
-        """Per segment, the burst conditions in it (segments without any left out)."""
+        """Per segment, its conditions that count bursts per category (segments without any
+        left out)."""
         found: dict[str, list[Burst]] = {}
         for rule in self.definition.segments:
-            bursts = [node for node in _nodes(rule.condition) if isinstance(node, Burst)]
+            bursts = [
+                node
+                for node in _nodes(rule.condition)
+                if isinstance(node, Burst) and node.per_category
+            ]
             if bursts:
                 found[rule.name] = bursts
         return found
+
+
+class _ComputedNumbering:
+    """Numbers computed traits as conditions meet them: the named ones first, in file order,
+    then each time-window condition's own count; equal definitions share a number."""
+
+    def __init__(self, named: Mapping[str, ComputedTrait]) -> None:
+        self.found: list[Node] = []
+        self._keys: dict[str, int] = {}
+        self._named: dict[str, int] = {}
+        for name, trait in named.items():
+            self._named[name] = self._number(trait.definition(), name)
+
+    def _number(self, definition: Node, name: str | None = None) -> int:
+        key = definition_key(definition)
+        if key not in self._keys:
+            self._keys[key] = len(self.found)
+            self.found.append({"names": [], "key": key, **definition})
+        index = self._keys[key]
+        if name is not None:
+            self.found[index]["names"].append(name)
+        return index
+
+    def numbered(self, node: Node) -> Node:
+        """`node` with each computed trait it compares (a name or a definition) numbered."""
+        if "computed" in node:
+            named = node["computed"]
+            index = self._named[named] if isinstance(named, str) else self._number(named)
+            return {**node, "computed": index}
+        for key in ("all", "any"):
+            if key in node:
+                return {key: [self.numbered(part) for part in node[key]]}
+        if "not" in node:
+            return {"not": self.numbered(node["not"])}
+        return node
+
+    def defined(self, node: Node) -> Node:
+        """`node` with each computed trait it compares replaced by its definition."""
+        numbered = self.numbered(node)
+        if "computed" in numbered:
+            definition = {k: v for k, v in self.found[numbered["computed"]].items() if k != "names"}
+            return {**numbered, "computed": definition}
+        for key in ("all", "any"):
+            if key in numbered:
+                return {key: [self.defined(part) for part in node[key]]}
+        if "not" in numbered:
+            return {"not": self.defined(node["not"])}
+        return numbered
 
 
 def _nodes(condition: Condition) -> Iterator[Condition]:
@@ -615,14 +1048,16 @@ def _reference_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Prob
 
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
-_TAGS = frozenset(("feature", "trait", "all", "any", "not", "event", "segment"))
+_TAGS = frozenset(
+    ("feature", "trait", "computed", "property", "all", "any", "not", "event", "segment")
+)
 
 
 def _is_condition_slot(path: list[str | int]) -> bool:
     """Whether the next location part is a condition (so pydantic puts a tag there)."""
     if not path:
         return False
-    if path[-1] in ("condition", "not"):
+    if path[-1] in ("condition", "not", "where"):
         return True
     return isinstance(path[-1], int) and len(path) > 1 and path[-2] in ("all", "any")
 
@@ -639,6 +1074,67 @@ def _document_path(location: tuple[str | int, ...]) -> list[str | int]:
         path.append(_ALIASES.get(part, part) if isinstance(part, str) else part)
         tag_expected = _is_condition_slot(path)
     return path
+
+
+def _located(condition: Condition, path: Path) -> Iterator[tuple[Any, Path]]:
+    """`condition` and every condition nested in it, each with its path in the document."""
+    yield condition, path
+    if isinstance(condition, AllOf | AnyOf):
+        key = "all" if isinstance(condition, AllOf) else "any"
+        parts = condition.all_of if isinstance(condition, AllOf) else condition.any_of
+        for index, part in enumerate(parts):
+            yield from _located(part, (*path, key, index))
+    elif isinstance(condition, NotOf):
+        yield from _located(condition.not_of, (*path, "not"))
+
+
+_KIND_OPS = {
+    "a number": (*_NUMBER_OPS, *_EQUALITY_OPS, *_PRESENCE_OPS),
+    "a time": (*_TIME_OPS, *_PRESENCE_OPS, "==", "!="),
+    "text": (*_TEXT_OPS, *_EQUALITY_OPS, *_PRESENCE_OPS),
+}
+
+
+def _value_kind(trait: ComputedTrait) -> str | None:
+    """What a computed trait's value is, when its aggregate says: a number, a time, text."""
+    if trait.aggregate in _NUMERIC_AGGREGATES:
+        return "a number"
+    if trait.aggregate in ("first_time", "last_time"):
+        return "a time"
+    return "text" if trait.aggregate == "most_frequent" else None
+
+
+def _computed_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
+    """Comparisons of computed traits the file does not declare, or with an operator the
+    trait's value cannot take."""
+    found = []
+    for position, rule in enumerate(definition.segments):
+        for node, path in _located(rule.condition, ("segments", position, "condition")):
+            if not isinstance(node, ComputedCondition):
+                continue
+            line = lines.get((*path, "computed"), lines.get(path))
+            field = _field_path(path) + ".computed"
+            trait = definition.computed.get(node.computed)
+            if trait is None:
+                found.append(Problem(line, field, f"unknown computed trait {node.computed!r}"))
+                continue
+            kind = _value_kind(trait)
+            if kind is not None and node.op not in _KIND_OPS[kind]:
+                message = (
+                    f"{node.computed!r} ({trait.aggregate}) is {kind}: {node.op} cannot "
+                    f"compare it; use one of {', '.join(_KIND_OPS[kind])}"
+                )
+                op_line = lines.get((*path, "op"), line)
+                found.append(Problem(op_line, _field_path(path) + ".op", message))
+    return found
+
+
+def _field_path(path: Path) -> str:
+    """A document path as errors name fields: `segments[0].condition.all[1]`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
 
 
 def _duplicates(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
@@ -660,7 +1156,11 @@ def parse_rules(text: str, source: str = "rules", version: int | None = None) ->
         definition = RuleFile.model_validate(document)
     except ValidationError as error:
         raise RuleFileError(source, problems(error, lines, _document_path)) from None
-    found = _duplicates(definition, lines) or _reference_errors(definition, lines)
+    found = (
+        _duplicates(definition, lines)
+        or _reference_errors(definition, lines)
+        or _computed_errors(definition, lines)
+    )
     if found:
         raise RuleFileError(source, found)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -36,7 +36,7 @@ import msgpack
 import orjson
 
 from processors._core import Relay
-from processors.events import Action, Rejection, Traits, decode_event
+from processors.events import NOTHING, Action, Projection, Rejection, decode_event
 
 CONTROL_HEADER = "segstream-control"
 """Header marking a control message on the events topic; its value names the command."""
@@ -223,10 +223,10 @@ def in_cause_order(messages: Iterable[RelayMessage]) -> list[RelayMessage]:
 
 
 def relayed_item(
-    kind: bytes, key: str, body: bytes, *, max_bytes: int, traits: Traits = ()
+    kind: bytes, key: str, body: bytes, *, max_bytes: int, keep: Projection = NOTHING
 ) -> Item | Rejection:
     """The item a relayed `merge`, `absorb`, `erase` or `forward` carries; a forwarded event
-    keeps the identify `traits` named (`True`: every one)."""
+    keeps what `keep` says."""
     if kind == b"erase":
         return Erase(key, follow=body == b"follow")
     if kind == b"merge":
@@ -234,7 +234,7 @@ def relayed_item(
     if kind == b"absorb":
         source_id, state = msgpack.unpackb(body)
         return Absorb(source_id=source_id, into=key, state=state)
-    action = decode_event(body, max_bytes=max_bytes, traits=traits)
+    action = decode_event(body, max_bytes=max_bytes, keep=keep)
     if isinstance(action, Action):
         return action.for_user(key)  # forwarded to the user the id it was sent under belongs to
     return action

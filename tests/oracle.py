@@ -69,6 +69,10 @@ class Event:
     previous_id: str | None = None
     traits: tuple[tuple[str, Trait], ...] = ()
     """Every trait the message sets, by dotted name (docs/rules.md, "Traits")."""
+    name: str | None = None
+    """The `track` event's name, or the `page`/`screen` call's."""
+    fields: tuple[tuple[str, Trait], ...] = ()
+    """Every null, boolean, number or text in the message, by dotted path from its root."""
 
 
 Trait = bool | float | str | None
@@ -128,7 +132,33 @@ def read(raw: bytes) -> Event:
         anonymous_id=body.get("anonymousId") if body.get("userId") else None,
         previous_id=body.get("previousId") if kind == "alias" else None,
         traits=read_traits(body),
+        name=_name(body),
+        fields=tuple(sorted(_leaves(body, "").items())),
     )
+
+
+def _name(body: dict) -> str | None:
+    """The call's name: a `track` event's, or a `page`/`screen` call's (when it has one)."""
+    name = body.get("event") if body["type"] == "track" else body.get("name")
+    if name is None or body["type"] not in ("track", "page", "screen"):
+        return None
+    return name if isinstance(name, str) else str(name)
+
+
+def _leaves(mapping: dict, prefix: str) -> dict[str, Trait]:
+    """Every scalar under `mapping` by dotted path: text cut to 1,024 characters, numbers
+    as floats, lists left out."""
+    found: dict[str, Trait] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            found.update(_leaves(value, f"{prefix}{key}."))
+        elif isinstance(value, str):
+            found[f"{prefix}{key}"] = value[:1024]
+        elif isinstance(value, bool) or value is None:
+            found[f"{prefix}{key}"] = value
+        elif isinstance(value, int | float):
+            found[f"{prefix}{key}"] = float(value)
+    return found
 
 
 def read_traits(body: dict) -> tuple[tuple[str, Trait], ...]:
@@ -136,24 +166,12 @@ def read_traits(body: dict) -> tuple[tuple[str, Trait], ...]:
     `traits`, which win; nested ones by dotted name, lists left out, text cut to 1,024
     characters, numbers as floats."""
     found: dict[str, Trait] = {}
-
-    def walk(mapping: dict, prefix: str) -> None:
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, str):
-                found[f"{prefix}{key}"] = value[:1024]
-            elif isinstance(value, bool) or value is None:
-                found[f"{prefix}{key}"] = value
-            elif isinstance(value, int | float):
-                found[f"{prefix}{key}"] = float(value)
-
     sources = [(body.get("context") or {}).get("traits")]
     if body["type"] == "identify":
         sources.append(body.get("traits"))
     for source in sources:
         if isinstance(source, dict):
-            walk(source, "")
+            found.update(_leaves(source, ""))
     return tuple(sorted(found.items()))
 
 
@@ -220,6 +238,10 @@ def trait_holds(
             wanted = [w.lower() if isinstance(w, str) else w for w in wanted]
         elif isinstance(wanted, str) and op != "matches":
             wanted = wanted.lower()
+    if op == "between":
+        assert isinstance(wanted, list)
+        low, high = wanted
+        return isinstance(value, float) and not isinstance(value, bool) and low <= value <= high
     if op in ("in", "not_in"):
         assert isinstance(wanted, list)
         found = any(type(value) is type(w) and value == w for w in wanted)
@@ -388,6 +410,124 @@ def seconds(duration: str) -> int:
     return int(duration[:-1]) * DURATION_UNITS[duration[-1]]
 
 
+def per_category(condition: dict) -> bool:
+    """Whether a time-window condition counts per category: one of the four product events,
+    no `where`, within 1h or less, unless `per` says otherwise."""
+    if "per" in condition:
+        return condition["per"] == "category"
+    products = ("Product Viewed", "Product Added", "Product Removed", "Order Completed")
+    return (
+        condition["event"] in products
+        and "where" not in condition
+        and seconds(condition["within"]) <= HOUR
+    )
+
+
+def window_of(window: str | dict) -> tuple[int, int, int] | None:
+    """A computed trait's window as (bucket width, far end, near end) in seconds; None for
+    `lifetime`. The far end picks the width: seconds up to 1h, minutes up to 48h, days."""
+    if window == "lifetime":
+        return None
+    far, near = (
+        (seconds(window["between"][0]), seconds(window["between"][1]))
+        if isinstance(window, dict)
+        else (seconds(window), 0)
+    )
+    width = 1 if far <= HOUR else 60 if far <= 48 * HOUR else DAY
+    return width, far, near
+
+
+def in_window(moment: int, as_of: float, window: str | dict) -> bool:
+    """Whether an event at `moment` is in the window as of `as_of`: its bucket is one of
+    those from `far` back to `near` back, counted from the bucket holding `as_of`."""
+    found = window_of(window)
+    if found is None:
+        return moment <= as_of
+    width, far, near = found
+    last = math.floor(as_of / width)
+    return last - far // width < moment // width <= last - near // width
+
+
+def value_text(value: Trait) -> str:
+    """A value as `distinct_count` and `most_frequent` tell values apart."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def counts(trait: dict, event: Event) -> bool:
+    """Whether a computed trait (its YAML) counts `event`: the call and name it names, and
+    its `where`."""
+    if event.name is None or event.kind in ("identify", "alias"):
+        return False
+    if event.kind == "page":
+        chosen = event.name == trait.get("page")
+    else:
+        names = trait.get("events") or ([trait["event"]] if "event" in trait else [])
+        chosen = trait.get("any") is True or event.name in names
+    return chosen and ("where" not in trait or _where(trait["where"], event))
+
+
+def _where(condition: dict, event: Event) -> bool:
+    if "all" in condition:
+        return all(_where(c, event) for c in condition["all"])
+    if "any" in condition:
+        return any(_where(c, event) for c in condition["any"])
+    if "not" in condition:
+        return not _where(condition["not"], event)
+    value = dict(event.fields).get(condition["property"])
+    op, wanted = condition["op"], _wanted(condition)
+    return trait_holds(value, op, wanted, condition.get("case") == "insensitive", event.timestamp)
+
+
+def _wanted(condition: dict) -> Trait | list[Trait]:
+    """A condition's value as trait_holds takes it: numbers as floats, durations in seconds."""
+    wanted = condition.get("value")
+    if condition["op"] in ("within_last", "more_than_ago"):
+        return float(seconds(str(wanted)))
+    if isinstance(wanted, list):
+        return [float(w) if type(w) is int else w for w in wanted]
+    return float(wanted) if type(wanted) is int else wanted
+
+
+def computed_value(trait: dict, events: list[Event], as_of: float) -> Trait:
+    """A computed trait's value as of `as_of` (docs/rules.md, "Computed traits")."""
+    chosen = [
+        e
+        for e in events
+        if counts(trait, e) and in_window(int(e.timestamp), as_of, trait.get("window", "lifetime"))
+    ]
+    aggregate = trait["aggregate"]
+    if aggregate == "count":
+        return float(len(chosen))
+    if aggregate in ("first_time", "last_time"):
+        if not chosen:
+            return None
+        moment = (min if aggregate == "first_time" else max)(int(e.timestamp) for e in chosen)
+        return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    values = [(int(e.timestamp), dict(e.fields).get(trait["of"])) for e in chosen]
+    values = [(t, v) for t, v in values if v is not None]
+    numbers = [v for _, v in values if type(v) is float and math.isfinite(v) and abs(v) <= 1e12]
+    if aggregate in ("sum", "avg"):
+        total = sum(round(v * 1e6) for v in numbers)
+        if aggregate == "sum":
+            return total / 1e6
+        return total / 1e6 / len(numbers) if numbers else None
+    if aggregate in ("min", "max"):
+        return (min if aggregate == "min" else max)(numbers) if numbers else None
+    if aggregate in ("distinct_count", "most_frequent"):
+        tally = Counter(value_text(v) for _, v in values)
+        if aggregate == "distinct_count":
+            return float(min(len(tally), 1000))
+        return min(tally, key=lambda v: (-tally[v], v)) if tally else None
+    if not values:
+        return None
+    ranked = [(t, _trait_rank(v), v) for t, v in values]
+    return (min if aggregate == "first" else max)(ranked)[2]
+
+
 def segments(
     rules: dict, events: list[Event], as_of: float, thresholds: dict[str, float] | None = None
 ) -> set[str]:
@@ -409,27 +549,32 @@ def segments(
             return not holds(condition["not"])
         if "segment" in condition:
             return member(condition["segment"])
+        if "computed" in condition:
+            value = computed_value(rules["computed"][condition["computed"]], events, as_of)
+            wanted = _wanted(condition)
+            insensitive = condition.get("case") == "insensitive"
+            return trait_holds(value, condition["op"], wanted, insensitive, as_of)
+        if "event" in condition and not per_category(condition):
+            count = {"event": condition["event"], "aggregate": "count"}
+            if "where" in condition:
+                count["where"] = condition["where"]
+            found = computed_value({**count, "window": condition["within"]}, events, as_of)
+            assert isinstance(found, float)
+            return found >= condition["at_least"]
         if "event" in condition:
             kind = TRACKED[condition["event"]]
             since = as_of - seconds(condition["within"])
-            per_category = Counter(
+            by_category = Counter(
                 c
                 for e in events
                 if e.kind == kind and since < int(e.timestamp) <= as_of
                 for c in e.categories
             )
-            return max(per_category.values(), default=0) >= condition["at_least"]
+            return max(by_category.values(), default=0) >= condition["at_least"]
         if "trait" in condition:
-            wanted = condition.get("value")
-            if isinstance(wanted, int) and not isinstance(wanted, bool):
-                wanted = float(wanted)
-            if isinstance(wanted, list):
-                wanted = [float(w) if type(w) is int else w for w in wanted]
             insensitive = condition.get("case") == "insensitive"
             known = known_traits.get(condition["trait"])
-            if condition["op"] in ("within_last", "more_than_ago"):
-                wanted = float(seconds(str(condition["value"])))
-            return trait_holds(known, condition["op"], wanted, insensitive, as_of)
+            return trait_holds(known, condition["op"], _wanted(condition), insensitive, as_of)
         value = condition["value"]
         if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
             if value not in (thresholds or {}):

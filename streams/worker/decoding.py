@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message
 
 from processors._core import PartitionBatch, read_messages
-from processors.events import Reason, Rejection, Traits
+from processors.events import NOTHING, Projection, Reason, Rejection
 from processors.wire import (
     ADVANCE_WATERMARK,
     CONTROL_HEADER,
@@ -88,19 +88,19 @@ def decode_batch(
     partition_count: int,
     max_event_bytes: int,
     not_after: float,
-    traits: Traits = (),
+    keep: Projection = NOTHING,
 ) -> DecodedBatch:
     """Decode `messages` of the `owned` partitions (others were revoked meanwhile), moving
     their watermarks and noting relays taken. Events stamped after `not_after` are future;
-    `traits` are the identify traits kept (`True`: every one)."""
+    `keep` is what the decoder keeps beyond the built-in features."""
     read = read_messages(
         messages,
         {number: state.clock for number, state in owned.items()},
-        _Special(owned, max_event_bytes, traits),
+        _Special(owned, max_event_bytes, keep),
         partition_count=partition_count,
         max_bytes=max_event_bytes,
         not_after=not_after,
-        traits=traits,
+        keep=keep,
     )
     for message in read.errors:
         error = message.error()
@@ -129,7 +129,7 @@ class _Special:
 
     owned: Mapping[int, PartitionState]
     max_bytes: int
-    traits: Traits
+    keep: Projection
 
     def __call__(self, message: Message, part: PartitionBatch, position: int) -> bool | Rejection:
         """Add what `message` (at batch `position`) carries to `part`; for a routed event,
@@ -160,7 +160,7 @@ class _Special:
             return True
         key = (message.key() or b"").decode()
         body = message.value() or b""
-        item = relayed_item(kind, key, body, max_bytes=self.max_bytes, traits=self.traits)
+        item = relayed_item(kind, key, body, max_bytes=self.max_bytes, keep=self.keep)
         if isinstance(item, Rejection):
             return item
         part.add(item, position, state.clock.firing)

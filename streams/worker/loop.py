@@ -47,7 +47,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors._core import FeatureVector, run_partition
 from processors.classifier import ChangeReason, Classifier
-from processors.events import Reason
+from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
 from processors.rules import RuleSet
 from state.store import BatchCommit, Counters, PartitionCommit
@@ -204,7 +204,7 @@ class Worker:
             partition_count=self.partitions,
             max_event_bytes=self.settings.max_event_bytes,
             not_after=time.time() + self.settings.max_future_seconds,
-            traits=self.settings.keep_traits == "all" or self.rules.traits,
+            keep=self._projection(),
         )
         self._follow_wall_clock()
         due = self._due_timers()
@@ -350,6 +350,14 @@ class Worker:
             if high >= 0:
                 lag = high - (state.committed or 0)
                 metrics.CONSUMER_LAG.labels(partition=str(number)).set(max(lag, 0))
+
+    def _projection(self) -> Projection:
+        """What the decoder keeps for the rules in force (every trait with
+        `SEGSTREAM_KEEP_TRAITS=all`)."""
+        projection = self.rules.projection
+        if self.settings.keep_traits == "all":
+            return projection._replace(traits=True)
+        return projection
 
     def _follow_wall_clock(self) -> None:
         """Let the clocks of each partition quiet for `idle_watermark_seconds` follow the wall

@@ -32,6 +32,13 @@ CASES = Path(__file__).parents[2] / "processors" / "core" / "tests" / "data" / "
 STREAMS = 40
 RULES_TEXT = """
 cart_abandonment_after: 20m
+computed:
+  plays_10m: {event: Video Played, aggregate: count, window: 10m}
+  spent_2h: {event: Video Played, aggregate: sum, of: properties.price, window: 2h}
+  cheapest: {any: true, aggregate: min, of: properties.price, window: {between: [7d, 1d]}}
+  kinds_3d: {any: true, aggregate: distinct_count, of: properties.category, window: 3d}
+  pricing_first: {page: Pricing, aggregate: first_time, window: 30d}
+  last_played: {event: Video Played, aggregate: last_time, window: 30d}
 segments:
   - name: Buyers
     description: an order in 30 days
@@ -92,6 +99,31 @@ segments:
       any:
         - {feature: sessions_7d, op: ">=", value: 2}
         - {feature: searches_7d, op: ">=", value: 1}
+  - name: Video Fans
+    description: two plays within ten minutes (exact seconds)
+    condition: {computed: plays_10m, op: ">=", value: 2}
+  - name: Spenders
+    description: between 10 and 2000 spent on plays in two hours (whole minutes)
+    condition: {computed: spent_2h, op: between, value: [10, 2000]}
+  - name: Cheap Last Week
+    description: something under 1, from a week ago to a day ago (whole days)
+    condition: {computed: cheapest, op: "<", value: 1}
+  - name: Varied
+    description: two kinds in three days
+    condition: {computed: kinds_3d, op: ">=", value: 2}
+  - name: Pricing Readers
+    description: first read the pricing page within the last 2 hours
+    condition: {computed: pricing_first, op: within_last, value: 2h}
+  - name: Lapsed Viewers
+    description: last played more than a day ago
+    condition: {computed: last_played, op: more_than_ago, value: 1d}
+  - name: Repeat Viewers
+    description: two plays of p2 within 90 minutes
+    condition:
+      event: Video Played
+      at_least: 2
+      within: 90m
+      where: {property: properties.product_id, op: "==", value: p2}
 """
 GAPS = (10 * MINUTE, 3 * HOUR, 2 * DAY, 40 * DAY)
 """How far apart a stream's events may be: seconds, minutes, hours and days."""
@@ -140,8 +172,10 @@ def cases(seed: int = 0) -> dict:
     names = list(
         oracle.features([oracle.read(message(0, 0, "page", 0, "", 0.0, None, "p", "Z"))], START)
     )
+    rules = parse_rules(RULES_TEXT)
     return {
-        "rules": json.loads(parse_rules(RULES_TEXT).ir),
+        "rules": json.loads(rules.ir),
+        "projection": rules.projection._asdict(),
         "features": names,
         "streams": [stream(rng, number) for number in range(STREAMS)],
     }

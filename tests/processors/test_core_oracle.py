@@ -19,6 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from processors._core import Action, decode_events
+from processors.classifier import Classifier
 from processors.rules import parse_rules
 from processors.wire import Advance
 from tests import oracle
@@ -75,6 +76,33 @@ events = st.one_of(
 )
 RULES_TEXT = """
 cart_abandonment_after: 20m
+computed:
+  plays: {event: Video Played, aggregate: count, window: 10m}
+  spent_2h:
+    event: Video Played
+    where: {property: properties.category, op: "!=", value: ""}
+    aggregate: sum
+    of: properties.price
+    window: 2h
+  avg_price_3d: {events: [Video Played, Product Viewed], aggregate: avg, of: properties.price,
+                 window: 3d}
+  cheapest: {any: true, aggregate: min, of: properties.price, window: {between: [7d, 1d]}}
+  priciest: {event: Video Played, aggregate: max, of: properties.price}
+  categories: {any: true, aggregate: distinct_count, of: properties.category, window: 30d}
+  favourite: {event: Video Played, aggregate: most_frequent, of: properties.product_id,
+              window: 90m}
+  first_category: {event: Product Added, aggregate: first, of: properties.category}
+  last_price:
+    event: Video Played
+    where:
+      any:
+        - {property: properties.product_id, op: "==", value: p2}
+        - {not: {property: context.device.type, op: in, value: [mobile]}}
+    aggregate: last
+    of: properties.price
+    window: {between: [3h, 1h]}
+  pricing_first: {page: Pricing, aggregate: first_time}
+  last_played: {event: Video Played, aggregate: last_time, window: 30d}
 segments:
   - name: Buyers
     description: an order in 30 days
@@ -139,10 +167,52 @@ segments:
   - name: Old Accounts
     description: a time trait more than 30 hours ago
     condition: {trait: signed_up_at, op: more_than_ago, value: 30h}
+  - name: Video Fans
+    description: a count over exact seconds
+    condition: {computed: plays, op: ">=", value: 2}
+  - name: Spenders
+    description: a filtered sum over whole minutes, between two numbers
+    condition: {computed: spent_2h, op: between, value: [10, 2000]}
+  - name: Pricey
+    description: an average over whole days of two events
+    condition: {computed: avg_price_3d, op: ">", value: 20}
+  - name: Cheap Last Week
+    description: a minimum of every event, from 7 days ago to 1 day ago
+    condition: {computed: cheapest, op: "<", value: 1}
+  - name: Ever Pricey
+    description: a lifetime maximum, or many categories
+    condition:
+      any:
+        - {computed: priciest, op: ">=", value: 1000}
+        - {computed: categories, op: ">=", value: 3}
+  - name: Fans Of One
+    description: the most frequent value
+    condition: {computed: favourite, op: "==", value: p1}
+  - name: Shoe Starters
+    description: the first value, of an empty text too
+    condition: {computed: first_category, op: in, value: [shoes, ""]}
+  - name: Earlier Price
+    description: the last value, from 3 hours ago to 1 hour ago
+    condition: {computed: last_price, op: exists}
+  - name: Pricing Readers
+    description: a page's first time within the last 2 hours
+    condition: {computed: pricing_first, op: within_last, value: 2h}
+  - name: Lapsed Viewers
+    description: a last time more than a day ago
+    condition: {computed: last_played, op: more_than_ago, value: 1d}
+  - name: Repeat Viewers
+    description: a custom event's count with a filter, which time lowers
+    condition:
+      event: Video Played
+      at_least: 2
+      within: 2h
+      where: {property: properties.product_id, op: "==", value: p2}
 """
 RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a
-burst, a priority group, a percentile no snapshot gave, traits."""
+burst, a priority group, a percentile no snapshot gave, traits, computed traits of every
+aggregate and kind of window, a custom event's count."""
+CLASSIFIER = Classifier.of(RULES)
 
 
 later = st.lists(
@@ -174,6 +244,8 @@ def message(number, actor, call, offset, category, amount, device, product, zone
         body["context"] = {"device": {"type": device}}
     if call in ("page", "screen", "group"):
         body |= {"type": call, "userId" if sender in USERS else "anonymousId": sender}
+        if call != "group" and category:
+            body["name"] = "Pricing" if category == "shoes" else "Home"
         if call == "screen":  # traits in the context, as mobile SDKs send them
             body.setdefault("context", {})["traits"] = {"plan": category, "seats": product}
     elif call == "identify":
@@ -197,7 +269,7 @@ def message(number, actor, call, offset, category, amount, device, product, zone
 
 
 def read_by_the_core(raw: list[bytes]) -> list[Action]:
-    actions = decode_events(raw, 32_768, traits=RULES.traits)
+    actions = decode_events(raw, 32_768, keep=RULES.projection)
     assert all(isinstance(action, Action) for action in actions), actions
     return actions
 
@@ -216,6 +288,11 @@ def assert_equal_at(users, everyone, moment):
         assert set(user.segments) == oracle.segments(rules, everyone[user_id], moment), user_id
         traits = oracle.traits(everyone[user_id], moment)
         assert user.traits() == {k: v for k, v in traits.items() if k in RULES.traits}, user_id
+        computed = {
+            name: oracle.computed_value(trait, everyone[user_id], moment)
+            for name, trait in rules["computed"].items()
+        }
+        assert user.computed(CLASSIFIER.core) == computed, (user_id, moment)
 
 
 VIEWED_AT_300 = (0, "Product Viewed", 300, "", 0.0, None, "p1", "Z")

@@ -89,7 +89,7 @@ def test_errors_name_line_and_field():
     assert errors_of(text) == [
         "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
-        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, event, segment",
+        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, event, segment",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
     ]
 
@@ -169,15 +169,23 @@ def test_time_window_condition_errors():
     text = """segments:
   - name: A
     description: d
-    condition: {event: Product Viewed, at_least: 0, within: 2h}
+    condition: {event: Product Viewed, at_least: 0, within: 401d}
   - name: B
     description: d
     condition: {event: Product Viewed, at_least: 2, within: 3 days}
+  - name: C
+    description: d
+    condition: {event: Video Played, at_least: 2, within: 50h, per: category}
+  - name: D
+    description: d
+    condition: {event: Video Played, at_least: 2, within: 90s}
 """
     assert errors_of(text) == [
         "line 4, segments[0].condition.at_least: Input should be greater than or equal to 1",
-        "line 4, segments[0].condition.within: between 1s and 60m",
-        "line 7, segments[1].condition.within: a duration such as 90s, 10m or 1h",
+        "line 4, segments[0].condition.within: between 1s and 400d",
+        "line 7, segments[1].condition.within: a duration such as 10m, 48h or 30d",
+        "line 10, segments[2].condition.within: a window longer than 48h counts whole days: "
+        "50h is not a whole number of days",
     ]
 
 

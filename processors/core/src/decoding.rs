@@ -514,14 +514,46 @@ fn json_problem(error: &JsonError, raw: &[u8]) -> String {
     format!("Invalid JSON: {} at {position}", error.error_type)
 }
 
-/// Validate one raw Segment message and reduce it to an [`Event`], keeping no traits.
+/// Validate one raw Segment message and reduce it to an [`Event`], keeping no traits,
+/// names or properties.
 pub fn decode(raw: &[u8], max_bytes: usize) -> Result<Event, Rejection> {
-    decode_keeping(raw, max_bytes, &Keep::Nothing)
+    decode_projected(raw, max_bytes, &Projection::default())
 }
 
-/// Like [`decode`], keeping the traits `keep` says from `traits` (an `identify` call's)
-/// and `context.traits` (any call's; `traits` wins where both set one).
-pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event, Rejection> {
+/// What the decoder keeps beyond the built-in features, from what the rules in force read:
+/// identify traits, the names of the `track` events and `page`/`screen` calls the rules
+/// count, and, for those calls only, the properties at `properties` (dotted paths from the
+/// message: `properties.plan.tier`, `name`, `context.device.type`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Projection {
+    pub traits: Keep,
+    pub events: Keep,
+    pub properties: Vec<String>,
+}
+
+/// Like [`decode`], keeping what `projection` names: traits from `traits` (an `identify`
+/// call's) and `context.traits` (any call's; `traits` wins where both set one), and a
+/// counted call's name and properties.
+///
+/// ```
+/// use _core::decoding::{decode_projected, Projection};
+/// use _core::traits::{Keep, TraitValue};
+/// let projection = Projection {
+///     events: Keep::Named(["Video Played".to_string()].into()),
+///     properties: vec!["properties.show.genre".into()],
+///     ..Projection::default()
+/// };
+/// let raw = br#"{"type": "track", "event": "Video Played", "userId": "u1",
+///     "timestamp": "2026-11-01T10:00:00Z", "properties": {"show": {"genre": "drama"}}}"#;
+/// let event = decode_projected(raw, 32768, &projection).unwrap();
+/// assert_eq!(event.name.as_deref(), Some("Video Played"));
+/// assert_eq!(event.properties, vec![("properties.show.genre".into(), TraitValue::Text("drama".into()))]);
+/// ```
+pub fn decode_projected(
+    raw: &[u8],
+    max_bytes: usize,
+    projection: &Projection,
+) -> Result<Event, Rejection> {
     if raw.len() > max_bytes {
         return Err(rejected(
             OVERSIZED,
@@ -594,11 +626,13 @@ pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event
         },
         previous_id: None,
         product: None,
-        traits: if keep.nothing() {
+        traits: if projection.traits.nothing() {
             Vec::new()
         } else {
-            traits_of(object, &tag, keep)
+            traits_of(object, &tag, &projection.traits)
         },
+        name: None,
+        properties: Vec::new(),
     };
     match call {
         Call::Track {
@@ -609,6 +643,10 @@ pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event
                 .iter()
                 .find(|(known, _)| *known == name)
                 .map_or(Kind::Other, |(_, kind)| *kind);
+            if projection.events.keeps(&name) {
+                event.properties = properties_of(object, &projection.properties);
+                event.name = Some(name);
+            }
             event.kind = kind;
             match kind {
                 Kind::Order => (event.value, event.categories) = order(properties)?,
@@ -618,7 +656,16 @@ pub fn decode_keeping(raw: &[u8], max_bytes: usize, keep: &Keep) -> Result<Event
                 _ => {}
             }
         }
-        Call::Page => event.kind = Kind::Page,
+        Call::Page => {
+            event.kind = Kind::Page;
+            let named = get(object, "name").filter(|n| !matches!(n, JsonValue::Null));
+            if let Some(name) = named.map(str_of) {
+                if projection.events.keeps(&name) {
+                    event.properties = properties_of(object, &projection.properties);
+                    event.name = Some(name);
+                }
+            }
+        }
         Call::Identify => event.kind = Kind::Identify,
         Call::Alias { previous_id } => {
             event.kind = Kind::Alias;
@@ -661,6 +708,17 @@ fn traits_of(object: &JsonObject, tag: &str, keep: &Keep) -> Vec<(String, TraitV
         }
     }
     found.into_iter().take(MAX_TRAITS).collect()
+}
+
+/// The values at `paths` in the message that are a null, a boolean, a number or text.
+fn properties_of(object: &JsonObject, paths: &[String]) -> Vec<(String, TraitValue)> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let value = at_path(object, path).and_then(trait_value)?;
+            Some((path.clone(), value))
+        })
+        .collect()
 }
 
 /// The value at a dotted path inside `object`.

@@ -90,6 +90,10 @@ pub struct Event {
     pub product: Option<String>,
     /// The traits the decoder was asked to keep, from `traits` and `context.traits`.
     pub traits: Vec<(String, TraitValue)>,
+    /// The `track` event's or the `page`/`screen` call's name, when the rules count it.
+    pub name: Option<String>,
+    /// The properties the rules read (dotted paths from the message: `properties.plan`).
+    pub properties: Vec<(String, TraitValue)>,
 }
 
 impl Event {
@@ -107,6 +111,8 @@ impl Event {
             previous_id: None,
             product: None,
             traits: Vec::new(),
+            name: None,
+            properties: Vec::new(),
         }
     }
 }

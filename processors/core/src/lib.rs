@@ -7,6 +7,7 @@
 
 pub mod bindings;
 pub mod changes;
+pub mod computed;
 pub mod decoding;
 pub mod events;
 pub mod features;

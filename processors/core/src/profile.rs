@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::computed::{Computed, Series};
 use crate::events::{Event, Kind};
 use crate::traits::Traits;
 use crate::windows::{Sessions, SlidingCounts};
@@ -87,6 +88,8 @@ pub struct Profile {
     pub cart: Vec<CartEntry>,
     /// Identify traits the rules keep, each with the time it was set.
     pub traits: Traits,
+    /// The cells of the rules' computed traits, by their definitions' keys.
+    pub computed: BTreeMap<String, Series>,
 }
 
 impl Default for Profile {
@@ -107,6 +110,7 @@ impl Default for Profile {
             last_device: None,
             cart: Vec::new(),
             traits: Traits::default(),
+            computed: BTreeMap::new(),
         }
     }
 }
@@ -198,6 +202,22 @@ impl Profile {
         self.sessions.add(moment, flags)
     }
 
+    /// Fold one event into the computed traits that count it; whether any did.
+    pub fn fold(&mut self, event: &Event, computed: &[Computed]) -> bool {
+        let mut counted = false;
+        for definition in computed {
+            if let Some(cell) = definition.cell_of(event) {
+                let bucket = definition.window.bucket(event.timestamp.trunc() as i64);
+                self.computed
+                    .entry(definition.key.clone())
+                    .or_insert_with(|| Series::new(definition.aggregate))
+                    .add(bucket, &cell);
+                counted = true;
+            }
+        }
+        counted
+    }
+
     /// The latest event time it holds: of a behaviour event, or of a trait kept.
     pub fn latest(&self) -> Option<i64> {
         self.last_seen.max(self.traits.last_set())
@@ -250,6 +270,14 @@ impl Profile {
             }
         }
         self.traits.merge(&other.traits);
+        for (key, series) in &other.computed {
+            match self.computed.get_mut(key) {
+                Some(mine) => mine.merge(series),
+                None => {
+                    self.computed.insert(key.clone(), series.clone());
+                }
+            }
+        }
         let ordered = self.last_order;
         self.cart.extend(other.cart.iter().cloned());
         self.cart
@@ -288,8 +316,17 @@ impl Profile {
         (found, changed)
     }
 
-    /// Drop what no window as of `as_of` or later can see.
-    pub fn prune(&mut self, as_of: f64) {
+    /// Drop what no window as of `as_of` or later can see, and the cells of computed
+    /// traits that are not among `computed` (the rules in force).
+    pub fn prune(&mut self, as_of: f64, computed: &[Computed]) {
+        self.computed.retain(|key, series| {
+            let Some(definition) = computed.iter().find(|c| &c.key == key) else {
+                return false;
+            };
+            let oldest = definition.oldest(as_of);
+            series.buckets.retain(|&bucket, _| bucket >= oldest);
+            !series.buckets.is_empty()
+        });
         self.minutes.prune(as_of);
         self.hours.prune(as_of);
         self.days.prune(as_of);

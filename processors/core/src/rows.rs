@@ -5,8 +5,10 @@
 //! rows carried their version, are the same array without the leading `2` (and may
 //! lack the last three fields). `profile` is `[minutes, hours, days, categories,
 //! sessions, purchase_days, orders, events, first_seen, last_seen, last_order,
-//! last_device, recent, cart, traits]`, `traits` (`[[name, set_at, value], ...]`) only when
-//! the user has any; docs/redis-keys.md describes every field.
+//! last_device, recent, cart, traits, computed]`, `traits` (`[[name, set_at, value], ...]`)
+//! only when the user has traits or computed traits, `computed` (`[[key, aggregate,
+//! [[bucket, *cell], ...]], ...]`) only when the user has computed traits;
+//! docs/redis-keys.md describes every field.
 //!
 //! ```
 //! use _core::rows::{decode, encode};
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 
 use rmp::encode as mp;
 
+use crate::computed::{Aggregate, Cell, Series};
 use crate::profile::Profile;
 use crate::traits::TraitValue;
 use crate::user::{Labels, User};
@@ -322,7 +325,55 @@ impl Reader<'_> {
                 profile.traits.0.insert(name, (moment, value));
             }
         }
+        if fields > 15 {
+            for _ in 0..self.array()? {
+                if self.array()? != 3 {
+                    return Err(bad("a computed trait has 3 fields"));
+                }
+                let key = self.text()?;
+                let aggregate =
+                    Aggregate::from_code(self.int()?).ok_or(bad("an unknown aggregate"))?;
+                let mut series = Series::new(aggregate);
+                for _ in 0..self.array()? {
+                    let length = self.array()?;
+                    let bucket = self.int()?;
+                    let cell = self.cell(aggregate, length)?;
+                    series.buckets.insert(bucket, cell);
+                }
+                profile.computed.insert(key, series);
+            }
+        }
         Ok(profile)
+    }
+
+    /// A cell of `aggregate` whose bucket (the first of `length` fields) was read.
+    fn cell(&mut self, aggregate: Aggregate, length: usize) -> Result<Cell, RowError> {
+        let wanted = match aggregate {
+            Aggregate::Sum | Aggregate::Avg | Aggregate::First | Aggregate::Last => 3,
+            Aggregate::DistinctCount | Aggregate::MostFrequent => length | 1,
+            _ => 2,
+        };
+        if length != wanted {
+            return Err(bad("a computed trait's cell has the wrong length"));
+        }
+        Ok(match aggregate {
+            Aggregate::Count => Cell::Count(self.int()?),
+            Aggregate::Sum | Aggregate::Avg => Cell::Sum(self.int()?, self.int()?),
+            Aggregate::Min => Cell::Least(self.number()?),
+            Aggregate::Max => Cell::Most(self.number()?),
+            Aggregate::DistinctCount | Aggregate::MostFrequent => {
+                let mut tally = BTreeMap::new();
+                for _ in 0..length / 2 {
+                    let value = self.text()?;
+                    tally.insert(value, self.int()?);
+                }
+                Cell::Tally(tally)
+            }
+            Aggregate::First => Cell::First(self.int()?, self.trait_value()?),
+            Aggregate::Last => Cell::Last(self.int()?, self.trait_value()?),
+            Aggregate::FirstTime => Cell::Earliest(self.int()?),
+            Aggregate::LastTime => Cell::Latest(self.int()?),
+        })
     }
 }
 
@@ -360,7 +411,13 @@ pub fn encode_profile(profile: &Profile) -> Vec<u8> {
 
 fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
     let traits = &profile.traits.0;
-    let fields = if traits.is_empty() { 14 } else { 15 };
+    let fields = if !profile.computed.is_empty() {
+        16
+    } else if !traits.is_empty() {
+        15
+    } else {
+        14
+    };
     mp::write_array_len(w, fields).expect("writing to a Vec");
     for counts in [&profile.minutes, &profile.hours, &profile.days] {
         write_counts(w, counts);
@@ -404,19 +461,71 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
         mp::write_str(w, category).expect("writing to a Vec");
         mp::write_sint(w, *amount).expect("writing to a Vec");
     }
-    if !traits.is_empty() {
+    if fields > 14 {
         mp::write_array_len(w, traits.len() as u32).expect("writing to a Vec");
         for (name, (moment, value)) in traits {
             mp::write_array_len(w, 3).expect("writing to a Vec");
             mp::write_str(w, name).expect("writing to a Vec");
             mp::write_sint(w, *moment).expect("writing to a Vec");
-            match value {
-                TraitValue::Null => mp::write_nil(w).expect("writing to a Vec"),
-                TraitValue::Bool(flag) => mp::write_bool(w, *flag).expect("writing to a Vec"),
-                TraitValue::Number(number) => mp::write_f64(w, *number).expect("writing to a Vec"),
-                TraitValue::Text(text) => mp::write_str(w, text).expect("writing to a Vec"),
+            write_value(w, value);
+        }
+    }
+    if fields > 15 {
+        mp::write_array_len(w, profile.computed.len() as u32).expect("writing to a Vec");
+        for (key, series) in &profile.computed {
+            mp::write_array_len(w, 3).expect("writing to a Vec");
+            mp::write_str(w, key).expect("writing to a Vec");
+            mp::write_sint(w, series.aggregate.code()).expect("writing to a Vec");
+            mp::write_array_len(w, series.buckets.len() as u32).expect("writing to a Vec");
+            for (bucket, cell) in &series.buckets {
+                write_cell(w, *bucket, cell);
             }
         }
+    }
+}
+
+fn write_value(w: &mut Vec<u8>, value: &TraitValue) {
+    match value {
+        TraitValue::Null => mp::write_nil(w).expect("writing to a Vec"),
+        TraitValue::Bool(flag) => mp::write_bool(w, *flag).expect("writing to a Vec"),
+        TraitValue::Number(number) => mp::write_f64(w, *number).expect("writing to a Vec"),
+        TraitValue::Text(text) => mp::write_str(w, text).expect("writing to a Vec"),
+    }
+}
+
+/// A cell as `[bucket, *fields]`: a count; numbers and millionths; a value; value and
+/// count pairs; time and value; a time.
+fn write_cell(w: &mut Vec<u8>, bucket: i64, cell: &Cell) {
+    let length = match cell {
+        Cell::Sum(..) | Cell::First(..) | Cell::Last(..) => 3,
+        Cell::Tally(values) => 1 + 2 * values.len(),
+        _ => 2,
+    };
+    mp::write_array_len(w, length as u32).expect("writing to a Vec");
+    mp::write_sint(w, bucket).expect("writing to a Vec");
+    let int = |w: &mut Vec<u8>, value: i64| {
+        mp::write_sint(w, value).expect("writing to a Vec");
+    };
+    match cell {
+        Cell::Count(count) => int(w, *count),
+        Cell::Sum(numbers, millionths) => {
+            int(w, *numbers);
+            int(w, *millionths);
+        }
+        Cell::Least(value) | Cell::Most(value) => {
+            mp::write_f64(w, *value).expect("writing to a Vec");
+        }
+        Cell::Tally(values) => {
+            for (value, count) in values {
+                mp::write_str(w, value).expect("writing to a Vec");
+                int(w, *count);
+            }
+        }
+        Cell::First(moment, value) | Cell::Last(moment, value) => {
+            int(w, *moment);
+            write_value(w, value);
+        }
+        Cell::Earliest(moment) | Cell::Latest(moment) => int(w, *moment),
     }
 }
 

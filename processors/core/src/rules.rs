@@ -14,13 +14,14 @@
 
 use serde::Deserialize;
 
+use crate::computed::{test_of, Computed};
 use crate::events::Kind;
 use crate::features::{
     index_of, set_of, shrinking, FeatureSet, Reading, CLOCK_FEATURES, FEATURES, TEXT_FEATURES,
 };
-use crate::profile::{RECENT_SECONDS, SESSION_GAP};
+use crate::profile::{Profile, RECENT_SECONDS, SESSION_GAP};
 use crate::timing::Op;
-use crate::traits::{TraitOp, TraitTest, TraitValue};
+use crate::traits::{TraitTest, TraitValue};
 
 /// A condition over a user's features and the segments decided before it.
 #[derive(Clone, Debug)]
@@ -37,6 +38,11 @@ pub enum Node {
     InSegment(usize),
     Trait {
         name: String,
+        test: TraitTest,
+    },
+    /// A computed trait (by its index in [`RuleSet::computed`]) compared.
+    Computed {
+        index: usize,
         test: TraitTest,
     },
 }
@@ -88,6 +94,10 @@ pub struct RuleSet {
     pub reads_traits: bool,
     /// Trait comparisons that time flips (`within_last`, `more_than_ago`), by trait.
     pub trait_clocks: Vec<(String, TraitTest)>,
+    /// The computed traits the rules define, each definition once.
+    pub computed: Vec<Computed>,
+    /// Comparisons of computed traits, by index: their values move as windows slide.
+    pub computed_tests: Vec<(usize, TraitTest)>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +105,8 @@ struct FileIr {
     cart_after: f64,
     order: Vec<usize>,
     segments: Vec<SegmentIr>,
+    #[serde(default)]
+    computed: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -110,10 +122,19 @@ impl RuleSet {
     pub fn from_json(text: &str, known: &[(String, f64)]) -> Result<RuleSet, String> {
         let file: FileIr = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let names: Vec<String> = file.segments.iter().map(|s| s.name.clone()).collect();
+        let computed = file
+            .computed
+            .iter()
+            .map(Computed::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut percentiles = Vec::new();
         let mut conditions = Vec::new();
         for segment in &file.segments {
-            conditions.push(node(&segment.condition, &names, &mut percentiles)?);
+            let condition = node(&segment.condition, &names, &mut percentiles)?;
+            if let Some(index) = computed_beyond(&condition, computed.len()) {
+                return Err(format!("unknown computed trait {index}"));
+            }
+            conditions.push(condition);
         }
         if file.order.len() != names.len() || file.order.iter().any(|&i| i >= names.len()) {
             return Err("order must list every segment".into());
@@ -143,6 +164,8 @@ impl RuleSet {
             min_delay: 0.0,
             reads_traits: false,
             trait_clocks: Vec::new(),
+            computed,
+            computed_tests: Vec::new(),
         };
         rules.derive();
         Ok(rules)
@@ -176,6 +199,9 @@ impl RuleSet {
                     if test.duration().is_some() {
                         self.trait_clocks.push((name.clone(), test.clone()));
                     }
+                }
+                Node::Computed { index, test } => {
+                    self.computed_tests.push((*index, test.clone()));
                 }
                 _ => {}
             }
@@ -233,7 +259,17 @@ impl RuleSet {
             Node::Trait { name, test } => {
                 test.holds(reading.profile.traits.get(name), reading.as_of)
             }
+            Node::Computed { index, test } => {
+                let value = self.computed_value(*index, reading.profile, reading.as_of);
+                test.holds(Some(&value), reading.as_of)
+            }
         }
+    }
+
+    /// The value of the computed trait at `index` for `profile` as of `as_of`.
+    pub fn computed_value(&self, index: usize, profile: &Profile, as_of: f64) -> TraitValue {
+        let definition = &self.computed[index];
+        definition.value(profile.computed.get(&definition.key), as_of)
     }
 
     fn compare(&self, comparison: &Comparison, reading: &mut Reading) -> bool {
@@ -268,15 +304,14 @@ impl RuleSet {
     }
 }
 
-fn json_trait(value: &serde_json::Value) -> TraitValue {
-    match value {
-        serde_json::Value::Bool(flag) => TraitValue::Bool(*flag),
-        serde_json::Value::Number(number) => {
-            TraitValue::Number(number.as_f64().unwrap_or(f64::NAN))
-        }
-        serde_json::Value::String(text) => TraitValue::Text(text.clone()),
-        _ => TraitValue::Null,
-    }
+/// A computed trait index in `node` that is not below `count`.
+fn computed_beyond(node: &Node, count: usize) -> Option<usize> {
+    let mut found = Vec::new();
+    walk(node, &mut found);
+    found.into_iter().find_map(|n| match n {
+        Node::Computed { index, .. } if *index >= count => Some(*index),
+        _ => None,
+    })
 }
 
 fn walk<'a>(node: &'a Node, found: &mut Vec<&'a Node>) {
@@ -326,19 +361,15 @@ fn node(
         });
     }
     if let Some(name) = object.get("trait").and_then(|t| t.as_str()) {
-        let op = object["op"]
-            .as_str()
-            .and_then(TraitOp::parse)
-            .ok_or("unknown op")?;
-        let values = match object.get("value") {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Array(items)) => items.iter().map(json_trait).collect(),
-            Some(one) => vec![json_trait(one)],
-        };
-        let insensitive = object.get("case").and_then(|c| c.as_str()) == Some("insensitive");
         return Ok(Node::Trait {
             name: name.to_string(),
-            test: TraitTest::new(op, values, insensitive)?,
+            test: test_of(object)?,
+        });
+    }
+    if let Some(index) = object.get("computed").and_then(|c| c.as_u64()) {
+        return Ok(Node::Computed {
+            index: index as usize,
+            test: test_of(object)?,
         });
     }
     let feature = object

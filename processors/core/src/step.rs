@@ -268,7 +268,7 @@ pub fn run_partition(
     for user in pass.step.users.values_mut() {
         user.forget_before(options.dedup_before);
         let as_of = user.as_of;
-        user.profile.prune(as_of);
+        user.profile.prune(as_of, &pass.rules.computed);
     }
     pass.vectorise();
     pass.compare();
@@ -333,7 +333,7 @@ pub fn relabel(
         let user = &mut users[user_id];
         changes.extend(evaluate(user_id, user, rules, reason, None));
         let as_of = user.as_of;
-        user.profile.prune(as_of);
+        user.profile.prune(as_of, &rules.computed);
     }
     for user_id in &ids {
         let user = &mut users[user_id];
@@ -609,12 +609,14 @@ impl Pass<'_> {
             }
         }
         let started = user.profile.apply(event);
+        let counted = user.profile.fold(event, &rules.computed);
         let touched = touched_features(event.kind, started);
         step.touched.insert(user_id.to_string(), reason);
         if user.profile.events == 1
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
             || (rules.reads_traits && !event.traits.is_empty())
+            || counted
         {
             step.changes
                 .extend(evaluate(user_id, user, rules, reason, None));
@@ -692,7 +694,7 @@ impl Pass<'_> {
             let user = self.step.users.get_mut(user_id).expect("loaded");
             let change = evaluate(user_id, user, self.rules, Reason::Time, Some(until));
             let as_of = user.as_of;
-            user.profile.prune(as_of);
+            user.profile.prune(as_of, &self.rules.computed);
             self.step.changes.extend(change);
         }
         for user_id in active {

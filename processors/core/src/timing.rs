@@ -311,6 +311,15 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
         let value = reading.profile.traits.get(name);
         moment = moment.min(test.changes_at(value, reading.as_of));
     }
+    for (index, test) in &rules.computed_tests {
+        let definition = &rules.computed[*index];
+        let series = reading.profile.computed.get(&definition.key);
+        moment = moment.min(definition.changes_at(series, reading.as_of));
+        if test.duration().is_some() {
+            let value = definition.value(series, reading.as_of);
+            moment = moment.min(test.changes_at(Some(&value), reading.as_of));
+        }
+    }
     for (kind, within) in &rules.bursts {
         moment = moment.min(burst_changes_at(
             reading.profile,

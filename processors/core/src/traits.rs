@@ -37,7 +37,7 @@ pub enum TraitValue {
 
 impl TraitValue {
     /// The order that breaks ties between values set at the same second.
-    fn order(&self, other: &TraitValue) -> Ordering {
+    pub fn order(&self, other: &TraitValue) -> Ordering {
         let rank = |value: &TraitValue| match value {
             TraitValue::Null => 0,
             TraitValue::Bool(_) => 1,
@@ -100,6 +100,7 @@ pub enum TraitOp {
     Ge,
     Lt,
     Le,
+    Between,
     In,
     NotIn,
     Exists,
@@ -121,6 +122,7 @@ impl TraitOp {
             ">=" => TraitOp::Ge,
             "<" => TraitOp::Lt,
             "<=" => TraitOp::Le,
+            "between" => TraitOp::Between,
             "in" => TraitOp::In,
             "not_in" => TraitOp::NotIn,
             "exists" => TraitOp::Exists,
@@ -140,8 +142,8 @@ impl TraitOp {
 /// `not_in`), whether text compares case-insensitively (both sides lower-cased), and the
 /// compiled pattern of `matches`.
 ///
-/// A null or unset trait meets only `missing`. `>`, `>=`, `<` and `<=` hold between
-/// numbers only; `contains`, `starts_with`, `ends_with` and `matches` (a regular
+/// A null or unset trait meets only `missing`. `>`, `>=`, `<`, `<=` and `between` (`[low,
+/// high]`, both included) hold between numbers only; `contains`, `starts_with`, `ends_with` and `matches` (a regular
 /// expression found anywhere in the text, linear-time) between texts only; `==`, `in`
 /// and their negations compare value and type (`1` is not `"1"`). `within_last D` holds
 /// for a time (ISO 8601 text) `t` with `as_of - D <= t <= as_of`, `more_than_ago D` for
@@ -250,6 +252,12 @@ impl TraitTest {
             TraitOp::Ge => numbers().is_some_and(|(a, b)| a >= b),
             TraitOp::Lt => numbers().is_some_and(|(a, b)| a < b),
             TraitOp::Le => numbers().is_some_and(|(a, b)| a <= b),
+            TraitOp::Between => match (value, &self.values[..]) {
+                (TraitValue::Number(v), [TraitValue::Number(low), TraitValue::Number(high)]) => {
+                    low <= v && v <= high
+                }
+                _ => false,
+            },
             TraitOp::Contains => texts().is_some_and(|(a, b)| a.contains(b)),
             TraitOp::StartsWith => texts().is_some_and(|(a, b)| a.starts_with(b)),
             TraitOp::EndsWith => texts().is_some_and(|(a, b)| a.ends_with(b)),
@@ -270,7 +278,8 @@ impl TraitTest {
     }
 }
 
-/// Which traits the decoder keeps: those the rules in force name, or every one.
+/// Which traits (or event names) the decoder keeps: those the rules in force name, or
+/// every one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Keep {
     Named(BTreeSet<String>),
@@ -280,12 +289,21 @@ pub enum Keep {
 }
 
 impl Keep {
-    /// Whether no trait is kept, so the decoder need not look.
+    /// Whether nothing is kept, so the decoder need not look.
     pub fn nothing(&self) -> bool {
         match self {
             Keep::Named(names) => names.is_empty(),
             Keep::Nothing => true,
             Keep::All => false,
+        }
+    }
+
+    /// Whether `name` is kept.
+    pub fn keeps(&self, name: &str) -> bool {
+        match self {
+            Keep::Named(names) => names.contains(name),
+            Keep::Nothing => false,
+            Keep::All => true,
         }
     }
 }
@@ -335,12 +353,21 @@ mod kept {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::decoding::{decode, decode_keeping};
+    use crate::decoding::{decode, decode_projected, Projection, Rejection};
+    use crate::events::Event;
     use crate::features::Reading;
     use crate::profile::Profile;
     use crate::rows::{decode as read_row, encode as write_row};
     use crate::rules::RuleSet;
     use crate::user::User;
+
+    fn decode_keeping(raw: &[u8], max_bytes: usize, traits: &Keep) -> Result<Event, Rejection> {
+        let projection = Projection {
+            traits: traits.clone(),
+            ..Projection::default()
+        };
+        decode_projected(raw, max_bytes, &projection)
+    }
 
     const IDENTIFY: &[u8] =
         br#"{"type": "identify", "userId": "u1", "timestamp": "2026-11-01T10:00:00Z",

@@ -8,12 +8,13 @@
 
 use std::sync::OnceLock;
 
-use _core::decoding::decode;
+use _core::decoding::{decode_projected, Projection};
 use _core::events::Event;
 use _core::features::{count_window, index_of, numeric_features, Reading, Value, FEATURES};
 use _core::profile::{Profile, DAY};
 use _core::rules::RuleSet;
 use _core::timing::{crosses_at, feature_changes_at, next_due, Op};
+use _core::traits::Keep;
 
 /// The rules file's `cart_abandonment_after` (20 minutes).
 const CART_AFTER: f64 = 1200.0;
@@ -57,6 +58,21 @@ fn cases() -> &'static Cases {
             .map(|(name, _)| names.iter().position(|n| n == name).expect("every feature"))
             .collect();
         let rules = RuleSet::from_json(&file["rules"].to_string(), &[]).expect("the rules");
+        let strings = |value: &serde_json::Value| -> Vec<String> {
+            let items = value.as_array().expect("a list");
+            items
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect()
+        };
+        let projection = Projection {
+            traits: Keep::Nothing,
+            events: match &file["projection"]["events"] {
+                serde_json::Value::Bool(true) => Keep::All,
+                names => Keep::Named(strings(names).into_iter().collect()),
+            },
+            properties: strings(&file["projection"]["properties"]),
+        };
         let streams = file["streams"]
             .as_array()
             .expect("streams")
@@ -66,7 +82,10 @@ fn cases() -> &'static Cases {
                     .as_array()
                     .expect("events")
                     .iter()
-                    .map(|raw| decode(raw.as_str().unwrap().as_bytes(), 32_768).expect("valid"))
+                    .map(|raw| {
+                        let raw = raw.as_str().unwrap().as_bytes();
+                        decode_projected(raw, 32_768, &projection).expect("valid")
+                    })
                     .collect(),
                 moments: stream["moments"]
                     .as_array()
@@ -98,12 +117,14 @@ fn cases() -> &'static Cases {
     })
 }
 
-/// The profile of a stream's events up to `moment` (in whole seconds), in the order sent.
+/// The profile of a stream's events up to `moment` (in whole seconds), in the order sent,
+/// with the rules' computed traits.
 fn until(stream: &Stream, moment: f64) -> Profile {
     let mut profile = Profile::default();
     for event in &stream.events {
         if event.timestamp.trunc() <= moment {
             profile.apply(event);
+            profile.fold(event, &cases().rules.computed);
         }
     }
     profile
@@ -192,7 +213,7 @@ fn a_pruned_profile_reads_as_the_whole_one_from_then_on() {
             continue;
         };
         let mut pruned = until(stream, last);
-        pruned.prune(last);
+        pruned.prune(last, &cases().rules.computed);
         for moment in stream.moments.iter().filter(|m| m.at >= last) {
             let got = Reading::new(&pruned, moment.at, CART_AFTER).all();
             let wrong: Vec<&str> = (0..FEATURES.len())

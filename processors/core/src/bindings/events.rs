@@ -11,7 +11,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::batch::PyPartitionBatch;
-use super::traits::{from_python, keep_of, traits_dict};
+use super::traits::{from_python, projection_of, traits_dict};
 use crate::decoding;
 
 use crate::events::{Event, Kind};
@@ -79,6 +79,8 @@ impl PyAction {
                 previous_id,
                 product,
                 traits: kept,
+                name: None,
+                properties: Vec::new(),
             },
         })
     }
@@ -176,25 +178,21 @@ impl PyRejection {
 }
 
 /// Validate raw Segment messages and reduce each to an `Action`, or a `Rejection` naming
-/// why it cannot be used; one call for a batch. `traits`: which identify traits to keep
-/// (`True` for all, else their names).
+/// why it cannot be used; one call for a batch. `keep`: what to keep beyond the built-in
+/// features (a `processors.events.Projection`).
 #[pyfunction]
-#[pyo3(signature = (messages, max_bytes, *, traits=None))]
+#[pyo3(signature = (messages, max_bytes, *, keep=None))]
 pub(crate) fn decode_events(
     py: Python<'_>,
     messages: Vec<Bound<'_, PyBytes>>,
     max_bytes: usize,
-    traits: Option<Bound<'_, PyAny>>,
+    keep: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Py<PyAny>>> {
-    let keep = traits
-        .as_ref()
-        .map(keep_of)
-        .transpose()?
-        .unwrap_or_default();
+    let keep = projection_of(keep.as_ref())?;
     messages
         .iter()
         .map(
-            |raw| match decoding::decode_keeping(raw.as_bytes(), max_bytes, &keep) {
+            |raw| match decoding::decode_projected(raw.as_bytes(), max_bytes, &keep) {
                 Ok(inner) => Ok(Py::new(py, PyAction { inner })?.into_any()),
                 Err(rejected) => Ok(Py::new(
                     py,
@@ -385,7 +383,7 @@ pub(crate) struct PyReadBatch {
 /// be judged (its source is new), and for any message a `Rejection` to refuse it.
 #[pyfunction]
 #[pyo3(signature = (messages, clocks, special, *, partition_count, max_bytes, not_after,
-                    traits=None))]
+                    keep=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_messages(
     py: Python<'_>,
@@ -395,13 +393,9 @@ pub(crate) fn read_messages(
     partition_count: u32,
     max_bytes: usize,
     not_after: f64,
-    traits: Option<Bound<'_, PyAny>>,
+    keep: Option<Bound<'_, PyAny>>,
 ) -> PyResult<PyReadBatch> {
-    let keep = traits
-        .as_ref()
-        .map(keep_of)
-        .transpose()?
-        .unwrap_or_default();
+    let keep = projection_of(keep.as_ref())?;
     let parts = PyDict::new(py);
     let rejected = PyList::empty(py);
     let misrouted = PyList::empty(py);
@@ -448,7 +442,7 @@ pub(crate) fn read_messages(
             .cast::<PyBytes>()
             .map(|raw| raw.as_bytes())
             .unwrap_or(b"");
-        let event = match decoding::decode_keeping(raw, max_bytes, &keep) {
+        let event = match decoding::decode_projected(raw, max_bytes, &keep) {
             Ok(event) => event,
             Err(refused) => {
                 part.borrow_mut().inner.replaying = Some(marks.replayed);

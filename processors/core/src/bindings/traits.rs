@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use pyo3::IntoPyObjectExt;
 
+use crate::decoding::Projection;
 use crate::traits::{Keep, TraitOp, TraitTest, TraitValue};
 
 /// A trait's value as `None`, a `bool`, a `float` or a `str`.
@@ -46,8 +47,24 @@ pub(crate) fn traits_dict<'py, 'a>(
     Ok(dict)
 }
 
-/// Which traits to keep: `True` for every one, `False` for none, else the names given.
-pub(crate) fn keep_of(value: &Bound<'_, PyAny>) -> PyResult<Keep> {
+/// What the decoder keeps, from a `processors.events.Projection` (`(traits, events,
+/// properties)`); nothing beyond the built-in features when `None`.
+pub(crate) fn projection_of(value: Option<&Bound<'_, PyAny>>) -> PyResult<Projection> {
+    let Some(value) = value else {
+        return Ok(Projection::default());
+    };
+    let (traits, events, properties): (Bound<'_, PyAny>, Bound<'_, PyAny>, Vec<String>) =
+        value.extract()?;
+    Ok(Projection {
+        traits: keep_of(&traits)?,
+        events: keep_of(&events)?,
+        properties,
+    })
+}
+
+/// Which traits (or event names) to keep: `True` for every one, `False` for none, else
+/// the names given.
+fn keep_of(value: &Bound<'_, PyAny>) -> PyResult<Keep> {
     if value.is_instance_of::<PyBool>() {
         return Ok(if value.extract()? {
             Keep::All

@@ -5,7 +5,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use super::traits::traits_dict;
+use super::classifier::PyClassifier;
+use super::traits::{to_python, traits_dict};
 use crate::features::{numeric_features, Reading, Value, FEATURES};
 use crate::profile::{CartLine, CART_ABANDONMENT_AFTER};
 use crate::rows;
@@ -84,14 +85,49 @@ impl PyUser {
         )
     }
 
-    /// The user as exported: id, features as of `as_of`, traits, segments, cluster and
-    /// versions.
-    fn document<'py>(&self, py: Python<'py>, user_id: &str) -> PyResult<Bound<'py, PyDict>> {
+    /// The computed traits `classifier`'s rules name, by name, as of `as_of` (default:
+    /// the latest evaluation): a `float`, a `str` (times as ISO 8601 text) or `None`.
+    #[pyo3(signature = (classifier, as_of=None))]
+    fn computed<'py>(
+        &self,
+        py: Python<'py>,
+        classifier: &PyClassifier,
+        as_of: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let as_of = as_of.unwrap_or(self.inner.as_of);
+        let rules = &classifier.inner.rules;
+        let dict = PyDict::new(py);
+        for (index, definition) in rules.computed.iter().enumerate() {
+            if definition.names.is_empty() {
+                continue;
+            }
+            let value = rules.computed_value(index, &self.inner.profile, as_of);
+            for name in &definition.names {
+                dict.set_item(name, to_python(py, &value)?)?;
+            }
+        }
+        Ok(dict)
+    }
+
+    /// The user as exported: id, features as of `as_of`, traits, computed traits (those
+    /// `classifier`'s rules name; none without one), segments, cluster and versions.
+    #[pyo3(signature = (user_id, classifier=None))]
+    fn document<'py>(
+        &self,
+        py: Python<'py>,
+        user_id: &str,
+        classifier: Option<&PyClassifier>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let user = &self.inner;
         let dict = PyDict::new(py);
         dict.set_item("user_id", user_id)?;
         dict.set_item("features", self.features(py, None)?)?;
         dict.set_item("traits", self.traits(py)?)?;
+        let computed = match classifier {
+            Some(classifier) => self.computed(py, classifier, None)?,
+            None => PyDict::new(py),
+        };
+        dict.set_item("computed", computed)?;
         dict.set_item("segments", user.labels.segments.clone())?;
         dict.set_item("cluster", user.labels.cluster.clone())?;
         dict.set_item("model_version", user.labels.model_version)?;

@@ -1,0 +1,707 @@
+//! Computed traits: an aggregate of a user's own events (any `track` event, or named
+//! `page`/`screen` calls), filtered by their properties, over an event-time window.
+//!
+//! A computed trait keeps one small cell per bucket of its window's width that holds a
+//! counted event: per second for windows up to an hour, per minute up to 48 hours, per
+//! UTC day beyond, one bucket for `lifetime`. A window of `n` buckets as of time `T`
+//! reads the `n` buckets ending `skip` buckets before the one holding `T`, so
+//! `window: 30d` reads the 30 days ending with `T`'s day and `between: [90d, 30d]` the 60
+//! days before the 30 days ending with `T`'s. Every cell merges commutatively (integer
+//! counts, sums in integer millionths, least and greatest values, first and last by time
+//! then value), so the same events give the same value in any arrival order.
+//!
+//! ```
+//! use _core::computed::Computed;
+//! use _core::events::{Event, Kind};
+//! use _core::profile::Profile;
+//! use _core::traits::TraitValue;
+//! let minutes = Computed::from_json(&serde_json::json!({
+//!     "names": ["watch_minutes_30d"], "key": "k1",
+//!     "select": {"events": ["Video Played"], "pages": [], "any": false},
+//!     "where": null, "aggregate": "sum", "of": "properties.minutes",
+//!     "window": {"width": 86400, "buckets": 30, "skip": 0}})).unwrap();
+//! let mut profile = Profile::default();
+//! let played = |id: &str, at: f64, minutes: f64| Event {
+//!     name: Some("Video Played".into()),
+//!     properties: vec![("properties.minutes".into(), TraitValue::Number(minutes))],
+//!     ..Event::new("u1", id, Kind::Other, at)
+//! };
+//! profile.fold(&played("m1", 86_400.0, 12.5), std::slice::from_ref(&minutes));
+//! profile.fold(&played("m2", 90_000.0, 30.0), std::slice::from_ref(&minutes));
+//! let series = profile.computed.get("k1");
+//! assert_eq!(minutes.value(series, 100_000.0), TraitValue::Number(42.5));
+//! assert_eq!(minutes.value(series, 31.0 * 86_400.0), TraitValue::Number(0.0));
+//! assert_eq!(minutes.changes_at(series, 100_000.0), 31.0 * 86_400.0);
+//! ```
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use serde_json::Value;
+
+use crate::events::{Event, Kind};
+use crate::pyrepr::float_repr;
+use crate::timing::NEVER;
+use crate::traits::{TraitOp, TraitTest, TraitValue};
+use crate::windows::bucket_of;
+
+/// The most distinct values a `distinct_count` tells apart, and a cell of
+/// `distinct_count` or `most_frequent` keeps: a count of 1,000 means 1,000 or more.
+pub const MAX_DISTINCT: usize = 1_000;
+/// The largest magnitude of a number that `sum`, `avg`, `min` and `max` take; larger
+/// ones are left out as if they were not numbers.
+pub const MAX_AMOUNT: f64 = 1e12;
+
+/// How a computed trait folds the events it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    DistinctCount,
+    MostFrequent,
+    First,
+    Last,
+    FirstTime,
+    LastTime,
+}
+
+const AGGREGATES: [(Aggregate, &str); 11] = [
+    (Aggregate::Count, "count"),
+    (Aggregate::Sum, "sum"),
+    (Aggregate::Avg, "avg"),
+    (Aggregate::Min, "min"),
+    (Aggregate::Max, "max"),
+    (Aggregate::DistinctCount, "distinct_count"),
+    (Aggregate::MostFrequent, "most_frequent"),
+    (Aggregate::First, "first"),
+    (Aggregate::Last, "last"),
+    (Aggregate::FirstTime, "first_time"),
+    (Aggregate::LastTime, "last_time"),
+];
+
+impl Aggregate {
+    /// The aggregate named `name` (`distinct_count`).
+    pub fn parse(name: &str) -> Option<Aggregate> {
+        AGGREGATES.iter().find(|(_, n)| *n == name).map(|(a, _)| *a)
+    }
+
+    /// Its code in state rows: its place in the list above.
+    pub fn code(self) -> i64 {
+        AGGREGATES.iter().position(|(a, _)| *a == self).unwrap_or(0) as i64
+    }
+
+    /// The aggregate of a state row's code.
+    pub fn from_code(code: i64) -> Option<Aggregate> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| AGGREGATES.get(i))
+            .map(|(a, _)| *a)
+    }
+
+    /// Whether its value is a time (ISO 8601 text, UTC).
+    pub fn is_time(self) -> bool {
+        matches!(self, Aggregate::FirstTime | Aggregate::LastTime)
+    }
+}
+
+/// `buckets` buckets of `width` seconds ending `skip` buckets before the one holding the
+/// reading's time; a width of 0 is the whole lifetime, one bucket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    pub width: i64,
+    pub buckets: i64,
+    pub skip: i64,
+}
+
+impl Window {
+    /// The bucket an event time falls in.
+    pub fn bucket(&self, moment: i64) -> i64 {
+        if self.width == 0 {
+            0
+        } else {
+            moment.div_euclid(self.width)
+        }
+    }
+
+    /// The buckets the window reads as of `as_of`.
+    pub fn range(&self, as_of: f64) -> RangeInclusive<i64> {
+        if self.width == 0 {
+            return i64::MIN..=i64::MAX;
+        }
+        let last = bucket_of(as_of, self.width) - self.skip;
+        last - self.buckets + 1..=last
+    }
+
+    /// The moments a bucket enters and leaves the window.
+    fn edges(&self, bucket: i64) -> [f64; 2] {
+        if self.width == 0 {
+            return [NEVER, NEVER];
+        }
+        let enters = (bucket + self.skip) * self.width;
+        [enters as f64, (enters + self.buckets * self.width) as f64]
+    }
+}
+
+/// Which calls a computed trait counts: `track` events by name (or every one with `any`)
+/// and `page` or `screen` calls by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Select {
+    pub events: Vec<String>,
+    pub any: bool,
+    pub pages: Vec<String>,
+}
+
+impl Select {
+    fn matches(&self, event: &Event) -> bool {
+        let Some(name) = &event.name else {
+            return false;
+        };
+        match event.kind {
+            Kind::Page => self.pages.contains(name),
+            Kind::Identify | Kind::Alias => false,
+            _ => self.any || self.events.contains(name),
+        }
+    }
+}
+
+/// A condition over an event's properties (dotted paths from the message: `properties.plan`).
+#[derive(Clone, Debug)]
+pub enum Filter {
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    Not(Box<Filter>),
+    Test { path: String, test: TraitTest },
+}
+
+impl Filter {
+    /// The filter in its intermediate form (`{"property": path, "op": ..., "value": ...}`
+    /// under `all`, `any` and `not`).
+    pub fn from_json(value: &Value) -> Result<Filter, String> {
+        let object = value
+            .as_object()
+            .ok_or("a property condition is an object")?;
+        let parts = |key: &str| -> Result<Vec<Filter>, String> {
+            object[key]
+                .as_array()
+                .ok_or(format!("{key} takes a list"))?
+                .iter()
+                .map(Filter::from_json)
+                .collect()
+        };
+        if object.contains_key("all") {
+            return Ok(Filter::All(parts("all")?));
+        }
+        if object.contains_key("any") {
+            return Ok(Filter::Any(parts("any")?));
+        }
+        if let Some(part) = object.get("not") {
+            return Ok(Filter::Not(Box::new(Filter::from_json(part)?)));
+        }
+        let path = object
+            .get("property")
+            .and_then(Value::as_str)
+            .ok_or("a property condition names a property")?;
+        Ok(Filter::Test {
+            path: path.to_string(),
+            test: test_of(object)?,
+        })
+    }
+
+    /// Whether an event with these properties meets the filter.
+    pub fn holds(&self, event: &Event) -> bool {
+        match self {
+            Filter::All(parts) => parts.iter().all(|p| p.holds(event)),
+            Filter::Any(parts) => parts.iter().any(|p| p.holds(event)),
+            Filter::Not(part) => !part.holds(event),
+            Filter::Test { path, test } => test.holds(property(event, path), event.timestamp),
+        }
+    }
+
+    /// Every property path it reads.
+    pub fn paths(&self, found: &mut Vec<String>) {
+        match self {
+            Filter::All(parts) | Filter::Any(parts) => parts.iter().for_each(|p| p.paths(found)),
+            Filter::Not(part) => part.paths(found),
+            Filter::Test { path, .. } => found.push(path.clone()),
+        }
+    }
+}
+
+/// The test of a condition's intermediate form: `op`, `value` (one, or a list) and `case`.
+pub fn test_of(object: &serde_json::Map<String, Value>) -> Result<TraitTest, String> {
+    let op = object
+        .get("op")
+        .and_then(Value::as_str)
+        .and_then(TraitOp::parse)
+        .ok_or("unknown op")?;
+    let values = match object.get("value") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.iter().map(json_value).collect(),
+        Some(one) => vec![json_value(one)],
+    };
+    let insensitive = object.get("case").and_then(Value::as_str) == Some("insensitive");
+    TraitTest::new(op, values, insensitive)
+}
+
+fn json_value(value: &Value) -> TraitValue {
+    match value {
+        Value::Bool(flag) => TraitValue::Bool(*flag),
+        Value::Number(number) => TraitValue::Number(number.as_f64().unwrap_or(f64::NAN)),
+        Value::String(text) => TraitValue::Text(text.clone()),
+        _ => TraitValue::Null,
+    }
+}
+
+/// The value of the property at `path` the decoder kept from the event.
+fn property<'e>(event: &'e Event, path: &str) -> Option<&'e TraitValue> {
+    event
+        .properties
+        .iter()
+        .find(|(name, _)| name == path)
+        .map(|(_, value)| value)
+}
+
+/// What one bucket holds of the events it counted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Count(i64),
+    /// How many numbers, and their sum in integer millionths.
+    Sum(i64, i64),
+    Least(f64),
+    Most(f64),
+    /// Each value (as text) and how many events had it.
+    Tally(BTreeMap<String, i64>),
+    /// The value of the earliest (or latest) event, with its time.
+    First(i64, TraitValue),
+    Last(i64, TraitValue),
+    Earliest(i64),
+    Latest(i64),
+}
+
+impl Cell {
+    /// Fold `other` (of the same aggregate) into this cell.
+    pub fn merge(&mut self, other: &Cell) {
+        match (self, other) {
+            (Cell::Count(a), Cell::Count(b)) => *a += b,
+            (Cell::Sum(n, total), Cell::Sum(m, more)) => {
+                *n += m;
+                *total = total.saturating_add(*more);
+            }
+            (Cell::Least(a), Cell::Least(b)) if b.total_cmp(a) == Ordering::Less => *a = *b,
+            (Cell::Most(a), Cell::Most(b)) if b.total_cmp(a) == Ordering::Greater => *a = *b,
+            (Cell::Tally(mine), Cell::Tally(theirs)) => {
+                for (value, count) in theirs {
+                    if let Some(kept) = mine.get_mut(value) {
+                        *kept += count;
+                    } else if mine.len() < MAX_DISTINCT {
+                        mine.insert(value.clone(), *count);
+                    }
+                }
+            }
+            (Cell::First(t, v), Cell::First(u, w))
+                if u.cmp(t).then_with(|| w.order(v)) == Ordering::Less =>
+            {
+                (*t, *v) = (*u, w.clone());
+            }
+            (Cell::Last(t, v), Cell::Last(u, w))
+                if u.cmp(t).then_with(|| w.order(v)) == Ordering::Greater =>
+            {
+                (*t, *v) = (*u, w.clone());
+            }
+            (Cell::Earliest(a), Cell::Earliest(b)) => *a = (*a).min(*b),
+            (Cell::Latest(a), Cell::Latest(b)) => *a = (*a).max(*b),
+            _ => {}
+        }
+    }
+}
+
+/// A number's text as `distinct_count` and `most_frequent` compare values: whole numbers
+/// below 1e15 as integers (`2`), others as Python writes floats (`2.5`, `1e+20`).
+pub fn value_text(value: &TraitValue) -> Option<String> {
+    Some(match value {
+        TraitValue::Null => return None,
+        TraitValue::Bool(flag) => flag.to_string(),
+        TraitValue::Number(number) if number.fract() == 0.0 && number.abs() < 1e15 => {
+            format!("{}", *number as i64)
+        }
+        TraitValue::Number(number) => float_repr(*number),
+        TraitValue::Text(text) => text.clone(),
+    })
+}
+
+/// A computed trait's cells, one per bucket holding a counted event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub aggregate: Aggregate,
+    pub buckets: BTreeMap<i64, Cell>,
+}
+
+impl Series {
+    pub fn new(aggregate: Aggregate) -> Series {
+        Series {
+            aggregate,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    /// Fold `cell` into the bucket `bucket`.
+    pub fn add(&mut self, bucket: i64, cell: &Cell) {
+        match self.buckets.get_mut(&bucket) {
+            Some(kept) => kept.merge(cell),
+            None => {
+                self.buckets.insert(bucket, cell.clone());
+            }
+        }
+    }
+
+    /// Fold every bucket of `other` (another id's) into this series.
+    pub fn merge(&mut self, other: &Series) {
+        for (bucket, cell) in &other.buckets {
+            self.add(*bucket, cell);
+        }
+    }
+}
+
+/// One computed trait as the rules define it: `names` are what the rules file calls it
+/// (none for a condition's own count), `key` identifies its definition in users' state.
+#[derive(Clone, Debug)]
+pub struct Computed {
+    pub names: Vec<String>,
+    pub key: String,
+    pub select: Select,
+    pub filter: Option<Filter>,
+    pub aggregate: Aggregate,
+    pub of: Option<String>,
+    pub window: Window,
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Computed {
+    /// A computed trait from its intermediate form (see `processors.rules.ComputedTrait`).
+    pub fn from_json(value: &Value) -> Result<Computed, String> {
+        let object = value.as_object().ok_or("a computed trait is an object")?;
+        let select = object.get("select").ok_or("select is required")?;
+        let aggregate = object
+            .get("aggregate")
+            .and_then(Value::as_str)
+            .and_then(Aggregate::parse)
+            .ok_or("unknown aggregate")?;
+        let window = match object.get("window") {
+            None | Some(Value::Null) => Window {
+                width: 0,
+                buckets: 1,
+                skip: 0,
+            },
+            Some(window) => {
+                let number = |key: &str| window.get(key).and_then(Value::as_i64).unwrap_or(0);
+                Window {
+                    width: number("width"),
+                    buckets: number("buckets"),
+                    skip: number("skip"),
+                }
+            }
+        };
+        if window.width < 0 || window.buckets < 1 || window.skip < 0 {
+            return Err("a window has a width, at least one bucket and no negative skip".into());
+        }
+        Ok(Computed {
+            names: strings(object.get("names")),
+            key: object
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or("key is required")?
+                .to_string(),
+            select: Select {
+                events: strings(select.get("events")),
+                any: select.get("any").and_then(Value::as_bool).unwrap_or(false),
+                pages: strings(select.get("pages")),
+            },
+            filter: match object.get("where") {
+                None | Some(Value::Null) => None,
+                Some(filter) => Some(Filter::from_json(filter)?),
+            },
+            aggregate,
+            of: object.get("of").and_then(Value::as_str).map(str::to_string),
+            window,
+        })
+    }
+
+    /// The cell `event` adds, `None` when the trait does not count it: another call, a
+    /// filter it fails, or (for aggregates of a property) no usable value there.
+    pub fn cell_of(&self, event: &Event) -> Option<Cell> {
+        if !self.select.matches(event) || self.filter.as_ref().is_some_and(|f| !f.holds(event)) {
+            return None;
+        }
+        let moment = event.timestamp.trunc() as i64;
+        let value = self.of.as_deref().and_then(|path| property(event, path));
+        let number = match value {
+            Some(TraitValue::Number(n)) if n.is_finite() && n.abs() <= MAX_AMOUNT => Some(*n),
+            _ => None,
+        };
+        Some(match self.aggregate {
+            Aggregate::Count => Cell::Count(1),
+            Aggregate::Sum | Aggregate::Avg => {
+                Cell::Sum(1, (number? * 1e6).round_ties_even() as i64)
+            }
+            Aggregate::Min => Cell::Least(number?),
+            Aggregate::Max => Cell::Most(number?),
+            Aggregate::DistinctCount | Aggregate::MostFrequent => {
+                Cell::Tally(BTreeMap::from([(value_text(value?)?, 1)]))
+            }
+            Aggregate::First => {
+                Cell::First(moment, value.filter(|v| **v != TraitValue::Null)?.clone())
+            }
+            Aggregate::Last => {
+                Cell::Last(moment, value.filter(|v| **v != TraitValue::Null)?.clone())
+            }
+            Aggregate::FirstTime => Cell::Earliest(moment),
+            Aggregate::LastTime => Cell::Latest(moment),
+        })
+    }
+
+    /// The trait's value as of `as_of` over `series` (the user's cells): with no event in
+    /// the window, 0 for `count`, `sum` and `distinct_count`, null for the others.
+    pub fn value(&self, series: Option<&Series>, as_of: f64) -> TraitValue {
+        let mut total: Option<Cell> = None;
+        if let Some(series) = series.filter(|s| s.aggregate == self.aggregate) {
+            for cell in series
+                .buckets
+                .range(self.window.range(as_of))
+                .map(|(_, c)| c)
+            {
+                match &mut total {
+                    None => total = Some(cell.clone()),
+                    Some(sum) => sum.merge(cell),
+                }
+            }
+        }
+        let number = TraitValue::Number;
+        match (self.aggregate, total) {
+            (Aggregate::Count, None)
+            | (Aggregate::Sum, None)
+            | (Aggregate::DistinctCount, None) => number(0.0),
+            (_, None) => TraitValue::Null,
+            (_, Some(Cell::Count(n))) => number(n as f64),
+            (Aggregate::Avg, Some(Cell::Sum(n, total))) => number(total as f64 / 1e6 / n as f64),
+            (_, Some(Cell::Sum(_, total))) => number(total as f64 / 1e6),
+            (_, Some(Cell::Least(v) | Cell::Most(v))) => number(v),
+            (Aggregate::DistinctCount, Some(Cell::Tally(values))) => {
+                number(values.len().min(MAX_DISTINCT) as f64)
+            }
+            (_, Some(Cell::Tally(values))) => {
+                let mut best: Option<(&String, i64)> = None;
+                for (value, count) in &values {
+                    if best.is_none_or(|(_, most)| count > &most) {
+                        best = Some((value, *count));
+                    }
+                }
+                best.map_or(TraitValue::Null, |(v, _)| TraitValue::Text(v.clone()))
+            }
+            (_, Some(Cell::First(_, v) | Cell::Last(_, v))) => v,
+            (_, Some(Cell::Earliest(t) | Cell::Latest(t))) => TraitValue::Text(iso_text(t)),
+        }
+    }
+
+    /// The first moment after `as_of` at which the value may change with no new events: a
+    /// bucket holding an event entering or leaving the window; [`NEVER`] for `lifetime`.
+    pub fn changes_at(&self, series: Option<&Series>, as_of: f64) -> f64 {
+        let Some(series) = series else {
+            return NEVER;
+        };
+        series
+            .buckets
+            .keys()
+            .flat_map(|&bucket| self.window.edges(bucket))
+            .filter(|&m| m > as_of)
+            .fold(NEVER, f64::min)
+    }
+
+    /// The oldest bucket a window as of `as_of` or later reads.
+    pub fn oldest(&self, as_of: f64) -> i64 {
+        match self.window.width {
+            0 => i64::MIN,
+            _ => *self.window.range(as_of).start(),
+        }
+    }
+}
+
+/// An epoch second as ISO 8601 text in UTC: `2026-11-01T10:00:00Z`.
+///
+/// ```
+/// use _core::computed::iso_text;
+/// assert_eq!(iso_text(1_793_527_200), "2026-11-01T10:00:00Z");
+/// assert_eq!(iso_text(-1), "1969-12-31T23:59:59Z");
+/// ```
+pub fn iso_text(moment: i64) -> String {
+    let days = moment.div_euclid(86_400);
+    let second = moment.rem_euclid(86_400);
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let of_era = shifted - era * 146_097;
+    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * of_year + 2) / 153;
+    let day = of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second / 3_600,
+        second % 3_600 / 60,
+        second % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn computed(aggregate: &str, window: Value) -> Computed {
+        Computed::from_json(&serde_json::json!({
+            "names": ["t"], "key": "k",
+            "select": {"events": ["Played"], "pages": ["Pricing"], "any": false},
+            "where": {"property": "properties.device", "op": "in", "value": ["tv", "web"]},
+            "aggregate": aggregate, "of": "properties.show", "window": window}))
+        .unwrap()
+    }
+
+    fn played(at: i64, device: &str, show: TraitValue) -> Event {
+        Event {
+            name: Some("Played".into()),
+            properties: vec![
+                ("properties.device".into(), TraitValue::Text(device.into())),
+                ("properties.show".into(), show),
+            ],
+            ..Event::new("u", "m", Kind::Other, at as f64)
+        }
+    }
+
+    fn fold(definition: &Computed, events: &[Event]) -> Series {
+        let mut series = Series::new(definition.aggregate);
+        for event in events {
+            if let Some(cell) = definition.cell_of(event) {
+                series.add(definition.window.bucket(event.timestamp as i64), &cell);
+            }
+        }
+        series
+    }
+
+    fn text(value: &str) -> TraitValue {
+        TraitValue::Text(value.into())
+    }
+
+    #[test]
+    fn most_frequent_breaks_ties_by_the_first_value_and_filters_apply() {
+        let definition = computed("most_frequent", Value::Null);
+        let events = [
+            played(10, "tv", text("b")),
+            played(11, "web", text("a")),
+            played(12, "phone", text("a")),
+            played(13, "tv", TraitValue::Number(2.0)),
+            played(14, "tv", TraitValue::Number(2.0)),
+        ];
+        let series = fold(&definition, &events[..3]);
+        assert_eq!(definition.value(Some(&series), 20.0), text("a"));
+        let series = fold(&definition, &events);
+        assert_eq!(definition.value(Some(&series), 20.0), text("2"));
+        let distinct = computed("distinct_count", Value::Null);
+        let series = fold(&distinct, &events);
+        assert_eq!(distinct.value(Some(&series), 20.0), TraitValue::Number(3.0));
+    }
+
+    #[test]
+    fn first_and_last_take_time_then_value_in_any_order() {
+        let first = computed("first", Value::Null);
+        let last = computed("last", Value::Null);
+        let events = [
+            played(20, "tv", text("z")),
+            played(10, "tv", text("m")),
+            played(10, "tv", text("c")),
+            played(20, "tv", text("y")),
+        ];
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let shuffled: Vec<Event> = order.iter().map(|&i| events[i].clone()).collect();
+            assert_eq!(first.value(Some(&fold(&first, &shuffled)), 30.0), text("c"));
+            assert_eq!(last.value(Some(&fold(&last, &shuffled)), 30.0), text("z"));
+        }
+    }
+
+    #[test]
+    fn a_between_window_reads_its_buckets_and_times_both_edges() {
+        let window = serde_json::json!({"width": 60, "buckets": 2, "skip": 1});
+        let definition = computed("count", window);
+        let series = fold(&definition, &[played(125, "tv", text("a"))]);
+        let value = |at: f64| definition.value(Some(&series), at);
+        // bucket 2 (120..180) is read from bucket 3 to bucket 4 of the reading's time
+        assert_eq!(value(179.0), TraitValue::Number(0.0));
+        assert_eq!(value(180.0), TraitValue::Number(1.0));
+        assert_eq!(value(299.0), TraitValue::Number(1.0));
+        assert_eq!(value(300.0), TraitValue::Number(0.0));
+        assert_eq!(definition.changes_at(Some(&series), 100.0), 180.0);
+        assert_eq!(definition.changes_at(Some(&series), 180.0), 300.0);
+        assert_eq!(definition.changes_at(Some(&series), 300.0), NEVER);
+    }
+
+    #[test]
+    fn sums_are_exact_in_millionths_and_empty_windows_are_zero_or_null() {
+        let sum = computed(
+            "sum",
+            serde_json::json!({"width": 1, "buckets": 3600, "skip": 0}),
+        );
+        let events: Vec<Event> = [0.1, 0.2, 0.3]
+            .iter()
+            .map(|&v| played(100, "tv", TraitValue::Number(v)))
+            .collect();
+        assert_eq!(
+            sum.value(Some(&fold(&sum, &events)), 100.0),
+            TraitValue::Number(0.6)
+        );
+        assert_eq!(sum.value(None, 100.0), TraitValue::Number(0.0));
+        assert_eq!(
+            computed("avg", Value::Null).value(None, 1.0),
+            TraitValue::Null
+        );
+        let time = computed("last_time", Value::Null);
+        let series = fold(&time, &events);
+        assert_eq!(
+            time.value(Some(&series), 200.0),
+            text("1970-01-01T00:01:40Z")
+        );
+    }
+
+    #[test]
+    fn pages_count_by_name_and_identity_calls_never() {
+        let definition = computed("count", Value::Null);
+        let page = |name: &str| Event {
+            name: Some(name.into()),
+            properties: vec![("properties.device".into(), text("tv"))],
+            ..Event::new("u", "m", Kind::Page, 5.0)
+        };
+        assert!(definition.cell_of(&page("Pricing")).is_some());
+        assert!(definition.cell_of(&page("Played")).is_none());
+        let identify = Event {
+            kind: Kind::Identify,
+            ..page("Played")
+        };
+        assert!(definition.cell_of(&identify).is_none());
+    }
+}
