@@ -96,7 +96,7 @@ soak: $(VENV)/.installed-dev runtime kafka  ## 10 minutes of steady load on one 
 # cargo-mutants from crates.io, into cargo's own bin folder, when it is missing. The unit
 # and oracle-case tests judge each mutant (--all-targets leaves the doc examples out).
 MUTANTS_VERSION := 27.1.0
-MUTATED := src/windows.rs src/timing.rs src/features.rs
+MUTATED := src/windows.rs src/timing.rs src/features.rs src/computed.rs src/patterns.rs
 mutants:  ## mutation testing of the core's time logic (about 25 minutes; docs/operating.md)
 	@$(CARGO) mutants --version >/dev/null 2>&1 \
 	  || $(CARGO) install --quiet --locked cargo-mutants --version $(MUTANTS_VERSION)

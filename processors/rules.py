@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -496,19 +496,13 @@ _WITHOUT_OF = ("count", "first_time", "last_time")
 _NUMERIC_AGGREGATES = ("count", "sum", "avg", "min", "max", "distinct_count")
 
 
-class ComputedTrait(_Node):
-    """An aggregate of the user's own events over a window, declared under `computed:`.
+class Calls(_Node):
+    """Which of the user's calls count: `event` (one `track` event name), `events`
+    (several), `any: true` (every `track` event) or `page` (`page` and `screen` calls
+    by name), filtered by `where`, conditions over their properties.
 
-    `event` (one name), `events` (several) or `any: true` (every `track`
-    event) say which `track` events count, `page` which `page`/`screen` calls
-    (by name); `where` filters them by their properties; `aggregate` folds
-    them, over the property `of` (not for `count`, `first_time`, `last_time`);
-    `window` is a duration (`30m`, `36h`, `30d`), `{between: [90d, 30d]}` or
-    `lifetime`. docs/rules.md ("Computed traits") gives the exact semantics.
-
-    >>> ComputedTrait.model_validate({"event": "Video Played", "aggregate": "count",
-    ...                               "window": "7d"}).definition()["window"]
-    {'width': 86400, 'buckets': 7, 'skip': 0}
+    >>> Calls.model_validate({"event": "Signed Up"}).select()
+    {'events': ['Signed Up'], 'any': False, 'pages': []}
     """
 
     event: str | None = Field(default=None, min_length=1, max_length=256)
@@ -518,6 +512,66 @@ class ComputedTrait(_Node):
     any_event: Literal[True] | None = Field(default=None, alias="any")
     page: str | None = Field(default=None, min_length=1, max_length=256)
     where: PropertyFilter | None = None
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> Calls:
+        chosen = [self.event, self.events, self.any_event, self.page]
+        if sum(choice is not None for choice in chosen) != 1:
+            raise PydanticCustomError(
+                "calls", "name exactly one of event, events, any: true or page"
+            )
+        return self
+
+    def select(self) -> Node:
+        """The calls chosen, in the intermediate form."""
+        return {
+            "events": [self.event] if self.event else sorted(set(self.events or [])),
+            "any": bool(self.any_event),
+            "pages": [self.page] if self.page else [],
+        }
+
+    def names(self) -> set[str]:
+        """The event and page names chosen."""
+        return {*(self.events or []), *(n for n in (self.event, self.page) if n)}
+
+    def paths(self) -> set[str]:
+        """Every property path its `where` reads."""
+        found: set[str] = set()
+        stack: list[Any] = [self.where] if self.where is not None else []
+        while stack:
+            node = stack.pop()
+            if isinstance(node, PropertyCondition):
+                found.add(node.property_path)
+            elif isinstance(node, PropertyAll | PropertyAny):
+                stack.extend(node.all_of if isinstance(node, PropertyAll) else node.any_of)
+            elif isinstance(node, PropertyNot):
+                stack.append(node.not_of)
+        return found
+
+    def folded(self, aggregate: str, window: dict[str, int] | None) -> Node:
+        """The computed trait that folds these calls with `aggregate` over `window`."""
+        return {
+            "select": self.select(),
+            "where": None if self.where is None else self.where.compile(),
+            "aggregate": aggregate,
+            "of": None,
+            "window": window,
+        }
+
+
+class ComputedTrait(Calls):
+    """An aggregate of the user's own events over a window, declared under `computed:`.
+
+    The calls counted are chosen as :class:`Calls` says; `aggregate` folds
+    them, over the property `of` (not for `count`, `first_time`, `last_time`);
+    `window` is a duration (`30m`, `36h`, `30d`), `{between: [90d, 30d]}` or
+    `lifetime`. docs/rules.md ("Computed traits") gives the exact semantics.
+
+    >>> ComputedTrait.model_validate({"event": "Video Played", "aggregate": "count",
+    ...                               "window": "7d"}).definition()["window"]
+    {'width': 86400, 'buckets': 7, 'skip': 0}
+    """
+
     aggregate: _AGGREGATES
     of: str | None = Field(default=None, min_length=1, max_length=256, pattern=_TRAIT_PATH)
     window: Literal["lifetime"] | Between | str = "lifetime"
@@ -531,11 +585,6 @@ class ComputedTrait(_Node):
 
     @model_validator(mode="after")
     def _complete(self) -> ComputedTrait:
-        chosen = [self.event, self.events, self.any_event, self.page]
-        if sum(choice is not None for choice in chosen) != 1:
-            raise PydanticCustomError(
-                "computed_select", "name exactly one of event, events, any: true or page"
-            )
         if self.aggregate in _WITHOUT_OF and self.of is not None:
             raise PydanticCustomError(
                 "computed_of", f"{self.aggregate} takes no property: leave out of"
@@ -564,37 +613,88 @@ class ComputedTrait(_Node):
             seconds = duration_seconds(self.window)
             assert seconds is not None
             window = window_geometry(seconds)
-        return {
-            "select": {
-                "events": [self.event] if self.event else sorted(set(self.events or [])),
-                "any": bool(self.any_event),
-                "pages": [self.page] if self.page else [],
-            },
-            "where": None if self.where is None else self.where.compile(),
-            "aggregate": self.aggregate,
-            "of": self.of,
-            "window": window,
-        }
+        return {**self.folded(self.aggregate, window), "of": self.of}
 
     def paths(self) -> set[str]:
         """Every property path the trait reads."""
-        found = {self.of} if self.of else set()
-        stack: list[Any] = [self.where] if self.where is not None else []
-        while stack:
-            node = stack.pop()
-            if isinstance(node, PropertyCondition):
-                found.add(node.property_path)
-            elif isinstance(node, PropertyAll | PropertyAny):
-                stack.extend(node.all_of if isinstance(node, PropertyAll) else node.any_of)
-            elif isinstance(node, PropertyNot):
-                stack.append(node.not_of)
-        return found
+        return super().paths() | ({self.of} if self.of else set())
 
 
 def definition_key(definition: Node) -> str:
     """The key a computed trait's cells are stored under: a digest of its definition, so
     a changed definition starts afresh and equal ones share their cells."""
     return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+def _seconds(text: str, examples: str) -> str:
+    return checked_duration(text, 1, _LONGEST_WINDOW, examples)
+
+
+class SequenceCondition(_Node):
+    """Steps done in order within `within`: `{sequence: [{event: Trial Started},
+    {event: Subscription Cancelled}], within: 14d}`.
+
+    Each step chooses calls as :class:`Calls` does; each comes strictly after
+    the one before (to the second), the last at most `within` after the first.
+    True from the completion for as long as it lies within `window` (default
+    `30d`); exact to the second, and time alone ends it.
+    """
+
+    sequence: list[Calls] = Field(min_length=2, max_length=8)
+    within: str
+    window: str = "30d"
+
+    @field_validator("within", "window")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        return _seconds(text, "30m, 12h or 14d")
+
+    def spans(self) -> tuple[int, int]:
+        """`within` and `window` in whole seconds."""
+        within, window = duration_seconds(self.within), duration_seconds(self.window)
+        assert within is not None
+        assert window is not None
+        return int(within), int(window)
+
+    def compile(self) -> Node:
+        """The intermediate form: each step's event times (:class:`RuleSet` numbers them)."""
+        within, window = self.spans()
+        kept = {"width": 1, "buckets": within + window, "skip": 0}
+        steps = [step.folded("count", kept) for step in self.sequence]
+        return {"sequence": steps, "within": within, "window": window}
+
+
+class AbsenceCondition(_Node):
+    """An event with no other following it in time: `{after: {event: Checkout Started},
+    not: {event: Order Completed}, within: 30m}`.
+
+    True from `within` after the latest `after` event, when no `not` event came
+    at or after it, until the next `after` or `not` event, or for `for` (default:
+    for ever). A timer makes it true at that moment of event time, with nobody
+    sending anything.
+    """
+
+    after: Calls
+    not_: Calls = Field(alias="not")
+    within: str
+    lasting: str | None = Field(default=None, alias="for")
+
+    @field_validator("within", "lasting")
+    @classmethod
+    def _duration(cls, text: str | None) -> str | None:
+        return None if text is None else _seconds(text, "30m, 12h or 14d")
+
+    def compile(self) -> Node:
+        """The intermediate form: the latest time of each (:class:`RuleSet` numbers them)."""
+        within = duration_seconds(self.within)
+        assert within is not None
+        lasting = None if self.lasting is None else duration_seconds(self.lasting)
+        return {
+            "after": self.after.folded("last_time", None),
+            "missing": self.not_.folded("last_time", None),
+            "within": int(within),
+            "for": None if lasting is None else int(lasting),
+        }
 
 
 class ComputedCondition(_Test):
@@ -676,7 +776,14 @@ class Burst(_Node):
     def counted(self) -> ComputedTrait:
         """The computed trait it compares, when it does not count per category."""
         return ComputedTrait.model_construct(
-            event=self.event, where=self.where, aggregate="count", window=self.within
+            event=self.event,
+            events=None,
+            any_event=None,
+            page=None,
+            where=self.where,
+            aggregate="count",
+            of=None,
+            window=self.within,
         )
 
     def compile(self) -> Node:
@@ -706,7 +813,8 @@ class InSegment(_Node):
 
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        for key in ("all", "any", "not", "feature", "trait", "computed", "event", "segment"):
+        keys = ("sequence", "after", "all", "any", "not", "feature", "trait", "computed")
+        for key in (*keys, "event", "segment"):
             if key in value:
                 return key
     return None
@@ -716,6 +824,8 @@ Condition = Annotated[
     Annotated[Comparison, Tag("feature")]
     | Annotated[TraitCondition, Tag("trait")]
     | Annotated[ComputedCondition, Tag("computed")]
+    | Annotated[SequenceCondition, Tag("sequence")]
+    | Annotated[AbsenceCondition, Tag("after")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[NotOf, Tag("not")]
@@ -726,7 +836,7 @@ Condition = Annotated[
         custom_error_type="condition",
         custom_error_message=(
             "a condition is a mapping with one of: all, any, not, feature, trait, computed, "
-            "event, segment"
+            "event, sequence, after, segment"
         ),
     ),
 ]
@@ -882,20 +992,19 @@ class RuleSet:
         >>> rules.projection
         Projection(traits=('plan',), events=('Played',), properties=('properties.minutes',))
         """
-        traits = [*self.definition.computed.values()]
+        counted: list[Calls] = [*self.definition.computed.values()]
         for rule in self.definition.segments:
-            traits.extend(
-                node.counted()
-                for node in _nodes(rule.condition)
-                if isinstance(node, Burst) and not node.per_category
-            )
-        names: set[str] = set()
-        for trait in traits:
-            names.update(trait.events or [])
-            names.update(name for name in (trait.event, trait.page) if name)
-        every = any(trait.any_event for trait in traits)
-        paths = sorted({path for trait in traits for path in trait.paths()})
-        return Projection(self.traits, True if every else tuple(sorted(names)), tuple(paths))
+            for node in _nodes(rule.condition):
+                if isinstance(node, Burst) and not node.per_category:
+                    counted.append(node.counted())
+                elif isinstance(node, SequenceCondition):
+                    counted.extend(node.sequence)
+                elif isinstance(node, AbsenceCondition):
+                    counted.extend((node.after, node.not_))
+        names = sorted({name for calls in counted for name in calls.names()})
+        every = any(calls.any_event for calls in counted)
+        paths = sorted({path for calls in counted for path in calls.paths()})
+        return Projection(self.traits, True if every else tuple(names), tuple(paths))
 
     @property
     def bursts(self) -> dict[str, list[Burst]]:
@@ -935,30 +1044,33 @@ class _ComputedNumbering:
         return index
 
     def numbered(self, node: Node) -> Node:
-        """`node` with each computed trait it compares (a name or a definition) numbered."""
+        """`node` with each computed trait it reads (a name or a definition) numbered."""
         if "computed" in node:
             named = node["computed"]
             index = self._named[named] if isinstance(named, str) else self._number(named)
             return {**node, "computed": index}
-        for key in ("all", "any"):
-            if key in node:
-                return {key: [self.numbered(part) for part in node[key]]}
-        if "not" in node:
-            return {"not": self.numbered(node["not"])}
-        return node
+        if "sequence" in node:
+            return {**node, "sequence": [self._number(step) for step in node["sequence"]]}
+        if "after" in node:
+            after, missing = self._number(node["after"]), self._number(node["missing"])
+            return {**node, "after": after, "missing": missing}
+        return self._parts(node, self.numbered)
 
     def defined(self, node: Node) -> Node:
-        """`node` with each computed trait it compares replaced by its definition."""
-        numbered = self.numbered(node)
-        if "computed" in numbered:
-            definition = {k: v for k, v in self.found[numbered["computed"]].items() if k != "names"}
-            return {**numbered, "computed": definition}
+        """`node` with each computed trait it names replaced by its definition."""
+        if isinstance(node.get("computed"), str):
+            definition = self.found[self._named[node["computed"]]]
+            return {**node, "computed": {k: v for k, v in definition.items() if k != "names"}}
+        return self._parts(node, self.defined)
+
+    @staticmethod
+    def _parts(node: Node, each: Callable[[Node], Node]) -> Node:
         for key in ("all", "any"):
-            if key in numbered:
-                return {key: [self.defined(part) for part in node[key]]}
-        if "not" in numbered:
-            return {"not": self.defined(node["not"])}
-        return numbered
+            if key in node:
+                return {key: [each(part) for part in node[key]]}
+        if "not" in node:
+            return {"not": each(node["not"])}
+        return node
 
 
 def _nodes(condition: Condition) -> Iterator[Condition]:
@@ -1049,7 +1161,19 @@ def _reference_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Prob
 
 _ALIASES = {"all_of": "all", "any_of": "any", "not_of": "not"}
 _TAGS = frozenset(
-    ("feature", "trait", "computed", "property", "all", "any", "not", "event", "segment")
+    (
+        "feature",
+        "trait",
+        "computed",
+        "property",
+        "sequence",
+        "after",
+        "all",
+        "any",
+        "not",
+        "event",
+        "segment",
+    )
 )
 
 

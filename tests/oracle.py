@@ -528,6 +528,42 @@ def computed_value(trait: dict, events: list[Event], as_of: float) -> Trait:
     return (min if aggregate == "first" else max)(ranked)[2]
 
 
+def _times(calls: dict, events: list[Event], as_of: float) -> set[int]:
+    """The seconds of the events `calls` (a step, `after` or `not`) counts, up to `as_of`."""
+    return {int(e.timestamp) for e in events if counts(calls, e) and int(e.timestamp) <= as_of}
+
+
+def completed(condition: dict, events: list[Event], as_of: float) -> bool:
+    """A sequence condition: some completion (the last step's time) within `window` back
+    from `as_of`, of steps at strictly increasing seconds spanning at most `within`."""
+    within = seconds(condition["within"])
+    window = seconds(condition.get("window", "30d"))
+    steps = [_times(step, events, as_of) for step in condition["sequence"]]
+    for end in steps[-1]:
+        if not as_of - window < end <= as_of:
+            continue
+        reachable = {t for t in steps[0] if end - within <= t <= end}
+        for times in steps[1:]:
+            reachable = {t for t in times if t <= end and any(r < t for r in reachable)}
+        if end in reachable:
+            return True
+    return False
+
+
+def absent(condition: dict, events: list[Event], as_of: float) -> bool:
+    """An absence condition: the latest `after` event, no `not` event at or after it, and
+    `as_of` from `within` after it (for `for`, when given)."""
+    after = max(_times(condition["after"], events, as_of), default=None)
+    if after is None:
+        return False
+    missing = max(_times(condition["not"], events, as_of), default=None)
+    if missing is not None and missing >= after:
+        return False
+    due = after + seconds(condition["within"])
+    lasting = seconds(condition["for"]) if "for" in condition else math.inf
+    return due <= as_of < due + lasting
+
+
 def segments(
     rules: dict, events: list[Event], as_of: float, thresholds: dict[str, float] | None = None
 ) -> set[str]:
@@ -541,6 +577,10 @@ def segments(
     decided: dict[str, bool] = {}
 
     def holds(condition: dict) -> bool:
+        if "sequence" in condition:
+            return completed(condition, events, as_of)
+        if "after" in condition:  # before `not`, which an absence has too
+            return absent(condition, events, as_of)
         if "all" in condition:
             return all(holds(c) for c in condition["all"])
         if "any" in condition:

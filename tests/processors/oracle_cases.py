@@ -124,6 +124,28 @@ segments:
       at_least: 2
       within: 90m
       where: {property: properties.product_id, op: "==", value: p2}
+  - name: Trial Then Checkout
+    description: a sequence of three steps, exact to the second
+    condition:
+      sequence:
+        - {event: Product Added}
+        - {event: Video Played}
+        - {event: Checkout Started}
+      within: 2h
+      window: 1d
+  - name: Left Without Buying
+    description: an addition with no order or checkout for an hour, for two days
+    condition:
+      after: {event: Product Added}
+      not: {events: [Order Completed, Checkout Started]}
+      within: 1h
+      for: 2d
+  - name: Still Away
+    description: a page with no play after it for an hour, for ever
+    condition:
+      after: {page: Pricing}
+      not: {event: Video Played}
+      within: 1h
 """
 GAPS = (10 * MINUTE, 3 * HOUR, 2 * DAY, 40 * DAY)
 """How far apart a stream's events may be: seconds, minutes, hours and days."""
@@ -156,6 +178,9 @@ def stream(rng: random.Random, number: int) -> dict:
             boundary = (end // width + rng.randrange(40)) * width
             chosen |= {boundary - 1, boundary}
     chosen |= {end + rng.randrange(45 * DAY) for _ in range(4)}
+    for moment in rng.sample(times, min(3, len(times))):  # where absences and sequences turn
+        for span in (30 * MINUTE, HOUR, 2 * HOUR, DAY, DAY + 30 * MINUTE, DAY + HOUR):
+            chosen |= {moment + span - 1, moment + span}
     rules = yaml.safe_load(RULES_TEXT)
     moments = []
     for moment in sorted(chosen):

@@ -207,6 +207,22 @@ segments:
       at_least: 2
       within: 2h
       where: {property: properties.product_id, op: "==", value: p2}
+  - name: Trial Then Checkout
+    description: a sequence of three steps, exact to the second
+    condition:
+      sequence:
+        - {event: Product Added}
+        - {event: Video Played, where: {property: properties.category, op: "!=", value: books}}
+        - {event: Checkout Started}
+      within: 2h
+      window: 1d
+  - name: Left Without Buying
+    description: an addition with no order for 30 minutes, for a day
+    condition:
+      after: {event: Product Added}
+      not: {event: Order Completed}
+      within: 30m
+      for: 1d
 """
 RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a

@@ -89,7 +89,8 @@ def test_errors_name_line_and_field():
     assert errors_of(text) == [
         "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
-        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, event, segment",
+        "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, "
+        "event, sequence, after, segment",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
     ]
 
@@ -291,3 +292,54 @@ def test_reference_cycles_and_unknown_segments_are_refused():
     ]
     unknown = "segments:\n  - name: A\n    description: a\n    condition: {segment: Nobody}\n"
     assert errors_of(unknown) == ["line 4, segments[0].condition: unknown segment 'Nobody'"]
+
+
+def test_computed_trait_errors_name_line_and_field_all_at_once():
+    text = """computed:
+  minutes:
+    event: Video Played
+    aggregate: median
+    of: properties.minutes
+  plays: {event: Video Played, aggregate: sum, window: 50h}
+  shows: {aggregate: distinct_count, of: properties.show}
+  played_at: {event: Video Played, aggregate: last_time, of: properties.at, window: 401d}
+  phones:
+    page: Home
+    where: {property: context.device.type, op: matches, value: "("}
+    aggregate: count
+segments:
+  - name: A
+    description: d
+    condition: {computed: nope, op: ">", value: 1}
+"""
+    errors = errors_of(text)
+    assert errors[0].startswith("line 4, computed.minutes.aggregate: Input should be 'count'")
+    assert errors[1:] == [
+        "line 6, computed.plays.window: a window longer than 48h counts whole days: 50h is not "
+        "a whole number of days",
+        "line 7, computed.shows: name exactly one of event, events, any: true or page",
+        "line 8, computed.played_at.window: between 1s and 400d",
+        "line 11, computed.phones.where.value: not a regular expression: error: unclosed group",
+    ]
+
+
+def test_a_computed_trait_is_compared_as_its_type_allows():
+    text = """computed:
+  minutes: {event: Video Played, aggregate: sum, of: properties.minutes, window: 30d}
+  last_played: {event: Video Played, aggregate: last_time}
+segments:
+  - name: A
+    description: d
+    condition:
+      any:
+        - {computed: minutes, op: contains, value: "1"}
+        - {computed: last_played, op: ">", value: 3}
+        - {computed: unknown, op: exists}
+"""
+    assert errors_of(text) == [
+        "line 9, segments[0].condition.any[0].op: 'minutes' (sum) is a number: contains cannot "
+        "compare it; use one of >, >=, <, <=, between, ==, !=, in, not_in, exists, missing",
+        "line 10, segments[0].condition.any[1].op: 'last_played' (last_time) is a time: > cannot "
+        "compare it; use one of within_last, more_than_ago, exists, missing, ==, !=",
+        "line 11, segments[0].condition.any[2].computed: unknown computed trait 'unknown'",
+    ]

@@ -12,6 +12,7 @@ pub mod decoding;
 pub mod events;
 pub mod features;
 pub mod partitioner;
+pub mod patterns;
 pub mod placement;
 pub mod profile;
 pub mod pyrepr;

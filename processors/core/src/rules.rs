@@ -19,6 +19,7 @@ use crate::events::Kind;
 use crate::features::{
     index_of, set_of, shrinking, FeatureSet, Reading, CLOCK_FEATURES, FEATURES, TEXT_FEATURES,
 };
+use crate::patterns::{Absence, Sequence};
 use crate::profile::{Profile, RECENT_SECONDS, SESSION_GAP};
 use crate::timing::Op;
 use crate::traits::{TraitTest, TraitValue};
@@ -45,6 +46,8 @@ pub enum Node {
         index: usize,
         test: TraitTest,
     },
+    Sequence(Sequence),
+    Absence(Absence),
 }
 
 /// `feature op value`, the value a number, a name or a population percentile.
@@ -98,6 +101,9 @@ pub struct RuleSet {
     pub computed: Vec<Computed>,
     /// Comparisons of computed traits, by index: their values move as windows slide.
     pub computed_tests: Vec<(usize, TraitTest)>,
+    /// Sequence and absence conditions: time flips them.
+    pub sequences: Vec<Sequence>,
+    pub absences: Vec<Absence>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +172,8 @@ impl RuleSet {
             trait_clocks: Vec::new(),
             computed,
             computed_tests: Vec::new(),
+            sequences: Vec::new(),
+            absences: Vec::new(),
         };
         rules.derive();
         Ok(rules)
@@ -203,6 +211,8 @@ impl RuleSet {
                 Node::Computed { index, test } => {
                     self.computed_tests.push((*index, test.clone()));
                 }
+                Node::Sequence(sequence) => self.sequences.push(sequence.clone()),
+                Node::Absence(absence) => self.absences.push(absence.clone()),
                 _ => {}
             }
         }
@@ -263,6 +273,10 @@ impl RuleSet {
                 let value = self.computed_value(*index, reading.profile, reading.as_of);
                 test.holds(Some(&value), reading.as_of)
             }
+            Node::Sequence(sequence) => {
+                sequence.holds(&self.computed, reading.profile, reading.as_of)
+            }
+            Node::Absence(absence) => absence.holds(&self.computed, reading.profile, reading.as_of),
         }
     }
 
@@ -308,9 +322,14 @@ impl RuleSet {
 fn computed_beyond(node: &Node, count: usize) -> Option<usize> {
     let mut found = Vec::new();
     walk(node, &mut found);
-    found.into_iter().find_map(|n| match n {
-        Node::Computed { index, .. } if *index >= count => Some(*index),
-        _ => None,
+    found.into_iter().find_map(|n| {
+        let indexes = match n {
+            Node::Computed { index, .. } => vec![*index],
+            Node::Sequence(sequence) => sequence.steps.clone(),
+            Node::Absence(absence) => vec![absence.after, absence.missing],
+            _ => Vec::new(),
+        };
+        indexes.into_iter().find(|&index| index >= count)
     })
 }
 
@@ -365,6 +384,29 @@ fn node(
             name: name.to_string(),
             test: test_of(object)?,
         });
+    }
+    let seconds = |key: &str| object.get(key).and_then(|s| s.as_i64());
+    if let Some(steps) = object.get("sequence").and_then(|s| s.as_array()) {
+        return Ok(Node::Sequence(Sequence {
+            steps: steps
+                .iter()
+                .map(|step| step.as_u64().map(|i| i as usize))
+                .collect::<Option<_>>()
+                .ok_or("a sequence's steps are computed traits")?,
+            within: seconds("within").ok_or("within is seconds")?,
+            window: seconds("window").ok_or("window is seconds")?,
+        }));
+    }
+    if let Some(after) = object.get("after").and_then(|a| a.as_u64()) {
+        return Ok(Node::Absence(Absence {
+            after: after as usize,
+            missing: object
+                .get("missing")
+                .and_then(|m| m.as_u64())
+                .ok_or("missing is a computed trait")? as usize,
+            within: seconds("within").ok_or("within is seconds")?,
+            lasting: seconds("for"),
+        }));
     }
     if let Some(index) = object.get("computed").and_then(|c| c.as_u64()) {
         return Ok(Node::Computed {

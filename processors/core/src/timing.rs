@@ -320,6 +320,13 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
             moment = moment.min(test.changes_at(Some(&value), reading.as_of));
         }
     }
+    let profile = reading.profile;
+    for sequence in &rules.sequences {
+        moment = moment.min(sequence.changes_at(&rules.computed, profile, reading.as_of));
+    }
+    for absence in &rules.absences {
+        moment = moment.min(absence.changes_at(&rules.computed, profile, reading.as_of));
+    }
     for (kind, within) in &rules.bursts {
         moment = moment.min(burst_changes_at(
             reading.profile,
