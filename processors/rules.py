@@ -55,6 +55,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES, pattern_problem
+from processors._core import Classifier as CompiledRules
 from processors.events import EventKind, Projection
 from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 
@@ -979,6 +980,12 @@ class RuleSet:
                 }
             )
         )
+
+    @cached_property
+    def compiled(self) -> CompiledRules:
+        """The rules compiled alone, without thresholds or a model: what reads a user's
+        computed traits (`User.computed`)."""
+        return CompiledRules(self.ir, [], [])
 
     @cached_property
     def projection(self) -> Projection:

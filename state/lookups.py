@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from processors._core import User
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
 from processors.partitioner import canonical_partition
+from processors.rules import RuleSet
 from state.keys import KeyLayout
 from state.lane import Lane
 
@@ -76,9 +77,11 @@ class Lookups:
             self._partitions = 0 if found is None else int(cast(bytes, found))
         return self._partitions
 
-    async def user(self, user_id: str, *, features: bool = False) -> dict[str, Any] | None:
-        """The user's labels (and features as of their evaluation, and traits), following
-        merged ids.
+    async def user(
+        self, user_id: str, *, features: bool = False, rules: RuleSet | None = None
+    ) -> dict[str, Any] | None:
+        """The user's labels (and features as of their evaluation, traits, and the computed
+        traits `rules` name), following merged ids.
 
         `None` when segstream keeps nothing for the id.
         """
@@ -104,6 +107,7 @@ class Lookups:
             if features and state is not None:
                 found["features"] = dict(state.features())
                 found["traits"] = dict(state.traits())
+                found["computed"] = {} if rules is None else dict(state.computed(rules.compiled))
             return found
         return None
 

@@ -16,8 +16,10 @@ from typing import Any, cast
 
 import redis
 
+from processors._core import Classifier as CompiledRules
 from processors._core import User
 from processors.partitioner import canonical_partition
+from processors.rules import RuleSet
 from state.keys import KeyLayout
 from state.redis_store import RedisStateStore
 
@@ -27,9 +29,11 @@ _MAX_ALIAS_HOPS = 8
 class ReadModel:
     """Read-only views of the segment store."""
 
-    def __init__(self, client: redis.Redis, keys: KeyLayout) -> None:
+    def __init__(self, client: redis.Redis, keys: KeyLayout, rules: RuleSet | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.rules = rules
+        """The rules whose computed traits documents show (none without)."""
         self._store = RedisStateStore(client, keys, group="")
 
     def user(self, user_id: str) -> dict[str, Any] | None:
@@ -47,7 +51,7 @@ class ReadModel:
                 return None
             found = User.from_bytes(row)
             if found.alias_of is None:
-                return found.document(user_id)
+                return found.document(user_id, self._compiled())
             user_id = found.alias_of
         return None
 
@@ -60,9 +64,12 @@ class ReadModel:
         """
         for user_id, user in self._store.users():
             if user.alias_of is None:
-                document = user.document(user_id)
+                document = user.document(user_id, self._compiled())
                 del document["version"]
                 yield document
+
+    def _compiled(self) -> CompiledRules | None:
+        return None if self.rules is None else self.rules.compiled
 
     def partition_of(self, user_id: str) -> int:
         """The partition whose keys hold `user_id` (its canonical partition)."""

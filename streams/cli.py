@@ -575,8 +575,11 @@ def _print_environment(stack: Stack) -> None:
 @main.command()
 @click.argument("user_id")
 def profile(user_id: str) -> None:
-    """Print one user's aggregates and segments as JSON."""
-    found = read_model(settings()).user(user_id)
+    """Print one user's features, traits, computed traits and segments as JSON."""
+    from streams.rules_feed import rules_in_force
+
+    configured = settings()
+    found = read_model(configured, rules_in_force(configured)).user(user_id)
     if found is None:
         raise click.ClickException(f"no profile for user {user_id!r}")
     click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
@@ -596,10 +599,14 @@ def profiles() -> None:
     help="JSON Lines file to write ('-' for stdout).",
 )
 def profiles_export(output: str) -> None:
-    """Write every profile as JSON Lines: user_id, features, traits, segments, as_of."""
+    """Write every profile as JSON Lines: user_id, features, traits, computed traits (those
+    of the rules in force), segments, as_of."""
+    from streams.rules_feed import rules_in_force
+
+    configured = settings()
     count = 0
     with click.open_file(output, "wb") as sink:
-        for document in read_model(settings()).users():
+        for document in read_model(configured, rules_in_force(configured)).users():
             sink.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n")
             count += 1
     click.echo(f"exported {count} profiles", err=True)
@@ -613,13 +620,21 @@ def rules() -> None:
 @rules.command("validate")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def rules_validate(file: Path) -> None:
-    """Check a rules file; print every error with its line and field."""
+    """Check a rules file; print every error with its line and field, or what its computed
+    traits add to each user's state."""
+    from processors.rule_cost import state_costs
+
     try:
         parsed = parse_rules(file.read_text(encoding="utf-8"), source=str(file))
     except RuleFileError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
     click.echo(f"{file}: {len(parsed.names)} segments, digest {parsed.digest}")
+    costs = list(state_costs(parsed))
+    if costs:
+        click.echo("state per user of its computed traits, sequences and absences:")
+        for line in costs:
+            click.echo(f"  {line}")
 
 
 @rules.command("apply")

@@ -20,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from processors.rules import RuleSet
 from state.read_model import ReadModel
 from streams.settings import ENV_PREFIX, Settings, SettingsError
 
@@ -54,9 +55,10 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     return client
 
 
-def read_model(settings: Settings) -> ReadModel:
-    """The read model (users, segments, counters) of the configured Redis."""
-    return ReadModel(redis_client(settings), settings.key_layout())
+def read_model(settings: Settings, rules: RuleSet | None = None) -> ReadModel:
+    """The read model (users, segments, counters) of the configured Redis; documents show
+    the computed traits `rules` name."""
+    return ReadModel(redis_client(settings), settings.key_layout(), rules)
 
 
 def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:

@@ -94,6 +94,11 @@ class UserView(BaseModel):
     traits: dict[str, bool | float | str | None] | None = Field(
         None, description="With `?features=true`: the identify traits kept, by name."
     )
+    computed: dict[str, bool | float | str | None] | None = Field(
+        None,
+        description="With `?features=true`: the computed traits of the rules in force, by name "
+        "(times as ISO 8601 text).",
+    )
 
 
 class SegmentView(BaseModel):
@@ -389,13 +394,14 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
 
     async def user_answer(user_id: str, features: bool) -> bytes | None:
         """The body of a user's lookup (shaped as :class:`UserView`); `None`: unknown."""
-        found = await lookups.user(user_id, features=features)
+        found = await lookups.user(user_id, features=features, rules=live.rules)
         if found is None:
             return None
         cluster = found["cluster"]
         found["cluster_name"] = live.cluster_names.get(cluster) if cluster is not None else None
         found.setdefault("features", None)
         found.setdefault("traits", None)
+        found.setdefault("computed", None)
         return orjson.dumps(found)
 
     @app.get(
