@@ -401,6 +401,14 @@ def topics() -> None:
     type=click.FloatRange(0, 1),
     help="Share of malformed events to mix in, to exercise the dead-letter topic.",
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(["shop", "media"]),
+    default="shop",
+    show_default=True,
+    help="Shoppers of a web shop, or viewers of a streaming service (custom events, "
+    "properties and traits, for processors/rules/media.yaml).",
+)
 def simulate(
     users: int,
     seed: int,
@@ -412,13 +420,21 @@ def simulate(
     end: datetime | None,
     invalid_share: float,
     days: float | None,
+    scenario: str,
 ) -> None:
-    """Stream simulated shoppers drawn from personas to Kafka or to a file."""
-    from streams.tools.simulate import FileSink, KafkaSink, send
+    """Stream simulated shoppers (or viewers) drawn from personas to Kafka or to a file."""
+    from streams.tools.media import MediaSimulation
+    from streams.tools.simulate import FileSink, KafkaSink, Population, send
     from streams.tools.simulator import DEFAULT_END, Simulation
 
     end_time = end.replace(tzinfo=UTC).timestamp() if end else DEFAULT_END
-    simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share, days=days)
+    simulation: Population
+    if scenario == "media":
+        if invalid_share:
+            raise click.UsageError("--invalid-share is for the shop scenario")
+        simulation = MediaSimulation(users, seed, end=end_time, days=days or 30.0)
+    else:
+        simulation = Simulation(users, seed, end=end_time, invalid_share=invalid_share, days=days)
     truth_path = truth or (
         output.with_name(output.name + ".truth.jsonl")
         if output and str(output) != "-"

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Protocol
 
 from streams.kafka import reliable_producer
 from streams.settings import Settings
 from streams.tools.replay import REPLAYED
-from streams.tools.simulator import SimulatedEvent, Simulation
+from streams.tools.simulator import SimulatedEvent
+
+
+class Population(Protocol):
+    """A simulated population: shoppers (`Simulation`) or viewers (`MediaSimulation`)."""
+
+    def events(self) -> Iterator[SimulatedEvent]:
+        """Every user's events in event-time order."""
+        ...
+
+    def truth(self) -> Iterator[dict[str, str]]:
+        """Each user's kind, by user id."""
+        ...
 
 
 class Sink(Protocol):
@@ -66,7 +79,7 @@ class KafkaSink:
 
 
 def send(
-    simulation: Simulation,
+    simulation: Population,
     sink: Sink,
     rate: float,
     duration: float,

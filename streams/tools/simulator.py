@@ -63,7 +63,8 @@ class SimulatedEvent:
     value: bytes
 
 
-def _iso(moment: float) -> str:
+def iso_text(moment: float) -> str:
+    """An event time as trackers write it: `2026-11-01T10:00:00.000Z`."""
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
@@ -191,7 +192,7 @@ class _Shopper:
         body["anonymousId"] = user.anonymous_id
         if self.known:
             body["userId"] = user.user_id
-        body["timestamp"] = _iso(moment)
+        body["timestamp"] = iso_text(moment)
         body["context"] = {
             "device": {"type": device},
             "userAgent": _USER_AGENTS[device],
