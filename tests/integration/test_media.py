@@ -24,29 +24,15 @@ from tests.integration.conftest import (
     WorkerProcess,
     advance,
     export,
-    read_topic,
     wait_for_events,
     wait_until_serving,
 )
+from tests.integration.test_timers import changes_of, track
 
 pytestmark = pytest.mark.integration
 RULES_FILE = Path(__file__).parents[2] / "processors" / "rules" / "media.yaml"
 END = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 HOUR, DAY = 3_600, 86_400
-
-
-def track(
-    user: str, number: int, event: str, moment: float, **properties: object
-) -> SimulatedEvent:
-    body = {
-        "type": "track",
-        "event": event,
-        "userId": user,
-        "messageId": f"{user}-{number}",
-        "timestamp": datetime.fromtimestamp(moment, UTC).isoformat(),
-        "properties": properties,
-    }
-    return SimulatedEvent(moment, user.encode(), orjson.dumps(body))
 
 
 CHECKOUT = END - 5 * HOUR
@@ -77,15 +63,6 @@ CRAFTED = [
         ),
     ),
 ]
-
-
-def changes_of(config, user: str) -> list[dict]:
-    found: dict[int, dict] = {}
-    for message in read_topic(config, config.changes_topic):
-        change = orjson.loads(message.value())
-        if change["user_id"] == user:
-            found.setdefault(change["version"], change)
-    return [found[version] for version in sorted(found)]
 
 
 def test_a_streaming_service_is_segmented_on_its_own_events(config, tmp_path: Path) -> None:
