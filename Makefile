@@ -83,7 +83,7 @@ test:  ## lint, then every test (integration tests start their own broker and Re
 	$(BIN)/pytest -n $(JOBS) --dist loadfile
 
 bench: $(VENV)/.installed runtime kafka  ## segstream against a naive Faust pipeline and the raw limit (bench.json)
-	$(BIN)/segstream bench --json bench.json
+	$(BIN)/segstream bench --rules processors/rules/computed-bench.yaml --json bench.json
 
 chaos: $(VENV)/.installed-dev tools kafka  ## the fault suite and the fuzzers at full size (about 15 minutes)
 	FAULT_EVENTS=200000 FUZZ_PAYLOADS=100000 FUZZ_EVENTS=20000 SCHEMA_EXAMPLES=200 \

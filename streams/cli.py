@@ -207,6 +207,13 @@ def _serve(service: str) -> None:
     metavar="URL",
     help="Measure on this Redis (with --kafka); SEGSTREAM_REDIS_CLUSTER=true for a cluster.",
 )
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Measure one worker again with this rules file (its events/s, share of the I/O "
+    "floor and Redis bytes per user).",
+)
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Write figures here.")
 def bench(
     events: int,
@@ -225,6 +232,7 @@ def bench(
     edge_rate: float,
     kafka: str | None,
     redis_url: str | None,
+    rules_file: Path | None,
     json_file: Path | None,
 ) -> None:
     """Measure segstream against a naive Faust pipeline and the raw Kafka limit, in one run.
@@ -261,6 +269,7 @@ def bench(
         edge_rate=edge_rate,
         kafka=kafka,
         redis=redis_url,
+        rules=rules_file,
     )
     if (kafka is None) != (redis_url is None):
         raise click.UsageError("--kafka and --redis go together")

@@ -159,6 +159,7 @@ def test_profile_and_export_commands_read_what_the_worker_wrote(
         "user_id",
         "features",
         "traits",
+        "computed",
         "segments",
         "cluster",
         "model_version",

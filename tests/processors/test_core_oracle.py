@@ -102,6 +102,9 @@ computed:
     of: properties.price
     window: {between: [3h, 1h]}
   pricing_first: {page: Pricing, aggregate: first_time}
+  orders_7d: {event: Order Completed, aggregate: count, window: 7d}
+  product_views_30d: {event: Product Viewed, aggregate: count, window: 30d}
+  orders_lifetime: {event: Order Completed, aggregate: count}
   last_played: {event: Video Played, aggregate: last_time, window: 30d}
 segments:
   - name: Buyers
@@ -309,6 +312,8 @@ def assert_equal_at(users, everyone, moment):
             for name, trait in rules["computed"].items()
         }
         assert user.computed(CLASSIFIER.core) == computed, (user_id, moment)
+        for shorthand in ("orders_7d", "product_views_30d", "orders_lifetime"):  # docs/features.md
+            assert computed[shorthand] == got[shorthand], (user_id, shorthand)
 
 
 VIEWED_AT_300 = (0, "Product Viewed", 300, "", 0.0, None, "p1", "Z")

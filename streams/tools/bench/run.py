@@ -104,6 +104,9 @@ class BenchConfig:
     """How long each of the collector's measurements runs."""
     edge_rate: float = 5_000.0
     """Single tracker calls a second for the tracker to label."""
+    rules: Path | None = None
+    """A second rules file the one-worker run is measured with again (its throughput, share
+    of the I/O floor and Redis bytes per user)."""
 
 
 def _phase(target: Target, config: BenchConfig, tag: str, topic: str) -> Settings:
@@ -637,6 +640,18 @@ def _measure(
     naive_eps = _naive_eps(processes, _phase(target, config, "b3", topic), config)
     report("Redis memory per user")
     bytes_per_user = _bytes_per_user(one, sample)
+    with_rules: dict[str, Any] = {}
+    if config.rules is not None:
+        report(f"one worker with {config.rules}")
+        ruled = _phase(target, config, "b10", topic).model_copy(update={"rules_file": config.rules})
+        rules_eps, rules_cpu = _workers_eps(processes, ruled, 1, config.events, config.timeout)
+        with_rules = {
+            "rules_file": str(config.rules),
+            "rules_worker_eps": round(rules_eps, 1),
+            "rules_worker_vs_io_floor": round(rules_eps / max(io_floor_eps, 1e-9), 3),
+            "rules_worker_cpu_us_per_event": round(rules_cpu * 1e6, 2),
+            "rules_redis_bytes_per_user": round(_bytes_per_user(ruled, sample), 1),
+        }
     report(f"rules preview over {config.preview_users:,} users")
     previewed = _phase(target, config, "b6", topic)
     fill_preview_store(one, previewed, config.preview_users)
@@ -679,6 +694,7 @@ def _measure(
         processes, _phase(target, config, "b8", _REBALANCE_TOPIC), worker_eps / 2
     )
     return {
+        **with_rules,
         "worker_eps": round(worker_eps, 1),
         "two_workers_eps": round(two_workers_eps, 1),
         "naive_eps": round(naive_eps, 1),

@@ -17,6 +17,9 @@ _ROWS = (
     ("raw limit (consume + validate)", "raw_eps", "events/s"),
     ("I/O floor (+ MGET, MULTI/EXEC)", "io_floor_eps", "events/s"),
     ("two workers", "two_workers_eps", "events/s"),
+    ("one worker with --rules", "rules_worker_eps", "events/s"),
+    ("  its share of the I/O floor", "rules_worker_vs_io_floor", "share"),
+    ("  its Redis per user (median)", "rules_redis_bytes_per_user", "bytes"),
     ("freshness p50 at half load", "freshness_p50_ms", "ms"),
     ("freshness p99 at half load", "freshness_p99_ms", "ms"),
     ("Redis per user (median)", "redis_bytes_per_user", "bytes"),
@@ -42,9 +45,10 @@ _ROWS = (
     ("rolling restart: freshness p99 over it", "restart_pause_p99_ms", "ms"),
     ("a SIGKILLed worker's partitions consumed again", "failover_seconds", "s"),
 )
-_FRACTIONAL = ("ms", "µs", "commands", "s")
+_FRACTIONAL = ("ms", "µs", "commands", "s", "share")
 _TARGETS = {
     "worker_eps": "≥ 30,000, ≥ 0.5 of floor",
+    "rules_worker_vs_io_floor": "≥ 0.5",
     "freshness_p99_ms": "≤ 150",
     "redis_bytes_per_user": "≤ 1,024",
     "lookup_p99_ms": "≤ 5",
