@@ -9,6 +9,8 @@ FEATURE_NAMES: Final[tuple[str, ...]]
 """Every numeric feature, in the fixed order of feature vectors."""
 TEXT_FEATURES: Final[tuple[str, ...]]
 """Features whose value is a name; `""` when unknown."""
+CLOCK_FEATURES: Final[tuple[str, ...]]
+"""The features that grow as event time passes (`days_since_…`, `T`, `cart_idle_minutes`)."""
 RECENT_SECONDS: Final[int]
 """How far back exact event times are kept for burst conditions, in seconds."""
 
@@ -91,6 +93,8 @@ class User:
         """The stored row, in the current version."""
     def features(self, as_of: float | None = None) -> dict[str, float | str]:
         """Every feature as of `as_of` (default: the latest evaluation)."""
+    def number(self, name: str) -> float:
+        """One numeric feature (by name) as of the latest evaluation."""
     def traits(self) -> dict[str, bool | float | str | None]:
         """The identify traits kept, by name."""
     def computed(

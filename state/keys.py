@@ -51,6 +51,11 @@ class KeyLayout:
         `cold-start`)."""
         return f"{self.tag(partition)}:cm:{cluster}"
 
+    def values(self, partition: int, feature: str) -> str:
+        """Sorted set: the partition's users scored by `feature` at their latest evaluation,
+        for the features rules compare with a percentile (`processors.thresholds`)."""
+        return f"{self.tag(partition)}:v:{feature}"
+
     def segments(self, partition: int) -> str:
         """Set: every segment name that has had a member on the partition."""
         return f"{self.tag(partition)}:segments"

@@ -20,7 +20,7 @@ import orjson
 import redis
 from redis.cluster import RedisCluster
 
-from processors._core import User
+from processors._core import FEATURE_NAMES, User
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
@@ -108,6 +108,12 @@ class RedisStateStore:
         """The topic's partition count the state was built with; 0 before any worker ran."""
         found = self.client.get(self.keys.partition_count)
         return 0 if found is None else int(cast(bytes, found))
+
+    def users_between(self, partition: int, feature: str, low: float, high: float) -> list[str]:
+        """The partition's users whose `feature`, at their latest evaluation, was from `low`
+        to `high` (both included)."""
+        found = self.client.zrangebyscore(self.keys.values(partition, feature), low, high)
+        return [member.decode() for member in cast(list[bytes], found)]
 
     def partition_users(self, partition: int) -> Iterator[list[str]]:
         """Every user whose events arrive on the partition, in chunks of about 1,000."""
@@ -207,6 +213,15 @@ class RedisStateStore:
         ]
         if rows:  # one command for the partition's users (one slot: see `rows`)
             commands.append(("MSET", *rows))
+        for feature, scores in part.values.items():
+            scored = [
+                item
+                for user_id, value in scores.items()
+                if user_id not in expired
+                for item in (repr(value), user_id)
+            ]
+            if scored:
+                commands.append(("ZADD", keys.values(partition, feature), *scored))
         for user_id, user in part.labelled.items():
             commands.append(
                 (
@@ -258,6 +273,10 @@ class RedisStateStore:
             if amount
         ]
         if part.expired_users:
+            commands += [
+                ("ZREM", keys.values(partition, feature), *part.expired_users)
+                for feature in FEATURE_NAMES
+            ]
             gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
             commands.append(("DEL", *(key for pair in gone for key in pair)))
         if part.timers or part.taken:

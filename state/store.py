@@ -153,7 +153,9 @@ class PartitionCommit:
     their new timer (`None`: none); `taken` are the due timers the batch read
     from the store and handled. `evaluated`, when given, replaces the segment
     digests every user of the partition is now evaluated with: on the partition's
-    first commit, and when a re-evaluation of all its users is done.
+    first commit, and when a re-evaluation of all its users is done. `values` are,
+    per feature a percentile compares, the evaluated users' values
+    (`processors.thresholds`).
     """
 
     partition: int
@@ -168,6 +170,7 @@ class PartitionCommit:
     timers: Mapping[str, int | None] = field(default_factory=dict)
     taken: DueTimers | None = None
     evaluated: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,11 @@ class StateStore(Protocol):
 
     def claim_partition_count(self, partitions: int) -> int:
         """The topic's partition count the state was built with; `partitions` if none yet."""
+        ...
+
+    def users_between(self, partition: int, feature: str, low: float, high: float) -> list[str]:
+        """The partition's users whose `feature`, at their latest evaluation, was from `low`
+        to `high` (both included)."""
         ...
 
     def partition_users(self, partition: int) -> Iterator[list[str]]:

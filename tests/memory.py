@@ -42,6 +42,8 @@ class MemoryStore:
         """Raise a connection error at the next commit, as a Redis that went away would."""
         self.asked: list[dict[int, float]] = []
         """The watermarks of each reading of due timers."""
+        self.values: dict[tuple[int, str], dict[str, float]] = defaultdict(dict)
+        """Per partition and feature, the users' values at their latest evaluation."""
 
     def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
         return {u: self.states[u] for ids in users.values() for u in ids if u in self.states}
@@ -53,6 +55,10 @@ class MemoryStore:
         if self.count is None:
             self.count = partitions
         return self.count
+
+    def users_between(self, partition: int, feature: str, low: float, high: float) -> list[str]:
+        scores = self.values[partition, feature]
+        return sorted(user_id for user_id, value in scores.items() if low <= value <= high)
 
     def partition_users(self, partition: int) -> Iterator[list[str]]:
         users = sorted(self.partition_sets[partition])
@@ -110,8 +116,13 @@ class MemoryStore:
             self.evaluated[part.partition] = dict(part.evaluated)
         self.partition_sets[part.partition].update(part.new_users)
         self.partition_sets[part.partition].difference_update(part.expired_users)
+        for feature, scores in part.values.items():
+            self.values[part.partition, feature].update(scores)
         for user_id in part.expired_users:
             self.states.pop(user_id, None)
+            for (partition, _), scores in self.values.items():
+                if partition == part.partition:
+                    scores.pop(user_id, None)
         timers = self.timers[part.partition]
         for user_id in part.taken.sources if part.taken else ():
             timers.pop(user_id, None)

@@ -37,8 +37,9 @@ import math
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import numpy as np
@@ -50,6 +51,7 @@ from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
 from processors.rules import RuleSet
+from processors.thresholds import indexed_features, indexed_values, moved_ranges
 from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
@@ -69,6 +71,8 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError)
 """Redis errors that mean "not answering now", as opposed to a mistake in a command."""
 _MAX_BACKOFF = 10.0
+_RELABEL_CHUNK = 1_000
+"""Users a relabel reads and commits at a time."""
 """Longest wait between two attempts to reach Redis or the broker, in seconds."""
 _VECTORS_HELD = 20_000
 """Most users' feature vectors the trainer's feed holds before it sends them early."""
@@ -264,6 +268,7 @@ class Worker:
         vectors: list[FeatureVector] = []
         commits = []
         received = _received_counters(decoded)
+        indexed = indexed_features(self.rules)
         for number, part in decoded.partitions.items():
             state = self.owned[number]
             taken = due.get(number)
@@ -317,6 +322,7 @@ class Worker:
                     timers=timers,
                     taken=taken,
                     evaluated=self.rules.segment_digests if state.committed is None else {},
+                    values=indexed_values(indexed, step.users, step.rows),
                 )
             )
         messages = [
@@ -405,6 +411,7 @@ class Worker:
     def _switch_model(self, snapshot: ModelSnapshot) -> None:
         """Place users with `snapshot` from now on; re-place everyone if it re-clustered."""
         previous = self.model
+        before = self.classifier.thresholds
         self.model = ClusterAssigner(snapshot)
         self.classifier = Classifier.of(self.rules, self.model)
         metrics.MODEL_VERSION.set(snapshot.version)
@@ -417,8 +424,25 @@ class Worker:
         )
         if previous is None or previous.snapshot.generation != snapshot.generation:
             self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
+            return
+        moved = moved_ranges(self.rules, before, self.classifier.thresholds)
+        if moved:  # a threshold moved: the users it passed over, found by their values
+            self._relabel(ChangeReason.MODEL, partial(self._users_between, moved))
 
-    def _relabel(self, reason: str) -> None:
+    def _users_between(
+        self, moved: Mapping[str, tuple[float, float]], partition: int
+    ) -> Iterator[list[str]]:
+        """The users of `partition` whose values lie in a `moved` range, once each."""
+        chosen: set[str] = set()
+        for feature, (low, high) in moved.items():
+            chosen.update(self.store.users_between(partition, feature, low, high))
+        ordered = sorted(chosen)
+        for start in range(0, len(ordered), _RELABEL_CHUNK):
+            yield ordered[start : start + _RELABEL_CHUNK]
+
+    def _relabel(
+        self, reason: str, users_of: Callable[[int], Iterator[list[str]]] | None = None
+    ) -> None:
         relabel(
             self.owned,
             self.store,
@@ -427,6 +451,7 @@ class Worker:
             self.settings,
             reason=reason,
             beat=self.probe.beat,
+            users_of=users_of,
         )
 
     def _recover(self, error: Exception, stop: threading.Event) -> None:

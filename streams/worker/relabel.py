@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from processors import _core
 from processors.classifier import Classifier
+from processors.thresholds import indexed_features, indexed_values
 from state.store import BatchCommit, Counters, PartitionCommit, StateStore
 from streams.settings import Settings
 from streams.worker import outgoing
@@ -37,16 +38,20 @@ def relabel(
     *,
     reason: str,
     beat: Callable[[], None] = lambda: None,
+    users_of: Callable[[int], Iterator[list[str]]] | None = None,
 ) -> int:
-    """Relabel every user of the `owned` partitions that has committed progress; returns how
-    many. `beat` is called after each chunk (the worker's liveness)."""
+    """Relabel every user of the `owned` partitions that has committed progress (or those
+    `users_of` gives per partition, in chunks); returns how many. `beat` is called after
+    each chunk (the worker's liveness)."""
     retention = settings.expiry_seconds
     relabelled_users = 0
+    indexed = indexed_features(classifier.rules)
     for number, state in list(owned.items()):
         if state.committed is None:
             continue
         progress = state.progress(state.committed)
-        for chunk in store.partition_users(number):
+        chunks = store.partition_users(number) if users_of is None else users_of(number)
+        for chunk in chunks:
             users, changes, timers, relabelled = _core.relabel(
                 store.rows({number: chunk}), classifier.core, reason, retention
             )
@@ -60,6 +65,7 @@ def relabel(
                 changes=changes,
                 counters=Counters(changes=len(changes)),
                 timers=timers,
+                values=indexed_values(indexed, users, users),
             )
             committed = checkpoint.commit(
                 outgoing.change_events(
@@ -72,7 +78,10 @@ def relabel(
                 break
             beat()
             relabelled_users += active
-        else:  # every user of the partition now evaluated with these rules
+        else:
+            if users_of is not None:
+                continue  # some users only: the partition's digests stay as they were
+            # every user of the partition now evaluated with these rules
             done = PartitionCommit(
                 number, state.committed, progress, evaluated=classifier.rules.segment_digests
             )

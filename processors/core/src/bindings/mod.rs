@@ -16,7 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::features::TEXT_FEATURES;
+use crate::features::{CLOCK_FEATURES, TEXT_FEATURES};
 use crate::partitioner;
 use crate::profile::RECENT_SECONDS;
 use crate::rows::RowError;
@@ -74,6 +74,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyReadBatch>()?;
     module.add("FEATURE_NAMES", PyTuple::new(module.py(), feature_names())?)?;
     module.add("TEXT_FEATURES", PyTuple::new(module.py(), TEXT_FEATURES)?)?;
+    module.add("CLOCK_FEATURES", PyTuple::new(module.py(), CLOCK_FEATURES)?)?;
     module.add("RECENT_SECONDS", RECENT_SECONDS)?;
     Ok(())
 }

@@ -77,6 +77,19 @@ impl PyUser {
         feature_dict(py, values)
     }
 
+    /// One numeric feature (by name) as of the latest evaluation.
+    fn number(&self, name: &str) -> PyResult<f64> {
+        let index = crate::features::index_of(name)
+            .filter(|&i| numeric_features().contains(&i))
+            .ok_or_else(|| PyValueError::new_err(format!("no numeric feature {name:?}")))?;
+        let mut reading = Reading::new(
+            &self.inner.profile,
+            self.inner.as_of,
+            CART_ABANDONMENT_AFTER,
+        );
+        Ok(reading.number(index))
+    }
+
     /// The identify traits kept, by name: `None`, a `bool`, a `float` or a `str`.
     fn traits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         traits_dict(

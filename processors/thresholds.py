@@ -1,0 +1,68 @@
+"""Which users a moved percentile threshold can move.
+
+A rule compares a feature with a population percentile (`p90(revenue_30d)`) that
+every model snapshot may move. The store keeps, per partition and per feature a
+percentile compares, each user's value at their latest evaluation
+(:func:`indexed_values`); when a snapshot moves a threshold from `old` to `new`, only
+the users whose value lies between the two can change their answer
+(:func:`moved_ranges`). A windowed feature compared with a percentile keeps its value
+until the user's next evaluation (a timer re-evaluates them whenever its window
+changes), so its range is exact; a clock feature (`days_since_…`) only grows
+between evaluations, so its range reaches down to every lower value.
+
+>>> from processors.rules import parse_rules
+>>> rules = parse_rules("segments:\\n  - {name: Big, description: d, condition: "
+...                     "{feature: revenue_30d, op: '>=', value: p90(revenue_30d)}}\\n")
+>>> moved_ranges(rules, {"p90(revenue_30d)": 120.0}, {"p90(revenue_30d)": 95.5})
+{'revenue_30d': (95.5, 120.0)}
+>>> moved_ranges(rules, {}, {"p90(revenue_30d)": 95.5})
+{'revenue_30d': (-inf, inf)}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from processors._core import CLOCK_FEATURES, User
+from processors.rules import RuleSet, percentile_name
+
+
+def indexed_features(rules: RuleSet) -> tuple[str, ...]:
+    """The features `rules` compare with a percentile, sorted: those the store indexes."""
+    return tuple(sorted({feature for feature, _ in rules.percentiles}))
+
+
+def indexed_values(
+    features: Iterable[str], users: Mapping[str, User], ids: Iterable[str]
+) -> dict[str, dict[str, float]]:
+    """Per feature, the values of the users `ids` (merged ids left out) as of their latest
+    evaluation: what the store's index keeps."""
+    chosen = [(user_id, users[user_id]) for user_id in ids if users[user_id].alias_of is None]
+    return {
+        feature: {user_id: user.number(feature) for user_id, user in chosen} for feature in features
+    }
+
+
+def moved_ranges(
+    rules: RuleSet, old: Mapping[str, float], new: Mapping[str, float]
+) -> dict[str, tuple[float, float]]:
+    """Per feature, the values between a threshold's `old` and `new` value (by percentile
+    name; a percentile unknown before or after reaches every value), for the thresholds
+    that moved."""
+    found: dict[str, tuple[float, float]] = {}
+    for feature, q in rules.percentiles:
+        name = percentile_name(feature, q)
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if before is None or after is None:
+            low, high = -math.inf, math.inf
+        else:
+            low, high = min(before, after), max(before, after)
+        if feature in CLOCK_FEATURES:
+            low = -math.inf
+        if feature in found:
+            low, high = min(low, found[feature][0]), max(high, found[feature][1])
+        found[feature] = (low, high)
+    return found

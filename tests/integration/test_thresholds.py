@@ -1,0 +1,79 @@
+"""A snapshot that moves a percentile threshold moves the users it passed over, and only
+them, found by their values in the store's index, on a real broker and Redis."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from processors.model import Cluster, ModelSnapshot
+from tests.integration.test_timers import changes_of, send, track
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
+RULES = """
+segments:
+  - name: Big Spenders
+    description: Spent at least the median of lifetime revenue.
+    condition: {feature: revenue_lifetime, op: ">=", value: p50(revenue_lifetime)}
+"""
+
+
+def snapshot(version: int, median: float) -> bytes:
+    """A snapshot of generation 1 whose median lifetime revenue is `median`."""
+    return ModelSnapshot(
+        version=version,
+        generation=1,
+        reason="initial" if version == 1 else "update",
+        created_at=time.time(),
+        features=("orders_lifetime",),
+        mean=(1.0,),
+        std=(1.0,),
+        clusters=(Cluster(id="c1", name="all", centroid=(0.0,), share=1.0),),
+        min_events=1,
+        quantiles={"revenue_lifetime": tuple(median * q / 50 for q in range(101))},
+    ).to_json()
+
+
+def publish(config, value: bytes) -> None:
+    producer = Producer({"bootstrap.servers": config.kafka_bootstrap})
+    producer.produce(config.models_topic, key=b"model", value=value)
+    assert producer.flush(10) == 0
+
+
+def test_a_moved_percentile_relabels_the_users_between_the_thresholds(
+    config, start_worker, model, tmp_path: Path
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(RULES)
+    config = config.model_copy(update={"rules_file": rules_file})
+    spenders = [f"u{n}" for n in range(1, 10)]  # u1 spent 10, …, u9 spent 90
+    orders = [
+        track(user, 1, "Order Completed", T0 + n, revenue=10.0 * (n + 1))
+        for n, user in enumerate(spenders)
+    ]
+    worker = start_worker(config)
+    send(config, orders)
+    deadline = time.monotonic() + 60
+    while model.counters().get("events", 0) < len(orders):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    publish(config, snapshot(1, 45.0))  # a first snapshot: everyone is re-evaluated
+    worker.wait_for_log("users relabelled=9 reason=model")
+    assert model.segment_members("Big Spenders") == {"u5", "u6", "u7", "u8", "u9"}
+
+    publish(config, snapshot(2, 75.0))  # the median moves from 45 to 75
+    worker.wait_for_log("model switched to=2 ")
+    # only the users valued from 45 to 75 are read and evaluated again
+    worker.wait_for_log("users relabelled=3 reason=model")
+    assert model.segment_members("Big Spenders") == {"u8", "u9"}
+    for user in ("u5", "u6", "u7"):
+        last = changes_of(config, user)[-1]
+        assert (last["exited"], last["reason"]) == (["Big Spenders"], "model")
+    assert [c["version"] for c in changes_of(config, "u8")] == [1, 2]  # entered once, kept
+    worker.stop()
