@@ -93,13 +93,19 @@ class Comparison(_Node):
 
     Numeric features compare with any operator against a number or a
     population percentile `pNN(feature)` (NN from 0 to 100); a percentile not
-    known yet makes the comparison false. Text features (`top_category_30d`,
-    `last_device`) compare with `==` or `!=` against a name.
+    known yet makes the comparison false. `between` takes `[low, high]` (both
+    included), `in` and `not_in` a list. Text features (`top_category_30d`,
+    `last_device`) compare with `==`, `!=`, `in` or `not_in` against names.
+
+    >>> Comparison.model_validate(
+    ...     {"feature": "orders_30d", "op": "between", "value": [2, 5]}).compile()
+    {'all': [{'feature': 'orders_30d', 'op': '>=', 'value': 2.0}, \
+{'feature': 'orders_30d', 'op': '<=', 'value': 5.0}]}
     """
 
     feature: str
-    op: Literal[">", ">=", "<", "<=", "==", "!="]
-    value: float | str
+    op: Literal[">", ">=", "<", "<=", "==", "!=", "between", "in", "not_in"]
+    value: float | str | list[float | str]
 
     @field_validator("feature")
     @classmethod
@@ -110,45 +116,83 @@ class Comparison(_Node):
 
     @field_validator("value")
     @classmethod
-    def _threshold(cls, value: float | str, info: ValidationInfo) -> float | str:
-        feature = info.data.get("feature")
-        if feature is None or feature in TEXT_FEATURES or not isinstance(value, str):
-            return value
-        threshold = parse_percentile(value)
-        if threshold is None:
-            raise ValueError("a number or a percentile such as p75(revenue_30d)")
-        name, q = threshold
-        if not 0 <= q <= 100:
-            raise ValueError("a percentile is between p0 and p100")
-        if name not in FEATURE_NAMES:
-            raise ValueError(f"unknown numeric feature {name!r}")
-        return percentile_name(name, q)
+    def _threshold(
+        cls, value: float | str | list[float | str], info: ValidationInfo
+    ) -> float | str | list[float | str]:
+        feature, op = info.data.get("feature"), info.data.get("op")
+        if isinstance(value, list):
+            if op not in ("between", "in", "not_in"):
+                raise ValueError(f"{op} takes one value")
+            if op == "between" and (
+                len(value) != 2 or not all(isinstance(v, float) for v in value)
+            ):
+                raise ValueError("between takes [low, high], two numbers")
+            if op == "between" and value[0] > value[1]:  # type: ignore[operator]
+                raise ValueError("between takes [low, high] with low <= high")
+            if not value:
+                raise ValueError(f"{op} takes a list of values")
+            return [_checked_threshold(feature, v) for v in value]
+        if op in ("between", "in", "not_in"):
+            raise ValueError(f"{op} takes a list of values")
+        return _checked_threshold(feature, value)
 
     @model_validator(mode="after")
     def _typed(self) -> Comparison:
         if self.feature in TEXT_FEATURES:
-            if self.op not in ("==", "!="):
-                raise PydanticCustomError("text_feature", "a text feature compares with == or !=")
-            self.__dict__["value"] = str(self.value)
+            if self.op not in ("==", "!=", "in", "not_in"):
+                raise PydanticCustomError(
+                    "text_feature", "a text feature compares with ==, !=, in or not_in"
+                )
+            values = self.value if isinstance(self.value, list) else [self.value]
+            texts = [str(v) for v in values]
+            self.__dict__["value"] = texts if isinstance(self.value, list) else texts[0]
         return self
 
     @property
-    def percentile(self) -> tuple[str, float] | None:
-        """`(feature, q)` when the value is a percentile threshold."""
-        if self.feature in TEXT_FEATURES or not isinstance(self.value, str):
-            return None
-        return parse_percentile(self.value)
+    def percentiles(self) -> list[tuple[str, float]]:
+        """`(feature, q)` of each percentile threshold among the values."""
+        if self.feature in TEXT_FEATURES:
+            return []
+        values = self.value if isinstance(self.value, list) else [self.value]
+        found = (parse_percentile(v) for v in values if isinstance(v, str))
+        return [threshold for threshold in found if threshold is not None]
+
+    def _one(self, op: str, value: float | str) -> Node:
+        node: Node = {"feature": self.feature, "op": op}
+        if self.feature in TEXT_FEATURES:
+            node["text"] = str(value)
+        elif isinstance(value, str):
+            node["percentile"] = value
+        else:
+            node["value"] = float(value)
+        return node
 
     def compile(self) -> Node:
-        """The intermediate form: the value as `value` (a number), `text` or `percentile`."""
-        node: Node = {"feature": self.feature, "op": self.op}
-        if self.feature in TEXT_FEATURES:
-            node["text"] = str(self.value)
-        elif self.percentile is not None:
-            node["percentile"] = self.value
-        else:
-            node["value"] = float(self.value)
-        return node
+        """The intermediate form: the value as `value` (a number), `text` or `percentile`;
+        `between`, `in` and `not_in` as `all` or `any` of comparisons."""
+        value = self.value
+        if isinstance(value, list):
+            if self.op == "between":
+                return {"all": [self._one(">=", value[0]), self._one("<=", value[1])]}
+            if self.op == "in":
+                return {"any": [self._one("==", v) for v in value]}
+            return {"all": [self._one("!=", v) for v in value]}
+        return self._one(self.op, value)
+
+
+def _checked_threshold(feature: str | None, value: float | str) -> float | str:
+    """A numeric feature's threshold: a number, or a percentile name made canonical."""
+    if feature is None or feature in TEXT_FEATURES or not isinstance(value, str):
+        return value
+    threshold = parse_percentile(value)
+    if threshold is None:
+        raise ValueError("a number or a percentile such as p75(revenue_30d)")
+    name, q = threshold
+    if not 0 <= q <= 100:
+        raise ValueError("a percentile is between p0 and p100")
+    if name not in FEATURE_NAMES:
+        raise ValueError(f"unknown numeric feature {name!r}")
+    return percentile_name(name, q)
 
 
 class AllOf(_Node):
@@ -929,8 +973,8 @@ class RuleSet:
         found = set()
         for rule in self.definition.segments:
             for node in _nodes(rule.condition):
-                if isinstance(node, Comparison) and node.percentile is not None:
-                    found.add(node.percentile)
+                if isinstance(node, Comparison):
+                    found.update(node.percentiles)
         return found
 
     @property

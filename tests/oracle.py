@@ -615,12 +615,18 @@ def segments(
             insensitive = condition.get("case") == "insensitive"
             known = known_traits.get(condition["trait"])
             return trait_holds(known, condition["op"], _wanted(condition), insensitive, as_of)
-        value = condition["value"]
-        if isinstance(value, str) and value.startswith("p") and value.endswith(")"):
-            if value not in (thresholds or {}):
+        found = values[condition["feature"]]
+        op, wanted = condition["op"], condition["value"]
+        if op == "between":
+            low, high = wanted
+            return low <= found <= high
+        if op in ("in", "not_in"):
+            return (found in wanted) == (op == "in")
+        if isinstance(wanted, str) and wanted.startswith("p") and wanted.endswith(")"):
+            if wanted not in (thresholds or {}):
                 return False
-            value = (thresholds or {})[value]
-        return OPERATORS[condition["op"]](values[condition["feature"]], value)
+            wanted = (thresholds or {})[wanted]
+        return OPERATORS[op](found, wanted)
 
     def member(name: str) -> bool:
         if name not in decided:

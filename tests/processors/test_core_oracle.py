@@ -170,6 +170,12 @@ segments:
   - name: Old Accounts
     description: a time trait more than 30 hours ago
     condition: {trait: signed_up_at, op: more_than_ago, value: 30h}
+  - name: Few Orders
+    description: a built-in feature between two numbers, or among names
+    condition:
+      any:
+        - {feature: orders_30d, op: between, value: [1, 2]}
+        - {feature: last_device, op: in, value: [mobile, desktop]}
   - name: Video Fans
     description: a count over exact seconds
     condition: {computed: plays, op: ">=", value: 2}

@@ -87,7 +87,7 @@ def test_errors_name_line_and_field():
     condition: {feature: no_such_feature, op: '>', value: abc}
 """
     assert errors_of(text) == [
-        "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==' or '!='",
+        "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==', '!=', 'between', 'in' or 'not_in'",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
         "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, "
         "event, sequence, after, segment",
@@ -105,7 +105,7 @@ def test_text_features_compare_by_equality_and_numbers_need_numbers():
         - {feature: orders_30d, op: '>', value: many}
 """
     assert errors_of(text) == [
-        "line 6, segments[0].condition.all[0]: a text feature compares with == or !=",
+        "line 6, segments[0].condition.all[0]: a text feature compares with ==, !=, in or not_in",
         "line 7, segments[0].condition.all[1].value: a number or a percentile such as p75(revenue_30d)",
     ]
     rules = parse_rules(
