@@ -477,58 +477,154 @@ impl Computed {
     /// The trait's value as of `as_of` over `series` (the user's cells): with no event in
     /// the window, 0 for `count`, `sum` and `distinct_count`, null for the others.
     pub fn value(&self, series: Option<&Series>, as_of: f64) -> TraitValue {
-        let mut total: Option<Cell> = None;
-        if let Some(series) = series.filter(|s| s.aggregate == self.aggregate) {
-            for cell in series
-                .buckets
-                .range(self.window.range(as_of))
-                .map(|(_, c)| c)
-            {
-                match &mut total {
-                    None => total = Some(cell.clone()),
-                    Some(sum) => sum.merge(cell),
-                }
-            }
-        }
         let number = TraitValue::Number;
-        match (self.aggregate, total) {
-            (Aggregate::Count, None)
-            | (Aggregate::Sum, None)
-            | (Aggregate::DistinctCount, None) => number(0.0),
-            (_, None) => TraitValue::Null,
-            (_, Some(Cell::Count(n))) => number(n as f64),
-            (Aggregate::Avg, Some(Cell::Sum(n, total))) => number(total as f64 / 1e6 / n as f64),
-            (_, Some(Cell::Sum(_, total))) => number(total as f64 / 1e6),
-            (_, Some(Cell::Least(v) | Cell::Most(v))) => number(v),
-            (Aggregate::DistinctCount, Some(Cell::Tally(values))) => {
-                number(values.len().min(MAX_DISTINCT) as f64)
-            }
-            (_, Some(Cell::Tally(values))) => {
-                let mut best: Option<(&String, i64)> = None;
-                for (value, count) in &values {
-                    if best.is_none_or(|(_, most)| count > &most) {
-                        best = Some((value, *count));
+        let Some(series) = series.filter(|s| s.aggregate == self.aggregate) else {
+            return self.empty();
+        };
+        let mut cells = series
+            .buckets
+            .range(self.window.range(as_of))
+            .map(|(_, c)| c)
+            .peekable();
+        if cells.peek().is_none() {
+            return self.empty();
+        }
+        match self.aggregate {
+            Aggregate::Count => number(
+                cells
+                    .map(|c| match c {
+                        Cell::Count(n) => *n,
+                        _ => 0,
+                    })
+                    .sum::<i64>() as f64,
+            ),
+            Aggregate::Sum | Aggregate::Avg => {
+                let (mut numbers, mut total) = (0_i64, 0_i64);
+                for cell in cells {
+                    if let Cell::Sum(n, more) = cell {
+                        numbers += n;
+                        total = total.saturating_add(*more);
                     }
                 }
-                best.map_or(TraitValue::Null, |(v, _)| TraitValue::Text(v.clone()))
+                match self.aggregate {
+                    Aggregate::Sum => number(total as f64 / 1e6),
+                    _ => number(total as f64 / 1e6 / numbers as f64),
+                }
             }
-            (_, Some(Cell::First(_, v) | Cell::Last(_, v))) => v,
-            (_, Some(Cell::Earliest(t) | Cell::Latest(t))) => TraitValue::Text(iso_text(t)),
+            Aggregate::Min | Aggregate::Max => {
+                let wanted = match self.aggregate {
+                    Aggregate::Min => Ordering::Less,
+                    _ => Ordering::Greater,
+                };
+                let mut best: Option<f64> = None;
+                for cell in cells {
+                    if let Cell::Least(v) | Cell::Most(v) = cell {
+                        if best.is_none_or(|b| v.total_cmp(&b) == wanted) {
+                            best = Some(*v);
+                        }
+                    }
+                }
+                best.map_or(TraitValue::Null, number)
+            }
+            Aggregate::DistinctCount | Aggregate::MostFrequent => {
+                let mut tally: BTreeMap<&str, i64> = BTreeMap::new();
+                for cell in cells {
+                    if let Cell::Tally(values) = cell {
+                        for (value, count) in values {
+                            if let Some(kept) = tally.get_mut(value.as_str()) {
+                                *kept += count;
+                            } else if tally.len() < MAX_DISTINCT {
+                                tally.insert(value, *count);
+                            }
+                        }
+                    }
+                }
+                if self.aggregate == Aggregate::DistinctCount {
+                    return number(tally.len() as f64);
+                }
+                let mut best: Option<(&str, i64)> = None;
+                for (value, count) in tally {
+                    if best.is_none_or(|(_, most)| count > most) {
+                        best = Some((value, count));
+                    }
+                }
+                best.map_or(TraitValue::Null, |(v, _)| TraitValue::Text(v.to_string()))
+            }
+            Aggregate::First | Aggregate::Last => {
+                let wanted = match self.aggregate {
+                    Aggregate::First => Ordering::Less,
+                    _ => Ordering::Greater,
+                };
+                let mut best: Option<(i64, &TraitValue)> = None;
+                for cell in cells {
+                    if let Cell::First(t, v) | Cell::Last(t, v) = cell {
+                        let better =
+                            best.is_none_or(|(u, w)| t.cmp(&u).then_with(|| v.order(w)) == wanted);
+                        if better {
+                            best = Some((*t, v));
+                        }
+                    }
+                }
+                best.map_or(TraitValue::Null, |(_, v)| v.clone())
+            }
+            Aggregate::FirstTime | Aggregate::LastTime => {
+                let times = cells.filter_map(|c| match c {
+                    Cell::Earliest(t) | Cell::Latest(t) => Some(*t),
+                    _ => None,
+                });
+                let moment = match self.aggregate {
+                    Aggregate::FirstTime => times.min(),
+                    _ => times.max(),
+                };
+                moment.map_or(TraitValue::Null, |t| TraitValue::Text(iso_text(t)))
+            }
+        }
+    }
+
+    /// The value with no event in the window: 0 for `count`, `sum` and `distinct_count`,
+    /// null for the others.
+    fn empty(&self) -> TraitValue {
+        match self.aggregate {
+            Aggregate::Count | Aggregate::Sum | Aggregate::DistinctCount => TraitValue::Number(0.0),
+            _ => TraitValue::Null,
         }
     }
 
     /// The first moment after `as_of` at which the value may change with no new events: a
     /// bucket holding an event entering or leaving the window; [`NEVER`] for `lifetime`.
     pub fn changes_at(&self, series: Option<&Series>, as_of: f64) -> f64 {
-        let Some(series) = series else {
+        let Some(series) = series.filter(|_| self.window.width > 0) else {
             return NEVER;
         };
-        series
-            .buckets
-            .keys()
-            .flat_map(|&bucket| self.window.edges(bucket))
-            .filter(|&m| m > as_of)
-            .fold(NEVER, f64::min)
+        // the oldest bucket in the window leaves first; the first bucket after the window's
+        // end (a `between` window's) enters first; the buckets before the window are gone
+        let range = self.window.range(as_of);
+        let last = *range.end();
+        let leaving = series.buckets.range(range).next().map(|(b, _)| *b);
+        let entering = series.buckets.range(last + 1..).next().map(|(b, _)| *b);
+        [
+            leaving.map(|b| self.window.edges(b)[1]),
+            entering.map(|b| self.window.edges(b)[0]),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|&moment| moment > as_of)
+        .fold(NEVER, f64::min)
+    }
+
+    /// The least time after an event's own second at which it can change the value by
+    /// time alone: its bucket entering a `between` window, or leaving the window.
+    pub fn delay(&self) -> f64 {
+        let window = self.window;
+        if window.width == 0 {
+            return NEVER;
+        }
+        let entering = (window.skip - 1).max(0) * window.width;
+        let leaving = (window.skip + window.buckets - 1) * window.width;
+        match window.skip {
+            0 => leaving as f64,
+            _ => entering as f64,
+        }
     }
 
     /// The oldest bucket a window as of `as_of` or later reads.

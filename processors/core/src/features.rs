@@ -22,6 +22,7 @@ use crate::profile::{
     kind_slot, Profile, COUNTED, DAY, EVENTS, MINUTE, MOBILE, REVENUE, SESSION_CART, SESSION_GAP,
     SESSION_ORDER,
 };
+use crate::traits::TraitValue;
 use crate::windows::SlidingCounts;
 
 /// A feature's value: a number, or a name for the two text features.
@@ -361,6 +362,8 @@ pub struct Reading<'a> {
     top_category: String,
     /// Bit `g` set: group `g` is computed.
     computed: u16,
+    /// The rules' computed traits read so far, by index (see `RuleSet::computed_value`).
+    pub traits: Vec<Option<TraitValue>>,
 }
 
 impl<'a> Reading<'a> {
@@ -373,6 +376,7 @@ impl<'a> Reading<'a> {
             last_device: String::new(),
             top_category: String::new(),
             computed: 0,
+            traits: Vec::new(),
         }
     }
 

@@ -208,10 +208,14 @@ impl Profile {
         for definition in computed {
             if let Some(cell) = definition.cell_of(event) {
                 let bucket = definition.window.bucket(event.timestamp.trunc() as i64);
-                self.computed
-                    .entry(definition.key.clone())
-                    .or_insert_with(|| Series::new(definition.aggregate))
-                    .add(bucket, &cell);
+                match self.computed.get_mut(&definition.key) {
+                    Some(series) => series.add(bucket, &cell),
+                    None => {
+                        let mut series = Series::new(definition.aggregate);
+                        series.add(bucket, &cell);
+                        self.computed.insert(definition.key.clone(), series);
+                    }
+                }
                 counted = true;
             }
         }

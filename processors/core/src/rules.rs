@@ -91,7 +91,8 @@ pub struct RuleSet {
     /// Features whose comparisons horizons may leave out while time cannot flip them: an
     /// event that changes one can bring back a deadline that is already close.
     pub settleable: FeatureSet,
-    /// The least time after an on-time event at which it can bring a change of its own.
+    /// The least time after an on-time event at which it can bring a change of its own
+    /// (bursts, sessions, the cart, computed traits' windows, sequences, absences).
     pub min_delay: f64,
     /// Whether any condition compares a trait, so an event that sets one is evaluated.
     pub reads_traits: bool,
@@ -216,12 +217,35 @@ impl RuleSet {
                 _ => {}
             }
         }
-        self.min_delay = self.bursts.iter().map(|(_, within)| *within).fold(
-            self.cart_after
-                .min(SESSION_GAP as f64)
-                .min((RECENT_SECONDS - 5 * 60) as f64),
-            f64::min,
-        );
+        let computed = self.computed_tests.iter().map(|(index, test)| {
+            let own = self.computed[*index].delay();
+            test.duration().map_or(own, |duration| own.min(duration))
+        });
+        let patterns = self
+            .sequences
+            .iter()
+            .map(|s| s.window as f64)
+            .chain(self.absences.iter().map(|a| a.within as f64));
+        self.min_delay = self
+            .bursts
+            .iter()
+            .map(|(_, within)| *within)
+            .chain(computed)
+            .chain(patterns)
+            .fold(
+                self.cart_after
+                    .min(SESSION_GAP as f64)
+                    .min((RECENT_SECONDS - 5 * 60) as f64),
+                f64::min,
+            );
+    }
+
+    /// Whether an event setting these traits can bring a change soon: a trait compared
+    /// with `within_last` or `more_than_ago`, whose time may be any.
+    pub fn clocks_any(&self, traits: &[(String, TraitValue)]) -> bool {
+        traits
+            .iter()
+            .any(|(name, _)| self.trait_clocks.iter().any(|(clocked, _)| clocked == name))
     }
 
     /// Whether the rules count bursts of `kind`.
@@ -270,14 +294,25 @@ impl RuleSet {
                 test.holds(reading.profile.traits.get(name), reading.as_of)
             }
             Node::Computed { index, test } => {
-                let value = self.computed_value(*index, reading.profile, reading.as_of);
-                test.holds(Some(&value), reading.as_of)
+                let as_of = reading.as_of;
+                test.holds(Some(self.computed_read(*index, reading)), as_of)
             }
             Node::Sequence(sequence) => {
                 sequence.holds(&self.computed, reading.profile, reading.as_of)
             }
             Node::Absence(absence) => absence.holds(&self.computed, reading.profile, reading.as_of),
         }
+    }
+
+    /// The value of the computed trait at `index` in `reading`, computed once a reading.
+    pub fn computed_read<'r>(&self, index: usize, reading: &'r mut Reading) -> &'r TraitValue {
+        if reading.traits.len() <= index {
+            reading
+                .traits
+                .resize(self.computed.len().max(index + 1), None);
+        }
+        let (profile, as_of) = (reading.profile, reading.as_of);
+        reading.traits[index].get_or_insert_with(|| self.computed_value(index, profile, as_of))
     }
 
     /// The value of the computed trait at `index` for `profile` as of `as_of`.

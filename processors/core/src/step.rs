@@ -624,7 +624,7 @@ impl Pass<'_> {
             // what the rules read is as it was: their answer too
             user.as_of = user.as_of.max(user.profile.latest().unwrap_or(0) as f64);
         }
-        touched & rules.settleable != 0
+        touched & rules.settleable != 0 || rules.clocks_any(&event.traits)
     }
 
     fn merge(&mut self, anonymous_id: &str, into: &str, position: usize) {

@@ -292,6 +292,16 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
         }
         moment = moment.min(horizons.feature(comparison.feature));
     }
+    for (index, test) in &rules.computed_tests {
+        let definition = &rules.computed[*index];
+        let series = horizons.reading.profile.computed.get(&definition.key);
+        moment = moment.min(definition.changes_at(series, horizons.reading.as_of));
+        if test.duration().is_some() {
+            let as_of = horizons.reading.as_of;
+            let value = rules.computed_read(*index, horizons.reading);
+            moment = moment.min(test.changes_at(Some(value), as_of));
+        }
+    }
     let reading = &horizons.reading;
     for comparison in &rules.crossings {
         let threshold = rules.threshold(&comparison.value).unwrap_or(f64::NAN);
@@ -310,15 +320,6 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
     for (name, test) in &rules.trait_clocks {
         let value = reading.profile.traits.get(name);
         moment = moment.min(test.changes_at(value, reading.as_of));
-    }
-    for (index, test) in &rules.computed_tests {
-        let definition = &rules.computed[*index];
-        let series = reading.profile.computed.get(&definition.key);
-        moment = moment.min(definition.changes_at(series, reading.as_of));
-        if test.duration().is_some() {
-            let value = definition.value(series, reading.as_of);
-            moment = moment.min(test.changes_at(Some(&value), reading.as_of));
-        }
     }
     let profile = reading.profile;
     for sequence in &rules.sequences {
