@@ -101,11 +101,6 @@ impl Aggregate {
             .and_then(|i| AGGREGATES.get(i))
             .map(|(a, _)| *a)
     }
-
-    /// Whether its value is a time (ISO 8601 text, UTC).
-    pub fn is_time(self) -> bool {
-        matches!(self, Aggregate::FirstTime | Aggregate::LastTime)
-    }
 }
 
 /// `buckets` buckets of `width` seconds ending `skip` buckets before the one holding the
@@ -218,15 +213,6 @@ impl Filter {
             Filter::Any(parts) => parts.iter().any(|p| p.holds(event)),
             Filter::Not(part) => !part.holds(event),
             Filter::Test { path, test } => test.holds(property(event, path), event.timestamp),
-        }
-    }
-
-    /// Every property path it reads.
-    pub fn paths(&self, found: &mut Vec<String>) {
-        match self {
-            Filter::All(parts) | Filter::Any(parts) => parts.iter().for_each(|p| p.paths(found)),
-            Filter::Not(part) => part.paths(found),
-            Filter::Test { path, .. } => found.push(path.clone()),
         }
     }
 }
@@ -782,6 +768,110 @@ mod tests {
             time.value(Some(&series), 200.0),
             text("1970-01-01T00:01:40Z")
         );
+    }
+
+    #[test]
+    fn a_filter_negates_ignores_case_and_compares_booleans() {
+        let definition = Computed::from_json(&serde_json::json!({
+            "names": ["t"], "key": "k",
+            "select": {"events": ["Played"], "pages": [], "any": false},
+            "where": {"all": [
+                {"not": {"property": "properties.device", "op": "==", "value": "TV",
+                         "case": "insensitive"}},
+                {"property": "properties.live", "op": "==", "value": true}]},
+            "aggregate": "count", "of": null, "window": null}))
+        .unwrap();
+        let event = |device: &str, live: bool| Event {
+            properties: vec![
+                ("properties.device".into(), text(device)),
+                ("properties.live".into(), TraitValue::Bool(live)),
+            ],
+            ..played(1, device, text("s"))
+        };
+        assert!(definition.cell_of(&event("web", true)).is_some());
+        assert!(definition.cell_of(&event("tv", true)).is_none());
+        assert!(definition.cell_of(&event("web", false)).is_none());
+    }
+
+    #[test]
+    fn extremes_and_tallies_hold_in_any_arrival_order() {
+        let number = TraitValue::Number;
+        for definition in [computed("min", Value::Null), computed("max", Value::Null)] {
+            let wanted = if definition.aggregate == Aggregate::Min {
+                1.0
+            } else {
+                3.5
+            };
+            for values in [[1.0, 3.5, 2.0], [3.5, 1.0, 2.0]] {
+                let events: Vec<Event> =
+                    values.iter().map(|&v| played(5, "tv", number(v))).collect();
+                let series = fold(&definition, &events);
+                assert_eq!(definition.value(Some(&series), 9.0), number(wanted));
+            }
+        }
+        let frequent = computed("most_frequent", Value::Null);
+        let events = [
+            played(5, "tv", text("b")),
+            played(6, "tv", text("a")),
+            played(7, "tv", text("b")),
+        ];
+        assert_eq!(
+            frequent.value(Some(&fold(&frequent, &events)), 9.0),
+            text("b")
+        );
+    }
+
+    #[test]
+    fn first_and_last_times_come_from_any_arrival_order() {
+        let first = computed("first_time", Value::Null);
+        let last = computed("last_time", Value::Null);
+        let events = [played(50, "tv", text("a")), played(20, "tv", text("b"))];
+        let (earliest, latest) = (fold(&first, &events), fold(&last, &events));
+        assert_eq!(
+            first.value(Some(&earliest), 60.0),
+            text("1970-01-01T00:00:20Z")
+        );
+        assert_eq!(
+            last.value(Some(&latest), 60.0),
+            text("1970-01-01T00:00:50Z")
+        );
+    }
+
+    #[test]
+    fn every_aggregate_keeps_its_cells_through_a_state_row() {
+        use crate::profile::Profile;
+        use crate::rows::{decode, encode};
+        use crate::user::User;
+        let events: Vec<Event> = [(10, 3.5), (70, 1.0), (70, 2.0)]
+            .iter()
+            .map(|&(at, n)| played(at, "tv", TraitValue::Number(n)))
+            .collect();
+        let mut profile = Profile::default();
+        let definitions: Vec<Computed> = AGGREGATES
+            .iter()
+            .enumerate()
+            .map(|(number, (_, name))| {
+                let mut definition = computed(
+                    name,
+                    serde_json::json!({"width": 60, "buckets": 5, "skip": 0}),
+                );
+                definition.key = format!("k{number}");
+                definition
+            })
+            .collect();
+        for event in &events {
+            profile.fold(event, &definitions);
+        }
+        let user = User {
+            profile,
+            ..User::default()
+        };
+        let read = decode(&encode(&user)).unwrap();
+        assert_eq!(read, user);
+        for definition in &definitions {
+            let series = read.profile.computed.get(&definition.key);
+            assert_eq!(series.map(|s| s.aggregate), Some(definition.aggregate));
+        }
     }
 
     #[test]
