@@ -875,6 +875,18 @@ mod tests {
     }
 
     #[test]
+    fn iso_text_reads_back_as_the_same_second() {
+        use crate::decoding::iso_time;
+        let moments = (-700_000..2_900_000) // years 1 to 9999
+            .step_by(997)
+            .map(|day: i64| day * 86_400 + day.rem_euclid(86_400));
+        for moment in moments.chain([0, 951_782_400, 4_107_542_399]) {
+            let text = iso_text(moment);
+            assert_eq!(iso_time(&text), Some(moment as f64), "{moment} as {text}");
+        }
+    }
+
+    #[test]
     fn pages_count_by_name_and_identity_calls_never() {
         let definition = computed("count", Value::Null);
         let page = |name: &str| Event {

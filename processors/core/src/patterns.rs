@@ -151,3 +151,59 @@ impl Absence {
             .fold(NEVER, f64::min)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(seconds: &[i64]) -> BTreeMap<i64, Cell> {
+        seconds.iter().map(|&s| (s, Cell::Count(1))).collect()
+    }
+
+    #[test]
+    fn a_completion_holds_for_its_window_to_the_second() {
+        let (start, end) = (times(&[100]), times(&[160]));
+        let steps = [&start, &end];
+        assert_eq!(completion(&steps, 60, 50, 160.0), Some(160));
+        assert_eq!(completion(&steps, 60, 50, 209.5), Some(160));
+        assert_eq!(completion(&steps, 60, 50, 210.0), None);
+        assert_eq!(completion(&steps, 59, 50, 160.0), None);
+        let same_second = [&start, &times(&[100])];
+        assert_eq!(completion(&same_second, 60, 50, 120.0), None);
+    }
+
+    #[test]
+    fn an_absence_holds_from_its_deadline_for_its_time() {
+        use crate::events::{Event, Kind};
+        let latest = |name: &str, key: &str| {
+            Computed::from_json(&serde_json::json!({
+                "names": [], "key": key,
+                "select": {"events": [name], "pages": [], "any": false},
+                "where": null, "aggregate": "last_time", "of": null, "window": null}))
+            .unwrap()
+        };
+        let computed = [
+            latest("Checkout Started", "a"),
+            latest("Order Completed", "n"),
+        ];
+        let event = |name: &str, at: f64| Event {
+            name: Some(name.into()),
+            ..Event::new("u", "m", Kind::Other, at)
+        };
+        let absence = Absence {
+            after: 0,
+            missing: 1,
+            within: 30,
+            lasting: Some(10),
+        };
+        let mut profile = Profile::default();
+        profile.fold(&event("Checkout Started", 100.0), &computed);
+        let holds = |profile: &Profile, at: f64| absence.holds(&computed, profile, at);
+        assert!(!holds(&profile, 129.9) && holds(&profile, 130.0) && holds(&profile, 139.9));
+        assert!(!holds(&profile, 140.0));
+        assert_eq!(absence.changes_at(&computed, &profile, 100.0), 130.0);
+        assert_eq!(absence.changes_at(&computed, &profile, 130.0), 140.0);
+        profile.fold(&event("Order Completed", 100.0), &computed);
+        assert!(!holds(&profile, 135.0)); // at the same second, the order follows
+    }
+}
