@@ -44,8 +44,8 @@ def running_redis_cluster(
     """Start `masters` cluster-enabled servers in `directory`, give each an equal share of the
     slots, join them, attach `replicas` more servers to each as its replicas, and wait until
     every node says the cluster is ok and every replica is in sync; stop them on exit."""
-    ports = tuple(_node_port() for _ in range(masters))
-    replica_ports = tuple(_node_port() for _ in range(masters * replicas))
+    chosen = _node_ports(masters * (1 + replicas))
+    ports, replica_ports = chosen[:masters], chosen[masters:]
     with ExitStack() as stack:
         pids = [_start_node(stack, directory, port) for port in ports]
         replica_pids = [_start_node(stack, directory, port) for port in replica_ports]
@@ -107,6 +107,19 @@ def _start_node(stack: ExitStack, directory: Path, port: int) -> int:
 
 _BUS_OFFSET = 10_000
 """A node's cluster bus listens this far above its client port."""
+
+
+def _node_ports(count: int) -> tuple[int, ...]:
+    """`count` free ports whose bus ports are free too, none of them another's bus port (a
+    node whose port is another's bus port cannot start)."""
+    chosen: list[int] = []
+    taken: set[int] = set()
+    while len(chosen) < count:
+        port = _node_port()
+        if port not in taken and port + _BUS_OFFSET not in taken:
+            chosen.append(port)
+            taken |= {port, port + _BUS_OFFSET}
+    return tuple(chosen)
 
 
 def _node_port() -> int:
