@@ -124,15 +124,12 @@ segments:
       at_least: 2
       within: 90m
       where: {property: properties.product_id, op: "==", value: p2}
-  - name: Trial Then Checkout
-    description: a sequence of three steps, exact to the second
+  - name: Viewed Then Paid
+    description: two steps within 3 hours, true for 2 days, exact to the second
     condition:
-      sequence:
-        - {event: Product Added}
-        - {event: Video Played}
-        - {event: Checkout Started}
-      within: 2h
-      window: 1d
+      sequence: [{event: Product Viewed}, {event: Order Completed}]
+      within: 3h
+      window: 2d
   - name: Left Without Buying
     description: an addition with no order or checkout for an hour, for two days
     condition:
