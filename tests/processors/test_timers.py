@@ -2,12 +2,15 @@
 
 import math
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors._core import decode_events
 from processors.events import Action, EventKind
 from processors.model import CLUSTER_FEATURES
 from processors.rules import parse_rules
@@ -57,6 +60,9 @@ segments:
     description: at most a count
     condition: {feature: orders_30d, op: "<=", value: 1}
 """)
+COMPUTED_RULES = parse_rules(
+    Path("processors/rules/computed-bench.yaml").read_text(encoding="utf-8")
+)
 REFRESH_EVERY = 7 * DAY
 """The weekly grid that refreshes of idle users' feature vectors fall on."""
 VECTOR_FEATURES = [
@@ -194,19 +200,60 @@ def test_batching_never_changes_what_a_user_goes_through(rng):
     assert_batching_changes_nothing(items, rng)
 
 
-def assert_batching_changes_nothing(items, rng):
+def assert_batching_changes_nothing(items, rng, rules=TIMED_RULES):
     """One batch or random small ones: the same changes for every user, the same labels."""
-    whole, whole_state, _ = run_as_worker(
-        items, TIMED_RULES, lateness=7200, batch_sizes=[len(items)]
-    )
+    whole, whole_state, _ = run_as_worker(items, rules, lateness=7200, batch_sizes=[len(items)])
     sizes = []
     while sum(sizes) < len(items):
         sizes.append(rng.randrange(1, 30))
-    split, split_state, _ = run_as_worker(items, TIMED_RULES, lateness=7200, batch_sizes=sizes)
+    split, split_state, _ = run_as_worker(items, rules, lateness=7200, batch_sizes=sizes)
     assert per_user(split) == per_user(whole)
     assert {u: s.segments for u, s in split_state.items()} == {
         u: s.segments for u, s in whole_state.items()
     }
+
+
+SHOP_CALLS = ["Product Viewed", "Product Added", "Products Searched", "Checkout Started"]
+
+
+def shop_events(rng, users, span, count):
+    """Raw track calls of a shop (the bench's computed rules count them), in time order."""
+    start = 1_790_000_000
+    moments = sorted(start + rng.randrange(span) for _ in range(count))
+    raw = []
+    for number, moment in enumerate(moments):
+        name = rng.choice([*SHOP_CALLS, "Order Completed"])
+        properties = {
+            "price": rng.choice([5.0, 30.0, 250.0]),
+            "category": rng.choice(["electronics", "books"]),
+            "product_id": f"p{rng.randrange(40)}",
+            "revenue": rng.choice([20.0, 80.0, 600.0]),
+        }
+        stamp = datetime.fromtimestamp(moment, UTC).isoformat()
+        body = {"type": "track", "event": name, "userId": f"u{rng.randrange(users)}"}
+        body |= {"messageId": f"m{number}", "timestamp": stamp, "properties": properties}
+        raw.append(orjson.dumps(body))
+    return [*decode_events(raw, 32_768, keep=COMPUTED_RULES.projection), Advance(start + 200 * DAY)]
+
+
+@pytest.mark.parametrize(
+    ("seed", "users", "span", "count"),
+    [(21, 2, 6 * 3600, 60), (22, 4, 12 * 3600, 100), (3, 6, 60 * DAY, 150)],
+)
+def test_batching_changes_nothing_for_computed_traits_sequences_and_absence(
+    seed, users, span, count
+):
+    """The bench's twenty computed traits (windows of seconds, minutes and days, a
+    `between` window, every kind of aggregate), two sequences and an absence, in one
+    batch and one event a batch: timers set from what a test's value can do, and events
+    that make an old cell's leaving matter before their own could (seeds that found it)."""
+    rng = random.Random(seed)
+    items = shop_events(rng, users, span, count)
+    whole, _, _ = run_as_worker(items, COMPUTED_RULES, lateness=7200, batch_sizes=[len(items)])
+    ones, _, _ = run_as_worker(items, COMPUTED_RULES, lateness=7200, batch_sizes=[1] * len(items))
+    assert {c.reason for c in whole} >= {"event", "time"}
+    assert per_user(ones) == per_user(whole)
+    assert_batching_changes_nothing(items, rng, COMPUTED_RULES)
 
 
 def test_the_sweep_at_an_advance_finds_nothing_the_timers_missed():

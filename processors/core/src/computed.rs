@@ -28,7 +28,7 @@
 //! };
 //! profile.fold(&played("m1", 86_400.0, 12.5), std::slice::from_ref(&minutes));
 //! profile.fold(&played("m2", 90_000.0, 30.0), std::slice::from_ref(&minutes));
-//! let series = profile.computed.get("k1");
+//! let series = profile.computed.get(&minutes.key);
 //! assert_eq!(minutes.value(series, 100_000.0), TraitValue::Number(42.5));
 //! assert_eq!(minutes.value(series, 31.0 * 86_400.0), TraitValue::Number(0.0));
 //! assert_eq!(minutes.changes_at(series, 100_000.0), 31.0 * 86_400.0);
@@ -42,6 +42,7 @@ use serde_json::Value;
 
 use crate::events::{Event, Kind};
 use crate::pyrepr::float_repr;
+use crate::running::Running;
 use crate::timing::NEVER;
 use crate::traits::{TraitOp, TraitTest, TraitValue};
 use crate::windows::bucket_of;
@@ -319,11 +320,50 @@ pub fn value_text(value: &TraitValue) -> Option<String> {
     })
 }
 
-/// A computed trait's cells, one per bucket holding a counted event.
-#[derive(Clone, Debug, PartialEq)]
+/// A computed trait's key: the digest of its definition (the rules compiler writes 12
+/// hex digits; at most 16 bytes of text), packed into a number that compares as the text.
+///
+/// ```
+/// use _core::computed::Key;
+/// let key = Key::parse("3f9a0c1d2e4b").unwrap();
+/// assert_eq!(key.text(), "3f9a0c1d2e4b");
+/// assert!(Key::parse("a").unwrap() < Key::parse("ab").unwrap());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(u128);
+
+impl Key {
+    pub fn parse(text: &str) -> Result<Key, String> {
+        if text.is_empty() || text.len() > 16 || text.contains('\0') {
+            return Err(format!(
+                "a computed trait's key is 1 to 16 bytes of text: {text:?}"
+            ));
+        }
+        let mut bytes = [0_u8; 16];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Ok(Key(u128::from_be_bytes(bytes)))
+    }
+
+    pub fn text(&self) -> String {
+        let bytes = self.0.to_be_bytes();
+        let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..length]).into_owned()
+    }
+}
+
+/// A computed trait's cells, one per bucket holding a counted event, and their running
+/// merge over the window last read (not part of the state: a loaded series reads afresh).
+#[derive(Clone, Debug)]
 pub struct Series {
     pub aggregate: Aggregate,
     pub buckets: BTreeMap<i64, Cell>,
+    running: Option<Running>,
+}
+
+impl PartialEq for Series {
+    fn eq(&self, other: &Series) -> bool {
+        self.aggregate == other.aggregate && self.buckets == other.buckets
+    }
 }
 
 impl Series {
@@ -331,15 +371,29 @@ impl Series {
         Series {
             aggregate,
             buckets: BTreeMap::new(),
+            running: None,
         }
     }
 
-    /// Fold `cell` into the bucket `bucket`.
+    /// Fold `cell` into the bucket `bucket`, and into the running merge when the bucket
+    /// is one it covers.
     pub fn add(&mut self, bucket: i64, cell: &Cell) {
-        match self.buckets.get_mut(&bucket) {
-            Some(kept) => kept.merge(cell),
+        let new_bucket = match self.buckets.get_mut(&bucket) {
+            Some(kept) => {
+                kept.merge(cell);
+                false
+            }
             None => {
                 self.buckets.insert(bucket, cell.clone());
+                true
+            }
+        };
+        if let Some(running) = &mut self.running {
+            if running.covered.contains(&bucket) {
+                running.count(cell, new_bucket);
+                if !running.exact() {
+                    self.running = None;
+                }
             }
         }
     }
@@ -350,6 +404,28 @@ impl Series {
             self.add(*bucket, cell);
         }
     }
+
+    /// Drop the buckets before `oldest`, and the running merge if it counted one of them.
+    pub fn drop_before(&mut self, oldest: i64) {
+        if self
+            .buckets
+            .first_key_value()
+            .is_none_or(|(&first, _)| first >= oldest)
+        {
+            return;
+        }
+        let kept = self.buckets.split_off(&oldest);
+        let dropped = std::mem::replace(&mut self.buckets, kept);
+        let counted = |running: &Running| dropped.range(running.covered.clone()).next().is_some();
+        if self.running.as_ref().is_some_and(counted) {
+            self.running = None;
+        }
+    }
+
+    /// The running merge, when it covers exactly `covered`.
+    fn running(&self, covered: &RangeInclusive<i64>) -> Option<&Running> {
+        self.running.as_ref().filter(|r| r.covered == *covered)
+    }
 }
 
 /// One computed trait as the rules define it: `names` are what the rules file calls it
@@ -357,7 +433,7 @@ impl Series {
 #[derive(Clone, Debug)]
 pub struct Computed {
     pub names: Vec<String>,
-    pub key: String,
+    pub key: Key,
     pub select: Select,
     pub filter: Option<Filter>,
     pub aggregate: Aggregate,
@@ -407,11 +483,12 @@ impl Computed {
         }
         Ok(Computed {
             names: strings(object.get("names")),
-            key: object
-                .get("key")
-                .and_then(Value::as_str)
-                .ok_or("key is required")?
-                .to_string(),
+            key: Key::parse(
+                object
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or("key is required")?,
+            )?,
             select: Select {
                 events: strings(select.get("events")),
                 any: select.get("any").and_then(Value::as_bool).unwrap_or(false),
@@ -460,110 +537,75 @@ impl Computed {
         })
     }
 
+    /// The value as of `as_of`, as [`Computed::value`] gives it, from the series' running
+    /// merge when it covers this window (see [`Computed::refresh`]).
+    pub fn read(&self, series: Option<&Series>, as_of: f64) -> TraitValue {
+        let covered = self.window.range(as_of);
+        let running = series
+            .filter(|s| s.aggregate == self.aggregate)
+            .and_then(|s| s.running(&covered));
+        match running {
+            Some(running) => self.value_of(running.merged.as_ref()),
+            None => self.value(series, as_of),
+        }
+    }
+
+    /// Bring `series`' running merge to the window as of `as_of`: slid there from where
+    /// it was, or merged afresh.
+    pub fn refresh(&self, series: &mut Series, as_of: f64) {
+        if series.aggregate != self.aggregate {
+            return;
+        }
+        let covered = self.window.range(as_of);
+        let slid = series
+            .running
+            .take()
+            .and_then(|running| running.slide(&series.buckets, covered.clone()));
+        series.running = Some(slid.unwrap_or_else(|| {
+            let cells = series.buckets.range(covered.clone()).map(|(_, c)| c);
+            Running::over(covered, cells)
+        }));
+    }
+
     /// The trait's value as of `as_of` over `series` (the user's cells): with no event in
     /// the window, 0 for `count`, `sum` and `distinct_count`, null for the others.
     pub fn value(&self, series: Option<&Series>, as_of: f64) -> TraitValue {
-        let number = TraitValue::Number;
         let Some(series) = series.filter(|s| s.aggregate == self.aggregate) else {
             return self.empty();
         };
-        let mut cells = series
-            .buckets
-            .range(self.window.range(as_of))
-            .map(|(_, c)| c)
-            .peekable();
-        if cells.peek().is_none() {
+        let covered = self.window.range(as_of);
+        let cells = series.buckets.range(covered.clone()).map(|(_, c)| c);
+        self.value_of(Running::over(covered, cells).merged.as_ref())
+    }
+
+    /// The value of the merge of the window's cells (`None`: no event in the window).
+    fn value_of(&self, merged: Option<&Cell>) -> TraitValue {
+        let number = TraitValue::Number;
+        let Some(cell) = merged else {
             return self.empty();
-        }
-        match self.aggregate {
-            Aggregate::Count => number(
-                cells
-                    .map(|c| match c {
-                        Cell::Count(n) => *n,
-                        _ => 0,
-                    })
-                    .sum::<i64>() as f64,
-            ),
-            Aggregate::Sum | Aggregate::Avg => {
-                let (mut numbers, mut total) = (0_i64, 0_i64);
-                for cell in cells {
-                    if let Cell::Sum(n, more) = cell {
-                        numbers += n;
-                        total = total.saturating_add(*more);
+        };
+        match (self.aggregate, cell) {
+            (Aggregate::Count, Cell::Count(n)) => number(*n as f64),
+            (Aggregate::Sum, Cell::Sum(_, total)) => number(*total as f64 / 1e6),
+            (Aggregate::Avg, Cell::Sum(numbers, total)) => {
+                number(*total as f64 / 1e6 / *numbers as f64)
+            }
+            (Aggregate::Min | Aggregate::Max, Cell::Least(v) | Cell::Most(v)) => number(*v),
+            (Aggregate::DistinctCount, Cell::Tally(values)) => number(values.len() as f64),
+            (Aggregate::MostFrequent, Cell::Tally(values)) => {
+                let mut best: Option<(&String, i64)> = None;
+                for (value, count) in values {
+                    if best.is_none_or(|(_, most)| *count > most) {
+                        best = Some((value, *count));
                     }
                 }
-                match self.aggregate {
-                    Aggregate::Sum => number(total as f64 / 1e6),
-                    _ => number(total as f64 / 1e6 / numbers as f64),
-                }
+                best.map_or(TraitValue::Null, |(v, _)| TraitValue::Text(v.clone()))
             }
-            Aggregate::Min | Aggregate::Max => {
-                let wanted = match self.aggregate {
-                    Aggregate::Min => Ordering::Less,
-                    _ => Ordering::Greater,
-                };
-                let mut best: Option<f64> = None;
-                for cell in cells {
-                    if let Cell::Least(v) | Cell::Most(v) = cell {
-                        if best.is_none_or(|b| v.total_cmp(&b) == wanted) {
-                            best = Some(*v);
-                        }
-                    }
-                }
-                best.map_or(TraitValue::Null, number)
+            (Aggregate::First | Aggregate::Last, Cell::First(_, v) | Cell::Last(_, v)) => v.clone(),
+            (Aggregate::FirstTime | Aggregate::LastTime, Cell::Earliest(t) | Cell::Latest(t)) => {
+                TraitValue::Text(iso_text(*t))
             }
-            Aggregate::DistinctCount | Aggregate::MostFrequent => {
-                let mut tally: BTreeMap<&str, i64> = BTreeMap::new();
-                for cell in cells {
-                    if let Cell::Tally(values) = cell {
-                        for (value, count) in values {
-                            if let Some(kept) = tally.get_mut(value.as_str()) {
-                                *kept += count;
-                            } else if tally.len() < MAX_DISTINCT {
-                                tally.insert(value, *count);
-                            }
-                        }
-                    }
-                }
-                if self.aggregate == Aggregate::DistinctCount {
-                    return number(tally.len() as f64);
-                }
-                let mut best: Option<(&str, i64)> = None;
-                for (value, count) in tally {
-                    if best.is_none_or(|(_, most)| count > most) {
-                        best = Some((value, count));
-                    }
-                }
-                best.map_or(TraitValue::Null, |(v, _)| TraitValue::Text(v.to_string()))
-            }
-            Aggregate::First | Aggregate::Last => {
-                let wanted = match self.aggregate {
-                    Aggregate::First => Ordering::Less,
-                    _ => Ordering::Greater,
-                };
-                let mut best: Option<(i64, &TraitValue)> = None;
-                for cell in cells {
-                    if let Cell::First(t, v) | Cell::Last(t, v) = cell {
-                        let better =
-                            best.is_none_or(|(u, w)| t.cmp(&u).then_with(|| v.order(w)) == wanted);
-                        if better {
-                            best = Some((*t, v));
-                        }
-                    }
-                }
-                best.map_or(TraitValue::Null, |(_, v)| v.clone())
-            }
-            Aggregate::FirstTime | Aggregate::LastTime => {
-                let times = cells.filter_map(|c| match c {
-                    Cell::Earliest(t) | Cell::Latest(t) => Some(*t),
-                    _ => None,
-                });
-                let moment = match self.aggregate {
-                    Aggregate::FirstTime => times.min(),
-                    _ => times.max(),
-                };
-                moment.map_or(TraitValue::Null, |t| TraitValue::Text(iso_text(t)))
-            }
+            _ => self.empty(),
         }
     }
 
@@ -596,6 +638,91 @@ impl Computed {
         .flatten()
         .filter(|&moment| moment > as_of)
         .fold(NEVER, f64::min)
+    }
+
+    /// The first moment after `as_of` at which `test` of the value may change its truth
+    /// with no new events, early but never late; [`NEVER`] when time cannot change it.
+    ///
+    /// A count or a sum over a window ending now only loses its oldest cells as time
+    /// passes, so the moment is exact: the leaving of the cell whose loss flips the test.
+    /// Otherwise it is the value's next change, as [`Computed::changes_at`] gives it (a
+    /// day's bucket at most once a day: cheaper to look again then than to read ahead at
+    /// every event). A test of a time (`within_last`) also flips between those changes:
+    /// the caller adds [`TraitTest::changes_at`].
+    pub fn flips_at(
+        &self,
+        series: Option<&Series>,
+        as_of: f64,
+        test: &TraitTest,
+        value: &TraitValue,
+    ) -> f64 {
+        let Some(series) = series.filter(|s| s.aggregate == self.aggregate) else {
+            return NEVER;
+        };
+        if test.duration().is_some() || self.window.width == 0 {
+            return self.changes_at(Some(series), as_of);
+        }
+        let now = test.holds(Some(value), as_of);
+        if self.settled(test, now) {
+            return NEVER;
+        }
+        if let Some(moment) = self.falling_flip(series, as_of, test, now) {
+            return moment;
+        }
+        self.changes_at(Some(series), as_of)
+    }
+
+    /// Whether time alone keeps `test` as it is (`now`): a count or a distinct count over
+    /// a window ending now only falls and a minimum only rises (or ends, null), so none of
+    /// them starts to exceed a bound; a maximum only falls, so it stops at none.
+    fn settled(&self, test: &TraitTest, now: bool) -> bool {
+        let above = matches!(test.op, TraitOp::Gt | TraitOp::Ge);
+        let below = matches!(test.op, TraitOp::Lt | TraitOp::Le);
+        let falling = matches!(
+            self.aggregate,
+            Aggregate::Count | Aggregate::DistinctCount | Aggregate::Max
+        );
+        let ending = self.window.skip == 0;
+        ending && !now && ((falling && above) || (self.aggregate == Aggregate::Min && below))
+    }
+
+    /// [`Computed::flips_at`] for a count or a sum over a window that ends now, walking
+    /// its cells from the oldest; `None` for other windows and aggregates, and for a sum
+    /// that does not fit in integer millionths.
+    fn falling_flip(
+        &self,
+        series: &Series,
+        as_of: f64,
+        test: &TraitTest,
+        now: bool,
+    ) -> Option<f64> {
+        let counted = |cell: &Cell| match cell {
+            Cell::Count(n) => Some(*n),
+            Cell::Sum(_, millionths) => Some(*millionths),
+            _ => None,
+        };
+        if self.window.skip != 0 || !matches!(self.aggregate, Aggregate::Count | Aggregate::Sum) {
+            return None;
+        }
+        let cells = || {
+            let window = series.buckets.range(self.window.range(as_of));
+            window.filter_map(|(bucket, cell)| Some((*bucket, counted(cell)?)))
+        };
+        let mut total = cells().try_fold(0_i64, |sum, (_, n)| sum.checked_add(n))?;
+        let scale = if self.aggregate == Aggregate::Sum {
+            1e6
+        } else {
+            1.0
+        };
+        for (bucket, n) in cells() {
+            total -= n;
+            let value = TraitValue::Number(total as f64 / scale);
+            let moment = self.window.edges(bucket)[1];
+            if test.holds(Some(&value), moment) != now {
+                return Some(moment);
+            }
+        }
+        Some(NEVER)
     }
 
     /// The least time after an event's own second at which it can change the value by
@@ -855,7 +982,7 @@ mod tests {
                     name,
                     serde_json::json!({"width": 60, "buckets": 5, "skip": 0}),
                 );
-                definition.key = format!("k{number}");
+                definition.key = Key::parse(&format!("k{number}")).unwrap();
                 definition
             })
             .collect();

@@ -19,6 +19,7 @@ pub mod pyrepr;
 pub mod reading;
 pub mod rows;
 pub mod rules;
+pub mod running;
 pub mod step;
 pub mod timing;
 pub mod traits;

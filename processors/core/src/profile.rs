@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::computed::{Computed, Series};
+use crate::computed::{Computed, Key, Series};
 use crate::events::{Event, Kind};
 use crate::traits::Traits;
 use crate::windows::{Sessions, SlidingCounts};
@@ -89,7 +89,7 @@ pub struct Profile {
     /// Identify traits the rules keep, each with the time it was set.
     pub traits: Traits,
     /// The cells of the rules' computed traits, by their definitions' keys.
-    pub computed: BTreeMap<String, Series>,
+    pub computed: BTreeMap<Key, Series>,
 }
 
 impl Default for Profile {
@@ -202,10 +202,10 @@ impl Profile {
         self.sessions.add(moment, flags)
     }
 
-    /// Fold one event into the computed traits that count it; whether any did.
-    pub fn fold(&mut self, event: &Event, computed: &[Computed]) -> bool {
-        let mut counted = false;
-        for definition in computed {
+    /// Fold one event into the computed traits that count it; their indexes in `computed`.
+    pub fn fold(&mut self, event: &Event, computed: &[Computed]) -> Vec<usize> {
+        let mut counted = Vec::new();
+        for (index, definition) in computed.iter().enumerate() {
             if let Some(cell) = definition.cell_of(event) {
                 let bucket = definition.window.bucket(event.timestamp.trunc() as i64);
                 match self.computed.get_mut(&definition.key) {
@@ -213,10 +213,10 @@ impl Profile {
                     None => {
                         let mut series = Series::new(definition.aggregate);
                         series.add(bucket, &cell);
-                        self.computed.insert(definition.key.clone(), series);
+                        self.computed.insert(definition.key, series);
                     }
                 }
-                counted = true;
+                counted.push(index);
             }
         }
         counted
@@ -278,7 +278,7 @@ impl Profile {
             match self.computed.get_mut(key) {
                 Some(mine) => mine.merge(series),
                 None => {
-                    self.computed.insert(key.clone(), series.clone());
+                    self.computed.insert(*key, series.clone());
                 }
             }
         }
@@ -324,11 +324,10 @@ impl Profile {
     /// traits that are not among `computed` (the rules in force).
     pub fn prune(&mut self, as_of: f64, computed: &[Computed]) {
         self.computed.retain(|key, series| {
-            let Some(definition) = computed.iter().find(|c| &c.key == key) else {
+            let Some(definition) = computed.iter().find(|c| c.key == *key) else {
                 return false;
             };
-            let oldest = definition.oldest(as_of);
-            series.buckets.retain(|&bucket, _| bucket >= oldest);
+            series.drop_before(definition.oldest(as_of));
             !series.buckets.is_empty()
         });
         self.minutes.prune(as_of);

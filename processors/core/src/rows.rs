@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use rmp::encode as mp;
 
-use crate::computed::{Aggregate, Cell, Series};
+use crate::computed::{Aggregate, Cell, Key, Series};
 use crate::profile::Profile;
 use crate::traits::TraitValue;
 use crate::user::{Labels, User};
@@ -330,7 +330,7 @@ impl Reader<'_> {
                 if self.array()? != 3 {
                     return Err(bad("a computed trait has 3 fields"));
                 }
-                let key = self.text()?;
+                let key = Key::parse(&self.text()?).map_err(|_| bad("a computed trait's key"))?;
                 let aggregate =
                     Aggregate::from_code(self.int()?).ok_or(bad("an unknown aggregate"))?;
                 let mut series = Series::new(aggregate);
@@ -474,7 +474,7 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
         mp::write_array_len(w, profile.computed.len() as u32).expect("writing to a Vec");
         for (key, series) in &profile.computed {
             mp::write_array_len(w, 3).expect("writing to a Vec");
-            mp::write_str(w, key).expect("writing to a Vec");
+            mp::write_str(w, &key.text()).expect("writing to a Vec");
             mp::write_sint(w, series.aggregate.code()).expect("writing to a Vec");
             mp::write_array_len(w, series.buckets.len() as u32).expect("writing to a Vec");
             for (bucket, cell) in &series.buckets {

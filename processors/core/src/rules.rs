@@ -21,7 +21,7 @@ use crate::features::{
 };
 use crate::patterns::{Absence, Sequence};
 use crate::profile::{Profile, RECENT_SECONDS, SESSION_GAP};
-use crate::timing::Op;
+use crate::timing::{Op, NEVER};
 use crate::traits::{TraitTest, TraitValue};
 
 /// A condition over a user's features and the segments decided before it.
@@ -102,6 +102,8 @@ pub struct RuleSet {
     pub computed: Vec<Computed>,
     /// Comparisons of computed traits, by index: their values move as windows slide.
     pub computed_tests: Vec<(usize, TraitTest)>,
+    /// The computed traits the tests read, by index, once each.
+    pub tested: Vec<usize>,
     /// Sequence and absence conditions: time flips them.
     pub sequences: Vec<Sequence>,
     pub absences: Vec<Absence>,
@@ -173,6 +175,7 @@ impl RuleSet {
             trait_clocks: Vec::new(),
             computed,
             computed_tests: Vec::new(),
+            tested: Vec::new(),
             sequences: Vec::new(),
             absences: Vec::new(),
         };
@@ -211,6 +214,9 @@ impl RuleSet {
                 }
                 Node::Computed { index, test } => {
                     self.computed_tests.push((*index, test.clone()));
+                    if !self.tested.contains(index) {
+                        self.tested.push(*index);
+                    }
                 }
                 Node::Sequence(sequence) => self.sequences.push(sequence.clone()),
                 Node::Absence(absence) => self.absences.push(absence.clone()),
@@ -318,7 +324,38 @@ impl RuleSet {
     /// The value of the computed trait at `index` for `profile` as of `as_of`.
     pub fn computed_value(&self, index: usize, profile: &Profile, as_of: f64) -> TraitValue {
         let definition = &self.computed[index];
-        definition.value(profile.computed.get(&definition.key), as_of)
+        definition.read(profile.computed.get(&definition.key), as_of)
+    }
+
+    /// The first moment after `as_of` at which a test of one of the computed traits at
+    /// `indexes` may flip with no new events, [`NEVER`] if none; read as
+    /// [`Computed::flips_at`] reads it. After an event counted in those traits, this and
+    /// the user's previous due time bound every flip: the other tests' did not move.
+    pub fn computed_flips(&self, profile: &Profile, indexes: &[usize], as_of: f64) -> f64 {
+        let mut moment = NEVER;
+        for (index, test) in self
+            .computed_tests
+            .iter()
+            .filter(|(i, _)| indexes.contains(i))
+        {
+            let definition = &self.computed[*index];
+            let series = profile.computed.get(&definition.key);
+            let value = definition.read(series, as_of);
+            moment = moment.min(definition.flips_at(series, as_of, test, &value));
+            moment = moment.min(test.changes_at(Some(&value), as_of));
+        }
+        moment
+    }
+
+    /// Bring the running merges of the computed traits the rules test to the window as
+    /// of `as_of` (see [`Computed::refresh`]), so that readings as of then read them.
+    pub fn refresh(&self, profile: &mut Profile, as_of: f64) {
+        for &index in &self.tested {
+            let definition = &self.computed[index];
+            if let Some(series) = profile.computed.get_mut(&definition.key) {
+                definition.refresh(series, as_of);
+            }
+        }
     }
 
     fn compare(&self, comparison: &Comparison, reading: &mut Reading) -> bool {

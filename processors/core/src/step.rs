@@ -234,7 +234,10 @@ pub fn run_partition(
                 } else {
                     Reason::Event
                 };
-                let unsettled = pass.event(event, position, reason);
+                let (unsettled, sooner) = pass.event(event, position, reason);
+                if sooner.is_some() {
+                    pass.set_due(&event.user_id, sooner);
+                }
                 pass.moved(&event.user_id, event.timestamp, behind || unsettled);
             }
             Item::Merge { anonymous_id, into } => {
@@ -288,6 +291,7 @@ pub fn evaluate(
     let latest = user.profile.latest().unwrap_or(0) as f64;
     let moment = user.as_of.max(latest).max(as_of.unwrap_or(0.0));
     user.as_of = moment;
+    rules.refresh(&mut user.profile, moment);
     let segments = rules.evaluate(&mut Reading::new(&user.profile, moment, rules.cart_after));
     let mut change = user.labels.move_to(segments, user_id, reason, moment)?;
     if !user.profile.cart.is_empty() {
@@ -571,9 +575,10 @@ impl Pass<'_> {
         }
     }
 
-    /// Apply one event, whose changes carry `reason`; whether it changed a feature of the
-    /// rules' `settleable` (the user's timer must be recomputed now).
-    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> bool {
+    /// Apply one event, whose changes carry `reason`: whether it changed a feature of the
+    /// rules' `settleable` (the user's timer must be recomputed now), and a due time
+    /// sooner than the user's when a test of a computed trait it counted may flip sooner.
+    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> (bool, Option<i64>) {
         let user_id = event.user_id.as_str();
         let rules = self.rules;
         let step = &mut self.step;
@@ -585,13 +590,14 @@ impl Pass<'_> {
                 body: Vec::new(),
                 position,
             });
-            return false;
+            return (false, None);
         }
         if !user.first_time(event) {
             step.duplicates += 1;
-            return false;
+            return (false, None);
         }
         step.applied += 1;
+        let mut sooner = None;
         let other = if event.kind == Kind::Identify {
             &event.anonymous_id
         } else {
@@ -610,21 +616,27 @@ impl Pass<'_> {
         }
         let started = user.profile.apply(event);
         let counted = user.profile.fold(event, &rules.computed);
+        let counting = !counted.is_empty();
         let touched = touched_features(event.kind, started);
         step.touched.insert(user_id.to_string(), reason);
         if user.profile.events == 1
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
             || (rules.reads_traits && !event.traits.is_empty())
-            || counted
+            || counting
         {
             step.changes
                 .extend(evaluate(user_id, user, rules, reason, None));
+            let flips = rules.computed_flips(&user.profile, &counted, user.as_of);
+            if flips.is_finite() && user.due.is_none_or(|due| flips.ceil() < due as f64) {
+                sooner = Some(flips.ceil() as i64);
+            }
         } else {
             // what the rules read is as it was: their answer too
             user.as_of = user.as_of.max(user.profile.latest().unwrap_or(0) as f64);
         }
-        touched & rules.settleable != 0 || rules.clocks_any(&event.traits)
+        let unsettled = touched & rules.settleable != 0 || rules.clocks_any(&event.traits);
+        (unsettled, sooner)
     }
 
     fn merge(&mut self, anonymous_id: &str, into: &str, position: usize) {

@@ -294,13 +294,11 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
     }
     for (index, test) in &rules.computed_tests {
         let definition = &rules.computed[*index];
-        let series = horizons.reading.profile.computed.get(&definition.key);
-        moment = moment.min(definition.changes_at(series, horizons.reading.as_of));
-        if test.duration().is_some() {
-            let as_of = horizons.reading.as_of;
-            let value = rules.computed_read(*index, horizons.reading);
-            moment = moment.min(test.changes_at(Some(value), as_of));
-        }
+        let (profile, as_of) = (horizons.reading.profile, horizons.reading.as_of);
+        let series = profile.computed.get(&definition.key);
+        let value = rules.computed_read(*index, horizons.reading);
+        moment = moment.min(definition.flips_at(series, as_of, test, value));
+        moment = moment.min(test.changes_at(Some(value), as_of));
     }
     let reading = &horizons.reading;
     for comparison in &rules.crossings {
