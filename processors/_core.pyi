@@ -107,8 +107,9 @@ class User:
         rules name), segments, cluster and versions."""
     def open_cart(self) -> tuple[list[CartLine], int | None]:
         """The products in the open cart and when it last changed."""
-    def vector(self, user_id: str) -> FeatureVector:
-        """The user's feature vector as of their latest evaluation."""
+    def vector(self, user_id: str, classifier: Classifier | None = None) -> FeatureVector:
+        """The user's feature vector as of their latest evaluation, with the computed traits
+        `classifier`'s rules compare with a percentile."""
     def aggregates(self) -> bytes:
         """The aggregates in their canonical byte form: equal bytes, equal aggregates."""
 
@@ -143,14 +144,21 @@ class SegmentChange:
         """The change as published on the change topic."""
 
 class FeatureVector:
-    """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`."""
+    """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`, and the
+    numeric values of the computed traits the rules compare with a percentile."""
 
     user_id: str
     as_of: float
     values: tuple[float, ...]
     refresh: bool
+    computed: dict[str, float]
     def __init__(
-        self, user_id: str, as_of: float, values: Sequence[float], refresh: bool = False
+        self,
+        user_id: str,
+        as_of: float,
+        values: Sequence[float],
+        refresh: bool = False,
+        computed: Mapping[str, float] = ...,
     ) -> None: ...
 
 class Relay:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -44,6 +45,8 @@ from processors._core import FEATURE_NAMES
 COLD_START = "cold-start"
 """The cluster of a user with too little history to be placed."""
 
+_COMPUTED_NAME = re.compile(r"computed\.[A-Za-z_]\w{0,63}")
+"""A computed trait's name as quantiles name it (`computed.NAME`)."""
 PERCENTILE_POINTS = 101
 """Percentiles kept per feature: p0, p1, ..., p100."""
 
@@ -111,7 +114,8 @@ class ModelSnapshot(BaseModel):
     re-clusters (`reason` `initial`, `recluster` or `drift`) and stays the same
     for snapshots that only refine centroids (`update`). `min_events` is the
     history (events) a user needs before leaving `cold-start`. `quantiles` maps
-    a feature to its values at p0..p100 over users; `sample_users` is how many
+    a feature, or a computed trait the rules compare with a percentile, to its
+    values at p0..p100 over users; `sample_users` is how many
     users they and the shares were computed on. `inertia` is the mean squared
     distance, in standardised units, from each warm sampled user to the
     nearest centroid.
@@ -155,7 +159,7 @@ class ModelSnapshot(BaseModel):
             if len(cluster.centroid) != width or not all(map(math.isfinite, cluster.centroid)):
                 raise ValueError(f"cluster {cluster.id} needs {width} finite centroid values")
         for name, values in self.quantiles.items():
-            if name not in FEATURE_INDEX:
+            if name not in FEATURE_INDEX and not _COMPUTED_NAME.fullmatch(name):
                 raise ValueError(f"quantiles of unknown feature {name!r}")
             if len(values) != PERCENTILE_POINTS or not all(map(math.isfinite, values)):
                 raise ValueError(f"quantiles of {name!r} need {PERCENTILE_POINTS} finite values")

@@ -38,7 +38,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import (
@@ -62,7 +62,7 @@ from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 Node = dict[str, Any]
 """A condition in the rules' intermediate form, as the core evaluates it."""
 
-_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*(\w+)\s*\)$")
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*((?:computed\.)?\w+)\s*\)$")
 
 
 def percentile_name(feature: str, q: float) -> str:
@@ -273,6 +273,7 @@ _EQUALITY_OPS = ("==", "!=", "in", "not_in")
 _TIME_OPS = ("within_last", "more_than_ago")
 _NUMBER_OPS = (">", ">=", "<", "<=", "between")
 _PRESENCE_OPS = ("exists", "missing")
+_ORDER_OPS = (">", ">=", "<", "<=", "==", "!=")
 Op = Literal[
     "==",
     "!=",
@@ -310,11 +311,15 @@ class _Test(_Node):
     op: Op
     value: TraitScalar | list[TraitScalar] | None = Field(default=None, validate_default=True)
     case: Literal["sensitive", "insensitive"] = "sensitive"
+    _takes_percentiles: ClassVar[bool] = False
 
     @field_validator("value")
     @classmethod
     def _fits_op(cls, value: TraitScalar | list[TraitScalar] | None, info: ValidationInfo) -> Any:
         op = info.data.get("op")
+        percentile = isinstance(value, str) and parse_percentile(value) is not None
+        if cls._takes_percentiles and op in _ORDER_OPS and percentile:
+            return _computed_percentile(str(value))
         if op in _PRESENCE_OPS:
             if value is not None:
                 raise ValueError(f"{op} takes no value")
@@ -747,14 +752,45 @@ class ComputedCondition(_Test):
 
     Operators as :class:`_Test` says; a computed trait with no event in its
     window is 0 (`count`, `sum`, `distinct_count`) or null (the others, which
-    then meet only `missing`).
+    then meet only `missing`). A numeric one also compares (`>`, `>=`, `<`,
+    `<=`, `==`, `!=`) with a population percentile of a numeric computed trait,
+    `p90(watch_minutes_30d)`: false until the model knows it.
+
+    >>> ComputedCondition.model_validate(
+    ...     {"computed": "minutes", "op": ">=", "value": "p90(minutes)"}
+    ... ).compile()
+    {'computed': 'minutes', 'op': '>=', 'percentile': 'p90(computed.minutes)'}
     """
 
     computed: str = Field(min_length=1, max_length=64)
+    _takes_percentiles: ClassVar[bool] = True
+
+    @property
+    def percentiles(self) -> list[tuple[str, float]]:
+        """`(computed.NAME, q)` of the percentile threshold, if the value is one."""
+        found = parse_percentile(self.value) if isinstance(self.value, str) else None
+        return [] if found is None or not found[0].startswith(COMPUTED_PREFIX) else [found]
 
     def compile(self) -> Node:
         """The intermediate form, naming the trait (:class:`RuleSet` numbers it)."""
+        if self.percentiles:
+            return {"computed": self.computed, "op": self.op, "percentile": self.value}
         return self._compiled({"computed": self.computed})
+
+
+COMPUTED_PREFIX = "computed."
+"""What percentile thresholds and the model's quantiles put before a computed trait's
+name (`p90(computed.watch_minutes_30d)`): computed traits may share a feature's name."""
+
+
+def _computed_percentile(value: str) -> str:
+    """A computed trait's percentile threshold made canonical: `p90(computed.NAME)`."""
+    found = parse_percentile(value)
+    assert found is not None
+    name, q = found
+    if not 0 <= q <= 100:
+        raise ValueError("a percentile is between p0 and p100")
+    return percentile_name(COMPUTED_PREFIX + name.removeprefix(COMPUTED_PREFIX), q)
 
 
 _CATEGORY_KINDS = {
@@ -969,11 +1005,12 @@ class RuleSet:
 
     @property
     def percentiles(self) -> set[tuple[str, float]]:
-        """Every `(feature, q)` percentile threshold the rules use."""
+        """Every `(feature, q)` percentile threshold the rules use (a computed trait's as
+        `computed.NAME`)."""
         found = set()
         for rule in self.definition.segments:
             for node in _nodes(rule.condition):
-                if isinstance(node, Comparison):
+                if isinstance(node, Comparison | ComputedCondition):
                     found.update(node.percentiles)
         return found
 
@@ -1293,7 +1330,18 @@ def _computed_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Probl
             if trait is None:
                 found.append(Problem(line, field, f"unknown computed trait {node.computed!r}"))
                 continue
+            for name, _ in node.percentiles:
+                named = name.removeprefix(COMPUTED_PREFIX)
+                other = definition.computed.get(named)
+                if other is None or _value_kind(other) != "a number":
+                    what = "unknown" if other is None else f"not a number ({other.aggregate})"
+                    message = f"a percentile of a numeric computed trait; {named!r} is {what}"
+                    value_line = lines.get((*path, "value"), line)
+                    found.append(Problem(value_line, _field_path(path) + ".value", message))
             kind = _value_kind(trait)
+            if node.percentiles and kind != "a number":
+                message = f"{node.computed!r} ({trait.aggregate}) is not a number: no percentile"
+                found.append(Problem(line, field, message))
             if kind is not None and node.op not in _KIND_OPS[kind]:
                 message = (
                     f"{node.computed!r} ({trait.aggregate}) is {kind}: {node.op} cannot "

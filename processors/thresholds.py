@@ -7,8 +7,9 @@ percentile compares, each user's value at their latest evaluation
 the users whose value lies between the two can change their answer
 (:func:`moved_ranges`). A windowed feature compared with a percentile keeps its value
 until the user's next evaluation (a timer re-evaluates them whenever its window
-changes), so its range is exact; a clock feature (`days_since_…`) only grows
-between evaluations, so its range reaches down to every lower value.
+changes), so its range is exact, and so is a computed trait's (`computed.NAME`: its
+timers too follow every change of its value); a clock feature (`days_since_…`) only
+grows between evaluations, so its range reaches down to every lower value.
 
 >>> from processors.rules import parse_rules
 >>> rules = parse_rules("segments:\\n  - {name: Big, description: d, condition: "
@@ -25,7 +26,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 from processors._core import CLOCK_FEATURES, User
-from processors.rules import RuleSet, percentile_name
+from processors._core import Classifier as CompiledRules
+from processors.rules import COMPUTED_PREFIX, RuleSet, percentile_name
 
 
 def indexed_features(rules: RuleSet) -> tuple[str, ...]:
@@ -34,14 +36,29 @@ def indexed_features(rules: RuleSet) -> tuple[str, ...]:
 
 
 def indexed_values(
-    features: Iterable[str], users: Mapping[str, User], ids: Iterable[str]
+    features: Iterable[str],
+    users: Mapping[str, User],
+    ids: Iterable[str],
+    classifier: CompiledRules,
 ) -> dict[str, dict[str, float]]:
-    """Per feature, the values of the users `ids` (merged ids left out) as of their latest
-    evaluation: what the store's index keeps."""
+    """Per feature (or `computed.NAME`), the values of the users `ids` (merged ids left
+    out) as of their latest evaluation: what the store's index keeps. A computed trait
+    with no number (an average of no events) is left out: no threshold moves it."""
     chosen = [(user_id, users[user_id]) for user_id in ids if users[user_id].alias_of is None]
-    return {
-        feature: {user_id: user.number(feature) for user_id, user in chosen} for feature in features
-    }
+    features = list(features)
+    found: dict[str, dict[str, float]] = {feature: {} for feature in features}
+    computed = [name for name in features if name.startswith(COMPUTED_PREFIX)]
+    for user_id, user in chosen:
+        for feature in features:
+            if not feature.startswith(COMPUTED_PREFIX):
+                found[feature][user_id] = user.number(feature)
+        if computed:
+            values = user.vector(user_id, classifier).computed
+            for name in computed:
+                value = values.get(name.removeprefix(COMPUTED_PREFIX))
+                if value is not None:
+                    found[name][user_id] = value
+    return found
 
 
 def moved_ranges(

@@ -6,8 +6,9 @@ feature vectors workers publish (:meth:`~OnlineClusterer.learn`); ask it for a
 (:meth:`~OnlineClusterer.snapshot`).
 
 - Every vector updates a uniform sample of *users* (bottom-k by id hash, so
-  each user counts once however active) that gives population percentiles,
-  cluster shares, and the data k is chosen on.
+  each user counts once however active) that gives population percentiles
+  (of the features, and of the computed traits the rules compare with one,
+  which vectors carry), cluster shares, and the data k is chosen on.
 - Vectors of users with at least `min_events` events also update a River
   `StandardScaler` over the log1p-transformed clustering features, and a River
   `KMeans` on the scaled values. The distance of each vector to its centroid
@@ -44,7 +45,7 @@ import collections
 import hashlib
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,7 @@ from processors.model import (
     ModelSnapshot,
     transform,
 )
+from processors.rules import COMPUTED_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +128,42 @@ class UserSample:
     def __init__(self, size: int) -> None:
         self.size = size
         self.rows: dict[str, list[float]] = {}
+        self.computed: dict[str, dict[str, float]] = {}
+        """The sampled users' computed traits' values (those the rules compare with a
+        percentile), by user: only users who have any."""
         self._largest: list[tuple[int, str]] = []  # max-heap of (-hash, user)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def offer(self, user_id: str, row: Sequence[float]) -> None:
-        """Record `user_id`'s latest vector if the user belongs in the sample."""
-        if user_id in self.rows:
-            self.rows[user_id] = list(row)
-            return
-        digest = _user_hash(user_id)
-        if len(self.rows) < self.size:
-            heapq.heappush(self._largest, (-digest, user_id))
-        elif digest < -self._largest[0][0]:
-            _, evicted = heapq.heappushpop(self._largest, (-digest, user_id))
-            del self.rows[evicted]
-        else:
-            return
+    def offer(
+        self, user_id: str, row: Sequence[float], computed: Mapping[str, float] | None = None
+    ) -> None:
+        """Record `user_id`'s latest vector (and computed values) if the user belongs in
+        the sample."""
+        if user_id not in self.rows:
+            digest = _user_hash(user_id)
+            if len(self.rows) < self.size:
+                heapq.heappush(self._largest, (-digest, user_id))
+            elif digest < -self._largest[0][0]:
+                _, evicted = heapq.heappushpop(self._largest, (-digest, user_id))
+                del self.rows[evicted]
+                self.computed.pop(evicted, None)
+            else:
+                return
         self.rows[user_id] = list(row)
+        if computed:
+            self.computed[user_id] = dict(computed)
+        else:
+            self.computed.pop(user_id, None)
+
+    def computed_values(self) -> dict[str, list[float]]:
+        """Per computed trait, the values of the sampled users who have one."""
+        found: dict[str, list[float]] = collections.defaultdict(list)
+        for values in self.computed.values():
+            for name, value in values.items():
+                found[name].append(value)
+        return dict(found)
 
     def matrix(self) -> Matrix:
         """The sampled vectors, one row per user."""
@@ -178,14 +197,22 @@ class OnlineClusterer:
         self._columns = [FEATURE_INDEX[name] for name in self.features]
         self._logged = {FEATURE_INDEX[name] for name in self.log_features}
 
-    def learn(self, user_id: str, row: Sequence[float], *, refresh: bool = False) -> None:
-        """Learn from one user's feature vector (:data:`FEATURE_NAMES` order).
+    def learn(
+        self,
+        user_id: str,
+        row: Sequence[float],
+        *,
+        refresh: bool = False,
+        computed: Mapping[str, float] | None = None,
+    ) -> None:
+        """Learn from one user's feature vector (:data:`FEATURE_NAMES` order) and the
+        values of the computed traits the rules compare with a percentile.
 
         A `refresh` (the user did nothing; time moved on) only updates the
         user's row in the sample: k-means and the scaler learn from behaviour,
         weighted by how much of it there is.
         """
-        self.sample.offer(user_id, row)
+        self.sample.offer(user_id, row, computed)
         if refresh or row[self._events] < self.config.min_events:
             return
         x = {
@@ -205,7 +232,9 @@ class OnlineClusterer:
     def learn_many(self, vectors: Iterable[FeatureVector]) -> None:
         """:meth:`learn` each vector."""
         for vector in vectors:
-            self.learn(vector.user_id, vector.values, refresh=vector.refresh)
+            self.learn(
+                vector.user_id, vector.values, refresh=vector.refresh, computed=vector.computed
+            )
 
     def _watch(self, distance: float) -> None:
         self._since_clustering += 1
@@ -432,12 +461,19 @@ class OnlineClusterer:
         return snapshot
 
     def _quantiles(self) -> dict[str, tuple[float, ...]]:
+        """Percentiles of every feature over the sampled users, and of every computed trait
+        the workers send (as `computed.NAME`) over the sampled users who have a number
+        for it."""
         rows = self.sample.matrix()
         if not len(rows):
             return {}
-        grid = np.percentile(rows, np.linspace(0, 100, PERCENTILE_POINTS), axis=0)
-        grid = np.maximum.accumulate(grid, axis=0)
-        return {name: tuple(grid[:, index].tolist()) for index, name in enumerate(FEATURE_NAMES)}
+        points = np.linspace(0, 100, PERCENTILE_POINTS)
+        grid = np.maximum.accumulate(np.percentile(rows, points, axis=0), axis=0)
+        found = {name: tuple(grid[:, index].tolist()) for index, name in enumerate(FEATURE_NAMES)}
+        for name, values in self.sample.computed_values().items():
+            line = np.maximum.accumulate(np.percentile(np.array(values), points))
+            found[COMPUTED_PREFIX + name] = tuple(line.tolist())
+        return found
 
 
 def _lloyd_step(scaled: Matrix, centroids: Matrix) -> Matrix:

@@ -2,12 +2,15 @@
 
 Workers publish each active user's latest vector about once a second, many
 to a message; each message names its columns, so a trainer reads vectors of
-any worker version whose features it knows. The core packs them (:func:`pack_vectors`,
-`processors/core/src/vectors.rs`); this module reads them back.
+any worker version whose features it knows. A vector also carries the values of
+the computed traits the rules compare with a percentile, by name. The core packs
+them (:func:`pack_vectors`, `processors/core/src/vectors.rs`); this module reads
+them back.
 
->>> message = pack_vectors([FeatureVector("u1", 60.0, tuple(range(len(FEATURE_NAMES))))])
->>> [(v.user_id, v.as_of, v.values[:3]) for v in unpack_vectors(message)]
-[('u1', 60.0, (0.0, 1.0, 2.0))]
+>>> values = tuple(range(len(FEATURE_NAMES)))
+>>> message = pack_vectors([FeatureVector("u1", 60.0, values, computed={"minutes_30d": 95.0})])
+>>> [(v.user_id, v.as_of, v.values[:3], v.computed) for v in unpack_vectors(message)]
+[('u1', 60.0, (0.0, 1.0, 2.0), {'minutes_30d': 95.0})]
 >>> unpack_vectors(b"nonsense")
 Traceback (most recent call last):
 ...
@@ -47,8 +50,9 @@ def unpack_vectors(message: bytes) -> list[FeatureVector]:
                 float(row[1]),
                 tuple(float(row[2][column]) for column in columns),
                 len(row) > 3 and row[3] is True,
+                {str(name): float(value) for name, value in row[4].items()} if len(row) > 4 else {},
             )
             for row in rows
         ]
-    except (TypeError, ValueError, IndexError):
-        raise VectorError("a row is not [user_id, as_of, values, refresh]") from None
+    except (TypeError, ValueError, IndexError, AttributeError):
+        raise VectorError("a row is not [user_id, as_of, values, refresh, computed]") from None

@@ -275,7 +275,7 @@ class RedisStateStore:
         if part.expired_users:
             commands += [
                 ("ZREM", keys.values(partition, feature), *part.expired_users)
-                for feature in FEATURE_NAMES
+                for feature in dict.fromkeys([*FEATURE_NAMES, *part.values])
             ]
             gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
             commands.append(("DEL", *(key for pair in gone for key in pair)))

@@ -15,10 +15,12 @@ from processors.rules import RuleSet
 from processors.wire import Absorb, Advance, Item, Merge
 
 
-def settle(actions: list[Item], rules: RuleSet, until: float | None = None) -> dict[str, User]:
+def settle(
+    actions: list[Item], rules: RuleSet | Classifier, until: float | None = None
+) -> dict[str, User]:
     """Every user's final state, merged ids left out; with `until`, as of that moment
     (what advancing every partition's watermark to it does)."""
-    classifier = Classifier.of(rules).core
+    classifier = (rules if isinstance(rules, Classifier) else Classifier.of(rules)).core
     users: dict[str, User] = {}
     queue: list[Item] = list(actions)
     while queue:

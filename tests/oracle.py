@@ -592,6 +592,11 @@ def segments(
         if "computed" in condition:
             value = computed_value(rules["computed"][condition["computed"]], events, as_of)
             wanted = _wanted(condition)
+            percentile = re.fullmatch(r"p([\d.]+)\((\w+)\)", str(wanted))
+            if percentile and isinstance(value, float):
+                q, name = float(percentile.group(1)), percentile.group(2)
+                known = (thresholds or {}).get(f"p{q:g}(computed.{name})")
+                return known is not None and OPERATORS[condition["op"]](value, known)
             insensitive = condition.get("case") == "insensitive"
             return trait_holds(value, condition["op"], wanted, insensitive, as_of)
         if "event" in condition and not per_category(condition):

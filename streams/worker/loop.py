@@ -322,7 +322,7 @@ class Worker:
                     timers=timers,
                     taken=taken,
                     evaluated=self.rules.segment_digests if state.committed is None else {},
-                    values=indexed_values(indexed, step.users, step.rows),
+                    values=indexed_values(indexed, step.users, step.rows, self.classifier.core),
                 )
             )
         messages = [

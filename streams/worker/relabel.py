@@ -65,7 +65,7 @@ def relabel(
                 changes=changes,
                 counters=Counters(changes=len(changes)),
                 timers=timers,
-                values=indexed_values(indexed, users, users),
+                values=indexed_values(indexed, users, users, classifier.core),
             )
             committed = checkpoint.commit(
                 outgoing.change_events(

@@ -50,7 +50,9 @@ class VectorFeed:
             if vector.refresh:
                 held = latest.get(vector.user_id)
                 if held is not None and not held.refresh:
-                    vector = FeatureVector(vector.user_id, vector.as_of, vector.values)
+                    vector = FeatureVector(
+                        vector.user_id, vector.as_of, vector.values, computed=vector.computed
+                    )
             latest[vector.user_id] = vector
 
     def due(self, now: float) -> list[FeatureVector]:

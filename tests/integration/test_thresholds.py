@@ -21,10 +21,18 @@ segments:
     description: Spent at least the median of lifetime revenue.
     condition: {feature: revenue_lifetime, op: ">=", value: p50(revenue_lifetime)}
 """
+COMPUTED_RULES = """
+computed:
+  spent: {event: Order Completed, aggregate: sum, of: properties.revenue, window: lifetime}
+segments:
+  - name: Big Spenders
+    description: Spent at least the median of what users spent.
+    condition: {computed: spent, op: ">=", value: p50(spent)}
+"""
 
 
-def snapshot(version: int, median: float) -> bytes:
-    """A snapshot of generation 1 whose median lifetime revenue is `median`."""
+def snapshot(version: int, median: float, feature: str = "revenue_lifetime") -> bytes:
+    """A snapshot of generation 1 whose median of `feature` is `median`."""
     return ModelSnapshot(
         version=version,
         generation=1,
@@ -35,7 +43,7 @@ def snapshot(version: int, median: float) -> bytes:
         std=(1.0,),
         clusters=(Cluster(id="c1", name="all", centroid=(0.0,), share=1.0),),
         min_events=1,
-        quantiles={"revenue_lifetime": tuple(median * q / 50 for q in range(101))},
+        quantiles={feature: tuple(median * q / 50 for q in range(101))},
     ).to_json()
 
 
@@ -45,11 +53,16 @@ def publish(config, value: bytes) -> None:
     assert producer.flush(10) == 0
 
 
+@pytest.mark.parametrize(
+    ("rules", "feature"),
+    [(RULES, "revenue_lifetime"), (COMPUTED_RULES, "computed.spent")],
+    ids=["feature", "computed"],
+)
 def test_a_moved_percentile_relabels_the_users_between_the_thresholds(
-    config, start_worker, model, tmp_path: Path
+    config, start_worker, model, tmp_path: Path, rules: str, feature: str
 ) -> None:
     rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(RULES)
+    rules_file.write_text(rules)
     config = config.model_copy(update={"rules_file": rules_file})
     spenders = [f"u{n}" for n in range(1, 10)]  # u1 spent 10, …, u9 spent 90
     orders = [
@@ -63,11 +76,11 @@ def test_a_moved_percentile_relabels_the_users_between_the_thresholds(
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
-    publish(config, snapshot(1, 45.0))  # a first snapshot: everyone is re-evaluated
+    publish(config, snapshot(1, 45.0, feature))  # a first snapshot: everyone is re-evaluated
     worker.wait_for_log("users relabelled=9 reason=model")
     assert model.segment_members("Big Spenders") == {"u5", "u6", "u7", "u8", "u9"}
 
-    publish(config, snapshot(2, 75.0))  # the median moves from 45 to 75
+    publish(config, snapshot(2, 75.0, feature))  # the median moves from 45 to 75
     worker.wait_for_log("model switched to=2 ")
     # only the users valued from 45 to 75 are read and evaluated again
     worker.wait_for_log("users relabelled=3 reason=model")

@@ -13,6 +13,7 @@ from processors.model import (
     COLD_START,
     FEATURE_INDEX,
     ClusterAssigner,
+    ModelSnapshot,
     SnapshotError,
     parse_snapshot,
 )
@@ -261,3 +262,30 @@ def test_only_timer_driven_vectors_are_marked_refresh():
         firing=9 * 86_400.0,
     )
     assert [vector.refresh for vector in later.vectors] == [True]
+
+
+def test_the_sample_gives_percentiles_of_the_computed_traits_vectors_carry():
+    """Workers send the values of the computed traits the rules compare with a percentile;
+    the snapshot's quantiles hold them as `computed.NAME`, which the classifier reads."""
+    rules = parse_rules("""
+computed:
+  minutes: {event: Video Played, aggregate: sum, of: properties.minutes, window: 30d}
+segments:
+  - name: Binge Watchers
+    description: the top tenth by minutes watched
+    condition: {computed: minutes, op: ">=", value: p90(minutes)}
+""")
+    rng = random.Random(4)
+    model = OnlineClusterer(CONFIG)
+    users = population(600, rng)
+    watched = []
+    for number, (user_id, _, values) in enumerate(users):
+        minutes = {"minutes": float(number % 100)} if number % 3 else {}  # a third have none
+        model.learn(user_id, values, computed=minutes)
+        watched += minutes.values()
+    snapshot = model.snapshot(now=1.0)
+    quantiles = snapshot.quantiles["computed.minutes"]
+    assert quantiles == tuple(np.percentile(watched, np.linspace(0, 100, 101)).tolist())
+    assert ModelSnapshot.model_validate_json(snapshot.to_json()) == snapshot
+    classifier = Classifier.of(rules, ClusterAssigner(snapshot))
+    assert classifier.thresholds == {"p90(computed.minutes)": np.percentile(watched, 90)}

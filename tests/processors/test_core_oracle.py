@@ -139,6 +139,12 @@ segments:
   - name: Big Spenders
     description: a percentile no snapshot gave
     condition: {feature: revenue_30d, op: ">=", value: p90(revenue_30d)}
+  - name: Many Categories
+    description: a computed trait's percentile the snapshot gave
+    condition: {computed: categories, op: ">=", value: p50(categories)}
+  - name: Top Spenders
+    description: a computed trait's percentile no snapshot gave
+    condition: {computed: spent_2h, op: ">", value: p99.5(spent_2h)}
   - name: Shoe Plans
     description: identify traits, nested and of every type
     condition:
@@ -237,7 +243,9 @@ RULES = parse_rules(RULES_TEXT)
 """Every form of condition: comparisons of numbers and text, all, any, not, a segment, a
 burst, a priority group, a percentile no snapshot gave, traits, computed traits of every
 aggregate and kind of window, a custom event's count."""
-CLASSIFIER = Classifier.of(RULES)
+THRESHOLDS = {"p50(computed.categories)": 2.0}
+"""The thresholds a model snapshot gave: one of two computed traits' percentiles."""
+CLASSIFIER = Classifier(RULES, None, THRESHOLDS)
 
 
 later = st.lists(
@@ -310,7 +318,8 @@ def assert_equal_at(users, everyone, moment):
         got = user.features()
         wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
         assert not wrong, (user_id, moment, wrong)
-        assert set(user.segments) == oracle.segments(rules, everyone[user_id], moment), user_id
+        expected_segments = oracle.segments(rules, everyone[user_id], moment, THRESHOLDS)
+        assert set(user.segments) == expected_segments, user_id
         traits = oracle.traits(everyone[user_id], moment)
         assert user.traits() == {k: v for k, v in traits.items() if k in RULES.traits}, user_id
         computed = {
@@ -343,11 +352,11 @@ def test_the_core_computes_what_the_oracle_computes_at_moments_the_test_chooses(
         items.insert(
             rng.randrange(len(items) + 1), Advance(START + rng.randrange(int(end - START) + 1))
         )
-    users = settle(items, RULES)
+    users = settle(items, CLASSIFIER)
     chosen = {(int(end) // width + k) * width - back for width, k, back in offsets}
     chosen |= {user.due - back for user in users.values() if user.due for back in (0, 1)}
     for moment in sorted(m for m in chosen if m >= int(end)):
-        users = as_of(users, moment, RULES).users
+        users = as_of(users, moment, CLASSIFIER).users
         users = {user_id: user for user_id, user in users.items() if user.alias_of is None}
         assert_equal_at(users, everyone, moment)
 

@@ -343,3 +343,36 @@ segments:
         "compare it; use one of within_last, more_than_ago, exists, missing, ==, !=",
         "line 11, segments[0].condition.any[2].computed: unknown computed trait 'unknown'",
     ]
+
+
+def test_a_computed_trait_compares_with_a_percentile_of_a_numeric_one():
+    text = """computed:
+  minutes: {event: Video Played, aggregate: sum, of: properties.minutes, window: 30d}
+  genre: {event: Video Played, aggregate: most_frequent, of: properties.genre, window: 30d}
+  orders_30d: {event: Order Completed, aggregate: count, window: 30d}
+segments:
+  - name: Binge Watchers
+    description: d
+    condition: {computed: minutes, op: ">=", value: p90(minutes)}
+  - name: Buyers
+    description: a computed trait named like a feature keeps its own percentile
+    condition: {computed: orders_30d, op: ">", value: p50(orders_30d)}
+"""
+    rules = parse_rules(text)
+    assert rules.percentiles == {("computed.minutes", 90.0), ("computed.orders_30d", 50.0)}
+    wrong = text.replace("p90(minutes)", "p90(genre)").replace("p50(orders_30d)", "p101(x)")
+    assert errors_of(wrong) == [
+        "line 11, segments[1].condition.value: a percentile is between p0 and p100",
+    ]
+    wrong = text.replace("p90(minutes)", "p90(genre)").replace("p50(orders_30d)", "p50(nope)")
+    assert errors_of(wrong) == [
+        "line 8, segments[0].condition.value: a percentile of a numeric computed trait; 'genre' "
+        "is not a number (most_frequent)",
+        "line 11, segments[1].condition.value: a percentile of a numeric computed trait; 'nope' "
+        "is unknown",
+    ]
+    wrong = text.replace("{computed: minutes, op", "{computed: genre, op")
+    assert errors_of(wrong)[0] == (
+        "line 8, segments[0].condition.computed: 'genre' (most_frequent) is not a number: "
+        "no percentile"
+    )

@@ -819,6 +819,50 @@ mod tests {
     }
 
     #[test]
+    fn a_count_flips_when_the_cell_that_holds_it_up_leaves() {
+        let window = serde_json::json!({"width": 1, "buckets": 3600, "skip": 0});
+        let definition = computed("count", window);
+        let at = |t| played(t, "tv", text("s"));
+        let series = fold(&definition, &[at(100), at(200), at(3000)]);
+        let test = |op: &str, limit: f64| {
+            test_of(
+                serde_json::json!({"op": op, "value": limit})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let flips = |test: &TraitTest| {
+            let value = definition.value(Some(&series), 3000.0);
+            definition.flips_at(Some(&series), 3000.0, test, &value)
+        };
+        // 3 >= 2 until the cell of 200 leaves at 3800; 3 < 3 turns true when 100's does
+        assert_eq!(flips(&test(">=", 2.0)), 3800.0);
+        assert_eq!(flips(&test("<", 3.0)), 3700.0);
+        assert_eq!(flips(&test("<", 5.0)), NEVER); // it only falls further below 5
+        assert_eq!(flips(&test(">=", 5.0)), NEVER); // nor ever reaches 5
+        assert_eq!(flips(&test("==", 1.0)), 3800.0);
+        // a minimum, a most frequent value: their next change, whatever the test
+        let least = computed(
+            "min",
+            serde_json::json!({"width": 86400, "buckets": 2, "skip": 0}),
+        );
+        let number = |t, v| played(t, "tv", TraitValue::Number(v));
+        let cells = fold(&least, &[number(100, 5.0), number(90_000, 9.0)]);
+        let value = least.value(Some(&cells), 90_000.0);
+        assert_eq!(value, TraitValue::Number(5.0));
+        let falls_below = test("<", 6.0);
+        assert_eq!(
+            least.flips_at(Some(&cells), 90_000.0, &falls_below, &value),
+            172_800.0
+        );
+        assert_eq!(
+            least.flips_at(Some(&cells), 90_000.0, &test("<", 4.0), &value),
+            NEVER
+        );
+    }
+
+    #[test]
     fn most_frequent_breaks_ties_by_the_first_value_and_filters_apply() {
         let definition = computed("most_frequent", Value::Null);
         let events = [

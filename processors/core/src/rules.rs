@@ -104,6 +104,10 @@ pub struct RuleSet {
     pub computed_tests: Vec<(usize, TraitTest)>,
     /// The computed traits the tests read, by index, once each.
     pub tested: Vec<usize>,
+    /// The computed traits compared with a population percentile, by index: feature
+    /// vectors carry their values for the trainer, and their timers follow every change of
+    /// value (the store's index of values, which a moving threshold reads, stays exact).
+    pub sampled: Vec<usize>,
     /// Sequence and absence conditions: time flips them.
     pub sequences: Vec<Sequence>,
     pub absences: Vec<Absence>,
@@ -136,10 +140,15 @@ impl RuleSet {
             .iter()
             .map(Computed::from_json)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut percentiles = Vec::new();
+        let mut compiling = Compiling {
+            names: &names,
+            known,
+            percentiles: Vec::new(),
+            sampled: Vec::new(),
+        };
         let mut conditions = Vec::new();
         for segment in &file.segments {
-            let condition = node(&segment.condition, &names, &mut percentiles)?;
+            let condition = node(&segment.condition, &mut compiling)?;
             if let Some(index) = computed_beyond(&condition, computed.len()) {
                 return Err(format!("unknown computed trait {index}"));
             }
@@ -147,6 +156,14 @@ impl RuleSet {
         }
         if file.order.len() != names.len() || file.order.iter().any(|&i| i >= names.len()) {
             return Err("order must list every segment".into());
+        }
+        let Compiling {
+            percentiles,
+            sampled,
+            ..
+        } = compiling;
+        if sampled.iter().any(|&index| index >= computed.len()) {
+            return Err("a percentile of an unknown computed trait".into());
         }
         let thresholds = percentiles
             .iter()
@@ -165,6 +182,7 @@ impl RuleSet {
             cart_after: file.cart_after,
             percentiles,
             thresholds,
+            sampled,
             windowed: Vec::new(),
             crossings: Vec::new(),
             bursts: Vec::new(),
@@ -339,12 +357,30 @@ impl RuleSet {
             .filter(|(i, _)| indexes.contains(i))
         {
             let definition = &self.computed[*index];
-            let series = profile.computed.get(&definition.key);
-            let value = definition.read(series, as_of);
-            moment = moment.min(definition.flips_at(series, as_of, test, &value));
-            moment = moment.min(test.changes_at(Some(&value), as_of));
+            let value = definition.read(profile.computed.get(&definition.key), as_of);
+            moment = moment.min(self.test_flips_at(*index, test, profile, as_of, &value));
         }
         moment
+    }
+
+    /// The first moment after `as_of` at which `test` of the computed trait at `index`,
+    /// now `value`, may flip with no new events (see [`Computed::flips_at`]); for a trait
+    /// compared with a percentile, its value's next change (see [`RuleSet::sampled`]).
+    pub fn test_flips_at(
+        &self,
+        index: usize,
+        test: &TraitTest,
+        profile: &Profile,
+        as_of: f64,
+        value: &TraitValue,
+    ) -> f64 {
+        let definition = &self.computed[index];
+        let series = profile.computed.get(&definition.key);
+        let moment = match self.sampled.contains(&index) {
+            true => definition.changes_at(series, as_of),
+            false => definition.flips_at(series, as_of, test, value),
+        };
+        moment.min(test.changes_at(Some(value), as_of))
     }
 
     /// Bring the running merges of the computed traits the rules test to the window as
@@ -414,28 +450,47 @@ fn walk<'a>(node: &'a Node, found: &mut Vec<&'a Node>) {
     }
 }
 
-fn node(
-    value: &serde_json::Value,
-    names: &[String],
-    percentiles: &mut Vec<String>,
-) -> Result<Node, String> {
+/// What compiling conditions needs and gathers: the segment names, the known percentile
+/// thresholds, the percentile names met, and the computed traits compared with one.
+struct Compiling<'a> {
+    names: &'a [String],
+    known: &'a [(String, f64)],
+    percentiles: Vec<String>,
+    sampled: Vec<usize>,
+}
+
+impl Compiling<'_> {
+    /// The index of the percentile threshold `name`, taken in when first met.
+    fn percentile(&mut self, name: &str) -> usize {
+        match self.percentiles.iter().position(|p| p == name) {
+            Some(index) => index,
+            None => {
+                self.percentiles.push(name.to_string());
+                self.percentiles.len() - 1
+            }
+        }
+    }
+}
+
+fn node(value: &serde_json::Value, compiling: &mut Compiling) -> Result<Node, String> {
+    let names = compiling.names;
     let object = value.as_object().ok_or("a condition is an object")?;
-    let parts = |key: &str, percentiles: &mut Vec<String>| -> Result<Vec<Node>, String> {
+    let parts = |key: &str, compiling: &mut Compiling| -> Result<Vec<Node>, String> {
         object[key]
             .as_array()
             .ok_or(format!("{key} takes a list"))?
             .iter()
-            .map(|part| node(part, names, percentiles))
+            .map(|part| node(part, compiling))
             .collect()
     };
     if object.contains_key("all") {
-        return Ok(Node::All(parts("all", percentiles)?));
+        return Ok(Node::All(parts("all", compiling)?));
     }
     if object.contains_key("any") {
-        return Ok(Node::Any(parts("any", percentiles)?));
+        return Ok(Node::Any(parts("any", compiling)?));
     }
     if let Some(part) = object.get("not") {
-        return Ok(Node::Not(Box::new(node(part, names, percentiles)?)));
+        return Ok(Node::Not(Box::new(node(part, compiling)?)));
     }
     if let Some(segment) = object.get("segment").and_then(|s| s.as_str()) {
         let index = names
@@ -481,10 +536,25 @@ fn node(
         }));
     }
     if let Some(index) = object.get("computed").and_then(|c| c.as_u64()) {
-        return Ok(Node::Computed {
-            index: index as usize,
-            test: test_of(object)?,
-        });
+        let index = index as usize;
+        let Some(name) = object.get("percentile").and_then(|p| p.as_str()) else {
+            let test = test_of(object)?;
+            return Ok(Node::Computed { index, test });
+        };
+        // compared with a population percentile: a number once the model knows it,
+        // never true before
+        compiling.percentile(name);
+        if !compiling.sampled.contains(&index) {
+            compiling.sampled.push(index);
+        }
+        let known = compiling.known.iter().find(|(known, _)| known == name);
+        let Some((_, threshold)) = known else {
+            return Ok(Node::Any(Vec::new()));
+        };
+        let mut compared = object.clone();
+        compared.insert("value".into(), serde_json::json!(threshold));
+        let test = test_of(&compared)?;
+        return Ok(Node::Computed { index, test });
     }
     let feature = object
         .get("feature")
@@ -497,14 +567,7 @@ fn node(
     let value = if let Some(text) = object.get("text").and_then(|t| t.as_str()) {
         Operand::Text(text.to_string())
     } else if let Some(name) = object.get("percentile").and_then(|p| p.as_str()) {
-        let index = percentiles
-            .iter()
-            .position(|p| p == name)
-            .unwrap_or_else(|| {
-                percentiles.push(name.to_string());
-                percentiles.len() - 1
-            });
-        Operand::Percentile(index)
+        Operand::Percentile(compiling.percentile(name))
     } else {
         Operand::Number(object["value"].as_f64().ok_or("value is a number")?)
     };

@@ -42,6 +42,7 @@ use crate::profile::CART_ABANDONMENT_AFTER;
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
 use crate::timing::{expires, next_due};
+use crate::traits::TraitValue;
 use crate::user::{Change, Labels, Reason, User};
 
 /// An insertion-ordered map keyed by user ids, hashed with FxHash (ids are not chosen
@@ -99,6 +100,9 @@ pub struct Vector {
     pub as_of: f64,
     pub values: Vec<f64>,
     pub refresh: bool,
+    /// The numeric values of the computed traits the rules compare with a percentile, by
+    /// name: the trainer's sample gives their population percentiles.
+    pub computed: Vec<(String, f64)>,
 }
 
 /// Where a step finds the users it has not loaded yet.
@@ -304,9 +308,21 @@ pub fn evaluate(
     Some(change)
 }
 
-/// The user's numeric features as of their latest evaluation, in vector order.
-pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
+/// The user's numeric features as of their latest evaluation, in vector order, with
+/// the numeric values of the computed traits `rules` compare with a percentile.
+pub fn vector_of(user_id: &str, user: &User, rules: Option<&RuleSet>, refresh: bool) -> Vector {
     let mut reading = Reading::new(&user.profile, user.as_of, CART_ABANDONMENT_AFTER);
+    let mut computed = Vec::new();
+    for (&index, rules) in rules
+        .iter()
+        .flat_map(|r| r.sampled.iter().map(move |i| (i, r)))
+    {
+        if let TraitValue::Number(value) = rules.computed_read(index, &mut reading) {
+            let value = *value;
+            let names = &rules.computed[index].names;
+            computed.extend(names.iter().map(|name| (name.clone(), value)));
+        }
+    }
     Vector {
         user_id: user_id.to_string(),
         as_of: user.as_of,
@@ -315,6 +331,7 @@ pub fn vector_of(user_id: &str, user: &User, refresh: bool) -> Vector {
             .map(|&index| reading.number(index))
             .collect(),
         refresh,
+        computed,
     }
 }
 
@@ -356,7 +373,7 @@ pub fn relabel(
     if let Some(model) = &classifier.model {
         for user_id in &ids {
             let user = &mut users[user_id];
-            let vector = vector_of(user_id, user, false);
+            let vector = vector_of(user_id, user, Some(&classifier.rules), false);
             let cluster = model.assign(&vector.values);
             let as_of = user.as_of;
             changes.extend(
@@ -798,7 +815,10 @@ impl Pass<'_> {
             .collect();
         step.vectors = touched
             .iter()
-            .map(|(id, reason)| vector_of(id, &step.users[id], *reason == Reason::Time))
+            .map(|(id, reason)| {
+                let refresh = *reason == Reason::Time;
+                vector_of(id, &step.users[id], Some(self.rules), refresh)
+            })
             .collect();
         let Some(model) = &self.classifier.model else {
             return;

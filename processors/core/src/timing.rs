@@ -293,12 +293,9 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
         moment = moment.min(horizons.feature(comparison.feature));
     }
     for (index, test) in &rules.computed_tests {
-        let definition = &rules.computed[*index];
         let (profile, as_of) = (horizons.reading.profile, horizons.reading.as_of);
-        let series = profile.computed.get(&definition.key);
         let value = rules.computed_read(*index, horizons.reading);
-        moment = moment.min(definition.flips_at(series, as_of, test, value));
-        moment = moment.min(test.changes_at(Some(value), as_of));
+        moment = moment.min(rules.test_flips_at(*index, test, profile, as_of, value));
     }
     let reading = &horizons.reading;
     for comparison in &rules.crossings {
@@ -402,6 +399,48 @@ mod tests {
             value: 9.0,
             ..Event::new("u", "m", Kind::Order, moment)
         }
+    }
+
+    #[test]
+    fn a_computed_percentile_is_false_until_known_and_its_timers_follow_every_change() {
+        let ir = r#"{"cart_after": 1800.0, "order": [0], "segments": [
+            {"name": "Busy", "group": null,
+             "condition": {"computed": 0, "op": ">=", "percentile": "p90(computed.orders)"}}],
+            "computed": [{"names": ["orders"], "key": "k", "aggregate": "count",
+             "select": {"events": ["Order Completed"], "pages": [], "any": false},
+             "where": null, "of": null,
+             "window": {"width": 86400, "buckets": 30, "skip": 0}}]}"#;
+        let mut profile = Profile::default();
+        let ordered = Event {
+            name: Some("Order Completed".into()),
+            ..Event::new("u", "m", Kind::Other, 1_000.0)
+        };
+        let unknown = RuleSet::from_json(ir, &[]).unwrap();
+        profile.fold(&ordered, &unknown.computed);
+        let again = Event {
+            message_id: "m2".into(),
+            timestamp: 90_000.0,
+            ..ordered.clone()
+        };
+        profile.fold(&again, &unknown.computed);
+        let segments =
+            |rules: &RuleSet| rules.evaluate(&mut Reading::new(&profile, 90_000.0, 1800.0));
+        assert!(segments(&unknown).is_empty());
+        assert_eq!(unknown.sampled, [0]);
+        let known = [("p90(computed.orders)".to_string(), 1.0)];
+        let rules = RuleSet::from_json(ir, &known).unwrap();
+        assert_eq!(segments(&rules), ["Busy"]);
+        // 2 >= 1 until day 31, but the store's index of values, which a moving threshold
+        // reads, must follow the change at day 30 as well
+        let due = next_due(&profile, 90_000.0, &rules, &[], f64::INFINITY);
+        assert_eq!(due, Some(30 * 86_400));
+        let user = crate::user::User {
+            profile,
+            as_of: 90_000.0,
+            ..Default::default()
+        };
+        let vector = crate::step::vector_of("u", &user, Some(&rules), false);
+        assert_eq!(vector.computed, [("orders".to_string(), 2.0)]);
     }
 
     #[test]

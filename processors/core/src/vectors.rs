@@ -1,11 +1,15 @@
 //! Feature vectors' wire form on the `features` topic: a msgpack map naming the columns
-//! and holding one row per vector, `[user_id, as_of, values, refresh]`, many vectors to
-//! a message (read back by `processors.vectors.unpack_vectors`).
+//! and holding one row per vector, `[user_id, as_of, values, refresh]`, and a fifth
+//! field, a map of computed traits' values by name, when the vector has any; many
+//! vectors to a message (read back by `processors.vectors.unpack_vectors`).
 //!
 //! ```
 //! use _core::step::Vector;
 //! use _core::vectors::pack;
-//! let vector = Vector { user_id: "u1".into(), as_of: 60.0, values: vec![1.0], refresh: false };
+//! let vector = Vector {
+//!     user_id: "u1".into(), as_of: 60.0, values: vec![1.0], refresh: false,
+//!     computed: vec![("watch_minutes_30d".into(), 95.0)],
+//! };
 //! let packed = pack(&[&vector], &["events_lifetime"]);
 //! assert_eq!(&packed[..10], b"\x82\xa8features");
 //! ```
@@ -27,7 +31,8 @@ pub fn pack(vectors: &[&Vector], names: &[&str]) -> Vec<u8> {
     mp::write_str(&mut out, "rows").expect("writing to a Vec");
     mp::write_array_len(&mut out, vectors.len() as u32).expect("writing to a Vec");
     for vector in vectors {
-        mp::write_array_len(&mut out, 4).expect("writing to a Vec");
+        let fields = if vector.computed.is_empty() { 4 } else { 5 };
+        mp::write_array_len(&mut out, fields).expect("writing to a Vec");
         mp::write_str(&mut out, &vector.user_id).expect("writing to a Vec");
         mp::write_f64(&mut out, vector.as_of).expect("writing to a Vec");
         mp::write_array_len(&mut out, vector.values.len() as u32).expect("writing to a Vec");
@@ -35,6 +40,13 @@ pub fn pack(vectors: &[&Vector], names: &[&str]) -> Vec<u8> {
             mp::write_f64(&mut out, *value).expect("writing to a Vec");
         }
         mp::write_bool(&mut out, vector.refresh).expect("writing to a Vec");
+        if !vector.computed.is_empty() {
+            mp::write_map_len(&mut out, vector.computed.len() as u32).expect("writing to a Vec");
+            for (name, value) in &vector.computed {
+                mp::write_str(&mut out, name).expect("writing to a Vec");
+                mp::write_f64(&mut out, *value).expect("writing to a Vec");
+            }
+        }
     }
     out
 }

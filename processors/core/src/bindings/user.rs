@@ -1,6 +1,8 @@
 //! A user as Python sees it: `User` (its features and cart), its `SegmentChange`s and
 //! `FeatureVector`s, and the vectors packed for the trainer.
 
+use std::collections::BTreeMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -57,10 +59,13 @@ impl PyUser {
         PyBytes::new(py, &rows::encode(&self.inner))
     }
 
-    /// The user's feature vector as of their latest evaluation.
-    fn vector(&self, user_id: &str) -> PyVector {
+    /// The user's feature vector as of their latest evaluation, with the computed traits
+    /// `classifier`'s rules compare with a percentile.
+    #[pyo3(signature = (user_id, classifier=None))]
+    fn vector(&self, user_id: &str, classifier: Option<&PyClassifier>) -> PyVector {
+        let rules = classifier.map(|c| &c.inner.rules);
         PyVector {
-            inner: step::vector_of(user_id, &self.inner, false),
+            inner: step::vector_of(user_id, &self.inner, rules, false),
         }
     }
 
@@ -345,14 +350,21 @@ pub(crate) struct PyVector {
 #[pymethods]
 impl PyVector {
     #[new]
-    #[pyo3(signature = (user_id, as_of, values, refresh=false))]
-    fn new(user_id: String, as_of: f64, values: Vec<f64>, refresh: bool) -> Self {
+    #[pyo3(signature = (user_id, as_of, values, refresh=false, computed=BTreeMap::new()))]
+    fn new(
+        user_id: String,
+        as_of: f64,
+        values: Vec<f64>,
+        refresh: bool,
+        computed: BTreeMap<String, f64>,
+    ) -> Self {
         PyVector {
             inner: Vector {
                 user_id,
                 as_of,
                 values,
                 refresh,
+                computed: computed.into_iter().collect(),
             },
         }
     }
@@ -371,6 +383,10 @@ impl PyVector {
     #[getter]
     fn refresh(&self) -> bool {
         self.inner.refresh
+    }
+    #[getter]
+    fn computed(&self) -> BTreeMap<String, f64> {
+        self.inner.computed.iter().cloned().collect()
     }
     fn __repr__(&self) -> String {
         format!(
