@@ -40,6 +40,7 @@ use std::ops::RangeInclusive;
 
 use serde_json::Value;
 
+use crate::buckets::Buckets;
 use crate::events::{Event, Kind};
 use crate::pyrepr::float_repr;
 use crate::running::Running;
@@ -356,7 +357,7 @@ impl Key {
 #[derive(Clone, Debug)]
 pub struct Series {
     pub aggregate: Aggregate,
-    pub buckets: BTreeMap<i64, Cell>,
+    pub buckets: Buckets,
     running: Option<Running>,
 }
 
@@ -370,7 +371,7 @@ impl Series {
     pub fn new(aggregate: Aggregate) -> Series {
         Series {
             aggregate,
-            buckets: BTreeMap::new(),
+            buckets: Buckets::new(),
             running: None,
         }
     }
@@ -400,7 +401,7 @@ impl Series {
 
     /// Fold every bucket of `other` (another id's) into this series.
     pub fn merge(&mut self, other: &Series) {
-        for (bucket, cell) in &other.buckets {
+        for (bucket, cell) in other.buckets.iter() {
             self.add(*bucket, cell);
         }
     }

@@ -6,6 +6,7 @@
 //! knows Python: `bindings` converts at the boundary, once per partition per batch.
 
 pub mod bindings;
+pub mod buckets;
 pub mod changes;
 pub mod computed;
 pub mod decoding;

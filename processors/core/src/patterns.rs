@@ -8,9 +8,9 @@
 //!
 //! ```
 //! use _core::patterns::completion;
-//! use std::collections::BTreeMap;
+//! use _core::buckets::Buckets;
 //! use _core::computed::Cell;
-//! let times = |seconds: &[i64]| -> BTreeMap<i64, Cell> {
+//! let times = |seconds: &[i64]| -> Buckets {
 //!     seconds.iter().map(|&s| (s, Cell::Count(1))).collect()
 //! };
 //! let (trial, cancelled) = (times(&[100, 500]), times(&[300, 900]));
@@ -20,8 +20,7 @@
 //! assert_eq!(completion(&[&trial, &cancelled], 399, 1_000, 1_301.0), None);
 //! ```
 
-use std::collections::BTreeMap;
-
+use crate::buckets::Buckets;
 use crate::computed::{Cell, Computed};
 use crate::profile::Profile;
 use crate::timing::NEVER;
@@ -46,16 +45,11 @@ pub struct Absence {
     pub lasting: Option<i64>,
 }
 
-static NO_TIMES: BTreeMap<i64, Cell> = BTreeMap::new();
+static NO_TIMES: Buckets = Buckets::new();
 
 /// The latest completion, at or before `as_of` and within `window` seconds of it, of steps
 /// whose event times are the keys of `steps` (in step order).
-pub fn completion(
-    steps: &[&BTreeMap<i64, Cell>],
-    within: i64,
-    window: i64,
-    as_of: f64,
-) -> Option<i64> {
+pub fn completion(steps: &[&Buckets], within: i64, window: i64, as_of: f64) -> Option<i64> {
     let (last_step, earlier) = steps.split_last()?;
     let last = as_of.floor() as i64;
     let earliest = (as_of - window as f64).floor() as i64 + 1;
@@ -78,7 +72,7 @@ pub fn completion(
     None
 }
 
-fn times<'p>(computed: &[Computed], profile: &'p Profile, index: usize) -> &'p BTreeMap<i64, Cell> {
+fn times<'p>(computed: &[Computed], profile: &'p Profile, index: usize) -> &'p Buckets {
     match profile.computed.get(&computed[index].key) {
         Some(series) => &series.buckets,
         None => &NO_TIMES,
@@ -97,7 +91,7 @@ fn latest(computed: &[Computed], profile: &Profile, index: usize) -> Option<i64>
 
 impl Sequence {
     fn completed(&self, computed: &[Computed], profile: &Profile, as_of: f64) -> Option<i64> {
-        let steps: Vec<&BTreeMap<i64, Cell>> = self
+        let steps: Vec<&Buckets> = self
             .steps
             .iter()
             .map(|&index| times(computed, profile, index))
@@ -156,7 +150,7 @@ impl Absence {
 mod tests {
     use super::*;
 
-    fn times(seconds: &[i64]) -> BTreeMap<i64, Cell> {
+    fn times(seconds: &[i64]) -> Buckets {
         seconds.iter().map(|&s| (s, Cell::Count(1))).collect()
     }
 

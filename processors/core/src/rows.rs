@@ -477,7 +477,7 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
             mp::write_str(w, &key.text()).expect("writing to a Vec");
             mp::write_sint(w, series.aggregate.code()).expect("writing to a Vec");
             mp::write_array_len(w, series.buckets.len() as u32).expect("writing to a Vec");
-            for (bucket, cell) in &series.buckets {
+            for (bucket, cell) in series.buckets.iter() {
                 write_cell(w, *bucket, cell);
             }
         }

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+use crate::buckets::Buckets;
 use crate::computed::{Cell, MAX_DISTINCT};
 
 /// The merge of the cells of the buckets `covered`; `None` when none holds a cell.
@@ -94,11 +95,7 @@ impl Running {
 
     /// Moved to cover `now`, a window that did not move back: the cells leaving taken
     /// out, the cells entering merged in; `None` when that cannot keep it exact.
-    pub fn slide(
-        mut self,
-        buckets: &BTreeMap<i64, Cell>,
-        now: RangeInclusive<i64>,
-    ) -> Option<Running> {
+    pub fn slide(mut self, buckets: &Buckets, now: RangeInclusive<i64>) -> Option<Running> {
         let then = self.covered.clone();
         if !self.exact() || now.start() < then.start() || now.end() < then.end() {
             return None;
@@ -152,7 +149,7 @@ mod tests {
 
     #[test]
     fn sliding_equals_merging_afresh() {
-        let buckets: BTreeMap<i64, Cell> = [
+        let buckets: Buckets = [
             (1, tally(&[("a", 1), ("b", 2)])),
             (3, tally(&[("b", 1)])),
             (6, tally(&[("c", 4), ("a", 1)])),
@@ -175,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_minimum_cannot_lose_a_cell_and_a_window_cannot_move_back() {
-        let buckets: BTreeMap<i64, Cell> = [(1, Cell::Least(2.0)), (2, Cell::Least(5.0))]
+        let buckets: Buckets = [(1, Cell::Least(2.0)), (2, Cell::Least(5.0))]
             .into_iter()
             .collect();
         let running = Running::over(1..=2, buckets.values());
@@ -187,7 +184,7 @@ mod tests {
     #[test]
     fn sums_that_could_saturate_and_capped_tallies_are_read_afresh() {
         let big = Cell::Sum(1, i64::MAX / 2 + 1);
-        let buckets: BTreeMap<i64, Cell> = [(1, big.clone()), (2, big)].into_iter().collect();
+        let buckets: Buckets = [(1, big.clone()), (2, big)].into_iter().collect();
         assert!(!Running::over(1..=2, buckets.values()).exact());
         let many: BTreeMap<String, i64> = (0..MAX_DISTINCT).map(|n| (n.to_string(), 1)).collect();
         let capped = Running::over(0..=0, [Cell::Tally(many)].iter());
