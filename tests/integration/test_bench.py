@@ -44,6 +44,12 @@ KEYS = (
     "tracker_to_label_probes",
     "restart_pause_p99_ms",
     "failover_seconds",
+    "rules_worker_eps",
+    "rules_worker_vs_io_floor",
+    "rules_worker_cpu_us_per_event",
+    "rules_redis_bytes_per_user",
+    "rules_io_floor_eps",
+    "rules_worker_vs_own_io_floor",
 )
 MAYBE_ZERO = ("arrival_delay_p999_ms", "arrival_delay_max_ms")
 """Figures a small run may measure as 0: events that all arrived in time order."""
@@ -51,7 +57,7 @@ MAYBE_ZERO = ("arrival_delay_p999_ms", "arrival_delay_max_ms")
 
 def test_a_small_bench_measures_every_figure(tmp_path):
     output = tmp_path / "bench.json"
-    done = small_bench(output)
+    done = small_bench(output, "--rules", "processors/rules/computed-bench.yaml")
     figures = orjson.loads(output.read_bytes())
     for key in KEYS:
         assert figures[key] > 0, key
@@ -64,6 +70,9 @@ def test_a_small_bench_measures_every_figure(tmp_path):
     assert figures["preview_users"] == 1000
     assert "time to act p99" in done.stdout
     assert "tracker to label p99" in done.stdout
+    assert figures["rules_file"] == "processors/rules/computed-bench.yaml"
+    assert figures["rules_redis_bytes_per_user"] > figures["redis_bytes_per_user"]
+    assert "its share of that floor" in done.stdout
     assert "a SIGKILLed worker's partitions consumed again" in done.stdout
     assert figures["broker"] == "Apache Kafka 4.4.0 (embedded, KRaft, one node)"
     assert figures["redis"].startswith("Redis ")

@@ -16,6 +16,12 @@ and measures, against those same events:
 - `io_floor_eps`: the least a worker must do per batch over the same events:
   consume, decode, load the batch's users with one `MGET`, and write each back
   with the offsets in one `MULTI`/`EXEC`;
+- `rules_worker_eps`, `rules_worker_vs_io_floor`, `rules_worker_cpu_us_per_event`,
+  `rules_redis_bytes_per_user` (with `--rules FILE`): one worker again with that
+  rules file, its share of the I/O floor above, its CPU per event and its Redis
+  per user; `rules_io_floor_eps`, `rules_worker_vs_own_io_floor`: the I/O floor
+  over that run's state rows, decoding with the file's projection, and the
+  worker's share of it;
 - `redis_commands_per_event`, `redis_bytes_per_event`: what the one-worker run
   asked of Redis (`INFO commandstats`, bytes Redis received) per event;
 - `worker_cpu_us_per_event`, `redis_cpu_us_per_event`: CPU the one worker

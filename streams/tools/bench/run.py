@@ -29,8 +29,9 @@ import redis
 import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from processors.events import Action, decode_all
+from processors.events import NOTHING, Action, Projection, decode_all
 from processors.partitioner import canonical_partition, canonical_partitions
+from processors.rules import parse_rules
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
@@ -284,10 +285,10 @@ def _raw_eps(settings: Settings, total: int) -> float:
         consumer.close()
 
 
-def _io_floor_eps(settings: Settings, total: int) -> float:
-    """Consume the events in the workers' batches, decode them, load each batch's users in
-    one round trip and write each partition's back with its offset in one MULTI/EXEC;
-    nothing else."""
+def _io_floor_eps(settings: Settings, total: int, keep: Projection = NOTHING) -> float:
+    """Consume the events in the workers' batches, decode them (keeping what `keep` names),
+    load each batch's users in one round trip and write each partition's back with its
+    offset in one MULTI/EXEC; nothing else."""
     consumer = _reader(settings)
     client = redis_client(settings)
     keys = settings.key_layout()
@@ -305,7 +306,7 @@ def _io_floor_eps(settings: Settings, total: int) -> float:
             for message in messages:
                 offsets[message.partition() or 0] = (message.offset() or 0) + 1
             seen += len(messages)
-            decoded = decode_all([message.value() or b"" for message in messages])
+            decoded = decode_all([message.value() or b"" for message in messages], keep=keep)
             for message, action in zip(messages, decoded, strict=True):
                 if isinstance(action, Action):
                     users.setdefault(message.partition() or 0, {})[action.user_id] = None
@@ -645,10 +646,15 @@ def _measure(
         report(f"one worker with {config.rules}")
         ruled = _phase(target, config, "b10", topic).model_copy(update={"rules_file": config.rules})
         rules_eps, rules_cpu = _workers_eps(processes, ruled, 1, config.events, config.timeout)
+        report("I/O floor over the rows and the projection of those rules")
+        projection = parse_rules(config.rules.read_text(encoding="utf-8")).projection
+        rules_floor = _io_floor_eps(ruled, config.events, keep=projection)
         with_rules = {
             "rules_file": str(config.rules),
             "rules_worker_eps": round(rules_eps, 1),
             "rules_worker_vs_io_floor": round(rules_eps / max(io_floor_eps, 1e-9), 3),
+            "rules_io_floor_eps": round(rules_floor, 1),
+            "rules_worker_vs_own_io_floor": round(rules_eps / max(rules_floor, 1e-9), 3),
             "rules_worker_cpu_us_per_event": round(rules_cpu * 1e6, 2),
             "rules_redis_bytes_per_user": round(_bytes_per_user(ruled, sample), 1),
         }

@@ -19,6 +19,8 @@ _ROWS = (
     ("two workers", "two_workers_eps", "events/s"),
     ("one worker with --rules", "rules_worker_eps", "events/s"),
     ("  its share of the I/O floor", "rules_worker_vs_io_floor", "share"),
+    ("  the I/O floor over its rows and projection", "rules_io_floor_eps", "events/s"),
+    ("  its share of that floor", "rules_worker_vs_own_io_floor", "share"),
     ("  its Redis per user (median)", "rules_redis_bytes_per_user", "bytes"),
     ("freshness p50 at half load", "freshness_p50_ms", "ms"),
     ("freshness p99 at half load", "freshness_p99_ms", "ms"),
