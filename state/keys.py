@@ -5,6 +5,12 @@ so one partition's keys share a Redis Cluster slot and a batch commits with one
 transaction per partition; a single Redis uses the same layout. The model's keys
 share the tag `{model}`; the rules version and the partition count stand alone.
 
+A generation (the state built for one version of the rules, see `rules apply
+--backfill`) has its partitions' keys of its own: generation 0 keeps the names
+above, generation `n` puts `g<n>` after the prefix and before the hash tag, so
+its keys keep their partition's slot. The model, rules and partition count keys
+belong to no generation.
+
 >>> keys = KeyLayout("seg", "events")
 >>> keys.state(3, "alice"), keys.labels(3, "alice"), keys.members(3, "Buyers")
 ('seg:{events.3}:s:alice', 'seg:{events.3}:u:alice', 'seg:{events.3}:m:Buyers')
@@ -14,6 +20,9 @@ share the tag `{model}`; the rules version and the partition count stand alone.
 ('seg:{events.3}:t', 'seg:{events.3}:t:17')
 >>> keys.partition_count, keys.model_history
 ('seg:pc:events', 'seg:{model}:history')
+>>> rebuilt = keys.of_generation(2)
+>>> rebuilt.state(3, "alice"), rebuilt.partition_count
+('seg:g2:{events.3}:s:alice', 'seg:pc:events')
 """
 
 from __future__ import annotations
@@ -28,9 +37,17 @@ class KeyLayout:
 
     prefix: str = "seg"
     topic: str = "events"
+    generation: int = 0
+
+    def of_generation(self, generation: int) -> KeyLayout:
+        """The same layout for the state of `generation`."""
+        return KeyLayout(self.prefix, self.topic, generation)
 
     def tag(self, partition: int) -> str:
-        """The start of every key of `partition`: the prefix and the partition's hash tag."""
+        """The start of every key of `partition`: the prefix, the generation (after the
+        first) and the partition's hash tag."""
+        if self.generation:
+            return f"{self.prefix}:g{self.generation}:{{{self.topic}.{partition}}}"
         return f"{self.prefix}:{{{self.topic}.{partition}}}"
 
     def state(self, partition: int, user_id: str) -> str:

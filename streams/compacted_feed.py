@@ -1,7 +1,8 @@
 """Following a one-partition compacted topic whose latest valid value is in force.
 
 The rules, destinations and models topics work this way: a command publishes
-one value under the topic's one key (:func:`publish`); a process reads the
+one value under the topic's key (:func:`publish`; the rules topic has a second
+key, for the generation being built); a process reads the
 topic from its start when it begins (:meth:`CompactedFeed.catch_up`), then
 picks up newer publications between batches (:meth:`CompactedFeed.poll`).
 Each subclass decides in :meth:`CompactedFeed.accept` whether a value is newer
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from streams.kafka import reliable_producer, topic_reader
 from streams.settings import Settings
@@ -37,12 +38,18 @@ def publish(settings: Settings, topic: str, key: bytes, value: bytes, what: str)
 
 
 class CompactedFeed(Generic[T]):
-    """Reads `topic` (partition 0) from its beginning, without committing offsets."""
+    """Reads `topic` (partition 0) from its beginning, without committing offsets; the
+    values under `key` only, when one is given."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, key: bytes | None = None) -> None:
         self.topic = topic
-        self.consumer = topic_reader(settings, f"{settings.group_id}-{topic}")
+        self.key = key
+        name = topic if key is None else f"{topic}-{key.decode()}"
+        self.consumer = topic_reader(settings, f"{settings.group_id}-{name}")
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+
+    def _wanted(self, message: Message) -> bool:
+        return message.error() is None and (self.key is None or message.key() == self.key)
 
     def accept(self, value: bytes) -> T | None:
         """What `value` publishes, if it is valid and newer than what is in force."""
@@ -60,6 +67,7 @@ class CompactedFeed(Generic[T]):
             for message in self.consumer.consume(100, 0.5):
                 if message.error() is None:
                     position = max(position, message.offset() or 0)
+                if self._wanted(message):
                     newest = self.accept(message.value() or b"") or newest
         return newest
 
@@ -67,7 +75,7 @@ class CompactedFeed(Generic[T]):
         """The newest valid publication since the last call, without waiting."""
         found: T | None = None
         for message in self.consumer.consume(100, 0):
-            if message.error() is None:
+            if self._wanted(message):
                 found = self.accept(message.value() or b"") or found
         return found
 

@@ -48,14 +48,17 @@ RULES_KEY = b"rules"
 class Publication:
     """One published version of the rules.
 
+    `generation` is the state the rules are served from (see :class:`Build`).
+
     >>> Publication.from_json(Publication(3, "segments: []", True, 1.5).to_json())
-    Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5)
+    Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5, generation=0)
     """
 
     version: int
     text: str
     reevaluate: bool
     published_at: float
+    generation: int = 0
 
     def to_json(self) -> bytes:
         """The message value."""
@@ -65,6 +68,7 @@ class Publication:
                 "text": self.text,
                 "reevaluate": self.reevaluate,
                 "published_at": self.published_at,
+                "generation": self.generation,
             }
         )
 
@@ -78,6 +82,7 @@ class Publication:
                 str(body["text"]),
                 bool(body["reevaluate"]),
                 float(body["published_at"]),
+                int(body.get("generation", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a rules publication: {error}") from None
@@ -106,7 +111,7 @@ class RulesFeed(CompactedFeed[tuple[RuleSet, bool]]):
     """Follows the rules topic: newer valid versions, and whether to re-evaluate with them."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, settings.rules_topic)
+        super().__init__(settings, settings.rules_topic, RULES_KEY)
         self.version = 0
 
     def accept(self, value: bytes) -> tuple[RuleSet, bool] | None:

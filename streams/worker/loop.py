@@ -46,7 +46,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, run_partition
+from processors._core import FeatureVector, Relay, SegmentChange, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -61,6 +61,7 @@ from streams.settings import Settings
 from streams.worker import metrics, outgoing
 from streams.worker.checkpoint import Checkpoint, DeliveryError
 from streams.worker.decoding import DecodedBatch, PartitionBatch, decode_batch
+from streams.worker.outgoing import Outgoing
 from streams.worker.partitions import PartitionState
 from streams.worker.parts import WorkerParts
 from streams.worker.relabel import relabel
@@ -223,17 +224,8 @@ class Worker:
         if not self.checkpoint.commit(batch.outgoing, batch.commit):
             self._rewind(list(decoded.partitions))
             return False
-        self.vectors.add(batch.vectors)
-        _count_consumed(decoded, len(messages))
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        self._measure_lag()
         backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
-        metrics.TIMER_LAG.set(
-            max(
-                (self.owned[n].clock.firing - taken.entries[-1][0] for n, taken in backlog.items()),
-                default=0,
-            )
-        )
+        self._account(decoded, batch, len(messages), backlog, started)
         counters = batch.commit.counters
         log.debug(
             "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
@@ -246,9 +238,28 @@ class Worker:
         )
         return bool(backlog)
 
+    def _account(
+        self,
+        decoded: DecodedBatch,
+        batch: _Stepped,
+        size: int,
+        backlog: Mapping[int, DueTimers],
+        started: float,
+    ) -> None:
+        """After a batch committed: its feature vectors for the trainer, and its metrics."""
+        self.vectors.add(batch.vectors)
+        _count_consumed(decoded, size)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._measure_lag()
+        metrics.TIMER_LAG.set(
+            max(
+                (self.owned[n].clock.firing - taken.entries[-1][0] for n, taken in backlog.items()),
+                default=0,
+            )
+        )
+
     def _step_partitions(self, decoded: DecodedBatch, due: dict[int, DueTimers]) -> _Stepped:
         """Run each partition's step over its items and due timers; what to commit."""
-        topic = self.settings.events_topic
         members = {
             number: [u for chunk in self.store.partition_users(number) for u in chunk]
             for number, part in decoded.partitions.items()
@@ -282,12 +293,7 @@ class Worker:
                 due=taken.entries if taken else (),
                 firing=state.clock.firing,
             )
-            # on their way while the next partitions step; the commit waits for their acks
-            self.checkpoint.send(
-                outgoing.change_events(
-                    step.changes, self.settings.changes_topic, stepped_at, self.rules.label
-                )
-            )
+            self._send_changes(step.changes, stepped_at)
             vectors += step.vectors
             relays += [
                 (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
@@ -325,13 +331,29 @@ class Worker:
                     values=indexed_values(indexed, step.users, step.rows, self.classifier.core),
                 )
             )
-        messages = [
-            *outgoing.relays(topic, relays, decoded.misrouted),
+        return _Stepped(
+            self._outgoing(decoded, relays), BatchCommit(commits, self.rules.label), vectors
+        )
+
+    def _send_changes(self, changes: Sequence[SegmentChange], stepped_at: float) -> None:
+        """Put a partition's segment changes on their way while the next partitions step;
+        the commit waits for their acks."""
+        self.checkpoint.send(
+            outgoing.change_events(
+                changes, self.settings.changes_topic, stepped_at, self.rules.label
+            )
+        )
+
+    def _outgoing(
+        self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]
+    ) -> list[Outgoing]:
+        """The batch's relays, forwarded events and dead letters, to produce before commit."""
+        return [
+            *outgoing.relays(self.settings.events_topic, relays, decoded.misrouted),
             *outgoing.dead_letters(
                 decoded.rejected, self.settings.dead_letter_topic, self.privacy.scrub_bytes
             ),
         ]
-        return _Stepped(messages, BatchCommit(commits, self.rules.label), vectors)
 
     def _check_partition_count(self) -> int:
         """The events topic's partition count; raise :class:`PartitionCountError` when the
