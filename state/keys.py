@@ -136,6 +136,11 @@ class KeyLayout:
         return f"{self.prefix}:rules:version"
 
     @property
+    def generations(self) -> str:
+        """String: the number of the latest generation a build was started for."""
+        return f"{self.prefix}:generations"
+
+    @property
     def earlier_counters(self) -> str:
         """Hash: the pipeline totals of the earlier layout, which had no partition tags; its
         presence marks a store to migrate (`segstream migrate`)."""

@@ -40,7 +40,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import redis
@@ -55,6 +55,7 @@ from processors.thresholds import indexed_features, indexed_values, moved_ranges
 from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
+from streams.generations import Build
 from streams.health import Probe
 from streams.heap import quiet_collector
 from streams.settings import Settings
@@ -66,6 +67,9 @@ from streams.worker.partitions import PartitionState
 from streams.worker.parts import WorkerParts
 from streams.worker.relabel import relabel
 from streams.worker.vector_feed import VectorFeed
+
+if TYPE_CHECKING:
+    from streams.worker.builder import GenerationBuilder
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,8 @@ class Worker:
         """Users' latest feature vectors, until they go to the trainer."""
         self.partitions = 0
         """The events topic's partition count, checked against the state's at start."""
+        self.builder: GenerationBuilder | None = None
+        """The build of a new generation this worker takes part in, if any."""
 
     def start(self) -> None:
         """Take the rules and model in force, check the partition count, join the group."""
@@ -122,6 +128,10 @@ class Worker:
         self.classifier = Classifier.of(self.rules, self.model)
         metrics.RULES.info({"version": self.rules.label})
         self.partitions = self._check_partition_count()
+        if self.parts.builds is not None:
+            build = self.parts.builds.catch_up()
+            if build is not None:
+                self._start_build(build)
         self.consumer.subscribe(
             [self.settings.events_topic], on_assign=self._assigned, on_revoke=self._revoked
         )
@@ -155,6 +165,11 @@ class Worker:
         newer = self.parts.models.poll()
         if newer is not None:
             self._switch_model(newer)
+        build = self.parts.builds.poll() if self.parts.builds is not None else None
+        if build is not None:
+            self._start_build(build)
+        if self.builder is not None:
+            wait = 0.0 if self._build_step(stop) else wait
         messages = self._arrived(wait)
         if self.added_partitions:
             topic = self.settings.events_topic
@@ -181,6 +196,10 @@ class Worker:
 
     def close(self) -> None:
         """Leave the group and the feeds, deliver what is queued, close the store."""
+        if self.builder is not None:
+            self.builder.close()
+        if self.parts.builds is not None:
+            self.parts.builds.close()
         self.parts.rules.close()
         self.parts.models.close()
         self.consumer.close()
@@ -188,6 +207,26 @@ class Worker:
         self.checkpoint.close()
         self.parts.close_store()
         log.info("worker stopped")
+
+    def _start_build(self, build: Build) -> None:
+        """Build `build`'s generation beside this one, instead of any earlier build."""
+        if self.builder is not None:
+            self.builder.close()
+            self.builder = None
+        assert self.parts.builder is not None  # a worker that follows builds can make them
+        self.builder = self.parts.builder(self, build)
+        log.info("building generation=%d rules=v%d", build.generation, build.version)
+
+    def _build_step(self, stop: threading.Event) -> bool:
+        """One batch of the build; whether more of it is waiting. A build that cannot reach
+        Redis or the broker goes back to its committed progress, as this worker does."""
+        assert self.builder is not None
+        try:
+            return self.builder.build_step()
+        except (*_UNAVAILABLE, DeliveryError) as error:
+            self._recover(error, stop)
+            self.builder.rewind()
+            return False
 
     def _feed_trainer(self, vectors: list[FeatureVector]) -> None:
         """Send the trainer `vectors`, many to a message; the next commit waits for them."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, Producer
 
@@ -20,11 +20,16 @@ from processors.model import ModelSnapshot
 from processors.rules import RuleSet
 from state.redis_store import RedisStateStore
 from state.store import StateStore
+from streams.generations import Build, BuildFeed
 from streams.kafka import batch_consumer, group_protocol, reliable_producer, set_group_session
 from streams.redis_clients import redis_client
 from streams.rules_feed import RulesFeed
 from streams.settings import Settings
 from streams.worker.models_feed import ModelsFeed
+
+if TYPE_CHECKING:
+    from streams.worker.builder import GenerationBuilder
+    from streams.worker.loop import Worker
 
 T = TypeVar("T", covariant=True)
 
@@ -63,6 +68,10 @@ class WorkerParts:
     ping: Callable[[], object]
     """Raises Redis's connection errors while the store does not answer."""
     close_store: Callable[[], None] = lambda: None
+    builds: Feed[Build] | None = None
+    """Builds of new generations to take part in (`None`: this worker builds none)."""
+    builder: Callable[[Worker, Build], GenerationBuilder] | None = None
+    """What builds a generation beside the live worker."""
 
 
 def build_parts(settings: Settings) -> WorkerParts:
@@ -74,6 +83,11 @@ def build_parts(settings: Settings) -> WorkerParts:
     if protocol == "consumer":
         set_group_session(settings)
     log.info("group protocol=%s", protocol)
+    from streams.worker.builder import GenerationBuilder  # it is a Worker: built after loop
+
+    def builder(live: Worker, build: Build) -> GenerationBuilder:
+        return GenerationBuilder(live, build, build_generation_parts(settings, build.generation))
+
     return WorkerParts(
         store=store,
         consumer=batch_consumer(settings, protocol),
@@ -82,4 +96,40 @@ def build_parts(settings: Settings) -> WorkerParts:
         models=ModelsFeed(settings),
         ping=client.ping,
         close_store=client.close,
+        builds=BuildFeed(settings),
+        builder=builder,
     )
+
+
+def build_generation_parts(settings: Settings, generation: int) -> WorkerParts:
+    """What a worker's build of `generation` works with: the generation's keys in the same
+    Redis, a consumer of its own that joins no group (it takes the live worker's
+    partitions by hand) and a producer; it follows no feed."""
+    client = redis_client(settings, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT)
+    layout = settings.key_layout().of_generation(generation)
+    store = RedisStateStore(client, layout, settings.group_id, settings.timer_shards)
+    return WorkerParts(
+        store=store,
+        consumer=batch_consumer(
+            settings, None, **{"group.id": f"{settings.group_id}-g{generation}"}
+        ),
+        make_producer=lambda: reliable_producer(settings),
+        rules=_Nothing(),
+        models=_Nothing(),
+        ping=client.ping,
+        close_store=client.close,
+    )
+
+
+class _Nothing:
+    """A feed on which nothing is published: a build's rules and model are not its own
+    to follow."""
+
+    def catch_up(self, timeout: float = 10.0) -> None:
+        """Nothing."""
+
+    def poll(self) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing to leave."""

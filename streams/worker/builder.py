@@ -1,0 +1,127 @@
+"""A worker's build of a new generation beside the one it serves.
+
+The live worker owns some partitions of the events topic; its builder owns the same
+ones (it follows every rebalance) and reads them with a consumer of its own,
+assigned by hand, from the generation's committed progress or, for a partition it
+has not built yet, from the earliest retained offset. Each batch is the live
+worker's batch (:meth:`Worker.process`): the same core, timers, fenced commits and
+replay after a crash, under the generation's keys. What a build replays happened
+already, so it publishes no segment changes and no feature vectors, and it produces
+relays, forwarded events and dead letters only for messages the live worker has
+not committed yet (it produced the others). Example::
+
+    builder = GenerationBuilder(worker, build, build_generation_parts(settings, 2))
+    while builder.build_step():
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from confluent_kafka import Message, TopicPartition
+
+from processors._core import Relay, SegmentChange
+from processors.classifier import Classifier
+from state.timer_store import DueTimers
+from streams.generations import Build
+from streams.worker import outgoing
+from streams.worker.decoding import DecodedBatch
+from streams.worker.loop import Worker, _Stepped
+from streams.worker.outgoing import Outgoing
+from streams.worker.parts import WorkerParts
+
+log = logging.getLogger(__name__)
+
+
+class GenerationBuilder(Worker):
+    """Builds `build`'s generation for the partitions `live` owns (see the module)."""
+
+    def __init__(self, live: Worker, build: Build, parts: WorkerParts) -> None:
+        super().__init__(live.settings, build.rules(), parts)
+        self.live = live
+        self.build = build
+        self.partitions = live.partitions
+        self.model = live.model
+        self.classifier = Classifier.of(self.rules, self.model)
+
+    def build_step(self) -> bool:
+        """Follow the live worker's partitions and model, then build one batch of what has
+        arrived; whether more is waiting (messages or timers)."""
+        self._follow()
+        if not self.owned:
+            return False
+        messages = self._arrived(0)
+        backlog = self.process(messages)
+        return backlog or len(messages) >= self.settings.batch_max_events
+
+    def lag(self) -> dict[int, int]:
+        """Messages each owned partition has yet to build, by the latest fetch's high
+        watermark (-1: not known yet)."""
+        topic = self.settings.events_topic
+        found = {}
+        for number, state in self.owned.items():
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, number), cached=True
+            )
+            found[number] = -1 if high < 0 else max(high - max(state.committed or 0, low), 0)
+        return found
+
+    def rewind(self) -> None:
+        """Go back to the committed progress after a batch that was not committed."""
+        self._rewind(list(self.owned))
+
+    def close(self) -> None:
+        """Leave the partitions, deliver what is queued, close the generation's store."""
+        self.consumer.close()
+        self.checkpoint.close()
+        self.parts.close_store()
+        log.info("build of generation %d stopped", self.build.generation)
+
+    def _follow(self) -> None:
+        if self.live.model is not self.model:
+            self.model = self.live.model
+            self.classifier = Classifier.of(self.rules, self.model)
+        topic = self.settings.events_topic
+        lost = sorted(set(self.owned) - set(self.live.owned))
+        gained = sorted(set(self.live.owned) - set(self.owned))
+        if lost:
+            self._revoked(self.consumer, [TopicPartition(topic, n) for n in lost])
+        if gained:
+            self._assigned(self.consumer, [TopicPartition(topic, n) for n in gained])
+
+    def _send_changes(self, changes: Sequence[SegmentChange], stepped_at: float) -> None:
+        """History's transitions happened already: none is published."""
+
+    def _outgoing(
+        self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]
+    ) -> list[Outgoing]:
+        """Only what comes of messages the live worker has not committed yet."""
+        return [
+            *outgoing.relays(
+                self.settings.events_topic,
+                [caused for caused in relays if self._ahead(caused[2])],
+                [forward for forward in decoded.misrouted if self._ahead(forward.message)],
+            ),
+            *outgoing.dead_letters(
+                [rejected for rejected in decoded.rejected if self._ahead(rejected[0])],
+                self.settings.dead_letter_topic,
+                self.privacy.scrub_bytes,
+            ),
+        ]
+
+    def _ahead(self, message: Message) -> bool:
+        """Whether the live worker has not committed `message` yet."""
+        live = self.live.owned.get(message.partition() or 0)
+        return live is None or (message.offset() or 0) >= (live.committed or 0)
+
+    def _account(
+        self,
+        decoded: DecodedBatch,
+        batch: _Stepped,
+        size: int,
+        backlog: Mapping[int, DueTimers],
+        started: float,
+    ) -> None:
+        """A build feeds neither the trainer nor the live worker's metrics."""

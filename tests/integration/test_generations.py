@@ -1,0 +1,134 @@
+"""A new generation built from the events topic's history by the running workers."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+import pytest
+
+from processors.rules import parse_rules
+from state.read_model import ReadModel
+from streams.generations import start_build
+from streams.redis_clients import redis_client
+from streams.tools.simulate import KafkaSink
+from streams.tools.simulator import SimulatedEvent
+from tests.integration.conftest import isolated_settings, read_topic, wait_for_events
+
+pytestmark = pytest.mark.integration
+
+V1 = """segments:
+  - name: Pagers
+    description: Viewed a page in the last 7 days.
+    condition: {feature: page_views_7d, op: ">=", value: 1}
+"""
+V2 = """computed:
+  views_30d: {event: Product Viewed, aggregate: count, window: 30d}
+segments:
+  - name: Viewers
+    description: Viewed three products in 30 days.
+    condition: {computed: views_30d, op: ">=", value: 3}
+  - name: Added Then Bought
+    description: Added to the cart, then ordered within a day.
+    condition:
+      sequence:
+        - {event: Product Added}
+        - {event: Order Completed}
+      within: 1d
+  - name: Pagers
+    description: Viewed a page in the last 30 days.
+    condition: {feature: page_views_30d, op: ">=", value: 1}
+"""
+START = 1_788_220_800  # 2026-09-01T00:00:00Z
+
+
+def history(users: int, days: int, seed: int = 5) -> list[SimulatedEvent]:
+    """Each user's page views, product views, cart adds and orders over `days` days, in
+    event-time order (one message key per user)."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(users):
+        user = f"u{n:03d}"
+        moment = START + rng.randrange(86_400)
+        number = 0
+        while moment < START + days * 86_400:
+            kind = rng.choice(["page", "Product Viewed", "Product Viewed", "Product Added"])
+            if kind == "Product Added" and rng.random() < 0.4:
+                kind = "Order Completed"
+            body: dict[str, object] = {
+                "userId": user,
+                "messageId": f"{user}-{number}",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+            }
+            if kind == "page":
+                body["type"] = "page"
+            else:
+                body |= {"type": "track", "event": kind, "properties": {"revenue": 20}}
+            events.append((moment, SimulatedEvent(0.0, user.encode(), orjson.dumps(body))))
+            number += 1
+            moment += rng.randrange(600, 3 * 86_400)
+    return [event for _, event in sorted(events, key=lambda pair: pair[0])]
+
+
+def send(settings, events):
+    sink = KafkaSink(settings)
+    for event in events:
+        sink.write(event)
+    sink.close()
+
+
+def documents(settings, keys, text):
+    """Every profile of the generation at `keys`, as `profiles export` writes them."""
+    model = ReadModel(redis_client(settings), keys, parse_rules(text))
+    return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in model.users())
+
+
+def settings_for(stack, rules_file, **changes):
+    """Isolated settings whose clocks follow only events (the runs compared see the same)."""
+    update = {"idle_watermark_seconds": 0, "rules_file": rules_file, **changes}
+    return isolated_settings(stack).model_copy(update=update)
+
+
+def built_events(settings, keys):
+    counters = ReadModel(redis_client(settings), keys).counters()
+    return sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
+
+
+def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_publishes_nothing(
+    stack, start_worker, tmp_path
+):
+    events = history(users=200, days=60)
+    (tmp_path / "v1.yaml").write_text(V1)
+    (tmp_path / "v2.yaml").write_text(V2)
+    # small batches: the build takes long enough to be killed twice on the way
+    live = settings_for(stack, tmp_path / "v1.yaml", batch_max_events=100)
+    send(live, events)
+    worker = start_worker(live)
+    wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
+    changes_before = len(read_topic(live, live.changes_topic))
+
+    build = start_build(live, V2, "v2.yaml")
+    built = live.key_layout().of_generation(build.generation)
+    for _ in range(2):
+        deadline = time.monotonic() + 60
+        done = built_events(live, built)
+        while built_events(live, built) < done + 500:
+            assert time.monotonic() < deadline, "the build did not go on"
+            time.sleep(0.05)
+        worker.kill()
+        assert built_events(live, built) < len(events), "the build ended before the kill"
+        worker = start_worker(live)
+    wait_for_events(ReadModel(redis_client(live), built), len(events))
+
+    reference = settings_for(stack, tmp_path / "v2.yaml")
+    send(reference, events)
+    start_worker(reference)
+    wait_for_events(ReadModel(redis_client(reference), reference.key_layout()), len(events))
+
+    rebuilt = documents(live, built, V2)
+    assert len(rebuilt) == 200
+    assert rebuilt == documents(reference, reference.key_layout(), V2)
+    assert any(b'"Viewers"' in d for d in rebuilt)
+    assert any(b'"Added Then Bought"' in d for d in rebuilt)
+    assert len(read_topic(live, live.changes_topic)) == changes_before
