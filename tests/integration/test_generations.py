@@ -12,9 +12,9 @@ from processors.rules import parse_rules
 from state.read_model import ReadModel
 from streams.generations import start_build
 from streams.redis_clients import redis_client
-from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import isolated_settings, read_topic, wait_for_events
+from tests.integration.test_event_time import produce_events
 
 pytestmark = pytest.mark.integration
 
@@ -71,13 +71,6 @@ def history(users: int, days: int, seed: int = 5) -> list[SimulatedEvent]:
     return [event for _, event in sorted(events, key=lambda pair: pair[0])]
 
 
-def send(settings, events):
-    sink = KafkaSink(settings)
-    for event in events:
-        sink.write(event)
-    sink.close()
-
-
 def documents(settings, keys, text):
     """Every profile of the generation at `keys`, as `profiles export` writes them."""
     model = ReadModel(redis_client(settings), keys, parse_rules(text))
@@ -103,7 +96,7 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_publis
     (tmp_path / "v2.yaml").write_text(V2)
     # small batches: the build takes long enough to be killed twice on the way
     live = settings_for(stack, tmp_path / "v1.yaml", batch_max_events=100)
-    send(live, events)
+    produce_events(live, events)
     worker = start_worker(live)
     wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
     changes_before = len(read_topic(live, live.changes_topic))
@@ -122,7 +115,7 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_publis
     wait_for_events(ReadModel(redis_client(live), built), len(events))
 
     reference = settings_for(stack, tmp_path / "v2.yaml")
-    send(reference, events)
+    produce_events(reference, events)
     start_worker(reference)
     wait_for_events(ReadModel(redis_client(reference), reference.key_layout()), len(events))
 
