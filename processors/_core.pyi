@@ -89,6 +89,8 @@ class User:
     @staticmethod
     def from_bytes(data: bytes) -> User:
         """The user in a stored row (any row version)."""
+    def with_labels_of(self, other: User | None) -> User:
+        """This user with `other`'s labels (segments, version, cluster), or none."""
     def to_bytes(self) -> bytes:
         """The stored row, in the current version."""
     def features(self, as_of: float | None = None) -> dict[str, float | str]:

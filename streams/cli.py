@@ -601,10 +601,11 @@ def _print_environment(stack: Stack) -> None:
 @click.argument("user_id")
 def profile(user_id: str) -> None:
     """Print one user's features, traits, computed traits and segments as JSON."""
-    from streams.rules_feed import rules_in_force
+    from streams.rules_feed import in_force
 
     configured = settings()
-    found = read_model(configured, rules_in_force(configured)).user(user_id)
+    current = in_force(configured)
+    found = read_model(configured, current.rules, current.keys(configured)).user(user_id)
     if found is None:
         raise click.ClickException(f"no profile for user {user_id!r}")
     click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
@@ -626,12 +627,13 @@ def profiles() -> None:
 def profiles_export(output: str) -> None:
     """Write every profile as JSON Lines: user_id, features, traits, computed traits (those
     of the rules in force), segments, as_of."""
-    from streams.rules_feed import rules_in_force
+    from streams.rules_feed import in_force
 
     configured = settings()
+    current = in_force(configured)
     count = 0
     with click.open_file(output, "wb") as sink:
-        for document in read_model(configured, rules_in_force(configured)).users():
+        for document in read_model(configured, current.rules, current.keys(configured)).users():
             sink.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS) + b"\n")
             count += 1
     click.echo(f"exported {count} profiles", err=True)
@@ -697,7 +699,7 @@ def rules_apply(file: Path, reevaluate: bool) -> None:
 def rules_preview(file: Path, as_json: bool, sample: int) -> None:
     """Evaluate a candidate rules file against every stored user, exactly, changing nothing:
     members now and with it, who enters and who leaves, per segment."""
-    from streams.rules_feed import rules_in_force
+    from streams.rules_feed import in_force
     from streams.rules_preview import preview_rules
 
     config = settings()
@@ -706,10 +708,12 @@ def rules_preview(file: Path, as_json: bool, sample: int) -> None:
     except RuleFileError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    current = rules_in_force(config)
+    current = in_force(config)
     client = redis_client(config)
     try:
-        report = preview_rules(client, config, current, candidate, sample)
+        report = preview_rules(
+            client, config, current.rules, candidate, sample, current.keys(config)
+        )
     finally:
         client.close()
     if as_json:

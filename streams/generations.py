@@ -7,6 +7,11 @@ partitions it owns, from their earliest retained offsets, under the generation's
 own keys (:meth:`state.keys.KeyLayout.of_generation`) and progress
 (:mod:`streams.worker.builder`). A later build replaces an earlier one.
 
+When every partition of the build is within :data:`SWITCH_LAG` messages of the
+topic's end, a worker publishes the new rules as served from the new generation
+(:func:`publish_switch`); each worker then takes its partitions over
+(:mod:`streams.worker.adoption`), and the read API and commands read the new keys.
+
 >>> build = Build(2, 7, "segments: []", 1.5)
 >>> Build.from_json(build.to_json()) == build
 True
@@ -24,12 +29,16 @@ from processors.rules import RuleFileError, RuleSet, parse_rules
 from streams.compacted_feed import CompactedFeed
 from streams.compacted_feed import publish as publish_value
 from streams.redis_clients import redis_client
+from streams.rules_feed import RULES_KEY, Publication
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BUILD_KEY = b"build"
 """The rules topic's key for the generation being built."""
+SWITCH_LAG = 1_000
+"""Messages a partition may have left to build when the generation becomes current: the
+workers build the rest while they switch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,15 @@ def start_build(settings: Settings, text: str, source: str) -> Build:
         settings, settings.rules_topic, BUILD_KEY, build.to_json(), f"generation {generation}"
     )
     return build
+
+
+def publish_switch(settings: Settings, build: Build, replaces: int) -> None:
+    """Make `build`'s generation current, serving its rules, in place of `replaces`."""
+    publication = Publication(
+        build.version, build.text, False, time.time(), build.generation, replaces
+    )
+    what = f"rules v{build.version} from generation {build.generation}"
+    publish_value(settings, settings.rules_topic, RULES_KEY, publication.to_json(), what)
 
 
 class BuildFeed(CompactedFeed[Build]):

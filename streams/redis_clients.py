@@ -22,6 +22,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from processors.rules import RuleSet
+from state.keys import KeyLayout
 from state.read_model import ReadModel
 from streams.settings import ENV_PREFIX, Settings, SettingsError
 
@@ -85,10 +86,13 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     return client
 
 
-def read_model(settings: Settings, rules: RuleSet | None = None) -> ReadModel:
-    """The read model (users, segments, counters) of the configured Redis; documents show
-    the computed traits `rules` name."""
-    return ReadModel(redis_client(settings), settings.key_layout(), rules)
+def read_model(
+    settings: Settings, rules: RuleSet | None = None, keys: KeyLayout | None = None
+) -> ReadModel:
+    """The read model (users, segments, counters) of the configured Redis, in the
+    generation at `keys` (the first by default); documents show the computed traits `rules`
+    name."""
+    return ReadModel(redis_client(settings), keys or settings.key_layout(), rules)
 
 
 def async_redis_client(settings: Settings, connections: int) -> aioredis.Redis:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
+from state.keys import KeyLayout
 from streams.compacted_feed import CompactedFeed
 from streams.compacted_feed import publish as publish_value
 from streams.redis_clients import redis_client
@@ -30,14 +31,30 @@ def load_rules(settings: Settings) -> RuleSet:
     return parse_rules(path.read_text(encoding="utf-8"), source=str(path))
 
 
-def rules_in_force(settings: Settings) -> RuleSet:
-    """The newest valid rules published on the rules topic, else `settings.rules_file`."""
+def in_force(settings: Settings) -> InForce:
+    """The newest valid rules published on the rules topic, else `settings.rules_file`
+    (served from generation 0)."""
     feed = RulesFeed(settings)
     try:
         published = feed.catch_up()
     finally:
         feed.close()
-    return published[0] if published is not None else load_rules(settings)
+    return published if published is not None else InForce(load_rules(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """Rules in force, whether to re-evaluate every user with them at once, and the
+    generation of users' state that serves them (with the one it replaced, if any)."""
+
+    rules: RuleSet
+    reevaluate: bool = False
+    generation: int = 0
+    replaces: int | None = None
+
+    def keys(self, settings: Settings) -> KeyLayout:
+        """The Redis keys of the state that serves these rules."""
+        return settings.key_layout().of_generation(self.generation)
 
 
 RULES_KEY = b"rules"
@@ -48,10 +65,12 @@ RULES_KEY = b"rules"
 class Publication:
     """One published version of the rules.
 
-    `generation` is the state the rules are served from (see :class:`Build`).
+    `generation` is the state the rules are served from, `replaces` the one served
+    before when the publication switched to a rebuilt one (see `streams.generations`).
 
     >>> Publication.from_json(Publication(3, "segments: []", True, 1.5).to_json())
-    Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5, generation=0)
+    Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5, \
+generation=0, replaces=None)
     """
 
     version: int
@@ -59,6 +78,7 @@ class Publication:
     reevaluate: bool
     published_at: float
     generation: int = 0
+    replaces: int | None = None
 
     def to_json(self) -> bytes:
         """The message value."""
@@ -69,6 +89,7 @@ class Publication:
                 "reevaluate": self.reevaluate,
                 "published_at": self.published_at,
                 "generation": self.generation,
+                "replaces": self.replaces,
             }
         )
 
@@ -83,6 +104,7 @@ class Publication:
                 bool(body["reevaluate"]),
                 float(body["published_at"]),
                 int(body.get("generation", 0)),
+                None if body.get("replaces") is None else int(body["replaces"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a rules publication: {error}") from None
@@ -107,14 +129,15 @@ def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> 
     return publication.rules()
 
 
-class RulesFeed(CompactedFeed[tuple[RuleSet, bool]]):
-    """Follows the rules topic: newer valid versions, and whether to re-evaluate with them."""
+class RulesFeed(CompactedFeed[InForce]):
+    """Follows the rules topic: newer valid versions, whether to re-evaluate with them, and
+    their generation."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.rules_topic, RULES_KEY)
         self.version = 0
 
-    def accept(self, value: bytes) -> tuple[RuleSet, bool] | None:
+    def accept(self, value: bytes) -> InForce | None:
         """The rules `value` publishes, if newer than the version in force and valid."""
         try:
             publication = Publication.from_json(value)
@@ -125,4 +148,4 @@ class RulesFeed(CompactedFeed[tuple[RuleSet, bool]]):
             log.error("rules refused, the running rules stay in force: %s", error)
             return None
         self.version = publication.version
-        return rules, publication.reevaluate
+        return InForce(rules, publication.reevaluate, publication.generation, publication.replaces)

@@ -26,6 +26,7 @@ from processors.classifier import Classifier
 from processors.model import ClusterAssigner
 from processors.preview import Tally, history_limits, settle
 from processors.rules import RuleSet
+from state.keys import KeyLayout
 from state.model_store import ModelStore
 from state.redis_store import RedisStateStore
 from streams.settings import Settings
@@ -37,9 +38,11 @@ def preview_rules(
     current: RuleSet,
     candidate: RuleSet,
     examples: int,
+    keys: KeyLayout | None = None,
 ) -> dict[str, Any]:
-    """The preview of `candidate` against every stored user, with `current` in force."""
-    keys = settings.key_layout()
+    """The preview of `candidate` against every stored user (of the generation at `keys`,
+    the first by default), with `current` in force."""
+    keys = keys or settings.key_layout()
     store = RedisStateStore(client, keys, settings.group_id)
     snapshot = ModelStore(client, keys).latest()
     thresholds = Classifier.of(candidate, ClusterAssigner(snapshot) if snapshot else None)

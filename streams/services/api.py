@@ -49,11 +49,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from processors.model import ModelSnapshot
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from processors.wire import CONTROL_HEADER, ERASE
+from state.keys import KeyLayout
 from state.lane import Lane
 from state.lookups import CursorError, Lookups
 from streams.connectivity import REDIS
 from streams.redis_clients import STORE_UNREACHABLE, async_redis_client, redis_client
-from streams.rules_feed import load_rules
+from streams.rules_feed import InForce, load_rules
 from streams.rules_preview import preview_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
 from streams.services.credentials import Credentials
@@ -324,21 +325,26 @@ class _Live:
             self.model, self.cluster_names = latest, latest.names()
 
     def follow_rules(self) -> None:
-        """Keep `rules` at the newest published version until :meth:`stop` (a thread)."""
+        """Keep `rules` at the newest published version, and the lookups on the generation
+        that serves it, until :meth:`stop` (a thread)."""
         from streams.rules_feed import RulesFeed
 
         feed = RulesFeed(self.settings)
         try:
             published = feed.catch_up()
             if published is not None:
-                self.rules = published[0]
+                self._take(published)
             while not self._stop.wait(_RULES_POLL):
                 update = feed.poll()
                 if update is not None:
-                    self.rules = update[0]
+                    self._take(update)
                     log.info("rules switched to=%s", self.rules.label)
         finally:
             feed.close()
+
+    def _take(self, published: InForce) -> None:
+        self.rules = published.rules
+        self.lookups.keys = published.keys(self.settings)
 
     def stop(self) -> None:
         self._stop.set()
@@ -348,13 +354,13 @@ _MAX_RULES_BYTES = 256 * 1024
 
 
 def _preview(
-    settings: Settings, current: RuleSet, candidate: RuleSet, examples: int
+    settings: Settings, current: RuleSet, candidate: RuleSet, examples: int, keys: KeyLayout
 ) -> dict[str, Any]:
     """A rules preview on a connection of its own (it reads with blocking calls, off the
     event loop)."""
     client = redis_client(settings)
     try:
-        return preview_rules(client, settings, current, candidate, examples)
+        return preview_rules(client, settings, current, candidate, examples, keys)
     finally:
         client.close()
 
@@ -547,7 +553,9 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                 errors=[FileProblem(line=e.line, field=e.field, message=e.message) for e in errors],
             )
             return JSONResponse(refused.model_dump(), status_code=422)
-        report = await asyncio.to_thread(_preview, settings, live.rules, candidate, sample)
+        report = await asyncio.to_thread(
+            _preview, settings, live.rules, candidate, sample, lookups.keys
+        )
         return Response(orjson.dumps(report), media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)

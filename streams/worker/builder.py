@@ -30,6 +30,7 @@ from streams.worker import outgoing
 from streams.worker.decoding import DecodedBatch
 from streams.worker.loop import Worker, _Stepped
 from streams.worker.outgoing import Outgoing
+from streams.worker.partitions import PartitionState
 from streams.worker.parts import WorkerParts
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,26 @@ class GenerationBuilder(Worker):
         backlog = self.process(messages)
         return backlog or len(messages) >= self.settings.batch_max_events
 
-    def lag(self) -> dict[int, int]:
-        """Messages each owned partition has yet to build, by the latest fetch's high
-        watermark (-1: not known yet)."""
+    def within(self, lag: int) -> bool:
+        """Whether every partition of the topic (this worker's and the others') has at most
+        `lag` messages left to build, by the generation's committed progress."""
         topic = self.settings.events_topic
-        found = {}
-        for number, state in self.owned.items():
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topic, number), cached=True
-            )
-            found[number] = -1 if high < 0 else max(high - max(state.committed or 0, low), 0)
-        return found
+        numbers = list(range(self.partitions))
+        progress = self.store.progress(numbers)
+        for number in numbers:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, number), 10)
+            done = progress[number].offset if number in progress else low
+            if high - max(done, low) > lag:
+                return False
+        return True
+
+    def reached(self, positions: Mapping[int, PartitionState]) -> bool:
+        """Whether each owned partition is built at least as far as `positions` are."""
+        return all(
+            (state.committed or 0) >= (positions[number].committed or 0)
+            for number, state in self.owned.items()
+            if number in positions
+        )
 
     def rewind(self) -> None:
         """Go back to the committed progress after a batch that was not committed."""

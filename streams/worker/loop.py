@@ -55,11 +55,13 @@ from processors.thresholds import indexed_features, indexed_values, moved_ranges
 from state.store import BatchCommit, Counters, PartitionCommit
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
-from streams.generations import Build
+from streams.generations import SWITCH_LAG, Build, publish_switch
 from streams.health import Probe
 from streams.heap import quiet_collector
+from streams.rules_feed import InForce
 from streams.settings import Settings
 from streams.worker import metrics, outgoing
+from streams.worker.adoption import adopt
 from streams.worker.checkpoint import Checkpoint, DeliveryError
 from streams.worker.decoding import DecodedBatch, PartitionBatch, decode_batch
 from streams.worker.outgoing import Outgoing
@@ -113,14 +115,18 @@ class Worker:
         """Users' latest feature vectors, until they go to the trainer."""
         self.partitions = 0
         """The events topic's partition count, checked against the state's at start."""
+        self.generation = 0
+        """The generation of users' state this worker serves (see `streams.generations`)."""
         self.builder: GenerationBuilder | None = None
         """The build of a new generation this worker takes part in, if any."""
+        self._switch_checked = 0.0
 
     def start(self) -> None:
         """Take the rules and model in force, check the partition count, join the group."""
         published = self.parts.rules.catch_up()
         if published is not None:
-            self.rules = published[0]
+            self.rules = published.rules
+            self._serve(published.generation)
         snapshot = self.parts.models.catch_up()
         if snapshot is not None:
             self.model = ClusterAssigner(snapshot)
@@ -130,7 +136,7 @@ class Worker:
         self.partitions = self._check_partition_count()
         if self.parts.builds is not None:
             build = self.parts.builds.catch_up()
-            if build is not None:
+            if build is not None and build.generation > self.generation:
                 self._start_build(build)
         self.consumer.subscribe(
             [self.settings.events_topic], on_assign=self._assigned, on_revoke=self._revoked
@@ -161,12 +167,12 @@ class Worker:
         Returns whether timers were left for later batches."""
         update = self.parts.rules.poll()
         if update is not None:
-            self._switch_rules(*update)
+            self._switch_rules(update, stop)
         newer = self.parts.models.poll()
         if newer is not None:
             self._switch_model(newer)
         build = self.parts.builds.poll() if self.parts.builds is not None else None
-        if build is not None:
+        if build is not None and build.generation > self.generation:
             self._start_build(build)
         if self.builder is not None:
             wait = 0.0 if self._build_step(stop) else wait
@@ -220,13 +226,57 @@ class Worker:
     def _build_step(self, stop: threading.Event) -> bool:
         """One batch of the build; whether more of it is waiting. A build that cannot reach
         Redis or the broker goes back to its committed progress, as this worker does."""
-        assert self.builder is not None
+        builder = self.builder
+        assert builder is not None
         try:
-            return self.builder.build_step()
+            more = builder.build_step()
+            now = time.monotonic()
+            if not more and now - self._switch_checked >= 1.0:
+                self._switch_checked = now
+                if builder.within(SWITCH_LAG):
+                    publish_switch(self.settings, builder.build, self.generation)
+            return more
         except (*_UNAVAILABLE, DeliveryError) as error:
             self._recover(error, stop)
-            self.builder.rewind()
+            builder.rewind()
             return False
+
+    def _serve(self, generation: int) -> None:
+        """Read and write the users' state of `generation` from now on."""
+        if generation == self.generation:
+            return
+        assert self.parts.store_of is not None  # a worker that follows builds can serve them
+        self.store = self.parts.store_of(generation)
+        self.checkpoint.store = self.store
+        self.generation = generation
+        log.info("serving generation=%d", generation)
+
+    def _switch_generation(self, published: InForce, stop: threading.Event) -> None:
+        """Make the build current: let it reach at least where this worker is on each of its
+        partitions, give its users the labels readers have seen (:mod:`adoption`), then go
+        on from the build's progress with its rules, its state and its timers."""
+        builder = self.builder
+        assert builder is not None
+        self.builder = None
+        while not builder.reached(self.owned) and not stop.is_set():
+            builder.build_step()
+        adopt(
+            builder.owned,
+            builder.store,
+            self.store,
+            builder.classifier,
+            builder.checkpoint,
+            self.settings,
+            self.probe.beat,
+        )
+        self._serve(published.generation)
+        built = builder.owned
+        builder.close()
+        self.owned.update({n: built[n] for n in self.owned if n in built})
+        for number, state in self.owned.items():
+            position = TopicPartition(self.settings.events_topic, number, state.seek_to)
+            with contextlib.suppress(KafkaException):
+                self.consumer.seek(position)
 
     def _feed_trainer(self, vectors: list[FeatureVector]) -> None:
         """Send the trainer `vectors`, many to a message; the next commit waits for them."""
@@ -460,8 +510,14 @@ class Worker:
                 self.owned[number].timers_after = taken.after
         return {number: taken for number, taken in due.items() if taken.bounds}
 
-    def _switch_rules(self, rules: RuleSet, reevaluate: bool) -> None:
-        """Use `rules` from the next batch on; with `reevaluate`, re-label every owned user now."""
+    def _switch_rules(self, published: InForce, stop: threading.Event) -> None:
+        """Use the `published` rules from the next batch on: from the generation built for
+        them, or with `reevaluate`, re-labelling every owned user now."""
+        rules, reevaluate = published.rules, published.reevaluate
+        if self.builder is not None and published.generation == self.builder.build.generation:
+            self._switch_generation(published, stop)
+        else:
+            self._serve(published.generation)
         self.rules = rules
         self.classifier = Classifier.of(rules, self.model)
         metrics.RULES.info({"version": rules.label})

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from confluent_kafka import Consumer, Producer
 
 from processors.model import ModelSnapshot
-from processors.rules import RuleSet
 from state.redis_store import RedisStateStore
 from state.store import StateStore
 from streams.generations import Build, BuildFeed
 from streams.kafka import batch_consumer, group_protocol, reliable_producer, set_group_session
 from streams.redis_clients import redis_client
-from streams.rules_feed import RulesFeed
+from streams.rules_feed import InForce, RulesFeed
 from streams.settings import Settings
 from streams.worker.models_feed import ModelsFeed
 
@@ -62,8 +61,9 @@ class WorkerParts:
     store: StateStore
     consumer: Consumer
     make_producer: Callable[[], Producer]
-    rules: Feed[tuple[RuleSet, bool]]
-    """Published rules, with whether to re-evaluate every user at once."""
+    rules: Feed[InForce]
+    """Published rules, with whether to re-evaluate every user at once and the generation
+    that serves them."""
     models: Feed[ModelSnapshot]
     ping: Callable[[], object]
     """Raises Redis's connection errors while the store does not answer."""
@@ -72,13 +72,16 @@ class WorkerParts:
     """Builds of new generations to take part in (`None`: this worker builds none)."""
     builder: Callable[[Worker, Build], GenerationBuilder] | None = None
     """What builds a generation beside the live worker."""
+    store_of: Callable[[int], StateStore] | None = None
+    """The store of another generation, on the same connection (`None`: only the first)."""
 
 
 def build_parts(settings: Settings) -> WorkerParts:
     """Redis, the consumer in the workers' group (on the group protocol that pauses least
     on this broker), an idempotent producer and the feeds."""
     client = redis_client(settings, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT)
-    store = RedisStateStore(client, settings.key_layout(), settings.group_id, settings.timer_shards)
+    layout = settings.key_layout()
+    store = RedisStateStore(client, layout, settings.group_id, settings.timer_shards)
     protocol = group_protocol(settings)
     if protocol == "consumer":
         set_group_session(settings)
@@ -98,6 +101,9 @@ def build_parts(settings: Settings) -> WorkerParts:
         close_store=client.close,
         builds=BuildFeed(settings),
         builder=builder,
+        store_of=lambda generation: RedisStateStore(
+            client, layout.of_generation(generation), settings.group_id, settings.timer_shards
+        ),
     )
 
 

@@ -10,10 +10,17 @@ import pytest
 
 from processors.rules import parse_rules
 from state.read_model import ReadModel
+from state.redis_store import RedisStateStore
 from streams.generations import start_build
 from streams.redis_clients import redis_client
+from streams.rules_feed import in_force
 from streams.tools.simulator import SimulatedEvent
-from tests.integration.conftest import isolated_settings, read_topic, wait_for_events
+from tests.integration.conftest import (
+    export,
+    isolated_settings,
+    read_topic,
+    wait_for_events,
+)
 from tests.integration.test_event_time import produce_events
 
 pytestmark = pytest.mark.integration
@@ -83,12 +90,24 @@ def settings_for(stack, rules_file, **changes):
     return isolated_settings(stack).model_copy(update=update)
 
 
+def labels(settings, keys):
+    """Each user's segments and version in the generation at `keys`."""
+    store = RedisStateStore(redis_client(settings), keys, "")
+    return {user_id: (tuple(user.segments), user.version) for user_id, user in store.users()}
+
+
+def switched(settings):
+    """The change events published for the switch to new rules."""
+    changes = map(orjson.loads, (m.value() for m in read_topic(settings, settings.changes_topic)))
+    return [change for change in changes if change["reason"] == "rules"]
+
+
 def built_events(settings, keys):
     counters = ReadModel(redis_client(settings), keys).counters()
     return sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
 
 
-def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_publishes_nothing(
+def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switches_in(
     stack, start_worker, tmp_path
 ):
     events = history(users=200, days=60)
@@ -124,4 +143,26 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_publis
     assert rebuilt == documents(reference, reference.key_layout(), V2)
     assert any(b'"Viewers"' in d for d in rebuilt)
     assert any(b'"Added Then Bought"' in d for d in rebuilt)
-    assert len(read_topic(live, live.changes_topic)) == changes_before
+    published = map(orjson.loads, (m.value() for m in read_topic(live, live.changes_topic)))
+    assert sum(change["reason"] != "rules" for change in published) == changes_before
+
+    # the switch: published by a worker once the build caught up, followed by every reader;
+    # one change each for the users whose segments differ, versions continuing theirs
+    seen = labels(live, live.key_layout())
+    now = labels(reference, reference.key_layout())
+    differ = {user for user in seen if seen[user][0] != now[user][0]}
+    assert differ
+    deadline = time.monotonic() + 60
+    while in_force(live).generation != build.generation or len(switched(live)) < len(differ):
+        assert time.monotonic() < deadline, "the generation was not switched in"
+        time.sleep(0.2)
+    time.sleep(1)
+    changes = switched(live)
+    assert sorted(c["user_id"] for c in changes) == sorted(differ)
+    for change in changes:
+        user = change["user_id"]
+        assert change["version"] == seen[user][1] + 1
+        assert change["segments"] == list(now[user][0])
+        assert change["rules_version"] == f"v{build.version}"
+    assert export(live) == export(reference)
+    assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}

@@ -22,7 +22,7 @@ from processors.wire import (
     SOURCE_HEADER,
     advance_body,
 )
-from streams.rules_feed import load_rules
+from streams.rules_feed import InForce, load_rules
 from streams.settings import Settings
 from streams.worker.loop import PartitionCountError, Worker
 from streams.worker.parts import WorkerParts
@@ -158,7 +158,7 @@ def test_new_rules_with_reevaluation_relabel_every_owned_user_now():
         "segments:\n  - {name: Visitors, description: anyone,"
         " condition: {feature: events_lifetime, op: '>=', value: 1}}\n"
     )
-    rig.rules.publish((rules, True))
+    rig.rules.publish(InForce(rules, True))
     rig.run(1)
     relabelled = [
         orjson.loads(m.value())

@@ -59,6 +59,16 @@ impl PyUser {
         PyBytes::new(py, &rows::encode(&self.inner))
     }
 
+    /// This user with `other`'s labels (segments, version, cluster), or none when `other`
+    /// is `None`: how a rebuilt generation takes over the labels readers have seen, so
+    /// that re-evaluating it gives the changes between the two and continues the versions.
+    #[pyo3(signature = (other))]
+    fn with_labels_of(&self, other: Option<&PyUser>) -> Self {
+        let mut user = self.inner.clone();
+        user.labels = other.map(|o| o.inner.labels.clone()).unwrap_or_default();
+        PyUser { inner: user }
+    }
+
     /// The user's feature vector as of their latest evaluation, with the computed traits
     /// `classifier`'s rules compare with a percentile.
     #[pyo3(signature = (user_id, classifier=None))]
