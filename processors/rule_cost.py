@@ -66,6 +66,13 @@ def _trait(definition: dict[str, Any]) -> tuple[int, int, int]:
     return _FIXED, per_bucket, buckets
 
 
+def state_bytes(definition: dict[str, Any]) -> int:
+    """The least a computed trait adds to a user's state row once it counted an event: its
+    fixed part and one bucket."""
+    fixed, per_bucket, _ = _trait(definition)
+    return fixed + per_bucket
+
+
 def state_costs(rules: RuleSet) -> Iterator[str]:
     """One line per computed trait (named, or a condition's own: a time-window condition's
     count, a sequence's steps, an absence's events) on its state per user."""

@@ -14,6 +14,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 import orjson
+from rich.progress import ProgressColumn, Task
+from rich.text import Text
 
 from processors.rules import RuleFileError, parse_rules
 from state.read_model import ReadModel
@@ -669,21 +671,131 @@ def rules_validate(file: Path) -> None:
 @click.option(
     "--reevaluate", is_flag=True, help="Re-label every known user now, not only as they act."
 )
-def rules_apply(file: Path, reevaluate: bool) -> None:
-    """Publish a rules file as the next version; running workers switch within seconds."""
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="Build the rules' state from the events topic's history in a new generation, "
+    "then switch to it.",
+)
+@click.option("--no-wait", is_flag=True, help="With --backfill: return once the build started.")
+@click.option(
+    "--accept-partial-history",
+    is_flag=True,
+    help="With --backfill: build even when the topic no longer holds all the rules read.",
+)
+def rules_apply(
+    file: Path, reevaluate: bool, backfill: bool, no_wait: bool, accept_partial_history: bool
+) -> None:
+    """Publish a rules file as the next version; running workers switch within seconds (with
+    --backfill, once they have rebuilt every user from the events topic)."""
     from streams.rules_feed import publish
     from streams.topics import ensure_topics
 
+    if reevaluate and backfill:
+        raise click.UsageError("--backfill re-evaluates every user already: not both")
+    if (no_wait or accept_partial_history) and not backfill:
+        raise click.UsageError("--no-wait and --accept-partial-history go with --backfill")
     config = settings()
     ensure_topics(config)
+    text = file.read_text(encoding="utf-8")
     try:
-        published = publish(
-            config, file.read_text(encoding="utf-8"), str(file), reevaluate=reevaluate
-        )
+        if backfill:
+            _backfill(config, text, str(file), wait=not no_wait, partial=accept_partial_history)
+            return
+        published = publish(config, text, str(file), reevaluate=reevaluate)
     except RuleFileError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
     click.echo(f"published {file} as rules {published.label} ({len(published.names)} segments)")
+
+
+def _backfill(config: Settings, text: str, source: str, *, wait: bool, partial: bool) -> None:
+    """Check the history, start a build of the next generation and, with `wait`, show its
+    progress until the workers switch to it."""
+    from processors.history import needed_seconds, segments_needing
+    from streams.generations import footprint, retained, start_build
+    from streams.rules_feed import in_force
+
+    rules = parse_rules(text, source=source)
+    history = retained(config)
+    now = time.time()
+    problem = history.problem(needed_seconds(rules) + config.allowed_lateness_seconds, now)
+    inexact: tuple[str, ...] = ()
+    if problem is not None:
+        if not partial:
+            click.echo(f"refused: {problem} (--accept-partial-history builds anyway)", err=True)
+            sys.exit(1)
+        available = history.reach(now) - config.allowed_lateness_seconds
+        inexact = tuple(segments_needing(rules, available))
+        click.echo(f"{problem}; not exact: {', '.join(inexact) or 'none'}", err=True)
+    click.echo(footprint(config, in_force(config), rules).text())
+    build = start_build(config, text, source, inexact)
+    click.echo(f"building generation {build.generation} for rules v{build.version} from {source}")
+    if wait:
+        _follow_build(config, build.generation, build.version)
+
+
+def _follow_build(config: Settings, generation: int, version: int) -> None:
+    """A progress bar of the build until the rules are served from it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from streams.generations import BuildFeed, build_progress
+    from streams.rules_feed import RulesFeed
+
+    served, builds = RulesFeed(config), BuildFeed(config)
+    columns = (BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeRemainingColumn())
+    try:
+        current = served.catch_up()
+        builds.catch_up()
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("rebuilt", total=None)
+            while current is None or current.generation != generation:
+                if builds.generation > generation:
+                    raise click.ClickException(f"generation {generation} was replaced")
+                done = build_progress(config, generation)
+                bar.update(task, completed=done.built, total=done.total)
+                time.sleep(0.5)
+                current = served.poll() or current
+                builds.poll()
+    finally:
+        served.close()
+        builds.close()
+    click.echo(f"rules v{version} are served from generation {generation}")
+
+
+class _RateColumn(ProgressColumn):
+    """Events rebuilt a second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} events/s")
+
+
+@rules.command("status")
+def rules_status() -> None:
+    """The rules in force and the generation serving them, and any build and its progress."""
+    from streams.generations import BuildFeed, build_progress
+    from streams.rules_feed import in_force
+
+    config = settings()
+    current = in_force(config)
+    click.echo(f"rules {current.rules.label} served from generation {current.generation}")
+    builds = BuildFeed(config)
+    try:
+        build = builds.catch_up()
+    finally:
+        builds.close()
+    if build is None or build.generation <= current.generation:
+        click.echo("no build")
+        return
+    done = build_progress(config, build.generation)
+    share = done.built / done.total if done.total else 1.0
+    click.echo(
+        f"building generation {build.generation} for rules v{build.version}: "
+        f"{done.built:,} of {done.total:,} events ({share:.0%})"
+    )
+    if build.partial:
+        click.echo(f"not exact for lack of history: {', '.join(build.partial)}")
 
 
 @rules.command("preview")

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from processors.rules import parse_rules
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
-from streams.generations import start_build
+from streams.kafka import admin_client
 from streams.redis_clients import redis_client
 from streams.rules_feed import in_force
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import (
+    environment,
     export,
     isolated_settings,
     read_topic,
+    segstream,
     wait_for_events,
 )
 from tests.integration.test_event_time import produce_events
@@ -120,8 +126,22 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
     wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
     changes_before = len(read_topic(live, live.changes_topic))
 
-    build = start_build(live, V2, "v2.yaml")
-    built = live.key_layout().of_generation(build.generation)
+    applying = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "rules",
+            "apply",
+            str(tmp_path / "v2.yaml"),
+            "--backfill",
+        ],
+        env=environment(live),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    built = live.key_layout().of_generation(1)  # the deployment's first build
     for _ in range(2):
         deadline = time.monotonic() + 60
         done = built_events(live, built)
@@ -153,8 +173,13 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
     differ = {user for user in seen if seen[user][0] != now[user][0]}
     assert differ
     deadline = time.monotonic() + 60
-    while in_force(live).generation != build.generation or len(switched(live)) < len(differ):
-        assert time.monotonic() < deadline, "the generation was not switched in"
+    out, err = applying.communicate(timeout=120)
+    assert applying.returncode == 0, err
+    assert "Redis while both generations exist: about 200 users of" in out
+    assert "rules v1 are served from generation 1" in out
+    assert in_force(live).generation == 1
+    while len(switched(live)) < len(differ):
+        assert time.monotonic() < deadline, "the users who moved were not told"
         time.sleep(0.2)
     time.sleep(1)
     changes = switched(live)
@@ -163,6 +188,42 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
         user = change["user_id"]
         assert change["version"] == seen[user][1] + 1
         assert change["segments"] == list(now[user][0])
-        assert change["rules_version"] == f"v{build.version}"
+        assert change["rules_version"] == "v1"
     assert export(live) == export(reference)
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
+
+
+def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(stack, tmp_path):
+    settings = settings_for(stack, tmp_path / "v1.yaml")
+    (tmp_path / "v1.yaml").write_text(V1)
+    (tmp_path / "v2.yaml").write_text(V2)
+    produce_events(settings, history(users=20, days=40))
+    # a week's retention, and the first five messages of partition 0 deleted
+    week = ConfigEntry("retention.ms", "604800000", incremental_operation=AlterConfigOpType.SET)
+    topic = ConfigResource(ResourceType.TOPIC, settings.events_topic, incremental_configs=[week])
+    admin = admin_client(settings)
+    admin.incremental_alter_configs([topic])[topic].result()
+    first = TopicPartition(settings.events_topic, 0, 5)
+    admin.delete_records([first])[first].result()
+
+    refused = segstream(settings, "rules", "apply", str(tmp_path / "v2.yaml"), "--backfill")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("refused: retention.ms is 604800000 (7 days) and the ")
+    assert "earliest retained event is from 2026-09-" in refused.stderr
+    assert "the rules read 31 days 1 h back (--accept-partial-history builds anyway)" in (
+        refused.stderr
+    )
+
+    started = segstream(
+        settings,
+        *("rules", "apply", str(tmp_path / "v2.yaml"), "--backfill"),
+        *("--accept-partial-history", "--no-wait"),
+    )
+    assert started.returncode == 0, started.stderr
+    assert "not exact: Viewers, Added Then Bought, Pagers" in started.stderr
+    assert "building generation 1 for rules v1" in started.stdout
+    status = segstream(settings, "rules", "status")
+    assert status.returncode == 0, status.stderr
+    assert "served from generation 0" in status.stdout
+    assert "building generation 1 for rules v1: 0 of " in status.stdout
+    assert "not exact for lack of history: Viewers, Added Then Bought, Pagers" in status.stdout
