@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 import time
 
 import orjson
@@ -18,6 +19,7 @@ from state.redis_store import RedisStateStore
 from streams.kafka import admin_client
 from streams.redis_clients import redis_client
 from streams.rules_feed import in_force
+from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import (
     environment,
@@ -56,22 +58,23 @@ segments:
 START = 1_788_220_800  # 2026-09-01T00:00:00Z
 
 
-def history(users: int, days: int, seed: int = 5) -> list[SimulatedEvent]:
-    """Each user's page views, product views, cart adds and orders over `days` days, in
-    event-time order (one message key per user)."""
+def history(users: int, days: int, seed: int = 5, after: int = 0) -> list[SimulatedEvent]:
+    """Each user's page views, product views, cart adds and orders over `days` days from
+    `after` days past the start, in event-time order (one message key per user)."""
     rng = random.Random(seed)
     events = []
+    begins = START + after * 86_400
     for n in range(users):
         user = f"u{n:03d}"
-        moment = START + rng.randrange(86_400)
+        moment = begins + rng.randrange(86_400)
         number = 0
-        while moment < START + days * 86_400:
+        while moment < begins + days * 86_400:
             kind = rng.choice(["page", "Product Viewed", "Product Viewed", "Product Added"])
             if kind == "Product Added" and rng.random() < 0.4:
                 kind = "Order Completed"
             body: dict[str, object] = {
                 "userId": user,
-                "messageId": f"{user}-{number}",
+                "messageId": f"{user}-{after}-{number}",
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
             }
             if kind == "page":
@@ -227,3 +230,64 @@ def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(stack,
     assert "served from generation 0" in status.stdout
     assert "building generation 1 for rules v1: 0 of " in status.stdout
     assert "not exact for lack of history: Viewers, Added Then Bought, Pagers" in status.stdout
+
+
+def test_a_rebuild_while_events_flow_loses_none_applies_none_twice_and_switches_in_flight(
+    stack, start_worker, tmp_path
+):
+    events = history(users=120, days=60)
+    later = history(users=120, days=40, seed=9, after=60)  # what arrives while it builds
+    (tmp_path / "v1.yaml").write_text(V1)
+    (tmp_path / "v2.yaml").write_text(V2)
+    live = settings_for(stack, tmp_path / "v1.yaml", batch_max_events=200)
+    produce_events(live, events)
+    start_worker(live)
+    wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
+
+    flowing, stop = threading.Event(), threading.Event()
+    sent: list[SimulatedEvent] = []
+
+    def flow() -> None:
+        sink = KafkaSink(live)
+        for event in later:
+            sink.write(event)
+            sent.append(event)
+            if len(sent) % 20 == 0:
+                sink.producer.flush(10)
+                flowing.set()
+                if stop.wait(0.1):
+                    break
+        sink.close()
+
+    producer = threading.Thread(target=flow)
+    producer.start()
+    assert flowing.wait(30)
+    applied = segstream(
+        live, "rules", "apply", str(tmp_path / "v2.yaml"), "--backfill", timeout=120
+    )
+    assert applied.returncode == 0, applied.stderr
+    switched_while_flowing = producer.is_alive()
+    time.sleep(1)  # and on after it
+    stop.set()
+    producer.join()
+    assert switched_while_flowing, "the events stopped before the switch"
+    later = sent
+    built = live.key_layout().of_generation(1)
+    wait_for_events(ReadModel(redis_client(live), built), len(events) + len(later))
+
+    reference = settings_for(stack, tmp_path / "v2.yaml")
+    produce_events(reference, [*events, *later])
+    start_worker(reference)
+    wait_for_events(
+        ReadModel(redis_client(reference), reference.key_layout()), len(events) + len(later)
+    )
+    assert documents(live, built, V2) == documents(reference, reference.key_layout(), V2)
+    counters = ReadModel(redis_client(live), built).counters()
+    assert counters["events"] == len(events) + len(later)
+    assert counters.get("duplicates", 0) == 0
+    versions: dict[str, list[int]] = {}
+    for message in read_topic(live, live.changes_topic):
+        change = orjson.loads(message.value())
+        versions.setdefault(change["user_id"], []).append(change["version"])
+    for user, seen in versions.items():
+        assert seen == sorted(set(seen)), f"{user}'s versions went {seen}"
