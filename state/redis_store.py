@@ -37,6 +37,15 @@ class EarlierLayoutError(RuntimeError):
     """The store holds keys of the layout before partition hash tags."""
 
 
+def glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern.
+
+    >>> print(glob_escape("seg:{events*1}:[x]"))
+    seg:{events\\*1}:\\[x\\]
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisStateStore:
     """State of record in Redis (a single node or a cluster), for the consumer `group`."""
 
@@ -88,6 +97,22 @@ class RedisStateStore:
             for partition, value in zip(partitions, values, strict=True)
             if value is not None
         }
+
+    def drop_partitions(self, partitions: Sequence[int]) -> int:
+        """Delete every key of `partitions` under this layout (a generation that was
+        replaced), a thousand at a time; returns how many."""
+        removed = 0
+        for partition in partitions:
+            pattern = glob_escape(self.keys.tag(partition)) + ":*"
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=pattern, count=_LOAD_CHUNK):
+                batch.append(key)
+                if len(batch) >= _LOAD_CHUNK:
+                    removed += int(self.client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                removed += int(self.client.unlink(*batch))
+        return removed
 
     def claim_partition_count(self, partitions: int) -> int:
         """The topic's partition count the state was built with; `partitions` if none yet.

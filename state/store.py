@@ -229,6 +229,11 @@ class StateStore(Protocol):
         """Every user whose events arrive on the partition, in chunks."""
         ...
 
+    def drop_partitions(self, partitions: Sequence[int]) -> int:
+        """Delete everything of `partitions` (a generation that was replaced); how many
+        keys."""
+        ...
+
     def due_timers(self, watermarks: Mapping[int, float], limit: int) -> dict[int, DueTimers]:
         """Up to `limit` timers per partition due by its watermark, oldest first, and when
         each partition's next timer can be due (every partition asked has an entry)."""

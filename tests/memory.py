@@ -51,6 +51,12 @@ class MemoryStore:
     def progress(self, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         return {p: self.offsets[p] for p in partitions if p in self.offsets}
 
+    def drop_partitions(self, partitions: Sequence[int]) -> int:
+        dropped = [u for p in partitions for u in self.partition_sets.pop(p, set())]
+        for user_id in dropped:
+            self.states.pop(user_id, None)
+        return len(dropped)
+
     def claim_partition_count(self, partitions: int) -> int:
         if self.count is None:
             self.count = partitions

@@ -75,7 +75,7 @@ CLUSTER_MEMBERS = Gauge(
     ["cluster"],
 )
 _MODEL_POLL = 5.0
-_RULES_POLL = 2.0
+_RULES_POLL = 0.5
 _REDIS_CONNECTIONS = 32
 """Redis connections the API keeps; a request waits (up to 5 s) for a free one."""
 

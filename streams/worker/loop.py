@@ -52,7 +52,7 @@ from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
 from processors.rules import RuleSet
 from processors.thresholds import indexed_features, indexed_values, moved_ranges
-from state.store import BatchCommit, Counters, PartitionCommit
+from state.store import BatchCommit, Counters, PartitionCommit, StateStore
 from state.timer_store import DueTimers
 from streams.connectivity import KAFKA, REDIS, Link
 from streams.generations import SWITCH_LAG, Build, publish_switch
@@ -81,6 +81,8 @@ _MAX_BACKOFF = 10.0
 _RELABEL_CHUNK = 1_000
 """Users a relabel reads and commits at a time."""
 """Longest wait between two attempts to reach Redis or the broker, in seconds."""
+_READERS_FOLLOW = 5.0
+"""Seconds within which every reader reads the generation a switch made current."""
 _VECTORS_HELD = 20_000
 """Most users' feature vectors the trainer's feed holds before it sends them early."""
 
@@ -269,9 +271,14 @@ class Worker:
             self.settings,
             self.probe.beat,
         )
+        previous = self.store
         self._serve(published.generation)
         built = builder.owned
         builder.close()
+        replaced = threading.Thread(
+            target=_drop_generation, args=(previous, sorted(self.owned)), daemon=True
+        )
+        replaced.start()
         self.owned.update({n: built[n] for n in self.owned if n in built})
         for number, state in self.owned.items():
             position = TopicPartition(self.settings.events_topic, number, state.seek_to)
@@ -656,6 +663,18 @@ class Worker:
                 self.consumer.seek(position)
             except KafkaException as error:
                 log.warning("seek failed partition=%d error=%r", number, str(error))
+
+
+def _drop_generation(store: StateStore, partitions: list[int]) -> None:
+    """Delete a replaced generation's keys of `partitions` (in the background), once the
+    readers have followed the switch."""
+    time.sleep(_READERS_FOLLOW)
+    try:
+        removed = store.drop_partitions(partitions)
+    except _UNAVAILABLE as error:
+        log.warning("the replaced generation's keys stay: %s", error)
+        return
+    log.info("replaced generation's keys removed=%d partitions=%s", removed, partitions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,10 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
         assert change["segments"] == list(now[user][0])
         assert change["rules_version"] == "v1"
     assert export(live) == export(reference)
+    replaced = f"{live.redis_prefix}:{{{live.events_topic}.*"
+    while any(redis_client(live).scan_iter(match=replaced)):
+        assert time.monotonic() < deadline + 30, "the replaced generation's keys stayed"
+        time.sleep(0.5)
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
 
 
