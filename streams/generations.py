@@ -115,7 +115,7 @@ def start_build(settings: Settings, text: str, source: str, partial: tuple[str, 
 def publish_switch(settings: Settings, build: Build, replaces: int) -> None:
     """Make `build`'s generation current, serving its rules, in place of `replaces`."""
     publication = Publication(
-        build.version, build.text, False, time.time(), build.generation, replaces
+        build.version, build.text, False, time.time(), build.generation, replaces, build.partial
     )
     what = f"rules v{build.version} from generation {build.generation}"
     publish_value(settings, settings.rules_topic, RULES_KEY, publication.to_json(), what)

@@ -51,6 +51,9 @@ class InForce:
     reevaluate: bool = False
     generation: int = 0
     replaces: int | None = None
+    partial: tuple[str, ...] = ()
+    """Segments that read further back than the events topic held when the generation was
+    built (`rules apply --backfill --accept-partial-history`)."""
 
     def keys(self, settings: Settings) -> KeyLayout:
         """The Redis keys of the state that serves these rules."""
@@ -70,7 +73,7 @@ class Publication:
 
     >>> Publication.from_json(Publication(3, "segments: []", True, 1.5).to_json())
     Publication(version=3, text='segments: []', reevaluate=True, published_at=1.5, \
-generation=0, replaces=None)
+generation=0, replaces=None, partial=())
     """
 
     version: int
@@ -79,6 +82,7 @@ generation=0, replaces=None)
     published_at: float
     generation: int = 0
     replaces: int | None = None
+    partial: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         """The message value."""
@@ -90,6 +94,7 @@ generation=0, replaces=None)
                 "published_at": self.published_at,
                 "generation": self.generation,
                 "replaces": self.replaces,
+                "partial": self.partial,
             }
         )
 
@@ -105,6 +110,7 @@ generation=0, replaces=None)
                 float(body["published_at"]),
                 int(body.get("generation", 0)),
                 None if body.get("replaces") is None else int(body["replaces"]),
+                tuple(str(name) for name in body.get("partial", ())),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"not a rules publication: {error}") from None
@@ -148,4 +154,10 @@ class RulesFeed(CompactedFeed[InForce]):
             log.error("rules refused, the running rules stay in force: %s", error)
             return None
         self.version = publication.version
-        return InForce(rules, publication.reevaluate, publication.generation, publication.replaces)
+        return InForce(
+            rules,
+            publication.reevaluate,
+            publication.generation,
+            publication.replaces,
+            publication.partial,
+        )

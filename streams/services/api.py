@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
+from confluent_kafka import KafkaException
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -61,6 +63,9 @@ from streams.services.credentials import Credentials
 from streams.services.http_metrics import RequestMetrics, service_app
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    from streams.generations import Build
+
 log = logging.getLogger(__name__)
 
 REQUESTS = RequestMetrics("segstream_api")
@@ -76,6 +81,7 @@ CLUSTER_MEMBERS = Gauge(
 )
 _MODEL_POLL = 5.0
 _RULES_POLL = 0.5
+_BUILD_POLL = 2.0
 _REDIS_CONNECTIONS = 32
 """Redis connections the API keeps; a request waits (up to 5 s) for a free one."""
 
@@ -114,6 +120,11 @@ class SegmentView(BaseModel):
         description="Whether every user has been evaluated with this definition: true once "
         "`rules apply --reevaluate` is done, or at each user's next event or timer otherwise."
     )
+    exact: bool = Field(
+        True,
+        description="False when the segment reads further back than the events topic held "
+        "when its generation was built (`rules apply --backfill --accept-partial-history`).",
+    )
 
 
 class ClusterView(BaseModel):
@@ -125,13 +136,27 @@ class ClusterView(BaseModel):
     size: int
 
 
+class BuildView(BaseModel):
+    """A generation being built from the events topic's history (`rules apply --backfill`)."""
+
+    generation: int
+    rules_version: str
+    built: int = Field(description="Messages of the events topic rebuilt so far.")
+    total: int = Field(description="Messages the events topic holds.")
+    partial: list[str] = Field(
+        description="Segments of the rules being built that cannot be exact for lack of history."
+    )
+
+
 class SegmentsView(BaseModel):
-    """The rules and model in force and their segments."""
+    """The rules and model in force and their segments, and any generation being built."""
 
     rules_version: str
+    generation: int = Field(description="The generation of users' state serving the rules.")
     model_version: int | None
     segments: list[SegmentView]
     clusters: list[ClusterView]
+    building: BuildView | None = None
 
 
 class MembersPage(BaseModel):
@@ -304,6 +329,9 @@ class _Live:
         self.settings = settings
         self.lookups = lookups
         self.rules: RuleSet = load_rules(settings)
+        self.in_force = InForce(self.rules)
+        self.building: BuildView | None = None
+        """The generation being built and its progress, read every `_BUILD_POLL` s."""
         self.model: ModelSnapshot | None = None
         self.cluster_names: dict[str, str] = {}
         self._stop = threading.Event()
@@ -327,24 +355,53 @@ class _Live:
     def follow_rules(self) -> None:
         """Keep `rules` at the newest published version, and the lookups on the generation
         that serves it, until :meth:`stop` (a thread)."""
+        from streams.generations import BuildFeed
         from streams.rules_feed import RulesFeed
 
-        feed = RulesFeed(self.settings)
+        feed, builds = RulesFeed(self.settings), BuildFeed(self.settings)
         try:
             published = feed.catch_up()
             if published is not None:
                 self._take(published)
+            build = builds.catch_up()
+            looked = -math.inf
             while not self._stop.wait(_RULES_POLL):
                 update = feed.poll()
                 if update is not None:
                     self._take(update)
                     log.info("rules switched to=%s", self.rules.label)
+                build = builds.poll() or build
+                if time.monotonic() - looked >= _BUILD_POLL:
+                    looked = time.monotonic()
+                    self._look_at(build)
         finally:
             feed.close()
+            builds.close()
 
     def _take(self, published: InForce) -> None:
         self.rules = published.rules
+        self.in_force = published
         self.lookups.keys = published.keys(self.settings)
+
+    def _look_at(self, build: Build | None) -> None:
+        """Note `build`'s progress while it is not the generation in force."""
+        from streams.generations import build_progress
+
+        if build is None or build.generation <= self.in_force.generation:
+            self.building = None
+            return
+        try:
+            done = build_progress(self.settings, build.generation)
+        except (*STORE_UNREACHABLE, KafkaException) as error:
+            log.warning("a build's progress is unknown: %s", error)
+            return
+        self.building = BuildView(
+            generation=build.generation,
+            rules_version=f"v{build.version}",
+            built=done.built,
+            total=done.total,
+            partial=list(build.partial),
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -460,8 +517,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         rules, model = live.rules, live.model
         clusters = list(model.clusters) if model is not None else []
         sizes = await lookups.sizes(
-            [partial(keys.members, segment=name) for name in rules.names]
-            + [partial(keys.cluster_members, cluster=cluster.id) for cluster in clusters]
+            [partial(lookups.keys.members, segment=name) for name in rules.names]
+            + [partial(lookups.keys.cluster_members, cluster=cluster.id) for cluster in clusters]
         )
         segment_sizes, cluster_sizes = sizes[: len(rules.names)], sizes[len(rules.names) :]
         digests = rules.segment_digests
@@ -472,6 +529,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         }
         return SegmentsView(
             rules_version=rules.label,
+            generation=live.in_force.generation,
+            building=live.building,
             model_version=model.version if model is not None else None,
             segments=[
                 SegmentView(
@@ -483,6 +542,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                     ),
                     size=size,
                     ready=ready[rule.name],
+                    exact=rule.name not in live.in_force.partial,
                 )
                 for rule, size in zip(rules.definition.segments, segment_sizes, strict=True)
             ],
@@ -509,9 +569,9 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> MembersPage:
         if name in live.rules.names or name in await lookups.known_segments():
-            set_key = partial(keys.members, segment=name)
+            set_key = partial(lookups.keys.members, segment=name)
         elif name in await lookups.known_clusters():
-            set_key = partial(keys.cluster_members, cluster=name)
+            set_key = partial(lookups.keys.cluster_members, cluster=name)
         else:
             raise HTTPException(404, f"no segment or cluster {name!r}")
         try:
@@ -585,8 +645,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         names = list(live.rules.names)
         clusters = sorted(await lookups.known_clusters())
         sizes = await lookups.sizes(
-            [partial(keys.members, segment=name) for name in names]
-            + [partial(keys.cluster_members, cluster=c) for c in clusters]
+            [partial(lookups.keys.members, segment=name) for name in names]
+            + [partial(lookups.keys.cluster_members, cluster=c) for c in clusters]
         )
         for name, size in zip(names, sizes, strict=False):
             SEGMENT_MEMBERS.labels(segment=name).set(size)

@@ -10,6 +10,7 @@ import time
 
 import orjson
 import pytest
+import requests
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
@@ -19,6 +20,7 @@ from state.redis_store import RedisStateStore
 from streams.kafka import admin_client
 from streams.redis_clients import redis_client
 from streams.rules_feed import in_force
+from streams.tools.embedded import free_port
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests.integration.conftest import (
@@ -28,6 +30,7 @@ from tests.integration.conftest import (
     read_topic,
     segstream,
     wait_for_events,
+    wait_until_serving,
 )
 from tests.integration.test_event_time import produce_events
 
@@ -200,8 +203,10 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
 
 
-def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(stack, tmp_path):
-    settings = settings_for(stack, tmp_path / "v1.yaml")
+def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(
+    stack, start_worker, tmp_path
+):
+    settings = settings_for(stack, tmp_path / "v1.yaml", api_port=free_port(), api_tokens="tok-1")
     (tmp_path / "v1.yaml").write_text(V1)
     (tmp_path / "v2.yaml").write_text(V2)
     produce_events(settings, history(users=20, days=40))
@@ -234,6 +239,25 @@ def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(stack,
     assert "served from generation 0" in status.stdout
     assert "building generation 1 for rules v1: 0 of " in status.stdout
     assert "not exact for lack of history: Viewers, Added Then Bought, Pagers" in status.stdout
+
+    api = start_worker(settings, "api")
+    url = f"http://127.0.0.1:{settings.api_port}"
+    wait_until_serving(f"{url}/readyz", api)
+    deadline = time.monotonic() + 30
+    while True:
+        listed = requests.get(
+            f"{url}/v1/segments", headers={"Authorization": "Bearer tok-1"}, timeout=5
+        ).json()
+        if listed["building"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert listed["generation"] == 0
+    building = listed["building"]
+    assert building["generation"] == 1
+    assert building["rules_version"] == "v1"
+    assert building["built"] == 0
+    assert building["total"] > 0
+    assert building["partial"] == ["Viewers", "Added Then Bought", "Pagers"]
 
 
 def test_a_rebuild_while_events_flow_loses_none_applies_none_twice_and_switches_in_flight(
