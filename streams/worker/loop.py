@@ -217,11 +217,16 @@ class Worker:
         log.info("worker stopped")
 
     def _start_build(self, build: Build) -> None:
-        """Build `build`'s generation beside this one, instead of any earlier build."""
-        if self.builder is not None:
-            self.builder.close()
-            self.builder = None
+        """Build `build`'s generation beside this one, instead of any earlier build (whose
+        keys go, in the background)."""
         assert self.parts.builder is not None  # a worker that follows builds can make them
+        assert self.parts.store_of is not None
+        if self.builder is not None:
+            replaced = self.builder
+            replaced.close()
+            self.builder = None
+            abandoned = self.parts.store_of(replaced.build.generation)
+            _in_background(_drop_generation, abandoned, sorted(replaced.owned))
         self.builder = self.parts.builder(self, build)
         log.info("building generation=%d rules=v%d", build.generation, build.version)
 
@@ -275,10 +280,7 @@ class Worker:
         self._serve(published.generation)
         built = builder.owned
         builder.close()
-        replaced = threading.Thread(
-            target=_drop_generation, args=(previous, sorted(self.owned)), daemon=True
-        )
-        replaced.start()
+        _in_background(_drop_generation, previous, sorted(self.owned))
         self.owned.update({n: built[n] for n in self.owned if n in built})
         for number, state in self.owned.items():
             position = TopicPartition(self.settings.events_topic, number, state.seek_to)
@@ -663,6 +665,10 @@ class Worker:
                 self.consumer.seek(position)
             except KafkaException as error:
                 log.warning("seek failed partition=%d error=%r", number, str(error))
+
+
+def _in_background(work: Callable[..., None], *args: object) -> None:
+    threading.Thread(target=work, args=args, daemon=True).start()
 
 
 def _drop_generation(store: StateStore, partitions: list[int]) -> None:

@@ -259,6 +259,18 @@ def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(
     assert building["total"] > 0
     assert building["partial"] == ["Viewers", "Added Then Bought", "Pagers"]
 
+    # a second build replaces the first
+    again = segstream(
+        settings,
+        *("rules", "apply", str(tmp_path / "v1.yaml"), "--backfill"),
+        *("--accept-partial-history", "--no-wait"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert "building generation 2 for rules v2" in again.stdout
+    status = segstream(settings, "rules", "status")
+    assert "building generation 2 for rules v2: 0 of " in status.stdout
+    assert "not exact for lack of history: Pagers" in status.stdout
+
 
 def test_a_rebuild_while_events_flow_loses_none_applies_none_twice_and_switches_in_flight(
     stack, start_worker, tmp_path
