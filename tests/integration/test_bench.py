@@ -11,6 +11,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # a small benc
 KEYS = (
     "worker_eps",
     "two_workers_eps",
+    "rebuild_eps",
+    "rebuild_two_workers_eps",
     "naive_eps",
     "raw_eps",
     "io_floor_eps",

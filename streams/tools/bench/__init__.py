@@ -10,6 +10,11 @@ and measures, against those same events:
 
 - `worker_eps`, `two_workers_eps`: one worker process, then two, from their
   first commit to the last event committed (state, labels, change events);
+- `rebuild_eps`, `rebuild_two_workers_eps`: a rebuild of the one-worker run's users
+  from the events topic (`rules apply --backfill` of the same rules) by one worker,
+  then by two, from their first commit of the new generation to its last event;
+  `rebuild_vs_worker` and `rebuild_two_vs_one` their ratios to the one-worker run
+  and to each other;
 - `naive_eps`: the baseline of :mod:`.naive` (a Faust agent, per-event
   table and Redis writes) over the same topic for `naive_seconds`;
 - `raw_eps`: confluent-kafka batch consume plus the event validation, nothing else;

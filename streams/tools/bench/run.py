@@ -35,6 +35,7 @@ from processors.rules import parse_rules
 from state.keys import KeyLayout
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
+from streams.generations import start_build
 from streams.heap import frozen_heap
 from streams.kafka import reliable_producer
 from streams.redis_clients import redis_client
@@ -197,15 +198,25 @@ _WORKER_FIELDS = ("events", "duplicates", "dead_letters")
 
 
 def _workers_eps(
-    processes: Processes, settings: Settings, count: int, total: int, timeout: float
+    processes: Processes,
+    settings: Settings,
+    count: int,
+    total: int,
+    timeout: float,
+    rebuild: bool = False,
 ) -> tuple[float, float]:
-    """The workers' events/s, and their CPU seconds per event from the first commit on."""
+    """The workers' events/s, and their CPU seconds per event from the first commit on; with
+    `rebuild`, of a build of the next generation (`rules apply --backfill`) over the events
+    they have taken already."""
     client = redis_client(settings)
     workers = [
         processes.start(settings, f"{settings.redis_prefix}-worker-{n}", "streams", "worker")
         for n in range(count)
     ]
     keys = settings.key_layout()
+    if rebuild:
+        text = settings.rules_file.read_text(encoding="utf-8")
+        keys = keys.of_generation(start_build(settings, text, str(settings.rules_file)).generation)
     at_start: list[tuple[float, int]] = []
 
     def started() -> None:
@@ -633,6 +644,15 @@ def _measure(
     report("two workers")
     two = _phase(target, config, "b2", topic)
     two_workers_eps, _ = _workers_eps(processes, two, 2, config.events, config.timeout)
+    report("a rebuild from the events topic (rules apply --backfill): one worker, then two")
+    rebuilt = _phase(target, config, "b11", topic)
+    _workers_eps(processes, rebuilt, 1, config.events, config.timeout)
+    rebuild_eps, _ = _workers_eps(
+        processes, rebuilt, 1, config.events, config.timeout, rebuild=True
+    )
+    rebuild_two_eps, _ = _workers_eps(
+        processes, rebuilt, 2, config.events, config.timeout, rebuild=True
+    )
     report("raw limit: batch consume and validation")
     raw_eps = _raw_eps(one, config.events)
     report("I/O floor: consume, decode, one MGET and one MULTI/EXEC per batch")
@@ -703,6 +723,10 @@ def _measure(
         **with_rules,
         "worker_eps": round(worker_eps, 1),
         "two_workers_eps": round(two_workers_eps, 1),
+        "rebuild_eps": round(rebuild_eps, 1),
+        "rebuild_vs_worker": round(rebuild_eps / max(worker_eps, 1e-9), 3),
+        "rebuild_two_workers_eps": round(rebuild_two_eps, 1),
+        "rebuild_two_vs_one": round(rebuild_two_eps / max(rebuild_eps, 1e-9), 3),
         "naive_eps": round(naive_eps, 1),
         "raw_eps": round(raw_eps, 1),
         "io_floor_eps": round(io_floor_eps, 1),
