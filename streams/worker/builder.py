@@ -35,6 +35,10 @@ from streams.worker.parts import WorkerParts
 
 log = logging.getLogger(__name__)
 
+_FETCH_WAIT = 0.05
+"""Longest a build step waits for history the consumer is still fetching, in seconds (the
+live events wait as long at most, during a build)."""
+
 
 class GenerationBuilder(Worker):
     """Builds `build`'s generation for the partitions `live` owns (see the module)."""
@@ -49,13 +53,27 @@ class GenerationBuilder(Worker):
 
     def build_step(self) -> bool:
         """Follow the live worker's partitions and model, then build one batch of what has
-        arrived; whether more is waiting (messages or timers)."""
+        arrived; whether more is waiting (messages or timers). While history is left to
+        build, it waits up to `_FETCH_WAIT` s for the next fetch rather than spin."""
         self._follow()
         if not self.owned:
             return False
-        messages = self._arrived(0)
+        behind = self._behind()
+        messages = self._arrived(_FETCH_WAIT if behind else 0)
         backlog = self.process(messages)
-        return backlog or len(messages) >= self.settings.batch_max_events
+        return backlog or behind or len(messages) >= self.settings.batch_max_events
+
+    def _behind(self) -> bool:
+        """Whether an owned partition has messages left to build, by the high watermarks of
+        the latest fetches (no round trip)."""
+        topic = self.settings.events_topic
+        for number, state in self.owned.items():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, number), cached=True
+            )
+            if high > (state.committed or 0):
+                return True
+        return False
 
     def within(self, lag: int) -> bool:
         """Whether every partition of the topic (this worker's and the others') has at most

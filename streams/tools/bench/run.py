@@ -37,7 +37,7 @@ from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
 from streams.generations import start_build
 from streams.heap import frozen_heap
-from streams.kafka import reliable_producer
+from streams.kafka import admin_client, reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
 from streams.tools.bench.edge import measure_edge
@@ -215,6 +215,7 @@ def _workers_eps(
     ]
     keys = settings.key_layout()
     if rebuild:
+        _wait_for_group(settings, count, timeout)
         text = settings.rules_file.read_text(encoding="utf-8")
         keys = keys.of_generation(start_build(settings, text, str(settings.rules_file)).generation)
     at_start: list[tuple[float, int]] = []
@@ -235,6 +236,21 @@ def _workers_eps(
         for worker in workers:
             processes.stop(worker)
         client.close()
+
+
+def _wait_for_group(settings: Settings, count: int, timeout: float) -> None:
+    """Wait until `count` workers share every partition of the events topic, so that no
+    rebalance falls inside a measurement."""
+    admin = admin_client(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        group = admin.describe_consumer_groups([settings.group_id])[settings.group_id].result()
+        owners = [m for m in group.members if m.assignment.topic_partitions]
+        owned = sum(len(m.assignment.topic_partitions) for m in owners)
+        if len(owners) == count and owned == settings.partitions:
+            return
+        time.sleep(_POLL)
+    raise TimeoutError(f"{count} workers did not share the partitions in {timeout} s")
 
 
 def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
