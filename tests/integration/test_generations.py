@@ -119,7 +119,7 @@ def built_events(settings, keys):
     return sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
 
 
-def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switches_in(
+def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_rebalances(
     stack, start_worker, tmp_path
 ):
     events = history(users=200, days=60)
@@ -129,6 +129,7 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_switch
     live = settings_for(stack, tmp_path / "v1.yaml", batch_max_events=100)
     produce_events(live, events)
     worker = start_worker(live)
+    start_worker(live)  # a second one: each kill below moves partitions between the two
     wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
     changes_before = len(read_topic(live, live.changes_topic))
 
