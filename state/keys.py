@@ -96,6 +96,11 @@ class KeyLayout:
         was last evaluated with (:attr:`processors.rules.RuleSet.segment_digests`)."""
         return f"{self.tag(partition)}:ev"
 
+    def adopted(self, partition: int) -> str:
+        """String: the generation whose labels the partition's users took over when this one
+        replaced it (see `streams.worker.adoption`)."""
+        return f"{self.tag(partition)}:adopted"
+
     def partition_users(self, partition: int) -> str:
         """Set: the users whose events arrive on the partition."""
         return f"{self.tag(partition)}:pu"

@@ -98,6 +98,20 @@ class RedisStateStore:
             if value is not None
         }
 
+    def adopted(self, partitions: Sequence[int]) -> set[int]:
+        """The partitions whose users took over the labels of the generation replaced."""
+        if not partitions:
+            return set()
+        with self.client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.exists(self.keys.adopted(partition))
+            found = pipe.execute()
+        return {p for p, present in zip(partitions, found, strict=True) if present}
+
+    def mark_adopted(self, partition: int, replaced: int) -> None:
+        """Note that the partition's users took over the labels of generation `replaced`."""
+        self.client.set(self.keys.adopted(partition), replaced)
+
     def drop_partitions(self, partitions: Sequence[int]) -> int:
         """Delete every key of `partitions` under this layout (a generation that was
         replaced), a thousand at a time; returns how many."""

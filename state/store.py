@@ -229,6 +229,14 @@ class StateStore(Protocol):
         """Every user whose events arrive on the partition, in chunks."""
         ...
 
+    def adopted(self, partitions: Sequence[int]) -> set[int]:
+        """The partitions whose users took over the labels of the generation replaced."""
+        ...
+
+    def mark_adopted(self, partition: int, replaced: int) -> None:
+        """Note that the partition's users took over the labels of generation `replaced`."""
+        ...
+
     def drop_partitions(self, partitions: Sequence[int]) -> int:
         """Delete everything of `partitions` (a generation that was replaced); how many
         keys."""

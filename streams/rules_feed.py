@@ -121,14 +121,19 @@ generation=0, replaces=None, partial=())
 
 
 def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> RuleSet:
-    """Validate `text` and publish it as the next version; raises `RuleFileError`."""
-    parse_rules(text, source=source)
+    """Validate `text` and publish it as the next version, served from the generation that
+    serves the rules in force; raises `RuleFileError`."""
+    rules = parse_rules(text, source=source)
+    current = in_force(settings)
     client = redis_client(settings)
     try:
         version = int(client.incr(settings.key_layout().rules_version))
     finally:
         client.close()
-    publication = Publication(version, text, reevaluate, time.time())
+    partial = tuple(name for name in current.partial if name in rules.names)
+    publication = Publication(
+        version, text, reevaluate, time.time(), current.generation, current.replaces, partial
+    )
     publish_value(
         settings, settings.rules_topic, RULES_KEY, publication.to_json(), f"rules v{version}"
     )

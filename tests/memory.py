@@ -51,6 +51,12 @@ class MemoryStore:
     def progress(self, partitions: Sequence[int]) -> dict[int, PartitionProgress]:
         return {p: self.offsets[p] for p in partitions if p in self.offsets}
 
+    def adopted(self, partitions: Sequence[int]) -> set[int]:
+        return set(partitions)  # one generation: nothing to take over
+
+    def mark_adopted(self, partition: int, replaced: int) -> None:
+        pass
+
     def drop_partitions(self, partitions: Sequence[int]) -> int:
         dropped = [u for p in partitions for u in self.partition_sets.pop(p, set())]
         for user_id in dropped:

@@ -8,7 +8,7 @@ differ gets exactly one change (reason `rules`), whose version continues their
 own, and every user keeps a version that only grows. Chunks commit through the
 build's checkpoint, fenced by its progress, like a relabel. Example::
 
-    adopt(builder.owned, builder.store, previous_store, builder.classifier,
+    adopt(builder.owned, builder.store, previous_store, 0, builder.classifier,
           builder.checkpoint, settings)
 """
 
@@ -38,17 +38,20 @@ def adopt(
     owned: Mapping[int, PartitionState],
     store: StateStore,
     previous: StateStore,
+    replaced: int,
     classifier: Classifier,
     checkpoint: Checkpoint,
     settings: Settings,
     beat: Callable[[], None] = lambda: None,
 ) -> int:
-    """Give the users of the `owned` partitions in `store` their labels in `previous` and
-    re-evaluate them with `classifier`; returns how many changed segments."""
+    """Give the users of the `owned` partitions in `store` their labels in `previous` (of
+    generation `replaced`) and re-evaluate them with `classifier`, noting each partition
+    done in `store`; returns how many changed segments."""
     indexed = indexed_features(classifier.rules)
     moved = 0
     for number, state in owned.items():
         if state.committed is None:
+            store.mark_adopted(number, replaced)  # nothing built, nothing to take over
             continue
         progress = state.progress(state.committed)
         users = sorted(
@@ -87,5 +90,7 @@ def adopt(
                 break
             moved += sum(1 for change in changes if change.entered or change.exited)
             beat()
+        else:
+            store.mark_adopted(number, replaced)
     log.info("generation adopted users_moved=%d", moved)
     return moved

@@ -119,6 +119,11 @@ class Worker:
         """The events topic's partition count, checked against the state's at start."""
         self.generation = 0
         """The generation of users' state this worker serves (see `streams.generations`)."""
+        self.replaces: int | None = None
+        """The generation it replaced, if a switch made it current."""
+        self._unadopted: set[int] = set()
+        """Partitions taken over whose users have not taken the replaced generation's labels
+        (a worker stopped while it switched them)."""
         self.builder: GenerationBuilder | None = None
         """The build of a new generation this worker takes part in, if any."""
         self._switch_checked = 0.0
@@ -128,7 +133,7 @@ class Worker:
         published = self.parts.rules.catch_up()
         if published is not None:
             self.rules = published.rules
-            self._serve(published.generation)
+            self._serve(published.generation, published.replaces)
         snapshot = self.parts.models.catch_up()
         if snapshot is not None:
             self.model = ClusterAssigner(snapshot)
@@ -248,8 +253,10 @@ class Worker:
             builder.rewind()
             return False
 
-    def _serve(self, generation: int) -> None:
-        """Read and write the users' state of `generation` from now on."""
+    def _serve(self, generation: int, replaces: int | None = None) -> None:
+        """Read and write the users' state of `generation` (which replaced `replaces`) from
+        now on."""
+        self.replaces = replaces
         if generation == self.generation:
             return
         assert self.parts.store_of is not None  # a worker that follows builds can serve them
@@ -257,6 +264,33 @@ class Worker:
         self.checkpoint.store = self.store
         self.generation = generation
         log.info("serving generation=%d", generation)
+
+    def _resume_adoption(self) -> None:
+        """Partitions taken over mid-switch (the worker adopting them stopped): their users
+        take over the replaced generation's labels now, before any event of theirs."""
+        numbers = sorted(n for n in self._unadopted if n in self.owned)
+        self._unadopted.clear()
+        if not numbers or self.replaces is None or self.parts.store_of is None:
+            return
+        previous = self.parts.store_of(self.replaces)
+        kept = previous.progress(numbers)
+        for number in numbers:
+            if number not in kept:  # nothing of it in the replaced generation
+                self.store.mark_adopted(number, self.replaces)
+        taken = {n: self.owned[n] for n in numbers if n in kept}
+        log.info("resuming a switch partitions=%s replaced=%d", sorted(taken), self.replaces)
+        adopt(
+            taken,
+            self.store,
+            previous,
+            self.replaces,
+            self.classifier,
+            self.checkpoint,
+            self.settings,
+            self.probe.beat,
+        )
+        done = sorted(self.store.adopted(sorted(taken)))
+        _in_background(_drop_generation, previous, done)
 
     def _switch_generation(self, published: InForce, stop: threading.Event) -> None:
         """Make the build current: let it reach at least where this worker is on each of its
@@ -271,16 +305,18 @@ class Worker:
             builder.owned,
             builder.store,
             self.store,
+            self.generation,
             builder.classifier,
             builder.checkpoint,
             self.settings,
             self.probe.beat,
         )
         previous = self.store
-        self._serve(published.generation)
+        self._serve(published.generation, published.replaces)
         built = builder.owned
         builder.close()
-        _in_background(_drop_generation, previous, sorted(self.owned))
+        done = sorted(self.store.adopted(sorted(self.owned)))
+        _in_background(_drop_generation, previous, done)
         self.owned.update({n: built[n] for n in self.owned if n in built})
         for number, state in self.owned.items():
             position = TopicPartition(self.settings.events_topic, number, state.seek_to)
@@ -301,6 +337,8 @@ class Worker:
         were left for later batches.
         """
         started = time.perf_counter()
+        if self._unadopted:
+            self._resume_adoption()
         decoded = decode_batch(
             messages,
             self.owned,
@@ -526,7 +564,7 @@ class Worker:
         if self.builder is not None and published.generation == self.builder.build.generation:
             self._switch_generation(published, stop)
         else:
-            self._serve(published.generation)
+            self._serve(published.generation, published.replaces)
         self.rules = rules
         self.classifier = Classifier.of(rules, self.model)
         metrics.RULES.info({"version": rules.label})
@@ -635,6 +673,9 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF)
         REDIS.reached()
+        numbers = [tp.partition for tp in partitions]
+        if self.replaces is not None:
+            self._unadopted |= set(numbers) - self.store.adopted(numbers)
         for tp in partitions:
             tp.offset = self.owned[tp.partition].seek_to
         consumer.incremental_assign(partitions)

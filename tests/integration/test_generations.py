@@ -201,6 +201,12 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_rebala
     while any(redis_client(live).scan_iter(match=replaced)):
         assert time.monotonic() < deadline + 30, "the replaced generation's keys stayed"
         time.sleep(0.5)
+
+    # rules published later without --backfill are served from the same generation
+    again = segstream(live, "rules", "apply", str(tmp_path / "v2.yaml"))
+    assert again.returncode == 0, again.stderr
+    assert in_force(live).generation == 1
+    assert export(live) == export(reference)
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
 
 
