@@ -17,6 +17,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from processors.rules import parse_rules
 from state.read_model import ReadModel
 from state.redis_store import RedisStateStore
+from streams.generations import Build, publish_switch
 from streams.kafka import admin_client
 from streams.redis_clients import redis_client
 from streams.rules_feed import in_force
@@ -338,3 +339,52 @@ def test_a_rebuild_while_events_flow_loses_none_applies_none_twice_and_switches_
         versions.setdefault(change["user_id"], []).append(change["version"])
     for user, seen in versions.items():
         assert seen == sorted(set(seen)), f"{user}'s versions went {seen}"
+
+
+def test_a_worker_that_finds_the_switch_unfinished_finishes_it_before_any_event(
+    stack, start_worker, tmp_path
+):
+    # what a worker stopped mid-switch leaves: the rebuilt generation current, its users
+    # not yet given the labels readers saw
+    events = history(users=80, days=40)
+    (tmp_path / "v1.yaml").write_text(V1)
+    (tmp_path / "v2.yaml").write_text(V2)
+    live = settings_for(stack, tmp_path / "v1.yaml")
+    produce_events(live, events)
+    worker = start_worker(live)
+    wait_for_events(ReadModel(redis_client(live), live.key_layout()), len(events))
+    assert worker.stop() == 0
+    built = live.key_layout().of_generation(1)
+    # generation 1 as a build leaves it: the same events taken with v2 by another
+    # deployment, its keys copied under generation 1's names
+    rebuilding = settings_for(stack, tmp_path / "v2.yaml", events_topic=live.events_topic)
+    helper = start_worker(rebuilding)
+    wait_for_events(ReadModel(redis_client(rebuilding), rebuilding.key_layout()), len(events))
+    assert helper.stop() == 0
+    client = redis_client(live)
+    for key in client.scan_iter(match=f"{rebuilding.redis_prefix}:{{*"):
+        name = key.decode().replace(f"{rebuilding.redis_prefix}:", f"{live.redis_prefix}:g1:", 1)
+        name = name.replace(f":o:{rebuilding.group_id}", f":o:{live.group_id}")
+        assert client.copy(key, name)
+    seen = labels(live, live.key_layout())
+    now = labels(live, built)
+    differ = {user for user in seen if seen[user][0] != now[user][0]}
+    assert differ
+    publish_switch(live, Build(1, 1, V2, time.time()), replaces=0)
+
+    start_worker(live)
+    deadline = time.monotonic() + 60
+    while len(switched(live)) < len(differ):
+        assert time.monotonic() < deadline, "the switch was not finished"
+        time.sleep(0.2)
+    time.sleep(1)
+    changes = switched(live)
+    assert sorted(c["user_id"] for c in changes) == sorted(differ)
+    assert all(c["version"] == seen[c["user_id"]][1] + 1 for c in changes)
+    assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
+    marks = redis_client(live).mget([built.adopted(p) for p in range(live.partitions)])
+    assert marks == [b"0"] * live.partitions
+    replaced = f"{live.redis_prefix}:{{{live.events_topic}.*"
+    while any(redis_client(live).scan_iter(match=replaced)):
+        assert time.monotonic() < deadline + 30, "the replaced generation's keys stayed"
+        time.sleep(0.5)
