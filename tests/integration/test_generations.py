@@ -115,6 +115,18 @@ def switched(settings):
     return [change for change in changes if change["reason"] == "rules"]
 
 
+def told_once(settings, users, deadline):
+    """The switch's change events, once there is one for each of `users`; asserts there is
+    exactly one each, and none for anyone else."""
+    while len(switched(settings)) < len(users):
+        assert time.monotonic() < deadline, "the users who moved were not told"
+        time.sleep(0.2)
+    time.sleep(1)
+    changes = switched(settings)
+    assert sorted(c["user_id"] for c in changes) == sorted(users)
+    return changes
+
+
 def built_events(settings, keys):
     counters = ReadModel(redis_client(settings), keys).counters()
     return sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
@@ -186,13 +198,7 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_rebala
     assert "Redis while both generations exist: about 200 users of" in out
     assert "rules v1 are served from generation 1" in out
     assert in_force(live).generation == 1
-    while len(switched(live)) < len(differ):
-        assert time.monotonic() < deadline, "the users who moved were not told"
-        time.sleep(0.2)
-    time.sleep(1)
-    changes = switched(live)
-    assert sorted(c["user_id"] for c in changes) == sorted(differ)
-    for change in changes:
+    for change in told_once(live, differ, deadline):
         user = change["user_id"]
         assert change["version"] == seen[user][1] + 1
         assert change["segments"] == list(now[user][0])
@@ -374,12 +380,7 @@ def test_a_worker_that_finds_the_switch_unfinished_finishes_it_before_any_event(
 
     start_worker(live)
     deadline = time.monotonic() + 60
-    while len(switched(live)) < len(differ):
-        assert time.monotonic() < deadline, "the switch was not finished"
-        time.sleep(0.2)
-    time.sleep(1)
-    changes = switched(live)
-    assert sorted(c["user_id"] for c in changes) == sorted(differ)
+    changes = told_once(live, differ, deadline)
     assert all(c["version"] == seen[c["user_id"]][1] + 1 for c in changes)
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
     marks = redis_client(live).mget([built.adopted(p) for p in range(live.partitions)])
