@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import signal
 import sys
 import threading
@@ -749,11 +750,21 @@ def _follow_build(config: Settings, generation: int, version: int) -> None:
         builds.catch_up()
         with Progress(*columns, transient=True) as bar:
             task = bar.add_task("rebuilt", total=None)
+            moved, built = time.monotonic(), -1
             while current is None or current.generation != generation:
                 if builds.generation > generation:
                     raise click.ClickException(f"generation {generation} was replaced")
                 done = build_progress(config, generation)
                 bar.update(task, completed=done.built, total=done.total)
+                if done.built != built:
+                    moved, built = time.monotonic(), done.built
+                elif time.monotonic() - moved > _STILL:
+                    bar.console.print(
+                        f"nothing rebuilt for {_STILL:.0f} s: are workers running (segstream "
+                        "worker)? The build goes on once they are; Ctrl-C leaves it building.",
+                        style="yellow",
+                    )
+                    moved = math.inf
                 time.sleep(0.5)
                 current = served.poll() or current
                 builds.poll()
@@ -761,6 +772,10 @@ def _follow_build(config: Settings, generation: int, version: int) -> None:
         served.close()
         builds.close()
     click.echo(f"rules v{version} are served from generation {generation}")
+
+
+_STILL = 30.0
+"""Seconds without progress after which `rules apply --backfill` says workers may be missing."""
 
 
 class _RateColumn(ProgressColumn):

@@ -17,6 +17,7 @@ not committed yet (it produced the others). Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -26,7 +27,7 @@ from processors._core import Relay, SegmentChange
 from processors.classifier import Classifier
 from state.timer_store import DueTimers
 from streams.generations import Build
-from streams.worker import outgoing
+from streams.worker import metrics, outgoing
 from streams.worker.decoding import DecodedBatch
 from streams.worker.loop import Worker, _Stepped
 from streams.worker.outgoing import Outgoing
@@ -65,15 +66,17 @@ class GenerationBuilder(Worker):
 
     def _behind(self) -> bool:
         """Whether an owned partition has messages left to build, by the high watermarks of
-        the latest fetches (no round trip)."""
+        the latest fetches (no round trip); each partition's lag goes to the metrics."""
         topic = self.settings.events_topic
+        behind = False
         for number, state in self.owned.items():
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(topic, number), cached=True
             )
-            if high > (state.committed or 0):
-                return True
-        return False
+            lag = max(high - (state.committed or 0), 0)
+            metrics.BUILD_LAG.labels(partition=str(number)).set(lag)
+            behind |= lag > 0
+        return behind
 
     def within(self, lag: int) -> bool:
         """Whether every partition of the topic (this worker's and the others') has at most
@@ -102,6 +105,9 @@ class GenerationBuilder(Worker):
 
     def close(self) -> None:
         """Leave the partitions, deliver what is queued, close the generation's store."""
+        for number in self.owned:
+            with contextlib.suppress(KeyError):
+                metrics.BUILD_LAG.remove(str(number))
         self.consumer.close()
         self.checkpoint.close()
         self.parts.close_store()
@@ -152,4 +158,5 @@ class GenerationBuilder(Worker):
         backlog: Mapping[int, DueTimers],
         started: float,
     ) -> None:
-        """A build feeds neither the trainer nor the live worker's metrics."""
+        """A build feeds neither the trainer nor the live worker's metrics: only its own."""
+        metrics.BUILD_EVENTS.inc(size)

@@ -263,6 +263,7 @@ class Worker:
         self.store = self.parts.store_of(generation)
         self.checkpoint.store = self.store
         self.generation = generation
+        metrics.GENERATION.set(generation)
         log.info("serving generation=%d", generation)
 
     def _resume_adoption(self) -> None:

@@ -83,6 +83,20 @@ CONSUMER_LAG = Gauge(
     "Messages in a partition not yet committed by this worker (high watermark minus offset).",
     ["partition"],
 )
+GENERATION = Gauge(
+    "segstream_worker_generation",
+    "The generation of users' state the worker serves (`rules apply --backfill` makes the next).",
+)
+BUILD_LAG = Gauge(
+    "segstream_worker_build_lag_messages",
+    "Messages of a partition the generation being built has yet to take, by the high "
+    "watermark of its latest fetch.",
+    ["partition"],
+)
+BUILD_EVENTS = Counter(
+    "segstream_worker_build_events_total",
+    "Messages of the events topic taken into a generation being built.",
+)
 PARTITIONS = Gauge(
     "segstream_worker_partitions_assigned",
     "Partitions of the events topic this worker owns.",
