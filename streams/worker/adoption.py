@@ -46,10 +46,13 @@ def adopt(
 ) -> int:
     """Give the users of the `owned` partitions in `store` their labels in `previous` (of
     generation `replaced`) and re-evaluate them with `classifier`, noting each partition
-    done in `store`; returns how many changed segments."""
+    done in `store` (one noted already is left alone); returns how many changed segments."""
     indexed = indexed_features(classifier.rules)
     moved = 0
+    done = store.adopted(sorted(owned))
     for number, state in owned.items():
+        if number in done:
+            continue  # taken over already, by another worker that owned it then
         if state.committed is None:
             store.mark_adopted(number, replaced)  # nothing built, nothing to take over
             continue
