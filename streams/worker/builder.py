@@ -92,11 +92,10 @@ class GenerationBuilder(Worker):
         return True
 
     def reached(self, positions: Mapping[int, PartitionState]) -> bool:
-        """Whether each owned partition is built at least as far as `positions` are."""
+        """Whether every partition of `positions` is owned and built at least as far."""
         return all(
-            (state.committed or 0) >= (positions[number].committed or 0)
-            for number, state in self.owned.items()
-            if number in positions
+            number in self.owned and (self.owned[number].committed or 0) >= (at.committed or 0)
+            for number, at in positions.items()
         )
 
     def rewind(self) -> None:

@@ -293,15 +293,19 @@ class Worker:
         done = sorted(self.store.adopted(sorted(taken)))
         _in_background(_drop_generation, previous, done)
 
-    def _switch_generation(self, published: InForce, stop: threading.Event) -> None:
-        """Make the build current: let it reach at least where this worker is on each of its
-        partitions, give its users the labels readers have seen (:mod:`adoption`), then go
-        on from the build's progress with its rules, its state and its timers."""
+    def _switch_generation(self, published: InForce, stop: threading.Event) -> bool:
+        """Make the build current: let it take this worker's partitions and reach at least
+        where this worker is on each, give its users the labels readers have seen
+        (:mod:`adoption`), then go on from the build's progress with its rules, its state and
+        its timers. Stopped before the build got there, it leaves the switch to the next
+        owners of the partitions (see :meth:`_resume_adoption`) and returns false."""
         builder = self.builder
         assert builder is not None
-        self.builder = None
-        while not builder.reached(self.owned) and not stop.is_set():
+        while not builder.reached(self.owned):
+            if stop.is_set():
+                return False
             builder.build_step()
+        self.builder = None
         adopt(
             builder.owned,
             builder.store,
@@ -323,6 +327,7 @@ class Worker:
             position = TopicPartition(self.settings.events_topic, number, state.seek_to)
             with contextlib.suppress(KafkaException):
                 self.consumer.seek(position)
+        return True
 
     def _feed_trainer(self, vectors: list[FeatureVector]) -> None:
         """Send the trainer `vectors`, many to a message; the next commit waits for them."""
@@ -563,7 +568,8 @@ class Worker:
         them, or with `reevaluate`, re-labelling every owned user now."""
         rules, reevaluate = published.rules, published.reevaluate
         if self.builder is not None and published.generation == self.builder.build.generation:
-            self._switch_generation(published, stop)
+            if not self._switch_generation(published, stop):
+                return
         else:
             self._serve(published.generation, published.replaces)
         self.rules = rules
