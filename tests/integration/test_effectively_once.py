@@ -95,7 +95,9 @@ def test_redis_stopped_for_ten_seconds_mid_stream_changes_nothing(
     model = ReadModel(redis.Redis.from_url(url), settings.key_layout())
     try:
         worker = start_worker(settings)
-        replay = replay_in_background(settings, history, tmp_path / "replay.log")
+        replay = replay_in_background(
+            settings, history, tmp_path / "replay.log", rate=FAULT_EVENTS // 20
+        )  # twenty seconds of traffic: a worker as fast as the replay is still taking it
         wait_for_events(model, FAULT_EVENTS // 3, timeout=300)
         server.terminate()
         server.wait(30)
