@@ -697,9 +697,10 @@ def rules_apply(
     if (no_wait or accept_partial_history) and not backfill:
         raise click.UsageError("--no-wait and --accept-partial-history go with --backfill")
     config = settings()
-    ensure_topics(config)
     text = file.read_text(encoding="utf-8")
     try:
+        parse_rules(text, source=str(file))  # refused with line and field before any I/O
+        ensure_topics(config)
         if backfill:
             _backfill(config, text, str(file), wait=not no_wait, partial=accept_partial_history)
             return
