@@ -157,6 +157,18 @@ class UserSample:
         else:
             self.computed.pop(user_id, None)
 
+    def forget(self, user_id: str) -> None:
+        """Leave `user_id` out from now on (until they offer a vector again).
+
+        >>> sample = UserSample(2)
+        >>> sample.offer("a", [1.0]); sample.forget("a"); len(sample)
+        0
+        """
+        if self.rows.pop(user_id, None) is not None:
+            self.computed.pop(user_id, None)
+            self._largest = [(key, user) for key, user in self._largest if user != user_id]
+            heapq.heapify(self._largest)
+
     def computed_values(self) -> dict[str, list[float]]:
         """Per computed trait, the values of the sampled users who have one."""
         found: dict[str, list[float]] = collections.defaultdict(list)
@@ -166,10 +178,11 @@ class UserSample:
         return dict(found)
 
     def matrix(self) -> Matrix:
-        """The sampled vectors, one row per user."""
+        """The sampled vectors, one row per user, in user id order: the same sample
+        clusters the same however its vectors arrived."""
         if not self.rows:
             return np.zeros((0, len(FEATURE_NAMES)))
-        return np.array(list(self.rows.values()), dtype=np.float64)
+        return np.array([self.rows[user_id] for user_id in sorted(self.rows)], dtype=np.float64)
 
 
 class OnlineClusterer:
@@ -206,12 +219,16 @@ class OnlineClusterer:
         computed: Mapping[str, float] | None = None,
     ) -> None:
         """Learn from one user's feature vector (:data:`FEATURE_NAMES` order) and the
-        values of the computed traits the rules compare with a percentile.
+        values of the computed traits the rules compare with a percentile; an empty
+        vector takes the user out of the sample.
 
         A `refresh` (the user did nothing; time moved on) only updates the
         user's row in the sample: k-means and the scaler learn from behaviour,
         weighted by how much of it there is.
         """
+        if not row:  # the user is no more: merged into another, expired or erased
+            self.sample.forget(user_id)
+            return
         self.sample.offer(user_id, row, computed)
         if refresh or row[self._events] < self.config.min_events:
             return
@@ -308,8 +325,13 @@ class OnlineClusterer:
     def _recluster(self, warm: Matrix, reason: str, now: float) -> ModelSnapshot:
         self._rebase_scaler(warm)
         scaled = self._scaled(warm)
-        centroids = self._best_centroids(scaled)
-        centroids = self._merge_small(scaled, centroids)
+        chosen = self._best_centroids(scaled)
+        centroids = self._merge_small(scaled, chosen)
+        if len(centroids) < len(chosen):  # as good a fit at the smaller k as a fresh one
+            fresh = BatchKMeans(n_clusters=len(centroids), n_init=10, random_state=self.config.seed)
+            fresh.fit(scaled)
+            if fresh.inertia_ < _inertia(scaled, centroids):
+                centroids = self._merge_small(scaled, fresh.cluster_centers_)
         self.ids = self._match(centroids)
         self._set_centers(centroids)
         self.generation += 1
@@ -350,7 +372,7 @@ class OnlineClusterer:
         config = self.config
         best: tuple[float, Matrix] | None = None
         for k in range(config.k_min, min(config.k_max, len(scaled) - 1) + 1):
-            fitted = BatchKMeans(n_clusters=k, n_init=3, random_state=config.seed).fit(scaled)
+            fitted = BatchKMeans(n_clusters=k, n_init=10, random_state=config.seed).fit(scaled)
             if k == 1 or len(set(fitted.labels_.tolist())) < 2:
                 score = -1.0
             else:
@@ -368,7 +390,8 @@ class OnlineClusterer:
         return np.asarray(best[1], dtype=np.float64)
 
     def _merge_small(self, scaled: Matrix, centroids: Matrix, refit: bool = True) -> Matrix:
-        """Drop the smallest cluster while it holds under `min_share` of the users."""
+        """Drop the smallest cluster while it holds under `min_share` of the users; with
+        `refit`, k-means converges again from the centroids left after each drop."""
         while len(centroids) > 1:
             labels = _nearest(scaled, centroids)
             counts = np.bincount(labels, minlength=len(centroids))
@@ -376,14 +399,9 @@ class OnlineClusterer:
             if counts[smallest] >= self.config.min_share * len(scaled):
                 break
             centroids = np.delete(centroids, smallest, axis=0)
-            if refit:
-                labels = _nearest(scaled, centroids)
-                centroids = np.array(
-                    [
-                        scaled[labels == i].mean(axis=0) if (labels == i).any() else centroids[i]
-                        for i in range(len(centroids))
-                    ]
-                )
+            if refit:  # k-means run to convergence from the centroids left
+                fitted = BatchKMeans(n_clusters=len(centroids), init=centroids, n_init=1)
+                centroids = np.asarray(fitted.fit(scaled).cluster_centers_, dtype=np.float64)
         return centroids
 
     def _match(self, centroids: Matrix) -> list[str]:
@@ -491,6 +509,12 @@ def _lloyd_step(scaled: Matrix, centroids: Matrix) -> Matrix:
         if len(members):
             moved[index] = members.mean(axis=0)
     return moved
+
+
+def _inertia(scaled: Matrix, centroids: Matrix) -> float:
+    """The sum of squared distances of the rows to their nearest centroid."""
+    distances = ((scaled[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return float(distances.min(axis=1).sum())
 
 
 def _nearest(scaled: Matrix, centroids: Matrix) -> NDArray[np.intp]:

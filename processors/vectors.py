@@ -3,7 +3,9 @@
 Workers publish each active user's latest vector about once a second, many
 to a message; each message names its columns, so a trainer reads vectors of
 any worker version whose features it knows. A vector also carries the values of
-the computed traits the rules compare with a percentile, by name. The core packs
+the computed traits the rules compare with a percentile, by name. A vector with
+no values says that its user is no more (merged into another, expired or
+erased). The core packs
 them (:func:`pack_vectors`, `processors/core/src/vectors.rs`); this module reads
 them back.
 
@@ -48,7 +50,7 @@ def unpack_vectors(message: bytes) -> list[FeatureVector]:
             FeatureVector(
                 str(row[0]),
                 float(row[1]),
-                tuple(float(row[2][column]) for column in columns),
+                tuple(float(row[2][column]) for column in columns) if row[2] else (),
                 len(row) > 3 and row[3] is True,
                 {str(name): float(value) for name, value in row[4].items()} if len(row) > 4 else {},
             )

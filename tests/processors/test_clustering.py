@@ -246,6 +246,17 @@ def test_refreshed_vectors_update_the_sample_but_do_not_train():
     assert idle in model.sample.matrix().tolist()
 
 
+def test_an_empty_vector_takes_its_user_out_of_the_sample():
+    rng = random.Random(6)
+    model = OnlineClusterer(CONFIG)
+    learned(model, population(600, rng))
+    model.learn("anon-1", row("lapsed", rng))
+    assert "anon-1" in model.sample.rows
+    model.learn("anon-1", ())
+    assert "anon-1" not in model.sample.rows
+    assert len(model.sample) == 600
+
+
 def test_only_timer_driven_vectors_are_marked_refresh():
     rules = parse_rules(
         "segments:\n  - {name: Any, description: d, "

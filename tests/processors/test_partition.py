@@ -31,6 +31,8 @@ def test_merge_tombstones_the_id_and_sends_its_history_once():
     assert [(r.kind, r.key) for r in step.relays] == [("absorb", "ann")]
     assert step.users["anon"].alias_of == "ann"
     assert [(c.user_id, c.exited, c.reason) for c in step.changes] == [("anon", ("Seen",), "merge")]
+    # the trainer's sample forgets the id: its one vector has no values
+    assert [(v.user_id, v.values) for v in step.vectors] == [("anon", ())]
 
 
 def test_absorb_adds_the_history_once():
@@ -81,7 +83,8 @@ def test_erase_leaves_segments_drops_the_timer_and_ends_with_a_tombstone():
     assert (tombstone.user_id, tombstone.is_tombstone) == ("ann", True)
     assert step.erased == ["ann"]
     assert step.timers == {"ann": None}
-    assert step.vectors == []
+    # the trainer's sample forgets the user: their one vector has no values
+    assert [(v.user_id, v.values) for v in step.vectors] == [("ann", ())]
 
 
 def test_erase_reaches_the_ids_merged_with_the_user():

@@ -105,6 +105,20 @@ pub struct Vector {
     pub computed: Vec<(String, f64)>,
 }
 
+impl Vector {
+    /// The vector of a user who is no more (merged into another, expired or erased):
+    /// no values, so that the trainer's sample forgets them.
+    pub fn gone(user_id: &str, as_of: f64) -> Vector {
+        Vector {
+            user_id: user_id.to_string(),
+            as_of,
+            values: Vec::new(),
+            refresh: false,
+            computed: Vec::new(),
+        }
+    }
+}
+
 /// Where a step finds the users it has not loaded yet.
 pub trait Stored {
     /// The stored state of `user_id`, if any, and its row as stored.
@@ -800,7 +814,8 @@ impl Pass<'_> {
         }
     }
 
-    /// Feature vectors of the touched users, and their clusters when there is a model.
+    /// Feature vectors of the touched users, and their clusters when there is a model; an
+    /// empty vector of each user merged away, expired or erased.
     fn vectorise(&mut self) {
         let step = &mut self.step;
         let touched: Vec<(String, Reason)> = step
@@ -820,6 +835,18 @@ impl Pass<'_> {
                 vector_of(id, &step.users[id], Some(self.rules), refresh)
             })
             .collect();
+        let gone = step.users.iter().filter(|(id, user)| {
+            let merged = user.alias_of.is_some()
+                && self
+                    .loaded
+                    .get(*id)
+                    .is_none_or(|(_, _, alias)| alias.is_none());
+            merged || step.expired.contains(id) || step.erased.contains(id)
+        });
+        let gone: Vec<Vector> = gone
+            .map(|(id, user)| Vector::gone(id, user.as_of))
+            .collect();
+        step.vectors.extend(gone);
         let Some(model) = &self.classifier.model else {
             return;
         };

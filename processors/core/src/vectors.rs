@@ -1,7 +1,8 @@
 //! Feature vectors' wire form on the `features` topic: a msgpack map naming the columns
 //! and holding one row per vector, `[user_id, as_of, values, refresh]`, and a fifth
 //! field, a map of computed traits' values by name, when the vector has any; many
-//! vectors to a message (read back by `processors.vectors.unpack_vectors`).
+//! vectors to a message (read back by `processors.vectors.unpack_vectors`). A row with
+//! no values says that its user is no more.
 //!
 //! ```
 //! use _core::step::Vector;
