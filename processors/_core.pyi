@@ -6,6 +6,12 @@ from typing import Any, Final
 from processors.events import EventKind
 
 FEATURE_NAMES: Final[tuple[str, ...]]
+PREDICTIONS: Final[tuple[str, ...]]
+"""The predictions a model snapshot may score: `purchase_30d`, `churn_90d`, `revenue_90d`."""
+PREDICTION_INPUTS: Final[tuple[str, ...]]
+"""What every prediction reads, in coefficient order (docs/predictions.md)."""
+PREDICTION_HORIZON_DAYS: Final[tuple[int, ...]]
+"""Each prediction's horizon in days, in `PREDICTIONS` order."""
 """Every numeric feature, in the fixed order of feature vectors."""
 TEXT_FEATURES: Final[tuple[str, ...]]
 """Features whose value is a name; `""` when unknown."""
@@ -104,9 +110,15 @@ class User:
     ) -> dict[str, bool | float | str | None]:
         """The computed traits `classifier`'s rules name, by name, as of `as_of` (default:
         the latest evaluation); times as ISO 8601 text."""
+    def predictions(
+        self, classifier: Classifier, as_of: float | None = None
+    ) -> dict[str, float | None]:
+        """The predictions as `classifier`'s model scores them as of `as_of` (default: the
+        latest evaluation), by name; `None` while one is gated."""
     def document(self, user_id: str, classifier: Classifier | None = None) -> dict[str, Any]:
-        """The user as exported: id, features, traits, computed traits (those `classifier`'s
-        rules name), segments, cluster and versions."""
+        """The user as exported: id, features, traits, computed traits and predictions (as
+        `classifier` has them; predictions `None` without one), segments, cluster and
+        versions."""
     def open_cart(self) -> tuple[list[CartLine], int | None]:
         """The products in the open cart and when it last changed."""
     def vector(self, user_id: str, classifier: Classifier | None = None) -> FeatureVector:
@@ -173,7 +185,8 @@ class Relay:
     def __init__(self, kind: str, key: str, body: bytes = b"", position: int = -1) -> None: ...
 
 class Classifier:
-    """Compiled rules with their percentile thresholds, and the model's placement."""
+    """Compiled rules with their percentile thresholds, the model's placement and its
+    predictions' coefficients."""
 
     min_delay: float
     def segments_of(self, features: Mapping[str, float | str]) -> tuple[str, ...]:
@@ -184,6 +197,7 @@ class Classifier:
         thresholds: list[tuple[str, float]],
         clustered: list[str],
         model: Mapping[str, Any] | None = None,
+        predictions: Mapping[str, Any] | None = None,
     ) -> None: ...
 
 class PartitionStep:

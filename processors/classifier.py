@@ -2,7 +2,8 @@
 
 The rules are validated in Python (:mod:`processors.rules`) and compiled to their
 intermediate form; the percentile thresholds they use come from the model
-snapshot; the snapshot's scaler and centroids place users. :class:`Classifier`
+snapshot; the snapshot's scaler and centroids place users, and its ready
+predictions' coefficients score them. :class:`Classifier`
 hands all three to the compiled core once, and the worker passes it to every
 partition step.
 
@@ -57,8 +58,13 @@ class Classifier:
 
     def __post_init__(self) -> None:
         placement = None if self.model is None else _placement(self.model)
+        predictions = None if self.model is None else self.model.snapshot.scored()
         compiled = _core.Classifier(
-            self.rules.ir, list(self.thresholds.items()), list(CLUSTER_FEATURES), placement
+            self.rules.ir,
+            list(self.thresholds.items()),
+            list(CLUSTER_FEATURES),
+            placement,
+            predictions,
         )
         object.__setattr__(self, "core", compiled)
 

@@ -40,13 +40,18 @@ import orjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from processors._core import FEATURE_NAMES
+from processors._core import FEATURE_NAMES, PREDICTION_INPUTS, PREDICTIONS
 
 COLD_START = "cold-start"
 """The cluster of a user with too little history to be placed."""
 
 _COMPUTED_NAME = re.compile(r"computed\.[A-Za-z_]\w{0,63}")
 """A computed trait's name as quantiles name it (`computed.NAME`)."""
+_PREDICTION_NAMES = {f"prediction.{name}" for name in PREDICTIONS}
+"""The predictions' names as quantiles name them (`prediction.NAME`)."""
+
+GATE_LABELS = 100
+"""Positive and negative matured labels a prediction needs before it is scored."""
 PERCENTILE_POINTS = 101
 """Percentiles kept per feature: p0, p1, ..., p100."""
 
@@ -107,6 +112,59 @@ class Cluster(BaseModel):
     share: float = Field(ge=0.0, le=1.0)
 
 
+class PredictionModel(BaseModel):
+    """One prediction's coefficients over the standardised `log1p` inputs
+    (:data:`PREDICTION_INPUTS` order) and the labels it learned from.
+
+    The core scores `sigmoid(a·(weights·x + intercept) + b)` with `calibration`
+    `(a, b)`, times `max(0, spend·x + c)` for an amount (`spend` `(weights, c)`).
+    `positives` and `negatives` count the matured labels learned; the prediction
+    is scored once both reach :data:`GATE_LABELS` (:attr:`ready`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: tuple[float, ...]
+    intercept: float
+    calibration: tuple[float, float] = (1.0, 0.0)
+    spend: tuple[tuple[float, ...], float] | None = None
+    positives: int = Field(default=0, ge=0)
+    negatives: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictionModel:
+        width = len(PREDICTION_INPUTS)
+        vectors = [self.mean, self.std, self.weights]
+        if self.spend is not None:
+            vectors.append(self.spend[0])
+        if any(len(vector) != width for vector in vectors):
+            raise ValueError(f"a prediction needs {width} coefficients of each kind")
+        numbers = [*itertools.chain(*vectors), self.intercept, *self.calibration]
+        if self.spend is not None:
+            numbers.append(self.spend[1])
+        if not all(map(math.isfinite, numbers)) or not all(v > 0 for v in self.std):
+            raise ValueError("coefficients must be finite and std positive")
+        return self
+
+    @property
+    def ready(self) -> bool:
+        """Whether it has learned enough positive and negative labels to be scored."""
+        return min(self.positives, self.negatives) >= GATE_LABELS
+
+    def coefficients(self) -> dict[str, object]:
+        """What the core needs to score it."""
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "weights": list(self.weights),
+            "intercept": self.intercept,
+            "calibration": self.calibration,
+            "spend": None if self.spend is None else (list(self.spend[0]), self.spend[1]),
+        }
+
+
 class ModelSnapshot(BaseModel):
     """A versioned clustering model and population percentiles.
 
@@ -114,8 +172,9 @@ class ModelSnapshot(BaseModel):
     re-clusters (`reason` `initial`, `recluster` or `drift`) and stays the same
     for snapshots that only refine centroids (`update`). `min_events` is the
     history (events) a user needs before leaving `cold-start`. `quantiles` maps
-    a feature, or a computed trait the rules compare with a percentile, to its
-    values at p0..p100 over users; `sample_users` is how many
+    a feature, a computed trait the rules compare with a percentile, or a
+    scored prediction (`prediction.NAME`), to its values at p0..p100 over users;
+    `predictions` holds each prediction's model, once it has one; `sample_users` is how many
     users they and the shares were computed on. `inertia` is the mean squared
     distance, in standardised units, from each warm sampled user to the
     nearest centroid.
@@ -137,6 +196,7 @@ class ModelSnapshot(BaseModel):
     sample_users: int = Field(default=0, ge=0)
     learned: int = Field(default=0, ge=0)
     inertia: float = Field(default=0.0, ge=0)
+    predictions: dict[str, PredictionModel] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSnapshot:
@@ -158,14 +218,27 @@ class ModelSnapshot(BaseModel):
         for cluster in self.clusters:
             if len(cluster.centroid) != width or not all(map(math.isfinite, cluster.centroid)):
                 raise ValueError(f"cluster {cluster.id} needs {width} finite centroid values")
+        unknown = sorted(set(self.predictions) - set(PREDICTIONS))
+        if unknown:
+            raise ValueError(f"unknown predictions {unknown}")
         for name, values in self.quantiles.items():
-            if name not in FEATURE_INDEX and not _COMPUTED_NAME.fullmatch(name):
+            known = name in FEATURE_INDEX or name in _PREDICTION_NAMES
+            if not known and not _COMPUTED_NAME.fullmatch(name):
                 raise ValueError(f"quantiles of unknown feature {name!r}")
             if len(values) != PERCENTILE_POINTS or not all(map(math.isfinite, values)):
                 raise ValueError(f"quantiles of {name!r} need {PERCENTILE_POINTS} finite values")
             if any(b < a for a, b in itertools.pairwise(values)):
                 raise ValueError(f"quantiles of {name!r} must not decrease")
         return self
+
+    def scored(self) -> dict[str, object]:
+        """The ready predictions' coefficients for the core, with the snapshot's version
+        (the others are gated)."""
+        found: dict[str, object] = {"version": self.version}
+        for name, model in self.predictions.items():
+            if model.ready:
+                found[name] = model.coefficients()
+        return found
 
     def names(self) -> dict[str, str]:
         """Cluster id to readable name."""

@@ -54,7 +54,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from processors._core import FEATURE_NAMES, RECENT_SECONDS, TEXT_FEATURES, pattern_problem
+from processors._core import (
+    FEATURE_NAMES,
+    PREDICTIONS,
+    RECENT_SECONDS,
+    TEXT_FEATURES,
+    pattern_problem,
+)
 from processors._core import Classifier as CompiledRules
 from processors.events import EventKind, Projection
 from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
@@ -62,7 +68,7 @@ from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
 Node = dict[str, Any]
 """A condition in the rules' intermediate form, as the core evaluates it."""
 
-_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*((?:computed\.)?\w+)\s*\)$")
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)\(\s*((?:computed\.|prediction\.)?\w+)\s*\)$")
 
 
 def percentile_name(feature: str, q: float) -> str:
@@ -778,6 +784,79 @@ class ComputedCondition(_Test):
         return self._compiled({"computed": self.computed})
 
 
+class PredictionCondition(_Node):
+    """A prediction compared: `{prediction: purchase_30d, op: ">=", value: 0.7}`.
+
+    `purchase_30d` and `churn_90d` are probabilities (0 to 1), `revenue_90d` an
+    amount of currency (docs/predictions.md). The value is a number or a
+    population percentile of a prediction, `p90(revenue_90d)`; `between` takes
+    `[low, high]` (both included). The comparison is false while the
+    prediction is gated (the model has too few labelled examples) and while a
+    percentile is unknown.
+
+    >>> PredictionCondition.model_validate(
+    ...     {"prediction": "revenue_90d", "op": ">=", "value": "p90(revenue_90d)"}
+    ... ).compile()
+    {'prediction': 'revenue_90d', 'op': '>=', 'percentile': 'p90(prediction.revenue_90d)'}
+    """
+
+    prediction: str
+    op: Literal[">", ">=", "<", "<=", "between"]
+    value: float | str | list[float]
+
+    @field_validator("prediction")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {name!r} (known: {', '.join(PREDICTIONS)})")
+        return name
+
+    @field_validator("value")
+    @classmethod
+    def _threshold(cls, value: float | str | list[float], info: ValidationInfo) -> Any:
+        op = info.data.get("op")
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2 or value[0] > value[1]:
+                raise ValueError("between takes [low, high], two numbers with low <= high")
+            return value
+        if isinstance(value, list):
+            raise ValueError(f"{op} takes one value")
+        if isinstance(value, float):
+            return value
+        found = parse_percentile(value)
+        if found is None:
+            raise ValueError("a number or a percentile such as p90(revenue_90d)")
+        name, q = found
+        name = name.removeprefix(PREDICTION_PREFIX)
+        if name not in PREDICTIONS:
+            raise ValueError(f"a percentile of a prediction; {name!r} is none")
+        if not 0 <= q <= 100:
+            raise ValueError("a percentile is between p0 and p100")
+        return percentile_name(PREDICTION_PREFIX + name, q)
+
+    @property
+    def percentiles(self) -> list[tuple[str, float]]:
+        """`(prediction.NAME, q)` of the percentile threshold, if the value is one."""
+        found = parse_percentile(self.value) if isinstance(self.value, str) else None
+        return [] if found is None else [found]
+
+    def _one(self, op: str, value: float | str) -> Node:
+        if isinstance(value, str):
+            return {"prediction": self.prediction, "op": op, "percentile": value}
+        return {"prediction": self.prediction, "op": op, "value": float(value)}
+
+    def compile(self) -> Node:
+        """The intermediate form; `between` as `all` of two comparisons."""
+        if isinstance(self.value, list):
+            low, high = self.value
+            return {"all": [self._one(">=", low), self._one("<=", high)]}
+        return self._one(self.op, self.value)
+
+
+PREDICTION_PREFIX = "prediction."
+"""What percentile thresholds and the model's quantiles put before a prediction's name
+(`p90(prediction.revenue_90d)`)."""
+
 COMPUTED_PREFIX = "computed."
 """What percentile thresholds and the model's quantiles put before a computed trait's
 name (`p90(computed.watch_minutes_30d)`): computed traits may share a feature's name."""
@@ -895,7 +974,7 @@ class InSegment(_Node):
 def _condition_kind(value: Any) -> str | None:
     if isinstance(value, Mapping):
         keys = ("sequence", "after", "all", "any", "not", "feature", "trait", "computed")
-        for key in (*keys, "event", "segment"):
+        for key in (*keys, "prediction", "event", "segment"):
             if key in value:
                 return key
     return None
@@ -905,6 +984,7 @@ Condition = Annotated[
     Annotated[Comparison, Tag("feature")]
     | Annotated[TraitCondition, Tag("trait")]
     | Annotated[ComputedCondition, Tag("computed")]
+    | Annotated[PredictionCondition, Tag("prediction")]
     | Annotated[SequenceCondition, Tag("sequence")]
     | Annotated[AbsenceCondition, Tag("after")]
     | Annotated[AllOf, Tag("all")]
@@ -917,7 +997,7 @@ Condition = Annotated[
         custom_error_type="condition",
         custom_error_message=(
             "a condition is a mapping with one of: all, any, not, feature, trait, computed, "
-            "event, sequence, after, segment"
+            "prediction, event, sequence, after, segment"
         ),
     ),
 ]
@@ -1006,11 +1086,11 @@ class RuleSet:
     @property
     def percentiles(self) -> set[tuple[str, float]]:
         """Every `(feature, q)` percentile threshold the rules use (a computed trait's as
-        `computed.NAME`)."""
+        `computed.NAME`, a prediction's as `prediction.NAME`)."""
         found = set()
         for rule in self.definition.segments:
             for node in _nodes(rule.condition):
-                if isinstance(node, Comparison | ComputedCondition):
+                if isinstance(node, Comparison | ComputedCondition | PredictionCondition):
                     found.update(node.percentiles)
         return found
 
@@ -1058,6 +1138,25 @@ class RuleSet:
                     for rule in self.definition.segments
                     for node in _nodes(rule.condition)
                     if isinstance(node, TraitCondition)
+                }
+            )
+        )
+
+    @cached_property
+    def predictions(self) -> tuple[str, ...]:
+        """The predictions the rules compare, sorted.
+
+        >>> parse_rules("segments:\\n  - {name: Likely, description: d, condition: "
+        ...             "{prediction: purchase_30d, op: '>=', value: 0.7}}\\n").predictions
+        ('purchase_30d',)
+        """
+        return tuple(
+            sorted(
+                {
+                    node.prediction
+                    for rule in self.definition.segments
+                    for node in _nodes(rule.condition)
+                    if isinstance(node, PredictionCondition)
                 }
             )
         )

@@ -22,10 +22,10 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
+from processors._core import Classifier as CompiledRules
 from processors._core import User
 from processors.model import ModelSnapshot, SnapshotError, parse_snapshot
 from processors.partitioner import canonical_partition
-from processors.rules import RuleSet
 from state.keys import KeyLayout
 from state.lane import Lane
 
@@ -78,10 +78,10 @@ class Lookups:
         return self._partitions
 
     async def user(
-        self, user_id: str, *, features: bool = False, rules: RuleSet | None = None
+        self, user_id: str, *, features: bool = False, classifier: CompiledRules | None = None
     ) -> dict[str, Any] | None:
         """The user's labels (and features as of their evaluation, traits, and the computed
-        traits `rules` name), following merged ids.
+        traits and predictions as `classifier` has them), following merged ids.
 
         `None` when segstream keeps nothing for the id.
         """
@@ -107,7 +107,8 @@ class Lookups:
             if features and state is not None:
                 found["features"] = dict(state.features())
                 found["traits"] = dict(state.traits())
-                found["computed"] = {} if rules is None else dict(state.computed(rules.compiled))
+                found["computed"] = {} if classifier is None else state.computed(classifier)
+                found["predictions"] = None if classifier is None else state.predictions(classifier)
             return found
         return None
 

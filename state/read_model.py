@@ -18,9 +18,12 @@ import redis
 
 from processors._core import Classifier as CompiledRules
 from processors._core import User
+from processors.classifier import Classifier
+from processors.model import ClusterAssigner, SnapshotError
 from processors.partitioner import canonical_partition
 from processors.rules import RuleSet
 from state.keys import KeyLayout
+from state.model_store import ModelStore
 from state.redis_store import RedisStateStore
 
 _MAX_ALIAS_HOPS = 8
@@ -33,8 +36,10 @@ class ReadModel:
         self.client = client
         self.keys = keys
         self.rules = rules
-        """The rules whose computed traits documents show (none without)."""
+        """The rules whose computed traits documents show (none without); with them,
+        documents show the predictions as the latest model snapshot scores them."""
         self._store = RedisStateStore(client, keys, group="")
+        self._scoring: CompiledRules | None = None
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """One user's exported document, or `None` when segstream has not seen them.
@@ -69,7 +74,16 @@ class ReadModel:
                 yield document
 
     def _compiled(self) -> CompiledRules | None:
-        return None if self.rules is None else self.rules.compiled
+        if self.rules is None:
+            return None
+        if self._scoring is None:
+            try:
+                snapshot = ModelStore(self.client, self.keys).latest()
+            except SnapshotError:
+                snapshot = None
+            model = None if snapshot is None else ClusterAssigner(snapshot)
+            self._scoring = Classifier.of(self.rules, model).core
+        return self._scoring
 
     def partition_of(self, user_id: str) -> int:
         """The partition whose keys hold `user_id` (its canonical partition)."""

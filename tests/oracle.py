@@ -564,12 +564,74 @@ def absent(condition: dict, events: list[Event], as_of: float) -> bool:
     return due <= as_of < due + lasting
 
 
+PREDICTIONS = ("purchase_30d", "churn_90d", "revenue_90d")
+PREDICTION_INPUTS = (
+    "orders_lifetime",
+    "revenue_lifetime",
+    "frequency",
+    "recency",
+    "T",
+    "monetary_value",
+    "orders_30d",
+    "revenue_30d",
+    "events_lifetime",
+    "page_views_30d",
+    "product_views_30d",
+    "cart_adds_30d",
+    "idle_days",
+    "tenure_days",
+    "order_idle_days",
+)
+
+
+def prediction_inputs(events: list[Event], as_of: float) -> list[float]:
+    """What every prediction reads, as docs/predictions.md defines it: features, and whole
+    UTC days from the evaluation's day back to the day of the latest behavioural event, of
+    the first, and of the latest order (the tenure without one); 0 without events."""
+    events = [e for e in events if int(e.timestamp) <= as_of]
+    values = features(events, as_of)
+    behaviour = [int(e.timestamp) for e in events if e.kind not in ("identify", "alias")]
+    orders = [int(e.timestamp) for e in events if e.kind == "order"]
+    today = int(as_of // DAY)
+    tenure = today - min(behaviour) // DAY if behaviour else 0
+    idle = today - max(behaviour) // DAY if behaviour else 0
+    order_idle = today - max(orders) // DAY if orders else tenure
+    named = [float(values[name]) for name in PREDICTION_INPUTS[:12]]  # type: ignore[arg-type]
+    return [*named, float(idle), float(tenure), float(order_idle)]
+
+
+def score(model: dict, inputs: list[float]) -> float:
+    """A prediction from its coefficients: logistic regression on standardised log1p
+    inputs, Platt-calibrated, times the estimated spend for an amount."""
+    xs = [
+        (math.log1p(max(raw, 0.0)) - mean) / std
+        for raw, mean, std in zip(inputs, model["mean"], model["std"], strict=True)
+    ]
+    z = model["intercept"]
+    for weight, x in zip(model["weights"], xs, strict=True):
+        z += weight * x
+    a, b = model["calibration"]
+    probability = 1 / (1 + math.exp(-(a * z + b)))
+    if model.get("spend") is None:
+        return probability
+    weights, constant = model["spend"]
+    spend = constant
+    for weight, x in zip(weights, xs, strict=True):
+        spend += weight * x
+    return probability * max(spend, 0.0)
+
+
 def segments(
-    rules: dict, events: list[Event], as_of: float, thresholds: dict[str, float] | None = None
+    rules: dict,
+    events: list[Event],
+    as_of: float,
+    thresholds: dict[str, float] | None = None,
+    predictions: dict[str, dict] | None = None,
 ) -> set[str]:
     """The segments of a rules file (its YAML, loaded) a person is in as of `as_of`, from
     their events up to then, as docs/rules.md defines them; a percentile not in
-    `thresholds` is unknown, and its comparison false."""
+    `thresholds` is unknown, and its comparison false; a prediction not in `predictions`
+    (coefficients by name) is gated, and its comparison false."""
     events = [e for e in events if int(e.timestamp) <= as_of]
     values = features(events, as_of, seconds(rules.get("cart_abandonment_after", "30m")))
     known_traits = traits(events, as_of)
@@ -589,6 +651,20 @@ def segments(
             return not holds(condition["not"])
         if "segment" in condition:
             return member(condition["segment"])
+        if "prediction" in condition:
+            model = (predictions or {}).get(condition["prediction"])
+            if model is None:
+                return False
+            found = score(model, prediction_inputs(events, as_of))
+            wanted = condition["value"]
+            if condition["op"] == "between":
+                return wanted[0] <= found <= wanted[1]
+            if isinstance(wanted, str):
+                name = f"{wanted.split('(')[0]}(prediction.{condition['prediction']})"
+                if name not in (thresholds or {}):
+                    return False
+                wanted = (thresholds or {})[name]
+            return OPERATORS[condition["op"]](found, wanted)
         if "computed" in condition:
             value = computed_value(rules["computed"][condition["computed"]], events, as_of)
             wanted = _wanted(condition)

@@ -48,7 +48,9 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisClusterException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from processors.model import ModelSnapshot
+from processors._core import Classifier as CompiledRules
+from processors.classifier import Classifier
+from processors.model import ClusterAssigner, ModelSnapshot
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from processors.wire import CONTROL_HEADER, ERASE
 from state.keys import KeyLayout
@@ -105,6 +107,11 @@ class UserView(BaseModel):
         None,
         description="With `?features=true`: the computed traits of the rules in force, by name "
         "(times as ISO 8601 text).",
+    )
+    predictions: dict[str, float | None] | None = Field(
+        None,
+        description="With `?features=true`: `purchase_30d`, `churn_90d` and `revenue_90d` as "
+        "the model in force scores them now; null while gated (docs/predictions.md).",
     )
 
 
@@ -335,6 +342,17 @@ class _Live:
         self.model: ModelSnapshot | None = None
         self.cluster_names: dict[str, str] = {}
         self._stop = threading.Event()
+        self._scoring: tuple[RuleSet, ModelSnapshot | None, CompiledRules] | None = None
+
+    def scoring(self) -> CompiledRules:
+        """The rules in force with the latest model: what reads computed traits and scores
+        predictions, compiled again only when either changed."""
+        rules, model = self.rules, self.model
+        known = self._scoring
+        if known is None or known[0] is not rules or known[1] is not model:
+            assigner = None if model is None else ClusterAssigner(model)
+            known = self._scoring = (rules, model, Classifier.of(rules, assigner).core)
+        return known[2]
 
     async def follow_model(self) -> None:
         """Keep `model` at the latest snapshot, read every `_MODEL_POLL` s (a task), so that
@@ -457,7 +475,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
 
     async def user_answer(user_id: str, features: bool) -> bytes | None:
         """The body of a user's lookup (shaped as :class:`UserView`); `None`: unknown."""
-        found = await lookups.user(user_id, features=features, rules=live.rules)
+        found = await lookups.user(user_id, features=features, classifier=live.scoring())
         if found is None:
             return None
         cluster = found["cluster"]
@@ -465,6 +483,7 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         found.setdefault("features", None)
         found.setdefault("traits", None)
         found.setdefault("computed", None)
+        found.setdefault("predictions", None)
         return orjson.dumps(found)
 
     @app.get(

@@ -580,7 +580,8 @@ class Worker:
             self._relabel(ChangeReason.RULES)
 
     def _switch_model(self, snapshot: ModelSnapshot) -> None:
-        """Place users with `snapshot` from now on; re-place everyone if it re-clustered."""
+        """Place users with `snapshot` from now on; re-place everyone if it re-clustered, or
+        if the rules compare a prediction and its coefficients moved."""
         previous = self.model
         before = self.classifier.thresholds
         self.model = ClusterAssigner(snapshot)
@@ -595,6 +596,9 @@ class Worker:
         )
         if previous is None or previous.snapshot.generation != snapshot.generation:
             self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
+            return
+        if self.rules.predictions and _scores_moved(previous.snapshot, snapshot):
+            self._relabel(ChangeReason.MODEL)  # every user's predictions moved
             return
         moved = moved_ranges(self.rules, before, self.classifier.thresholds)
         if moved:  # a threshold moved: the users it passed over, found by their values
@@ -783,3 +787,12 @@ def _count_mismatch(settings: Settings, found: int, built: int) -> str:
         f"anew for {found}: a new SEGSTREAM_REDIS_PREFIX and SEGSTREAM_GROUP_ID, then "
         f"`segstream replay` of your event history"
     )
+
+
+def _scores_moved(before: ModelSnapshot, after: ModelSnapshot) -> bool:
+    """Whether `after` scores some prediction differently from `before`."""
+
+    def scores(snapshot: ModelSnapshot) -> dict[str, object]:
+        return {name: v for name, v in snapshot.scored().items() if name != "version"}
+
+    return scores(before) != scores(after)

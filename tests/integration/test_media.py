@@ -13,6 +13,7 @@ import pytest
 import requests
 import yaml
 
+from processors._core import PREDICTIONS
 from processors.rules import parse_rules
 from streams.redis_clients import read_model
 from streams.tools.embedded import free_port
@@ -101,6 +102,7 @@ def test_a_streaming_service_is_segmented_on_its_own_events(config, tmp_path: Pa
                 for name, trait in rules["computed"].items()
             }
             assert row["computed"] == computed, user_id
+            assert row["predictions"] == dict.fromkeys(PREDICTIONS), user_id
             assert row["traits"] == {
                 k: v
                 for k, v in oracle.traits(people[user_id], until).items()
@@ -140,6 +142,8 @@ def test_a_streaming_service_is_segmented_on_its_own_events(config, tmp_path: Pa
         ).json()
         assert answer["computed"]["watch_minutes_30d"] == 20.0
         assert answer["computed"]["first_device"] == "tv"
+        # no model has learned a prediction yet: each is gated
+        assert answer["predictions"] == dict.fromkeys(PREDICTIONS)
         assert answer["computed"]["last_played"] == datetime.fromtimestamp(
             CHECKOUT - 600, UTC
         ).strftime("%Y-%m-%dT%H:%M:%SZ")

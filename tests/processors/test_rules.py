@@ -90,7 +90,7 @@ def test_errors_name_line_and_field():
         "line 7, segments[0].condition.all[1].not.op: Input should be '>', '>=', '<', '<=', '==', '!=', 'between', 'in' or 'not_in'",
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
         "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, "
-        "event, sequence, after, segment",
+        "prediction, event, sequence, after, segment",
         "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
     ]
 

@@ -364,6 +364,8 @@ pub struct Reading<'a> {
     computed: u16,
     /// The rules' computed traits read so far, by index (see `RuleSet::computed_value`).
     pub traits: Vec<Option<TraitValue>>,
+    /// The predictions, once read (see `Predictor::predict`).
+    pub predictions: Option<[f64; crate::predictions::PREDICTIONS.len()]>,
 }
 
 impl<'a> Reading<'a> {
@@ -377,6 +379,7 @@ impl<'a> Reading<'a> {
             top_category: String::new(),
             computed: 0,
             traits: Vec::new(),
+            predictions: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! segstream's compiled core: the pure logic of a partition step.
 //!
 //! Aggregation (`windows`, `profile`), feature reading (`features`), rule evaluation
-//! (`rules`) and timing (`timing`: when does this user next change) are separate
+//! (`rules`), predictions (`predictions`) and timing (`timing`: when does this user
+//! next change) are separate
 //! modules; `step` is one pass over a partition's items that uses them. None of them
 //! knows Python: `bindings` converts at the boundary, once per partition per batch.
 
@@ -15,6 +16,7 @@ pub mod features;
 pub mod partitioner;
 pub mod patterns;
 pub mod placement;
+pub mod predictions;
 pub mod profile;
 pub mod pyrepr;
 pub mod reading;

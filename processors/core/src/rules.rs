@@ -20,6 +20,7 @@ use crate::features::{
     index_of, set_of, shrinking, FeatureSet, Reading, CLOCK_FEATURES, FEATURES, TEXT_FEATURES,
 };
 use crate::patterns::{Absence, Sequence};
+use crate::predictions::{next_midnight, prediction_index, Predictor, INPUTS, PREDICTIONS};
 use crate::profile::{Profile, RECENT_SECONDS, SESSION_GAP};
 use crate::timing::{Op, NEVER};
 use crate::traits::{TraitTest, TraitValue};
@@ -48,6 +49,13 @@ pub enum Node {
     },
     Sequence(Sequence),
     Absence(Absence),
+    /// A prediction (by its index in [`PREDICTIONS`]) compared with a number or a
+    /// population percentile; false while the prediction is gated.
+    Prediction {
+        index: usize,
+        op: Op,
+        value: Operand,
+    },
 }
 
 /// `feature op value`, the value a number, a name or a population percentile.
@@ -111,6 +119,10 @@ pub struct RuleSet {
     /// Sequence and absence conditions: time flips them.
     pub sequences: Vec<Sequence>,
     pub absences: Vec<Absence>,
+    /// Whether any condition compares a prediction.
+    pub predicts: bool,
+    /// The model snapshot's predictions (none scored until one is set).
+    pub predictor: Predictor,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +208,8 @@ impl RuleSet {
             tested: Vec::new(),
             sequences: Vec::new(),
             absences: Vec::new(),
+            predicts: false,
+            predictor: Predictor::default(),
         };
         rules.derive();
         Ok(rules)
@@ -238,6 +252,16 @@ impl RuleSet {
                 }
                 Node::Sequence(sequence) => self.sequences.push(sequence.clone()),
                 Node::Absence(absence) => self.absences.push(absence.clone()),
+                Node::Prediction { .. } => {
+                    // every input moves the predictions: an event that changes one is
+                    // evaluated (the day counts move with `events_lifetime`)
+                    self.predicts = true;
+                    for name in INPUTS.iter().chain(&["events_lifetime"]) {
+                        if let Some(index) = index_of(name) {
+                            self.reads |= 1 << index;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -325,6 +349,22 @@ impl RuleSet {
                 sequence.holds(&self.computed, reading.profile, reading.as_of)
             }
             Node::Absence(absence) => absence.holds(&self.computed, reading.profile, reading.as_of),
+            Node::Prediction { index, op, value } => {
+                let predicted = self.predictor.predict(reading)[*index];
+                let limit = self.threshold(value).unwrap_or(f64::NAN);
+                !predicted.is_nan() && !limit.is_nan() && op.holds(predicted, limit)
+            }
+        }
+    }
+
+    /// When a comparison of a prediction may next flip for a user who sends nothing: at
+    /// the next UTC midnight, when their whole-day inputs move ([`NEVER`] while no
+    /// prediction is scored).
+    pub fn predictions_change_at(&self, as_of: f64) -> f64 {
+        if self.predicts && self.predictor.any() {
+            next_midnight(as_of)
+        } else {
+            NEVER
         }
     }
 
@@ -556,10 +596,25 @@ fn node(value: &serde_json::Value, compiling: &mut Compiling) -> Result<Node, St
         let test = test_of(&compared)?;
         return Ok(Node::Computed { index, test });
     }
+    if let Some(name) = object.get("prediction").and_then(|p| p.as_str()) {
+        let index = prediction_index(name).ok_or(format!(
+            "unknown prediction {name:?} (known: {})",
+            PREDICTIONS.join(", ")
+        ))?;
+        let op = object["op"]
+            .as_str()
+            .and_then(Op::parse)
+            .ok_or("unknown op")?;
+        let value = match object.get("percentile").and_then(|p| p.as_str()) {
+            Some(percentile) => Operand::Percentile(compiling.percentile(percentile)),
+            None => Operand::Number(object["value"].as_f64().ok_or("value is a number")?),
+        };
+        return Ok(Node::Prediction { index, op, value });
+    }
     let feature = object
         .get("feature")
         .and_then(|f| f.as_str())
-        .ok_or("a condition has all, any, not, segment, burst or feature")?;
+        .ok_or("a condition has all, any, not, segment, burst, prediction or feature")?;
     let op = object["op"]
         .as_str()
         .and_then(Op::parse)

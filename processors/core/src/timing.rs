@@ -323,6 +323,7 @@ fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
     for absence in &rules.absences {
         moment = moment.min(absence.changes_at(&rules.computed, profile, reading.as_of));
     }
+    moment = moment.min(rules.predictions_change_at(reading.as_of));
     for (kind, within) in &rules.bursts {
         moment = moment.min(burst_changes_at(
             reading.profile,

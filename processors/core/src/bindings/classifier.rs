@@ -6,6 +6,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::features::{Reading, Value};
 use crate::placement::Placement;
+use crate::predictions::{Predictor, Scorer, PREDICTIONS};
 use crate::rules::RuleSet;
 use crate::step::Classifier;
 
@@ -19,16 +20,21 @@ pub(crate) struct PyClassifier {
 impl PyClassifier {
     /// `rules`: the rules' intermediate form (JSON); `thresholds`: known percentiles by
     /// name; `clustered`: the features users are clustered on; `model`: the placement
-    /// parameters of a snapshot (see `processors.classifier`).
+    /// parameters of a snapshot; `predictions`: its scored predictions' coefficients by
+    /// name, with the snapshot's version under `version` (see `processors.classifier`).
     #[new]
-    #[pyo3(signature = (rules, thresholds, clustered, model=None))]
+    #[pyo3(signature = (rules, thresholds, clustered, model=None, predictions=None))]
     fn new(
         rules: &str,
         thresholds: Vec<(String, f64)>,
         clustered: Vec<String>,
         model: Option<&Bound<'_, PyDict>>,
+        predictions: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let rules = RuleSet::from_json(rules, &thresholds).map_err(PyValueError::new_err)?;
+        let mut rules = RuleSet::from_json(rules, &thresholds).map_err(PyValueError::new_err)?;
+        if let Some(predictions) = predictions {
+            rules.predictor = predictor(predictions)?;
+        }
         let model = model.map(placement).transpose()?;
         let clustered = clustered
             .iter()
@@ -74,6 +80,51 @@ impl PyClassifier {
     fn min_delay(&self) -> f64 {
         self.inner.rules.min_delay
     }
+}
+
+/// The predictor of `{"version": n, "purchase_30d": {"mean": [...], "std": [...],
+/// "weights": [...], "intercept": c, "calibration": [a, b], "spend": [[...], c] or
+/// None}, ...}`; a prediction not named is gated.
+fn predictor(predictions: &Bound<'_, PyDict>) -> PyResult<Predictor> {
+    let mut predictor = Predictor {
+        version: match predictions.get_item("version")? {
+            Some(version) => version.extract()?,
+            None => 0,
+        },
+        ..Predictor::default()
+    };
+    for (name, slot) in PREDICTIONS.iter().zip(predictor.scorers.iter_mut()) {
+        let Some(model) = predictions.get_item(name)? else {
+            continue;
+        };
+        let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+            model
+                .get_item(key)
+                .map_err(|_| PyValueError::new_err(format!("prediction {name} lacks {key}")))
+        };
+        let scorer = Scorer {
+            mean: get("mean")?.extract()?,
+            std: get("std")?.extract()?,
+            weights: get("weights")?.extract()?,
+            intercept: get("intercept")?.extract()?,
+            calibration: get("calibration")?.extract()?,
+            spend: get("spend")?.extract()?,
+        };
+        let inputs = crate::predictions::INPUTS.len();
+        let lengths = [scorer.mean.len(), scorer.std.len(), scorer.weights.len()];
+        if lengths.iter().any(|&n| n != inputs)
+            || scorer
+                .spend
+                .as_ref()
+                .is_some_and(|(w, _)| w.len() != inputs)
+        {
+            return Err(PyValueError::new_err(format!(
+                "prediction {name} needs {inputs} coefficients of each kind"
+            )));
+        }
+        *slot = Some(scorer);
+    }
+    Ok(predictor)
 }
 
 pub(crate) fn placement(model: &Bound<'_, PyDict>) -> PyResult<Placement> {

@@ -75,6 +75,15 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("FEATURE_NAMES", PyTuple::new(module.py(), feature_names())?)?;
     module.add("TEXT_FEATURES", PyTuple::new(module.py(), TEXT_FEATURES)?)?;
     module.add("CLOCK_FEATURES", PyTuple::new(module.py(), CLOCK_FEATURES)?)?;
+    let predictions = crate::predictions::PREDICTIONS;
+    module.add("PREDICTIONS", PyTuple::new(module.py(), predictions)?)?;
+    let inputs = crate::predictions::INPUTS;
+    module.add("PREDICTION_INPUTS", PyTuple::new(module.py(), inputs)?)?;
+    let horizons = crate::predictions::HORIZON_DAYS;
+    module.add(
+        "PREDICTION_HORIZON_DAYS",
+        PyTuple::new(module.py(), horizons)?,
+    )?;
     module.add("RECENT_SECONDS", RECENT_SECONDS)?;
     Ok(())
 }

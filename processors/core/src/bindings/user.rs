@@ -137,8 +137,28 @@ impl PyUser {
         Ok(dict)
     }
 
-    /// The user as exported: id, features as of `as_of`, traits, computed traits (those
-    /// `classifier`'s rules name; none without one), segments, cluster and versions.
+    /// The predictions as `classifier`'s model scores them as of `as_of` (default: the
+    /// latest evaluation), by name; `None` for a gated one.
+    #[pyo3(signature = (classifier, as_of=None))]
+    fn predictions<'py>(
+        &self,
+        py: Python<'py>,
+        classifier: &PyClassifier,
+        as_of: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let as_of = as_of.unwrap_or(self.inner.as_of);
+        let mut reading = Reading::new(&self.inner.profile, as_of, CART_ABANDONMENT_AFTER);
+        let predicted = classifier.inner.rules.predictor.predict(&mut reading);
+        let dict = PyDict::new(py);
+        for (name, value) in crate::predictions::PREDICTIONS.iter().zip(predicted) {
+            dict.set_item(name, (!value.is_nan()).then_some(value))?;
+        }
+        Ok(dict)
+    }
+
+    /// The user as exported: id, features as of `as_of`, traits, computed traits and
+    /// predictions (as `classifier` has them; none without one), segments, cluster and
+    /// versions.
     #[pyo3(signature = (user_id, classifier=None))]
     fn document<'py>(
         &self,
@@ -156,6 +176,11 @@ impl PyUser {
             None => PyDict::new(py),
         };
         dict.set_item("computed", computed)?;
+        let predictions = match classifier {
+            Some(classifier) => self.predictions(py, classifier, None)?.into_any(),
+            None => py.None().into_bound(py),
+        };
+        dict.set_item("predictions", predictions)?;
         dict.set_item("segments", user.labels.segments.clone())?;
         dict.set_item("cluster", user.labels.cluster.clone())?;
         dict.set_item("model_version", user.labels.model_version)?;
