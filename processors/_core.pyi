@@ -87,6 +87,8 @@ class User:
     as_of: float
     alias_of: str | None
     due: int | None
+    pending: list[int]
+    """The UTC days (since the epoch) of the examples waiting for their labels."""
     linked: list[str]
     absorbed: list[str]
     events: int
@@ -198,6 +200,7 @@ class Classifier:
         clustered: list[str],
         model: Mapping[str, Any] | None = None,
         predictions: Mapping[str, Any] | None = None,
+        examples: bool = False,
     ) -> None: ...
 
 class PartitionStep:
@@ -207,6 +210,10 @@ class PartitionStep:
     changes: list[SegmentChange]
     touched: dict[str, str]
     vectors: list[FeatureVector]
+    examples: bytes
+    """The labelled examples whose horizon the timers reached, as one message of the examples
+    topic (empty when none; read by `processors.examples.unpack_examples`)."""
+    example_count: int
     placed: list[str]
     relays: list[Relay]
     expired: list[str]

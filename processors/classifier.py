@@ -54,6 +54,8 @@ class Classifier:
     rules: RuleSet
     model: ClusterAssigner | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    examples: bool = False
+    """Whether users take a point-in-time example at every UTC midnight."""
     core: _core.Classifier = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,11 +67,14 @@ class Classifier:
             list(CLUSTER_FEATURES),
             placement,
             predictions,
+            self.examples,
         )
         object.__setattr__(self, "core", compiled)
 
     @classmethod
-    def of(cls, rules: RuleSet, model: ClusterAssigner | None = None) -> Classifier:
+    def of(
+        cls, rules: RuleSet, model: ClusterAssigner | None = None, *, examples: bool = False
+    ) -> Classifier:
         """The classifier for `rules` and `model`, with the thresholds they give."""
         thresholds = {}
         if model is not None:
@@ -77,7 +82,7 @@ class Classifier:
                 value = model.snapshot.percentile(feature, q)
                 if value is not None:
                     thresholds[percentile_name(feature, q)] = value
-        return cls(rules, model, thresholds)
+        return cls(rules, model, thresholds, examples)
 
 
 def _placement(model: ClusterAssigner) -> dict[str, Any]:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     """Topic of users' feature vectors, many per message, from the workers to the trainer."""
     models_topic: TopicName = "models"
     """Compacted topic of model snapshots; workers follow it."""
+    examples_topic: TopicName = "examples"
+    """Topic of labelled point-in-time examples, many per message, from the workers to the
+    trainer (docs/predictions.md)."""
     destinations_topic: TopicName = "destinations"
     """Compacted topic of published destination files; deliverers follow it."""
     deliveries_dlq_topic: TopicName = "deliveries.dlq"
@@ -171,6 +174,10 @@ class Settings(BaseSettings):
     """Users the trainer samples for percentiles, shares and choosing k."""
     cluster_min_users: int = Field(500, ge=10)
     """Users with enough history the trainer needs before it first clusters."""
+    predictions: bool = False
+    """Whether every user takes a point-in-time example at each UTC midnight of event time,
+    labelled 30 and 90 days later for the trainer to learn the predictions from
+    (docs/predictions.md): a timer and a state write per user per day."""
     cold_start_events: int = Field(5, ge=0)
     """Events a user needs before joining a cluster; fewer means `cold-start`."""
     recluster_seconds: float = Field(900, ge=0)

@@ -29,8 +29,8 @@ class TopicSpec:
 def topology(settings: Settings) -> list[TopicSpec]:
     """Every topic segstream reads or writes.
 
-    The features topic has one partition: one trainer learns from all of it
-    (a second trainer waits as a standby in the same group).
+    The features and examples topics have one partition: one trainer learns from
+    all of them (a second trainer waits as a standby in the same group).
 
     >>> [spec.name for spec in topology(Settings(partitions=2))][-4:]
     ['features', 'models', 'destinations', 'deliveries.dlq']
@@ -41,6 +41,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changes_topic, settings.partitions),
         TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.features_topic, 1, {"retention.ms": str(24 * 3_600_000)}),
+        TopicSpec(settings.examples_topic, 1, {"retention.ms": str(7 * 24 * 3_600_000)}),
         TopicSpec(settings.models_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.destinations_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.deliveries_dlq_topic, 1),

@@ -600,6 +600,21 @@ def prediction_inputs(events: list[Event], as_of: float) -> list[float]:
     return [*named, float(idle), float(tenure), float(order_idle)]
 
 
+def label(prediction: str, events: list[Event], day: int) -> float:
+    """The outcome of the example taken at the UTC midnight starting `day`: an order on a
+    day within 30 days from it (`purchase_30d`, 1 or 0), no behavioural event within 90
+    days (`churn_90d`), the revenue of orders on days within 90 days (`revenue_90d`)."""
+    behaviour = [e for e in events if e.kind not in ("identify", "alias")]
+    orders = [e for e in behaviour if e.kind == "order"]
+    if prediction == "purchase_30d":
+        return float(any(day <= int(e.timestamp) // DAY < day + 30 for e in orders))
+    if prediction == "churn_90d":
+        active = any(day * DAY <= int(e.timestamp) < (day + 90) * DAY for e in behaviour)
+        return float(not active)
+    cents = [round(e.value * 100) for e in orders if day <= int(e.timestamp) // DAY < day + 90]
+    return sum(cents) / 100
+
+
 def score(model: dict, inputs: list[float]) -> float:
     """A prediction from its coefficients: logistic regression on standardised log1p
     inputs, Platt-calibrated, times the estimated spend for an amount."""

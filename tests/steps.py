@@ -66,11 +66,13 @@ def run_as_worker(
     batch_sizes: Sequence[int],
     delay: float = 5.0,
     retention: float = 400 * 86_400.0,
+    examples: list[bytes] | None = None,
 ) -> tuple[list[SegmentChange], dict[str, User], dict[str, int]]:
     """Run `items` (in arrival order) through partition steps the way a worker does: a
     partition clock with the allowed `lateness` and firing `delay` that refuses late
     events, its firing clock as marks, a timer store of due times, state carried from step
-    to step. The changes, the users and their timers at the end."""
+    to step. The changes, the users and their timers at the end; each step's labelled
+    examples (packed) go to `examples`."""
     clock = Watermark(lateness, delay)
     stored: dict[str, User] = {}
     timers: dict[str, int] = {}
@@ -108,6 +110,8 @@ def run_as_worker(
             else:
                 timers[user_id] = moment
         changes += outcome.changes
+        if examples is not None and outcome.example_count:
+            examples.append(outcome.examples)
     return changes, stored, timers
 
 

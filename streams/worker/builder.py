@@ -50,7 +50,7 @@ class GenerationBuilder(Worker):
         self.build = build
         self.partitions = live.partitions
         self.model = live.model
-        self.classifier = Classifier.of(self.rules, self.model)
+        self.classifier = Classifier.of(self.rules, self.model, examples=self.settings.predictions)
 
     def build_step(self) -> bool:
         """Follow the live worker's partitions and model, then build one batch of what has
@@ -115,7 +115,9 @@ class GenerationBuilder(Worker):
     def _follow(self) -> None:
         if self.live.model is not self.model:
             self.model = self.live.model
-            self.classifier = Classifier.of(self.rules, self.model)
+            self.classifier = Classifier.of(
+                self.rules, self.model, examples=self.settings.predictions
+            )
         topic = self.settings.events_topic
         lost = sorted(set(self.owned) - set(self.live.owned))
         gained = sorted(set(self.live.owned) - set(self.owned))
@@ -126,6 +128,9 @@ class GenerationBuilder(Worker):
 
     def _send_changes(self, changes: Sequence[SegmentChange], stepped_at: float) -> None:
         """History's transitions happened already: none is published."""
+
+    def _send_examples(self, packed: bytes, count: int) -> None:
+        """The serving generation published history's examples already: none is."""
 
     def _outgoing(
         self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]

@@ -105,7 +105,7 @@ class Worker:
         self.rules = rules
         self.privacy = settings.privacy()
         self.model: ClusterAssigner | None = None
-        self.classifier = Classifier.of(rules)
+        self.classifier = Classifier.of(rules, examples=settings.predictions)
         self.owned: dict[int, PartitionState] = {}
         self.added_partitions: list[int] = []
         """Partitions assigned beyond the state's count: the topic grew while running."""
@@ -138,7 +138,7 @@ class Worker:
         if snapshot is not None:
             self.model = ClusterAssigner(snapshot)
             metrics.MODEL_VERSION.set(snapshot.version)
-        self.classifier = Classifier.of(self.rules, self.model)
+        self.classifier = Classifier.of(self.rules, self.model, examples=self.settings.predictions)
         metrics.RULES.info({"version": self.rules.label})
         self.partitions = self._check_partition_count()
         if self.parts.builds is not None:
@@ -436,6 +436,7 @@ class Worker:
                 firing=state.clock.firing,
             )
             self._send_changes(step.changes, stepped_at)
+            self._send_examples(step.examples, step.example_count)
             vectors += step.vectors
             relays += [
                 (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
@@ -485,6 +486,13 @@ class Worker:
                 changes, self.settings.changes_topic, stepped_at, self.rules.label
             )
         )
+
+    def _send_examples(self, packed: bytes, count: int) -> None:
+        """Put a partition's labelled examples on their way, like its changes: a batch done
+        again after a failure produces the same ones, which the trainer takes once."""
+        if count:
+            self.checkpoint.send(outgoing.examples(packed, self.settings.examples_topic))
+            metrics.EXAMPLES.inc(count)
 
     def _outgoing(
         self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]
@@ -573,7 +581,7 @@ class Worker:
         else:
             self._serve(published.generation, published.replaces)
         self.rules = rules
-        self.classifier = Classifier.of(rules, self.model)
+        self.classifier = Classifier.of(rules, self.model, examples=self.settings.predictions)
         metrics.RULES.info({"version": rules.label})
         log.info("rules switched to=%s reevaluate=%s", rules.label, reevaluate)
         if reevaluate:
@@ -585,7 +593,7 @@ class Worker:
         previous = self.model
         before = self.classifier.thresholds
         self.model = ClusterAssigner(snapshot)
-        self.classifier = Classifier.of(self.rules, self.model)
+        self.classifier = Classifier.of(self.rules, self.model, examples=self.settings.predictions)
         metrics.MODEL_VERSION.set(snapshot.version)
         log.info(
             "model switched to=%d generation=%d reason=%s clusters=%d",

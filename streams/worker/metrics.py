@@ -37,6 +37,10 @@ CHANGES = Counter(
     "segstream_worker_segment_changes_total",
     "Segment change events published.",
 )
+EXAMPLES = Counter(
+    "segstream_worker_examples_total",
+    "Labelled point-in-time examples published for the trainer (docs/predictions.md).",
+)
 TRANSITIONS = Counter(
     "segstream_worker_segment_transitions_total",
     "Users entering or leaving a segment, by segment and direction (entered, exited).",

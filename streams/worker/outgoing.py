@@ -1,4 +1,5 @@
-"""What a batch produces: relays, dead letters, segment changes and feature vectors.
+"""What a batch produces: relays, dead letters, segment changes, labelled examples and
+feature vectors.
 
 Each is an :class:`Outgoing` message; the checkpoint produces them all and
 waits for the broker before it commits the batch.
@@ -103,6 +104,12 @@ def change_events(
         )
         for change in changes
     ]
+
+
+def examples(packed: bytes, topic: str) -> list[Outgoing]:
+    """A partition step's labelled examples, packed as one message by the core (none when
+    it has none)."""
+    return [Outgoing(topic, None, packed)] if packed else []
 
 
 def vector_batches(found: Sequence[FeatureVector], topic: str) -> list[Outgoing]:

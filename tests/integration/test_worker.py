@@ -10,6 +10,7 @@ import orjson
 import pytest
 import yaml
 
+from processors._core import PREDICTIONS
 from processors.events import Action, decode_event
 from state.redis_store import RedisStateStore
 from streams.settings import default_rules_file
@@ -160,12 +161,15 @@ def test_profile_and_export_commands_read_what_the_worker_wrote(
         "features",
         "traits",
         "computed",
+        "predictions",
         "segments",
         "cluster",
         "model_version",
         "as_of",
     }
     assert all(row["traits"] == {} for row in rows)  # the default rules compare no trait
+    # no model has learned a prediction: each is gated
+    assert all(row["predictions"] == dict.fromkeys(PREDICTIONS) for row in rows)
 
 
 def test_a_killed_worker_resumes_from_the_offsets_committed_with_its_state(

@@ -4,14 +4,22 @@ inputs change."""
 
 import random
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import PREDICTION_INPUTS, PREDICTIONS, Action
+from processors._core import (
+    PREDICTION_HORIZON_DAYS,
+    PREDICTION_INPUTS,
+    PREDICTIONS,
+    Action,
+    User,
+)
 from processors.classifier import Classifier
 from processors.events import EventKind
+from processors.examples import unpack_examples
 from processors.model import (
     Cluster,
     ClusterAssigner,
@@ -19,7 +27,7 @@ from processors.model import (
     PredictionModel,
 )
 from processors.rules import RuleFileError, parse_rules
-from processors.wire import Advance
+from processors.wire import Absorb, Advance, Erase
 from tests import oracle
 from tests.steps import run_as_worker, step
 
@@ -89,9 +97,9 @@ def classifier_of(seed: int, gated: str | None = None) -> tuple[Classifier, dict
         for name in PREDICTIONS
     }
     quantiles = {"prediction.revenue_90d": tuple(float(q) for q in range(0, 202, 2))}
-    model = ClusterAssigner(snapshot(models, quantiles))
-    coefficients = {name: model.coefficients() for name, model in models.items() if model.ready}
-    return Classifier.of(RULES, model), coefficients
+    assigner = ClusterAssigner(snapshot(models, quantiles))
+    coefficients = {name: m.coefficients() for name, m in models.items() if m.ready}
+    return Classifier.of(RULES, assigner, examples=True), coefficients
 
 
 def oracle_event(action: Action, kind: str) -> oracle.Event:
@@ -106,7 +114,7 @@ streams = st.lists(
     st.tuples(
         st.sampled_from(["u0", "u1"]),
         st.sampled_from(list(KINDS)),
-        st.integers(0, 120 * DAY),
+        st.one_of(st.integers(0, 120 * DAY), st.integers(0, 120).map(lambda d: d * DAY)),
         st.sampled_from([0.0, 12.5, 80.0, 310.99]),
     ),
     min_size=1,
@@ -130,9 +138,11 @@ def test_the_core_scores_and_segments_as_the_oracle_does_at_every_moment(sent, s
     ]
     end = START + ordered[-1][2] + tail
     items = [*actions, Advance(float(end))]
+    packed: list[bytes] = []
     changes, users, _ = run_as_worker(
-        items, classifier, lateness=0.0, batch_sizes=[3] * len(items), delay=0.0
+        items, classifier, lateness=0.0, batch_sizes=[3] * len(items), delay=0.0, examples=packed
     )
+    examples = [example for message in packed for example in unpack_examples(message)]
     everyone = {
         user: [
             oracle_event(a, s[1])
@@ -164,6 +174,27 @@ def test_the_core_scores_and_segments_as_the_oracle_does_at_every_moment(sent, s
                     held = (held | set(change.entered)) - set(change.exited)
             expected = oracle.segments(rules, events, moment, thresholds, coefficients)
             assert held == expected, (user_id, moment)
+        # an example per snapshot midnight after the first event and horizon reached
+        mine = [e for e in examples if e.user_id == user_id]
+        assert len({e.key for e in mine}) == len(mine)
+        expected_keys = {
+            (user_id, name, day)
+            for day in range(first // DAY + 1, end // DAY + 1)
+            for name, horizon in zip(PREDICTIONS, PREDICTION_HORIZON_DAYS, strict=True)
+            if (day + horizon) * DAY <= end
+        }
+        assert {e.key for e in mine} == expected_keys
+        for example in mine:
+            midnight = example.day * DAY
+            horizon = PREDICTION_HORIZON_DAYS[PREDICTIONS.index(example.prediction)]
+            assert example.matured == example.day + horizon
+            before = [e for e in events if e.timestamp < midnight]
+            inputs = oracle.prediction_inputs(before, midnight)
+            assert example.inputs == tuple(float(np.float32(v)) for v in inputs), example
+            model = coefficients.get(example.prediction)
+            made = None if model is None else float(np.float32(oracle.score(model, inputs)))
+            assert example.predicted == made, example
+            assert example.label == oracle.label(example.prediction, events, example.day)
 
 
 def test_an_idle_user_leaves_at_the_utc_midnight_their_score_falls():
@@ -241,3 +272,56 @@ def test_snapshots_refuse_prediction_coefficients_of_the_wrong_shape():
     assert snapshot({"purchase_30d": good}).scored()["purchase_30d"] == good.coefficients()
     with pytest.raises(ValueError, match=f"needs {len(PREDICTION_INPUTS)} coefficients"):
         PredictionModel(mean=(0.0,), std=(1.0,), weights=(1.0,), intercept=0.0)
+
+
+def days_later(users, classifier, days: int, user_id: str = "u"):
+    """The step that brings `users` to `days` UTC midnights after START, firing their
+    timers."""
+    until = float(START + days * DAY)
+    return step(
+        [Advance(until)],
+        users,
+        classifier,
+        partition_users=list(users),
+        due=[(users[user_id].due, user_id)],
+        firing=until,
+    )
+
+
+def test_pending_examples_are_kept_in_the_row_merged_with_an_id_and_erased_with_the_user():
+    classifier, _ = classifier_of(5)
+    bought = step([Action("u", "m1", EventKind.ORDER, START + 5.0, value=30.0)], {}, classifier)
+    later = days_later(bought.users, classifier, 3)
+    user = later.users["u"]
+    start_day = START // DAY
+    assert user.pending == [start_day + 1, start_day + 2, start_day + 3]
+    assert later.example_count == 0  # no horizon reached: nothing learned early
+    assert User.from_bytes(user.to_bytes()) == user
+
+    anonymous = step([Action("a", "m2", EventKind.PAGE, START + 7.0)], {}, classifier)
+    anonymous = days_later(anonymous.users, classifier, 5, "a").users["a"]
+    absorbed = step([Absorb("a", "u", anonymous.to_bytes())], later.users, classifier)
+    assert absorbed.users["u"].pending == [start_day + day for day in range(1, 6)]
+
+    # erased, the user's state goes (the worker deletes it); back, they start afresh
+    back = Action("u", "m3", EventKind.PAGE, START + 3 * DAY + 9.0)
+    erased = step([Erase("u"), back], later.users, classifier)
+    assert erased.erased == []
+    assert erased.users["u"].pending == []
+    assert step([Erase("u")], later.users, classifier).erased == ["u"]
+
+
+def test_examples_go_out_at_their_horizon_and_no_sooner():
+    classifier, _ = classifier_of(6)
+    bought = step([Action("u", "m1", EventKind.ORDER, START + 5.0, value=30.0)], {}, classifier)
+    assert days_later(bought.users, classifier, 30).example_count == 0
+    at_31 = days_later(bought.users, classifier, 31)
+    examples = unpack_examples(at_31.examples)
+    assert [(e.prediction, e.day - START // DAY, e.label) for e in examples] == [
+        ("purchase_30d", 1, 0.0)  # the order was on the day before the first snapshot
+    ]
+    at_91 = days_later(at_31.users, classifier, 91)
+    late = unpack_examples(at_91.examples)
+    assert all(e.matured <= START // DAY + 91 for e in late)
+    churn = [e for e in late if e.prediction == "churn_90d"]
+    assert [(e.day - START // DAY, e.label) for e in churn] == [(1, 1.0)]

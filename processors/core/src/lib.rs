@@ -12,6 +12,7 @@ pub mod changes;
 pub mod computed;
 pub mod decoding;
 pub mod events;
+pub mod examples;
 pub mod features;
 pub mod partitioner;
 pub mod patterns;

@@ -1,7 +1,9 @@
 //! The byte form of a user's state in the store: a versioned msgpack array.
 //!
 //! Version 2 (written now) is `[2, profile, segments, version, as_of, recent, linked,
-//! absorbed, alias_of, cluster, model_version, due]`; version 1 rows, written before
+//! absorbed, alias_of, cluster, model_version, due, pending]`, `pending` (`[[day,
+//! [input, ...], [prediction, ...], early_done], ...]`, 32-bit floats, whole inputs as
+//! integers) only when the user has pending examples; version 1 rows, written before
 //! rows carried their version, are the same array without the leading `2` (and may
 //! lack the last three fields). `profile` is `[minutes, hours, days, categories,
 //! sessions, purchase_days, orders, events, first_seen, last_seen, last_order,
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 use rmp::encode as mp;
 
 use crate::computed::{Aggregate, Cell, Key, Series};
+use crate::examples::Pending;
 use crate::profile::Profile;
 use crate::traits::TraitValue;
 use crate::user::{Labels, User};
@@ -85,6 +88,11 @@ pub fn decode(row: &[u8]) -> Result<User, RowError> {
     } else {
         None
     };
+    let pending = if fields > 11 {
+        read.pending()?
+    } else {
+        Vec::new()
+    };
     Ok(User {
         profile,
         labels: Labels {
@@ -99,6 +107,7 @@ pub fn decode(row: &[u8]) -> Result<User, RowError> {
         absorbed,
         alias_of,
         due,
+        pending,
     })
 }
 
@@ -233,6 +242,43 @@ impl Reader<'_> {
 
     fn strings(&mut self) -> Result<Vec<String>, RowError> {
         (0..self.array()?).map(|_| self.text()).collect()
+    }
+
+    fn floats<const N: usize>(&mut self) -> Result<[f32; N], RowError> {
+        if self.array()? != N {
+            return Err(bad("a pending example of another width"));
+        }
+        let mut values = [0.0; N];
+        for value in &mut values {
+            *value = self.number()? as f32;
+        }
+        Ok(values)
+    }
+
+    fn pending(&mut self) -> Result<Vec<Pending>, RowError> {
+        let mut pending = Vec::new();
+        for _ in 0..self.array()? {
+            if self.array()? != 4 {
+                return Err(bad(
+                    "a pending example is [day, inputs, predictions, early_done]",
+                ));
+            }
+            let day = self.int()?;
+            let inputs = self.floats()?;
+            let predicted = self.floats()?;
+            let early_done = match self.byte()? {
+                0xc2 => false,
+                0xc3 => true,
+                _ => return Err(bad("early_done is a boolean")),
+            };
+            pending.push(Pending {
+                day,
+                inputs,
+                predicted,
+                early_done,
+            });
+        }
+        Ok(pending)
     }
 
     fn ints(&mut self) -> Result<Vec<i64>, RowError> {
@@ -381,7 +427,8 @@ impl Reader<'_> {
 pub fn encode(user: &User) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     let w = &mut out;
-    mp::write_array_len(w, 12).expect("writing to a Vec");
+    let fields = if user.pending.is_empty() { 12 } else { 13 };
+    mp::write_array_len(w, fields).expect("writing to a Vec");
     mp::write_sint(w, ROW_VERSION).expect("writing to a Vec");
     write_profile(w, &user.profile);
     write_strings(w, &user.labels.segments);
@@ -399,7 +446,31 @@ pub fn encode(user: &User) -> Vec<u8> {
     write_text_or_nil(w, user.labels.cluster.as_deref());
     write_int_or_nil(w, user.labels.model_version);
     write_int_or_nil(w, user.due);
+    if !user.pending.is_empty() {
+        write_pending(w, &user.pending);
+    }
     out
+}
+
+fn write_pending(w: &mut Vec<u8>, pending: &[Pending]) {
+    mp::write_array_len(w, pending.len() as u32).expect("writing to a Vec");
+    for p in pending {
+        mp::write_array_len(w, 4).expect("writing to a Vec");
+        mp::write_sint(w, p.day).expect("writing to a Vec");
+        mp::write_array_len(w, p.inputs.len() as u32).expect("writing to a Vec");
+        for value in p.inputs {
+            if value.fract() == 0.0 && value.abs() < 1e9 {
+                mp::write_sint(w, value as i64).expect("writing to a Vec"); // counts and days
+            } else {
+                mp::write_f32(w, value).expect("writing to a Vec");
+            }
+        }
+        mp::write_array_len(w, p.predicted.len() as u32).expect("writing to a Vec");
+        for value in p.predicted {
+            mp::write_f32(w, value).expect("writing to a Vec");
+        }
+        mp::write_bool(w, p.early_done).expect("writing to a Vec");
+    }
 }
 
 /// The aggregates alone, in their row form: equal bytes, equal aggregates.

@@ -19,7 +19,7 @@
 //! use _core::step::{run_partition, Classifier, Item, Options};
 //! let rules = RuleSet::from_json(r#"{"cart_after": 1800.0, "order": [0], "segments": [{"name": "Any",
 //!     "group": null, "condition": {"feature": "events_lifetime", "op": ">", "value": 0.0}}]}"#, &[]).unwrap();
-//! let classifier = Classifier { rules, model: None, clustered: vec![] };
+//! let classifier = Classifier { rules, model: None, clustered: vec![], examples: false };
 //! let items = vec![Item::Event(Event::new("anon", "m1", Kind::Page, 1.0)),
 //!                  Item::Merge { anonymous_id: "anon".into(), into: "ann".into() },
 //!                  Item::Event(Event::new("anon", "m2", Kind::Page, 2.0))];
@@ -36,9 +36,10 @@ use indexmap::{IndexMap, IndexSet};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::events::{Event, Kind};
+use crate::examples::{self, Example, Pending};
 use crate::features::{numeric_features, touched_features, Reading};
 use crate::placement::Placement;
-use crate::profile::CART_ABANDONMENT_AFTER;
+use crate::profile::{CART_ABANDONMENT_AFTER, DAY};
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
 use crate::timing::{expires, next_due};
@@ -58,6 +59,9 @@ pub struct Classifier {
     pub rules: RuleSet,
     pub model: Option<Placement>,
     pub clustered: Vec<usize>,
+    /// Whether users take a point-in-time example at every UTC midnight (see
+    /// [`crate::examples`]).
+    pub examples: bool,
 }
 
 /// One item of a partition's share of a batch.
@@ -189,6 +193,8 @@ pub struct Step {
     /// The users whose labels (segments, cluster, versions, alias) differ from what was
     /// loaded: the ones whose labels readers must see anew.
     pub relabelled: Vec<String>,
+    /// The labelled examples whose horizon the step's timers reached.
+    pub examples: Vec<Example>,
     pub fired: usize,
     pub new_users: usize,
     pub applied: usize,
@@ -378,6 +384,7 @@ pub fn relabel(
             rules,
             &classifier.clustered,
             retention,
+            classifier.examples,
         );
         if due != user.due {
             user.due = due;
@@ -570,6 +577,14 @@ impl Pass<'_> {
         }
         let change = evaluate(user_id, user, self.rules, Reason::Time, Some(moment as f64));
         self.step.changes.extend(change);
+        if self.classifier.examples && moment.rem_euclid(DAY) == 0 {
+            let today = moment.div_euclid(DAY);
+            let matured = examples::mature(user_id, &user.profile, &mut user.pending, today);
+            self.step.examples.extend(matured);
+            let mut reading = Reading::new(&user.profile, moment as f64, self.rules.cart_after);
+            user.pending
+                .push(Pending::of(&mut reading, &self.rules.predictor));
+        }
         self.step
             .touched
             .entry(user_id.to_string())
@@ -590,6 +605,7 @@ impl Pass<'_> {
             self.rules,
             clustered,
             self.retention,
+            self.classifier.examples,
         );
         self.set_due(user_id, due);
     }
@@ -700,6 +716,7 @@ impl Pass<'_> {
         user.absorbed.push(source_id.to_string());
         user.profile.merge(&other.profile);
         user.recent.extend(other.recent);
+        examples::absorb(&mut user.pending, &other.pending);
         user.as_of = user.as_of.max(other.as_of);
         step.touched
             .entry(into.to_string())

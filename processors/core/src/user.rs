@@ -9,6 +9,7 @@
 //! assert!(user.first_time(&event) && !user.first_time(&event));
 //! ```
 
+use crate::examples::Pending;
 use std::collections::BTreeMap;
 
 use blake2::digest::{Update, VariableOutput};
@@ -217,6 +218,8 @@ pub struct User {
     pub absorbed: Vec<String>,
     pub alias_of: Option<String>,
     pub due: Option<i64>,
+    /// Point-in-time examples waiting for their labels (see [`crate::examples`]).
+    pub pending: Vec<Pending>,
 }
 
 /// A 64-bit digest of a message id (BLAKE2b, 8 bytes, big-endian), for remembering it in

@@ -198,6 +198,10 @@ pub(crate) struct PyStep {
     pub(crate) timers: Py<PyDict>,
     pub(crate) rows: Py<PyDict>,
     pub(crate) relabelled: Vec<String>,
+    /// The labelled examples, packed as one message of the examples topic (empty when
+    /// none), and how many.
+    pub(crate) examples: Py<PyBytes>,
+    pub(crate) example_count: usize,
     pub(crate) fired: usize,
     pub(crate) new_users: usize,
     pub(crate) applied: usize,
@@ -283,6 +287,10 @@ pub(crate) fn run_partition(
     };
     let mut source = PyStored { mapping: stored };
     let step = step::run_partition(items, &mut source, &classifier.get().inner, &options)?;
+    let packed_examples = match step.examples.is_empty() {
+        true => Vec::new(),
+        false => crate::examples::pack(&step.examples),
+    };
     let touched = PyDict::new(py);
     for (user_id, reason) in &step.touched {
         touched.set_item(user_id, reason.name())?;
@@ -306,6 +314,8 @@ pub(crate) fn run_partition(
             rows.unbind()
         },
         relabelled: step.relabelled,
+        examples: PyBytes::new(py, &packed_examples).unbind(),
+        example_count: step.examples.len(),
         fired: step.fired,
         new_users: step.new_users,
         applied: step.applied,

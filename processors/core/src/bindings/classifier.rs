@@ -21,15 +21,18 @@ impl PyClassifier {
     /// `rules`: the rules' intermediate form (JSON); `thresholds`: known percentiles by
     /// name; `clustered`: the features users are clustered on; `model`: the placement
     /// parameters of a snapshot; `predictions`: its scored predictions' coefficients by
-    /// name, with the snapshot's version under `version` (see `processors.classifier`).
+    /// name, with the snapshot's version under `version` (see `processors.classifier`);
+    /// `examples`: whether users take a point-in-time example at every UTC midnight.
     #[new]
-    #[pyo3(signature = (rules, thresholds, clustered, model=None, predictions=None))]
+    #[pyo3(signature = (rules, thresholds, clustered, model=None, predictions=None,
+                        examples=false))]
     fn new(
         rules: &str,
         thresholds: Vec<(String, f64)>,
         clustered: Vec<String>,
         model: Option<&Bound<'_, PyDict>>,
         predictions: Option<&Bound<'_, PyDict>>,
+        examples: bool,
     ) -> PyResult<Self> {
         let mut rules = RuleSet::from_json(rules, &thresholds).map_err(PyValueError::new_err)?;
         if let Some(predictions) = predictions {
@@ -48,6 +51,7 @@ impl PyClassifier {
                 rules,
                 model,
                 clustered,
+                examples,
             },
         })
     }

@@ -219,6 +219,12 @@ impl PyUser {
     fn alias_of(&self) -> Option<String> {
         self.inner.alias_of.clone()
     }
+    /// The UTC days of the examples waiting for their labels.
+    #[getter]
+    fn pending(&self) -> Vec<i64> {
+        self.inner.pending.iter().map(|p| p.day).collect()
+    }
+
     #[getter]
     fn due(&self) -> Option<i64> {
         self.inner.due
