@@ -112,6 +112,25 @@ class Cluster(BaseModel):
     share: float = Field(ge=0.0, le=1.0)
 
 
+class PredictionQuality(BaseModel):
+    """A prediction's quality over its latest scored examples (progressive validation:
+    the prediction made at each example's snapshot against its label); see
+    `processors.prediction_training.quality_of`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    examples: int = Field(ge=0)
+    positives: int = Field(ge=0)
+    auc: float | None
+    log_loss: float | None
+    base_log_loss: float | None
+    mean_predicted: float
+    mean_observed: float
+    calibration: tuple[tuple[float, float], ...] = ()
+    calibration_error: float | None = None
+    lift: float | None = None
+
+
 class PredictionModel(BaseModel):
     """One prediction's coefficients over the standardised `log1p` inputs
     (:data:`PREDICTION_INPUTS` order) and the labels it learned from.
@@ -132,6 +151,7 @@ class PredictionModel(BaseModel):
     spend: tuple[tuple[float, ...], float] | None = None
     positives: int = Field(default=0, ge=0)
     negatives: int = Field(default=0, ge=0)
+    quality: PredictionQuality | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PredictionModel:

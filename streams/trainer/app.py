@@ -1,8 +1,10 @@
-"""The trainer: a Faust app that learns the clustering model from the features topic.
+"""The trainer: a Faust app that learns the clustering model from the features topic and
+the predictions from the examples topic.
 
 One agent reads the workers' feature-vector messages and feeds them to the
 :class:`~processors.training.OnlineClusterer` (River scaler + k-means, user
-sample, drift detector). A timer publishes a snapshot every
+sample, drift detector); another reads the labelled examples, each once, into
+:class:`~processors.prediction_training.Predictions`. A timer publishes a snapshot every
 `SEGSTREAM_SNAPSHOT_SECONDS`: first to Redis (latest, history and the user
 sample to resume from), then to the compacted models topic the workers follow.
 The web endpoint serves `/model` (the latest snapshot's summary),
@@ -25,7 +27,9 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from processors.examples import Deduplicator, ExampleError, unpack_examples
 from processors.model import ModelSnapshot, SnapshotError
+from processors.prediction_training import Predictions
 from processors.training import OnlineClusterer
 from processors.vectors import VectorError, unpack_vectors
 from processors.wire import MODEL_KEY
@@ -45,8 +49,10 @@ class Trainer:
         self.settings = settings
         self.model = OnlineClusterer(settings.trainer_config())
         self.store = ModelStore(redis_client(settings), settings.key_layout())
+        self.predictions = Predictions()
+        self.seen = Deduplicator()
         self.fresh = 0
-        """Vectors learned since the last snapshot."""
+        """Vectors and examples learned since the last snapshot."""
 
     def resume(self) -> None:
         """Continue from the newest snapshot in Redis, if there is a valid one."""
@@ -63,6 +69,8 @@ class Trainer:
             return
         self.model = OnlineClusterer(self.settings.trainer_config())
         self.model.restore(latest, self.store.sample())
+        self.predictions = Predictions()
+        self.predictions.restore(latest.predictions)
         metrics.show(latest)
         log.info(
             "trainer resumed version=%d generation=%d clusters=%d sample=%d",
@@ -91,6 +99,21 @@ class Trainer:
         self.fresh += len(vectors)
         return len(vectors)
 
+    def learn_examples(self, message: bytes) -> int:
+        """Learn from one examples message, each example once; the examples learned."""
+        try:
+            examples = unpack_examples(message)
+        except ExampleError as error:
+            metrics.BAD_MESSAGES.inc()
+            log.warning("examples message skipped: %s", error)
+            return 0
+        fresh = [example for example in examples if self.seen.first_time(example)]
+        for example in fresh:
+            self.predictions.learn(example)
+            metrics.EXAMPLES.labels(prediction=example.prediction).inc()
+        self.fresh += len(fresh)
+        return len(fresh)
+
     def snapshot(self, now: float) -> ModelSnapshot | None:
         """The next snapshot, saved to Redis; `None` when there is nothing new to publish."""
         if not self.fresh:
@@ -99,6 +122,7 @@ class Trainer:
         snapshot = self.model.snapshot(now)
         if snapshot is None:
             return None
+        snapshot = snapshot.model_copy(update={"predictions": self.predictions.models()})
         self.store.save(snapshot, list(self.model.sample.rows.items()))
         self.fresh = 0
         metrics.SNAPSHOTS.labels(reason=snapshot.reason).inc()
@@ -143,6 +167,7 @@ def build_app(settings: Settings, trainer: Trainer) -> faust.App:
         autodiscover=False,
     )
     features = app.topic(settings.features_topic, value_type=bytes, key_type=bytes)
+    examples = app.topic(settings.examples_topic, value_type=bytes, key_type=bytes)
     models = app.topic(settings.models_topic, value_type=bytes, key_type=bytes)
 
     @app.task
@@ -153,6 +178,11 @@ def build_app(settings: Settings, trainer: Trainer) -> faust.App:
     async def learn(stream: Any) -> None:
         async for message in stream:
             trainer.learn(message)
+
+    @app.agent(examples, name="learn-examples")
+    async def learn_examples(stream: Any) -> None:
+        async for message in stream:
+            trainer.learn_examples(message)
 
     @app.timer(interval=settings.snapshot_seconds)
     async def publish() -> None:

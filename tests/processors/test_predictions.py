@@ -19,13 +19,14 @@ from processors._core import (
 )
 from processors.classifier import Classifier
 from processors.events import EventKind
-from processors.examples import unpack_examples
+from processors.examples import Example, unpack_examples
 from processors.model import (
     Cluster,
     ClusterAssigner,
     ModelSnapshot,
     PredictionModel,
 )
+from processors.prediction_training import PredictionLearner
 from processors.rules import RuleFileError, parse_rules
 from processors.wire import Absorb, Advance, Erase
 from tests import oracle
@@ -325,3 +326,19 @@ def test_examples_go_out_at_their_horizon_and_no_sooner():
     assert all(e.matured <= START // DAY + 91 for e in late)
     churn = [e for e in late if e.prediction == "churn_90d"]
     assert [(e.day - START // DAY, e.label) for e in churn] == [(1, 1.0)]
+
+
+def test_a_restarted_trainer_goes_on_from_the_published_coefficients():
+    rng = random.Random(8)
+    learner = PredictionLearner("revenue_90d")
+    for n in range(300):
+        inputs = tuple(float(rng.randint(0, 9)) for _ in PREDICTION_INPUTS)
+        spent = rng.uniform(20, 90) if inputs[0] > 4 else 0.0
+        learner.learn(Example(f"u{n}", "revenue_90d", 0, 90, inputs, None, spent))
+    published = learner.model()
+    assert published.spend is not None
+    resumed = PredictionLearner("revenue_90d")
+    resumed.restore(published)
+    assert resumed.model().model_copy(update={"quality": None}) == published.model_copy(
+        update={"quality": None}
+    )
