@@ -48,9 +48,10 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisClusterException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from processors._core import PREDICTIONS
 from processors._core import Classifier as CompiledRules
 from processors.classifier import Classifier
-from processors.model import ClusterAssigner, ModelSnapshot
+from processors.model import ClusterAssigner, ModelSnapshot, PredictionQuality
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from processors.wire import CONTROL_HEADER, ERASE
 from state.keys import KeyLayout
@@ -164,6 +165,29 @@ class SegmentsView(BaseModel):
     segments: list[SegmentView]
     clusters: list[ClusterView]
     building: BuildView | None = None
+
+
+class PredictionView(BaseModel):
+    """One prediction: whether it is scored, the labels its model learned, and its quality."""
+
+    name: str
+    scored: bool = Field(
+        description="False while gated: fewer than 100 positive or 100 negative labels."
+    )
+    positives: int
+    negatives: int
+    quality: PredictionQuality | None = Field(
+        None,
+        description="Over the latest 10,000 examples scored with the prediction made at their "
+        "snapshot (docs/predictions.md).",
+    )
+
+
+class PredictionsView(BaseModel):
+    """The predictions of the model in force."""
+
+    model_version: int | None
+    predictions: list[PredictionView]
 
 
 class MembersPage(BaseModel):
@@ -569,6 +593,34 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                 ClusterView(id=cluster.id, name=cluster.name, share=cluster.share, size=size)
                 for cluster, size in zip(clusters, cluster_sizes, strict=True)
             ],
+        )
+
+    @app.get(
+        "/v1/predictions",
+        response_model=PredictionsView,
+        dependencies=guarded,
+        responses=_AUTH_ANSWER,
+        summary="The predictions of the model in force: scored or gated, labels and quality",
+    )
+    async def list_predictions() -> PredictionsView:
+        model = live.model
+        learned = model.predictions if model is not None else {}
+        views = []
+        for name in PREDICTIONS:
+            found = learned.get(name)
+            views.append(
+                PredictionView(name=name, scored=False, positives=0, negatives=0, quality=None)
+                if found is None
+                else PredictionView(
+                    name=name,
+                    scored=found.ready,
+                    positives=found.positives,
+                    negatives=found.negatives,
+                    quality=found.quality,
+                )
+            )
+        return PredictionsView(
+            model_version=model.version if model is not None else None, predictions=views
         )
 
     @app.get(

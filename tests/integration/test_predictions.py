@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+import requests
 
 from processors._core import PREDICTION_HORIZON_DAYS, PREDICTIONS
 from processors.examples import unpack_examples
@@ -24,7 +25,7 @@ from streams.tools.replay import wait_until_applied
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests import oracle
-from tests.integration.conftest import advance, read_topic, wait_for_events
+from tests.integration.conftest import advance, read_topic, wait_for_events, wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,8 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
             "snapshot_seconds": 2,
             "cluster_min_users": 40,
             "trainer_web_port": free_port(),
+            "api_tokens": "tok",
+            "api_port": free_port(),
         }
     )
     history = shoppers(120, seed=4, first_day=0, last_day=150)
@@ -172,6 +175,22 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
     snapshot = ModelStore(redis_client(settings), settings.key_layout()).latest()
     assert snapshot is not None
     worker.wait_for_log(f"model switched to={snapshot.version} ", timeout=60)
+
+    # The read API shows the quality and each user's predictions as scored now.
+    api = start_worker(settings, command="api")
+    url = f"http://127.0.0.1:{settings.api_port}"
+    wait_until_serving(f"{url}/readyz", api)
+    headers = {"Authorization": "Bearer tok"}
+    shown = requests.get(f"{url}/v1/predictions", headers=headers, timeout=5).json()
+    purchase = next(p for p in shown["predictions"] if p["name"] == "purchase_30d")
+    assert purchase["scored"]
+    assert purchase["quality"]["examples"] >= 300
+    user = requests.get(
+        f"{url}/v1/users/s000", params={"features": "true"}, headers=headers, timeout=5
+    ).json()
+    assert user["predictions"]["purchase_30d"] is not None
+    assert ("Likely Buyers" in user["segments"]) == (user["predictions"]["purchase_30d"] >= 0.5)
+    api.stop()
 
     # The rule places users as the model in force scores them.
     worker.wait_for_log(f"model switched to={snapshot.version} ", timeout=60)
