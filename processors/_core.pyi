@@ -160,14 +160,16 @@ class SegmentChange:
         """The change as published on the change topic."""
 
 class FeatureVector:
-    """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`, and the
-    numeric values of the computed traits the rules compare with a percentile."""
+    """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`, the
+    numeric values of the computed traits the rules compare with a percentile, and the
+    prediction inputs (`PREDICTION_INPUTS` order; empty unless users are predicted on)."""
 
     user_id: str
     as_of: float
     values: tuple[float, ...]
     refresh: bool
     computed: dict[str, float]
+    inputs: tuple[float, ...]
     def __init__(
         self,
         user_id: str,
@@ -175,6 +177,7 @@ class FeatureVector:
         values: Sequence[float],
         refresh: bool = False,
         computed: Mapping[str, float] = ...,
+        inputs: Sequence[float] = ...,
     ) -> None: ...
 
 class Relay:
@@ -305,6 +308,13 @@ def read_messages(
     """Read a batch's messages in order into the items of the partitions in `clocks`,
     judging tracker events against their watermarks; relays (but routed events) and
     control commands go to `special`, which for a routed event says whether to judge it."""
+
+def score_predictions(
+    predictions: Mapping[str, Any], rows: Sequence[Sequence[float]]
+) -> list[list[float | None]]:
+    """Each row of raw prediction inputs scored as the core scores users, by the
+    coefficients `predictions` gives by name (as `Classifier` takes them): per row, a value
+    per prediction in `PREDICTIONS` order, `None` for one not given."""
 
 def pack_vectors(vectors: Sequence[FeatureVector]) -> bytes:
     """One message of the `features` topic holding `vectors`: a msgpack map of the column

@@ -31,16 +31,17 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from river import linear_model, optim, preprocessing
 from sklearn.metrics import roc_auc_score
 
-from processors._core import PREDICTION_INPUTS, PREDICTIONS
+from processors._core import PREDICTION_INPUTS, PREDICTIONS, score_predictions
 from processors.examples import Example
-from processors.model import PredictionModel, PredictionQuality
+from processors.model import PERCENTILE_POINTS, PredictionModel, PredictionQuality
+from processors.rules import PREDICTION_PREFIX
 
 QUALITY_WINDOW = 10_000
 """The latest examples the rolling quality figures are computed over."""
@@ -229,6 +230,35 @@ class PredictionLearner:
         return quality_of(
             (p for p, _ in self.scored), (y for _, y in self.scored), amount=self.amount
         )
+
+
+def prediction_quantiles(
+    models: Mapping[str, PredictionModel], rows: Iterable[Sequence[float]]
+) -> dict[str, tuple[float, ...]]:
+    """Per ready prediction (`prediction.NAME`), its values at p0..p100 over `rows` of raw
+    inputs (the trainer's sample of users), scored as the core scores them.
+
+    >>> width = len(PREDICTION_INPUTS)
+    >>> model = PredictionModel(mean=(0.0,) * width, std=(1.0,) * width,
+    ...     weights=(1.0,) + (0.0,) * (width - 1), intercept=0.0, positives=100, negatives=100)
+    >>> rows = [(float(n),) + (0.0,) * (width - 1) for n in range(10)]
+    >>> found = prediction_quantiles({"purchase_30d": model}, rows)["prediction.purchase_30d"]
+    >>> round(found[0], 3), round(found[100], 3)
+    (0.5, 0.909)
+    """
+    ready = {name: model for name, model in models.items() if model.ready}
+    rows = [list(row) for row in rows]
+    if not ready or not rows:
+        return {}
+    scored = score_predictions({n: m.coefficients() for n, m in ready.items()}, rows)
+    points = np.linspace(0, 100, PERCENTILE_POINTS)
+    found = {}
+    for index, name in enumerate(PREDICTIONS):
+        if name in ready:
+            values = np.array([row[index] for row in scored], dtype=np.float64)
+            line = np.maximum.accumulate(np.percentile(values, points))
+            found[PREDICTION_PREFIX + name] = tuple(line.tolist())
+    return found
 
 
 class Predictions:

@@ -27,12 +27,15 @@ from collections.abc import Iterable, Mapping
 
 from processors._core import CLOCK_FEATURES, User
 from processors._core import Classifier as CompiledRules
-from processors.rules import COMPUTED_PREFIX, RuleSet, percentile_name
+from processors.rules import COMPUTED_PREFIX, PREDICTION_PREFIX, RuleSet, percentile_name
 
 
 def indexed_features(rules: RuleSet) -> tuple[str, ...]:
-    """The features `rules` compare with a percentile, sorted: those the store indexes."""
-    return tuple(sorted({feature for feature, _ in rules.percentiles}))
+    """The features `rules` compare with a percentile, sorted: those the store indexes (a
+    prediction is not: every snapshot moves every user's, so a moved prediction
+    percentile re-evaluates everyone)."""
+    found = {feature for feature, _ in rules.percentiles}
+    return tuple(sorted(f for f in found if not f.startswith(PREDICTION_PREFIX)))
 
 
 def indexed_values(
@@ -66,9 +69,11 @@ def moved_ranges(
 ) -> dict[str, tuple[float, float]]:
     """Per feature, the values between a threshold's `old` and `new` value (by percentile
     name; a percentile unknown before or after reaches every value), for the thresholds
-    that moved."""
+    that moved; a prediction's are left out (see :func:`indexed_features`)."""
     found: dict[str, tuple[float, float]] = {}
     for feature, q in rules.percentiles:
+        if feature.startswith(PREDICTION_PREFIX):
+            continue
         name = percentile_name(feature, q)
         before, after = old.get(name), new.get(name)
         if before == after:

@@ -131,16 +131,22 @@ class UserSample:
         self.computed: dict[str, dict[str, float]] = {}
         """The sampled users' computed traits' values (those the rules compare with a
         percentile), by user: only users who have any."""
+        self.inputs: dict[str, tuple[float, ...]] = {}
+        """The sampled users' prediction inputs, by user: only when users are predicted on."""
         self._largest: list[tuple[int, str]] = []  # max-heap of (-hash, user)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def offer(
-        self, user_id: str, row: Sequence[float], computed: Mapping[str, float] | None = None
+        self,
+        user_id: str,
+        row: Sequence[float],
+        computed: Mapping[str, float] | None = None,
+        inputs: Sequence[float] = (),
     ) -> None:
-        """Record `user_id`'s latest vector (and computed values) if the user belongs in
-        the sample."""
+        """Record `user_id`'s latest vector (and computed values and prediction inputs) if
+        the user belongs in the sample."""
         if user_id not in self.rows:
             digest = _user_hash(user_id)
             if len(self.rows) < self.size:
@@ -149,6 +155,7 @@ class UserSample:
                 _, evicted = heapq.heappushpop(self._largest, (-digest, user_id))
                 del self.rows[evicted]
                 self.computed.pop(evicted, None)
+                self.inputs.pop(evicted, None)
             else:
                 return
         self.rows[user_id] = list(row)
@@ -156,6 +163,10 @@ class UserSample:
             self.computed[user_id] = dict(computed)
         else:
             self.computed.pop(user_id, None)
+        if inputs:
+            self.inputs[user_id] = tuple(inputs)
+        else:
+            self.inputs.pop(user_id, None)
 
     def forget(self, user_id: str) -> None:
         """Leave `user_id` out from now on (until they offer a vector again).
@@ -166,6 +177,7 @@ class UserSample:
         """
         if self.rows.pop(user_id, None) is not None:
             self.computed.pop(user_id, None)
+            self.inputs.pop(user_id, None)
             self._largest = [(key, user) for key, user in self._largest if user != user_id]
             heapq.heapify(self._largest)
 
@@ -217,6 +229,7 @@ class OnlineClusterer:
         *,
         refresh: bool = False,
         computed: Mapping[str, float] | None = None,
+        inputs: Sequence[float] = (),
     ) -> None:
         """Learn from one user's feature vector (:data:`FEATURE_NAMES` order) and the
         values of the computed traits the rules compare with a percentile; an empty
@@ -229,7 +242,7 @@ class OnlineClusterer:
         if not row:  # the user is no more: merged into another, expired or erased
             self.sample.forget(user_id)
             return
-        self.sample.offer(user_id, row, computed)
+        self.sample.offer(user_id, row, computed, inputs)
         if refresh or row[self._events] < self.config.min_events:
             return
         x = {
@@ -250,7 +263,11 @@ class OnlineClusterer:
         """:meth:`learn` each vector."""
         for vector in vectors:
             self.learn(
-                vector.user_id, vector.values, refresh=vector.refresh, computed=vector.computed
+                vector.user_id,
+                vector.values,
+                refresh=vector.refresh,
+                computed=vector.computed,
+                inputs=vector.inputs,
             )
 
     def _watch(self, distance: float) -> None:

@@ -53,8 +53,11 @@ def unpack_vectors(message: bytes) -> list[FeatureVector]:
                 tuple(float(row[2][column]) for column in columns) if row[2] else (),
                 len(row) > 3 and row[3] is True,
                 {str(name): float(value) for name, value in row[4].items()} if len(row) > 4 else {},
+                tuple(float(value) for value in row[5]) if len(row) > 5 else (),
             )
             for row in rows
         ]
     except (TypeError, ValueError, IndexError, AttributeError):
-        raise VectorError("a row is not [user_id, as_of, values, refresh, computed]") from None
+        raise VectorError(
+            "a row is not [user_id, as_of, values, refresh, computed, inputs]"
+        ) from None

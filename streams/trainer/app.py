@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors.examples import Deduplicator, ExampleError, unpack_examples
 from processors.model import ModelSnapshot, SnapshotError
-from processors.prediction_training import Predictions
+from processors.prediction_training import Predictions, prediction_quantiles
 from processors.training import OnlineClusterer
 from processors.vectors import VectorError, unpack_vectors
 from processors.wire import MODEL_KEY
@@ -122,7 +122,11 @@ class Trainer:
         snapshot = self.model.snapshot(now)
         if snapshot is None:
             return None
-        snapshot = snapshot.model_copy(update={"predictions": self.predictions.models()})
+        models = self.predictions.models()
+        quantiles = prediction_quantiles(models, self.model.sample.inputs.values())
+        snapshot = snapshot.model_copy(
+            update={"predictions": models, "quantiles": {**snapshot.quantiles, **quantiles}}
+        )
         self.store.save(snapshot, list(self.model.sample.rows.items()))
         self.fresh = 0
         metrics.SNAPSHOTS.labels(reason=snapshot.reason).inc()

@@ -50,7 +50,7 @@ from processors._core import FeatureVector, Relay, SegmentChange, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
-from processors.rules import RuleSet
+from processors.rules import PREDICTION_PREFIX, RuleSet
 from processors.thresholds import indexed_features, indexed_values, moved_ranges
 from state.store import BatchCommit, Counters, PartitionCommit, StateStore
 from state.timer_store import DueTimers
@@ -605,10 +605,14 @@ class Worker:
         if previous is None or previous.snapshot.generation != snapshot.generation:
             self._relabel(ChangeReason.DRIFT if snapshot.reason == "drift" else ChangeReason.MODEL)
             return
-        if self.rules.predictions and _scores_moved(previous.snapshot, snapshot):
-            self._relabel(ChangeReason.MODEL)  # every user's predictions moved
+        after = self.classifier.thresholds
+        if self.rules.predictions and (
+            _scores_moved(previous.snapshot, snapshot)
+            or _of_predictions(before) != _of_predictions(after)
+        ):
+            self._relabel(ChangeReason.MODEL)  # every user's predictions, or a threshold, moved
             return
-        moved = moved_ranges(self.rules, before, self.classifier.thresholds)
+        moved = moved_ranges(self.rules, before, after)
         if moved:  # a threshold moved: the users it passed over, found by their values
             self._relabel(ChangeReason.MODEL, partial(self._users_between, moved))
 
@@ -804,3 +808,8 @@ def _scores_moved(before: ModelSnapshot, after: ModelSnapshot) -> bool:
         return {name: v for name, v in snapshot.scored().items() if name != "version"}
 
     return scores(before) != scores(after)
+
+
+def _of_predictions(thresholds: Mapping[str, float]) -> dict[str, float]:
+    """The percentile thresholds of predictions among `thresholds`."""
+    return {name: v for name, v in thresholds.items() if f"({PREDICTION_PREFIX}" in name}

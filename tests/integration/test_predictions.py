@@ -36,6 +36,9 @@ segments:
   - name: Likely Buyers
     description: at least an even chance of an order within 30 days
     condition: {prediction: purchase_30d, op: ">=", value: 0.5}
+  - name: Top Odds
+    description: the top quarter of the users by their chance of an order within 30 days
+    condition: {prediction: purchase_30d, op: ">=", value: p75(purchase_30d)}
 """
 
 
@@ -196,14 +199,18 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
     worker.wait_for_log(f"model switched to={snapshot.version} ", timeout=60)
     time.sleep(1)
     documents = list(read_model(settings, load_rules(settings)).users())
-    placed = 0
+    top = snapshot.percentile("prediction.purchase_30d", 75)
+    assert top is not None  # the trainer's sample of users gives it
+    placed = Counter()
     for document in documents:
         probability = document["predictions"]["purchase_30d"]
         assert probability is not None
         inside = "Likely Buyers" in document["segments"]
         assert inside == (probability >= 0.5), document["user_id"]
-        placed += inside
-    assert 0 < placed < len(documents)
+        assert ("Top Odds" in document["segments"]) == (probability >= top), document["user_id"]
+        placed.update(document["segments"])
+    assert 0 < placed["Likely Buyers"] < len(documents)
+    assert 0 < placed["Top Odds"] < len(documents)
     changes = [orjson.loads(m.value()) for m in read_topic(settings, settings.changes_topic)]
     assert any(c["reason"] == "model" and "Likely Buyers" in c["entered"] for c in changes), (
         "no user entered with a model"

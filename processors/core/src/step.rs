@@ -107,6 +107,10 @@ pub struct Vector {
     /// The numeric values of the computed traits the rules compare with a percentile, by
     /// name: the trainer's sample gives their population percentiles.
     pub computed: Vec<(String, f64)>,
+    /// The prediction inputs (see [`crate::predictions::INPUTS`]), when users are predicted
+    /// on: the trainer's sample gives the predictions' population percentiles. Empty
+    /// otherwise.
+    pub inputs: Vec<f64>,
 }
 
 impl Vector {
@@ -119,6 +123,7 @@ impl Vector {
             values: Vec::new(),
             refresh: false,
             computed: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 }
@@ -329,9 +334,20 @@ pub fn evaluate(
 }
 
 /// The user's numeric features as of their latest evaluation, in vector order, with
-/// the numeric values of the computed traits `rules` compare with a percentile.
-pub fn vector_of(user_id: &str, user: &User, rules: Option<&RuleSet>, refresh: bool) -> Vector {
+/// the numeric values of the computed traits `rules` compare with a percentile, and the
+/// prediction inputs when `predicted`.
+pub fn vector_of(
+    user_id: &str,
+    user: &User,
+    rules: Option<&RuleSet>,
+    refresh: bool,
+    predicted: bool,
+) -> Vector {
     let mut reading = Reading::new(&user.profile, user.as_of, CART_ABANDONMENT_AFTER);
+    let inputs = match predicted {
+        true => crate::predictions::inputs(&mut reading).to_vec(),
+        false => Vec::new(),
+    };
     let mut computed = Vec::new();
     for (&index, rules) in rules
         .iter()
@@ -352,6 +368,7 @@ pub fn vector_of(user_id: &str, user: &User, rules: Option<&RuleSet>, refresh: b
             .collect(),
         refresh,
         computed,
+        inputs,
     }
 }
 
@@ -394,7 +411,7 @@ pub fn relabel(
     if let Some(model) = &classifier.model {
         for user_id in &ids {
             let user = &mut users[user_id];
-            let vector = vector_of(user_id, user, Some(&classifier.rules), false);
+            let vector = vector_of(user_id, user, Some(&classifier.rules), false, false);
             let cluster = model.assign(&vector.values);
             let as_of = user.as_of;
             changes.extend(
@@ -849,7 +866,8 @@ impl Pass<'_> {
             .iter()
             .map(|(id, reason)| {
                 let refresh = *reason == Reason::Time;
-                vector_of(id, &step.users[id], Some(self.rules), refresh)
+                let predicted = self.classifier.examples || self.rules.predicts;
+                vector_of(id, &step.users[id], Some(self.rules), refresh, predicted)
             })
             .collect();
         let gone = step.users.iter().filter(|(id, user)| {

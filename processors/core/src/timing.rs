@@ -445,7 +445,7 @@ mod tests {
             as_of: 90_000.0,
             ..Default::default()
         };
-        let vector = crate::step::vector_of("u", &user, Some(&rules), false);
+        let vector = crate::step::vector_of("u", &user, Some(&rules), false, false);
         assert_eq!(vector.computed, [("orders".to_string(), 2.0)]);
     }
 

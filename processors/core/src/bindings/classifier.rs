@@ -86,6 +86,30 @@ impl PyClassifier {
     }
 }
 
+/// Each row of raw prediction inputs (`PREDICTION_INPUTS` order) scored by `predictions`
+/// (coefficients by name, as `Classifier` takes them): per row, a value per prediction,
+/// `None` for one not given.
+#[pyfunction]
+pub(crate) fn score_predictions(
+    predictions: &Bound<'_, PyDict>,
+    rows: Vec<Vec<f64>>,
+) -> PyResult<Vec<Vec<Option<f64>>>> {
+    let predictor = predictor(predictions)?;
+    let width = crate::predictions::INPUTS.len();
+    rows.into_iter()
+        .map(|row| {
+            let inputs: [f64; crate::predictions::INPUTS.len()] = row
+                .try_into()
+                .map_err(|_| PyValueError::new_err(format!("a row of {width} inputs")))?;
+            Ok(predictor
+                .scorers
+                .iter()
+                .map(|scorer| scorer.as_ref().map(|s| s.score(&inputs)))
+                .collect())
+        })
+        .collect()
+}
+
 /// The predictor of `{"version": n, "purchase_30d": {"mean": [...], "std": [...],
 /// "weights": [...], "intercept": c, "calibration": [a, b], "spend": [[...], c] or
 /// None}, ...}`; a prediction not named is gated.

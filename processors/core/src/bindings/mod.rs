@@ -60,6 +60,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(read_messages, module)?)?;
     module.add_function(wrap_pyfunction!(pack_vectors, module)?)?;
     module.add_function(wrap_pyfunction!(traits::pattern_problem, module)?)?;
+    module.add_function(wrap_pyfunction!(classifier::score_predictions, module)?)?;
     module.add_class::<PyAction>()?;
     module.add_class::<PyRejection>()?;
     module.add_class::<PyUser>()?;

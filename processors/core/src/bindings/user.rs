@@ -75,7 +75,7 @@ impl PyUser {
     fn vector(&self, user_id: &str, classifier: Option<&PyClassifier>) -> PyVector {
         let rules = classifier.map(|c| &c.inner.rules);
         PyVector {
-            inner: step::vector_of(user_id, &self.inner, rules, false),
+            inner: step::vector_of(user_id, &self.inner, rules, false, false),
         }
     }
 
@@ -391,13 +391,15 @@ pub(crate) struct PyVector {
 #[pymethods]
 impl PyVector {
     #[new]
-    #[pyo3(signature = (user_id, as_of, values, refresh=false, computed=BTreeMap::new()))]
+    #[pyo3(signature = (user_id, as_of, values, refresh=false, computed=BTreeMap::new(),
+                        inputs=Vec::new()))]
     fn new(
         user_id: String,
         as_of: f64,
         values: Vec<f64>,
         refresh: bool,
         computed: BTreeMap<String, f64>,
+        inputs: Vec<f64>,
     ) -> Self {
         PyVector {
             inner: Vector {
@@ -406,8 +408,15 @@ impl PyVector {
                 values,
                 refresh,
                 computed: computed.into_iter().collect(),
+                inputs,
             },
         }
+    }
+    /// The prediction inputs (`PREDICTION_INPUTS` order), empty when users are not
+    /// predicted on.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.inner.inputs)
     }
     #[getter]
     fn user_id(&self) -> &str {
