@@ -138,7 +138,7 @@ class PredictionLearner:
         self.amount = name in _AMOUNTS
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.05), intercept_lr=0.05, l2=1e-4
+            optimizer=optim.SGD(0.01), intercept_lr=0.01, l2=0.0
         )
         self.platt = linear_model.LogisticRegression(  # starts as the identity
             optimizer=optim.SGD(0.02),
