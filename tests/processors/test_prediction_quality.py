@@ -9,6 +9,7 @@ the parameters imply."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from processors._core import Action
 from processors.classifier import Classifier
 from processors.events import EventKind
-from processors.examples import unpack_examples
+from processors.examples import Example, unpack_examples
 from processors.model import Cluster, ClusterAssigner, ModelSnapshot
 from processors.prediction_training import PredictionLearner, quality_of
 from processors.wire import Advance
@@ -62,29 +63,23 @@ def classifier_with(learner: PredictionLearner, version: int) -> Classifier:
     return Classifier.of(NOBODY, ClusterAssigner(snapshot), examples=True)
 
 
-def test_cdnow_purchase_30d_as_of_the_calibration_end_ranks_and_calibrates():
-    actions = orders()
-    target_day = midnight("19971001") // DAY  # the snapshot of the events up to 1997-09-30
-    end = (target_day + 30) * DAY  # its 30-day label matures then
+def replay(actions: list[Action], first: int, end: int) -> Iterator[Example]:
+    """The `purchase_30d` examples of `actions` (from event time `first` to `end`) as the
+    workers and the trainer make them, each once learned: a week of events at a time
+    through the core, its matured examples learned, a new model in force every week."""
     learner = PredictionLearner("purchase_30d")
     classifier = classifier_with(learner, 1)
     stored: dict = {}
     timers: dict[str, int] = {}
-    scored: dict[str, tuple[float, float]] = {}
     by_week: dict[int, list[Action]] = defaultdict(list)
     for action in actions:
         if action.timestamp < end:
             by_week[int(action.timestamp) // WEEK].append(action)
-    first, last = min(by_week), end // WEEK
-    for number, week in enumerate(range(first, last + 1)):
+    for number, week in enumerate(range(first // WEEK, end // WEEK + 1)):
         until = float(min((week + 1) * WEEK, end))
         due = sorted((moment, user) for user, moment in timers.items() if moment <= until)
         outcome = step(
-            [*by_week.get(week, []), Advance(until)],
-            stored,
-            classifier,
-            due=due,
-            firing=until,
+            [*by_week.get(week, []), Advance(until)], stored, classifier, due=due, firing=until
         )
         stored.update(outcome.users)
         for user_id, moment in outcome.timers.items():
@@ -93,13 +88,21 @@ def test_cdnow_purchase_30d_as_of_the_calibration_end_ranks_and_calibrates():
             else:
                 timers[user_id] = moment
         for example in unpack_examples(outcome.examples) if outcome.example_count else ():
-            if example.prediction != "purchase_30d":
-                continue
-            if example.day == target_day and example.predicted is not None:
-                scored[example.user_id] = (example.predicted, example.label)
-            learner.learn(example)  # as the trainer does, once it matured
-        classifier = classifier_with(learner, number + 2)  # a new model in force each week
+            if example.prediction == "purchase_30d":
+                yield example
+                learner.learn(example)  # as the trainer does, once it matured
+        classifier = classifier_with(learner, number + 2)
 
+
+def test_cdnow_purchase_30d_as_of_the_calibration_end_ranks_and_calibrates():
+    actions = orders()
+    target_day = midnight("19971001") // DAY  # the snapshot of the events up to 1997-09-30
+    end = (target_day + 30) * DAY  # its 30-day label matures then
+    scored = {
+        example.user_id: (example.predicted, example.label)
+        for example in replay(actions, int(actions[0].timestamp), end)
+        if example.day == target_day and example.predicted is not None
+    }
     assert len(scored) == len({a.user_id for a in actions if a.timestamp < target_day * DAY})
     predicted = np.array([p for p, _ in scored.values()])
     observed = np.array([y for _, y in scored.values()])
@@ -157,40 +160,16 @@ def test_on_a_known_bgnbd_population_auc_and_calibration_come_close_to_the_truth
     days = 330
     actions, params = bgnbd_orders(1_500, seed=3, days=days)
     start = midnight("20250101")
-    learner = PredictionLearner("purchase_30d")
-    classifier = classifier_with(learner, 1)
-    stored: dict = {}
-    timers: dict[str, int] = {}
-    by_week: dict[int, list[Action]] = defaultdict(list)
-    for action in actions:
-        by_week[int(action.timestamp) // WEEK].append(action)
     times: dict[str, list[float]] = defaultdict(list)
     for action in actions:
         times[action.user_id].append(action.timestamp)
     judged = []
-    end = start + days * DAY
-    for number, week in enumerate(range(start // WEEK, end // WEEK + 1)):
-        until = float(min((week + 1) * WEEK, end))
-        due = sorted((moment, user) for user, moment in timers.items() if moment <= until)
-        outcome = step(
-            [*by_week.get(week, []), Advance(until)], stored, classifier, due=due, firing=until
-        )
-        stored.update(outcome.users)
-        for user_id, moment in outcome.timers.items():
-            if moment is None:
-                timers.pop(user_id, None)
-            else:
-                timers[user_id] = moment
-        for example in unpack_examples(outcome.examples) if outcome.example_count else ():
-            if example.prediction != "purchase_30d":
-                continue
-            made_at = example.day * DAY
-            if example.predicted is not None and made_at >= start + 180 * DAY:
-                before = [t for t in times[example.user_id] if t < made_at]
-                truth = true_probability(params, before, params["births"][example.user_id], made_at)
-                judged.append((example.predicted, truth, example.label))
-            learner.learn(example)
-        classifier = classifier_with(learner, number + 2)
+    for example in replay(actions, start, start + days * DAY):
+        made_at = example.day * DAY
+        if example.predicted is not None and made_at >= start + 180 * DAY:
+            before = [t for t in times[example.user_id] if t < made_at]
+            truth = true_probability(params, before, params["births"][example.user_id], made_at)
+            judged.append((example.predicted, truth, example.label))
 
     predicted, truth, observed = (np.array(column) for column in zip(*judged, strict=True))
     model_auc = roc_auc_score(observed > 0, predicted)
