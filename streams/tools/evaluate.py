@@ -8,7 +8,10 @@ Markdown report and two PNG plots go to one directory:
 - `clusters-pca.png`: the sampled users on their first two principal
   components, coloured by cluster (and, with ground truth, by true group);
 - `segment-sizes.png`: each cluster's share over the snapshot history, and the
-  rule segments' sizes now.
+  rule segments' sizes now;
+- with predictions measured, `predictions-calibration.png` (observed against
+  predicted by decile) and `predictions-lift.png` (each decile's observed rate
+  over the overall rate); the report says which predictions are gated.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import orjson
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-from processors._core import User
-from processors.model import COLD_START, ModelSnapshot
+from processors._core import PREDICTIONS, User
+from processors.model import COLD_START, GATE_LABELS, ModelSnapshot, PredictionQuality
 from processors.quality import Assessment, assess
 from state.model_store import ModelStore
 from state.read_model import ReadModel
@@ -124,6 +127,8 @@ def write_report(evaluation: Evaluation, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     _plot_pca(evaluation, directory / "clusters-pca.png")
     _plot_sizes(evaluation, directory / "segment-sizes.png")
+    if _measured(evaluation.snapshot):
+        _plot_predictions(evaluation.snapshot, directory)
     report = directory / "report.md"
     report.write_text(markdown(evaluation), encoding="utf-8")
     return report
@@ -188,6 +193,7 @@ def markdown(evaluation: Evaluation) -> str:
             "",
             f"Online ARI is {_fmt(a.ari_ratio, 2)} of the offline ARI.",
         ]
+    lines += _prediction_lines(evaluation.snapshot)
     lines += [
         "",
         "## Rule segments now",
@@ -202,6 +208,88 @@ def markdown(evaluation: Evaluation) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _measured(snapshot: ModelSnapshot) -> dict[str, PredictionQuality]:
+    """The predictions whose quality the snapshot gives, by name."""
+    found = {}
+    for name, model in snapshot.predictions.items():
+        if model.quality is not None and model.quality.calibration:
+            found[name] = model.quality
+    return found
+
+
+def _prediction_lines(snapshot: ModelSnapshot) -> list[str]:
+    """The report's predictions section: gating, and quality as the predictions are used."""
+    lines = [
+        "",
+        "## Predictions",
+        "",
+        "Each example is scored with the prediction made at its snapshot, against its label "
+        "(the latest 10,000 per prediction; docs/predictions.md).",
+        "",
+        "| prediction | state | labels positive / negative | AUC | log loss (base rate's) "
+        "| mean predicted / observed | calibration error | top-decile lift |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in PREDICTIONS:
+        model = snapshot.predictions.get(name)
+        if model is None:
+            lines.append(f"| {name} | gated: no labelled example yet | 0 / 0 | | | | | |")
+            continue
+        state = (
+            "scored"
+            if model.ready
+            else (f"gated: needs {GATE_LABELS} positive and {GATE_LABELS} negative labels")
+        )
+        row = f"| {name} | {state} | {model.positives} / {model.negatives} "
+        q = model.quality
+        if q is None or not q.examples:
+            lines.append(row + "| | | | | |")
+            continue
+        loss = "" if q.log_loss is None else f"{q.log_loss:.3f} ({_fmt(q.base_log_loss)})"
+        lines.append(
+            row + f"| {_fmt(q.auc)} | {loss} | {q.mean_predicted:.3f} / {q.mean_observed:.3f} "
+            f"| {_fmt(q.calibration_error)} | {_fmt(q.lift, 2)} |"
+        )
+    if _measured(snapshot):
+        lines += [
+            "",
+            "![calibration](predictions-calibration.png)",
+            "",
+            "![lift](predictions-lift.png)",
+        ]
+    return lines
+
+
+def _plot_predictions(snapshot: ModelSnapshot, directory: Path) -> None:
+    """Calibration by decile and the lift of each decile, per prediction."""
+    measured = _measured(snapshot)
+    figure, axes = plt.subplots(1, len(measured), figsize=(5 * len(measured), 4.5), squeeze=False)
+    for axis, (name, quality) in zip(axes[0], measured.items(), strict=True):
+        predicted, observed = zip(*quality.calibration, strict=True)
+        top = max(max(predicted), max(observed)) or 1.0
+        axis.plot([0, top], [0, top], color="grey", linestyle="--", label="perfect")
+        axis.plot(predicted, observed, marker="o", label="deciles")
+        axis.set_title(f"{name}: calibration")
+        axis.set_xlabel("mean prediction")
+        axis.set_ylabel("observed")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(directory / "predictions-calibration.png", dpi=110)
+    plt.close(figure)
+    figure, axes = plt.subplots(1, len(measured), figsize=(5 * len(measured), 4.5), squeeze=False)
+    for axis, (name, quality) in zip(axes[0], measured.items(), strict=True):
+        base = quality.mean_observed or 1.0
+        lifts = [observed / base for _, observed in quality.calibration]
+        axis.bar(range(1, len(lifts) + 1), lifts)
+        axis.axhline(1.0, color="grey", linestyle="--")
+        axis.set_title(f"{name}: lift by decile")
+        axis.set_xlabel("decile of the prediction (1 lowest)")
+        axis.set_ylabel("observed / overall")
+    figure.tight_layout()
+    figure.savefig(directory / "predictions-lift.png", dpi=110)
+    plt.close(figure)
 
 
 def _plot_pca(evaluation: Evaluation, path: Path) -> None:

@@ -25,7 +25,13 @@ from streams.tools.replay import wait_until_applied
 from streams.tools.simulate import KafkaSink
 from streams.tools.simulator import SimulatedEvent
 from tests import oracle
-from tests.integration.conftest import advance, read_topic, wait_for_events, wait_until_serving
+from tests.integration.conftest import (
+    advance,
+    read_topic,
+    segstream,
+    wait_for_events,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -194,6 +200,16 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
     assert user["predictions"]["purchase_30d"] is not None
     assert ("Likely Buyers" in user["segments"]) == (user["predictions"]["purchase_30d"] >= 0.5)
     api.stop()
+
+    # The evaluation report has a section on the predictions, with its two plots.
+    report = tmp_path / "evaluation"
+    evaluated = segstream(settings, "evaluate", "--output", str(report), timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    text = (report / "report.md").read_text()
+    assert "## Predictions" in text
+    assert "| purchase_30d | scored |" in text
+    for plot in ("predictions-calibration.png", "predictions-lift.png"):
+        assert (report / plot).read_bytes().startswith(b"\x89PNG"), plot
 
     # The rule places users as the model in force scores them.
     worker.wait_for_log(f"model switched to={snapshot.version} ", timeout=60)
