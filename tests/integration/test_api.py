@@ -125,6 +125,7 @@ def test_every_route_needs_a_known_token(api):
         "/v1/segments",
         "/v1/segments/{name}/members",
         "/v1/rules/preview",
+        "/v1/predictions",
     }
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
