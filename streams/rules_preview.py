@@ -45,9 +45,11 @@ def preview_rules(
     keys = keys or settings.key_layout()
     store = RedisStateStore(client, keys, settings.group_id)
     snapshot = ModelStore(client, keys).latest()
-    thresholds = Classifier.of(candidate, ClusterAssigner(snapshot) if snapshot else None)
-    # placement plays no part in segments: leave the model out and keep its thresholds
-    classifier = Classifier(candidate, None, thresholds.thresholds).core
+    modelled = Classifier.of(candidate, ClusterAssigner(snapshot) if snapshot else None)
+    # placement plays no part in segments: leave the model out and keep its thresholds,
+    # unless a rule compares a prediction, which the model's coefficients score
+    chosen = modelled if candidate.predictions else Classifier(candidate, None, modelled.thresholds)
+    classifier = chosen.core
     partitions = list(range(store.partition_count() or settings.partitions))
     tally = Tally(current.names, candidate.names, examples)
     clocks: dict[str, str | None] = {}

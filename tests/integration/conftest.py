@@ -479,3 +479,21 @@ def run_worker_and_trainer(settings: Settings, start: Callable[..., WorkerProces
     assert store.latest() is not None, trainer.log.read_text()[-3000:]
     assert worker.stop() == 0
     assert trainer.stop() == 0
+
+
+def wait_for_settled_model(settings: Settings, timeout: float = 120):
+    """The latest snapshot once the trainer has learned all there was: no newer one for
+    three snapshot intervals (a trainer publishes only after learning something)."""
+    store = ModelStore(redis_client(settings), settings.key_layout())
+    quiet = 3 * settings.snapshot_seconds
+    deadline = time.monotonic() + timeout
+    latest = store.latest()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = store.latest()
+        if current is not None and (latest is None or current.version != latest.version):
+            latest, since = current, time.monotonic()
+        elif latest is not None and time.monotonic() - since >= quiet:
+            return latest
+    raise AssertionError(f"the model kept changing for {timeout:.0f} s")

@@ -18,7 +18,12 @@ from streams.settings import Settings
 from streams.tools.embedded import free_port
 from streams.tools.simulate import KafkaSink, send
 from streams.tools.simulator import Simulation
-from tests.integration.conftest import read_topic, segstream, wait_for_events
+from tests.integration.conftest import (
+    read_topic,
+    segstream,
+    wait_for_events,
+    wait_for_settled_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,24 +61,6 @@ def wait_for_snapshot(settings: Settings, newer_than: float, timeout: float = 60
             return latest
         time.sleep(0.5)
     raise AssertionError(f"no snapshot after {newer_than}")
-
-
-def wait_for_settled_model(settings: Settings, timeout: float = 120):
-    """The latest snapshot once the trainer has learned all there was: no newer one for
-    three snapshot intervals (a trainer publishes only after learning something)."""
-    store = models(settings)
-    quiet = 3 * settings.snapshot_seconds
-    deadline = time.monotonic() + timeout
-    latest = store.latest()
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        current = store.latest()
-        if current is not None and (latest is None or current.version != latest.version):
-            latest, since = current, time.monotonic()
-        elif latest is not None and time.monotonic() - since >= quiet:
-            return latest
-    raise AssertionError(f"the model kept changing for {timeout:.0f} s")
 
 
 def test_trainer_clusters_the_personas_and_workers_label_users_with_them(

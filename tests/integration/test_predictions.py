@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     read_topic,
     segstream,
     wait_for_events,
+    wait_for_settled_model,
     wait_until_serving,
 )
 
@@ -181,8 +182,7 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
     quality = wait_for_quality(settings)
     assert quality.auc is not None
     assert quality.auc > 0.7, quality
-    snapshot = ModelStore(redis_client(settings), settings.key_layout()).latest()
-    assert snapshot is not None
+    snapshot = wait_for_settled_model(settings)  # so that labels and reads use the same
     worker.wait_for_log(f"model switched to={snapshot.version} ", timeout=60)
 
     # The read API shows the quality and each user's predictions as scored now.
@@ -227,6 +227,22 @@ def test_examples_are_labelled_as_the_oracle_says_learned_once_and_predictions_p
         placed.update(document["segments"])
     assert 0 < placed["Likely Buyers"] < len(documents)
     assert 0 < placed["Top Odds"] < len(documents)
+
+    # The preview scores a candidate's predictions with the model in force: a lower bar
+    # brings in exactly the users between the two.
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(RULES.replace("value: 0.5}", "value: 0.3}"))
+    previewed = segstream(settings, "rules", "preview", str(candidate), "--json")
+    assert previewed.returncode == 0, previewed.stderr
+    segments = {s["name"]: s for s in orjson.loads(previewed.stdout)["segments"]}
+    between = [d for d in documents if 0.3 <= d["predictions"]["purchase_30d"] < 0.5]
+    likely = segments["Likely Buyers"]
+    assert (likely["now"], likely["entering"], likely["leaving"]) == (
+        placed["Likely Buyers"],
+        len(between),
+        0,
+    )
+    assert segments["Top Odds"]["entering"] == segments["Top Odds"]["leaving"] == 0
     changes = [orjson.loads(m.value()) for m in read_topic(settings, settings.changes_topic)]
     assert any(c["reason"] == "model" and "Likely Buyers" in c["entered"] for c in changes), (
         "no user entered with a model"
