@@ -30,11 +30,13 @@ is scored against the label, before the model learns from it.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ValidationError
 from river import linear_model, optim, preprocessing
 from sklearn.metrics import roc_auc_score
 
@@ -42,6 +44,8 @@ from processors._core import PREDICTION_INPUTS, PREDICTIONS, score_predictions
 from processors.examples import Example
 from processors.model import PERCENTILE_POINTS, PredictionModel, PredictionQuality
 from processors.rules import PREDICTION_PREFIX
+
+log = logging.getLogger(__name__)
 
 QUALITY_WINDOW = 10_000
 """The latest examples the rolling quality figures are computed over."""
@@ -279,9 +283,14 @@ class Predictions:
             self.learners[name].restore(model)
 
     def models(self) -> dict[str, PredictionModel]:
-        """Every prediction that has learned something, by name."""
-        return {
-            name: learner.model()
-            for name, learner in self.learners.items()
-            if learner.positives + learner.negatives
-        }
+        """Every prediction that has learned something, by name; one whose coefficients are
+        not finite (its learning diverged) is left out, so gated, with a warning."""
+        found = {}
+        for name, learner in self.learners.items():
+            if not learner.positives + learner.negatives:
+                continue
+            try:
+                found[name] = learner.model()
+            except ValidationError as error:
+                log.warning("prediction %s left out of the snapshot: %s", name, error)
+        return found

@@ -2,6 +2,7 @@
 that compare them, and the timers that move users at the UTC midnights where whole-day
 inputs change."""
 
+import math
 import random
 
 import numpy as np
@@ -26,7 +27,7 @@ from processors.model import (
     ModelSnapshot,
     PredictionModel,
 )
-from processors.prediction_training import PredictionLearner
+from processors.prediction_training import PredictionLearner, Predictions
 from processors.rules import RuleFileError, parse_rules
 from processors.wire import Absorb, Advance, Erase
 from tests import oracle
@@ -342,3 +343,12 @@ def test_a_restarted_trainer_goes_on_from_the_published_coefficients():
     assert resumed.model().model_copy(update={"quality": None}) == published.model_copy(
         update={"quality": None}
     )
+
+
+def test_a_prediction_whose_learning_diverged_is_left_out_of_the_snapshot():
+    predictions = Predictions()
+    inputs = (1.0,) * len(PREDICTION_INPUTS)
+    for name in ("purchase_30d", "churn_90d"):
+        predictions.learn(Example("u", name, 0, 90, inputs, None, 1.0))
+    predictions.learners["churn_90d"].classifier._weights.update({"orders_lifetime": math.inf})
+    assert set(predictions.models()) == {"purchase_30d"}
