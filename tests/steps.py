@@ -15,6 +15,7 @@ from typing import Any
 from processors._core import PartitionStep, SegmentChange, User, Watermark, run_partition
 from processors.classifier import Classifier
 from processors.events import Action
+from processors.model import Cluster, ModelSnapshot, PredictionModel
 from processors.rules import RuleSet, parse_rules
 from processors.wire import Advance, Item
 
@@ -123,3 +124,24 @@ def per_user(changes: Sequence[SegmentChange]) -> dict[str, list[tuple[Any, ...]
             (change.version, change.entered, change.exited, change.reason, change.event_time)
         )
     return found
+
+
+def predicting(
+    models: Mapping[str, PredictionModel],
+    quantiles: Mapping[str, tuple[float, ...]] | None = None,
+    version: int = 1,
+) -> ModelSnapshot:
+    """A snapshot of one cluster that scores `models` (predictions by name)."""
+    return ModelSnapshot(
+        version=version,
+        generation=1,
+        reason="initial",
+        created_at=0.0,
+        features=("orders_lifetime",),
+        mean=(0.0,),
+        std=(1.0,),
+        clusters=(Cluster(id="c1", name="everyone", centroid=(0.0,), share=1.0),),
+        min_events=0,
+        quantiles=dict(quantiles or {}),
+        predictions=dict(models),
+    )

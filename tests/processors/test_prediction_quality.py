@@ -21,10 +21,10 @@ from processors._core import Action
 from processors.classifier import Classifier
 from processors.events import EventKind
 from processors.examples import Example, unpack_examples
-from processors.model import Cluster, ClusterAssigner, ModelSnapshot
+from processors.model import ClusterAssigner
 from processors.prediction_training import PredictionLearner, quality_of
 from processors.wire import Advance
-from tests.steps import NOBODY, step
+from tests.steps import NOBODY, predicting, step
 
 DAY = 86_400
 WEEK = 7 * DAY
@@ -47,19 +47,8 @@ def orders() -> list[Action]:
 
 def classifier_with(learner: PredictionLearner, version: int) -> Classifier:
     """The rules no one meets, with a snapshot scoring what `learner` learned."""
-    snapshot = ModelSnapshot(
-        version=version,
-        generation=1,
-        reason="update",
-        created_at=0.0,
-        features=("orders_lifetime",),
-        mean=(0.0,),
-        std=(1.0,),
-        clusters=(Cluster(id="c1", name="everyone", centroid=(0.0,), share=1.0),),
-        min_events=0,
-        quantiles={},
-        predictions={"purchase_30d": learner.model()} if learner.positives else {},
-    )
+    models = {"purchase_30d": learner.model()} if learner.positives else {}
+    snapshot = predicting(models, version=version)
     return Classifier.of(NOBODY, ClusterAssigner(snapshot), examples=True)
 
 

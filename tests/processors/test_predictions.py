@@ -22,16 +22,14 @@ from processors.classifier import Classifier
 from processors.events import EventKind
 from processors.examples import Example, unpack_examples
 from processors.model import (
-    Cluster,
     ClusterAssigner,
-    ModelSnapshot,
     PredictionModel,
 )
 from processors.prediction_training import PredictionLearner, Predictions
 from processors.rules import RuleFileError, parse_rules
 from processors.wire import Absorb, Advance, Erase
 from tests import oracle
-from tests.steps import run_as_worker, step
+from tests.steps import predicting, run_as_worker, step
 
 DAY = 86_400
 START = 1_790_000_000 - 1_790_000_000 % DAY  # a UTC midnight
@@ -73,23 +71,6 @@ def prediction_model(rng: random.Random, *, amount: bool, ready: bool = True) ->
     )
 
 
-def snapshot(models: dict[str, PredictionModel], quantiles=None, version=1) -> ModelSnapshot:
-    """A snapshot of one cluster that scores `models`."""
-    return ModelSnapshot(
-        version=version,
-        generation=1,
-        reason="initial",
-        created_at=0.0,
-        features=("orders_lifetime",),
-        mean=(0.0,),
-        std=(1.0,),
-        clusters=(Cluster(id="c1", name="everyone", centroid=(0.0,), share=1.0),),
-        min_events=0,
-        quantiles=quantiles or {},
-        predictions=models,
-    )
-
-
 def classifier_of(seed: int, gated: str | None = None) -> tuple[Classifier, dict[str, dict]]:
     """Random coefficients for every prediction (`gated` one short of its labels), with the
     top-fifth threshold of the expected revenue; the coefficients the oracle reads."""
@@ -99,7 +80,7 @@ def classifier_of(seed: int, gated: str | None = None) -> tuple[Classifier, dict
         for name in PREDICTIONS
     }
     quantiles = {"prediction.revenue_90d": tuple(float(q) for q in range(0, 202, 2))}
-    assigner = ClusterAssigner(snapshot(models, quantiles))
+    assigner = ClusterAssigner(predicting(models, quantiles))
     coefficients = {name: m.coefficients() for name, m in models.items() if m.ready}
     return Classifier.of(RULES, assigner, examples=True), coefficients
 
@@ -212,7 +193,7 @@ def test_an_idle_user_leaves_at_the_utc_midnight_their_score_falls():
         positives=100,
         negatives=100,
     )
-    classifier = Classifier.of(RULES, ClusterAssigner(snapshot({"purchase_30d": model})))
+    classifier = Classifier.of(RULES, ClusterAssigner(predicting({"purchase_30d": model})))
     seen = step([Action("u", "m1", EventKind.PAGE, START + 3_600.0)], {}, classifier)
     assert seen.changes[0].entered == ("Likely Buyers",)
     # sigmoid(3 - 3 log1p(d)) falls under 0.5 from d = 2 days (e - 1 < 2)
@@ -271,7 +252,7 @@ def test_prediction_conditions_are_validated_with_line_and_field():
 def test_snapshots_refuse_prediction_coefficients_of_the_wrong_shape():
     rng = random.Random(1)
     good = prediction_model(rng, amount=False)
-    assert snapshot({"purchase_30d": good}).scored()["purchase_30d"] == good.coefficients()
+    assert predicting({"purchase_30d": good}).scored()["purchase_30d"] == good.coefficients()
     with pytest.raises(ValueError, match=f"needs {len(PREDICTION_INPUTS)} coefficients"):
         PredictionModel(mean=(0.0,), std=(1.0,), weights=(1.0,), intercept=0.0)
 
