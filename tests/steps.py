@@ -72,8 +72,8 @@ def run_as_worker(
     """Run `items` (in arrival order) through partition steps the way a worker does: a
     partition clock with the allowed `lateness` and firing `delay` that refuses late
     events, its firing clock as marks, a timer store of due times, state carried from step
-    to step. The changes, the users and their timers at the end; each step's labelled
-    examples (packed) go to `examples`."""
+    to step in its stored bytes. The changes, the users and their timers at the end; each
+    step's labelled examples (packed) go to `examples`."""
     clock = Watermark(lateness, delay)
     stored: dict[str, User] = {}
     timers: dict[str, int] = {}
@@ -102,7 +102,9 @@ def run_as_worker(
             due=due,
             firing=clock.firing,
         )
-        stored.update(outcome.users)
+        stored.update(
+            {key: User.from_bytes(user.to_bytes()) for key, user in outcome.users.items()}
+        )
         for user_id in outcome.expired:
             stored.pop(user_id, None)
         for user_id, moment in outcome.timers.items():

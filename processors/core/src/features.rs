@@ -460,7 +460,8 @@ impl<'a> Reading<'a> {
                 };
             }
             Group::Rfm => {
-                let (frequency, recency, age, monetary) = rfm(profile, as_of);
+                let (frequency, recency, age, monetary) =
+                    rfm(profile.purchase_days.iter(), day_of(as_of));
                 numbers[at::FREQUENCY] = frequency;
                 numbers[at::RECENCY] = recency;
                 numbers[at::T] = age;
@@ -594,24 +595,29 @@ impl<'a> Reading<'a> {
     }
 }
 
-/// Buy-Till-You-Die RFM with daily periods, as lifetimes' summary computes it:
-/// frequency, recency, T and monetary value.
-fn rfm(profile: &Profile, as_of: f64) -> (f64, f64, f64, f64) {
-    let days = &profile.purchase_days;
-    let (Some((&first, _)), Some((&last, _))) = (days.first_key_value(), days.last_key_value())
-    else {
+/// Buy-Till-You-Die RFM with daily periods, as lifetimes' summary computes it, over the
+/// purchase days (day to cents, ascending) up to day `today`: frequency, recency, T and
+/// monetary value.
+pub fn rfm<'a>(
+    mut days: impl Iterator<Item = (&'a i64, &'a i64)>,
+    today: i64,
+) -> (f64, f64, f64, f64) {
+    let Some((&first, _)) = days.next() else {
         return (0.0, 0.0, 0.0, 0.0);
     };
-    let repeat: Vec<i64> = days.values().skip(1).copied().collect();
-    let monetary = if repeat.is_empty() {
+    let (mut last, mut repeats, mut spent) = (first, 0_i64, 0_i64);
+    for (&day, &cents) in days {
+        (last, repeats, spent) = (day, repeats + 1, spent + cents);
+    }
+    let monetary = if repeats == 0 {
         0.0
     } else {
-        repeat.iter().sum::<i64>() as f64 / repeat.len() as f64 / 100.0
+        spent as f64 / repeats as f64 / 100.0
     };
     (
-        repeat.len() as f64,
+        repeats as f64,
         (last - first) as f64,
-        (day_of(as_of) - first).max(0) as f64,
+        (today - first).max(0) as f64,
         monetary,
     )
 }

@@ -321,8 +321,9 @@ impl Profile {
     }
 
     /// Drop what no window as of `as_of` or later can see, and the cells of computed
-    /// traits that are not among `computed` (the rules in force).
-    pub fn prune(&mut self, as_of: f64, computed: &[Computed]) {
+    /// traits that are not among `computed` (the rules in force); the day buckets dropped
+    /// are returned.
+    pub fn prune(&mut self, as_of: f64, computed: &[Computed]) -> BTreeMap<i64, Vec<i64>> {
         self.computed.retain(|key, series| {
             let Some(definition) = computed.iter().find(|c| c.key == *key) else {
                 return false;
@@ -332,7 +333,7 @@ impl Profile {
         });
         self.minutes.prune(as_of);
         self.hours.prune(as_of);
-        self.days.prune(as_of);
+        let dropped = self.days.prune(as_of);
         let oldest_day = (as_of / DAY as f64).floor() as i64 - self.days.span;
         self.category_days.retain(|_, per_day| {
             per_day.retain(|&day, _| day > oldest_day);
@@ -344,6 +345,7 @@ impl Profile {
             times.retain(|&t| t as f64 > horizon);
             !times.is_empty()
         });
+        dropped
     }
 }
 

@@ -1,9 +1,12 @@
 //! The byte form of a user's state in the store: a versioned msgpack array.
 //!
 //! Version 2 (written now) is `[2, profile, segments, version, as_of, recent, linked,
-//! absorbed, alias_of, cluster, model_version, due, pending]`, `pending` (`[[day,
-//! [input, ...], [prediction, ...], early_done], ...]`, 32-bit floats, whole inputs as
-//! integers) only when the user has pending examples; version 1 rows, written before
+//! absorbed, alias_of, cluster, model_version, due, examples]`, `examples` (`[history,
+//! before, [[first_day, days, early_done], ...], predicted]`: the day buckets kept for
+//! the inputs, as the profile's, the latest day with an event they no longer hold, the
+//! pending days as runs of consecutive days, and nil while every prediction was gated or
+//! one `[prediction, ...]` (32-bit floats, nil for a gated one) or nil per pending day)
+//! only when the user has pending examples; version 1 rows, written before
 //! rows carried their version, are the same array without the leading `2` (and may
 //! lack the last three fields). `profile` is `[minutes, hours, days, categories,
 //! sessions, purchase_days, orders, events, first_seen, last_seen, last_order,
@@ -24,7 +27,8 @@ use std::collections::BTreeMap;
 use rmp::encode as mp;
 
 use crate::computed::{Aggregate, Cell, Key, Series};
-use crate::examples::Pending;
+use crate::examples::{Examples, Pending, HISTORY_DAYS};
+use crate::predictions::PREDICTIONS;
 use crate::profile::Profile;
 use crate::traits::TraitValue;
 use crate::user::{Labels, User};
@@ -88,10 +92,10 @@ pub fn decode(row: &[u8]) -> Result<User, RowError> {
     } else {
         None
     };
-    let pending = if fields > 11 {
-        read.pending()?
+    let examples = if fields > 11 {
+        read.examples()?
     } else {
-        Vec::new()
+        Examples::default()
     };
     Ok(User {
         profile,
@@ -107,7 +111,7 @@ pub fn decode(row: &[u8]) -> Result<User, RowError> {
         absorbed,
         alias_of,
         due,
-        pending,
+        examples,
     })
 }
 
@@ -244,41 +248,58 @@ impl Reader<'_> {
         (0..self.array()?).map(|_| self.text()).collect()
     }
 
-    fn floats<const N: usize>(&mut self) -> Result<[f32; N], RowError> {
-        if self.array()? != N {
-            return Err(bad("a pending example of another width"));
+    fn examples(&mut self) -> Result<Examples, RowError> {
+        if self.array()? != 4 {
+            return Err(bad("examples are [history, before, days, predicted]"));
         }
-        let mut values = [0.0; N];
-        for value in &mut values {
-            *value = self.number()? as f32;
-        }
-        Ok(values)
-    }
-
-    fn pending(&mut self) -> Result<Vec<Pending>, RowError> {
-        let mut pending = Vec::new();
+        let mut examples = Examples::default();
+        self.counts(&mut examples.history)?;
+        examples.before = self.int_or_nil()?;
         for _ in 0..self.array()? {
-            if self.array()? != 4 {
+            if self.array()? != 3 {
                 return Err(bad(
-                    "a pending example is [day, inputs, predictions, early_done]",
+                    "a run of pending days is [first_day, days, early_done]",
                 ));
             }
-            let day = self.int()?;
-            let inputs = self.floats()?;
-            let predicted = self.floats()?;
-            let early_done = match self.byte()? {
-                0xc2 => false,
-                0xc3 => true,
-                _ => return Err(bad("early_done is a boolean")),
-            };
-            pending.push(Pending {
-                day,
-                inputs,
-                predicted,
-                early_done,
-            });
+            let (first, days, early_done) = (self.int()?, self.int()?, self.boolean()?);
+            if !(1..=HISTORY_DAYS).contains(&days) {
+                return Err(bad("a run of pending days of another length"));
+            }
+            for day in first..first + days {
+                let mut pending = Pending::new(day, [f32::NAN; PREDICTIONS.len()]);
+                pending.early_done = early_done;
+                examples.pending.push(pending);
+            }
         }
-        Ok(pending)
+        if !self.nil()? {
+            if self.array()? != examples.pending.len() {
+                return Err(bad("one prediction entry per pending day"));
+            }
+            for pending in &mut examples.pending {
+                if self.nil()? {
+                    continue;
+                }
+                if self.array()? != PREDICTIONS.len() {
+                    return Err(bad("a pending day's predictions of another width"));
+                }
+                for value in &mut pending.predicted {
+                    *value = if self.nil()? {
+                        f32::NAN
+                    } else {
+                        self.number()? as f32
+                    };
+                }
+            }
+        }
+        Ok(examples)
+    }
+
+    fn boolean(&mut self) -> Result<bool, RowError> {
+        match self.byte()? {
+            0xc2 => Ok(false),
+            0xc3 => Ok(true),
+            _ => Err(bad("a boolean was expected")),
+        }
     }
 
     fn ints(&mut self) -> Result<Vec<i64>, RowError> {
@@ -427,7 +448,11 @@ impl Reader<'_> {
 pub fn encode(user: &User) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     let w = &mut out;
-    let fields = if user.pending.is_empty() { 12 } else { 13 };
+    let fields = if user.examples.pending.is_empty() {
+        12
+    } else {
+        13
+    };
     mp::write_array_len(w, fields).expect("writing to a Vec");
     mp::write_sint(w, ROW_VERSION).expect("writing to a Vec");
     write_profile(w, &user.profile);
@@ -446,30 +471,51 @@ pub fn encode(user: &User) -> Vec<u8> {
     write_text_or_nil(w, user.labels.cluster.as_deref());
     write_int_or_nil(w, user.labels.model_version);
     write_int_or_nil(w, user.due);
-    if !user.pending.is_empty() {
-        write_pending(w, &user.pending);
+    if !user.examples.pending.is_empty() {
+        write_examples(w, &user.examples);
     }
     out
 }
 
-fn write_pending(w: &mut Vec<u8>, pending: &[Pending]) {
-    mp::write_array_len(w, pending.len() as u32).expect("writing to a Vec");
-    for p in pending {
-        mp::write_array_len(w, 4).expect("writing to a Vec");
-        mp::write_sint(w, p.day).expect("writing to a Vec");
-        mp::write_array_len(w, p.inputs.len() as u32).expect("writing to a Vec");
-        for value in p.inputs {
-            if value.fract() == 0.0 && value.abs() < 1e9 {
-                mp::write_sint(w, value as i64).expect("writing to a Vec"); // counts and days
+fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
+    mp::write_array_len(w, 4).expect("writing to a Vec");
+    write_counts(w, &examples.history);
+    write_int_or_nil(w, examples.before);
+    let mut runs: Vec<(i64, i64, bool)> = Vec::new();
+    for p in &examples.pending {
+        match runs.last_mut() {
+            Some((first, days, done)) if *first + *days == p.day && *done == p.early_done => {
+                *days += 1
+            }
+            _ => runs.push((p.day, 1, p.early_done)),
+        }
+    }
+    mp::write_array_len(w, runs.len() as u32).expect("writing to a Vec");
+    for (first, days, early_done) in runs {
+        mp::write_array_len(w, 3).expect("writing to a Vec");
+        mp::write_sint(w, first).expect("writing to a Vec");
+        mp::write_sint(w, days).expect("writing to a Vec");
+        mp::write_bool(w, early_done).expect("writing to a Vec");
+    }
+    let gated = |p: &Pending| p.predicted.iter().all(|v| v.is_nan());
+    if examples.pending.iter().all(gated) {
+        mp::write_nil(w).expect("writing to a Vec");
+        return;
+    }
+    mp::write_array_len(w, examples.pending.len() as u32).expect("writing to a Vec");
+    for p in &examples.pending {
+        if gated(p) {
+            mp::write_nil(w).expect("writing to a Vec");
+            continue;
+        }
+        mp::write_array_len(w, p.predicted.len() as u32).expect("writing to a Vec");
+        for value in p.predicted {
+            if value.is_nan() {
+                mp::write_nil(w).expect("writing to a Vec");
             } else {
                 mp::write_f32(w, value).expect("writing to a Vec");
             }
         }
-        mp::write_array_len(w, p.predicted.len() as u32).expect("writing to a Vec");
-        for value in p.predicted {
-            mp::write_f32(w, value).expect("writing to a Vec");
-        }
-        mp::write_bool(w, p.early_done).expect("writing to a Vec");
     }
 }
 

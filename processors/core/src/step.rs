@@ -36,7 +36,7 @@ use indexmap::{IndexMap, IndexSet};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::events::{Event, Kind};
-use crate::examples::{self, Example, Pending};
+use crate::examples::Example;
 use crate::features::{numeric_features, touched_features, Reading};
 use crate::placement::Placement;
 use crate::profile::{CART_ABANDONMENT_AFTER, DAY};
@@ -299,8 +299,7 @@ pub fn run_partition(
     pass.finish();
     for user in pass.step.users.values_mut() {
         user.forget_before(options.dedup_before);
-        let as_of = user.as_of;
-        user.profile.prune(as_of, &pass.rules.computed);
+        user.prune(&pass.rules.computed);
     }
     pass.vectorise();
     pass.compare();
@@ -390,8 +389,7 @@ pub fn relabel(
     for user_id in &ids {
         let user = &mut users[user_id];
         changes.extend(evaluate(user_id, user, rules, reason, None));
-        let as_of = user.as_of;
-        user.profile.prune(as_of, &rules.computed);
+        user.prune(&rules.computed);
     }
     for user_id in &ids {
         let user = &mut users[user_id];
@@ -596,11 +594,11 @@ impl Pass<'_> {
         self.step.changes.extend(change);
         if self.classifier.examples && moment.rem_euclid(DAY) == 0 {
             let today = moment.div_euclid(DAY);
-            let matured = examples::mature(user_id, &user.profile, &mut user.pending, today);
+            let matured = user.examples.mature(user_id, &user.profile, today);
             self.step.examples.extend(matured);
             let mut reading = Reading::new(&user.profile, moment as f64, self.rules.cart_after);
-            user.pending
-                .push(Pending::of(&mut reading, &self.rules.predictor));
+            let predicted = self.rules.predictor.predict(&mut reading);
+            user.examples.take(&user.profile, today, predicted);
         }
         self.step
             .touched
@@ -733,7 +731,7 @@ impl Pass<'_> {
         user.absorbed.push(source_id.to_string());
         user.profile.merge(&other.profile);
         user.recent.extend(other.recent);
-        examples::absorb(&mut user.pending, &other.pending);
+        user.examples.absorb(&other.examples);
         user.as_of = user.as_of.max(other.as_of);
         step.touched
             .entry(into.to_string())
@@ -770,8 +768,7 @@ impl Pass<'_> {
         for user_id in &active {
             let user = self.step.users.get_mut(user_id).expect("loaded");
             let change = evaluate(user_id, user, self.rules, Reason::Time, Some(until));
-            let as_of = user.as_of;
-            user.profile.prune(as_of, &self.rules.computed);
+            user.prune(&self.rules.computed);
             self.step.changes.extend(change);
         }
         for user_id in active {

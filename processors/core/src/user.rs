@@ -9,7 +9,8 @@
 //! assert!(user.first_time(&event) && !user.first_time(&event));
 //! ```
 
-use crate::examples::Pending;
+use crate::computed::Computed;
+use crate::examples::Examples;
 use std::collections::BTreeMap;
 
 use blake2::digest::{Update, VariableOutput};
@@ -219,7 +220,7 @@ pub struct User {
     pub alias_of: Option<String>,
     pub due: Option<i64>,
     /// Point-in-time examples waiting for their labels (see [`crate::examples`]).
-    pub pending: Vec<Pending>,
+    pub examples: Examples,
 }
 
 /// A 64-bit digest of a message id (BLAKE2b, 8 bytes, big-endian), for remembering it in
@@ -251,6 +252,13 @@ impl User {
     }
 
     /// A user who is back after expiring: nothing kept but their change version.
+    /// Drop what no window as of the user's evaluation can see (see [`Profile::prune`]),
+    /// keeping the day buckets pending examples need.
+    pub fn prune(&mut self, computed: &[Computed]) {
+        let dropped = self.profile.prune(self.as_of, computed);
+        self.examples.keep(dropped, self.as_of);
+    }
+
     pub fn reborn(&self) -> User {
         User {
             labels: Labels {

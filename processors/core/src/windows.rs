@@ -110,10 +110,11 @@ impl SlidingCounts {
         earliest.map_or(f64::INFINITY, |e| (e * self.width) as f64)
     }
 
-    /// Drop the buckets no window as of `as_of` or later can reach.
-    pub fn prune(&mut self, as_of: f64) {
+    /// Drop the buckets no window as of `as_of` or later can reach; they are returned.
+    pub fn prune(&mut self, as_of: f64) -> BTreeMap<i64, Vec<i64>> {
         let oldest = bucket_of(as_of, self.width) - self.span;
-        self.buckets = self.buckets.split_off(&(oldest + 1));
+        let kept = self.buckets.split_off(&(oldest + 1));
+        std::mem::replace(&mut self.buckets, kept)
     }
 
     /// Add every counter of `other` (same width) into this one.

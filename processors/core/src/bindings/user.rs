@@ -222,7 +222,7 @@ impl PyUser {
     /// The UTC days of the examples waiting for their labels.
     #[getter]
     fn pending(&self) -> Vec<i64> {
-        self.inner.pending.iter().map(|p| p.day).collect()
+        self.inner.examples.pending.iter().map(|p| p.day).collect()
     }
 
     #[getter]
