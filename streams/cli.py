@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import signal
 import sys
@@ -21,13 +22,28 @@ from rich.text import Text
 from processors.rules import RuleFileError, parse_rules
 from state.read_model import ReadModel
 from streams import logs
+from streams.failures import one_line
+from streams.kafka import answering
 from streams.redis_clients import read_model, redis_client
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from streams.tools.embedded import Stack
 
-DEV_STATE = Path(".segstream")
+DEV_SETTINGS = {
+    "SEGSTREAM_DEV_MODE": "true",
+    "SEGSTREAM_ALLOWED_LATENESS_SECONDS": "10",
+    "SEGSTREAM_FIRING_DELAY_SECONDS": "1",
+    "SEGSTREAM_IDLE_WATERMARK_SECONDS": "5",
+}
+"""What `dev env` sets beside the stack's addresses: the dev mode, and clocks short enough
+that a timed segment moves within seconds of its moment on a quiet stack."""
+
+
+def _dev_folder() -> Path:
+    from streams.tools.embedded.stack import dev_folder
+
+    return dev_folder()
 
 
 def settings() -> Settings:
@@ -49,23 +65,46 @@ def stop_on_signals() -> threading.Event:
 
 
 class _Commands(click.Group):
-    """segstream's commands: a wrong setting, found at any point of start-up, ends the command
-    with a message naming it rather than a traceback."""
+    """segstream's commands: a wrong setting, found at any point of start-up, and every
+    expected failure (a broker or Redis that does not answer or refuses the credentials, a
+    file that cannot be read) end the command with one line and exit code 1 rather than a
+    traceback; `--debug` shows the traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SettingsError as error:
             raise click.ClickException(str(error)) from None
+        except click.BadParameter as error:
+            if error.param is None or not isinstance(error.param.type, click.Path):
+                raise
+            raise click.ClickException(error.format_message()) from None
+        except Exception as error:
+            line = None if ctx.params.get("debug") else one_line(error, _settings_if_valid())
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
+
+def _settings_if_valid() -> Settings | None:
+    try:
+        return Settings()
+    except SettingsError:
+        return None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure.")
+def main(debug: bool) -> None:
     """segstream: streaming user segmentation from Kafka events to Redis.
 
     Every command reads its settings from SEGSTREAM_* environment variables;
     `segstream dev env` prints the ones that point at the embedded dev stack.
     """
+    del debug  # read by the commands' group when one fails
+    # One-shot commands speak through their output and their one-line failure; the
+    # long-running ones configure logging (streams.logs) and replace this.
+    logging.getLogger().addHandler(logging.NullHandler())
 
 
 @main.command()
@@ -361,7 +400,9 @@ def topics() -> None:
     """Create the Kafka topics segstream uses (those that do not exist yet)."""
     from streams.topics import ensure_topics
 
-    created = ensure_topics(settings())
+    config = settings()
+    answering(config)
+    created = ensure_topics(config)
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
@@ -394,7 +435,7 @@ def topics() -> None:
     "--truth",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write each user's persona (JSON Lines) [default: OUTPUT.truth.jsonl, "
-    "or .segstream/truth.jsonl].",
+    "or truth.jsonl in the dev stack's folder].",
 )
 @click.option(
     "--end",
@@ -450,7 +491,7 @@ def simulate(
     truth_path = truth or (
         output.with_name(output.name + ".truth.jsonl")
         if output and str(output) != "-"
-        else DEV_STATE / "truth.jsonl"
+        else _dev_folder() / "truth.jsonl"
     )
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     with truth_path.open("wb") as handle:
@@ -461,7 +502,9 @@ def simulate(
         with click.open_file(str(output), "wb") as handle:
             sent = send(simulation, FileSink(handle), rate, duration, limit, stop)
     else:
-        sent = send(simulation, KafkaSink(settings()), rate, duration, limit, stop)
+        config = settings()
+        answering(config)
+        sent = send(simulation, KafkaSink(config), rate, duration, limit, stop)
     click.echo(f"sent {sent} events from {users} users; personas in {truth_path}", err=True)
 
 
@@ -510,6 +553,7 @@ def replay(
 
     config = settings()
     until_time = _event_time(until)
+    answering(config)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,}"))
     with Progress(*columns, transient=False) as progress:
         sending = progress.add_task("events sent", total=None)
@@ -532,14 +576,17 @@ def dev() -> None:
     """Run the embedded broker and Redis in the background for development."""
 
 
+_DEV_FOLDER_HELP = "Where the stack keeps its logs, data and state file [default: a folder "
+_DEV_FOLDER_HELP += "of ~/.cache/segstream for this project, the same from any directory]."
+
+
 @dev.command("up")
 @click.option(
     "--dir",
     "directory",
-    default=DEV_STATE,
-    show_default=True,
+    default=_dev_folder,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the stack keeps its logs and its state file.",
+    help=_DEV_FOLDER_HELP,
 )
 def dev_up(directory: Path) -> None:
     """Start the broker and Redis, remember them, and print their settings."""
@@ -558,7 +605,11 @@ def dev_up(directory: Path) -> None:
 
 @dev.command("env")
 @click.option(
-    "--dir", "directory", default=DEV_STATE, show_default=True, type=click.Path(path_type=Path)
+    "--dir",
+    "directory",
+    default=_dev_folder,
+    type=click.Path(path_type=Path),
+    help=_DEV_FOLDER_HELP,
 )
 def dev_env(directory: Path) -> None:
     """Print `export SEGSTREAM_...` lines for the running dev stack (eval them)."""
@@ -567,7 +618,11 @@ def dev_env(directory: Path) -> None:
 
 @dev.command("down")
 @click.option(
-    "--dir", "directory", default=DEV_STATE, show_default=True, type=click.Path(path_type=Path)
+    "--dir",
+    "directory",
+    default=_dev_folder,
+    type=click.Path(path_type=Path),
+    help=_DEV_FOLDER_HELP,
 )
 def dev_down(directory: Path) -> None:
     """Stop the dev stack's broker and Redis."""
@@ -596,7 +651,7 @@ def _running_dev_stack(directory: Path) -> Stack:
 
 
 def _print_environment(stack: Stack) -> None:
-    for name, value in {**stack.environment(), "SEGSTREAM_DEV_MODE": "true"}.items():
+    for name, value in {**stack.environment(), **DEV_SETTINGS}.items():
         click.echo(f"export {name}={value}")
 
 
@@ -700,6 +755,7 @@ def rules_apply(
     text = file.read_text(encoding="utf-8")
     try:
         parse_rules(text, source=str(file))  # refused with line and field before any I/O
+        answering(config)
         ensure_topics(config)
         if backfill:
             _backfill(config, text, str(file), wait=not no_wait, partial=accept_partial_history)
@@ -907,6 +963,7 @@ def destinations_apply(file: Path) -> None:
     except DestinationFileError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
+    answering(config)
     ensure_topics(config)
     published = publish(config, text, str(file))
     names = ", ".join(destination.name for destination in published) or "none"

@@ -261,3 +261,10 @@ def producer_lost(error: KafkaError) -> bool:
 def admin_client(settings: Settings) -> AdminClient:
     """An admin client for provisioning topics."""
     return AdminClient(_common(settings))
+
+
+def answering(settings: Settings, timeout: float = 10.0) -> None:
+    """Return once a broker answers; raise :class:`KafkaException` (a transport failure)
+    when none does within `timeout` seconds, so that a command fails in seconds rather
+    than when its first message times out."""
+    admin_client(settings).list_topics(timeout=timeout)

@@ -15,15 +15,19 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from streams.tools.embedded.apache_kafka import kafka_libs
+
 pytestmark = pytest.mark.integration
 
 
-def run(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
+def run(
+    *args: str, cwd: Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("SEGSTREAM_")}
     return subprocess.run(
         [sys.executable, "-m", "streams", *args],
         cwd=cwd,
-        env=env,
+        env={**clean, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -43,39 +47,51 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_dev_up_env_down(tmp_path):
-    up = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+def test_dev_up_env_down_from_any_directory(tmp_path):
+    """The stack lives in the user's cache folder, keyed by the project: `dev env` run from
+    another directory finds the stack `dev up` started."""
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "cache" / "segstream").mkdir(parents=True)
+    (tmp_path / "cache" / "segstream" / kafka_libs().name).symlink_to(kafka_libs())
+    here, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    up = run("dev", "up", cwd=here, env=cache)
     assert up.returncode == 0, up.stderr
     try:
-        again = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+        again = run("dev", "up", cwd=elsewhere, env=cache)
         assert again.returncode == 1
         assert "already runs" in again.stderr
 
-        env = run("dev", "env", "--dir", "stack", cwd=tmp_path)
+        env = run("dev", "env", cwd=elsewhere, env=cache)
         assert env.returncode == 0, env.stderr
+        assert env.stdout == up.stdout
         settings = dict(re.findall(r"^export (SEGSTREAM_\w+)=(\S+)$", env.stdout, re.MULTILINE))
-        assert set(settings) == {
-            "SEGSTREAM_KAFKA_BOOTSTRAP",
-            "SEGSTREAM_REDIS_URL",
-            "SEGSTREAM_DEV_MODE",
+        assert settings == {
+            "SEGSTREAM_KAFKA_BOOTSTRAP": settings["SEGSTREAM_KAFKA_BOOTSTRAP"],
+            "SEGSTREAM_REDIS_URL": settings["SEGSTREAM_REDIS_URL"],
+            "SEGSTREAM_DEV_MODE": "true",
+            "SEGSTREAM_ALLOWED_LATENESS_SECONDS": "10",
+            "SEGSTREAM_FIRING_DELAY_SECONDS": "1",
+            "SEGSTREAM_IDLE_WATERMARK_SECONDS": "5",
         }
-        assert settings["SEGSTREAM_DEV_MODE"] == "true"
         assert redis.Redis.from_url(settings["SEGSTREAM_REDIS_URL"]).ping()
         admin = AdminClient({"bootstrap.servers": settings["SEGSTREAM_KAFKA_BOOTSTRAP"]})
         assert len(admin.list_topics(timeout=10).brokers) == 1  # the stack's one broker answers
     finally:
-        down = run("dev", "down", "--dir", "stack", cwd=tmp_path)
+        down = run("dev", "down", cwd=elsewhere, env=cache)
     assert down.returncode == 0, down.stderr
-    assert processes_mentioning(str(tmp_path / "stack")) == []
-    gone = run("dev", "env", "--dir", "stack", cwd=tmp_path)
+    assert processes_mentioning(str(tmp_path / "cache")) == []
+    gone = run("dev", "env", cwd=here, env=cache)
     assert gone.returncode == 1
     assert "no dev stack is running" in gone.stderr
 
-    # the same folder again: Apache Kafka's storage is formatted anew, topics and all
-    up = run("dev", "up", "--dir", "stack", cwd=tmp_path)
-    assert up.returncode == 0, up.stderr
-    down = run("dev", "down", "--dir", "stack", cwd=tmp_path)
-    assert down.returncode == 0, down.stderr
+    # a folder of one's choice, the same one again: Apache Kafka's storage is formatted anew
+    for _ in range(2):
+        up = run("dev", "up", "--dir", "stack", cwd=tmp_path)
+        assert up.returncode == 0, up.stderr
+        down = run("dev", "down", "--dir", "stack", cwd=tmp_path)
+        assert down.returncode == 0, down.stderr
 
 
 def test_demo_runs_for_its_duration_prints_a_summary_and_stops_everything(tmp_path):

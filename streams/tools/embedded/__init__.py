@@ -8,11 +8,12 @@ both together, and :mod:`~streams.tools.embedded.processes` the child processes.
 
 from streams.tools.embedded.processes import StackError, free_port, stop_process
 from streams.tools.embedded.redis_server import redis_binary, spawn_redis, wait_for_redis
-from streams.tools.embedded.stack import Stack, running_stack, start_stack
+from streams.tools.embedded.stack import Stack, dev_folder, running_stack, start_stack
 
 __all__ = [
     "Stack",
     "StackError",
+    "dev_folder",
     "free_port",
     "redis_binary",
     "running_stack",

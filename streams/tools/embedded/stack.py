@@ -7,7 +7,9 @@ with running_stack(Path("/tmp/s")) as stack:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -16,6 +18,21 @@ from pathlib import Path
 from streams.tools.embedded.apache_kafka import spawn_kafka, wait_until_serving
 from streams.tools.embedded.processes import StackError, free_port, running, terminate
 from streams.tools.embedded.redis_server import spawn_redis, wait_for_redis
+
+
+def dev_folder() -> Path:
+    """Where `segstream dev` keeps this project's stack (its logs, data and state file): a
+    folder of the user's cache folder named after the project's checkout or installation,
+    so that `dev env` finds the stack from any directory.
+
+    >>> folder = dev_folder()
+    >>> folder.parent.name, folder.name.startswith(Path(__file__).resolve().parents[3].name)
+    ('segstream', True)
+    """
+    project = Path(__file__).resolve().parents[3]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(str(project).encode()).hexdigest()[:12]
+    return cache / "segstream" / f"{project.name}-{key}"
 
 
 @dataclass(frozen=True, slots=True)
