@@ -33,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -170,9 +171,12 @@ class DestinationFile(BaseModel):
     destinations: list[Destination]
 
 
+_SHAPE = "a destinations file is a mapping with a `destinations:` list (see docs/webhooks.md)"
+
+
 def parse_destinations(text: str, source: str = "destinations") -> list[Destination]:
     """Validate destination-file text; raise :class:`DestinationFileError` on any problem."""
-    document, lines = load_yaml(text, source, DestinationFileError)
+    document, lines = load_yaml(text, source, DestinationFileError, _SHAPE)
     try:
         parsed = DestinationFile.model_validate(document)
     except ValidationError as error:
@@ -189,6 +193,28 @@ def parse_destinations(text: str, source: str = "destinations") -> list[Destinat
     if duplicates:
         raise DestinationFileError(source, duplicates)
     return parsed.destinations
+
+
+CLUSTER_ID = re.compile(r"c\d+")
+"""How the clustering model names its clusters (`c0`, `c1`, ...)."""
+
+
+def unknown_segments(destinations: Sequence[Destination], names: Sequence[str]) -> list[str]:
+    """What a destination filters on that neither a segment in `names` nor a cluster id is:
+    such a filter matches no change until rules with that segment are in force.
+
+    >>> hooks = Destination(name="crm", url="https://x.example.com", secret="whsec_" + "A" * 32,
+    ...                     segments=("Buyers", "Byers", "c3"))
+    >>> unknown_segments([hooks], ["Buyers"])
+    ["destination 'crm' filters on 'Byers', which the rules in force do not have"]
+    """
+    return [
+        f"destination {destination.name!r} filters on {name!r}, which the rules in force do "
+        "not have"
+        for destination in destinations
+        for name in destination.segments
+        if name not in names and not CLUSTER_ID.fullmatch(name)
+    ]
 
 
 def webhook_id(destination: str, changes: Sequence[Mapping[str, Any]]) -> str:

@@ -29,7 +29,8 @@ Traceback (most recent call last):
 ...
 processors.rules.RuleFileError: rules: 2 error(s)
   line 2, segments[0].description: Field required
-  line 3, segments[0].condition.feature: unknown feature 'nope'
+  line 3, segments[0].condition.feature: unknown feature 'nope'; an identify trait is \
+`trait: nope`, a computed trait `computed: nope` (docs/rules.md lists the features)
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from processors._core import (
 )
 from processors._core import Classifier as CompiledRules
 from processors.events import EventKind, Projection
-from processors.yaml_files import FileError, Path, Problem, load_yaml, problems
+from processors.yaml_files import FileError, Path, Problem, line_of, load_yaml, problems
 
 Node = dict[str, Any]
 """A condition in the rules' intermediate form, as the core evaluates it."""
@@ -117,7 +118,10 @@ class Comparison(_Node):
     @classmethod
     def _known(cls, name: str) -> str:
         if name not in FEATURE_NAMES and name not in TEXT_FEATURES:
-            raise ValueError(f"unknown feature {name!r}")
+            raise ValueError(
+                f"unknown feature {name!r}; an identify trait is `trait: {name}`, a computed "
+                f"trait `computed: {name}` (docs/rules.md lists the features)"
+            )
         return name
 
     @field_validator("value")
@@ -1302,23 +1306,54 @@ def _decision_order(definition: RuleFile) -> list[str]:
     return order
 
 
-def _reference_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
-    """Unknown segment references, and cycles of references (through groups too)."""
+def _raw_conditions(node: Any, path: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Every condition of a document's `condition:` as written, with its path: read before
+    validation, so that its problems come with those validation finds."""
+    if not isinstance(node, dict):
+        return
+    yield node, path
+    for key in ("all", "any"):
+        if isinstance(node.get(key), list):
+            for index, part in enumerate(node[key]):
+                yield from _raw_conditions(part, (*path, key, index))
+    yield from _raw_conditions(node.get("not"), (*path, "not"))
+
+
+def _name_errors(document: dict[str, Any], lines: dict[Path, int]) -> list[Problem]:
+    """Duplicate segment names and references to segments the file does not have, each at
+    its own line, from the document as written."""
+    segments = document.get("segments")
+    if not isinstance(segments, list):
+        return []
+    found = []
+    names: set[Any] = set()
+    for index, segment in enumerate(segments):
+        name = segment.get("name") if isinstance(segment, dict) else None
+        if isinstance(name, str) and name in names:
+            line = lines.get(("segments", index, "name"))
+            found.append(
+                Problem(line, f"segments[{index}].name", f"duplicate segment name {name!r}")
+            )
+        names.add(name)
+    for index, segment in enumerate(segments):
+        if not isinstance(segment, dict):
+            continue
+        for node, path in _raw_conditions(
+            segment.get("condition"), ("segments", index, "condition")
+        ):
+            reference = node.get("segment")
+            if isinstance(reference, str) and reference not in names:
+                line = line_of(lines, *path, "segment")
+                message = f"unknown segment {reference!r}"
+                found.append(Problem(line, _field_path(path) + ".segment", message))
+    return found
+
+
+def _cycle_errors(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
+    """Cycles of references between segments (through groups too)."""
     names = [rule.name for rule in definition.segments]
     index = {name: position for position, name in enumerate(names)}
     found = []
-    for position, rule in enumerate(definition.segments):
-        for node in _nodes(rule.condition):
-            if isinstance(node, InSegment) and node.segment not in index:
-                found.append(
-                    Problem(
-                        lines.get(("segments", position, "condition")),
-                        f"segments[{position}].condition",
-                        f"unknown segment {node.segment!r}",
-                    )
-                )
-    if found:
-        return found
     before = _dependencies(definition)
     state: dict[str, int] = {}  # 1: being visited, 2: done
 
@@ -1459,31 +1494,27 @@ def _field_path(path: Path) -> str:
     return text.lstrip(".")
 
 
-def _duplicates(definition: RuleFile, lines: dict[Path, int]) -> list[Problem]:
-    seen: set[str] = set()
-    found = []
-    for index, segment in enumerate(definition.segments):
-        if segment.name in seen:
-            line = lines.get(("segments", index, "name"))
-            message = f"duplicate segment name {segment.name!r}"
-            found.append(Problem(line, f"segments[{index}].name", message))
-        seen.add(segment.name)
-    return found
+def _in_order(found: list[Problem]) -> list[Problem]:
+    """Problems by line, those without one last."""
+    return sorted(found, key=lambda problem: problem.line or 1 << 30)
+
+
+_SHAPE = "a rules file is a mapping with a `segments:` list (see docs/rules.md)"
 
 
 def parse_rules(text: str, source: str = "rules", version: int | None = None) -> RuleSet:
     """Validate rule-file text and compile it; raise :class:`RuleFileError` on any problem."""
-    document, lines = load_yaml(text, source, RuleFileError)
+    document, lines = load_yaml(text, source, RuleFileError, _SHAPE)
+    named = _name_errors(document, lines)
     try:
         definition = RuleFile.model_validate(document)
     except ValidationError as error:
-        raise RuleFileError(source, problems(error, lines, _document_path)) from None
-    found = (
-        _duplicates(definition, lines)
-        or _reference_errors(definition, lines)
-        or _computed_errors(definition, lines)
-    )
+        raise RuleFileError(
+            source, _in_order(problems(error, lines, _document_path) + named)
+        ) from None
+    found = named or _cycle_errors(definition, lines)
+    found += _computed_errors(definition, lines)
     if found:
-        raise RuleFileError(source, found)
+        raise RuleFileError(source, _in_order(found))
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return RuleSet(definition, digest, version)

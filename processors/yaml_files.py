@@ -8,13 +8,17 @@ each YAML path is mapped to its line, and pydantic's errors are turned into
 >>> class Point(BaseModel):
 ...     x: int
 ...     y: int
->>> document, lines = load_yaml("x: 1\\ny: nope\\n", "point.yaml", FileError)
+>>> document, lines = load_yaml("x: 1\\ny: nope\\n", "point.yaml", FileError, "a point")
 >>> try:
 ...     Point.model_validate(document)
 ... except ValidationError as error:
 ...     print(FileError("point.yaml", problems(error, lines)))
 point.yaml: 1 error(s)
   line 2, y: Input should be a valid integer, unable to parse string as an integer
+>>> load_yaml("", "point.yaml", FileError, "a point is a mapping with x and y")
+Traceback (most recent call last):
+...
+processors.yaml_files.FileError: point.yaml is empty: a point is a mapping with x and y
 """
 
 from __future__ import annotations
@@ -43,26 +47,40 @@ class Problem:
         return f"{where}{self.field}: {self.message}"
 
 
+_DOCUMENT = "(document)"
+"""The field of a problem with the whole file, which is told in one sentence."""
+
+
 class FileError(ValueError):
     """A file that cannot be used; `errors` lists every problem."""
 
     def __init__(self, source: str, errors: Sequence[Problem]) -> None:
         self.source = source
         self.errors = list(errors)
+        if len(self.errors) == 1 and self.errors[0].field == _DOCUMENT:
+            super().__init__(f"{source} {self.errors[0].message}")
+            return
         lines = "\n".join(f"  {error}" for error in self.errors)
         super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
 
 
-def load_yaml(text: str, source: str, error: type[FileError]) -> tuple[Any, dict[Path, int]]:
+def load_yaml(
+    text: str, source: str, error: type[FileError], shape: str
+) -> tuple[dict[str, Any], dict[Path, int]]:
     """The document in `text` and the line of each of its paths; raises `error` when the
-    text is not YAML."""
+    text is not YAML, or is empty or not a mapping (saying that the file should be
+    `shape`)."""
     try:
-        return yaml.safe_load(text), _line_index(text)
+        document, lines = yaml.safe_load(text), _line_index(text)
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         detail = getattr(problem, "problem", None) or str(problem)
         raise error(source, [Problem(line, "(yaml)", detail)]) from None
+    if not isinstance(document, dict):
+        what = "is empty" if document is None else "is not a YAML mapping"
+        raise error(source, [Problem(None, _DOCUMENT, f"{what}: {shape}")])
+    return document, lines
 
 
 def problems(

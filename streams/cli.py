@@ -28,6 +28,7 @@ from streams.redis_clients import read_model, redis_client
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from processors.destinations import Destination
     from streams.tools.embedded import Stack
 
 DEV_SETTINGS = {
@@ -946,6 +947,28 @@ def destinations_validate(file: Path) -> None:
         sys.exit(1)
     names = ", ".join(destination.name for destination in found)
     click.echo(f"{file}: {len(found)} destinations ({names})")
+    _warn_of_unknown_segments(found)
+
+
+def _warn_of_unknown_segments(found: list[Destination]) -> None:
+    """Warn (on stderr) of segment filters the rules in force do not have."""
+    from processors.destinations import unknown_segments
+    from streams.rules_feed import in_force
+
+    try:
+        config = settings()
+        answering(config, timeout=3.0)
+        current = in_force(config).rules
+    except Exception as error:
+        line = one_line(error, _settings_if_valid())
+        if line is None:
+            raise
+        click.echo(
+            f"warning: segment names not checked against the rules in force: {line}", err=True
+        )
+        return
+    for warning in unknown_segments(found, current.names):
+        click.echo(f"warning: {warning} (version {current.version})", err=True)
 
 
 @destinations.command("apply")

@@ -209,9 +209,9 @@ def test_a_rules_preview_answers_exactly_and_refuses_an_invalid_file(api, served
         url, data=SPENDERS.replace("revenue_lifetime", "nope"), headers=headers, timeout=30
     )
     assert refused.status_code == 422
-    assert refused.json()["errors"] == [
-        {"line": 4, "field": "segments[0].condition.feature", "message": "unknown feature 'nope'"}
-    ]
+    [error] = refused.json()["errors"]
+    assert (error["line"], error["field"]) == (4, "segments[0].condition.feature")
+    assert error["message"].startswith("unknown feature 'nope'; an identify trait is `trait: nope`")
     assert requests.post(url, data=SPENDERS, timeout=30).status_code == 401
 
     # a percentile threshold is the latest snapshot's: unknown (never met) before there is one

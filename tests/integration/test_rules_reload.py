@@ -117,3 +117,25 @@ def test_apply_refuses_an_invalid_file_with_line_and_field(config, tmp_path):
     assert refused.returncode == 1
     assert "line 4, segments[0].condition.feature: unknown feature 'nope'" in refused.stderr
     assert read_topic(config, config.rules_topic) == []
+
+
+def test_destinations_validate_warns_of_segments_the_rules_in_force_lack(config, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "segments:\n  - name: Pagers\n    description: viewed a page\n"
+        "    condition: {feature: page_views_30d, op: '>=', value: 1}\n"
+    )
+    assert segstream(config, "rules", "apply", str(rules)).returncode == 0
+    hooks = tmp_path / "destinations.yaml"
+    hooks.write_text(
+        "destinations:\n  - name: crm\n    url: https://hooks.example.com/x\n"
+        "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+        "    segments: [Pagers, Pagerz, c2]\n"
+    )
+    checked = segstream(config, "destinations", "validate", str(hooks))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == f"{hooks}: 1 destinations (crm)"
+    [warning] = checked.stderr.strip().splitlines()
+    assert warning.startswith(
+        "warning: destination 'crm' filters on 'Pagerz', which the rules in force do not have"
+    )

@@ -91,7 +91,9 @@ def test_errors_name_line_and_field():
         "line 8, segments[0].condition.all[2].any: List should have at least 1 item after validation, not 0",
         "line 9, segments[0].condition.all[3]: a condition is a mapping with one of: all, any, not, feature, trait, computed, "
         "prediction, event, sequence, after, segment",
-        "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'",
+        "line 12, segments[1].condition.feature: unknown feature 'no_such_feature'; an identify "
+        "trait is `trait: no_such_feature`, a computed trait `computed: no_such_feature` "
+        "(docs/rules.md lists the features)",
     ]
 
 
@@ -130,9 +132,40 @@ def test_duplicate_names_are_refused():
     assert errors_of(text) == ["line 3, segments[1].name: duplicate segment name 'A'"]
 
 
-def test_empty_file_is_refused():
-    assert errors_of("") == [
-        "(document): Input should be a valid dictionary or instance of RuleFile"
+def test_an_empty_or_plain_text_file_is_refused_in_one_sentence():
+    shape = "a rules file is a mapping with a `segments:` list (see docs/rules.md)"
+    for text, what in (("", "is empty"), ("hello world\n", "is not a YAML mapping")):
+        with pytest.raises(RuleFileError) as refused:
+            parse_rules(text, source="r.yaml")
+        assert str(refused.value) == f"r.yaml {what}: {shape}"
+
+
+def test_every_error_is_reported_at_once_each_at_its_own_line():
+    text = """segments:
+  - name: Buyers
+    description: bought
+    condition: {feature: orders_lifetime, op: ">=", value: 1}
+  - name: Weird
+    condition: {feature: orders_30d, op: "=>", value: 2}
+  - name: Combo
+    description: buyers
+    condition:
+      all:
+        - {segment: Buyer}
+        - {feature: revenue_30d, op: ">", value: ten}
+  - name: Buyers
+    description: again
+    condition: {not: {segment: Nobody}}
+"""
+    assert errors_of(text) == [
+        "line 5, segments[1].description: Field required",
+        "line 6, segments[1].condition.op: Input should be '>', '>=', '<', '<=', '==', '!=', "
+        "'between', 'in' or 'not_in'",
+        "line 11, segments[2].condition.all[0].segment: unknown segment 'Buyer'",
+        "line 12, segments[2].condition.all[1].value: a number or a percentile such as "
+        "p75(revenue_30d)",
+        "line 13, segments[3].name: duplicate segment name 'Buyers'",
+        "line 15, segments[3].condition.not.segment: unknown segment 'Nobody'",
     ]
 
 
@@ -291,7 +324,7 @@ def test_reference_cycles_and_unknown_segments_are_refused():
         "line 4, segments[0].condition: segments refer to each other in a cycle: A -> B -> A"
     ]
     unknown = "segments:\n  - name: A\n    description: a\n    condition: {segment: Nobody}\n"
-    assert errors_of(unknown) == ["line 4, segments[0].condition: unknown segment 'Nobody'"]
+    assert errors_of(unknown) == ["line 4, segments[0].condition.segment: unknown segment 'Nobody'"]
 
 
 def test_computed_trait_errors_name_line_and_field_all_at_once():
