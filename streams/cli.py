@@ -573,6 +573,70 @@ def replay(
 
 
 @main.group()
+def dlq() -> None:
+    """Read the dead-letter topic: refused events with why, and send them back once fixed."""
+
+
+_SINCE = click.option(
+    "--since", help="Only letters written from this time (ISO-8601 or epoch seconds)."
+)
+_UNTIL = click.option("--until", help="Only letters written up to this time.")
+_REASON = click.option("--reason", help="Only letters of this reason (invalid_json, late, ...).")
+
+
+@dlq.command("tail")
+@_REASON
+@_SINCE
+@click.option("--follow", "-f", is_flag=True, help="Keep printing letters as they come.")
+def dlq_tail(reason: str | None, since: str | None, follow: bool) -> None:
+    """Print dead letters as JSON lines: body, reason, detail, source, partition, offset, time."""
+    from streams.tools.dead_letters import read
+
+    config = settings()
+    answering(config)
+    stop = stop_on_signals()
+    letters = read(
+        config,
+        since=_event_time(since),
+        reason=reason,
+        follow=(lambda: not stop.is_set()) if follow else None,
+    )
+    for letter in letters:
+        click.echo(orjson.dumps(letter.line()).decode())
+
+
+@dlq.command("stats")
+@_SINCE
+@_UNTIL
+def dlq_stats(since: str | None, until: str | None) -> None:
+    """Count the dead letters by reason."""
+    from streams.tools.dead_letters import read, stats
+
+    config = settings()
+    answering(config)
+    counted = stats(read(config, since=_event_time(since), until=_event_time(until)))
+    for reason, count in sorted(counted.items(), key=lambda item: (-item[1], item[0])):
+        click.echo(f"{reason}\t{count}")
+    click.echo(f"total\t{counted.total()}")
+
+
+@dlq.command("replay")
+@_REASON
+@_SINCE
+@_UNTIL
+def dlq_replay(reason: str | None, since: str | None, until: str | None) -> None:
+    """Send dead letters back to the events topic (each once, with its original key), after
+    the producer or the rules were fixed; letters the workers refuse again come back here."""
+    from streams.tools.dead_letters import read, replay
+
+    config = settings()
+    answering(config)
+    letters = read(config, since=_event_time(since), until=_event_time(until), reason=reason)
+    sent = replay(config, letters)
+    click.echo(f"sent {sent} dead letters back to {config.events_topic}", err=True)
+
+
+@main.group()
 def dev() -> None:
     """Run the embedded broker and Redis in the background for development."""
 

@@ -369,6 +369,12 @@ class Worker:
         backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
         self._account(decoded, batch, len(messages), backlog, started)
         counters = batch.commit.counters
+        if decoded.rejected:
+            reasons = Tally(str(rejection.reason) for _, rejection in decoded.rejected)
+            log.info(
+                "dead letters %s (segstream dlq tail shows them)",
+                " ".join(f"{reason}={count}" for reason, count in sorted(reasons.items())),
+            )
         log.debug(
             "batch events=%d dead_letters=%d users=%d changes=%d relays=%d timers=%d",
             counters.events,
