@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from processors._core import FEATURE_NAMES, PREDICTION_INPUTS, PREDICTIONS
+from processors.rules import PREDICTION_PREFIX, parse_percentile
 
 COLD_START = "cold-start"
 """The cluster of a user with too little history to be placed."""
@@ -263,6 +264,27 @@ class ModelSnapshot(BaseModel):
     def names(self) -> dict[str, str]:
         """Cluster id to readable name."""
         return {cluster.id: cluster.name for cluster in self.clusters}
+
+    def lacks(self, needs: Iterable[str]) -> list[str]:
+        """Which of `needs` (percentile names, `prediction.NAME`) this snapshot cannot give:
+        a percentile it has no quantiles for, a prediction still gated.
+
+        >>> snap = ModelSnapshot.model_construct(quantiles={"orders_30d": tuple(range(101))},
+        ...                                      predictions={})
+        >>> snap.lacks(["p75(orders_30d)", "p90(revenue_30d)", "prediction.churn_90d"])
+        ['p90(revenue_30d)', 'prediction.churn_90d']
+        """
+        lacking = []
+        for need in needs:
+            if need.startswith(PREDICTION_PREFIX):
+                model = self.predictions.get(need.removeprefix(PREDICTION_PREFIX))
+                known = model is not None and model.ready
+            else:
+                parsed = parse_percentile(need)
+                known = parsed is not None and self.percentile(*parsed) is not None
+            if not known:
+                lacking.append(need)
+        return lacking
 
     def percentile(self, feature: str, q: float) -> float | None:
         """The population's `q`-th percentile (0-100) of `feature`; `None` when unknown.

@@ -1099,6 +1099,34 @@ class RuleSet:
         return found
 
     @property
+    def model_needs(self) -> dict[str, frozenset[str]]:
+        """Per segment, what only a model snapshot gives it: the percentiles it compares
+        (`p90(revenue_30d)`) and the predictions (`prediction.purchase_30d`), with those of
+        the segments it refers to and of the earlier members of its group.
+
+        >>> rules = parse_rules("segments:\\n  - {name: Big, description: d, condition: "
+        ...                     "{feature: revenue_30d, op: '>=', value: p90(revenue_30d)}}\\n"
+        ...                     "  - {name: Not Big, description: d, condition: {not: "
+        ...                     "{segment: Big}}}\\n")
+        >>> sorted(rules.model_needs["Not Big"])
+        ['p90(revenue_30d)']
+        """
+        own: dict[str, set[str]] = {}
+        for rule in self.definition.segments:
+            needs = own.setdefault(rule.name, set())
+            for node in _nodes(rule.condition):
+                if isinstance(node, Comparison | ComputedCondition | PredictionCondition):
+                    needs.update(percentile_name(f, q) for f, q in node.percentiles)
+                if isinstance(node, PredictionCondition):
+                    needs.add(PREDICTION_PREFIX + node.prediction)
+        before = _dependencies(self.definition)
+        found: dict[str, frozenset[str]] = {}
+        for name in _decision_order(self.definition):
+            inherited = (found[other] for other in before[name])
+            found[name] = frozenset(own[name].union(*inherited))
+        return found
+
+    @property
     def segment_digests(self) -> dict[str, str]:
         """Per segment, a digest of everything its membership depends on: its condition and
         group, the segments it refers to and the earlier members of its group (their digests

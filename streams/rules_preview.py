@@ -62,6 +62,13 @@ def preview_rules(
             rows = store.rows({partition: chunk})
             tally.add_all(settle(rows, classifier, firing, settings.expiry_seconds))
     limits = history_limits(candidate)
+    needs = candidate.model_needs
+    lacking = {
+        name: sorted(needs.get(name, ()))
+        if snapshot is None
+        else snapshot.lacks(sorted(needs.get(name, ())))
+        for name in candidate.names
+    }
     return {
         "as_of": _moment(started),
         "users": tally.users,
@@ -71,7 +78,13 @@ def preview_rules(
         "firing_clocks": clocks,
         "seconds": round(time.time() - started, 3),
         "segments": [
-            {**segment, "limits": limits.get(segment["name"], [])} for segment in tally.segments()
+            {
+                **segment,
+                "limits": limits.get(segment["name"], []),
+                "waiting_for": "model" if lacking.get(segment["name"]) else None,
+                "lacking": lacking.get(segment["name"], []),
+            }
+            for segment in tally.segments()
         ],
     }
 

@@ -133,6 +133,18 @@ class SegmentView(BaseModel):
         description="False when the segment reads further back than the events topic held "
         "when its generation was built (`rules apply --backfill --accept-partial-history`).",
     )
+    waiting_for: Literal["model"] | None = Field(
+        None,
+        description="`model` while a percentile or prediction the segment uses (or a segment "
+        "it refers to uses) is unknown: no model snapshot gives it yet, and the comparison is "
+        "false for everyone until `segstream trainer` publishes one that does; `ready` is "
+        "false meanwhile.",
+    )
+    lacking: list[str] = Field(
+        default_factory=list,
+        description="What it waits for: percentiles (`p90(revenue_30d)`) and predictions "
+        "(`prediction.purchase_30d`) the latest snapshot does not give.",
+    )
 
 
 class ClusterView(BaseModel):
@@ -570,6 +582,11 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
             name: all(not record or record.get(name) == digest for record in evaluated)
             for name, digest in digests.items()
         }
+        needs = rules.model_needs
+        lacking = {
+            name: sorted(needs[name]) if model is None else model.lacks(sorted(needs[name]))
+            for name in rules.names
+        }
         return SegmentsView(
             rules_version=rules.label,
             generation=live.in_force.generation,
@@ -584,8 +601,10 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                         mode="json", exclude_none=True, by_alias=True, warnings=False
                     ),
                     size=size,
-                    ready=ready[rule.name],
+                    ready=ready[rule.name] and not lacking[rule.name],
                     exact=rule.name not in live.in_force.partial,
+                    waiting_for="model" if lacking[rule.name] else None,
+                    lacking=lacking[rule.name],
                 )
                 for rule, size in zip(rules.definition.segments, segment_sizes, strict=True)
             ],

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,16 @@ class Snapshot:
     clusters: dict[str, int]
     names: dict[str, str]
     model_version: int | None
+    waiting: frozenset[str]
+    """Segments whose percentiles or predictions no model snapshot gives yet."""
 
 
 def _snapshot(
-    model: ReadModel, started: float, previous: Snapshot | None, models: ModelStore
+    model: ReadModel,
+    started: float,
+    previous: Snapshot | None,
+    models: ModelStore,
+    needs: Mapping[str, frozenset[str]],
 ) -> Snapshot:
     counters = model.counters()
     try:
@@ -82,6 +89,9 @@ def _snapshot(
         clusters=model.cluster_sizes(),
         names=latest.names() if latest else {},
         model_version=latest.version if latest else None,
+        waiting=frozenset(
+            name for name, need in needs.items() if (latest.lacks(need) if latest else need)
+        ),
     )
 
 
@@ -92,7 +102,8 @@ def _segment_table(snapshot: Snapshot, title: str) -> Table:
     table.add_column("share", justify="right")
     for name, size in sorted(snapshot.sizes.items(), key=lambda item: -item[1]):
         share = size / snapshot.users if snapshot.users else 0.0
-        table.add_row(name, f"{size:,}", f"{share:.1%}")
+        shown = f"{name} (waits for the trainer's model)" if name in snapshot.waiting else name
+        table.add_row(shown, f"{size:,}", f"{share:.1%}")
     return table
 
 
@@ -174,13 +185,18 @@ class _Backlog:
 
 
 def _drain(
-    model: ReadModel, started: float, sent_all: Snapshot, models: ModelStore, backlog: _Backlog
+    model: ReadModel,
+    started: float,
+    sent_all: Snapshot,
+    models: ModelStore,
+    backlog: _Backlog,
+    needs: Mapping[str, frozenset[str]],
 ) -> Snapshot:
     """Wait until the worker has committed everything on the topic, at most a while."""
     deadline = time.monotonic() + _DRAIN_SECONDS
     while backlog() and time.monotonic() < deadline:
         time.sleep(0.5)
-    return _snapshot(model, started, sent_all, models)
+    return _snapshot(model, started, sent_all, models, needs)
 
 
 def run_demo(duration: float, users: int, rate: float, seed: int) -> None:
@@ -216,19 +232,20 @@ def _run(
     ensure_topics(config)
     model = read_model(config)
     models = ModelStore(redis_client(config), config.key_layout())
+    needs = load_rules(config).model_needs
     simulation_args = ["simulate", "--users", str(users), "--rate", str(rate), "--seed", str(seed)]
     simulation_args += ["--invalid-share", "0.002", "--truth", str(directory / "truth.jsonl")]
     worker = _start(["worker"], environment, directory / "worker.log")
     trainer = _start(["trainer"], environment, directory / "trainer.log")
     simulator = _start(simulation_args, environment, directory / "simulate.log")
     started = time.monotonic()
-    snapshot = _snapshot(model, started, None, models)
+    snapshot = _snapshot(model, started, None, models, needs)
     interrupted = False
     try:
         with Live(_live_view(snapshot, duration), console=console, refresh_per_second=4) as live:
             while snapshot.elapsed < duration:
                 time.sleep(_REFRESH_SECONDS)
-                snapshot = _snapshot(model, started, snapshot, models)
+                snapshot = _snapshot(model, started, snapshot, models, needs)
                 live.update(_live_view(snapshot, duration))
                 if worker.poll() is not None:
                     console.print(f"[red]the worker exited; see {directory / 'worker.log'}")
@@ -241,12 +258,12 @@ def _run(
     if not interrupted:
         backlog = _Backlog(config)
         try:
-            snapshot = _drain(model, started, snapshot, models, backlog)
+            snapshot = _drain(model, started, snapshot, models, backlog, needs)
         finally:
             backlog.close()
     stop_process(worker, 15)
     stop_process(trainer, 15)
-    final = _snapshot(model, started, None, models)
+    final = _snapshot(model, started, None, models, needs)
     console.print(_segment_table(final, "segments at the end of the demo"))
     console.print(_cluster_table(final, "clusters at the end of the demo"))
     console.print(_totals(final, final.events / max(snapshot.elapsed, 1e-9)))

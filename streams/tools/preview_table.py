@@ -37,9 +37,18 @@ def preview_table(report: dict[str, Any], candidate: str) -> Table:
         title=f"{candidate} against {report['users']:,} users (rules {report['current_rules']} "
         f"in force), as of {report['as_of']}",
         caption="\n".join(
-            f"{segment['name']}: {limit}"
-            for segment in report["segments"]
-            for limit in segment["limits"]
+            [
+                f"{segment['name']}: {limit}"
+                for segment in report["segments"]
+                for limit in segment["limits"]
+            ]
+            + [
+                f"{segment['name']}: waits for a model snapshot giving "
+                f"{', '.join(segment['lacking'])} (segstream trainer publishes them); "
+                "false for everyone until then"
+                for segment in report["segments"]
+                if segment.get("lacking")
+            ]
         )
         or None,
     )
@@ -50,7 +59,7 @@ def preview_table(report: dict[str, Any], candidate: str) -> Table:
         shown = [f"+{user}" for user in examples["entering"]]
         shown += [f"-{user}" for user in examples["leaving"]]
         table.add_row(
-            segment["name"],
+            segment["name"] + (" (waits for a model)" if segment.get("lacking") else ""),
             f"{segment['now']:,}",
             f"{segment['candidate']:,}",
             f"+{segment['entering']:,}" if segment["entering"] else "",

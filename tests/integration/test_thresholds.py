@@ -7,10 +7,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
+import requests
 from confluent_kafka import Producer
 
-from processors.model import Cluster, ModelSnapshot
+from processors.model import Cluster, ModelSnapshot, parse_snapshot
+from state.model_store import ModelStore
+from streams.redis_clients import redis_client
+from streams.tools.embedded import free_port
+from tests.integration.conftest import segstream, wait_until_serving
 from tests.integration.test_timers import changes_of, send, track
 
 pytestmark = pytest.mark.integration
@@ -70,15 +76,46 @@ def test_a_moved_percentile_relabels_the_users_between_the_thresholds(
         for n, user in enumerate(spenders)
     ]
     worker = start_worker(config)
+    port = free_port()
+    api = start_worker(config.model_copy(update={"api_tokens": "t", "api_port": port}), "api")
     send(config, orders)
     deadline = time.monotonic() + 60
     while model.counters().get("events", 0) < len(orders):
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
+    # no snapshot yet: the segment says what it waits for, and so does the preview
+    url = f"http://127.0.0.1:{port}/v1/segments"
+    wait_until_serving(f"http://127.0.0.1:{port}/readyz", api)
+
+    def segment() -> dict:
+        listed = requests.get(url, headers={"Authorization": "Bearer t"}, timeout=10).json()
+        [found] = listed["segments"]
+        return found
+
+    waiting = segment()
+    threshold = f"p50({feature})"
+    assert (waiting["ready"], waiting["waiting_for"], waiting["lacking"]) == (
+        False,
+        "model",
+        [threshold],
+    )
+    preview = segstream(config, "rules", "preview", str(rules_file), "--json")
+    [previewed] = orjson.loads(preview.stdout)["segments"]
+    assert (previewed["waiting_for"], previewed["lacking"]) == ("model", [threshold])
+    table = segstream(config, "rules", "preview", str(rules_file))
+    assert "waits for a model" in table.stdout
+
     publish(config, snapshot(1, 45.0, feature))  # a first snapshot: everyone is re-evaluated
     worker.wait_for_log("users relabelled=9 reason=model")
     assert model.segment_members("Big Spenders") == {"u5", "u6", "u7", "u8", "u9"}
+    stored = ModelStore(redis_client(config), config.key_layout())  # as the trainer keeps it
+    stored.save(parse_snapshot(snapshot(1, 45.0, feature)), [])
+    deadline = time.monotonic() + 30
+    while segment()["waiting_for"] is not None:
+        assert time.monotonic() < deadline, segment()
+        time.sleep(0.2)
+    assert (segment()["ready"], segment()["lacking"]) == (True, [])
 
     publish(config, snapshot(2, 75.0, feature))  # the median moves from 45 to 75
     worker.wait_for_log("model switched to=2 ")

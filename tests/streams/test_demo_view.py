@@ -1,5 +1,6 @@
 """The demo's tables: their titles stay on one line, however few users there are yet."""
 
+import dataclasses
 import io
 
 from rich.console import Console
@@ -17,6 +18,7 @@ NOTHING_YET = Snapshot(
     clusters={},
     names={},
     model_version=None,
+    waiting=frozenset(),
 )
 
 
@@ -33,3 +35,15 @@ def test_empty_tables_keep_their_titles_on_one_line():
     assert "clusters at the end of the demo (no model yet)" in rendered(
         _cluster_table(NOTHING_YET, "clusters at the end of the demo")
     )
+
+
+def test_a_segment_waiting_for_a_threshold_says_so():
+    waiting = dataclasses.replace(
+        NOTHING_YET,
+        users=4,
+        sizes={"High Spenders": 0, "Browsers": 4},
+        waiting=frozenset({"High Spenders"}),
+    )
+    shown = rendered(_segment_table(waiting, "live segments"))
+    assert "High Spenders (waits for the trainer's model)" in shown
+    assert "Browsers (waits" not in shown
