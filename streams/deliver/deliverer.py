@@ -204,14 +204,10 @@ class DestinationDelivery:
         self.destination = destination
         self.secret = secret
         self.consumer: Consumer = batch_consumer(
-            settings,
-            None,
-            **{
-                "group.id": f"{settings.group_id}-deliver-{destination.name}",
-                "auto.offset.reset": destination.start,
-            },
+            settings, None, **{"group.id": f"{settings.group_id}-deliver-{destination.name}"}
         )
-        self.consumer.subscribe([settings.changes_topic])
+        self.joined_at = self._ends_if_new() if destination.start == "latest" else {}
+        self.consumer.subscribe([settings.changes_topic], on_assign=self._on_assign)
         self.producer = reliable_producer(settings)
         self.slots = asyncio.Semaphore(settings.delivery_concurrency)
         self.stopping = threading.Event()
@@ -220,6 +216,31 @@ class DestinationDelivery:
         self.chains: dict[str, asyncio.Task[None]] = {}
         self.dead_letters_unflushed = False
         self.failure: BaseException | None = None
+
+    def _ends_if_new(self) -> dict[int, int]:
+        """For `start: latest`: per partition of the change topic this destination has no
+        committed offset in, its end now, where delivery begins (an end taken when the
+        partition is assigned would skip the changes published while the deliverer joined)."""
+        topic = self.settings.changes_topic
+        listed = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = [TopicPartition(topic, number) for number in sorted(listed)]
+        return {
+            found.partition: self.consumer.get_watermark_offsets(found, timeout=10)[1]
+            for found in self.consumer.committed(partitions, timeout=10)
+            if found.offset < 0
+        }
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Begin where :meth:`_ends_if_new` said, in partitions still without a committed
+        offset; elsewhere at the committed offset (or the oldest change)."""
+        new = [found for found in partitions if found.partition in self.joined_at]
+        if new:
+            for found in consumer.committed(new, timeout=10):
+                start = self.joined_at.pop(found.partition)
+                if found.offset < 0:
+                    self.joined_at[found.partition] = start
+                    next(p for p in partitions if p.partition == found.partition).offset = start
+        consumer.assign(partitions)
 
     def reconfigure(self, destination: Destination, secret: str) -> None:
         """Deliver the changes consumed from now on with `destination`'s settings and

@@ -381,3 +381,26 @@ def test_a_user_whose_webhooks_keep_failing_holds_back_only_their_own_changes(
     assert [c["version"] for c in got if c["user_id"] == "user-0"] == [1, 2, 3, 4]
     assert in_version_order(got)
     assert deliverer.stop() == 0
+
+
+def test_start_latest_begins_after_what_the_topic_held_when_the_deliverer_first_joined(
+    config, start_worker, tmp_path
+):
+    ensure_topics(config)
+    receiver = Receiver()
+    hooks = tmp_path / "latest.yaml"
+    hooks.write_text(
+        f"destinations:\n  - name: fresh\n    url: {receiver.url}\n    secret: {SECRET}\n"
+        "    start: latest\n"
+    )
+    before = produce_changes(config, users=20, versions=range(1, 3))
+    deliverer = start_worker(config.model_copy(update={"destinations_file": hooks}), "deliver")
+    deliverer.wait_for_log("destinations in force")
+    after = produce_changes(config, users=20, versions=range(3, 5))
+    got = receiver.wait_for(len(after), timeout=60)
+    time.sleep(2)  # anything more would have come by now
+    got = receiver.changes()
+    assert {(c["user_id"], c["version"]) for c in got} == {
+        (c["user_id"], c["version"]) for c in after
+    }, f"{len(got)} delivered, {len(before)} before it joined"
+    assert deliverer.stop() == 0
