@@ -52,6 +52,12 @@ KEYS = (
     "rules_redis_bytes_per_user",
     "rules_io_floor_eps",
     "rules_worker_vs_own_io_floor",
+    "predictions_worker_eps",
+    "predictions_vs_worker",
+    "predictions_redis_bytes_per_user",
+    "trainer_examples",
+    "trainer_examples_per_second",
+    "trainer_examples_headroom",
 )
 MAYBE_ZERO = ("arrival_delay_p999_ms", "arrival_delay_max_ms")
 """Figures a small run may measure as 0: events that all arrived in time order."""

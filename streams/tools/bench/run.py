@@ -29,6 +29,7 @@ import redis
 import uvloop
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from processors._core import PREDICTIONS
 from processors.events import NOTHING, Action, Projection, decode_all
 from processors.partitioner import canonical_partition, canonical_partitions
 from processors.rules import parse_rules
@@ -49,6 +50,7 @@ from streams.tools.bench.parts import (
     percentiles,
     wait_for_http,
 )
+from streams.tools.bench.predictions import trainer_examples_per_second
 from streams.tools.bench.preview import fill_preview_store
 from streams.tools.bench.preview import preview_seconds as preview_seconds_of
 from streams.tools.bench.rebalance import measure_rebalances
@@ -122,6 +124,7 @@ def _phase(target: Target, config: BenchConfig, tag: str, topic: str) -> Setting
         changes_topic=f"{tag}-changes",
         rules_topic=f"{tag}-rules",
         features_topic=f"{tag}-features",
+        examples_topic=f"{tag}-examples",
         models_topic=f"{tag}-models",
         destinations_topic=f"{tag}-destinations",
         deliveries_dlq_topic=f"{tag}-deliveries-dlq",
@@ -694,6 +697,24 @@ def _measure(
             "rules_worker_cpu_us_per_event": round(rules_cpu * 1e6, 2),
             "rules_redis_bytes_per_user": round(_bytes_per_user(ruled, sample), 1),
         }
+    report("one worker with predictions on (a snapshot per live user at every UTC midnight)")
+    predicted = _phase(target, config, "b12", topic).model_copy(update={"predictions": True})
+    predictions_eps, predictions_cpu = _workers_eps(
+        processes, predicted, 1, config.events, config.timeout
+    )
+    report("the trainer learning that run's labelled examples")
+    learned_eps, learned = trainer_examples_per_second(predicted)
+    needed_eps = config.users * len(PREDICTIONS) / 86_400
+    with_predictions = {
+        "predictions_worker_eps": round(predictions_eps, 1),
+        "predictions_vs_worker": round(predictions_eps / max(worker_eps, 1e-9), 3),
+        "predictions_worker_cpu_us_per_event": round(predictions_cpu * 1e6, 2),
+        "predictions_redis_bytes_per_user": round(_bytes_per_user(predicted, sample), 1),
+        "trainer_examples": learned,
+        "trainer_examples_per_second": round(learned_eps, 1),
+        "trainer_examples_needed_per_second": round(needed_eps, 3),
+        "trainer_examples_headroom": round(learned_eps / max(needed_eps, 1e-9), 1),
+    }
     report(f"rules preview over {config.preview_users:,} users")
     previewed = _phase(target, config, "b6", topic)
     fill_preview_store(one, previewed, config.preview_users)
@@ -737,6 +758,7 @@ def _measure(
     )
     return {
         **with_rules,
+        **with_predictions,
         "worker_eps": round(worker_eps, 1),
         "two_workers_eps": round(two_workers_eps, 1),
         "rebuild_eps": round(rebuild_eps, 1),
