@@ -192,6 +192,8 @@ def test_a_rules_preview_answers_exactly_and_refuses_an_invalid_file(api, served
     segments = {segment["name"]: segment for segment in report["segments"]}
     assert list(segments)[-1] == "Spenders"
     assert segments["Spenders"] | {"limits": []} == {
+        "waiting_for": None,
+        "lacking": [],
         "name": "Spenders",
         "now": 0,
         "candidate": 1,

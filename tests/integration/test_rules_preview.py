@@ -73,15 +73,22 @@ def test_the_preview_is_what_rules_apply_reevaluate_gives(config, model, start_w
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(f"{url}/readyz", api)
 
-    def readiness(version: str) -> dict[str, bool]:
+    def listed(version: str) -> dict[str, dict]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             listing = requests.get(f"{url}/v1/segments", headers=TOKEN, timeout=5).json()
             if listing["rules_version"] == version:
-                return {s["name"]: s["ready"] for s in listing["segments"]}
+                return {s["name"]: s for s in listing["segments"]}
             time.sleep(0.3)
         raise AssertionError(f"the API did not take rules {version}")
 
+    def readiness(version: str) -> dict[str, bool]:
+        """Whether each segment that waits for no model snapshot is ready."""
+        return {n: s["ready"] for n, s in listed(version).items() if s["waiting_for"] is None}
+
+    # no trainer runs here: the segment over p90(revenue_30d) waits for a model
+    waiting = listed(report["current_rules"])["High-Value Recent Buyers"]
+    assert (waiting["ready"], waiting["lacking"]) == (False, ["p90(revenue_30d)"])
     assert all(readiness(report["current_rules"]).values())
     published = segstream(config, "rules", "apply", str(candidate))  # without --reevaluate
     assert published.returncode == 0, published.stderr
