@@ -1052,8 +1052,12 @@ class RuleSet:
     carries that order.
     """
 
-    def __init__(self, definition: RuleFile, digest: str, version: int | None = None) -> None:
+    def __init__(
+        self, definition: RuleFile, digest: str, version: int | None = None, text: str = ""
+    ) -> None:
         self.definition = definition
+        self.text = text
+        """The file as written (empty when built from a definition alone)."""
         self.digest = digest
         self.version = version
         self.names = tuple(rule.name for rule in definition.segments)
@@ -1545,4 +1549,4 @@ def parse_rules(text: str, source: str = "rules", version: int | None = None) ->
     if found:
         raise RuleFileError(source, _in_order(found))
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return RuleSet(definition, digest, version)
+    return RuleSet(definition, digest, version, text)

@@ -114,6 +114,44 @@ class KeyLayout:
         """Sorted set: users of one timer shard, scored by their timer's event time."""
         return f"{self.tag(partition)}:t:{shard}"
 
+    def activity_tag(self, partition: int) -> str:
+        """The start of the keys of what happened on `partition` (moves, change logs): `a`
+        after the prefix, whatever the generation, so that they outlive a switch (and keep
+        the partition's slot)."""
+        return f"{self.prefix}:a:{{{self.topic}.{partition}}}"
+
+    def moves(self, partition: int) -> str:
+        """Hash: per segment (`+name`, `-name`) and cluster (`+@id`, `-@id`), how many users
+        of the partition entered and left it since the store began (`state.activity`)."""
+        return f"{self.activity_tag(partition)}:mv"
+
+    def segment_log(self, partition: int, segment: str) -> str:
+        """List: the partition's latest entries to and exits from `segment`, newest first."""
+        return f"{self.activity_tag(partition)}:hs:{segment}"
+
+    def cluster_log(self, partition: int, cluster: str) -> str:
+        """List: the partition's latest moves into and out of `cluster`, newest first."""
+        return f"{self.activity_tag(partition)}:hc:{cluster}"
+
+    def user_log(self, partition: int, user_id: str) -> str:
+        """List: the user's latest segment changes, newest first."""
+        return f"{self.activity_tag(partition)}:hu:{user_id}"
+
+    def size_series(self, resolution: str) -> str:
+        """List: segment and cluster sizes sampled every `m`inute or `h`our, newest first."""
+        return f"{self.prefix}:sizes:{resolution}"
+
+    def size_sampled(self, period: str) -> str:
+        """String: set by the one worker that samples the sizes of `period` (a minute's
+        number, or `h` and an hour's)."""
+        return f"{self.prefix}:sizes:at:{period}"
+
+    @property
+    def rules_history(self) -> str:
+        """List: every rules publication's version, time, publisher and options (JSON),
+        newest first."""
+        return f"{self.prefix}:rules:history"
+
     @property
     def partition_count(self) -> str:
         """String: the number of partitions of the topic the state was built with."""

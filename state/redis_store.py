@@ -21,6 +21,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from processors._core import FEATURE_NAMES, User
+from state.activity import activity_writes
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
@@ -318,6 +319,8 @@ class RedisStateStore:
             ]
             gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
             commands.append(("DEL", *(key for pair in gone for key in pair)))
+        if part.recorded:
+            commands += activity_writes(keys, partition, part.changes, part.expired_users)
         if part.timers or part.taken:
             commands += self.timers.writes(partition, part.timers, part.taken)
         if part.evaluated:

@@ -171,6 +171,9 @@ class PartitionCommit:
     taken: DueTimers | None = None
     evaluated: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    recorded: bool = True
+    """Whether the changes count in the activity records (`state.activity`): not when a
+    rebuild replays history."""
 
 
 @dataclass(frozen=True, slots=True)

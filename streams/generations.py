@@ -35,11 +35,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its 
 from processors.rule_cost import state_bytes
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from state.redis_store import RedisStateStore
+from state.rules_history import Published, record
 from streams.compacted_feed import CompactedFeed
 from streams.compacted_feed import publish as publish_value
 from streams.kafka import admin_client, topic_reader
 from streams.redis_clients import redis_client
-from streams.rules_feed import RULES_KEY, InForce, Publication
+from streams.rules_feed import RULES_KEY, InForce, Publication, cli_publisher
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,20 @@ class Build:
         return parse_rules(self.text, source=f"rules v{self.version}", version=self.version)
 
 
-def start_build(settings: Settings, text: str, source: str, partial: tuple[str, ...] = ()) -> Build:
+def start_build(
+    settings: Settings, text: str, source: str, partial: tuple[str, ...] = (), by: str = ""
+) -> Build:
     """Validate `text` and publish a build of the next generation for it as the next rules
-    version (`partial`: its segments that cannot be exact); raises `RuleFileError`."""
+    version (`partial`: its segments that cannot be exact), noting `by` in the rules
+    history as `publish` does; raises `RuleFileError`."""
     parse_rules(text, source=source)
     keys = settings.key_layout()
     client = redis_client(settings)
     try:
         generation = int(client.incr(keys.generations))
         version = int(client.incr(keys.rules_version))
+        entry = Published(version, time.time(), by or cli_publisher(), "backfill", text)
+        record(client, keys, entry)
     finally:
         client.close()
     build = Build(generation, version, text, time.time(), partial)

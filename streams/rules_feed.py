@@ -8,6 +8,7 @@ the running rules stay in force.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import orjson
 
 from processors.rules import RuleFileError, RuleSet, parse_rules
 from state.keys import KeyLayout
+from state.rules_history import Mode, Published, record
 from streams.compacted_feed import CompactedFeed
 from streams.compacted_feed import publish as publish_value
 from streams.redis_clients import redis_client
@@ -120,14 +122,20 @@ generation=0, replaces=None, partial=())
         return parse_rules(self.text, source=f"rules v{self.version}", version=self.version)
 
 
-def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> RuleSet:
+def publish(
+    settings: Settings, text: str, source: str, *, reevaluate: bool, by: str = ""
+) -> RuleSet:
     """Validate `text` and publish it as the next version, served from the generation that
-    serves the rules in force; raises `RuleFileError`."""
+    serves the rules in force, noting `by` (the publisher, :func:`cli_publisher` when
+    empty) in the rules history; raises `RuleFileError`."""
     rules = parse_rules(text, source=source)
     current = in_force(settings)
     client = redis_client(settings)
+    keys = settings.key_layout()
     try:
-        version = int(client.incr(settings.key_layout().rules_version))
+        version = int(client.incr(keys.rules_version))
+        mode: Mode = "reevaluate" if reevaluate else "as users act"
+        record(client, keys, Published(version, time.time(), by or cli_publisher(), mode, text))
     finally:
         client.close()
     partial = tuple(name for name in current.partial if name in rules.names)
@@ -138,6 +146,11 @@ def publish(settings: Settings, text: str, source: str, *, reevaluate: bool) -> 
         settings, settings.rules_topic, RULES_KEY, publication.to_json(), f"rules v{version}"
     )
     return publication.rules()
+
+
+def cli_publisher() -> str:
+    """Who publishes from the command line: `cli:` and the login name."""
+    return f"cli:{getpass.getuser()}"
 
 
 class RulesFeed(CompactedFeed[InForce]):

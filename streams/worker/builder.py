@@ -44,6 +44,9 @@ live events wait as long at most, during a build)."""
 class GenerationBuilder(Worker):
     """Builds `build`'s generation for the partitions `live` owns (see the module)."""
 
+    records_activity = False
+    """History's changes happened already: they count in no activity record."""
+
     def __init__(self, live: Worker, build: Build, parts: WorkerParts) -> None:
         super().__init__(live.settings, build.rules(), parts)
         self.live = live

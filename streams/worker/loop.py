@@ -94,6 +94,9 @@ class PartitionCountError(RuntimeError):
 class Worker:
     """A member of the workers' consumer group; :meth:`run` until `stop` is set."""
 
+    records_activity = True
+    """Whether its changes count in the console's activity records (`state.activity`)."""
+
     def __init__(
         self, settings: Settings, rules: RuleSet, parts: WorkerParts, probe: Probe | None = None
     ) -> None:
@@ -195,6 +198,8 @@ class Worker:
             self._recover(error, stop)
             return False
         self._feed_trainer(self.vectors.due(time.monotonic()))
+        if self.parts.sizes is not None:
+            self.parts.sizes.tick(time.time(), self.rules.names, self.generation, self.partitions)
         metrics.LAST_BATCH.set(time.time())
         self.probe.beat()
         return backlog
@@ -478,6 +483,7 @@ class Worker:
                     taken=taken,
                     evaluated=self.rules.segment_digests if state.committed is None else {},
                     values=indexed_values(indexed, step.users, step.rows, self.classifier.core),
+                    recorded=self.records_activity,
                 )
             )
         return _Stepped(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from confluent_kafka import Consumer, Producer
 
 from processors.model import ModelSnapshot
+from state.activity import SizeRecorder
 from state.redis_store import RedisStateStore
 from state.store import StateStore
 from streams.generations import Build, BuildFeed
@@ -74,6 +75,8 @@ class WorkerParts:
     """What builds a generation beside the live worker."""
     store_of: Callable[[int], StateStore] | None = None
     """The store of another generation, on the same connection (`None`: only the first)."""
+    sizes: SizeRecorder | None = None
+    """What samples the segments' sizes once a minute for the console (`None`: nothing)."""
 
 
 def build_parts(settings: Settings) -> WorkerParts:
@@ -104,6 +107,7 @@ def build_parts(settings: Settings) -> WorkerParts:
         store_of=lambda generation: RedisStateStore(
             client, layout.of_generation(generation), settings.group_id, settings.timer_shards
         ),
+        sizes=SizeRecorder(client, layout),
     )
 
 
