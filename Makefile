@@ -105,7 +105,7 @@ mutants:  ## mutation testing of the core's time logic (about 25 minutes; docs/o
 	  $(foreach file,$(MUTATED),--file $(file)) -- --all-targets
 
 unit: rust-test  ## the fast tests only, no I/O
-	$(BIN)/pytest processors tests/processors tests/streams
+	$(BIN)/pytest processors state streams tests/processors tests/streams
 
 clean:
 	rm -rf $(VENV) .segstream .pytest_cache .mypy_cache .ruff_cache tests/sdk/node_modules \

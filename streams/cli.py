@@ -218,6 +218,13 @@ def _serve(service: str) -> None:
     help="Users the rules preview is timed over.",
 )
 @click.option(
+    "--console-requests",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests timed per console page (over the preview's users).",
+)
+@click.option(
     "--act-seconds",
     default=20.0,
     show_default=True,
@@ -270,6 +277,7 @@ def bench(
     webhook_changes: int,
     flaky_changes: int,
     preview_users: int,
+    console_requests: int,
     act_seconds: float,
     edge_seconds: float,
     edge_rate: float,
@@ -284,10 +292,10 @@ def bench(
     topics, groups and keys of its own, removed afterwards), preloads simulated events,
     and prints throughput (one and two workers, the baseline, the raw limit), freshness,
     Redis bytes per user, read API lookup latency, webhooks (deliveries/s, a flaky
-    receiver, time to act on an abandoned cart), the collector (batch and single-call
-    rates, tracker to label) and rebalances (a rolling restart, a killed worker). With
-    --redis-cluster, the store is a Redis Cluster of three masters started on this
-    machine.
+    receiver, time to act on an abandoned cart), the console's pages, the collector
+    (batch and single-call rates, tracker to label) and rebalances (a rolling restart, a
+    killed worker). With --redis-cluster, the store is a Redis Cluster of three masters
+    started on this machine.
     """
     from rich.console import Console
 
@@ -307,6 +315,7 @@ def bench(
         webhook_changes=webhook_changes,
         flaky_changes=flaky_changes,
         preview_users=preview_users,
+        console_requests=console_requests,
         act_seconds=act_seconds,
         edge_seconds=edge_seconds,
         edge_rate=edge_rate,

@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     """Port of the read API (`/v1/users`, `/v1/segments`, `/metrics`, probes)."""
     api_tokens: SecretStr = SecretStr("")
     """Comma-separated bearer tokens the read API accepts."""
+    admin_tokens: SecretStr = SecretStr("")
+    """Comma-separated `name:token` pairs: tokens that sign in to the console (`/console`)
+    and may publish rules there, each publication noted with the token's name."""
     dev_mode: bool = False
     """Development only: with no write keys set the collector takes every call, with no
     tokens set the read API answers everyone. `segstream dev env` turns it on."""
@@ -254,6 +257,18 @@ class Settings(BaseSettings):
                 "kafka_ssl",
                 "SEGSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION and SEGSTREAM_KAFKA_SSL_KEY_LOCATION "
                 "go together",
+            )
+        if any(
+            not name.strip() or not token.strip() or not colon
+            for name, colon, token in (
+                part.partition(":")
+                for part in self.admin_tokens.get_secret_value().split(",")
+                if part.strip()
+            )
+        ):
+            raise PydanticCustomError(
+                "admin_tokens",
+                "SEGSTREAM_ADMIN_TOKENS holds `name:token` pairs separated by commas",
             )
         if self.firing_delay_seconds > self.allowed_lateness_seconds:
             raise PydanticCustomError(
@@ -303,6 +318,18 @@ class Settings(BaseSettings):
                 f"(or {ENV_PREFIX}DEV_MODE=true on a development machine)"
             )
         return found
+
+    def admins(self) -> dict[str, str]:
+        """The admin tokens by name.
+
+        >>> Settings(admin_tokens="ann:s3cret, bob:t0ken").admins()
+        {'ann': 's3cret', 'bob': 't0ken'}
+        """
+        pairs = self.admin_tokens.get_secret_value().split(",")
+        return {
+            name.strip(): token.strip()
+            for name, _, token in (pair.partition(":") for pair in pairs if pair.strip())
+        }
 
     def environment(self) -> dict[str, str]:
         """The `SEGSTREAM_*` variables that give a child process these settings (secrets

@@ -33,7 +33,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
     all of them (a second trainer waits as a standby in the same group).
 
     >>> [spec.name for spec in topology(Settings(partitions=2))][-4:]
-    ['features', 'models', 'destinations', 'deliveries.dlq']
+    ['examples', 'models', 'destinations', 'deliveries.dlq']
     """
     return [
         TopicSpec(settings.events_topic, settings.partitions),

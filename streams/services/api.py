@@ -62,6 +62,9 @@ from streams.redis_clients import STORE_UNREACHABLE, async_redis_client, redis_c
 from streams.rules_feed import InForce, load_rules
 from streams.rules_preview import preview_rules
 from streams.services.acks import AckingProducer, NotAcknowledgedError
+from streams.services.console.access import ConsoleAccess
+from streams.services.console.publishing import publish_rules
+from streams.services.console.routes import ConsoleSources, add_console
 from streams.services.credentials import Credentials
 from streams.services.http_metrics import RequestMetrics, service_app
 from streams.settings import Settings
@@ -462,6 +465,8 @@ class _Live:
 
 
 _MAX_RULES_BYTES = 256 * 1024
+_PREVIEW_EXAMPLES = 5
+"""Example ids per move the console's preview shows (the CLI's default)."""
 
 
 def _preview(
@@ -561,14 +566,8 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
         log.info("erasure requested")
         return ErasureAccepted(user_id=user_id)
 
-    @app.get(
-        "/v1/segments",
-        response_model=SegmentsView,
-        dependencies=guarded,
-        responses=_AUTH_ANSWER,
-        summary="Rule segments and clusters with their sizes",
-    )
-    async def list_segments() -> SegmentsView:
+    async def segments_now() -> SegmentsView:
+        """The rules and model in force, their segments and clusters with sizes."""
         rules, model = live.rules, live.model
         clusters = list(model.clusters) if model is not None else []
         sizes = await lookups.sizes(
@@ -613,6 +612,16 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
                 for cluster, size in zip(clusters, cluster_sizes, strict=True)
             ],
         )
+
+    @app.get(
+        "/v1/segments",
+        response_model=SegmentsView,
+        dependencies=guarded,
+        responses=_AUTH_ANSWER,
+        summary="Rule segments and clusters with their sizes",
+    )
+    async def list_segments() -> SegmentsView:
+        return await segments_now()
 
     @app.get(
         "/v1/predictions",
@@ -744,4 +753,36 @@ def build_app(settings: Settings, producer: AckingProducer) -> ASGIApp:
             CLUSTER_MEMBERS.labels(cluster=cluster).set(size)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    async def user_found(user_id: str) -> dict[str, Any] | None:
+        found = await lookups.user(user_id, features=True, classifier=live.scoring())
+        if found is not None and found["cluster"] is not None:
+            found["cluster_name"] = live.cluster_names.get(found["cluster"])
+        return found
+
+    async def preview_candidate(candidate: RuleSet) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            _preview, settings, live.rules, candidate, _PREVIEW_EXAMPLES, lookups.keys
+        )
+
+    async def publish_text(text: str, mode: str, by: str) -> str:
+        return await asyncio.to_thread(publish_rules, settings, text, mode, by)
+
+    readers = settings.secrets("api_tokens")
+    admins = settings.admins()
+    add_console(
+        app,
+        ConsoleSources(
+            settings,
+            lookups,
+            ConsoleAccess(
+                Credentials([*readers, *admins.values()], open_when_empty=settings.dev_mode),
+                admins,
+            ),
+            segments_now,
+            user_found,
+            lambda: live.rules,
+            preview_candidate,
+            publish_text,
+        ),
+    )
     return _UserLookups(app, tokens, user_answer)

@@ -1,7 +1,8 @@
 """`segstream demo`: the whole pipeline on the embedded stack, watched live.
 
-Starts a broker and Redis, creates the topics, starts a worker, the trainer
-and the simulator as child processes, renders segment and cluster sizes,
+Starts a broker and Redis, creates the topics, starts a worker, the trainer,
+the simulator and the read API with its console (printing the console's URL and
+a token) as child processes, renders segment and cluster sizes,
 events/s and dead letters with rich, and after the duration (or Ctrl-C)
 prints a summary and what a tightened threshold would change (`segstream rules
 preview`), and stops everything it started.
@@ -10,6 +11,7 @@ preview`), and stops everything it started.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -221,12 +223,16 @@ def _run(
     rate: float,
     seed: int,
 ) -> None:
+    token, api_port = secrets.token_urlsafe(12), free_port()
     environment = {
         **os.environ,
         **stack.environment(),
         "SEGSTREAM_SNAPSHOT_SECONDS": "5",
         "SEGSTREAM_CLUSTER_MIN_USERS": str(max(10, min(500, users // 4))),
         "SEGSTREAM_TRAINER_WEB_PORT": str(free_port()),
+        "SEGSTREAM_API_PORT": str(api_port),
+        "SEGSTREAM_API_TOKENS": secrets.token_urlsafe(12),
+        "SEGSTREAM_ADMIN_TOKENS": f"demo:{token}",
     }
     config = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     ensure_topics(config)
@@ -238,6 +244,12 @@ def _run(
     worker = _start(["worker"], environment, directory / "worker.log")
     trainer = _start(["trainer"], environment, directory / "trainer.log")
     simulator = _start(simulation_args, environment, directory / "simulate.log")
+    api = _start(["api"], environment, directory / "api.log")
+    console.print(
+        f"the console: [bold]http://127.0.0.1:{api_port}/console[/bold], token [bold]{token}"
+        "[/bold] (reads and publishes rules; up while the demo runs)",
+        soft_wrap=True,
+    )
     started = time.monotonic()
     snapshot = _snapshot(model, started, None, models, needs)
     interrupted = False
@@ -263,6 +275,7 @@ def _run(
             backlog.close()
     stop_process(worker, 15)
     stop_process(trainer, 15)
+    stop_process(api, 15)
     final = _snapshot(model, started, None, models, needs)
     console.print(_segment_table(final, "segments at the end of the demo"))
     console.print(_cluster_table(final, "clusters at the end of the demo"))

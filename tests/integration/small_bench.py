@@ -16,6 +16,7 @@ def small_bench(output, *more):
             "--naive-seconds", "2", "--freshness-seconds", "2",
             "--lookup-rps", "100", "--lookup-seconds", "1",
             "--webhook-changes", "200", "--flaky-changes", "20", "--act-seconds", "5", "--preview-users", "1000",
+            "--console-requests", "10",
             "--edge-seconds", "2", "--edge-rate", "300",
             "--json", str(output), *more,
         ],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from confluent_kafka.admin import AdminClient
 
 from streams.tools.embedded.apache_kafka import kafka_libs
@@ -134,6 +135,19 @@ def test_demo_ends_cleanly_on_ctrl_c(tmp_path):
         assert demo.poll() is None, "the demo stopped before its worker ran"
         assert time.monotonic() < deadline, "the demo's worker never took its partitions"
         time.sleep(0.2)
+    printed = re.search(r"the console: (http://\S+/console), token (\S+)", "".join(lines))
+    assert printed, "".join(lines)
+    url, token = printed.groups()
+    session = requests.Session()
+    while True:  # the console is up while the demo runs
+        try:
+            signed = session.post(f"{url}/sign-in", data={"token": token}, timeout=5)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "the demo's console never answered"
+            time.sleep(0.2)
+    assert signed.status_code == 200, signed.text[:500]
+    assert "<h1>Segments</h1>" in signed.text
     os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     assert demo.wait(timeout=60) == 0, demo.stderr.read() if demo.stderr else ""
     reader.join(10)

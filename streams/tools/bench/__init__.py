@@ -44,6 +44,9 @@ and measures, against those same events:
   one-worker throughput;
 - `preview_seconds`: `segstream rules preview` of a tightened threshold over
   `preview_users` users, as :mod:`.preview` says;
+- `console_<page>_p99_ms`: the console's pages (`segments`, its refresh
+  `segments_fragment`, a `segment`, a `profile`, `rules`, `validate` an edit)
+  over that store, its records full, as :mod:`.console` says;
 - `deliveries_per_second`, `flaky_receiver_seconds`, `time_to_act_p50_ms`,
   `time_to_act_p99_ms`, `quiet_time_to_act_p50_ms`, `quiet_time_to_act_p99_ms`:
   webhooks, as :mod:`.webhooks` says, with the shipped `firing_delay_seconds` and

@@ -41,6 +41,7 @@ from streams.heap import frozen_heap
 from streams.kafka import admin_client, reliable_producer
 from streams.redis_clients import redis_client
 from streams.settings import Settings
+from streams.tools.bench.console import console_p99, fill_console_records
 from streams.tools.bench.edge import measure_edge
 from streams.tools.bench.naive import COUNTER as NAIVE_COUNTER
 from streams.tools.bench.parts import (
@@ -102,6 +103,8 @@ class BenchConfig:
     """Changes a receiver answering 503 twice before each 200 must take."""
     preview_users: int = 100_000
     """Users the rules preview is timed over (copies of the one-worker run's)."""
+    console_requests: int = 200
+    """Requests timed per console page, over the preview's users."""
     act_seconds: float = 20.0
     """How long live events with cart probes are produced for the time to act."""
     edge_seconds: float = 10.0
@@ -425,7 +428,7 @@ def _bytes_per_user_in_sets(settings: Settings) -> float:
 
 
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
-    """Median `MEMORY USAGE` of the sampled users' state and labels."""
+    """Median `MEMORY USAGE` of the sampled users' state, labels and change log."""
     client = redis_client(settings)
     keys = settings.key_layout()
     sizes = []
@@ -436,7 +439,8 @@ def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
         if state is None:
             continue  # merged into another id, or expired
         labels = client.memory_usage(keys.labels(partition, name)) or 0
-        sizes.append(int(state) + int(labels))
+        changes = client.memory_usage(keys.user_log(partition, name)) or 0
+        sizes.append(int(state) + int(labels) + int(changes))
     client.close()
     return float(statistics.median(sizes)) if sizes else 0.0
 
@@ -508,6 +512,21 @@ def _lookup_latency(
     finally:
         processes.stop(api)
     return percentiles(latencies)
+
+
+def _console_latency(processes: Processes, settings: Settings, requests: int) -> dict[str, float]:
+    """Each console page's p99 in ms over the store of `settings`, its records filled."""
+    users = fill_console_records(settings)
+    port = free_port()
+    api = processes.start(
+        settings.model_copy(update={"api_port": port}), "console", "streams", "api"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/readyz", api)
+        return console_p99(url, "bench", users, requests)
+    finally:
+        processes.stop(api)
 
 
 _WATCH_EVERY = 0.005
@@ -719,6 +738,8 @@ def _measure(
     previewed = _phase(target, config, "b6", topic)
     fill_preview_store(one, previewed, config.preview_users)
     preview_seconds, preview_users = preview_seconds_of(previewed)
+    report(f"the console's pages over those {preview_users:,} users")
+    console = _console_latency(processes, previewed, config.console_requests)
     report(f"read API lookups at {config.lookup_rps:,}/s")
     users = [user.decode() for user in dict.fromkeys(sample)]
     lookup_p50, lookup_p99 = _lookup_latency(processes, one, users, config)
@@ -759,6 +780,7 @@ def _measure(
     return {
         **with_rules,
         **with_predictions,
+        **{f"console_{page}_p99_ms": p99 for page, p99 in console.items()},
         "worker_eps": round(worker_eps, 1),
         "two_workers_eps": round(two_workers_eps, 1),
         "rebuild_eps": round(rebuild_eps, 1),

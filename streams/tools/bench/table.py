@@ -47,6 +47,12 @@ _ROWS = (
     ("lookup p50", "lookup_p50_ms", "ms"),
     ("lookup p99", "lookup_p99_ms", "ms"),
     ("rules preview", "preview_seconds", "s"),
+    ("console p99: segments page", "console_segments_p99_ms", "ms"),
+    ("console p99: segments refresh", "console_segments_fragment_p99_ms", "ms"),
+    ("console p99: a segment's page", "console_segment_p99_ms", "ms"),
+    ("console p99: a profile", "console_profile_p99_ms", "ms"),
+    ("console p99: rules page", "console_rules_p99_ms", "ms"),
+    ("console p99: validating an edit", "console_validate_p99_ms", "ms"),
     ("webhooks to a healthy receiver", "deliveries_per_second", "changes/s"),
     ("webhooks: 503 twice before each 200", "flaky_receiver_seconds", "s"),
     ("time to act p50 (cart abandoned to webhook)", "time_to_act_p50_ms", "ms"),
@@ -72,6 +78,10 @@ _TARGETS = {
     "redis_bytes_per_user": "≤ 1,024",
     "lookup_p99_ms": "≤ 5",
     "preview_seconds": "≤ 10 for 100,000 users",
+    **{
+        f"console_{page}_p99_ms": "≤ 200"
+        for page in ("segments", "segments_fragment", "segment", "profile", "rules", "validate")
+    },
     "deliveries_per_second": "≥ 1,000",
     "flaky_receiver_seconds": "≤ 300 for 10,000 changes",
     "time_to_act_p99_ms": "≤ 1,000 + firing delay (5 s)",
