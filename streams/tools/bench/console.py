@@ -5,22 +5,22 @@ The store is the preview's (`fill_preview_store`: the one-worker run's users cop
 under new ids), given what the workers write beside the state rows: each user's
 labels and membership, and a full day of minute samples and 30 days of hour samples
 of the sizes. The API then answers, one request at a time, each page and fragment
-`requests` times, signed in with the bench's token::
+`requests_per_page` times, signed in with the bench's token::
 
-    fill_console_records(store_settings)
-    p99 = console_p99(url, "bench", store_settings, requests=200)
+    users = fill_console_records(store_settings)
+    p99 = console_p99(url, "bench", users, requests_per_page=200)
 """
 
 from __future__ import annotations
 
+import http.client
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import cast
+from urllib.parse import quote, urlencode
 
 import orjson
-import requests
 
 from processors._core import User
 from state.activity import HOURS, MINUTES, SizeSample
@@ -82,37 +82,48 @@ def fill_console_records(settings: Settings) -> list[str]:
 
 def console_p99(url: str, token: str, users: list[str], requests_per_page: int) -> dict[str, float]:
     """Each page's (and fragment's) p99 answer time in ms, over `requests_per_page`
-    sequential requests."""
-    session = requests.Session()
-    signed = session.post(f"{url}/console/sign-in", data={"token": token}, timeout=30)
-    signed.raise_for_status()
-    segments = cast(
-        dict[str, list[dict[str, object]]],
-        session.get(
-            f"{url}/v1/segments", headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ).json(),
-    )["segments"]
-    largest = max(segments, key=lambda segment: cast(int, segment["size"]))["name"]
+    sequential requests on one keep-alive connection."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    session: dict[str, str] = {}
+
+    def ask(method: str, path: str, body: dict[str, str] | None = None) -> int:
+        headers = dict(session)
+        encoded = None
+        if body is not None:
+            encoded = urlencode(body).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection.request(method, path, body=encoded, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.getheader("set-cookie"):
+            session["Cookie"] = answer.getheader("set-cookie", "").split(";")[0]
+        return answer.status
+
+    if ask("POST", "/console/sign-in", {"token": token}) != 303:
+        raise RuntimeError("the console refused the bench's token")
+    connection.request("GET", "/v1/segments", headers={"Authorization": f"Bearer {token}"})
+    listed = orjson.loads(connection.getresponse().read())
+    largest = max(listed["segments"], key=lambda segment: segment["size"])["name"]
     chosen = random.Random(7).choices(users, k=requests_per_page)
     rules = {"rules": tightened_default_rules()}
-    pages: dict[str, Callable[[int], requests.Response]] = {
-        "segments": lambda _: session.get(f"{url}/console", timeout=30),
-        "segments_fragment": lambda _: session.get(f"{url}/console/fragments/segments", timeout=30),
-        "segment": lambda _: session.get(f"{url}/console/segments/{largest}", timeout=30),
-        "profile": lambda n: session.get(
-            f"{url}/console/users", params={"id": chosen[n]}, timeout=30
-        ),
-        "rules": lambda _: session.get(f"{url}/console/rules", timeout=30),
-        "validate": lambda _: session.post(f"{url}/console/rules/validate", data=rules, timeout=30),
+    pages: dict[str, Callable[[int], int]] = {
+        "segments": lambda _: ask("GET", "/console"),
+        "segments_fragment": lambda _: ask("GET", "/console/fragments/segments"),
+        "segment": lambda _: ask("GET", f"/console/segments/{quote(largest)}"),
+        "profile": lambda n: ask("GET", f"/console/users?{urlencode({'id': chosen[n]})}"),
+        "rules": lambda _: ask("GET", "/console/rules"),
+        "validate": lambda _: ask("POST", "/console/rules/validate", rules),
     }
     found: dict[str, float] = {}
     for name, fetch in pages.items():
         latencies = []
         for n in range(requests_per_page):
             started = time.perf_counter()
-            answer = fetch(n)
+            status = fetch(n)
             latencies.append(time.perf_counter() - started)
-            if answer.status_code != 200:
-                raise RuntimeError(f"console {name} answered {answer.status_code}")
+            if status != 200:
+                raise RuntimeError(f"console {name} answered {status}")
         found[name] = round(percentiles(latencies)[1], 1)
+    connection.close()
     return found
