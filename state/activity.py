@@ -36,7 +36,7 @@ from state.timer_store import Command
 log = logging.getLogger(__name__)
 
 USER_LOG_LENGTH = 50
-"""Changes kept per user."""
+"""Changes kept per user by default (`SEGSTREAM_USER_CHANGES_KEPT`)."""
 SEGMENT_LOG_LENGTH = 100
 """Entries and exits kept per segment (and cluster) and partition."""
 MINUTES = 24 * 60
@@ -70,10 +70,14 @@ class Change(Protocol):
 
 
 def activity_writes(
-    keys: KeyLayout, partition: int, changes: Iterable[Change], expired: Iterable[str]
+    keys: KeyLayout,
+    partition: int,
+    changes: Iterable[Change],
+    expired: Iterable[str],
+    user_changes_kept: int = USER_LOG_LENGTH,
 ) -> list[Command]:
-    """The commands that count and log one partition's `changes`, and drop the logs of its
-    `expired` (and erased) users.
+    """The commands that count and log one partition's `changes` (each user's latest
+    `user_changes_kept`), and drop the logs of its `expired` (and erased) users.
 
     >>> from types import SimpleNamespace as Seen
     >>> change = Seen(user_id="ann", entered=["VIP"], exited=[], reason="event",
@@ -86,48 +90,49 @@ def activity_writes(
     LPUSH seg:a:{events.0}:hu:ann [60.0,["VIP"],[],null,null,"event",2]
     LTRIM seg:a:{events.0}:hu:ann 0 49
     DEL seg:a:{events.0}:hu:bob
+    >>> [command[0] for command in activity_writes(KeyLayout(), 0, [change], [], 0)]
+    ['HINCRBY', 'LPUSH', 'LTRIM']
     """
-    moves: dict[str, int] = {}
-    group_logs: dict[str, list[bytes]] = {}
+    moved: dict[str, list[bytes]] = {}
+    """By `+name` and `-name` (a cluster's name `@id`): the entries of each move."""
     user_logs: dict[str, list[bytes]] = {}
     for change in changes:
         if change.is_tombstone:
             continue
-        moved = [(keys.segment_log(partition, s), s, "+") for s in change.entered]
-        moved += [(keys.segment_log(partition, s), s, "-") for s in change.exited]
-        if change.cluster != change.previous_cluster:
-            if change.previous_cluster is not None:
-                cluster = change.previous_cluster
-                moved.append((keys.cluster_log(partition, cluster), f"@{cluster}", "-"))
-            if change.cluster is not None:
-                moved.append(
-                    (keys.cluster_log(partition, change.cluster), f"@{change.cluster}", "+")
-                )
-        for key, name, direction in moved:
-            moves[direction + name] = moves.get(direction + name, 0) + 1
-            entry = orjson.dumps([change.event_time, change.user_id, direction, change.reason])
-            group_logs.setdefault(key, []).append(entry)
-        user_logs.setdefault(change.user_id, []).append(
-            orjson.dumps(
-                [
-                    change.event_time,
-                    list(change.entered),
-                    list(change.exited),
-                    change.cluster,
-                    change.previous_cluster,
-                    change.reason,
-                    change.version,
-                ]
-            )
-        )
+        user_id, at, reason = change.user_id, change.event_time, change.reason
+        entered, exited = change.entered, change.exited
+        cluster, previous = change.cluster, change.previous_cluster
+        signs = ["+" + name for name in entered] + ["-" + name for name in exited]
+        if cluster != previous:
+            if previous is not None:
+                signs.append("-@" + previous)
+            if cluster is not None:
+                signs.append("+@" + cluster)
+        for sign in signs:
+            moved.setdefault(sign, []).append(orjson.dumps((at, user_id, sign[0], reason)))
+        if user_changes_kept:
+            entry = orjson.dumps((at, entered, exited, cluster, previous, reason, change.version))
+            user_logs.setdefault(user_id, []).append(entry)
     commands: list[Command] = [
-        ("HINCRBY", keys.moves(partition), name, str(count)) for name, count in moves.items()
+        ("HINCRBY", keys.moves(partition), sign, str(len(entries)))
+        for sign, entries in moved.items()
     ]
-    for key, entries in group_logs.items():
-        commands += [("LPUSH", key, *entries), ("LTRIM", key, "0", str(SEGMENT_LOG_LENGTH - 1))]
+    logs: dict[str, list[bytes]] = {}
+    for sign, entries in moved.items():
+        name = sign[1:]
+        key = (
+            keys.cluster_log(partition, name[1:])
+            if name.startswith("@")
+            else keys.segment_log(partition, name)
+        )
+        logs.setdefault(key, []).extend(entries)
+    trimmed = str(SEGMENT_LOG_LENGTH - 1)
+    for key, entries in logs.items():
+        commands += [("LPUSH", key, *entries), ("LTRIM", key, "0", trimmed)]
+    kept = str(user_changes_kept - 1)
     for user_id, entries in user_logs.items():
         key = keys.user_log(partition, user_id)
-        commands += [("LPUSH", key, *entries), ("LTRIM", key, "0", str(USER_LOG_LENGTH - 1))]
+        commands += [("LPUSH", key, *entries[-user_changes_kept:]), ("LTRIM", key, "0", kept)]
     gone = [keys.user_log(partition, user_id) for user_id in expired]
     if gone:
         commands.append(("DEL", *gone))

@@ -21,7 +21,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from processors._core import FEATURE_NAMES, User
-from state.activity import activity_writes
+from state.activity import USER_LOG_LENGTH, activity_writes
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
@@ -51,11 +51,17 @@ class RedisStateStore:
     """State of record in Redis (a single node or a cluster), for the consumer `group`."""
 
     def __init__(
-        self, client: redis.Redis, keys: KeyLayout, group: str, timer_shards: int = TIMER_SHARDS
+        self,
+        client: redis.Redis,
+        keys: KeyLayout,
+        group: str,
+        timer_shards: int = TIMER_SHARDS,
+        user_changes_kept: int = USER_LOG_LENGTH,
     ) -> None:
         self.client = client
         self.keys = keys
         self.group = group
+        self.user_changes_kept = user_changes_kept
         self.timers = TimerStore(client, keys, timer_shards)
 
     def rows(self, users: Mapping[int, Iterable[str]]) -> dict[str, bytes]:
@@ -320,7 +326,9 @@ class RedisStateStore:
             gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
             commands.append(("DEL", *(key for pair in gone for key in pair)))
         if part.recorded:
-            commands += activity_writes(keys, partition, part.changes, part.expired_users)
+            commands += activity_writes(
+                keys, partition, part.changes, part.expired_users, self.user_changes_kept
+            )
         if part.timers or part.taken:
             commands += self.timers.writes(partition, part.timers, part.taken)
         if part.evaluated:

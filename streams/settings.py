@@ -213,6 +213,9 @@ class Settings(BaseSettings):
     admin_tokens: SecretStr = SecretStr("")
     """Comma-separated `name:token` pairs: tokens that sign in to the console (`/console`)
     and may publish rules there, each publication noted with the token's name."""
+    user_changes_kept: int = Field(50, ge=0, le=1_000)
+    """Segment changes kept per user for the console's profiles, the latest first; 0 keeps
+    none. Each costs about 64 bytes of Redis (docs/console.md)."""
     dev_mode: bool = False
     """Development only: with no write keys set the collector takes every call, with no
     tokens set the read API answers everyone. `segstream dev env` turns it on."""

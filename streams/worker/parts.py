@@ -84,7 +84,9 @@ def build_parts(settings: Settings) -> WorkerParts:
     on this broker), an idempotent producer and the feeds."""
     client = redis_client(settings, socket_connect_timeout=5, socket_timeout=REDIS_TIMEOUT)
     layout = settings.key_layout()
-    store = RedisStateStore(client, layout, settings.group_id, settings.timer_shards)
+    store = RedisStateStore(
+        client, layout, settings.group_id, settings.timer_shards, settings.user_changes_kept
+    )
     protocol = group_protocol(settings)
     if protocol == "consumer":
         set_group_session(settings)

@@ -25,6 +25,7 @@ KEYS = (
     "freshness_p50_ms",
     "freshness_p99_ms",
     "redis_bytes_per_user",
+    "redis_bytes_per_user_changes",
     "lookup_p50_ms",
     "lookup_p99_ms",
     "preview_seconds",

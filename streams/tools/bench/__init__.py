@@ -33,6 +33,8 @@ and measures, against those same events:
   process (from /proc, first commit to last) and the Redis server (`INFO cpu`)
   spent per event in the one-worker run;
 - `redis_bytes_per_user`: median `MEMORY USAGE` of a user's state and labels;
+- `redis_bytes_per_user_changes`: median `MEMORY USAGE` of a user's change log
+  (`SEGSTREAM_USER_CHANGES_KEPT`, for the console's profiles);
 - `redis_bytes_per_user_sets`: `MEMORY USAGE` of every partition's segment and
   cluster membership sets and user index, per user;
 - `redis_bytes_per_timer`: `MEMORY USAGE` of the timer shards and their index

@@ -428,7 +428,7 @@ def _bytes_per_user_in_sets(settings: Settings) -> float:
 
 
 def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
-    """Median `MEMORY USAGE` of the sampled users' state, labels and change log."""
+    """Median `MEMORY USAGE` of the sampled users' state and labels."""
     client = redis_client(settings)
     keys = settings.key_layout()
     sizes = []
@@ -439,8 +439,22 @@ def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
         if state is None:
             continue  # merged into another id, or expired
         labels = client.memory_usage(keys.labels(partition, name)) or 0
-        changes = client.memory_usage(keys.user_log(partition, name)) or 0
-        sizes.append(int(state) + int(labels) + int(changes))
+        sizes.append(int(state) + int(labels))
+    client.close()
+    return float(statistics.median(sizes)) if sizes else 0.0
+
+
+def _change_log_bytes_per_user(settings: Settings, users: list[bytes]) -> float:
+    """Median `MEMORY USAGE` of the sampled users' change logs (the console's profiles; 0
+    for a user without one)."""
+    client = redis_client(settings)
+    keys = settings.key_layout()
+    sizes = []
+    for user in dict.fromkeys(users):
+        name = user.decode()
+        partition = canonical_partition(name, settings.partitions)
+        if client.exists(keys.state(partition, name)):
+            sizes.append(int(client.memory_usage(keys.user_log(partition, name)) or 0))
     client.close()
     return float(statistics.median(sizes)) if sizes else 0.0
 
@@ -802,6 +816,7 @@ def _measure(
         "freshness_p50_ms": round(freshness_p50, 1),
         "freshness_p99_ms": round(freshness_p99, 1),
         "redis_bytes_per_user": round(bytes_per_user, 1),
+        "redis_bytes_per_user_changes": round(_change_log_bytes_per_user(one, sample), 1),
         "lookup_p50_ms": round(lookup_p50, 2),
         "lookup_p99_ms": round(lookup_p99, 2),
         "preview_seconds": round(preview_seconds, 2),

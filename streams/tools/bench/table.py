@@ -38,6 +38,7 @@ _ROWS = (
     ("freshness p50 at half load", "freshness_p50_ms", "ms"),
     ("freshness p99 at half load", "freshness_p99_ms", "ms"),
     ("Redis per user (median)", "redis_bytes_per_user", "bytes"),
+    ("  and its last 50 changes for the console (median)", "redis_bytes_per_user_changes", "bytes"),
     ("Redis commands per event", "redis_commands_per_event", "commands"),
     ("Redis bytes written per event", "redis_bytes_per_event", "bytes"),
     ("worker CPU per event", "worker_cpu_us_per_event", "µs"),
