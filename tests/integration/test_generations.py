@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import orjson
 import pytest
@@ -127,6 +128,24 @@ def told_once(settings, users, deadline):
     return changes
 
 
+def assert_moves_count_the_published_changes(settings):
+    """The console's moves (`state.activity`) count each published change once (a batch
+    redone after a kill publishes its changes again, with the same versions), and none of
+    those a rebuild replayed."""
+    client = redis_client(settings)
+    keys = settings.key_layout()
+    counted: Counter[str] = Counter()
+    for partition in range(settings.partitions):
+        for name, count in client.hgetall(keys.moves(partition)).items():
+            counted[name.decode()] += int(count)
+    published = map(orjson.loads, (m.value() for m in read_topic(settings, settings.changes_topic)))
+    expected: Counter[str] = Counter()
+    for change in {(c["user_id"], c["version"]): c for c in published}.values():
+        expected.update(f"+{segment}" for segment in change["entered"])
+        expected.update(f"-{segment}" for segment in change["exited"])
+    assert counted == expected
+
+
 def built_events(settings, keys):
     counters = ReadModel(redis_client(settings), keys).counters()
     return sum(counters.get(name, 0) for name in ("events", "duplicates", "dead_letters"))
@@ -215,6 +234,7 @@ def test_a_build_from_history_equals_a_run_from_scratch_through_kills_and_rebala
     assert in_force(live).generation == 1
     assert export(live) == export(reference)
     assert labels(live, built) == {u: (now[u][0], seen[u][1] + (u in differ)) for u in seen}
+    assert_moves_count_the_published_changes(live)
 
 
 def test_a_backfill_is_refused_when_the_topic_lost_history_the_rules_read(
