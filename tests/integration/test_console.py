@@ -208,6 +208,7 @@ def test_segments_page_shows_the_api_s_sizes_and_refreshes_itself(console, brows
     for segment in listed["segments"]:
         row = page.locator(f'tr[data-segment="{segment["name"]}"]')
         expect(row.locator(".size")).to_have_text(f"{segment['size']:,}")
+        expect(row.locator("svg.chart")).to_have_count(2)  # a day by minute, 30 days by hour
         entered, left = re.findall(r"[+-]([\d,]+)", row.locator("td").nth(2).inner_text())
         # the store began within the hour: what entered less what left is who is in
         assert int(entered.replace(",", "")) - int(left.replace(",", "")) == segment["size"]

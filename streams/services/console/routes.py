@@ -105,6 +105,9 @@ class SegmentRow:
     day: tuple[int, int]
     state: str
     trend: list[tuple[float, int]]
+    """The size at each minute's sample of the last 24 hours."""
+    month: list[tuple[float, int]]
+    """The size at each hour's sample of the last 30 days."""
 
 
 async def _signed_in(request: Request) -> Viewer:
@@ -167,7 +170,7 @@ def add_console(app: FastAPI, sources: ConsoleSources) -> None:
         view = await sources.segments()
         partitions = await lookups.partitions()
         now_moves, minutes, hours = await asyncio.gather(
-            activity.moves(partitions), activity.series("m", MINUTES), activity.series("h", 25)
+            activity.moves(partitions), activity.series("m", MINUTES), activity.series("h", HOURS)
         )
         samples = sorted([*hours, *minutes], key=lambda sample: sample.time)
         now = time.time()
@@ -181,6 +184,7 @@ def add_console(app: FastAPI, sources: ConsoleSources) -> None:
                 moved_since(samples, now_moves, segment.name, _DAY, now),
                 _readiness(segment.ready, segment.waiting_for, segment.exact),
                 _trend(minutes, segment.name),
+                _trend(hours, segment.name),
             )
             for segment in view.segments
         ]
@@ -195,6 +199,7 @@ def add_console(app: FastAPI, sources: ConsoleSources) -> None:
                 moved_since(samples, now_moves, f"@{cluster.id}", _DAY, now),
                 "ready",
                 _trend(minutes, f"@{cluster.id}"),
+                _trend(hours, f"@{cluster.id}"),
             )
             for cluster in view.clusters
         ]
