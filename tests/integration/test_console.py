@@ -275,6 +275,9 @@ def test_ids_and_traits_holding_markup_are_shown_as_text(console, browser):
     assert page.evaluate("window.__owned") is None
     assert page.locator("main script").count() == 0
     assert page.locator("main img").count() == 0
+    page.fill("input[name=id]", "x" * 300)
+    page.press("input[name=id]", "Enter")
+    expect(page.locator("main .problem")).to_have_text("an id is at most 256 characters")
 
 
 def test_an_invalid_edit_shows_the_cli_s_error_with_its_line(console, browser, tmp_path):

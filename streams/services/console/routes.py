@@ -58,6 +58,8 @@ TEMPLATES = Jinja2Templates(directory=_HERE / "templates")
 RULES_SOURCE = "rules.yaml"
 """The name errors give an edited rules file, as `segstream rules validate rules.yaml`."""
 _MAX_RULES_BYTES = 256 * 1024
+_MAX_USER_ID = 256
+"""The longest id the read API looks up."""
 _MEMBERS_PAGE = 50
 _LATEST_MOVES = 50
 _HISTORY_SHOWN = 50
@@ -272,9 +274,15 @@ def add_console(app: FastAPI, sources: ConsoleSources) -> None:
     async def profile_page(
         request: Request,
         viewer: SignedIn,
-        id: Annotated[str, Query(max_length=256)] = "",
+        id: str = "",
     ) -> HTMLResponse:
         searched = id.strip()
+        if len(searched) > _MAX_USER_ID:
+            answer = page(
+                request, "missing.html", viewer, what=f"an id is at most {_MAX_USER_ID} characters"
+            )
+            answer.status_code = 422
+            return answer
         found = await sources.user(searched) if searched else None
         changes: list[LoggedChange] = []
         if found is not None:

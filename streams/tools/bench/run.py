@@ -427,8 +427,9 @@ def _bytes_per_user_in_sets(settings: Settings) -> float:
     return memory / max(sum(int(count) for count in answers[len(names) :]), 1)
 
 
-def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
-    """Median `MEMORY USAGE` of the sampled users' state and labels."""
+def _bytes_per_user(settings: Settings, users: list[bytes], *, changes: bool = False) -> float:
+    """Median `MEMORY USAGE` of the sampled stored users' state and labels, or with
+    `changes` of their change logs (the console's profiles; 0 for a user without one)."""
     client = redis_client(settings)
     keys = settings.key_layout()
     sizes = []
@@ -438,23 +439,10 @@ def _bytes_per_user(settings: Settings, users: list[bytes]) -> float:
         state = client.memory_usage(keys.state(partition, name))
         if state is None:
             continue  # merged into another id, or expired
-        labels = client.memory_usage(keys.labels(partition, name)) or 0
-        sizes.append(int(state) + int(labels))
-    client.close()
-    return float(statistics.median(sizes)) if sizes else 0.0
-
-
-def _change_log_bytes_per_user(settings: Settings, users: list[bytes]) -> float:
-    """Median `MEMORY USAGE` of the sampled users' change logs (the console's profiles; 0
-    for a user without one)."""
-    client = redis_client(settings)
-    keys = settings.key_layout()
-    sizes = []
-    for user in dict.fromkeys(users):
-        name = user.decode()
-        partition = canonical_partition(name, settings.partitions)
-        if client.exists(keys.state(partition, name)):
+        if changes:
             sizes.append(int(client.memory_usage(keys.user_log(partition, name)) or 0))
+        else:
+            sizes.append(int(state) + int(client.memory_usage(keys.labels(partition, name)) or 0))
     client.close()
     return float(statistics.median(sizes)) if sizes else 0.0
 
@@ -816,7 +804,7 @@ def _measure(
         "freshness_p50_ms": round(freshness_p50, 1),
         "freshness_p99_ms": round(freshness_p99, 1),
         "redis_bytes_per_user": round(bytes_per_user, 1),
-        "redis_bytes_per_user_changes": round(_change_log_bytes_per_user(one, sample), 1),
+        "redis_bytes_per_user_changes": round(_bytes_per_user(one, sample, changes=True), 1),
         "lookup_p50_ms": round(lookup_p50, 2),
         "lookup_p99_ms": round(lookup_p99, 2),
         "preview_seconds": round(preview_seconds, 2),
