@@ -4,6 +4,7 @@ inputs change."""
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ from processors.classifier import Classifier
 from processors.events import EventKind
 from processors.examples import Example, unpack_examples
 from processors.model import (
+    Cluster,
     ClusterAssigner,
+    ModelSnapshot,
     PredictionModel,
 )
 from processors.prediction_training import PredictionLearner, Predictions
@@ -333,3 +336,42 @@ def test_a_prediction_whose_learning_diverged_is_left_out_of_the_snapshot():
         predictions.learn(Example("u", name, 0, 90, inputs, None, 1.0))
     predictions.learners["churn_90d"].classifier._weights.update({"orders_lifetime": math.inf})
     assert set(predictions.models()) == {"purchase_30d"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(sent=streams, tail=st.integers(0, 100 * DAY), size=st.integers(1, 6))
+def test_taking_examples_moves_no_one_sooner_or_later(sent, tail, size):
+    """Predictions on or off, users enter and leave segments and move between clusters at
+    the same moments: a midnight's timer with nothing else due only takes the snapshot."""
+    snapshot = ModelSnapshot(
+        version=1,
+        generation=1,
+        reason="initial",
+        created_at=0.0,
+        features=("days_since_last_seen", "orders_lifetime"),
+        mean=(0.0, 0.0),
+        std=(1.0, 1.0),
+        clusters=(
+            Cluster(id="c1", name="recent", centroid=(0.0, 0.0), share=0.5),
+            Cluster(id="c2", name="lapsing", centroid=(20.0, 1.0), share=0.5),
+        ),
+        min_events=0,
+        quantiles={},
+    )
+    shop = parse_rules(Path("processors/rules/default.yaml").read_text(encoding="utf-8"))
+    ordered = sorted(sent, key=lambda s: s[2])
+    actions = [
+        Action(user, f"m{n}", KINDS[kind], float(START + offset), value=value)
+        for n, (user, kind, offset, value) in enumerate(ordered)
+    ]
+    items = [*actions, Advance(float(START + ordered[-1][2] + tail))]
+    moves = []
+    for examples in (False, True):
+        classifier = Classifier.of(shop, ClusterAssigner(snapshot), examples=examples)
+        changes, _, _ = run_as_worker(
+            items, classifier, lateness=0.0, batch_sizes=[size] * len(items), delay=0.0
+        )
+        moves.append(
+            [(c.user_id, c.entered, c.exited, c.cluster, c.event_time, c.reason) for c in changes]
+        )
+    assert moves[0] == moves[1]

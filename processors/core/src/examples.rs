@@ -78,6 +78,10 @@ pub struct Examples {
     /// The latest UTC day with a behavioural event that neither `history` nor the
     /// profile's day buckets hold any more.
     pub before: Option<i64>,
+    /// When the user's timer is next due for anything but a snapshot (their rules,
+    /// clustering features or expiry), as of their latest evaluation: `None` while not
+    /// known, `Some(None)` for never. A midnight before it only takes a snapshot.
+    pub others_due: Option<Option<i64>>,
 }
 
 impl Default for Examples {
@@ -86,6 +90,7 @@ impl Default for Examples {
             pending: Vec::new(),
             history: SlidingCounts::new(DAY, HISTORY_DAYS),
             before: None,
+            others_due: None,
         }
     }
 }
@@ -94,14 +99,38 @@ impl Examples {
     /// The snapshot taken at the UTC midnight starting `day` of a user whose state is
     /// `profile`, with the predictions made then (NaN while gated).
     pub fn take(&mut self, profile: &Profile, day: i64, predicted: [f64; PREDICTIONS.len()]) {
+        if self.pending.last().is_some_and(|last| last.day >= day) {
+            return; // taken already
+        }
         if self.pending.is_empty() {
             *self = Examples {
                 before: profile.last_seen.map(|moment| moment.div_euclid(DAY)),
+                others_due: self.others_due,
                 ..Examples::default()
             };
         }
         self.pending
             .push(Pending::new(day, predicted.map(|v| v as f32)));
+    }
+
+    /// The UTC midnight of the user's next snapshot, evaluated as of `as_of`: the first
+    /// after it and after the latest taken.
+    ///
+    /// ```
+    /// use _core::examples::Examples;
+    /// use _core::profile::{Profile, DAY};
+    /// let mut examples = Examples::default();
+    /// assert_eq!(examples.next_snapshot(3.5 * DAY as f64), 4 * DAY);
+    /// examples.take(&Profile::default(), 5, [f64::NAN; 3]);
+    /// assert_eq!(examples.next_snapshot(3.5 * DAY as f64), 6 * DAY);
+    /// ```
+    pub fn next_snapshot(&self, as_of: f64) -> i64 {
+        let after = as_of.div_euclid(DAY as f64) as i64 + 1;
+        let day = self
+            .pending
+            .last()
+            .map_or(after, |last| after.max(last.day + 1));
+        day * DAY
     }
 
     /// Keep the day buckets a profile pruned at `as_of` while examples are pending, and

@@ -2,11 +2,12 @@
 //!
 //! Version 2 (written now) is `[2, profile, segments, version, as_of, recent, linked,
 //! absorbed, alias_of, cluster, model_version, due, examples]`, `examples` (`[history,
-//! before, [[first_day, days, early_done], ...], predicted]`: the day buckets kept for
-//! the inputs, as the profile's, the latest day with an event they no longer hold, the
-//! pending days as runs of consecutive days, and nil while every prediction was gated or
-//! one `[prediction, ...]` (32-bit floats, nil for a gated one) or nil per pending day)
-//! only when the user has pending examples; version 1 rows, written before
+//! before, [[first_day, days, early_done], ...], predicted, others_due]`: the day buckets
+//! kept for the inputs, as the profile's, the latest day with an event they no longer
+//! hold, the pending days as runs of consecutive days, nil while every prediction was
+//! gated or one `[prediction, ...]` (32-bit floats, nil for a gated one) or nil per
+//! pending day, and when the user's timer is next due for anything but a snapshot (nil:
+//! never; left out while not known)) only when the user has pending examples; version 1 rows, written before
 //! rows carried their version, are the same array without the leading `2` (and may
 //! lack the last three fields). `profile` is `[minutes, hours, days, categories,
 //! sessions, purchase_days, orders, events, first_seen, last_seen, last_order,
@@ -249,8 +250,11 @@ impl Reader<'_> {
     }
 
     fn examples(&mut self) -> Result<Examples, RowError> {
-        if self.array()? != 4 {
-            return Err(bad("examples are [history, before, days, predicted]"));
+        let fields = self.array()?;
+        if !(4..=5).contains(&fields) {
+            return Err(bad(
+                "examples are [history, before, days, predicted, others_due]",
+            ));
         }
         let mut examples = Examples::default();
         self.counts(&mut examples.history)?;
@@ -290,6 +294,9 @@ impl Reader<'_> {
                     };
                 }
             }
+        }
+        if fields == 5 {
+            examples.others_due = Some(self.int_or_nil()?);
         }
         Ok(examples)
     }
@@ -478,7 +485,8 @@ pub fn encode(user: &User) -> Vec<u8> {
 }
 
 fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
-    mp::write_array_len(w, 4).expect("writing to a Vec");
+    let fields = 4 + u32::from(examples.others_due.is_some());
+    mp::write_array_len(w, fields).expect("writing to a Vec");
     write_counts(w, &examples.history);
     write_int_or_nil(w, examples.before);
     let mut runs: Vec<(i64, i64, bool)> = Vec::new();
@@ -497,13 +505,20 @@ fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
         mp::write_sint(w, days).expect("writing to a Vec");
         mp::write_bool(w, early_done).expect("writing to a Vec");
     }
+    write_predicted(w, &examples.pending);
+    if let Some(others_due) = examples.others_due {
+        write_int_or_nil(w, others_due);
+    }
+}
+
+fn write_predicted(w: &mut Vec<u8>, pending: &[Pending]) {
     let gated = |p: &Pending| p.predicted.iter().all(|v| v.is_nan());
-    if examples.pending.iter().all(gated) {
+    if pending.iter().all(gated) {
         mp::write_nil(w).expect("writing to a Vec");
         return;
     }
-    mp::write_array_len(w, examples.pending.len() as u32).expect("writing to a Vec");
-    for p in &examples.pending {
+    mp::write_array_len(w, pending.len() as u32).expect("writing to a Vec");
+    for p in pending {
         if gated(p) {
             mp::write_nil(w).expect("writing to a Vec");
             continue;

@@ -306,6 +306,21 @@ pub fn run_partition(
     Ok(pass.step)
 }
 
+/// The user's next due time as of their latest evaluation: [`next_due`], or their next
+/// snapshot sooner when users take examples (which remembers the other, see
+/// [`crate::examples::Examples::others_due`]).
+fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Option<i64> {
+    let rules = &classifier.rules;
+    let clustered = &classifier.clustered;
+    let others = next_due(&user.profile, user.as_of, rules, clustered, retention);
+    if !classifier.examples || user.profile.last_seen.is_none() {
+        return others;
+    }
+    user.examples.others_due = Some(others);
+    let next = user.examples.next_snapshot(user.as_of);
+    Some(others.map_or(next, |others| others.min(next)))
+}
+
 /// Evaluate one user's rules; the change, if their segments moved. Evaluation never goes
 /// back in time: it is as of the later of `as_of`, the user's latest event and their
 /// previous evaluation.
@@ -393,14 +408,7 @@ pub fn relabel(
     }
     for user_id in &ids {
         let user = &mut users[user_id];
-        let due = next_due(
-            &user.profile,
-            user.as_of,
-            rules,
-            &classifier.clustered,
-            retention,
-            classifier.examples,
-        );
+        let due = timer_of(user, classifier, retention);
         if due != user.due {
             user.due = due;
             timers.insert(user_id.clone(), due);
@@ -590,15 +598,21 @@ impl Pass<'_> {
             self.drop_timer(user_id);
             return;
         }
+        let snapshot = self.classifier.examples && moment.rem_euclid(DAY) == 0;
+        let others_due = user.examples.others_due;
+        if snapshot && others_due.is_some_and(|due| due.is_none_or(|due| due > moment)) {
+            // nothing but the snapshot is due: the rules and clusters are as they were
+            self.snapshot(user_id, moment);
+            let user = &self.step.users[user_id];
+            let next = user.examples.next_snapshot(moment as f64);
+            let due = others_due.flatten().map_or(next, |others| others.min(next));
+            self.set_due(user_id, Some(due));
+            return;
+        }
         let change = evaluate(user_id, user, self.rules, Reason::Time, Some(moment as f64));
         self.step.changes.extend(change);
-        if self.classifier.examples && moment.rem_euclid(DAY) == 0 {
-            let today = moment.div_euclid(DAY);
-            let matured = user.examples.mature(user_id, &user.profile, today);
-            self.step.examples.extend(matured);
-            let mut reading = Reading::new(&user.profile, moment as f64, self.rules.cart_after);
-            let predicted = self.rules.predictor.predict(&mut reading);
-            user.examples.take(&user.profile, today, predicted);
+        if snapshot {
+            self.snapshot(user_id, moment);
         }
         self.step
             .touched
@@ -607,21 +621,27 @@ impl Pass<'_> {
         self.reschedule(user_id);
     }
 
+    /// Mature the user's examples whose horizon the UTC midnight `moment` reaches, and
+    /// take their snapshot (see [`crate::examples`]).
+    fn snapshot(&mut self, user_id: &str, moment: i64) {
+        let user = self.step.users.get_mut(user_id).expect("a loaded user");
+        let today = moment.div_euclid(DAY);
+        let matured = user.examples.mature(user_id, &user.profile, today);
+        self.step.examples.extend(matured);
+        let mut reading = Reading::new(&user.profile, moment as f64, self.rules.cart_after);
+        let predicted = self.rules.predictor.predict(&mut reading);
+        user.examples.take(&user.profile, today, predicted);
+    }
+
     fn reschedule(&mut self, user_id: &str) {
         self.stale.shift_remove(user_id);
-        let user = &self.step.users[user_id];
-        if user.alias_of.is_some() || self.step.expired.iter().any(|u| u == user_id) {
+        if self.step.users[user_id].alias_of.is_some()
+            || self.step.expired.iter().any(|u| u == user_id)
+        {
             return;
         }
-        let clustered = &self.classifier.clustered;
-        let due = next_due(
-            &user.profile,
-            user.as_of,
-            self.rules,
-            clustered,
-            self.retention,
-            self.classifier.examples,
-        );
+        let user = self.step.users.get_mut(user_id).expect("a loaded user");
+        let due = timer_of(user, self.classifier, self.retention);
         self.set_due(user_id, due);
     }
 
@@ -691,7 +711,10 @@ impl Pass<'_> {
                 .extend(evaluate(user_id, user, rules, reason, None));
             let flips = rules.computed_flips(&user.profile, &counted, user.as_of);
             if flips.is_finite() && user.due.is_none_or(|due| flips.ceil() < due as f64) {
-                sooner = Some(flips.ceil() as i64);
+                let flip = flips.ceil() as i64;
+                sooner = Some(flip);
+                let others = &mut user.examples.others_due;
+                *others = others.map(|due| Some(due.map_or(flip, |due| due.min(flip))));
             }
         } else {
             // what the rules read is as it was: their answer too

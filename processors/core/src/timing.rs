@@ -350,19 +350,18 @@ fn settled(value: f64, op: Op, threshold: f64) -> bool {
     }
 }
 
-/// The user's next timer as of their latest evaluation (whole epoch seconds), or `None`:
-/// the earliest time at which a rule's condition may change, one of the `refreshed`
-/// features (the clustering features) changes as windows slide (on the weekly grid), the
-/// next UTC midnight when users take `daily` examples, or the user expires after
-/// `retention` seconds without events. It may come early, never late. Clock features
-/// among `refreshed` go along with the others.
+/// The user's next timer as of their latest evaluation (whole epoch seconds) for anything
+/// but a snapshot (see [`crate::examples`]), or `None`: the earliest time at which a
+/// rule's condition may change, one of the `refreshed` features (the clustering features)
+/// changes as windows slide (on the weekly grid), or the user expires after `retention`
+/// seconds without events. It may come early, never late. Clock features among
+/// `refreshed` go along with the others.
 pub fn next_due(
     profile: &Profile,
     as_of: f64,
     rules: &RuleSet,
     refreshed: &[usize],
     retention: f64,
-    daily: bool,
 ) -> Option<i64> {
     let mut reading = Reading::new(profile, as_of, rules.cart_after);
     let mut horizons = Horizons {
@@ -381,9 +380,6 @@ pub fn next_due(
     }
     if let Some(last_seen) = profile.last_seen {
         moment = moment.min((last_seen as f64 + retention).max(as_of) + 1.0);
-        if daily {
-            moment = moment.min(crate::predictions::next_midnight(as_of));
-        }
     }
     moment.is_finite().then(|| moment.ceil() as i64)
 }
@@ -438,7 +434,7 @@ mod tests {
         assert_eq!(segments(&rules), ["Busy"]);
         // 2 >= 1 until day 31, but the store's index of values, which a moving threshold
         // reads, must follow the change at day 30 as well
-        let due = next_due(&profile, 90_000.0, &rules, &[], f64::INFINITY, false);
+        let due = next_due(&profile, 90_000.0, &rules, &[], f64::INFINITY);
         assert_eq!(due, Some(30 * 86_400));
         let user = crate::user::User {
             profile,
@@ -470,7 +466,7 @@ mod tests {
                     {{"name": "S", "group": null, "condition": {condition}}}]}}"#
             );
             let rules = RuleSet::from_json(&ir, &[]).unwrap();
-            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY, false)
+            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY)
         };
         // no order to lose; one page, which can only fall further from 5; a trait
         assert_eq!(
@@ -503,7 +499,7 @@ mod tests {
                     "value": {value:?}}}}}]}}"#
             );
             let rules = RuleSet::from_json(&ir, &[]).unwrap();
-            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY, false).is_some()
+            next_due(&profile, 1_000.0, &rules, &[], f64::INFINITY).is_some()
         };
         // 1 can only fall to 0: these keep their truth
         for (op, value) in [(">", 1.0), (">", 5.0), (">=", 5.0), ("==", 5.0)] {

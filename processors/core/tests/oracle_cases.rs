@@ -315,7 +315,7 @@ fn a_user_is_due_before_any_segment_can_change() {
     for stream in &cases().streams {
         for moment in &stream.moments {
             let profile = until(stream, moment.at);
-            let due = next_due(&profile, moment.at, rules, &[], f64::INFINITY, false);
+            let due = next_due(&profile, moment.at, rules, &[], f64::INFINITY);
             let now = segments_at(&profile, moment.at);
             let end = due.map_or(moment.at + (400 * DAY) as f64, |d| d as f64);
             assert!(end > moment.at, "due {end} at {}", moment.at);
@@ -348,21 +348,14 @@ fn a_user_is_due_at_their_expiry_and_on_the_refresh_grid() {
                 continue;
             };
             let expiry = (last_seen as f64 + retention).max(moment.at) + 1.0;
-            let due = next_due(&profile, moment.at, &rules, &[], retention, false);
+            let due = next_due(&profile, moment.at, &rules, &[], retention);
             assert_eq!(due, Some(expiry.ceil() as i64));
             let slid = numeric_features()
                 .iter()
                 .filter(|&&i| !CLOCKS.contains(&FEATURES[i].0))
                 .map(|&i| feature_changes_at(&profile, i, moment.at, CART_AFTER))
                 .fold(f64::INFINITY, f64::min);
-            let refreshed = next_due(
-                &profile,
-                moment.at,
-                &rules,
-                numeric_features(),
-                retention,
-                false,
-            );
+            let refreshed = next_due(&profile, moment.at, &rules, numeric_features(), retention);
             let week = (7 * DAY) as f64; // refreshes fall on a weekly grid from the epoch
             let grid = (slid / week).ceil() * week;
             assert_eq!(refreshed, Some(expiry.min(grid).ceil() as i64));
