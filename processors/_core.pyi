@@ -12,6 +12,8 @@ PREDICTION_INPUTS: Final[tuple[str, ...]]
 """What every prediction reads, in coefficient order (docs/predictions.md)."""
 PREDICTION_HORIZON_DAYS: Final[tuple[int, ...]]
 """Each prediction's horizon in days, in `PREDICTIONS` order."""
+LABEL_EVERY_DAYS: Final[int]
+"""Examples are labelled at the UTC midnights of the days since the epoch this divides."""
 """Every numeric feature, in the fixed order of feature vectors."""
 TEXT_FEATURES: Final[tuple[str, ...]]
 """Features whose value is a name; `""` when unknown."""

@@ -1,8 +1,9 @@
 """Labelled point-in-time examples and their wire form on the `examples` topic.
 
 At every UTC midnight `D` of event time each live user takes a snapshot of the
-prediction inputs and of the predictions made then; 30 and 90 days later its
-timer labels it from the user's state (docs/predictions.md), and the worker
+prediction inputs and of the predictions made then; the first labelling midnight
+(every 7th day) 30 and 90 days on labels it from the user's state
+(docs/predictions.md), and the worker
 publishes the labelled examples, many to a message, which the core packs
 (`processors/core/src/examples.rs`). An example is known by its user, prediction
 and day; a batch done again after a failure publishes the same ones again,

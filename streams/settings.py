@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     predictions: bool = False
     """Whether every user takes a point-in-time example at each UTC midnight of event time,
     labelled 30 and 90 days later for the trainer to learn the predictions from
-    (docs/predictions.md): a timer and a state write per user per day."""
+    (docs/predictions.md): a timer and a state write per user per week."""
     cold_start_events: int = Field(5, ge=0)
     """Events a user needs before joining a cluster; fewer means `cold-start`."""
     recluster_seconds: float = Field(900, ge=0)

@@ -600,6 +600,15 @@ def prediction_inputs(events: list[Event], as_of: float) -> list[float]:
     return [*named, float(idle), float(tenure), float(order_idle)]
 
 
+LABEL_EVERY_DAYS = 7
+
+
+def labelled_on(day: int) -> int:
+    """The UTC day (days since the epoch) whose midnight gives the labels of a horizon at
+    the start of `day`: the first on or after it that `LABEL_EVERY_DAYS` divides."""
+    return day + -day % LABEL_EVERY_DAYS
+
+
 def label(prediction: str, events: list[Event], day: int) -> float:
     """The outcome of the example taken at the UTC midnight starting `day`: an order on a
     day within 30 days from it (`purchase_30d`, 1 or 0), no behavioural event within 90

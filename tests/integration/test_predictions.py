@@ -93,7 +93,7 @@ def expected_examples(
         first = int(min(event.timestamp for event in mine))
         for day in range(first // DAY + 1, until // DAY + 1):
             for name, horizon in zip(PREDICTIONS, PREDICTION_HORIZON_DAYS, strict=True):
-                if (day + horizon) * DAY <= until:
+                if oracle.labelled_on(day + horizon) * DAY <= until:
                     found[(user_id, name, day)] = oracle.label(name, mine, day)
     return found
 

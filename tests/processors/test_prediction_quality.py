@@ -1,5 +1,5 @@
 """Prediction quality as it is used, on purchases replayed in event-time order: the core
-takes an example of every customer at every UTC midnight and labels it 30 days later,
+takes an example of every customer at every UTC midnight and labels it 30 days on,
 the trainer learns each one as it matures, and a new model is in force every week
 (docs/predictions.md, "Quality targets"). On CDNOW's 1/10 sample, the predictions made
 as of 1997-09-30 are scored against the purchases of the following 30 days; on a
@@ -24,6 +24,7 @@ from processors.examples import Example, unpack_examples
 from processors.model import ClusterAssigner
 from processors.prediction_training import PredictionLearner, quality_of
 from processors.wire import Advance
+from tests.oracle import labelled_on
 from tests.steps import NOBODY, predicting, step
 
 DAY = 86_400
@@ -86,7 +87,7 @@ def replay(actions: list[Action], first: int, end: int) -> Iterator[Example]:
 def test_cdnow_purchase_30d_as_of_the_calibration_end_ranks_and_calibrates():
     actions = orders()
     target_day = midnight("19971001") // DAY  # the snapshot of the events up to 1997-09-30
-    end = (target_day + 30) * DAY  # its 30-day label matures then
+    end = labelled_on(target_day + 30) * DAY  # the midnight that gives its 30-day labels
     scored = {
         example.user_id: (example.predicted, example.label)
         for example in replay(actions, int(actions[0].timestamp), end)

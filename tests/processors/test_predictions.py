@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors._core import (
+    LABEL_EVERY_DAYS,
     PREDICTION_HORIZON_DAYS,
     PREDICTION_INPUTS,
     PREDICTIONS,
@@ -167,13 +168,13 @@ def test_the_core_scores_and_segments_as_the_oracle_does_at_every_moment(sent, s
             (user_id, name, day)
             for day in range(first // DAY + 1, end // DAY + 1)
             for name, horizon in zip(PREDICTIONS, PREDICTION_HORIZON_DAYS, strict=True)
-            if (day + horizon) * DAY <= end
+            if oracle.labelled_on(day + horizon) * DAY <= end
         }
         assert {e.key for e in mine} == expected_keys
         for example in mine:
             midnight = example.day * DAY
             horizon = PREDICTION_HORIZON_DAYS[PREDICTIONS.index(example.prediction)]
-            assert example.matured == example.day + horizon
+            assert example.matured == oracle.labelled_on(example.day + horizon)
             before = [e for e in events if e.timestamp < midnight]
             inputs = oracle.prediction_inputs(before, midnight)
             assert example.inputs == tuple(float(np.float32(v)) for v in inputs), example
@@ -297,20 +298,28 @@ def test_pending_examples_are_kept_in_the_row_merged_with_an_id_and_erased_with_
     assert step([Erase("u")], later.users, classifier).erased == ["u"]
 
 
-def test_examples_go_out_at_their_horizon_and_no_sooner():
+def test_examples_go_out_at_the_first_labelling_midnight_from_their_horizon_and_no_sooner():
     classifier, _ = classifier_of(6)
     bought = step([Action("u", "m1", EventKind.ORDER, START + 5.0, value=30.0)], {}, classifier)
-    assert days_later(bought.users, classifier, 30).example_count == 0
-    at_31 = days_later(bought.users, classifier, 31)
-    examples = unpack_examples(at_31.examples)
-    assert [(e.prediction, e.day - START // DAY, e.label) for e in examples] == [
-        ("purchase_30d", 1, 0.0)  # the order was on the day before the first snapshot
-    ]
-    at_91 = days_later(at_31.users, classifier, 91)
-    late = unpack_examples(at_91.examples)
-    assert all(e.matured <= START // DAY + 91 for e in late)
+    start_day = START // DAY
+    labelled = oracle.labelled_on(start_day + 1 + 30) - start_day  # the first snapshot's
+    assert labelled - (1 + 30) < LABEL_EVERY_DAYS
+    assert days_later(bought.users, classifier, labelled - 1).example_count == 0
+    at_labels = days_later(bought.users, classifier, labelled)
+    examples = unpack_examples(at_labels.examples)
+    assert (examples[0].prediction, examples[0].day - start_day, examples[0].label) == (
+        "purchase_30d",
+        1,
+        0.0,  # the order was on the day before the first snapshot
+    )
+    assert {e.matured for e in examples} == {start_day + labelled}
+    assert all(e.day + 30 <= e.matured for e in examples)
+    at_97 = days_later(at_labels.users, classifier, 97)
+    late = unpack_examples(at_97.examples)
+    assert all(e.matured <= start_day + 97 for e in late)
     churn = [e for e in late if e.prediction == "churn_90d"]
-    assert [(e.day - START // DAY, e.label) for e in churn] == [(1, 1.0)]
+    assert churn[0].day - start_day == 1  # the first snapshot, after the order
+    assert all(e.label == 1.0 for e in churn)  # no event since
 
 
 def test_a_restarted_trainer_goes_on_from_the_published_coefficients():

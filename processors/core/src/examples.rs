@@ -2,18 +2,26 @@
 //! passed.
 //!
 //! At every UTC midnight `D` of event time, each live user takes a *pending* example: the
-//! predictions the model in force made then. When the user's timer reaches
-//! `D + 30 days`, the `purchase_30d` example matures (label 1 when the user has an order
-//! on a day in `[D, D + 30 d)`); at `D + 90 days`, `churn_90d` (1 when no behavioural
-//! event in `[D, D + 90 d)`) and `revenue_90d` (the revenue of orders on days in
-//! `[D, D + 90 d)`) do, and the pending example is dropped. A timer fires before any
-//! later event of its user, so the user's state holds exactly the events before the
-//! horizon.
+//! predictions made from their state then. Its `purchase_30d` label is an order on a day
+//! in `[D, D + 30 d)`; its `churn_90d` label no behavioural event in `[D, D + 90 d)` and
+//! its `revenue_90d` label the revenue of orders on days in `[D, D + 90 d)`. Labels are
+//! given at the UTC midnights of every [`LABEL_EVERY_DAYS`]th day (days since the epoch),
+//! the first on or after the horizon, from the day buckets, so later events change no
+//! label; the pending example is dropped once its 90-day labels are out.
+//!
+//! A user's timer fires at those midnights only, every user's together; any event or
+//! timer of theirs first takes the snapshots of the midnights since their latest, from
+//! the state they had then (nothing moved it in between), so a snapshot holds exactly
+//! the events before its midnight. The predictions are those of the model in force when
+//! the snapshot is taken, at most [`LABEL_EVERY_DAYS`] days after its midnight (before
+//! any of its labels is out). The trainer learns a labelling midnight's examples as the
+//! workers produce them, in order of snapshot day, so that its order does not follow
+//! how active a user is.
 //!
 //! The inputs of an example are not kept with it: every input is a whole-day quantity, so
 //! they are computed when its label is, from the profile and the day buckets the profile
-//! let go of after its 30 days, which are kept while examples are pending (120 days: the
-//! longest horizon and a 30-day window before it).
+//! let go of after its 30 days, which are kept while examples are pending (127 days: the
+//! longest horizon, a 30-day window before it and the wait for the labelling midnight).
 //!
 //! ```
 //! use _core::events::{Event, Kind};
@@ -43,8 +51,24 @@ use crate::windows::SlidingCounts;
 /// The longest horizon: a pending example is dropped once it has passed.
 const LONGEST_DAYS: i64 = 90;
 
-/// How many days of day buckets are kept for the examples' inputs.
-pub const HISTORY_DAYS: i64 = LONGEST_DAYS + 30;
+/// Labels are given at the UTC midnights of the days since the epoch this divides (the
+/// first such midnight on or after an example's horizon), every user's together.
+pub const LABEL_EVERY_DAYS: i64 = 7;
+
+/// How many days of day buckets are kept for the examples' inputs and labels: the
+/// longest horizon, a 30-day window before it, and the wait for the labelling midnight.
+pub const HISTORY_DAYS: i64 = LONGEST_DAYS + 30 + LABEL_EVERY_DAYS;
+
+/// The UTC day whose midnight labels an example whose horizon is the start of `day`: the
+/// first day on or after it that [`LABEL_EVERY_DAYS`] divides.
+///
+/// ```
+/// use _core::examples::labelled_on;
+/// assert_eq!((labelled_on(14), labelled_on(15), labelled_on(21)), (14, 21, 21));
+/// ```
+pub fn labelled_on(day: i64) -> i64 {
+    day + (LABEL_EVERY_DAYS - day.rem_euclid(LABEL_EVERY_DAYS)) % LABEL_EVERY_DAYS
+}
 
 /// A snapshot waiting for its labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,24 +137,22 @@ impl Examples {
             .push(Pending::new(day, predicted.map(|v| v as f32)));
     }
 
-    /// The UTC midnight of the user's next snapshot, evaluated as of `as_of`: the first
-    /// after it and after the latest taken.
+    /// The first UTC day whose snapshot is still to take for a user evaluated as of
+    /// `as_of`: the day after it and after the latest taken.
     ///
     /// ```
     /// use _core::examples::Examples;
     /// use _core::profile::{Profile, DAY};
     /// let mut examples = Examples::default();
-    /// assert_eq!(examples.next_snapshot(3.5 * DAY as f64), 4 * DAY);
+    /// assert_eq!(examples.untaken(3.5 * DAY as f64), 4);
     /// examples.take(&Profile::default(), 5, [f64::NAN; 3]);
-    /// assert_eq!(examples.next_snapshot(3.5 * DAY as f64), 6 * DAY);
+    /// assert_eq!(examples.untaken(3.5 * DAY as f64), 6);
     /// ```
-    pub fn next_snapshot(&self, as_of: f64) -> i64 {
+    pub fn untaken(&self, as_of: f64) -> i64 {
         let after = as_of.div_euclid(DAY as f64) as i64 + 1;
-        let day = self
-            .pending
+        self.pending
             .last()
-            .map_or(after, |last| after.max(last.day + 1));
-        day * DAY
+            .map_or(after, |last| after.max(last.day + 1))
     }
 
     /// Keep the day buckets a profile pruned at `as_of` while examples are pending, and
@@ -174,7 +196,8 @@ impl Examples {
     }
 
     /// The examples whose horizon `today` (a UTC day) has reached, labelled from
-    /// `profile`; pending examples with every label out are dropped.
+    /// `profile` and the day buckets (later events change no label); pending examples
+    /// with every label out are dropped.
     pub fn mature(&mut self, user_id: &str, profile: &Profile, today: i64) -> Vec<Example> {
         let mut matured = Vec::new();
         for at in 0..self.pending.len() {
@@ -204,7 +227,7 @@ impl Examples {
                 matured.push(example(0, f64::from(u8::from(ordered))));
             }
             if late {
-                let active = profile.last_seen.is_some_and(|seen| seen >= p.day * DAY);
+                let active = self.behaved(profile, p.day, p.day + LONGEST_DAYS);
                 matured.push(example(1, f64::from(u8::from(!active))));
                 let (_, cents) = revenue(HORIZON_DAYS[2]);
                 matured.push(example(2, cents as f64 / 100.0));
@@ -216,6 +239,15 @@ impl Examples {
             *self = Examples::default();
         }
         matured
+    }
+
+    /// Whether the user had a behavioural event on a UTC day in `[from, to)`, which the
+    /// day buckets hold from the first pending example on.
+    fn behaved(&self, profile: &Profile, from: i64, to: i64) -> bool {
+        [&profile.days.buckets, &self.history.buckets]
+            .iter()
+            .flat_map(|b| b.range(from..to))
+            .any(|(_, counts)| counts.get(EVENTS).is_some_and(|&n| n != 0))
     }
 
     /// The [`INPUTS`] as of the UTC midnight starting `day`, from the events before it:

@@ -36,7 +36,7 @@ use indexmap::{IndexMap, IndexSet};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::events::{Event, Kind};
-use crate::examples::Example;
+use crate::examples::{labelled_on, Example, LABEL_EVERY_DAYS};
 use crate::features::{numeric_features, touched_features, Reading};
 use crate::placement::Placement;
 use crate::profile::{CART_ABANDONMENT_AFTER, DAY};
@@ -301,14 +301,19 @@ pub fn run_partition(
         user.forget_before(options.dedup_before);
         user.prune(&pass.rules.computed);
     }
+    // the trainer learns a labelling midnight's examples day by day, users interleaved
+    let key = |e: &Example| (e.matured, e.day);
+    pass.step
+        .examples
+        .sort_by(|a, b| (key(a), &a.user_id).cmp(&(key(b), &b.user_id)));
     pass.vectorise();
     pass.compare();
     Ok(pass.step)
 }
 
-/// The user's next due time as of their latest evaluation: [`next_due`], or their next
-/// snapshot sooner when users take examples (which remembers the other, see
-/// [`crate::examples::Examples::others_due`]).
+/// The user's next due time as of their latest evaluation: [`next_due`], or the next
+/// UTC midnight that labels examples sooner when users take them (which remembers the
+/// other, see [`crate::examples::Examples::others_due`]).
 fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Option<i64> {
     let rules = &classifier.rules;
     let clustered = &classifier.clustered;
@@ -317,8 +322,42 @@ fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Option<
         return others;
     }
     user.examples.others_due = Some(others);
-    let next = user.examples.next_snapshot(user.as_of);
+    let next = labels_due(user);
     Some(others.map_or(next, |others| others.min(next)))
+}
+
+/// The next UTC midnight that labels examples (see [`LABEL_EVERY_DAYS`]) after the user's
+/// latest evaluation and latest snapshot: every midnight before it has had its labels.
+fn labels_due(user: &User) -> i64 {
+    labelled_on(user.examples.untaken(user.as_of)) * DAY
+}
+
+/// Take a live user's daily snapshots (see [`crate::examples`]) of the UTC midnights by
+/// `moment` not taken yet, each with the predictions the model in force makes from their
+/// state as of that midnight, before anything later of theirs: a timer fires at each
+/// midnight that labels examples, and an event or any timer of theirs takes the days
+/// since first. A user's state cannot move between their evaluations, so a quiet user's
+/// days are taken as they were then. At most [`LABEL_EVERY_DAYS`] days back are taken (a
+/// user's timer reaches no further back; a row written without these timers starts
+/// afresh).
+pub fn take_snapshots(user: &mut User, rules: &RuleSet, moment: f64, retention: f64) {
+    if user.alias_of.is_some() || user.profile.last_seen.is_none() {
+        return;
+    }
+    let last = moment.div_euclid(DAY as f64) as i64;
+    let first = user
+        .examples
+        .untaken(user.as_of)
+        .max(last - LABEL_EVERY_DAYS + 1);
+    for today in first..=last {
+        let midnight = (today * DAY) as f64;
+        if expires(user.profile.last_seen, midnight, retention) {
+            return;
+        }
+        let mut reading = Reading::new(&user.profile, midnight, rules.cart_after);
+        let predicted = rules.predictor.predict(&mut reading);
+        user.examples.take(&user.profile, today, predicted);
+    }
 }
 
 /// Evaluate one user's rules; the change, if their segments moved. Evaluation never goes
@@ -551,6 +590,7 @@ impl Pass<'_> {
             self.step.erased.remove(at); // back after a tombstone: a new user
             self.step.users.insert(user_id.to_string(), User::default());
         }
+        self.snapshots(user_id, moment);
         Ok(())
     }
 
@@ -592,28 +632,28 @@ impl Pass<'_> {
 
     fn fire(&mut self, user_id: &str, moment: i64) {
         self.step.fired += 1;
+        self.snapshots(user_id, moment as f64);
         let user = self.step.users.get_mut(user_id).expect("a loaded user");
         if expires(user.profile.last_seen, moment as f64, self.retention) {
             self.expire(user_id, moment as f64);
             self.drop_timer(user_id);
             return;
         }
-        let snapshot = self.classifier.examples && moment.rem_euclid(DAY) == 0;
-        let others_due = user.examples.others_due;
-        if snapshot && others_due.is_some_and(|due| due.is_none_or(|due| due > moment)) {
-            // nothing but the snapshot is due: the rules and clusters are as they were
-            self.snapshot(user_id, moment);
-            let user = &self.step.users[user_id];
-            let next = user.examples.next_snapshot(moment as f64);
-            let due = others_due.flatten().map_or(next, |others| others.min(next));
-            self.set_due(user_id, Some(due));
-            return;
+        if self.classifier.examples && moment.rem_euclid(LABEL_EVERY_DAYS * DAY) == 0 {
+            let today = moment.div_euclid(DAY);
+            let matured = user.examples.mature(user_id, &user.profile, today);
+            self.step.examples.extend(matured);
+            let others_due = user.examples.others_due;
+            if others_due.is_some_and(|due| due.is_none_or(|due| due > moment)) {
+                // nothing but the labels is due: the rules and clusters are as they were
+                let next = labels_due(user);
+                let due = others_due.flatten().map_or(next, |others| others.min(next));
+                self.set_due(user_id, Some(due));
+                return;
+            }
         }
         let change = evaluate(user_id, user, self.rules, Reason::Time, Some(moment as f64));
         self.step.changes.extend(change);
-        if snapshot {
-            self.snapshot(user_id, moment);
-        }
         self.step
             .touched
             .entry(user_id.to_string())
@@ -621,16 +661,13 @@ impl Pass<'_> {
         self.reschedule(user_id);
     }
 
-    /// Mature the user's examples whose horizon the UTC midnight `moment` reaches, and
-    /// take their snapshot (see [`crate::examples`]).
-    fn snapshot(&mut self, user_id: &str, moment: i64) {
-        let user = self.step.users.get_mut(user_id).expect("a loaded user");
-        let today = moment.div_euclid(DAY);
-        let matured = user.examples.mature(user_id, &user.profile, today);
-        self.step.examples.extend(matured);
-        let mut reading = Reading::new(&user.profile, moment as f64, self.rules.cart_after);
-        let predicted = self.rules.predictor.predict(&mut reading);
-        user.examples.take(&user.profile, today, predicted);
+    /// Take the user's snapshots due by `moment` when users take examples (see
+    /// [`take_snapshots`]).
+    fn snapshots(&mut self, user_id: &str, moment: f64) {
+        if self.classifier.examples {
+            let user = self.step.users.get_mut(user_id).expect("a loaded user");
+            take_snapshots(user, self.rules, moment, self.retention);
+        }
     }
 
     fn reschedule(&mut self, user_id: &str) {
@@ -751,6 +788,9 @@ impl Pass<'_> {
             return Ok(());
         }
         let other = rows::decode(state)?;
+        if self.classifier.examples {
+            take_snapshots(user, rules, other.as_of, self.retention);
+        }
         user.absorbed.push(source_id.to_string());
         user.profile.merge(&other.profile);
         user.recent.extend(other.recent);
@@ -774,6 +814,7 @@ impl Pass<'_> {
         for user_id in ids {
             let user = self.user(&user_id)?;
             if user.alias_of.is_none() && !self.step.erased.contains(&user_id) {
+                self.snapshots(&user_id, until);
                 everyone.push(user_id);
             }
         }

@@ -85,6 +85,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "PREDICTION_HORIZON_DAYS",
         PyTuple::new(module.py(), horizons)?,
     )?;
+    module.add("LABEL_EVERY_DAYS", crate::examples::LABEL_EVERY_DAYS)?;
     module.add("RECENT_SECONDS", RECENT_SECONDS)?;
     Ok(())
 }
