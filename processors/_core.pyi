@@ -336,7 +336,8 @@ def run_partition(
     firing: float = ...,
 ) -> PartitionStep:
     """Apply one partition's items in order to its users, firing their timers on the way
-    (`marks`: the firing clock after each item; `opened`: before the first)."""
+    (`marks`: the firing clock after each item; `opened`: before the first). With `stored`
+    a dict, the step runs without the GIL."""
 
 def relabel(
     users: Mapping[str, User] | Mapping[str, bytes],

@@ -10,7 +10,9 @@ One iteration handles one batch end to end:
 3. load the batch's users from the store (one round trip), step each partition
    (:func:`processors._core.run_partition`, the compiled core, once per
    partition: apply, evaluate, fire timers, place in clusters, take feature
-   vectors), producing each partition's segment changes once it has stepped;
+   vectors; two partitions at a time on threads, since the step releases the
+   GIL), producing each partition's segment changes, in partition order, once
+   it has stepped;
 4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
    dead letters and relays, wait for every ack, then commit each
    partition's users, labels, counters, timers and progress in one fenced
@@ -38,6 +40,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -83,6 +86,10 @@ _RELABEL_CHUNK = 1_000
 """Longest wait between two attempts to reach Redis or the broker, in seconds."""
 _READERS_FOLLOW = 5.0
 """Seconds within which every reader reads the generation a switch made current."""
+_STEP_THREADS = 2
+"""Partitions a batch steps at a time: the core's step runs without the GIL (on a dict of
+rows), so a second partition steps on another core while this thread sends the changes
+of the one before."""
 _VECTORS_HELD = 20_000
 """Most users' feature vectors the trainer's feed holds before it sends them early."""
 
@@ -114,6 +121,8 @@ class Worker:
         """Partitions assigned beyond the state's count: the topic grew while running."""
         """The partitions assigned to this worker, by number."""
         self.checkpoint = Checkpoint(parts.store, parts.make_producer, self.owned)
+        self._stepping = ThreadPoolExecutor(_STEP_THREADS, thread_name_prefix="segstream-step")
+        """Steps partitions while this thread handles the output of those stepped before."""
         self.vectors = VectorFeed(
             settings.vector_interval_ms / 1000, _VECTORS_HELD, started=time.monotonic()
         )
@@ -223,6 +232,7 @@ class Worker:
         self.consumer.close()
         self._feed_trainer(self.vectors.take(time.monotonic()))
         self.checkpoint.close()
+        self._stepping.shutdown()
         self.parts.close_store()
         log.info("worker stopped")
 
@@ -433,19 +443,26 @@ class Worker:
         commits = []
         received = _received_counters(decoded)
         indexed = indexed_features(self.rules)
-        for number, part in decoded.partitions.items():
-            state = self.owned[number]
-            taken = due.get(number)
-            step = run_partition(
+        parts = list(decoded.partitions.items())
+        stepping = [
+            self._stepping.submit(
+                run_partition,
                 part,
                 stored,
                 self.classifier.core,
-                dedup_before=state.clock.max_event_time - self.settings.dedup_horizon_seconds,
+                dedup_before=self.owned[number].clock.max_event_time
+                - self.settings.dedup_horizon_seconds,
                 partition_users=members.get(number, ()),
                 retention=self.settings.expiry_seconds,
-                due=taken.entries if taken else (),
-                firing=state.clock.firing,
+                due=due[number].entries if number in due else (),
+                firing=self.owned[number].clock.firing,
             )
+            for number, part in parts
+        ]
+        for (number, part), stepped in zip(parts, stepping, strict=True):
+            state = self.owned[number]
+            taken = due.get(number)
+            step = stepped.result()
             self._send_changes(step.changes, stepped_at)
             self._send_examples(step.examples, step.example_count)
             vectors += step.vectors

@@ -1,10 +1,13 @@
 //! One partition's batch: the items and stored rows that go in, `run_partition`, the
 //! `PartitionStep` that comes out (users, changes, relays, timers), and `relabel`.
 
+use std::borrow::Cow;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
+use rustc_hash::FxHashMap;
 
 use super::classifier::PyClassifier;
 use super::events::PyAction;
@@ -237,10 +240,44 @@ pub(crate) fn timers_dict<'py>(
     Ok(dict)
 }
 
+/// Stored rows read out of a Python dict of ids to `User`s or their rows, for a step that
+/// runs without the GIL: the rows borrowed, a `User` encoded.
+struct RowsRead<'a>(FxHashMap<&'a str, Cow<'a, [u8]>>);
+
+impl<'a> RowsRead<'a> {
+    fn of(entries: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> PyResult<RowsRead<'a>> {
+        let mut rows = FxHashMap::default();
+        rows.reserve(entries.len());
+        for (user_id, found) in entries {
+            let row = match found.cast::<PyBytes>() {
+                Ok(row) => Cow::Borrowed(row.as_bytes()),
+                Err(_) => match found.cast::<PyUser>() {
+                    Ok(user) => Cow::Owned(rows::encode(&user.get().inner)),
+                    Err(_) => {
+                        return Err(RowError("a stored user is a User or its row".into()).into())
+                    }
+                },
+            };
+            rows.insert(user_id.cast::<PyString>()?.to_str()?, row);
+        }
+        Ok(RowsRead(rows))
+    }
+}
+
+impl Stored for RowsRead<'_> {
+    fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
+        match self.0.get(user_id) {
+            None => Ok(None),
+            Some(row) => Ok(Some((rows::decode(row)?, row.to_vec()))),
+        }
+    }
+}
+
 /// Apply one partition's items (a `PartitionBatch`, whose marks and opening firing clock
 /// are used unless `marks` are given, or a list of items) in order to its users, firing
 /// their timers on the way; the users it touched, their changes, vectors, relays and
-/// timers.
+/// timers. With `stored` a dict (of ids to rows or `User`s), the step runs without the
+/// GIL.
 #[pyfunction]
 #[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
                     retention=f64::INFINITY, marks=None, opened=f64::NEG_INFINITY,
@@ -285,8 +322,20 @@ pub(crate) fn run_partition(
         due,
         firing,
     };
-    let mut source = PyStored { mapping: stored };
-    let step = step::run_partition(items, &mut source, &classifier.get().inner, &options)?;
+    let classifier = &classifier.get().inner;
+    let step = match stored.cast::<PyDict>() {
+        Ok(stored) => {
+            // the rows read out first, so that the step runs while other threads run Python
+            // (a worker steps its partitions two at a time)
+            let entries: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = stored.iter().collect();
+            let mut rows = RowsRead::of(&entries)?;
+            py.detach(|| step::run_partition(items, &mut rows, classifier, &options))?
+        }
+        Err(_) => {
+            let mut source = PyStored { mapping: stored };
+            step::run_partition(items, &mut source, classifier, &options)?
+        }
+    };
     let packed_examples = match step.examples.is_empty() {
         true => Vec::new(),
         false => crate::examples::pack(&step.examples),
