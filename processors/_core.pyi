@@ -158,8 +158,6 @@ class SegmentChange:
     @staticmethod
     def tombstone(user_id: str, event_time: float) -> SegmentChange:
         """The record after a user's erasure."""
-    def to_json(self, processed_at: float, rules_version: str) -> bytes:
-        """The change as published on the change topic."""
 
 class FeatureVector:
     """A user's numeric features (`FEATURE_NAMES` order) as of event time `as_of`, the
@@ -213,6 +211,8 @@ class PartitionStep:
 
     users: dict[str, User]
     changes: list[SegmentChange]
+    messages: list[tuple[bytes, bytes | None]]
+    """The changes' messages on the change topic, when asked for (`published`)."""
     touched: dict[str, str]
     vectors: list[FeatureVector]
     examples: bytes
@@ -334,10 +334,18 @@ def run_partition(
     opened: float = ...,
     due: Sequence[tuple[int, str]] = (),
     firing: float = ...,
+    published: tuple[float, str] | None = None,
 ) -> PartitionStep:
     """Apply one partition's items in order to its users, firing their timers on the way
     (`marks`: the firing clock after each item; `opened`: before the first). With `stored`
-    a dict, the step runs without the GIL."""
+    a dict, the step runs without the GIL. With `published` (processed at, rules version),
+    it also makes its changes' messages on the change topic (`PartitionStep.messages`)."""
+
+def change_messages(
+    changes: Sequence[SegmentChange], processed_at: float, rules_version: str
+) -> list[tuple[bytes, bytes | None]]:
+    """Each change as a message on the change topic: the user's id as its key, and its
+    JSON document (none for an erasure's tombstone)."""
 
 def relabel(
     users: Mapping[str, User] | Mapping[str, bytes],

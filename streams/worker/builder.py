@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from confluent_kafka import Message, TopicPartition
 
-from processors._core import Relay, SegmentChange
+from processors._core import Relay
 from processors.classifier import Classifier
 from state.timer_store import DueTimers
 from streams.generations import Build
@@ -129,7 +129,11 @@ class GenerationBuilder(Worker):
         if gained:
             self._assigned(self.consumer, [TopicPartition(topic, n) for n in gained])
 
-    def _send_changes(self, changes: Sequence[SegmentChange], stepped_at: float) -> None:
+    def _published(self, stepped_at: float) -> tuple[float, str] | None:
+        """History's transitions happened already: no change event is made."""
+        return None
+
+    def _send_changes(self, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
         """History's transitions happened already: none is published."""
 
     def _send_examples(self, packed: bytes, count: int) -> None:

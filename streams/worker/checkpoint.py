@@ -116,6 +116,14 @@ class Checkpoint:
         self._produce(outgoing)
         self.producer.poll(0)
 
+    def send_keyed(self, topic: str, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Like :meth:`send`, for messages of one topic given as (key, value) pairs: a
+        partition step's change events, made by the step."""
+        producer, delivered = self.producer, self._delivered
+        for key, value in messages:
+            producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        producer.poll(0)
+
     def settle(self, timeout: float) -> None:
         """Wait up to `timeout` s for what is in flight, after an outage; raise
         :class:`DeliveryError` unless the broker acknowledged all of it."""

@@ -49,7 +49,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, Relay, SegmentChange, run_partition
+from processors._core import FeatureVector, Relay, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -456,6 +456,7 @@ class Worker:
                 retention=self.settings.expiry_seconds,
                 due=due[number].entries if number in due else (),
                 firing=self.owned[number].clock.firing,
+                published=self._published(stepped_at),
             )
             for number, part in parts
         ]
@@ -463,7 +464,7 @@ class Worker:
             state = self.owned[number]
             taken = due.get(number)
             step = stepped.result()
-            self._send_changes(step.changes, stepped_at)
+            self._send_changes(step.messages)
             self._send_examples(step.examples, step.example_count)
             vectors += step.vectors
             relays += [
@@ -507,14 +508,14 @@ class Worker:
             self._outgoing(decoded, relays), BatchCommit(commits, self.rules.label), vectors
         )
 
-    def _send_changes(self, changes: Sequence[SegmentChange], stepped_at: float) -> None:
-        """Put a partition's segment changes on their way while the next partitions step;
-        the commit waits for their acks."""
-        self.checkpoint.send(
-            outgoing.change_events(
-                changes, self.settings.changes_topic, stepped_at, self.rules.label
-            )
-        )
+    def _published(self, stepped_at: float) -> tuple[float, str] | None:
+        """What a step's change events say of it: when it was processed, by which rules."""
+        return stepped_at, self.rules.label
+
+    def _send_changes(self, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Put a partition's change events (made by its step) on their way while the next
+        partitions step; the commit waits for their acks."""
+        self.checkpoint.send_keyed(self.settings.changes_topic, messages)
 
     def _send_examples(self, packed: bytes, count: int) -> None:
         """Put a partition's labelled examples on their way, like its changes: a batch done

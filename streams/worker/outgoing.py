@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from processors._core import FeatureVector, Relay, SegmentChange
+from processors._core import FeatureVector, Relay, SegmentChange, change_messages
 from processors.events import Rejection
 from processors.vectors import pack_vectors
 from processors.wire import Headers, RelayMessage, header_map, in_cause_order
@@ -97,12 +97,8 @@ def change_events(
 ) -> list[Outgoing]:
     """The change events, keyed by user; an erasure's is a tombstone (no value)."""
     return [
-        Outgoing(
-            topic,
-            change.user_id.encode(),
-            None if change.is_tombstone else change.to_json(processed_at, rules_version),
-        )
-        for change in changes
+        Outgoing(topic, key, value)
+        for key, value in change_messages(changes, processed_at, rules_version)
     ]
 
 

@@ -1,16 +1,42 @@
 //! The change event as published on the change topic.
 //!
 //! ```
-//! use _core::changes::to_json;
+//! use _core::changes::{messages, to_json};
 //! use _core::user::Change;
 //! let json = to_json(&Change::tombstone("u1", 5.0), 6.0, "v1").unwrap();
 //! assert!(json.starts_with(br#"{"user_id":"u1","entered":[]"#));
+//! let [(key, value)] = &messages(&[Change::tombstone("u1", 5.0)], 6.0, "v1").unwrap()[..] else {
+//!     panic!("one message a change")
+//! };
+//! assert_eq!((key.as_str(), value), ("u1", &None));
 //! ```
 
 use serde_json::{json, Value};
 
 use crate::features::py_round;
 use crate::user::Change;
+
+/// A change topic message: the user's id (its key) and the change's JSON document (none
+/// for an erasure's tombstone).
+pub type Message = (String, Option<Vec<u8>>);
+
+/// The messages of `changes` on the change topic, in order.
+pub fn messages<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+    processed_at: f64,
+    rules_version: &str,
+) -> serde_json::Result<Vec<Message>> {
+    changes
+        .into_iter()
+        .map(|change| {
+            let value = match change.is_tombstone {
+                true => None,
+                false => Some(to_json(change, processed_at, rules_version)?),
+            };
+            Ok((change.user_id.clone(), value))
+        })
+        .collect()
+}
 
 /// The JSON document of `change`, its keys in the documented order.
 pub fn to_json(

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 use super::classifier::PyClassifier;
 use super::events::PyAction;
 use super::user::{PyChange, PyUser, PyVector};
+use crate::changes;
 use crate::reading::PartitionItems;
 use crate::rows::{self, RowError};
 use crate::step::{self, Item, Map, Options, Relay, Stored};
@@ -192,6 +193,8 @@ impl PyPartitionBatch {
 pub(crate) struct PyStep {
     pub(crate) users: Py<PyDict>,
     pub(crate) changes: Py<PyList>,
+    /// The changes' messages on the change topic, when asked for (see `change_messages`).
+    pub(crate) messages: Py<PyList>,
     pub(crate) touched: Py<PyDict>,
     pub(crate) vectors: Py<PyList>,
     pub(crate) placed: Vec<String>,
@@ -216,6 +219,34 @@ pub(crate) fn changes_list<'py>(
     changes: Vec<Change>,
 ) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, changes.into_iter().map(|inner| PyChange { inner }))
+}
+
+/// Each of `changes` as a message on the change topic: its key (the user's id) and its
+/// JSON document, none for a tombstone.
+#[pyfunction]
+pub(crate) fn change_messages<'py>(
+    py: Python<'py>,
+    changes: Vec<PyRef<'py, PyChange>>,
+    processed_at: f64,
+    rules_version: &str,
+) -> PyResult<Bound<'py, PyList>> {
+    let changes = changes.iter().map(|change| &change.inner);
+    let messages = changes::messages(changes, processed_at, rules_version)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    messages_list(py, messages)
+}
+
+fn messages_list<'py>(
+    py: Python<'py>,
+    messages: Vec<changes::Message>,
+) -> PyResult<Bound<'py, PyList>> {
+    let items = messages.into_iter().map(|(key, value)| {
+        (
+            PyBytes::new(py, key.as_bytes()),
+            value.map(|json| PyBytes::new(py, &json)),
+        )
+    });
+    PyList::new(py, items)
 }
 
 pub(crate) fn users_dict<'py>(
@@ -277,11 +308,12 @@ impl Stored for RowsRead<'_> {
 /// are used unless `marks` are given, or a list of items) in order to its users, firing
 /// their timers on the way; the users it touched, their changes, vectors, relays and
 /// timers. With `stored` a dict (of ids to rows or `User`s), the step runs without the
-/// GIL.
+/// GIL. With `published` (processed at, rules version), the step also makes its changes'
+/// messages on the change topic.
 #[pyfunction]
 #[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
                     retention=f64::INFINITY, marks=None, opened=f64::NEG_INFINITY,
-                    due=Vec::new(), firing=f64::NEG_INFINITY))]
+                    due=Vec::new(), firing=f64::NEG_INFINITY, published=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_partition(
     py: Python<'_>,
@@ -295,6 +327,7 @@ pub(crate) fn run_partition(
     opened: f64,
     due: Vec<(i64, String)>,
     firing: f64,
+    published: Option<(f64, String)>,
 ) -> PyResult<PyStep> {
     let read = items.cast::<PyPartitionBatch>().ok().map(Bound::borrow);
     let listed: Vec<Item> = match read {
@@ -323,17 +356,30 @@ pub(crate) fn run_partition(
         firing,
     };
     let classifier = &classifier.get().inner;
-    let step = match stored.cast::<PyDict>() {
+    let messages_of = |step: &step::Step| match &published {
+        None => Ok(Vec::new()),
+        Some((processed_at, rules_version)) => {
+            changes::messages(&step.changes, *processed_at, rules_version)
+                .map_err(|e| PyValueError::new_err(e.to_string()))
+        }
+    };
+    let (step, messages) = match stored.cast::<PyDict>() {
         Ok(stored) => {
             // the rows read out first, so that the step runs while other threads run Python
             // (a worker steps its partitions two at a time)
             let entries: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = stored.iter().collect();
             let mut rows = RowsRead::of(&entries)?;
-            py.detach(|| step::run_partition(items, &mut rows, classifier, &options))?
+            py.detach(|| {
+                let step = step::run_partition(items, &mut rows, classifier, &options)?;
+                let messages = messages_of(&step)?;
+                PyResult::Ok((step, messages))
+            })?
         }
         Err(_) => {
             let mut source = PyStored { mapping: stored };
-            step::run_partition(items, &mut source, classifier, &options)?
+            let step = step::run_partition(items, &mut source, classifier, &options)?;
+            let messages = messages_of(&step)?;
+            (step, messages)
         }
     };
     let packed_examples = match step.examples.is_empty() {
@@ -347,6 +393,7 @@ pub(crate) fn run_partition(
     Ok(PyStep {
         users: users_dict(py, step.users)?.unbind(),
         changes: changes_list(py, step.changes)?.unbind(),
+        messages: messages_list(py, messages)?.unbind(),
         touched: touched.unbind(),
         vectors: PyList::new(py, step.vectors.into_iter().map(|inner| PyVector { inner }))?
             .unbind(),

@@ -21,7 +21,7 @@ use crate::partitioner;
 use crate::profile::RECENT_SECONDS;
 use crate::rows::RowError;
 
-use batch::{relabel, run_partition, PyPartitionBatch, PyRelay, PyStep};
+use batch::{change_messages, relabel, run_partition, PyPartitionBatch, PyRelay, PyStep};
 use classifier::PyClassifier;
 use events::{decode_events, read_messages, PyAction, PyReadBatch, PyRejection, PyWatermark};
 use user::{feature_names, pack_vectors, PyCartLine, PyChange, PyUser, PyVector};
@@ -55,6 +55,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(murmur2, module)?)?;
     module.add_function(wrap_pyfunction!(canonical_partitions, module)?)?;
     module.add_function(wrap_pyfunction!(run_partition, module)?)?;
+    module.add_function(wrap_pyfunction!(change_messages, module)?)?;
     module.add_function(wrap_pyfunction!(relabel, module)?)?;
     module.add_function(wrap_pyfunction!(decode_events, module)?)?;
     module.add_function(wrap_pyfunction!(read_messages, module)?)?;

@@ -359,18 +359,6 @@ impl PyChange {
         self.inner.is_tombstone
     }
 
-    /// The change as published on the change topic (JSON).
-    fn to_json<'py>(
-        &self,
-        py: Python<'py>,
-        processed_at: f64,
-        rules_version: &str,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let json = crate::changes::to_json(&self.inner, processed_at, rules_version)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(PyBytes::new(py, &json))
-    }
-
     fn __repr__(&self) -> String {
         let c = &self.inner;
         format!(
