@@ -140,17 +140,28 @@ class GenerationBuilder(Worker):
         """The serving generation published history's examples already: none is."""
 
     def _outgoing(
-        self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]
+        self,
+        decoded: DecodedBatch,
+        relays: Sequence[tuple[Relay, int, Message]],
+        number: int,
     ) -> list[Outgoing]:
         """Only what comes of messages the live worker has not committed yet."""
         return [
             *outgoing.relays(
                 self.settings.events_topic,
                 [caused for caused in relays if self._ahead(caused[2])],
-                [forward for forward in decoded.misrouted if self._ahead(forward.message)],
+                [
+                    forward
+                    for forward in decoded.misrouted_from(number)
+                    if self._ahead(forward.message)
+                ],
             ),
             *outgoing.dead_letters(
-                [rejected for rejected in decoded.rejected if self._ahead(rejected[0])],
+                [
+                    rejected
+                    for rejected in decoded.rejected_from(number)
+                    if self._ahead(rejected[0])
+                ],
                 self.settings.dead_letter_topic,
                 self.privacy.scrub_bytes,
             ),

@@ -80,6 +80,14 @@ class DecodedBatch:
         """The message item `index` of `part` came from."""
         return self.messages[part.position(index)]
 
+    def misrouted_from(self, number: int) -> list[Misrouted]:
+        """The events to forward that partition `number` delivered."""
+        return [event for event in self.misrouted if _partition_of(event.message) == number]
+
+    def rejected_from(self, number: int) -> list[tuple[Message, Rejection]]:
+        """The messages partition `number` delivered that go to the dead-letter topic."""
+        return [rejected for rejected in self.rejected if _partition_of(rejected[0]) == number]
+
 
 def decode_batch(
     messages: Sequence[Message],

@@ -10,12 +10,12 @@ One iteration handles one batch end to end:
 3. load the batch's users from the store (one round trip), step each partition
    (:func:`processors._core.run_partition`, the compiled core, once per
    partition: apply, evaluate, fire timers, place in clusters, take feature
-   vectors; two partitions at a time on threads, since the step releases the
-   GIL), producing each partition's segment changes, in partition order, once
-   it has stepped;
-4. commit through the :class:`~streams.worker.checkpoint.Checkpoint`: produce
-   dead letters and relays, wait for every ack, then commit each
-   partition's users, labels, counters, timers and progress in one fenced
+   vectors, and write its change events; two partitions at a time on threads,
+   since the step releases the GIL);
+4. in partition order, as each partition has stepped and while the next ones
+   step, commit it through the :class:`~streams.worker.checkpoint.Checkpoint`:
+   produce its changes, dead letters and relays, wait for every ack, then
+   commit its users, labels, counters, timers and progress in one fenced
    store transaction of its own;
 5. hold the batch's feature vectors in the trainer's feed
    (:mod:`streams.worker.vector_feed`), which sends each user's latest once
@@ -40,7 +40,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -49,7 +49,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, Relay, run_partition
+from processors._core import FeatureVector, PartitionStep, Relay, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -88,8 +88,8 @@ _READERS_FOLLOW = 5.0
 """Seconds within which every reader reads the generation a switch made current."""
 _STEP_THREADS = 2
 """Partitions a batch steps at a time: the core's step runs without the GIL (on a dict of
-rows), so a second partition steps on another core while this thread sends the changes
-of the one before."""
+rows), so a second partition steps on another core while this thread commits the one
+before."""
 _VECTORS_HELD = 20_000
 """Most users' feature vectors the trainer's feed holds before it sends them early."""
 
@@ -378,7 +378,7 @@ class Worker:
                 assert committed is not None  # timers are read only where progress was committed
                 decoded.partitions[number] = PartitionBatch(number, committed - 1)
         batch = self._step_partitions(decoded, due)
-        if not self.checkpoint.commit(batch.outgoing, batch.commit):
+        if not batch.committed:
             self._rewind(list(decoded.partitions))
             return False
         backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
@@ -422,7 +422,7 @@ class Worker:
         )
 
     def _step_partitions(self, decoded: DecodedBatch, due: dict[int, DueTimers]) -> _Stepped:
-        """Run each partition's step over its items and due timers; what to commit."""
+        """Run each partition's step over its items and due timers, and commit each."""
         members = {
             number: [u for chunk in self.store.partition_users(number) for u in chunk]
             for number, part in decoded.partitions.items()
@@ -438,11 +438,6 @@ class Worker:
         }
         stored = self.store.rows(wanted)
         stepped_at = time.time()
-        relays = []
-        vectors: list[FeatureVector] = []
-        commits = []
-        received = _received_counters(decoded)
-        indexed = indexed_features(self.rules)
         parts = list(decoded.partitions.items())
         stepping = [
             self._stepping.submit(
@@ -460,6 +455,27 @@ class Worker:
             )
             for number, part in parts
         ]
+        try:
+            return self._commit_as_stepped(decoded, parts, stepping, due, stored)
+        except BaseException:
+            wait(stepping)  # no step outlives its batch
+            raise
+
+    def _commit_as_stepped(
+        self,
+        decoded: DecodedBatch,
+        parts: Sequence[tuple[int, PartitionBatch]],
+        stepping: Sequence[Future[PartitionStep]],
+        due: Mapping[int, DueTimers],
+        stored: Mapping[str, bytes],
+    ) -> _Stepped:
+        """Take each partition's step in order, send its changes and commit it, while the
+        partitions after it still step."""
+        vectors: list[FeatureVector] = []
+        commits: list[PartitionCommit] = []
+        committed = True
+        received = _received_counters(decoded)
+        indexed = indexed_features(self.rules)
         for (number, part), stepped in zip(parts, stepping, strict=True):
             state = self.owned[number]
             taken = due.get(number)
@@ -467,9 +483,7 @@ class Worker:
             self._send_changes(step.messages)
             self._send_examples(step.examples, step.example_count)
             vectors += step.vectors
-            relays += [
-                (relay, number, decoded.cause(part, relay.position)) for relay in step.relays
-            ]
+            relays = [(relay, number, decoded.cause(part, relay.position)) for relay in step.relays]
             counters = received.get(number, Counters())
             counters += Counters(
                 events=step.applied,
@@ -486,27 +500,27 @@ class Worker:
                 user_id: step.users[user_id].due if user_id in step.users else None
                 for user_id in [*(taken.sources if taken else ()), *step.timers]
             }
-            commits.append(
-                PartitionCommit(
-                    number,
-                    state.committed,
-                    state.progress(part.last + 1),
-                    rows=step.rows,
-                    labelled={user_id: step.users[user_id] for user_id in step.relabelled},
-                    changes=step.changes,
-                    counters=counters,
-                    new_users=[user_id for user_id in step.users if user_id not in stored],
-                    expired_users=[*step.expired, *step.erased],
-                    timers=timers,
-                    taken=taken,
-                    evaluated=self.rules.segment_digests if state.committed is None else {},
-                    values=indexed_values(indexed, step.users, step.rows, self.classifier.core),
-                    recorded=self.records_activity,
-                )
+            commit = PartitionCommit(
+                number,
+                state.committed,
+                state.progress(part.last + 1),
+                rows=step.rows,
+                labelled={user_id: step.users[user_id] for user_id in step.relabelled},
+                changes=step.changes,
+                counters=counters,
+                new_users=[user_id for user_id in step.users if user_id not in stored],
+                expired_users=[*step.expired, *step.erased],
+                timers=timers,
+                taken=taken,
+                evaluated=self.rules.segment_digests if state.committed is None else {},
+                values=indexed_values(indexed, step.users, step.rows, self.classifier.core),
+                recorded=self.records_activity,
             )
-        return _Stepped(
-            self._outgoing(decoded, relays), BatchCommit(commits, self.rules.label), vectors
-        )
+            commits.append(commit)
+            committed &= self.checkpoint.commit(
+                self._outgoing(decoded, relays, number), BatchCommit([commit], self.rules.label)
+            )
+        return _Stepped(committed, BatchCommit(commits, self.rules.label), vectors)
 
     def _published(self, stepped_at: float) -> tuple[float, str] | None:
         """What a step's change events say of it: when it was processed, by which rules."""
@@ -525,13 +539,19 @@ class Worker:
             metrics.EXAMPLES.inc(count)
 
     def _outgoing(
-        self, decoded: DecodedBatch, relays: Sequence[tuple[Relay, int, Message]]
+        self,
+        decoded: DecodedBatch,
+        relays: Sequence[tuple[Relay, int, Message]],
+        number: int,
     ) -> list[Outgoing]:
-        """The batch's relays, forwarded events and dead letters, to produce before commit."""
+        """Partition `number`'s relays, and the events it forwards and dead letters it
+        sends, to produce before its commit."""
         return [
-            *outgoing.relays(self.settings.events_topic, relays, decoded.misrouted),
+            *outgoing.relays(self.settings.events_topic, relays, decoded.misrouted_from(number)),
             *outgoing.dead_letters(
-                decoded.rejected, self.settings.dead_letter_topic, self.privacy.scrub_bytes
+                decoded.rejected_from(number),
+                self.settings.dead_letter_topic,
+                self.privacy.scrub_bytes,
             ),
         ]
 
@@ -779,10 +799,10 @@ def _drop_generation(store: StateStore, partitions: list[int]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Stepped:
-    """A stepped batch: the messages to produce, the store commit, and the feature vectors
-    for the trainer."""
+    """A stepped batch: whether every partition committed (none was fenced), what they
+    committed, and the feature vectors for the trainer."""
 
-    outgoing: list[outgoing.Outgoing]
+    committed: bool
     commit: BatchCommit
     vectors: list[FeatureVector]
 
