@@ -1,7 +1,8 @@
 """A batch's messages, read in offset order into each owned partition's items.
 
 The compiled core reads the batch in one call (:func:`processors._core.read_messages`):
-tracker events are decoded and judged against their partition's watermark, so
+tracker events are decoded (a large batch's on two threads, without the GIL) and judged
+in order against their partition's watermark, so
 undecodable, future and late ones are rejected with a reason (for the dead-letter
 topic), and one whose user belongs to another partition is set aside to be
 forwarded there. Control commands (advance the watermark, erase a user) and

@@ -373,11 +373,95 @@ pub(crate) struct PyReadBatch {
     pub(crate) arrival_delays: Vec<f64>,
 }
 
+/// A batch's message as first looked at: what it says of itself (none for an error).
+struct Seen<'py> {
+    message: Bound<'py, PyAny>,
+    read: Option<Read<'py>>,
+}
+
+/// A message's partition, offset, header marks and value.
+struct Read<'py> {
+    number: u32,
+    offset: i64,
+    marks: Marked,
+    value: Bound<'py, PyAny>,
+}
+
+impl<'py> Seen<'py> {
+    fn of(py: Python<'py>, message: Bound<'py, PyAny>) -> PyResult<Seen<'py>> {
+        if !message.call_method0(intern!(py, "error"))?.is_none() {
+            return Ok(Seen {
+                message,
+                read: None,
+            });
+        }
+        let read = Read {
+            number: message.call_method0(intern!(py, "partition"))?.extract()?,
+            offset: message.call_method0(intern!(py, "offset"))?.extract()?,
+            marks: marked(&message.call_method0(intern!(py, "headers"))?)?,
+            value: message.call_method0(intern!(py, "value"))?,
+        };
+        Ok(Seen {
+            message,
+            read: Some(read),
+        })
+    }
+}
+
+/// The bytes of a message's value (none read as empty).
+fn bytes_of<'a>(value: &'a Bound<'_, PyAny>) -> &'a [u8] {
+    value
+        .cast::<PyBytes>()
+        .map(|raw| raw.as_bytes())
+        .unwrap_or(b"")
+}
+
+/// Fewest plain events a batch decodes on a second thread.
+const DECODED_APART: usize = 512;
+
+/// Each plain event of `seen` (not a relay, a control command or an error) decoded, by
+/// position: on two threads without the GIL, since decoding is most of reading a batch.
+fn decode_plain(
+    py: Python<'_>,
+    seen: &[Seen<'_>],
+    max_bytes: usize,
+    keep: &decoding::Projection,
+) -> Vec<Option<Decoded>> {
+    let raws: Vec<Option<&[u8]>> = seen
+        .iter()
+        .map(|seen| match &seen.read {
+            Some(read) if !read.marks.special && !read.marks.routed => Some(bytes_of(&read.value)),
+            _ => None,
+        })
+        .collect();
+    let decode = |raws: &[Option<&[u8]>]| -> Vec<Option<Decoded>> {
+        raws.iter()
+            .map(|raw| raw.map(|raw| decoding::decode_projected(raw, max_bytes, keep)))
+            .collect()
+    };
+    py.detach(|| {
+        if raws.len() < DECODED_APART {
+            return decode(&raws);
+        }
+        let (first, second) = raws.split_at(raws.len() / 2);
+        std::thread::scope(|scope| {
+            let later = scope.spawn(|| decode(second));
+            let mut decoded = decode(first);
+            decoded.extend(later.join().expect("decoding does not panic"));
+            decoded
+        })
+    })
+}
+
+/// A plain event decoded, or why it is refused.
+type Decoded = Result<Event, decoding::Rejection>;
+
 /// Read a batch's `messages` (confluent-kafka messages) in order into the items of the
 /// partitions in `clocks` (their watermarks, moved as events are taken); messages of
 /// other partitions are skipped.
 ///
-/// Tracker events are decoded and judged here. A message marked as a relay (but a routed
+/// Tracker events are decoded here first (a large batch's on two threads, without the
+/// GIL), then judged in order. A message marked as a relay (but a routed
 /// event) or a control command is handed to `special(message, part, position)`, which
 /// adds what it carries to `part`; for a routed event it returns whether the event is to
 /// be judged (its source is new), and for any message a `Rejection` to refuse it.
@@ -405,15 +489,25 @@ pub(crate) fn read_messages(
     let mut arrival_delays = Vec::new();
     let mut owned: HashMap<u32, (Bound<'_, PyWatermark>, Bound<'_, PyPartitionBatch>)> =
         HashMap::new();
-    for (position, message) in messages.try_iter()?.enumerate() {
-        let message = message?;
-        if !message.call_method0(intern!(py, "error"))?.is_none() {
-            errors.append(&message)?;
+    let seen = messages
+        .try_iter()?
+        .map(|message| Seen::of(py, message?))
+        .collect::<PyResult<Vec<Seen<'_>>>>()?;
+    let mut decoded = decode_plain(py, &seen, max_bytes, &keep);
+    for (position, seen) in seen.iter().enumerate() {
+        let Seen { message, read } = seen;
+        let Some(Read {
+            number,
+            offset,
+            marks,
+            value,
+        }) = read
+        else {
+            errors.append(message)?;
             continue;
-        }
+        };
+        let (number, offset) = (*number, *offset);
         consumed += 1;
-        let number: u32 = message.call_method0(intern!(py, "partition"))?.extract()?;
-        let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
         if let Entry::Vacant(vacant) = owned.entry(number) {
             let Some(clock) = clocks.get_item(number)? else {
                 continue; // revoked while the batch was in flight
@@ -426,9 +520,8 @@ pub(crate) fn read_messages(
         }
         let (clock, part) = &owned[&number];
         part.borrow_mut().inner.last = offset;
-        let marks = marked(&message.call_method0(intern!(py, "headers"))?)?;
         if marks.special || marks.routed {
-            let answer = special.call1((&message, part, position))?;
+            let answer = special.call1((message, part, position))?;
             if let Ok(refused) = answer.cast::<PyRejection>() {
                 rejected.append((&message, refused))?;
                 continue;
@@ -437,12 +530,11 @@ pub(crate) fn read_messages(
                 continue;
             }
         }
-        let value = message.call_method0(intern!(py, "value"))?;
-        let raw = value
-            .cast::<PyBytes>()
-            .map(|raw| raw.as_bytes())
-            .unwrap_or(b"");
-        let event = match decoding::decode_projected(raw, max_bytes, &keep) {
+        let event = match decoded[position].take() {
+            Some(found) => found,
+            None => decoding::decode_projected(bytes_of(value), max_bytes, &keep),
+        };
+        let event = match event {
             Ok(event) => event,
             Err(refused) => {
                 part.borrow_mut().inner.replaying = Some(marks.replayed);
