@@ -150,8 +150,7 @@ class Settings(BaseSettings):
     lateness and the firing delay), in s; 0: never. Replayed messages keep a partition on
     event time."""
     timers_per_batch: int = Field(5_000, ge=1, le=1_000_000)
-    """Most due timers one batch fires, shared equally among the partitions with messages in
-    the batch or a timer due; a backlog fires over the following batches."""
+    """Most due timers one batch fires; a backlog fires over the following batches."""
     timer_shards: int = Field(4_096, ge=1, le=1_048_576)
     """Redis sorted sets each partition's timers are spread over; keep a partition's users
     below 128 times this, so each set stays compactly encoded."""

@@ -81,20 +81,6 @@ class DecodedBatch:
         """The message item `index` of `part` came from."""
         return self.messages[part.position(index)]
 
-    @classmethod
-    def joined(cls, batches: Sequence[DecodedBatch]) -> DecodedBatch:
-        """What `batches` (of one batch's partitions) refused, forwarded and took, to
-        count: without their messages and items, which name positions in their own."""
-        return cls(
-            (),
-            {},
-            [rejected for batch in batches for rejected in batch.rejected],
-            [event for batch in batches for event in batch.misrouted],
-            sum(batch.consumed for batch in batches),
-            [moment for batch in batches for moment in batch.live_times],
-            [delay for batch in batches for delay in batch.arrival_delays],
-        )
-
     def misrouted_from(self, number: int) -> list[Misrouted]:
         """The events to forward that partition `number` delivered."""
         return [event for event in self.misrouted if _partition_of(event.message) == number]

@@ -4,22 +4,20 @@ One iteration handles one batch end to end:
 
 1. consume the messages that have arrived, up to `batch_max_events`, waiting
    up to `batch_max_wait_ms` for the first (confluent-kafka `consume`);
-2. start each partition's step in turn (the partitions with messages, then
-   those with timers due): decode its messages in offset order
-   (:mod:`streams.worker.decoding`: dead letters for undecodable, future and
-   late events; events of another partition's users set aside to forward
-   there; its watermark moved), take up to its share of `timers_per_batch`
-   due timers, load its users' rows (one round trip), and hand it to one of
-   two step threads (:func:`processors._core.run_partition`, the compiled
-   core, without the GIL: apply, evaluate, fire timers, place in clusters,
-   take feature vectors, write its change events), so that it steps while the
-   next partition decodes;
-3. in the same order, as each partition has stepped and while the next ones
+2. decode them in offset order (:mod:`streams.worker.decoding`): dead letters
+   for undecodable, future and late events; events of another partition's
+   users set aside to forward there; watermarks moved;
+3. load the batch's users from the store (one round trip), step each partition
+   (:func:`processors._core.run_partition`, the compiled core, once per
+   partition: apply, evaluate, fire timers, place in clusters, take feature
+   vectors, and write its change events; two partitions at a time on threads,
+   since the step releases the GIL);
+4. in partition order, as each partition has stepped and while the next ones
    step, commit it through the :class:`~streams.worker.checkpoint.Checkpoint`:
    produce its changes, dead letters and relays, wait for every ack, then
    commit its users, labels, counters, timers and progress in one fenced
    store transaction of its own;
-4. hold the batch's feature vectors in the trainer's feed
+5. hold the batch's feature vectors in the trainer's feed
    (:mod:`streams.worker.vector_feed`), which sends each user's latest once
    every `vector_interval_ms`.
 
@@ -90,8 +88,8 @@ _READERS_FOLLOW = 5.0
 """Seconds within which every reader reads the generation a switch made current."""
 _STEP_THREADS = 2
 """Partitions a batch steps at a time: the core's step runs without the GIL (on a dict of
-rows), so partitions step on another core while this thread decodes the next one or
-commits the one before."""
+rows), so a second partition steps on another core while this thread commits the one
+before."""
 _VECTORS_HELD = 20_000
 """Most users' feature vectors the trainer's feed holds before it sends them early."""
 
@@ -362,23 +360,28 @@ class Worker:
         started = time.perf_counter()
         if self._unadopted:
             self._resume_adoption()
-        stepping = self._start_steps(messages)
-        if not stepping:
+        decoded = decode_batch(
+            messages,
+            self.owned,
+            partition_count=self.partitions,
+            max_event_bytes=self.settings.max_event_bytes,
+            not_after=time.time() + self.settings.max_future_seconds,
+            keep=self._projection(),
+        )
+        self._follow_wall_clock()
+        due = self._due_timers()
+        if not decoded.partitions and not due:
             return False
-        try:
-            batch = self._commit_as_stepped(stepping)
-        except BaseException:
-            wait([partition.step for partition in stepping])  # no step outlives its batch
-            raise
-        decoded = DecodedBatch.joined([partition.decoded for partition in stepping])
+        for number in due:
+            if number not in decoded.partitions:
+                committed = self.owned[number].committed
+                assert committed is not None  # timers are read only where progress was committed
+                decoded.partitions[number] = PartitionBatch(number, committed - 1)
+        batch = self._step_partitions(decoded, due)
         if not batch.committed:
-            self._rewind([partition.number for partition in stepping])
+            self._rewind(list(decoded.partitions))
             return False
-        backlog = {
-            partition.number: partition.taken
-            for partition in stepping
-            if partition.taken is not None and not partition.taken.exhausted
-        }
+        backlog = {number: taken for number, taken in due.items() if not taken.exhausted}
         self._account(decoded, batch, len(messages), backlog, started)
         counters = batch.commit.counters
         if decoded.rejected:
@@ -418,92 +421,70 @@ class Worker:
             )
         )
 
-    def _start_steps(self, messages: Sequence[Message]) -> list[_Stepping]:
-        """Start the step of each partition with messages in the batch or timers due, in
-        turn: decode its messages, read its due timers and its users' rows, and hand it to
-        a step thread, so that it steps while the next partition's messages decode."""
-        arrived: dict[int, list[Message]] = {}
-        for message in messages:
-            arrived.setdefault(message.partition() or 0, []).append(message)
-        quiet = [number for number in self.owned if number not in arrived]
-        asking = [
-            number
-            for number, state in self.owned.items()
-            if state.committed is not None
-            and (number in arrived or state.clock.firing >= state.timers_after)
-        ]
-        share = max(1, self.settings.timers_per_batch // max(1, len(asking)))
-        keep = self._projection()
-        stepping = []
-        for number in [*arrived, *quiet]:
-            decoded = decode_batch(
-                arrived.get(number, ()),
-                self.owned,
-                partition_count=self.partitions,
-                max_event_bytes=self.settings.max_event_bytes,
-                not_after=time.time() + self.settings.max_future_seconds,
-                keep=keep,
-            )
-            if number not in self.owned:
-                continue  # revoked while the batch was in flight
-            self._follow_wall_clock(self.owned[number])
-            taken = self._due_timers(number, share) if number in asking else None
-            part = decoded.partitions.get(number)
-            if part is None and taken is not None:
-                committed = self.owned[number].committed
-                assert committed is not None  # timers are read only where progress was committed
-                part = decoded.partitions[number] = PartitionBatch(number, committed - 1)
-            if part is not None:
-                stepping.append(self._start_step(number, part, decoded, taken))
-        return stepping
-
-    def _start_step(
-        self, number: int, part: PartitionBatch, decoded: DecodedBatch, taken: DueTimers | None
-    ) -> _Stepping:
-        """Read the rows of the users partition `number`'s step needs, and start it."""
-        members = (
-            [u for chunk in self.store.partition_users(number) for u in chunk]
+    def _step_partitions(self, decoded: DecodedBatch, due: dict[int, DueTimers]) -> _Stepped:
+        """Run each partition's step over its items and due timers, and commit each."""
+        members = {
+            number: [u for chunk in self.store.partition_users(number) for u in chunk]
+            for number, part in decoded.partitions.items()
             if part.advances
-            else []
-        )
-        wanted = {*part.user_ids(), *(taken.sources if taken else ()), *members}
-        stored = self.store.rows({number: wanted})
-        clock = self.owned[number].clock
-        step = self._stepping.submit(
-            run_partition,
-            part,
-            stored,
-            self.classifier.core,
-            dedup_before=clock.max_event_time - self.settings.dedup_horizon_seconds,
-            partition_users=members,
-            retention=self.settings.expiry_seconds,
-            due=taken.entries if taken else (),
-            firing=clock.firing,
-            published=self._published(time.time()),
-        )
-        return _Stepping(number, part, decoded, taken, stored, step)
+        }
+        wanted = {
+            number: {
+                *part.user_ids(),
+                *(due[number].sources if number in due else ()),
+                *members.get(number, ()),
+            }
+            for number, part in decoded.partitions.items()
+        }
+        stored = self.store.rows(wanted)
+        stepped_at = time.time()
+        parts = list(decoded.partitions.items())
+        stepping = [
+            self._stepping.submit(
+                run_partition,
+                part,
+                stored,
+                self.classifier.core,
+                dedup_before=self.owned[number].clock.max_event_time
+                - self.settings.dedup_horizon_seconds,
+                partition_users=members.get(number, ()),
+                retention=self.settings.expiry_seconds,
+                due=due[number].entries if number in due else (),
+                firing=self.owned[number].clock.firing,
+                published=self._published(stepped_at),
+            )
+            for number, part in parts
+        ]
+        try:
+            return self._commit_as_stepped(decoded, parts, stepping, due, stored)
+        except BaseException:
+            wait(stepping)  # no step outlives its batch
+            raise
 
-    def _commit_as_stepped(self, stepping: Sequence[_Stepping]) -> _Stepped:
+    def _commit_as_stepped(
+        self,
+        decoded: DecodedBatch,
+        parts: Sequence[tuple[int, PartitionBatch]],
+        stepping: Sequence[Future[PartitionStep]],
+        due: Mapping[int, DueTimers],
+        stored: Mapping[str, bytes],
+    ) -> _Stepped:
         """Take each partition's step in order, send its changes and commit it, while the
         partitions after it still step."""
         vectors: list[FeatureVector] = []
         commits: list[PartitionCommit] = []
         committed = True
+        received = _received_counters(decoded)
         indexed = indexed_features(self.rules)
-        for stepped in stepping:
-            number, part, decoded, taken = (
-                stepped.number,
-                stepped.part,
-                stepped.decoded,
-                stepped.taken,
-            )
+        for (number, part), stepped in zip(parts, stepping, strict=True):
             state = self.owned[number]
-            step = stepped.step.result()
+            taken = due.get(number)
+            step = stepped.result()
             self._send_changes(step.messages)
             self._send_examples(step.examples, step.example_count)
             vectors += step.vectors
             relays = [(relay, number, decoded.cause(part, relay.position)) for relay in step.relays]
-            counters = _received_counters(decoded).get(number, Counters())
+            counters = received.get(number, Counters())
             counters += Counters(
                 events=step.applied,
                 duplicates=step.duplicates,
@@ -527,7 +508,7 @@ class Worker:
                 labelled={user_id: step.users[user_id] for user_id in step.relabelled},
                 changes=step.changes,
                 counters=counters,
-                new_users=[user_id for user_id in step.users if user_id not in stepped.stored],
+                new_users=[user_id for user_id in step.users if user_id not in stored],
                 expired_users=[*step.expired, *step.erased],
                 timers=timers,
                 taken=taken,
@@ -606,30 +587,39 @@ class Worker:
             return projection._replace(traits=True)
         return projection
 
-    def _follow_wall_clock(self, state: PartitionState) -> None:
-        """Let a partition's clocks follow the wall clock (the firing clock to it minus the
-        firing delay, the watermark to it minus the allowed lateness) once it has been quiet
-        for `idle_watermark_seconds`, unless its latest message was replayed."""
+    def _follow_wall_clock(self) -> None:
+        """Let the clocks of each partition quiet for `idle_watermark_seconds` follow the wall
+        clock (the firing clock to it minus the firing delay, the watermark to it minus the
+        allowed lateness), unless its latest message was replayed."""
         idle = self.settings.idle_watermark_seconds
-        if idle and state.heard <= time.monotonic() - idle and not state.replaying:
-            state.clock.follow_wall_clock(time.time())
+        if not idle:
+            return
+        quiet_since = time.monotonic() - idle
+        now = time.time()
+        for state in self.owned.values():
+            if state.heard <= quiet_since and not state.replaying:
+                state.clock.follow_wall_clock(now)
 
-    def _due_timers(self, number: int, share: int) -> DueTimers | None:
-        """Up to `share` timers due by partition `number`'s firing clock (`None` when none).
+    def _due_timers(self) -> dict[int, DueTimers]:
+        """The timers due by each owned partition's firing clock, a share of the batch's budget.
 
-        Only a partition whose firing clock has reached its next timer is asked; one that
+        Only partitions whose firing clock has reached their next timer are asked; one that
         had nothing due notes when its next timer is, and this worker's commits bring that
         forward when they schedule an earlier one.
         """
-        state = self.owned[number]
-        if state.committed is None or state.clock.firing < state.timers_after:
-            return None
-        taken = self.store.due_timers({number: state.clock.firing}, share).get(number)
-        if taken is None:
-            return None
-        if taken.exhausted and not taken.entries:
-            state.timers_after = taken.after
-        return taken if taken.bounds else None
+        clocks = {
+            number: state.clock.firing
+            for number, state in self.owned.items()
+            if state.committed is not None and state.clock.firing >= state.timers_after
+        }
+        if not clocks:
+            return {}
+        share = max(1, self.settings.timers_per_batch // len(clocks))
+        due = self.store.due_timers(clocks, share)
+        for number, taken in due.items():
+            if taken.exhausted and not taken.entries:
+                self.owned[number].timers_after = taken.after
+        return {number: taken for number, taken in due.items() if taken.bounds}
 
     def _switch_rules(self, published: InForce, stop: threading.Event) -> None:
         """Use the `published` rules from the next batch on: from the generation built for
@@ -805,19 +795,6 @@ def _drop_generation(store: StateStore, partitions: list[int]) -> None:
         log.warning("the replaced generation's keys stay: %s", error)
         return
     log.info("replaced generation's keys removed=%d partitions=%s", removed, partitions)
-
-
-@dataclass(frozen=True, slots=True)
-class _Stepping:
-    """A partition's step under way: its messages decoded, its due timers taken, the rows
-    of its users read, and the step."""
-
-    number: int
-    part: PartitionBatch
-    decoded: DecodedBatch
-    taken: DueTimers | None
-    stored: dict[str, bytes]
-    step: Future[PartitionStep]
 
 
 @dataclass(frozen=True, slots=True)
