@@ -335,11 +335,30 @@ def run_partition(
     due: Sequence[tuple[int, str]] = (),
     firing: float = ...,
     published: tuple[float, str] | None = None,
+    resident: Resident | None = None,
 ) -> PartitionStep:
     """Apply one partition's items in order to its users, firing their timers on the way
     (`marks`: the firing clock after each item; `opened`: before the first). With `stored`
-    a dict, the step runs without the GIL. With `published` (processed at, rules version),
-    it also makes its changes' messages on the change topic (`PartitionStep.messages`)."""
+    a dict, the step runs without the GIL, and with `resident` (the partition's) it takes
+    each user kept there with exactly their stored row instead of decoding it, and keeps
+    the users it stepped. With `published` (processed at, rules version), it also makes
+    its changes' messages on the change topic (`PartitionStep.messages`)."""
+
+class Resident:
+    """Users a worker keeps decoded between the steps of one partition, each with the row
+    it was written as: a step takes a kept user only while their stored row is still that
+    row byte for byte (another worker's write, or a commit that failed, means decoding
+    afresh), so steps read the same users with it or without it. At most `capacity` are
+    kept, the users of the latest steps.
+    """
+
+    def __init__(self, capacity: int) -> None: ...
+    def set_capacity(self, capacity: int) -> None:
+        """Keep at most `capacity` users from now on."""
+    def __len__(self) -> int: ...
+    def take_counts(self) -> tuple[int, int]:
+        """The users steps took as kept, and the rows they decoded because no user was
+        kept with them, since the last call."""
 
 def change_messages(
     changes: Sequence[SegmentChange], processed_at: float, rules_version: str

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from processors._core import PartitionStep, SegmentChange, User, Watermark, run_partition
+from processors._core import PartitionStep, Resident, SegmentChange, User, Watermark, run_partition
 from processors.classifier import Classifier
 from processors.events import Action
 from processors.model import Cluster, ModelSnapshot, PredictionModel
@@ -28,7 +28,7 @@ NOBODY = parse_rules(
 
 def step(
     items: Sequence[Item],
-    stored: Mapping[str, User] | None = None,
+    stored: Mapping[str, User] | Mapping[str, bytes] | None = None,
     rules: RuleSet | Classifier = NOBODY,
     **options: Any,
 ) -> PartitionStep:
@@ -68,14 +68,16 @@ def run_as_worker(
     delay: float = 5.0,
     retention: float = 400 * 86_400.0,
     examples: list[bytes] | None = None,
+    resident: Resident | None = None,
 ) -> tuple[list[SegmentChange], dict[str, User], dict[str, int]]:
     """Run `items` (in arrival order) through partition steps the way a worker does: a
     partition clock with the allowed `lateness` and firing `delay` that refuses late
     events, its firing clock as marks, a timer store of due times, state carried from step
-    to step in its stored bytes. The changes, the users and their timers at the end; each
-    step's labelled examples (packed) go to `examples`."""
+    to step in its stored rows, users kept decoded in `resident` if given. The changes,
+    the users and their timers at the end; each step's labelled examples (packed) go to
+    `examples`."""
     clock = Watermark(lateness, delay)
-    stored: dict[str, User] = {}
+    stored: dict[str, bytes] = {}
     timers: dict[str, int] = {}
     changes: list[SegmentChange] = []
     start = 0
@@ -101,10 +103,9 @@ def run_as_worker(
             opened=opened,
             due=due,
             firing=clock.firing,
+            resident=resident,
         )
-        stored.update(
-            {key: User.from_bytes(user.to_bytes()) for key, user in outcome.users.items()}
-        )
+        stored.update(outcome.rows)
         for user_id in outcome.expired:
             stored.pop(user_id, None)
         for user_id, moment in outcome.timers.items():
@@ -115,7 +116,8 @@ def run_as_worker(
         changes += outcome.changes
         if examples is not None and outcome.example_count:
             examples.append(outcome.examples)
-    return changes, stored, timers
+        del outcome  # the users it shared with `resident` are theirs alone again
+    return changes, {key: User.from_bytes(row) for key, row in stored.items()}, timers
 
 
 def per_user(changes: Sequence[SegmentChange]) -> dict[str, list[tuple[Any, ...]]]:

@@ -49,7 +49,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from processors._core import FeatureVector, PartitionStep, Relay, run_partition
+from processors._core import FeatureVector, PartitionStep, Relay, Resident, run_partition
 from processors.classifier import ChangeReason, Classifier
 from processors.events import Projection, Reason
 from processors.model import ClusterAssigner, ModelSnapshot
@@ -117,9 +117,11 @@ class Worker:
         self.model: ClusterAssigner | None = None
         self.classifier = Classifier.of(rules, examples=settings.predictions)
         self.owned: dict[int, PartitionState] = {}
+        """The partitions assigned to this worker, by number."""
+        self.resident: dict[int, Resident] = {}
+        """Each owned partition's users kept decoded between its batches."""
         self.added_partitions: list[int] = []
         """Partitions assigned beyond the state's count: the topic grew while running."""
-        """The partitions assigned to this worker, by number."""
         self.checkpoint = Checkpoint(parts.store, parts.make_producer, self.owned)
         self._stepping = ThreadPoolExecutor(_STEP_THREADS, thread_name_prefix="segstream-step")
         """Steps partitions while this thread handles the output of those stepped before."""
@@ -452,6 +454,7 @@ class Worker:
                 due=due[number].entries if number in due else (),
                 firing=self.owned[number].clock.firing,
                 published=self._published(stepped_at),
+                resident=self.resident.get(number),
             )
             for number, part in parts
         ]
@@ -480,6 +483,7 @@ class Worker:
             state = self.owned[number]
             taken = due.get(number)
             step = stepped.result()
+            _count_loaded(self.resident.get(number))
             self._send_changes(step.messages)
             self._send_examples(step.examples, step.example_count)
             vectors += step.vectors
@@ -751,6 +755,8 @@ class Worker:
             self._unadopted |= set(numbers) - self.store.adopted(numbers)
         for tp in partitions:
             tp.offset = self.owned[tp.partition].seek_to
+            self.resident.setdefault(tp.partition, Resident(0))
+        self._share_resident()
         consumer.incremental_assign(partitions)
         metrics.PARTITIONS.set(len(self.owned))
         log.info(
@@ -762,10 +768,18 @@ class Worker:
         consumer.incremental_unassign(partitions)
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+            self.resident.pop(tp.partition, None)
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
+        self._share_resident()
         metrics.PARTITIONS.set(len(self.owned))
         log.info("partitions revoked=%s", ",".join(str(tp.partition) for tp in partitions))
+
+    def _share_resident(self) -> None:
+        """Split SEGSTREAM_RESIDENT_USERS evenly over the owned partitions."""
+        share = self.settings.resident_users // max(1, len(self.resident))
+        for resident in self.resident.values():
+            resident.set_capacity(share)
 
     def _rewind(self, numbers: list[int]) -> None:
         """Seek `numbers` back to their committed progress after a batch not committed."""
@@ -832,6 +846,14 @@ def _count_consumed(decoded: DecodedBatch, size: int) -> None:
     if decoded.live_times:
         metrics.FRESHNESS.observe_many(time.time() - np.asarray(decoded.live_times))
         metrics.ARRIVAL_DELAY.observe_many(decoded.arrival_delays)
+
+
+def _count_loaded(resident: Resident | None) -> None:
+    """Add the users a partition's step loaded to the metric, by where they came from."""
+    if resident is not None:
+        kept, decoded = resident.take_counts()
+        metrics.USERS_LOADED_RESIDENT.inc(kept)
+        metrics.USERS_LOADED_ROW.inc(decoded)
 
 
 def _link(error: Exception) -> Link:

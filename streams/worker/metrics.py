@@ -33,6 +33,15 @@ ERASURES = Counter(
     "segstream_worker_users_erased_total",
     "Users erased on request: state, labels, membership and timers removed.",
 )
+USERS_LOADED = Counter(
+    "segstream_worker_users_loaded_total",
+    "Stored users the steps loaded: kept decoded in the worker since their last step "
+    "(`resident`), or decoded from their state row (`row`: new to the worker, or changed by "
+    "another since).",
+    ["source"],
+)
+USERS_LOADED_RESIDENT = USERS_LOADED.labels(source="resident")
+USERS_LOADED_ROW = USERS_LOADED.labels(source="row")
 CHANGES = Counter(
     "segstream_worker_segment_changes_total",
     "Segment change events published.",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import decode_events
+from processors._core import Resident, decode_events
 from processors.events import Action, EventKind
 from processors.model import CLUSTER_FEATURES
 from processors.rules import parse_rules
@@ -201,16 +201,26 @@ def test_batching_never_changes_what_a_user_goes_through(rng):
 
 
 def assert_batching_changes_nothing(items, rng, rules=TIMED_RULES):
-    """One batch or random small ones: the same changes for every user, the same labels."""
+    """One batch or random small ones: the same changes for every user, the same labels;
+    and small batches that keep their users resident (a few at a time) or decode them
+    from their rows: the same changes, the same rows, the same timers."""
     whole, whole_state, _ = run_as_worker(items, rules, lateness=7200, batch_sizes=[len(items)])
     sizes = []
     while sum(sizes) < len(items):
         sizes.append(rng.randrange(1, 30))
-    split, split_state, _ = run_as_worker(items, rules, lateness=7200, batch_sizes=sizes)
+    split, split_state, split_timers = run_as_worker(items, rules, lateness=7200, batch_sizes=sizes)
     assert per_user(split) == per_user(whole)
     assert {u: s.segments for u, s in split_state.items()} == {
         u: s.segments for u, s in whole_state.items()
     }
+    resident = Resident(rng.randrange(2, 8))
+    kept = run_as_worker(items, rules, lateness=7200, batch_sizes=sizes, resident=resident)
+    assert kept[0] == split
+    assert {u: s.to_bytes() for u, s in kept[1].items()} == {
+        u: s.to_bytes() for u, s in split_state.items()
+    }
+    assert kept[2] == split_timers
+    assert resident.take_counts()[0] > 0
 
 
 SHOP_CALLS = ["Product Viewed", "Product Added", "Products Searched", "Checkout Started"]

@@ -346,9 +346,23 @@ impl Key {
     }
 
     pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.bytes().as_slice()).into_owned()
+    }
+
+    /// The bytes of its text, without allocating: what a state row writes.
+    pub fn bytes(&self) -> KeyBytes {
         let bytes = self.0.to_be_bytes();
         let length = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        String::from_utf8_lossy(&bytes[..length]).into_owned()
+        KeyBytes(bytes, length)
+    }
+}
+
+/// A key's text as bytes on the stack (see [`Key::bytes`]).
+pub struct KeyBytes([u8; 16], usize);
+
+impl KeyBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0[..self.1]
     }
 }
 
@@ -773,12 +787,26 @@ pub fn iso_text(moment: i64) -> String {
         month_index - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second / 3_600,
-        second % 3_600 / 60,
-        second % 60
-    )
+    let clock = [second / 3_600, second % 3_600 / 60, second % 60];
+    if !(0..=9_999).contains(&year) {
+        let [hour, minute, second] = clock;
+        return format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+    }
+    // written digit by digit: a step reads first and last times at every evaluation
+    let mut text = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, width: usize, mut number: i64| {
+        for place in (at..at + width).rev() {
+            text[place] = b'0' + (number % 10) as u8;
+            number /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    for (at, number) in [11, 14, 17].into_iter().zip(clock) {
+        put(at, 2, number);
+    }
+    text.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]

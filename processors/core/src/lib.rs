@@ -21,6 +21,7 @@ pub mod predictions;
 pub mod profile;
 pub mod pyrepr;
 pub mod reading;
+pub mod resident;
 pub mod rows;
 pub mod rules;
 pub mod running;

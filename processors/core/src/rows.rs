@@ -606,7 +606,9 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
         mp::write_array_len(w, profile.computed.len() as u32).expect("writing to a Vec");
         for (key, series) in &profile.computed {
             mp::write_array_len(w, 3).expect("writing to a Vec");
-            mp::write_str(w, &key.text()).expect("writing to a Vec");
+            let key = key.bytes();
+            mp::write_str_len(w, key.as_slice().len() as u32).expect("writing to a Vec");
+            w.extend_from_slice(key.as_slice());
             mp::write_sint(w, series.aggregate.code()).expect("writing to a Vec");
             mp::write_array_len(w, series.buckets.len() as u32).expect("writing to a Vec");
             for (bucket, cell) in series.buckets.iter() {

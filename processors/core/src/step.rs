@@ -195,6 +195,8 @@ pub struct Step {
     /// The rows of the users whose state differs from what was loaded (new users
     /// included): the ones to write back.
     pub rows: Map<String, Vec<u8>>,
+    /// Every user's row after the step, in the order of `users`: what each is stored as.
+    pub stored: Vec<Vec<u8>>,
     /// The users whose labels (segments, cluster, versions, alias) differ from what was
     /// loaded: the ones whose labels readers must see anew.
     pub relabelled: Vec<String>,
@@ -893,8 +895,11 @@ impl Pass<'_> {
     /// Which users changed, and which of them have new labels, since they were loaded.
     fn compare(&mut self) {
         let step = &mut self.step;
-        for (user_id, user) in &step.users {
+        step.stored.reserve(step.users.len());
+        for (user_id, user) in &mut step.users {
+            user.drop_unstored();
             let row = rows::encode(user);
+            debug_assert_eq!(rows::decode(&row).ok().as_ref(), Some(&*user), "{user_id}");
             let before = self.loaded.get(user_id);
             let labels_moved = match before {
                 None => user.labels != Labels::default() || user.alias_of.is_some(),
@@ -904,8 +909,9 @@ impl Pass<'_> {
                 step.relabelled.push(user_id.clone());
             }
             if before.is_none_or(|(loaded, _, _)| *loaded != row) {
-                step.rows.insert(user_id.clone(), row);
+                step.rows.insert(user_id.clone(), row.clone());
             }
+            step.stored.push(row);
         }
     }
 

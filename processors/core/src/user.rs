@@ -251,7 +251,6 @@ impl User {
         self.recent.retain(|_, &mut when| when as f64 >= moment);
     }
 
-    /// A user who is back after expiring: nothing kept but their change version.
     /// Drop what no window as of the user's evaluation can see (see [`Profile::prune`]),
     /// keeping the day buckets pending examples need.
     pub fn prune(&mut self, computed: &[Computed]) {
@@ -259,6 +258,25 @@ impl User {
         self.examples.keep(dropped, self.as_of);
     }
 
+    /// Drop what the user's state row does not keep (see [`crate::rows`]): counters at
+    /// zero, and the examples' day buckets while no example is pending. The user then
+    /// equals what their row decodes to, as a step that loads them next finds them.
+    pub fn drop_unstored(&mut self) {
+        for counts in [
+            &mut self.profile.minutes,
+            &mut self.profile.hours,
+            &mut self.profile.days,
+        ] {
+            counts.trim();
+        }
+        if self.examples.pending.is_empty() {
+            self.examples = Examples::default();
+        } else {
+            self.examples.history.trim();
+        }
+    }
+
+    /// A user who is back after expiring: nothing kept but their change version.
     pub fn reborn(&self) -> User {
         User {
             labels: Labels {

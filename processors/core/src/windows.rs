@@ -117,6 +117,16 @@ impl SlidingCounts {
         std::mem::replace(&mut self.buckets, kept)
     }
 
+    /// Cut each bucket's trailing counters at zero, and drop the buckets left with none:
+    /// the form a state row keeps them in (no window reads a zero).
+    pub fn trim(&mut self) {
+        self.buckets.retain(|_, vector| {
+            let end = vector.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
+            vector.truncate(end);
+            end > 0
+        });
+    }
+
     /// Add every counter of `other` (same width) into this one.
     pub fn merge(&mut self, other: &SlidingCounts) {
         for (&index, vector) in &other.buckets {
@@ -276,6 +286,18 @@ mod tests {
         counts.add(600, 0, 1); // bucket 10
         counts.prune(600.0); // windows reach back to bucket 8
         assert_eq!(counts.buckets.keys().copied().collect::<Vec<_>>(), [8, 10]);
+    }
+
+    #[test]
+    fn trimming_keeps_exactly_the_counters_that_are_not_zero() {
+        let mut counts = SlidingCounts::new(60, 3);
+        counts.add(0, 2, 0);
+        counts.add(60, 0, 1);
+        counts.add(60, 3, 0);
+        counts.add(120, 1, 2);
+        counts.add(120, 1, -2);
+        counts.trim();
+        assert_eq!(counts.buckets, BTreeMap::from([(1, vec![1])]));
     }
 
     #[test]

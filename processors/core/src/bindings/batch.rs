@@ -2,6 +2,7 @@
 //! `PartitionStep` that comes out (users, changes, relays, timers), and `relabel`.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -14,6 +15,7 @@ use super::events::PyAction;
 use super::user::{PyChange, PyUser, PyVector};
 use crate::changes;
 use crate::reading::PartitionItems;
+use crate::resident::Resident;
 use crate::rows::{self, RowError};
 use crate::step::{self, Item, Map, Options, Relay, Stored};
 use crate::user::{Change, Reason, User};
@@ -73,7 +75,7 @@ impl Stored for PyStored<'_, '_> {
         }
         match found.cast::<PyUser>() {
             Ok(user) => {
-                let user = user.get().inner.clone();
+                let user = User::clone(&user.get().inner);
                 let row = rows::encode(&user);
                 Ok(Some((user, row)))
             }
@@ -251,13 +253,75 @@ fn messages_list<'py>(
 
 pub(crate) fn users_dict<'py>(
     py: Python<'py>,
-    users: impl IntoIterator<Item = (String, User)>,
+    users: impl IntoIterator<Item = (String, Arc<User>)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (user_id, inner) in users {
         dict.set_item(user_id, PyUser { inner })?;
     }
     Ok(dict)
+}
+
+/// Users a worker keeps decoded between the steps of one partition, each with the row it
+/// was written as (see [`crate::resident`]): `run_partition(..., resident=...)` takes a
+/// user from it when the stored row is still that row, and keeps the users it stepped.
+#[pyclass(module = "processors._core", name = "Resident", frozen)]
+pub(crate) struct PyResident {
+    inner: Mutex<Resident>,
+}
+
+impl PyResident {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Resident> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl PyResident {
+    #[new]
+    fn new(capacity: usize) -> Self {
+        PyResident {
+            inner: Mutex::new(Resident::new(capacity)),
+        }
+    }
+
+    /// Keep at most `capacity` users from now on.
+    fn set_capacity(&self, capacity: usize) {
+        self.lock().set_capacity(capacity);
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The users steps took as kept, and the rows they decoded because no user was kept
+    /// with them, since the last call.
+    fn take_counts(&self) -> (u64, u64) {
+        self.lock().take_counts()
+    }
+}
+
+/// The step's users, shared with `resident` (each kept with its row as stored, save the
+/// ones expired or erased) when there is one.
+fn shared_users(
+    step: &mut step::Step,
+    resident: Option<&mut Resident>,
+) -> Vec<(String, Arc<User>)> {
+    let users: Vec<(String, Arc<User>)> = std::mem::take(&mut step.users)
+        .into_iter()
+        .map(|(user_id, user)| (user_id, Arc::new(user)))
+        .collect();
+    let stored = std::mem::take(&mut step.stored);
+    if let Some(resident) = resident {
+        let gone =
+            |user_id: &String| step.expired.contains(user_id) || step.erased.contains(user_id);
+        for ((user_id, user), row) in users.iter().zip(stored) {
+            if !gone(user_id) {
+                resident.keep(user_id.clone(), row, Arc::clone(user));
+            }
+        }
+    }
+    users
 }
 
 pub(crate) fn timers_dict<'py>(
@@ -272,11 +336,15 @@ pub(crate) fn timers_dict<'py>(
 }
 
 /// Stored rows read out of a Python dict of ids to `User`s or their rows, for a step that
-/// runs without the GIL: the rows borrowed, a `User` encoded.
-struct RowsRead<'a>(FxHashMap<&'a str, Cow<'a, [u8]>>);
+/// runs without the GIL: the rows borrowed, a `User` encoded; with the partition's
+/// resident users, a row is decoded only when no user is kept with it.
+struct RowsRead<'a, 'r> {
+    rows: FxHashMap<&'a str, Cow<'a, [u8]>>,
+    resident: Option<&'r mut Resident>,
+}
 
-impl<'a> RowsRead<'a> {
-    fn of(entries: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> PyResult<RowsRead<'a>> {
+impl<'a> RowsRead<'a, '_> {
+    fn of(entries: &'a [(Bound<'_, PyAny>, Bound<'_, PyAny>)]) -> PyResult<Self> {
         let mut rows = FxHashMap::default();
         rows.reserve(entries.len());
         for (user_id, found) in entries {
@@ -291,16 +359,23 @@ impl<'a> RowsRead<'a> {
             };
             rows.insert(user_id.cast::<PyString>()?.to_str()?, row);
         }
-        Ok(RowsRead(rows))
+        Ok(RowsRead {
+            rows,
+            resident: None,
+        })
     }
 }
 
-impl Stored for RowsRead<'_> {
+impl Stored for RowsRead<'_, '_> {
     fn fetch(&mut self, user_id: &str) -> Result<Option<(User, Vec<u8>)>, RowError> {
-        match self.0.get(user_id) {
-            None => Ok(None),
-            Some(row) => Ok(Some((rows::decode(row)?, row.to_vec()))),
-        }
+        let Some(row) = self.rows.get(user_id) else {
+            return Ok(None);
+        };
+        let user = match self.resident.as_deref_mut() {
+            Some(resident) => resident.take(user_id, row)?,
+            None => rows::decode(row)?,
+        };
+        Ok(Some((user, row.to_vec())))
     }
 }
 
@@ -308,12 +383,13 @@ impl Stored for RowsRead<'_> {
 /// are used unless `marks` are given, or a list of items) in order to its users, firing
 /// their timers on the way; the users it touched, their changes, vectors, relays and
 /// timers. With `stored` a dict (of ids to rows or `User`s), the step runs without the
-/// GIL. With `published` (processed at, rules version), the step also makes its changes'
-/// messages on the change topic.
+/// GIL, and takes and keeps users in `resident` (the partition's, see `Resident`) when
+/// given. With `published` (processed at, rules version), the step also makes its
+/// changes' messages on the change topic.
 #[pyfunction]
 #[pyo3(signature = (items, stored, classifier, *, dedup_before, partition_users=Vec::new(),
                     retention=f64::INFINITY, marks=None, opened=f64::NEG_INFINITY,
-                    due=Vec::new(), firing=f64::NEG_INFINITY, published=None))]
+                    due=Vec::new(), firing=f64::NEG_INFINITY, published=None, resident=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_partition(
     py: Python<'_>,
@@ -328,6 +404,7 @@ pub(crate) fn run_partition(
     due: Vec<(i64, String)>,
     firing: f64,
     published: Option<(f64, String)>,
+    resident: Option<&Bound<'_, PyResident>>,
 ) -> PyResult<PyStep> {
     let read = items.cast::<PyPartitionBatch>().ok().map(Bound::borrow);
     let listed: Vec<Item> = match read {
@@ -363,23 +440,31 @@ pub(crate) fn run_partition(
                 .map_err(|e| PyValueError::new_err(e.to_string()))
         }
     };
-    let (step, messages) = match stored.cast::<PyDict>() {
+    let resident = resident.map(Bound::get);
+    let (step, messages, users) = match stored.cast::<PyDict>() {
         Ok(stored) => {
             // the rows read out first, so that the step runs while other threads run Python
             // (a worker steps its partitions two at a time)
             let entries: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = stored.iter().collect();
-            let mut rows = RowsRead::of(&entries)?;
+            let rows = RowsRead::of(&entries)?;
             py.detach(|| {
-                let step = step::run_partition(items, &mut rows, classifier, &options)?;
+                let mut kept = resident.map(PyResident::lock);
+                let mut rows = RowsRead {
+                    resident: kept.as_deref_mut(),
+                    ..rows
+                };
+                let mut step = step::run_partition(items, &mut rows, classifier, &options)?;
                 let messages = messages_of(&step)?;
-                PyResult::Ok((step, messages))
+                let users = shared_users(&mut step, rows.resident.take());
+                PyResult::Ok((step, messages, users))
             })?
         }
         Err(_) => {
             let mut source = PyStored { mapping: stored };
-            let step = step::run_partition(items, &mut source, classifier, &options)?;
+            let mut step = step::run_partition(items, &mut source, classifier, &options)?;
             let messages = messages_of(&step)?;
-            (step, messages)
+            let users = shared_users(&mut step, None);
+            (step, messages, users)
         }
     };
     let packed_examples = match step.examples.is_empty() {
@@ -391,7 +476,7 @@ pub(crate) fn run_partition(
         touched.set_item(user_id, reason.name())?;
     }
     Ok(PyStep {
-        users: users_dict(py, step.users)?.unbind(),
+        users: users_dict(py, users)?.unbind(),
         changes: changes_list(py, step.changes)?.unbind(),
         messages: messages_list(py, messages)?.unbind(),
         touched: touched.unbind(),
@@ -449,7 +534,10 @@ pub(crate) fn relabel<'py>(
     let (changes, timers, relabelled) =
         step::relabel(&mut loaded, &classifier.get().inner, reason, retention);
     Ok((
-        users_dict(py, loaded)?,
+        users_dict(
+            py,
+            loaded.into_iter().map(|(id, user)| (id, Arc::new(user))),
+        )?,
         changes_list(py, changes)?,
         timers_dict(py, timers)?,
         relabelled,

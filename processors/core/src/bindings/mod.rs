@@ -21,7 +21,9 @@ use crate::partitioner;
 use crate::profile::RECENT_SECONDS;
 use crate::rows::RowError;
 
-use batch::{change_messages, relabel, run_partition, PyPartitionBatch, PyRelay, PyStep};
+use batch::{
+    change_messages, relabel, run_partition, PyPartitionBatch, PyRelay, PyResident, PyStep,
+};
 use classifier::PyClassifier;
 use events::{decode_events, read_messages, PyAction, PyReadBatch, PyRejection, PyWatermark};
 use user::{feature_names, pack_vectors, PyCartLine, PyChange, PyUser, PyVector};
@@ -71,6 +73,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyRelay>()?;
     module.add_class::<PyClassifier>()?;
     module.add_class::<PyStep>()?;
+    module.add_class::<PyResident>()?;
     module.add_class::<PyWatermark>()?;
     module.add_class::<PyPartitionBatch>()?;
     module.add_class::<PyReadBatch>()?;

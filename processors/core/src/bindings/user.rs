@@ -2,6 +2,7 @@
 //! `FeatureVector`s, and the vectors packed for the trainer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -16,11 +17,12 @@ use crate::step::{self, Vector};
 use crate::user::{Change, User};
 use crate::vectors;
 
-/// One user's state: aggregates, labels, identity links, timer.
+/// One user's state: aggregates, labels, identity links, timer. Shared with the
+/// partition's resident users (see [`crate::resident`]) while a step's users are read.
 #[pyclass(module = "processors._core", name = "User", frozen, eq)]
 #[derive(Clone, PartialEq)]
 pub(crate) struct PyUser {
-    pub(crate) inner: User,
+    pub(crate) inner: Arc<User>,
 }
 
 pub(crate) fn feature_dict<'py>(
@@ -42,7 +44,7 @@ impl PyUser {
     #[new]
     fn new() -> Self {
         PyUser {
-            inner: User::default(),
+            inner: Arc::default(),
         }
     }
 
@@ -50,7 +52,7 @@ impl PyUser {
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {
         Ok(PyUser {
-            inner: rows::decode(data)?,
+            inner: Arc::new(rows::decode(data)?),
         })
     }
 
@@ -64,9 +66,11 @@ impl PyUser {
     /// that re-evaluating it gives the changes between the two and continues the versions.
     #[pyo3(signature = (other))]
     fn with_labels_of(&self, other: Option<&PyUser>) -> Self {
-        let mut user = self.inner.clone();
+        let mut user = User::clone(&self.inner);
         user.labels = other.map(|o| o.inner.labels.clone()).unwrap_or_default();
-        PyUser { inner: user }
+        PyUser {
+            inner: Arc::new(user),
+        }
     }
 
     /// The user's feature vector as of their latest evaluation, with the computed traits
