@@ -154,10 +154,10 @@ class Settings(BaseSettings):
     timer_shards: int = Field(4_096, ge=1, le=1_048_576)
     """Redis sorted sets each partition's timers are spread over; keep a partition's users
     below 128 times this, so each set stays compactly encoded."""
-    resident_users: int = Field(100_000, ge=0, le=100_000_000)
+    resident_users: int = Field(50_000, ge=0, le=100_000_000)
     """Users a worker keeps decoded in memory between batches, shared over its partitions:
     a user whose stored state nobody changed since is not decoded again. 0 keeps none; each
-    takes a few kilobytes, more with many computed traits (docs/performance.md)."""
+    takes about 4 KB with the default rules, 24 KB with twenty computed traits."""
     max_future_seconds: float = Field(86_400, ge=0)
     """Events stamped further than this past the wall clock are dead-lettered, in s."""
     max_event_bytes: int = Field(32 * 1024, ge=256, le=1024 * 1024)
