@@ -99,7 +99,7 @@ def build_parts(settings: Settings) -> WorkerParts:
     return WorkerParts(
         store=store,
         consumer=batch_consumer(settings, protocol),
-        make_producer=lambda: reliable_producer(settings),
+        make_producer=lambda: checkpoint_producer(settings),
         rules=RulesFeed(settings),
         models=ModelsFeed(settings),
         ping=client.ping,
@@ -111,6 +111,12 @@ def build_parts(settings: Settings) -> WorkerParts:
         ),
         sizes=SizeRecorder(client, layout),
     )
+
+
+def checkpoint_producer(settings: Settings) -> Producer:
+    """A worker's producer: only a failed delivery calls back (the checkpoint keeps
+    the errors, and a flush tells what is still undelivered), none per message sent."""
+    return reliable_producer(settings, **{"delivery.report.only.error": True})
 
 
 def build_generation_parts(settings: Settings, generation: int) -> WorkerParts:
@@ -125,7 +131,7 @@ def build_generation_parts(settings: Settings, generation: int) -> WorkerParts:
         consumer=batch_consumer(
             settings, None, **{"group.id": f"{settings.group_id}-g{generation}"}
         ),
-        make_producer=lambda: reliable_producer(settings),
+        make_producer=lambda: checkpoint_producer(settings),
         rules=_Nothing(),
         models=_Nothing(),
         ping=client.ping,
