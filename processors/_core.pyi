@@ -360,6 +360,12 @@ class Resident:
         """The users steps took as kept, and the rows they decoded because no user was
         kept with them, since the last call."""
 
+def tally_moves(
+    changes: Sequence[SegmentChange],
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    """How many times `changes` entered and exited each segment, and entered and left each
+    cluster: `(name, "entered" or "exited", count)`, in the order first met."""
+
 def change_messages(
     changes: Sequence[SegmentChange], processed_at: float, rules_version: str
 ) -> list[tuple[bytes, bytes | None]]:

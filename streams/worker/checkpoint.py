@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from processors._core import SegmentChange
+from processors._core import SegmentChange, tally_moves
 from state.store import BatchCommit, StateStore
 from streams.kafka import producer_lost
 from streams.worker import metrics
@@ -170,17 +169,8 @@ class Checkpoint:
 def _count_changes(changes: Sequence[SegmentChange]) -> None:
     """Add published changes to the change and transition metrics."""
     metrics.CHANGES.inc(len(changes))
-    moves: Tally[tuple[str, str]] = Tally()
-    cluster_moves: Tally[tuple[str, str]] = Tally()
-    for change in changes:
-        moves.update((segment, "entered") for segment in change.entered)
-        moves.update((segment, "exited") for segment in change.exited)
-        if change.cluster != change.previous_cluster:
-            if change.cluster is not None:
-                cluster_moves[change.cluster, "entered"] += 1
-            if change.previous_cluster is not None:
-                cluster_moves[change.previous_cluster, "exited"] += 1
-    for (segment, direction), count in moves.items():
+    moves, cluster_moves = tally_moves(changes)
+    for segment, direction, count in moves:
         metrics.TRANSITIONS.labels(segment=segment, direction=direction).inc(count)
-    for (cluster, direction), count in cluster_moves.items():
+    for cluster, direction, count in cluster_moves:
         metrics.CLUSTER_TRANSITIONS.labels(cluster=cluster, direction=direction).inc(count)

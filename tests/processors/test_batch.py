@@ -1,15 +1,18 @@
 """The partition step: coalescing, versions, dedup, and independence from order and batching."""
 
 import random
+from collections import Counter
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors._core import User, Watermark
+from processors._core import User, Watermark, tally_moves
+from processors.classifier import Classifier
 from processors.events import Action, EventKind
+from processors.model import ClusterAssigner
 from processors.rules import parse_rules
-from tests.steps import as_of, step
+from tests.steps import as_of, predicting, step
 
 RULES = parse_rules("""
 segments:
@@ -156,3 +159,26 @@ def test_revenue_sums_are_exact_in_any_order():
     backward = step(reordered, {}, RULES, dedup_before=0.0).users["u"]
     assert forward.to_bytes() == backward.to_bytes()
     assert forward.features(100.0)["revenue_lifetime"] == round(sum(amounts), 2)
+
+
+def test_move_tallies_count_what_the_changes_hold():
+    """The transition metrics' tally, made in the core, against the changes' own lists."""
+    rng = random.Random(4)
+    moment = 1_790_000_000.123
+    items = [
+        Action(f"u{rng.randrange(5)}", f"m{n}", rng.choice(list(EventKind)), moment + n * 7_777.7)
+        for n in range(60)
+    ]
+    clustered = Classifier.of(RULES, ClusterAssigner(predicting({})))
+    changes = step(items, rules=clustered).changes
+    tally: Counter[tuple[str, str]] = Counter()
+    placed: Counter[tuple[str, str]] = Counter()
+    for change in changes:
+        tally.update((segment, "entered") for segment in change.entered)
+        tally.update((segment, "exited") for segment in change.exited)
+        if change.cluster != change.previous_cluster:
+            placed[change.cluster, "entered"] += 1
+    moves, cluster_moves = tally_moves(changes)
+    assert {(name, way): count for name, way, count in moves} == tally
+    assert sum(tally.values()) > len(changes) / 2
+    assert cluster_moves == [("c1", "entered", placed["c1", "entered"])] == [("c1", "entered", 5)]

@@ -8,6 +8,7 @@
 
 mod batch;
 mod classifier;
+mod commit;
 mod events;
 mod traits;
 mod user;
@@ -62,6 +63,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(decode_events, module)?)?;
     module.add_function(wrap_pyfunction!(read_messages, module)?)?;
     module.add_function(wrap_pyfunction!(pack_vectors, module)?)?;
+    module.add_function(wrap_pyfunction!(commit::tally_moves, module)?)?;
     module.add_function(wrap_pyfunction!(traits::pattern_problem, module)?)?;
     module.add_function(wrap_pyfunction!(classifier::score_predictions, module)?)?;
     module.add_class::<PyAction>()?;
