@@ -25,6 +25,7 @@ from state.activity import USER_LOG_LENGTH, activity_writes
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
+from state.transactions import fenced_transaction
 
 TIMER_SHARDS = 4096
 """Default number of sorted sets each partition's timers are spread over."""
@@ -214,36 +215,32 @@ class RedisStateStore:
         """
         offsets = [self.keys.offset(part.partition, self.group) for part in parts]
         fenced: dict[int, str] = {}
-        writing: list[PartitionCommit] = []
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(*offsets)  # type: ignore[no-untyped-call]
-                values = cast(list[bytes | None], pipe.execute_command("MGET", *offsets))  # type: ignore[no-untyped-call]
-                for part, value in zip(parts, values, strict=True):
-                    offset = (
-                        None if value is None else PartitionProgress.parse(value.decode()).offset
-                    )
-                    if offset == part.start:
-                        writing.append(part)
-                    else:
-                        fenced[part.partition] = (
-                            f"at offset {offset}, this worker expected {part.start}"
-                        )
-                if not writing:
-                    return fenced
-                pipe.multi()
-                for part in writing:
-                    for command in self._writes(part, rules_version):
-                        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-                    pipe.set(self.keys.offset(part.partition, self.group), part.progress.encode())
-                while waiting:
-                    waiting.pop()()
-                pipe.execute()
-            except redis.WatchError:
-                if len(parts) == 1:
-                    return {parts[0].partition: "committed concurrently"}
-                for part in writing:
-                    fenced |= self._commit_together([part], rules_version, waiting)
+        with fenced_transaction(self.client) as transaction:
+            values = transaction.watch(offsets)
+            writing: list[PartitionCommit] = []
+            for part, value in zip(parts, values, strict=True):
+                offset = None if value is None else PartitionProgress.parse(value.decode()).offset
+                if offset == part.start:
+                    writing.append(part)
+                else:
+                    expected = part.start
+                    fenced[part.partition] = f"at offset {offset}, this worker expected {expected}"
+            if not writing:
+                return fenced
+            commands: list[Command] = []
+            for part in writing:
+                commands += self._writes(part, rules_version)
+                commands.append(
+                    ("SET", self.keys.offset(part.partition, self.group), part.progress.encode())
+                )
+            while waiting:
+                waiting.pop()()
+            if transaction.execute(commands):
+                return fenced
+        if len(parts) == 1:
+            return {parts[0].partition: "committed concurrently"}
+        for part in writing:
+            fenced |= self._commit_together([part], rules_version, waiting)
         return fenced
 
     def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:

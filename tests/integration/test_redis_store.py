@@ -151,3 +151,25 @@ def test_nothing_is_written_until_ready_returns_and_it_is_called_once(stack):
     assert calls == [{}]  # once, before the first transaction wrote
     assert {n: p.offset for n, p in store.progress([0, 1]).items()} == {0: 5, 1: 5}
     assert len(store.rows(wanted)) == 4_000
+
+
+def test_a_command_redis_refuses_raises_and_the_next_commit_goes_through(stack):
+    settings = isolated_settings(stack)
+    client = redis.Redis.from_url(settings.redis_url, max_connections=1)
+    keys = settings.key_layout()
+    store = RedisStateStore(client, keys, settings.group_id, timer_shards=8)
+
+    def part(start: int | None, offset: int) -> PartitionCommit:
+        return PartitionCommit(
+            0, start, PartitionProgress(offset, 10.0, 0.0, 0.0), counters=Counters(events=1)
+        )
+
+    client.set(keys.counters(0), "not a hash")  # HINCRBY on it fails inside EXEC
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.commit(BatchCommit([part(None, 5)], "r1"))
+    client.delete(keys.counters(0))
+    # the one connection of the pool answers again, with no reply of the failed one left
+    assert store.progress([0]) == {0: PartitionProgress(5, 10.0, 0.0, 0.0)}
+    assert store.commit(BatchCommit([part(5, 6)], "r1")) == {}
+    assert store.progress([0])[0].offset == 6
+    assert int(client.hget(keys.counters(0), "events")) == 1
