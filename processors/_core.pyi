@@ -366,6 +366,22 @@ def tally_moves(
     """How many times `changes` entered and exited each segment, and entered and left each
     cluster: `(name, "entered" or "exited", count)`, in the order first met."""
 
+def pack_labels(prefix: str, users: Mapping[str, User], rules_version: str) -> tuple[bytes, int]:
+    """One `HSET` a user on their labels hash (`prefix` and the user id), packed in the Redis
+    protocol, and how many: `segments` (a JSON list), `cluster`, `version`, `model_version`,
+    `event_time` (the float's `repr`), `rules_version` and `alias_of`, empty where none."""
+
+def pack_activity(
+    keys: Mapping[str, str],
+    changes: Sequence[SegmentChange],
+    expired: Sequence[str],
+    user_changes_kept: int,
+    segment_log_length: int,
+) -> tuple[bytes, int]:
+    """The commands that count and log `changes` and drop the `expired` users' logs, packed
+    in the Redis protocol, and how many; `keys` holds `moves` (the moves' hash) and the starts
+    of the `segment_log`, `cluster_log` and `user_log` keys."""
+
 def change_messages(
     changes: Sequence[SegmentChange], processed_at: float, rules_version: str
 ) -> list[tuple[bytes, bytes | None]]:

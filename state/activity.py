@@ -22,16 +22,17 @@ history without adding to them, and they outlive the switch. Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 
+from processors._core import SegmentChange, pack_activity
 from state.keys import KeyLayout
-from state.timer_store import Command
+from state.transactions import Packed
 
 log = logging.getLogger(__name__)
 
@@ -46,97 +47,36 @@ HOURS = 30 * 24
 _CLAIM_SECONDS = 3 * 3600
 
 
-class Change(Protocol):
-    """What the logs take of a segment change (`processors._core.SegmentChange`)."""
-
-    @property
-    def user_id(self) -> str: ...
-    @property
-    def entered(self) -> Sequence[str]: ...
-    @property
-    def exited(self) -> Sequence[str]: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def event_time(self) -> float: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def cluster(self) -> str | None: ...
-    @property
-    def previous_cluster(self) -> str | None: ...
-    @property
-    def is_tombstone(self) -> bool: ...
-
-
 def activity_writes(
     keys: KeyLayout,
     partition: int,
-    changes: Iterable[Change],
-    expired: Iterable[str],
+    changes: Sequence[SegmentChange],
+    expired: Sequence[str],
     user_changes_kept: int = USER_LOG_LENGTH,
-) -> list[Command]:
+) -> Packed:
     """The commands that count and log one partition's `changes` (each user's latest
-    `user_changes_kept`), and drop the logs of its `expired` (and erased) users.
+    `user_changes_kept`), and drop the logs of its `expired` (and erased) users, packed by
+    the core (:func:`processors._core.pack_activity` says what each is).
 
-    >>> from types import SimpleNamespace as Seen
-    >>> change = Seen(user_id="ann", entered=["VIP"], exited=[], reason="event",
-    ...     event_time=60.0, version=2, cluster=None, previous_cluster=None, is_tombstone=False)
-    >>> for command in activity_writes(KeyLayout(), 0, [change], ["bob"]):
-    ...     print(*(part.decode() if isinstance(part, bytes) else part for part in command))
-    HINCRBY seg:a:{events.0}:mv +VIP 1
-    LPUSH seg:a:{events.0}:hs:VIP [60.0,"ann","+","event"]
-    LTRIM seg:a:{events.0}:hs:VIP 0 99
-    LPUSH seg:a:{events.0}:hu:ann [60.0,["VIP"],[],null,null,"event",2]
-    LTRIM seg:a:{events.0}:hu:ann 0 49
-    DEL seg:a:{events.0}:hu:bob
-    >>> [command[0] for command in activity_writes(KeyLayout(), 0, [change], [], 0)]
-    ['HINCRBY', 'LPUSH', 'LTRIM']
+    >>> from processors._core import SegmentChange
+    >>> erased = SegmentChange.tombstone("ann", 60.0)  # a tombstone moves nothing
+    >>> for command in activity_writes(KeyLayout(), 0, [erased], ["ann"]).commands():
+    ...     print(*(part.decode() for part in command))
+    DEL seg:a:{events.0}:hu:ann
     """
-    moved: dict[str, list[bytes]] = {}
-    """By `+name` and `-name` (a cluster's name `@id`): the entries of each move."""
-    user_logs: dict[str, list[bytes]] = {}
-    for change in changes:
-        if change.is_tombstone:
-            continue
-        user_id, at, reason = change.user_id, change.event_time, change.reason
-        entered, exited = change.entered, change.exited
-        cluster, previous = change.cluster, change.previous_cluster
-        signs = ["+" + name for name in entered] + ["-" + name for name in exited]
-        if cluster != previous:
-            if previous is not None:
-                signs.append("-@" + previous)
-            if cluster is not None:
-                signs.append("+@" + cluster)
-        for sign in signs:
-            moved.setdefault(sign, []).append(orjson.dumps((at, user_id, sign[0], reason)))
-        if user_changes_kept:
-            entry = orjson.dumps((at, entered, exited, cluster, previous, reason, change.version))
-            user_logs.setdefault(user_id, []).append(entry)
-    commands: list[Command] = [
-        ("HINCRBY", keys.moves(partition), sign, str(len(entries)))
-        for sign, entries in moved.items()
-    ]
-    logs: dict[str, list[bytes]] = {}
-    for sign, entries in moved.items():
-        name = sign[1:]
-        key = (
-            keys.cluster_log(partition, name[1:])
-            if name.startswith("@")
-            else keys.segment_log(partition, name)
-        )
-        logs.setdefault(key, []).extend(entries)
-    trimmed = str(SEGMENT_LOG_LENGTH - 1)
-    for key, entries in logs.items():
-        commands += [("LPUSH", key, *entries), ("LTRIM", key, "0", trimmed)]
-    kept = str(user_changes_kept - 1)
-    for user_id, entries in user_logs.items():
-        key = keys.user_log(partition, user_id)
-        commands += [("LPUSH", key, *entries[-user_changes_kept:]), ("LTRIM", key, "0", kept)]
-    gone = [keys.user_log(partition, user_id) for user_id in expired]
-    if gone:
-        commands.append(("DEL", *gone))
-    return commands
+    data, count = pack_activity(
+        {
+            "moves": keys.moves(partition),
+            "segment_log": keys.segment_log(partition, ""),
+            "cluster_log": keys.cluster_log(partition, ""),
+            "user_log": keys.user_log(partition, ""),
+        },
+        changes,
+        expired,
+        user_changes_kept,
+        SEGMENT_LOG_LENGTH,
+    )
+    return Packed(data, count)
 
 
 @dataclass(frozen=True, slots=True)

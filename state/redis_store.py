@@ -16,16 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import cast
 
-import orjson
 import redis
 from redis.cluster import RedisCluster
 
-from processors._core import FEATURE_NAMES, User
+from processors._core import FEATURE_NAMES, User, pack_labels
 from state.activity import USER_LOG_LENGTH, activity_writes
 from state.keys import KeyLayout
 from state.store import BatchCommit, PartitionCommit, PartitionProgress, no_wait
 from state.timer_store import Command, DueTimers, TimerStore
-from state.transactions import fenced_transaction
+from state.transactions import Packed, Write, fenced_transaction
 
 TIMER_SHARDS = 4096
 """Default number of sorted sets each partition's timers are spread over."""
@@ -227,7 +226,7 @@ class RedisStateStore:
                     fenced[part.partition] = f"at offset {offset}, this worker expected {expected}"
             if not writing:
                 return fenced
-            commands: list[Command] = []
+            commands: list[Write] = []
             for part in writing:
                 commands += self._writes(part, rules_version)
                 commands.append(
@@ -243,10 +242,10 @@ class RedisStateStore:
             fenced |= self._commit_together([part], rules_version, waiting)
         return fenced
 
-    def _writes(self, part: PartitionCommit, rules_version: str) -> list[Command]:
+    def _writes(self, part: PartitionCommit, rules_version: str) -> list[Write]:
         """The commands that write one partition's part, all on keys of its hash tag."""
         keys, partition = self.keys, part.partition
-        commands: list[Command] = []
+        commands: list[Write] = []
         expired = set(part.expired_users)
         rows = [
             item
@@ -265,27 +264,9 @@ class RedisStateStore:
             ]
             if scored:
                 commands.append(("ZADD", keys.values(partition, feature), *scored))
-        for user_id, user in part.labelled.items():
-            commands.append(
-                (
-                    "HSET",
-                    keys.labels(partition, user_id),
-                    "segments",
-                    orjson.dumps(user.segments),
-                    "cluster",
-                    user.cluster or "",
-                    "version",
-                    str(user.version),
-                    "model_version",
-                    str(user.model_version or ""),
-                    "event_time",
-                    repr(user.as_of),
-                    "rules_version",
-                    rules_version,
-                    "alias_of",
-                    user.alias_of or "",
-                )
-            )
+        if part.labelled:
+            labels = pack_labels(keys.labels(partition, ""), part.labelled, rules_version)
+            commands.append(Packed(*labels))
         sets = _SetChanges()
         for change in part.changes:
             for segment in change.entered:
@@ -323,8 +304,10 @@ class RedisStateStore:
             gone = (_user_keys(keys, partition, user_id) for user_id in part.expired_users)
             commands.append(("DEL", *(key for pair in gone for key in pair)))
         if part.recorded:
-            commands += activity_writes(
-                keys, partition, part.changes, part.expired_users, self.user_changes_kept
+            commands.append(
+                activity_writes(
+                    keys, partition, part.changes, part.expired_users, self.user_changes_kept
+                )
             )
         if part.timers or part.taken:
             commands += self.timers.writes(partition, part.timers, part.taken)

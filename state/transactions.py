@@ -16,6 +16,7 @@ moves (:class:`PipelineTransaction`). Either way::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, cast
 
@@ -30,6 +31,28 @@ _pack = cast(Callable[[Command], bytes], hiredis.pack_command)
 _MULTI = _pack(("MULTI",))
 _EXEC = _pack(("EXEC",))
 _UNWATCH = _pack(("UNWATCH",))
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """`count` commands already in the Redis protocol, made by the core in one call.
+
+    >>> Packed(_pack(("DEL", "a")) + _pack(("LTRIM", "b", 0, 9)), 2).commands()
+    [(b'DEL', b'a'), (b'LTRIM', b'b', b'0', b'9')]
+    """
+
+    data: bytes
+    count: int
+
+    def commands(self) -> list[Command]:
+        """The commands one by one, their arguments as bytes."""
+        reader = hiredis.Reader()
+        reader.feed(self.data)
+        return [tuple(cast(list[bytes], reader.gets())) for _ in range(self.count)]
+
+
+Write = Command | Packed
+"""What a transaction runs: a command, or commands packed by the core."""
 
 
 class FencedTransaction(Protocol):
@@ -48,7 +71,7 @@ class FencedTransaction(Protocol):
         """Watch `keys` and read their values (strings, `None` where missing)."""
         ...
 
-    def execute(self, commands: Sequence[Command]) -> bool:
+    def execute(self, commands: Sequence[Write]) -> bool:
         """Run `commands` in one `MULTI`/`EXEC`; `False` (nothing run) when a watched key
         changed since :meth:`watch`. Raises :class:`redis.ResponseError` when a command
         failed."""
@@ -102,14 +125,24 @@ class PackedTransaction:
         connection.read_response()
         return cast(list[bytes | None], connection.read_response())
 
-    def execute(self, commands: Sequence[Command]) -> bool:
+    def execute(self, commands: Sequence[Write]) -> bool:
         connection = self.connection
-        packed = b"".join([_MULTI, *map(_pack, commands), _EXEC])
+        count = 0
+        chunks = [_MULTI]
+        for command in commands:
+            if isinstance(command, Packed):
+                chunks.append(command.data)
+                count += command.count
+            else:
+                chunks.append(_pack(command))
+                count += 1
+        chunks.append(_EXEC)
+        packed = b"".join(chunks)
         connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
         self.watching = False  # EXEC unwatches, whatever it answers
         read = connection.read_response
         refused: list[redis.ResponseError] = []
-        for _ in range(len(commands) + 1):  # MULTI's OK, then a QUEUED a command
+        for _ in range(count + 1):  # MULTI's OK, then a QUEUED a command
             try:
                 read()
             except redis.ResponseError as error:  # a command Redis would not queue
@@ -147,11 +180,12 @@ class PipelineTransaction:
         self.pipe.watch(*keys)  # type: ignore[no-untyped-call]
         return cast(list[bytes | None], self.pipe.execute_command("MGET", *keys))  # type: ignore[no-untyped-call]
 
-    def execute(self, commands: Sequence[Command]) -> bool:
+    def execute(self, commands: Sequence[Write]) -> bool:
         pipe = self.pipe
         pipe.multi()
-        for command in commands:
-            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        for write in commands:
+            for command in write.commands() if isinstance(write, Packed) else [write]:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         try:
             pipe.execute()
         except redis.WatchError:

@@ -22,6 +22,7 @@ pub mod profile;
 pub mod pyrepr;
 pub mod reading;
 pub mod resident;
+pub mod resp;
 pub mod rows;
 pub mod rules;
 pub mod running;

@@ -64,6 +64,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(read_messages, module)?)?;
     module.add_function(wrap_pyfunction!(pack_vectors, module)?)?;
     module.add_function(wrap_pyfunction!(commit::tally_moves, module)?)?;
+    module.add_function(wrap_pyfunction!(commit::pack_labels, module)?)?;
+    module.add_function(wrap_pyfunction!(commit::pack_activity, module)?)?;
     module.add_function(wrap_pyfunction!(traits::pattern_problem, module)?)?;
     module.add_function(wrap_pyfunction!(classifier::score_predictions, module)?)?;
     module.add_class::<PyAction>()?;
