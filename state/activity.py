@@ -61,8 +61,8 @@ def activity_writes(
     >>> from processors._core import SegmentChange
     >>> erased = SegmentChange.tombstone("ann", 60.0)  # a tombstone moves nothing
     >>> for command in activity_writes(KeyLayout(), 0, [erased], ["ann"]).commands():
-    ...     print(*(part.decode() for part in command))
-    DEL seg:a:{events.0}:hu:ann
+    ...     print(command)
+    ('DEL', b'seg:a:{events.0}:hu:ann')
     """
     data, count = pack_activity(
         {

@@ -38,17 +38,22 @@ class Packed:
     """`count` commands already in the Redis protocol, made by the core in one call.
 
     >>> Packed(_pack(("DEL", "a")) + _pack(("LTRIM", "b", 0, 9)), 2).commands()
-    [(b'DEL', b'a'), (b'LTRIM', b'b', b'0', b'9')]
+    [('DEL', b'a'), ('LTRIM', b'b', b'0', b'9')]
     """
 
     data: bytes
     count: int
 
     def commands(self) -> list[Command]:
-        """The commands one by one, their arguments as bytes."""
+        """The commands one by one: the verb as text (as a cluster client looks it up),
+        the arguments as bytes."""
         reader = hiredis.Reader()
         reader.feed(self.data)
-        return [tuple(cast(list[bytes], reader.gets())) for _ in range(self.count)]
+        found: list[Command] = []
+        for _ in range(self.count):
+            verb, *arguments = cast(list[bytes], reader.gets())
+            found.append((verb.decode(), *arguments))
+        return found
 
 
 Write = Command | Packed

@@ -33,7 +33,7 @@ def _stepped():
 
 
 def _text(commands):
-    return [tuple(part.decode() for part in command) for command in commands]
+    return [(verb, *(part.decode() for part in rest)) for verb, *rest in commands]
 
 
 def _activity(changes, expired, kept):
