@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 import redis
 
@@ -12,6 +13,7 @@ from state.redis_store import RedisStateStore
 from state.store import BatchCommit, Counters, PartitionCommit, PartitionProgress
 from state.timer_store import Command
 from tests.integration.conftest import isolated_settings
+from tests.processors.test_commit_writes import stepped_changes
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +175,26 @@ def test_a_command_redis_refuses_raises_and_the_next_commit_goes_through(stack):
     assert store.commit(BatchCommit([part(5, 6)], "r1")) == {}
     assert store.progress([0])[0].offset == 6
     assert int(client.hget(keys.counters(0), "events")) == 1
+
+
+def test_a_users_change_log_keeps_the_latest_changes_on_a_real_redis(stack):
+    """Logs are trimmed only past `user_changes_kept` versions (`pack_activity`): every
+    user's log holds their latest changes, at most that many."""
+    settings = isolated_settings(stack)
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = settings.key_layout()
+    store = RedisStateStore(client, keys, settings.group_id, timer_shards=8, user_changes_kept=2)
+    changes = stepped_changes()
+    first = PartitionCommit(
+        0, None, PartitionProgress(5, 10.0, 0.0, 0.0), changes=changes, recorded=True
+    )
+    assert store.commit(BatchCommit([first], "r1")) == {}
+    versions: dict[str, list[int]] = {}
+    for change in changes:
+        versions.setdefault(change.user_id, []).append(change.version)
+    assert max(len(v) for v in versions.values()) > 2  # some logs trimmed
+    for user_id, theirs in versions.items():
+        logged = [
+            orjson.loads(entry)[-1] for entry in client.lrange(keys.user_log(0, user_id), 0, -1)
+        ]
+        assert logged == theirs[::-1][:2], user_id  # newest first

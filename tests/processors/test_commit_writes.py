@@ -20,6 +20,11 @@ from tests.steps import predicting, step
 KEYS = KeyLayout("seg", "events")
 
 
+def stepped_changes():
+    """The changes of :func:`_stepped`, for tests on a real Redis."""
+    return _stepped().changes
+
+
 def _stepped():
     """A few users' changes over a few weeks (segments and clusters), and their users."""
     rng = random.Random(7)
@@ -40,6 +45,7 @@ def _activity(changes, expired, kept):
     """`activity_writes` as its documentation says, a command at a time."""
     moved: dict[str, list[bytes]] = {}
     logs: dict[str, list[bytes]] = {}
+    versions: dict[str, int] = {}
     for change in changes:
         signs = [f"+{name}" for name in change.entered] + [f"-{name}" for name in change.exited]
         if change.cluster != change.previous_cluster:
@@ -61,6 +67,7 @@ def _activity(changes, expired, kept):
                 )
             )
             logs.setdefault(change.user_id, []).append(entry)
+            versions[change.user_id] = change.version
     commands = [("HINCRBY", KEYS.moves(0), sign, str(len(e))) for sign, e in moved.items()]
     lists: dict[str, list[bytes]] = {}
     for sign, entries in moved.items():
@@ -73,7 +80,8 @@ def _activity(changes, expired, kept):
     for user_id, entries in logs.items():
         key = KEYS.user_log(0, user_id)
         commands += [("LPUSH", key, *(e.decode() for e in entries[-kept:]))]
-        commands += [("LTRIM", key, "0", str(kept - 1))]
+        if versions[user_id] > kept:  # else the log holds at most `kept` changes
+            commands += [("LTRIM", key, "0", str(kept - 1))]
     if expired:
         commands.append(("DEL", *(KEYS.user_log(0, user_id) for user_id in expired)))
     return commands
@@ -83,6 +91,8 @@ def test_the_activity_logs_are_packed_as_documented():
     changes = _stepped().changes
     assert any(c.cluster != c.previous_cluster for c in changes)
     assert any(c.exited for c in changes)
+    versions = [change.version for change in changes]
+    assert min(versions) < 2 < max(versions)  # logs trimmed and not, with 2 kept
     for kept, expired in [(50, ["gone", "erased"]), (2, []), (0, ["gone"])]:
         packed = activity_writes(KEYS, 0, changes, expired, kept)
         assert _text(packed.commands()) == _activity(changes, expired, kept)

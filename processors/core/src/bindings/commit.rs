@@ -108,8 +108,12 @@ pub(crate) struct ActivityKeys {
 /// `LPUSH` of the entries `[time, user, "+" or "-", reason]` and an `LTRIM` to
 /// `segment_log_length` on each segment's and cluster's log, an `LPUSH` of each user's
 /// latest `user_changes_kept` changes `[time, entered, exited, cluster, previous,
-/// reason, version]` and an `LTRIM` to as many (none when 0), then one `DEL` of the
-/// `expired` users' logs.
+/// reason, version]` (none when 0), then one `DEL` of the `expired` users' logs.
+///
+/// A user's log is trimmed to `user_changes_kept` only once their version is past it: it
+/// holds an entry a change of theirs, each of its own version from 1 up (versions only
+/// grow, across generations too), so the log of a user at version `v` holds `v` entries
+/// at most, and most users' logs never need an `LTRIM`.
 #[pyfunction]
 pub(crate) fn pack_activity<'py>(
     py: Python<'py>,
@@ -120,7 +124,7 @@ pub(crate) fn pack_activity<'py>(
     segment_log_length: usize,
 ) -> PyResult<Packed<'py>> {
     let mut moved: IndexMap<String, Vec<String>> = IndexMap::new();
-    let mut user_logs: IndexMap<&str, Vec<String>> = IndexMap::new();
+    let mut user_logs: IndexMap<&str, (Vec<String>, i64)> = IndexMap::new();
     for change in &changes {
         let change = &change.inner;
         if change.is_tombstone {
@@ -155,10 +159,9 @@ pub(crate) fn pack_activity<'py>(
                 reason,
                 change.version
             ]);
-            user_logs
-                .entry(&change.user_id)
-                .or_default()
-                .push(entry.to_string());
+            let (entries, version) = user_logs.entry(&change.user_id).or_default();
+            entries.push(entry.to_string());
+            *version = change.version;
         }
     }
     let mut commands = Commands::default();
@@ -177,18 +180,21 @@ pub(crate) fn pack_activity<'py>(
     }
     let trimmed = segment_log_length.saturating_sub(1).to_string();
     for (key, entries) in &logs {
-        push_list(&mut commands, key, entries, &trimmed);
+        let mut push = vec!["LPUSH", key];
+        push.extend_from_slice(entries);
+        commands.push(&push);
+        commands.push(&["LTRIM", key, "0", &trimmed]);
     }
     let kept = user_changes_kept.saturating_sub(1).to_string();
-    for (user_id, entries) in &user_logs {
+    for (user_id, (entries, version)) in &user_logs {
+        let key = format!("{}{user_id}", keys.user_log);
         let latest = &entries[entries.len().saturating_sub(user_changes_kept)..];
-        let latest: Vec<&str> = latest.iter().map(String::as_str).collect();
-        push_list(
-            &mut commands,
-            &format!("{}{user_id}", keys.user_log),
-            &latest,
-            &kept,
-        );
+        let mut push = vec!["LPUSH", &key];
+        push.extend(latest.iter().map(String::as_str));
+        commands.push(&push);
+        if usize::try_from(*version).map_or(true, |version| version > user_changes_kept) {
+            commands.push(&["LTRIM", &key, "0", &kept]);
+        }
     }
     if !expired.is_empty() {
         let mut gone = vec!["DEL".to_string()];
@@ -200,12 +206,4 @@ pub(crate) fn pack_activity<'py>(
         commands.push(&gone);
     }
     Ok((PyBytes::new(py, &commands.bytes), commands.count))
-}
-
-/// `LPUSH` of `entries` on the list `key`, then `LTRIM` to its first `last` + 1.
-fn push_list(commands: &mut Commands, key: &str, entries: &[&str], last: &str) {
-    let mut push = vec!["LPUSH", key];
-    push.extend_from_slice(entries);
-    commands.push(&push);
-    commands.push(&["LTRIM", key, "0", last]);
 }
