@@ -161,16 +161,23 @@ def test_revenue_sums_are_exact_in_any_order():
     assert forward.features(100.0)["revenue_lifetime"] == round(sum(amounts), 2)
 
 
-def test_move_tallies_count_what_the_changes_hold():
-    """The transition metrics' tally, made in the core, against the changes' own lists."""
-    rng = random.Random(4)
+def mixed_step(seed: int, users: int, events: int):
+    """One step of `events` of every kind, about two hours apart, from `users` users, with
+    `RULES` and a one-cluster model: changes of segments and clusters, and their users."""
+    rng = random.Random(seed)
     moment = 1_790_000_000.123
     items = [
-        Action(f"u{rng.randrange(5)}", f"m{n}", rng.choice(list(EventKind)), moment + n * 7_777.7)
-        for n in range(60)
+        Action(
+            f"u{rng.randrange(users)}", f"m{n}", rng.choice(list(EventKind)), moment + n * 7_777.7
+        )
+        for n in range(events)
     ]
-    clustered = Classifier.of(RULES, ClusterAssigner(predicting({})))
-    changes = step(items, rules=clustered).changes
+    return step(items, rules=Classifier.of(RULES, ClusterAssigner(predicting({}))))
+
+
+def test_move_tallies_count_what_the_changes_hold():
+    """The transition metrics' tally, made in the core, against the changes' own lists."""
+    changes = mixed_step(4, users=5, events=60).changes
     tally: Counter[tuple[str, str]] = Counter()
     placed: Counter[tuple[str, str]] = Counter()
     for change in changes:

@@ -3,38 +3,25 @@ with what their documentation says, built plainly here from the same changes and
 
 from __future__ import annotations
 
-import random
-
 import orjson
 
 from processors._core import pack_labels
-from processors.classifier import Classifier
-from processors.events import Action, EventKind
-from processors.model import ClusterAssigner
 from state.activity import SEGMENT_LOG_LENGTH, activity_writes
 from state.keys import KeyLayout
 from state.transactions import Packed
-from tests.processors.test_batch import RULES
-from tests.steps import predicting, step
+from tests.processors.test_batch import mixed_step
 
 KEYS = KeyLayout("seg", "events")
 
 
 def stepped_changes():
-    """The changes of :func:`_stepped`, for tests on a real Redis."""
+    """A few users' changes over a few weeks (segments and clusters), for tests on a real
+    Redis."""
     return _stepped().changes
 
 
 def _stepped():
-    """A few users' changes over a few weeks (segments and clusters), and their users."""
-    rng = random.Random(7)
-    moment = 1_790_000_000.123
-    items = [
-        Action(f"u{rng.randrange(6)}", f"m{n}", rng.choice(list(EventKind)), moment + n * 7_777.7)
-        for n in range(80)
-    ]
-    clustered = Classifier.of(RULES, ClusterAssigner(predicting({})))
-    return step(items, rules=clustered)
+    return mixed_step(7, users=6, events=80)
 
 
 def _text(commands):
