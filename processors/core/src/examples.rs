@@ -40,7 +40,7 @@
 
 use std::collections::BTreeMap;
 
-use rmp::encode as mp;
+use crate::msgpack::Pack;
 
 use crate::events::Kind;
 use crate::features::rfm;
@@ -331,29 +331,29 @@ pub struct Example {
 /// label]` (`predicted` nil for a gated prediction); read back by `processors.examples`.
 pub fn pack(examples: &[Example]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + examples.len() * (48 + 5 * INPUTS.len()));
-    mp::write_map_len(&mut out, 2).expect("writing to a Vec");
-    mp::write_str(&mut out, "inputs").expect("writing to a Vec");
-    mp::write_array_len(&mut out, INPUTS.len() as u32).expect("writing to a Vec");
+    out.map(2);
+    out.text("inputs");
+    out.array(INPUTS.len());
     for name in INPUTS {
-        mp::write_str(&mut out, name).expect("writing to a Vec");
+        out.text(name);
     }
-    mp::write_str(&mut out, "rows").expect("writing to a Vec");
-    mp::write_array_len(&mut out, examples.len() as u32).expect("writing to a Vec");
+    out.text("rows");
+    out.array(examples.len());
     for example in examples {
-        mp::write_array_len(&mut out, 7).expect("writing to a Vec");
-        mp::write_str(&mut out, &example.user_id).expect("writing to a Vec");
-        mp::write_str(&mut out, PREDICTIONS[example.prediction]).expect("writing to a Vec");
-        mp::write_sint(&mut out, example.day).expect("writing to a Vec");
-        mp::write_sint(&mut out, example.matured).expect("writing to a Vec");
-        mp::write_array_len(&mut out, INPUTS.len() as u32).expect("writing to a Vec");
+        out.array(7);
+        out.text(&example.user_id);
+        out.text(PREDICTIONS[example.prediction]);
+        out.int(example.day);
+        out.int(example.matured);
+        out.array(INPUTS.len());
         for value in example.inputs {
-            mp::write_f32(&mut out, value).expect("writing to a Vec");
+            out.float32(value);
         }
         match example.predicted {
-            None => mp::write_nil(&mut out).expect("writing to a Vec"),
-            Some(value) => mp::write_f32(&mut out, value).expect("writing to a Vec"),
+            None => out.nil(),
+            Some(value) => out.float32(value),
         }
-        mp::write_f64(&mut out, example.label).expect("writing to a Vec");
+        out.float(example.label);
     }
     out
 }

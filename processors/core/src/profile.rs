@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::buckets::Buckets;
 use crate::computed::{Computed, Key, Series};
 use crate::events::{Event, Kind};
 use crate::traits::Traits;
@@ -324,27 +325,48 @@ impl Profile {
     /// traits that are not among `computed` (the rules in force); the day buckets dropped
     /// are returned.
     pub fn prune(&mut self, as_of: f64, computed: &[Computed]) -> BTreeMap<i64, Vec<i64>> {
-        self.computed.retain(|key, series| {
-            let Some(definition) = computed.iter().find(|c| c.key == *key) else {
-                return false;
-            };
-            series.drop_before(definition.oldest(as_of));
-            !series.buckets.is_empty()
-        });
+        // most steps drop nothing: each map is rebuilt only when something in it goes
+        let mut emptied = false;
+        for (key, series) in self.computed.iter_mut() {
+            match computed.iter().find(|c| c.key == *key) {
+                Some(definition) => series.drop_before(definition.oldest(as_of)),
+                None => series.buckets = Buckets::new(),
+            }
+            emptied |= series.buckets.is_empty();
+        }
+        if emptied {
+            self.computed.retain(|_, series| !series.buckets.is_empty());
+        }
         self.minutes.prune(as_of);
         self.hours.prune(as_of);
         let dropped = self.days.prune(as_of);
         let oldest_day = (as_of / DAY as f64).floor() as i64 - self.days.span;
-        self.category_days.retain(|_, per_day| {
-            per_day.retain(|&day, _| day > oldest_day);
-            !per_day.is_empty()
-        });
+        let mut emptied = false;
+        for per_day in self.category_days.values_mut() {
+            if per_day
+                .first_key_value()
+                .is_some_and(|(&day, _)| day <= oldest_day)
+            {
+                *per_day = per_day.split_off(&(oldest_day + 1));
+                emptied |= per_day.is_empty();
+            }
+        }
+        if emptied {
+            self.category_days.retain(|_, per_day| !per_day.is_empty());
+        }
         self.sessions.prune(as_of - (7 * DAY) as f64);
         let horizon = as_of - RECENT_SECONDS as f64;
-        self.recent.retain(|_, times| {
-            times.retain(|&t| t as f64 > horizon);
-            !times.is_empty()
-        });
+        let mut emptied = false;
+        for times in self.recent.values_mut() {
+            let gone = times.partition_point(|&t| t as f64 <= horizon);
+            if gone > 0 {
+                times.drain(..gone);
+                emptied |= times.is_empty();
+            }
+        }
+        if emptied {
+            self.recent.retain(|_, times| !times.is_empty());
+        }
         dropped
     }
 }

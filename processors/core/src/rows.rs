@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use rmp::encode as mp;
+use crate::msgpack::Pack;
 
 use crate::computed::{Aggregate, Cell, Key, Series};
 use crate::examples::{Examples, Pending, HISTORY_DAYS};
@@ -454,23 +454,29 @@ impl Reader<'_> {
 /// The row of `user`, in the current version.
 pub fn encode(user: &User) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
-    let w = &mut out;
+    encode_into(&mut out, user);
+    out
+}
+
+/// The row of `user` written at the end of `w`: a step writes every user's row into one
+/// buffer and copies out the rows that moved, at their size.
+pub fn encode_into(w: &mut Vec<u8>, user: &User) {
     let fields = if user.examples.pending.is_empty() {
         12
     } else {
         13
     };
-    mp::write_array_len(w, fields).expect("writing to a Vec");
-    mp::write_sint(w, ROW_VERSION).expect("writing to a Vec");
+    w.array(fields);
+    w.int(ROW_VERSION);
     write_profile(w, &user.profile);
     write_strings(w, &user.labels.segments);
-    mp::write_sint(w, user.labels.version).expect("writing to a Vec");
-    mp::write_f64(w, user.as_of).expect("writing to a Vec");
-    mp::write_array_len(w, user.recent.len() as u32).expect("writing to a Vec");
+    w.int(user.labels.version);
+    w.float(user.as_of);
+    w.array(user.recent.len());
     for (digest, when) in &user.recent {
-        mp::write_array_len(w, 2).expect("writing to a Vec");
-        mp::write_uint(w, *digest).expect("writing to a Vec");
-        mp::write_sint(w, *when).expect("writing to a Vec");
+        w.array(2);
+        w.uint(*digest);
+        w.int(*when);
     }
     write_strings(w, &user.linked);
     write_strings(w, &user.absorbed);
@@ -481,12 +487,11 @@ pub fn encode(user: &User) -> Vec<u8> {
     if !user.examples.pending.is_empty() {
         write_examples(w, &user.examples);
     }
-    out
 }
 
 fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
-    let fields = 4 + u32::from(examples.others_due.is_some());
-    mp::write_array_len(w, fields).expect("writing to a Vec");
+    let fields = 4 + usize::from(examples.others_due.is_some());
+    w.array(fields);
     write_counts(w, &examples.history);
     write_int_or_nil(w, examples.before);
     let mut runs: Vec<(i64, i64, bool)> = Vec::new();
@@ -498,12 +503,12 @@ fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
             _ => runs.push((p.day, 1, p.early_done)),
         }
     }
-    mp::write_array_len(w, runs.len() as u32).expect("writing to a Vec");
+    w.array(runs.len());
     for (first, days, early_done) in runs {
-        mp::write_array_len(w, 3).expect("writing to a Vec");
-        mp::write_sint(w, first).expect("writing to a Vec");
-        mp::write_sint(w, days).expect("writing to a Vec");
-        mp::write_bool(w, early_done).expect("writing to a Vec");
+        w.array(3);
+        w.int(first);
+        w.int(days);
+        w.boolean(early_done);
     }
     write_predicted(w, &examples.pending);
     if let Some(others_due) = examples.others_due {
@@ -514,21 +519,21 @@ fn write_examples(w: &mut Vec<u8>, examples: &Examples) {
 fn write_predicted(w: &mut Vec<u8>, pending: &[Pending]) {
     let gated = |p: &Pending| p.predicted.iter().all(|v| v.is_nan());
     if pending.iter().all(gated) {
-        mp::write_nil(w).expect("writing to a Vec");
+        w.nil();
         return;
     }
-    mp::write_array_len(w, pending.len() as u32).expect("writing to a Vec");
+    w.array(pending.len());
     for p in pending {
         if gated(p) {
-            mp::write_nil(w).expect("writing to a Vec");
+            w.nil();
             continue;
         }
-        mp::write_array_len(w, p.predicted.len() as u32).expect("writing to a Vec");
+        w.array(p.predicted.len());
         for value in p.predicted {
             if value.is_nan() {
-                mp::write_nil(w).expect("writing to a Vec");
+                w.nil();
             } else {
-                mp::write_f32(w, value).expect("writing to a Vec");
+                w.float32(value);
             }
         }
     }
@@ -550,67 +555,66 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
     } else {
         14
     };
-    mp::write_array_len(w, fields).expect("writing to a Vec");
+    w.array(fields);
     for counts in [&profile.minutes, &profile.hours, &profile.days] {
         write_counts(w, counts);
     }
-    mp::write_array_len(w, profile.category_days.len() as u32).expect("writing to a Vec");
+    w.array(profile.category_days.len());
     for (name, per_day) in &profile.category_days {
-        mp::write_array_len(w, 2).expect("writing to a Vec");
-        mp::write_str(w, name).expect("writing to a Vec");
+        w.array(2);
+        w.text(name);
         write_pairs(w, per_day);
     }
-    mp::write_array_len(w, profile.sessions.items.len() as u32).expect("writing to a Vec");
+    w.array(profile.sessions.items.len());
     for session in &profile.sessions.items {
         write_ints(w, session);
     }
     write_pairs(w, &profile.purchase_days);
-    mp::write_sint(w, profile.orders).expect("writing to a Vec");
-    mp::write_sint(w, profile.events).expect("writing to a Vec");
+    w.int(profile.orders);
+    w.int(profile.events);
     write_int_or_nil(w, profile.first_seen);
     write_int_or_nil(w, profile.last_seen);
     write_int_or_nil(w, profile.last_order);
     match &profile.last_device {
-        None => mp::write_nil(w).expect("writing to a Vec"),
+        None => w.nil(),
         Some((moment, device)) => {
-            mp::write_array_len(w, 2).expect("writing to a Vec");
-            mp::write_sint(w, *moment).expect("writing to a Vec");
-            mp::write_str(w, device).expect("writing to a Vec");
+            w.array(2);
+            w.int(*moment);
+            w.text(device);
         }
     }
-    mp::write_array_len(w, profile.recent.len() as u32).expect("writing to a Vec");
+    w.array(profile.recent.len());
     for (key, times) in &profile.recent {
-        mp::write_array_len(w, 2).expect("writing to a Vec");
-        mp::write_str(w, key).expect("writing to a Vec");
+        w.array(2);
+        w.text(key);
         write_ints(w, times);
     }
-    mp::write_array_len(w, profile.cart.len() as u32).expect("writing to a Vec");
+    w.array(profile.cart.len());
     for (moment, sign, product, category, amount) in &profile.cart {
-        mp::write_array_len(w, 5).expect("writing to a Vec");
-        mp::write_sint(w, *moment).expect("writing to a Vec");
-        mp::write_sint(w, *sign).expect("writing to a Vec");
-        mp::write_str(w, product).expect("writing to a Vec");
-        mp::write_str(w, category).expect("writing to a Vec");
-        mp::write_sint(w, *amount).expect("writing to a Vec");
+        w.array(5);
+        w.int(*moment);
+        w.int(*sign);
+        w.text(product);
+        w.text(category);
+        w.int(*amount);
     }
     if fields > 14 {
-        mp::write_array_len(w, traits.len() as u32).expect("writing to a Vec");
+        w.array(traits.len());
         for (name, (moment, value)) in traits {
-            mp::write_array_len(w, 3).expect("writing to a Vec");
-            mp::write_str(w, name).expect("writing to a Vec");
-            mp::write_sint(w, *moment).expect("writing to a Vec");
+            w.array(3);
+            w.text(name);
+            w.int(*moment);
             write_value(w, value);
         }
     }
     if fields > 15 {
-        mp::write_array_len(w, profile.computed.len() as u32).expect("writing to a Vec");
+        w.array(profile.computed.len());
         for (key, series) in &profile.computed {
-            mp::write_array_len(w, 3).expect("writing to a Vec");
+            w.array(3);
             let key = key.bytes();
-            mp::write_str_len(w, key.as_slice().len() as u32).expect("writing to a Vec");
-            w.extend_from_slice(key.as_slice());
-            mp::write_sint(w, series.aggregate.code()).expect("writing to a Vec");
-            mp::write_array_len(w, series.buckets.len() as u32).expect("writing to a Vec");
+            w.text_bytes(key.as_slice());
+            w.int(series.aggregate.code());
+            w.array(series.buckets.len());
             for (bucket, cell) in series.buckets.iter() {
                 write_cell(w, *bucket, cell);
             }
@@ -620,10 +624,10 @@ fn write_profile(w: &mut Vec<u8>, profile: &Profile) {
 
 fn write_value(w: &mut Vec<u8>, value: &TraitValue) {
     match value {
-        TraitValue::Null => mp::write_nil(w).expect("writing to a Vec"),
-        TraitValue::Bool(flag) => mp::write_bool(w, *flag).expect("writing to a Vec"),
-        TraitValue::Number(number) => mp::write_f64(w, *number).expect("writing to a Vec"),
-        TraitValue::Text(text) => mp::write_str(w, text).expect("writing to a Vec"),
+        TraitValue::Null => w.nil(),
+        TraitValue::Bool(flag) => w.boolean(*flag),
+        TraitValue::Number(number) => w.float(*number),
+        TraitValue::Text(text) => w.text(text),
     }
 }
 
@@ -635,10 +639,10 @@ fn write_cell(w: &mut Vec<u8>, bucket: i64, cell: &Cell) {
         Cell::Tally(values) => 1 + 2 * values.len(),
         _ => 2,
     };
-    mp::write_array_len(w, length as u32).expect("writing to a Vec");
-    mp::write_sint(w, bucket).expect("writing to a Vec");
+    w.array(length);
+    w.int(bucket);
     let int = |w: &mut Vec<u8>, value: i64| {
-        mp::write_sint(w, value).expect("writing to a Vec");
+        w.int(value);
     };
     match cell {
         Cell::Count(count) => int(w, *count),
@@ -647,11 +651,11 @@ fn write_cell(w: &mut Vec<u8>, bucket: i64, cell: &Cell) {
             int(w, *millionths);
         }
         Cell::Least(value) | Cell::Most(value) => {
-            mp::write_f64(w, *value).expect("writing to a Vec");
+            w.float(*value);
         }
         Cell::Tally(values) => {
             for (value, count) in values {
-                mp::write_str(w, value).expect("writing to a Vec");
+                w.text(value);
                 int(w, *count);
             }
         }
@@ -674,49 +678,49 @@ fn write_counts(w: &mut Vec<u8>, counts: &SlidingCounts) {
         })
         .filter(|(_, vector)| !vector.is_empty())
         .collect();
-    mp::write_array_len(w, rows.len() as u32).expect("writing to a Vec");
+    w.array(rows.len());
     for (index, vector) in rows {
-        mp::write_array_len(w, vector.len() as u32 + 1).expect("writing to a Vec");
-        mp::write_sint(w, index).expect("writing to a Vec");
+        w.array(vector.len() + 1);
+        w.int(index);
         for value in vector {
-            mp::write_sint(w, *value).expect("writing to a Vec");
+            w.int(*value);
         }
     }
 }
 
 fn write_ints(w: &mut Vec<u8>, values: &[i64]) {
-    mp::write_array_len(w, values.len() as u32).expect("writing to a Vec");
+    w.array(values.len());
     for value in values {
-        mp::write_sint(w, *value).expect("writing to a Vec");
+        w.int(*value);
     }
 }
 
 fn write_pairs(w: &mut Vec<u8>, pairs: &BTreeMap<i64, i64>) {
-    mp::write_array_len(w, pairs.len() as u32).expect("writing to a Vec");
+    w.array(pairs.len());
     for (key, value) in pairs {
         write_ints(w, &[*key, *value]);
     }
 }
 
 fn write_strings(w: &mut Vec<u8>, values: &[String]) {
-    mp::write_array_len(w, values.len() as u32).expect("writing to a Vec");
+    w.array(values.len());
     for value in values {
-        mp::write_str(w, value).expect("writing to a Vec");
+        w.text(value);
     }
 }
 
 fn write_text_or_nil(w: &mut Vec<u8>, value: Option<&str>) {
     match value {
-        None => mp::write_nil(w).expect("writing to a Vec"),
-        Some(text) => mp::write_str(w, text).expect("writing to a Vec"),
+        None => w.nil(),
+        Some(text) => w.text(text),
     }
 }
 
 fn write_int_or_nil(w: &mut Vec<u8>, value: Option<i64>) {
     match value {
-        None => mp::write_nil(w).expect("writing to a Vec"),
+        None => w.nil(),
         Some(number) => {
-            mp::write_sint(w, number).expect("writing to a Vec");
+            w.int(number);
         }
     }
 }

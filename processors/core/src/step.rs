@@ -896,21 +896,31 @@ impl Pass<'_> {
     fn compare(&mut self) {
         let step = &mut self.step;
         step.stored.reserve(step.users.len());
+        let mut scratch = Vec::with_capacity(4096);
         for (user_id, user) in &mut step.users {
             user.drop_unstored();
-            let row = rows::encode(user);
-            debug_assert_eq!(rows::decode(&row).ok().as_ref(), Some(&*user), "{user_id}");
-            let before = self.loaded.get(user_id);
-            let labels_moved = match before {
+            scratch.clear();
+            rows::encode_into(&mut scratch, user);
+            debug_assert_eq!(
+                rows::decode(&scratch).ok().as_ref(),
+                Some(&*user),
+                "{user_id}"
+            );
+            let before = self.loaded.get_mut(user_id);
+            let labels_moved = match &before {
                 None => user.labels != Labels::default() || user.alias_of.is_some(),
                 Some((_, labels, alias_of)) => *labels != user.labels || *alias_of != user.alias_of,
             };
             if labels_moved {
                 step.relabelled.push(user_id.clone());
             }
-            if before.is_none_or(|(loaded, _, _)| *loaded != row) {
-                step.rows.insert(user_id.clone(), row.clone());
-            }
+            let row = match before {
+                Some((loaded, _, _)) if *loaded == scratch => std::mem::take(loaded),
+                _ => {
+                    step.rows.insert(user_id.clone(), scratch.clone());
+                    scratch.clone()
+                }
+            };
             step.stored.push(row);
         }
     }

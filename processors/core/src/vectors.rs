@@ -16,7 +16,7 @@
 //! assert_eq!(&packed[..10], b"\x82\xa8features");
 //! ```
 
-use rmp::encode as mp;
+use crate::msgpack::Pack;
 
 use crate::step::Vector;
 
@@ -24,39 +24,39 @@ use crate::step::Vector;
 pub fn pack(vectors: &[&Vector], names: &[&str]) -> Vec<u8> {
     let columns: usize = names.iter().map(|name| name.len() + 2).sum();
     let mut out = Vec::with_capacity(32 + columns + vectors.len() * (32 + 9 * names.len()));
-    mp::write_map_len(&mut out, 2).expect("writing to a Vec");
-    mp::write_str(&mut out, "features").expect("writing to a Vec");
-    mp::write_array_len(&mut out, names.len() as u32).expect("writing to a Vec");
+    out.map(2);
+    out.text("features");
+    out.array(names.len());
     for name in names {
-        mp::write_str(&mut out, name).expect("writing to a Vec");
+        out.text(name);
     }
-    mp::write_str(&mut out, "rows").expect("writing to a Vec");
-    mp::write_array_len(&mut out, vectors.len() as u32).expect("writing to a Vec");
+    out.text("rows");
+    out.array(vectors.len());
     for vector in vectors {
         let fields = match (vector.computed.is_empty(), vector.inputs.is_empty()) {
             (true, true) => 4,
             (false, true) => 5,
             (_, false) => 6,
         };
-        mp::write_array_len(&mut out, fields).expect("writing to a Vec");
-        mp::write_str(&mut out, &vector.user_id).expect("writing to a Vec");
-        mp::write_f64(&mut out, vector.as_of).expect("writing to a Vec");
-        mp::write_array_len(&mut out, vector.values.len() as u32).expect("writing to a Vec");
+        out.array(fields);
+        out.text(&vector.user_id);
+        out.float(vector.as_of);
+        out.array(vector.values.len());
         for value in &vector.values {
-            mp::write_f64(&mut out, *value).expect("writing to a Vec");
+            out.float(*value);
         }
-        mp::write_bool(&mut out, vector.refresh).expect("writing to a Vec");
+        out.boolean(vector.refresh);
         if fields > 4 {
-            mp::write_map_len(&mut out, vector.computed.len() as u32).expect("writing to a Vec");
+            out.map(vector.computed.len());
             for (name, value) in &vector.computed {
-                mp::write_str(&mut out, name).expect("writing to a Vec");
-                mp::write_f64(&mut out, *value).expect("writing to a Vec");
+                out.text(name);
+                out.float(*value);
             }
         }
         if fields > 5 {
-            mp::write_array_len(&mut out, vector.inputs.len() as u32).expect("writing to a Vec");
+            out.array(vector.inputs.len());
             for value in &vector.inputs {
-                mp::write_f64(&mut out, *value).expect("writing to a Vec");
+                out.float(*value);
             }
         }
     }

@@ -113,6 +113,13 @@ impl SlidingCounts {
     /// Drop the buckets no window as of `as_of` or later can reach; they are returned.
     pub fn prune(&mut self, as_of: f64) -> BTreeMap<i64, Vec<i64>> {
         let oldest = bucket_of(as_of, self.width) - self.span;
+        if self
+            .buckets
+            .first_key_value()
+            .is_none_or(|(&first, _)| first > oldest)
+        {
+            return BTreeMap::new();
+        }
         let kept = self.buckets.split_off(&(oldest + 1));
         std::mem::replace(&mut self.buckets, kept)
     }
@@ -120,11 +127,15 @@ impl SlidingCounts {
     /// Cut each bucket's trailing counters at zero, and drop the buckets left with none:
     /// the form a state row keeps them in (no window reads a zero).
     pub fn trim(&mut self) {
-        self.buckets.retain(|_, vector| {
+        let mut emptied = false;
+        for vector in self.buckets.values_mut() {
             let end = vector.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
             vector.truncate(end);
-            end > 0
-        });
+            emptied |= end == 0;
+        }
+        if emptied {
+            self.buckets.retain(|_, vector| !vector.is_empty());
+        }
     }
 
     /// Add every counter of `other` (same width) into this one.

@@ -55,6 +55,7 @@ fn canonical_partitions(user_ids: Vec<String>, partitions: u32) -> PyResult<Vec<
 
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::keep_freed_memory();
     module.add_function(wrap_pyfunction!(murmur2, module)?)?;
     module.add_function(wrap_pyfunction!(canonical_partitions, module)?)?;
     module.add_function(wrap_pyfunction!(run_partition, module)?)?;
