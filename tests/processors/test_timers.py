@@ -331,3 +331,61 @@ segments:
         ("time", start + 30 * 3600 + 1, ("Old Accounts",), ()),
     ]
     assert "ann" not in timers  # nothing left to flip
+
+
+CLOCK_RULES = parse_rules("""
+segments:
+  - name: Idle
+    description: nothing for a week
+    condition: {feature: days_since_last_seen, op: ">", value: 7}
+""")
+
+
+def test_a_user_back_after_a_week_leaves_an_idle_segment_at_their_event():
+    start = 1_790_035_200  # a UTC midnight
+    items = [
+        action("u", 0, EventKind.PAGE, start),
+        action("u", 1, EventKind.PAGE, start + 10 * DAY),
+        action("other", 2, EventKind.PAGE, start + 11 * DAY),
+    ]
+    for sizes in ([len(items)], [1] * len(items)):
+        changes, stored, _ = run_as_worker(items, CLOCK_RULES, lateness=600, batch_sizes=sizes)
+        idle, back = [c for c in changes if c.user_id == "u"]
+        assert (idle.reason, idle.entered) == ("time", ("Idle",))
+        assert 7 * DAY < idle.event_time - start <= 7 * DAY + 10  # to 0.0001 day
+        assert (back.reason, back.exited, back.event_time) == ("event", ("Idle",), start + 10 * DAY)
+        assert stored["u"].segments == ()
+
+
+WAITING_RULES = parse_rules("""
+segments:
+  - name: Browsing Buyers
+    description: a page this week and an order this month
+    condition:
+      all:
+        - {feature: page_views_7d, op: ">=", value: 1}
+        - {feature: orders_30d, op: ">=", value: 1}
+""")
+
+
+def test_a_part_that_cannot_flip_first_holds_back_the_timer_until_an_event_moves_it():
+    start = 1_790_035_200  # a UTC midnight
+    page = action("u", 0, EventKind.PAGE, start + 3600)
+    # no order: the page leaving the week cannot move the segment, so only the refresh of
+    # the clustering features (on the weekly grid after it) is due
+    alone = user_of([(EventKind.PAGE, start + 3600, "shoes", "p1")], WAITING_RULES)
+    assert alone.due == math.ceil((start + 7 * DAY) / REFRESH_EVERY) * REFRESH_EVERY
+    assert alone.due > start + 7 * DAY
+    # an order brings the page's moment back: the segment is left when the page's day
+    # leaves the week, whether the order comes in the page's step (the user's timer is
+    # recomputed by then) or in a step of its own (the user is timed again at once)
+    items = [page, action("u", 1, EventKind.ORDER, start + 2 * DAY)]
+    items += [action("other", 2 + n, EventKind.PAGE, start + n * DAY) for n in range(3, 10)]
+    for sizes in ([len(items)], [1] * len(items)):
+        changes, _, _ = run_as_worker(items, WAITING_RULES, lateness=600, batch_sizes=sizes)
+        assert [
+            (c.reason, c.entered, c.exited, c.event_time) for c in changes if c.user_id == "u"
+        ] == [
+            ("event", ("Browsing Buyers",), (), start + 2 * DAY),
+            ("time", (), ("Browsing Buyers",), start + 7 * DAY),
+        ]

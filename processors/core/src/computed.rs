@@ -572,6 +572,9 @@ impl Computed {
             return;
         }
         let covered = self.window.range(as_of);
+        if series.running(&covered).is_some() {
+            return; // the window has not moved since the last refresh
+        }
         let slid = series
             .running
             .take()

@@ -88,10 +88,6 @@ pub struct RuleSet {
     pub percentiles: Vec<String>,
     /// Their values in the model's population, NaN while unknown.
     pub thresholds: Vec<f64>,
-    /// Comparisons of features other than clock features.
-    pub windowed: Vec<Comparison>,
-    /// Comparisons of clock features.
-    pub crossings: Vec<Comparison>,
     /// Burst conditions: kind and window in seconds.
     pub bursts: Vec<(Kind, f64)>,
     /// The features other than clock features the rules compare.
@@ -104,6 +100,10 @@ pub struct RuleSet {
     pub min_delay: f64,
     /// Whether any condition compares a trait, so an event that sets one is evaluated.
     pub reads_traits: bool,
+    /// Whether any condition compares a clock feature (days since the last event, order
+    /// or first event, `T`, cart idle minutes), so every behaviour event is evaluated: it
+    /// may move one.
+    pub reads_clocks: bool,
     /// Trait comparisons that time flips (`within_last`, `more_than_ago`), by trait.
     pub trait_clocks: Vec<(String, TraitTest)>,
     /// The computed traits the rules define, each definition once.
@@ -195,13 +195,12 @@ impl RuleSet {
             percentiles,
             thresholds,
             sampled,
-            windowed: Vec::new(),
-            crossings: Vec::new(),
             bursts: Vec::new(),
             reads: 0,
             settleable: 0,
             min_delay: 0.0,
             reads_traits: false,
+            reads_clocks: false,
             trait_clocks: Vec::new(),
             computed,
             computed_tests: Vec::new(),
@@ -224,7 +223,7 @@ impl RuleSet {
         for node in found {
             match node {
                 Node::Compare(comparison) if clock & (1 << comparison.feature) != 0 => {
-                    self.crossings.push(comparison.clone())
+                    self.reads_clocks = true;
                 }
                 Node::Compare(comparison) => {
                     self.reads |= 1 << comparison.feature;
@@ -233,7 +232,6 @@ impl RuleSet {
                     {
                         self.settleable |= 1 << comparison.feature;
                     }
-                    self.windowed.push(comparison.clone());
                 }
                 Node::Burst { kind, within, .. } if !self.bursts.contains(&(*kind, *within)) => {
                     self.bursts.push((*kind, *within));
@@ -324,6 +322,88 @@ impl RuleSet {
             .filter(|(_, m)| *m)
             .map(|(name, _)| name.clone())
             .collect()
+    }
+
+    /// The first moment after the reading's at which a segment's membership may change
+    /// for a user who sends nothing, given `leaf`, the first moment each condition that
+    /// is not `all`, `any`, `not` or `segment` may change its truth (early, never late).
+    ///
+    /// An `all` that does not hold cannot hold before every part of it that does not hold
+    /// has flipped: it waits for the latest of those parts' moments (and so does an `any`
+    /// that holds, for the parts that hold); otherwise it is the earliest of its parts'.
+    /// A segment in a priority group also moves when a segment before it in the group
+    /// does. Every leaf is given to `leaf`, none skipped.
+    pub fn membership_changes_at(
+        &self,
+        reading: &mut Reading,
+        leaf: &mut dyn FnMut(&Node, &mut Reading) -> f64,
+    ) -> f64 {
+        let mut matched = vec![false; self.names.len()];
+        let mut moments = vec![NEVER; self.names.len()];
+        let mut taken: Vec<&str> = Vec::new();
+        for &index in &self.order {
+            let group = self.groups[index].as_deref();
+            let walked = Walked {
+                matched: &matched,
+                moments: &moments,
+            };
+            let (holds, own) = self.changes_at(&self.conditions[index], reading, &walked, leaf);
+            let before = self
+                .order
+                .iter()
+                .take_while(|&&other| other != index)
+                .filter(|&&other| group.is_some() && self.groups[other].as_deref() == group)
+                .map(|&other| moments[other])
+                .fold(NEVER, f64::min);
+            moments[index] = own.min(before);
+            if holds && !group.is_some_and(|g| taken.contains(&g)) {
+                matched[index] = true;
+                if let Some(group) = group {
+                    taken.push(group);
+                }
+            }
+        }
+        moments.into_iter().fold(NEVER, f64::min)
+    }
+
+    /// Whether `node` holds, and the first moment it may flip (see
+    /// [`RuleSet::membership_changes_at`]).
+    fn changes_at(
+        &self,
+        node: &Node,
+        reading: &mut Reading,
+        walked: &Walked,
+        leaf: &mut dyn FnMut(&Node, &mut Reading) -> f64,
+    ) -> (bool, f64) {
+        // an `all` waits for the latest of its parts that do not hold (an `any`, that hold)
+        let mut parts_of = |parts: &[Node], waits_on: bool, reading: &mut Reading| {
+            let (mut any, mut latest, mut earliest) = (false, f64::NEG_INFINITY, NEVER);
+            for part in parts {
+                let (holds, moment) = self.changes_at(part, reading, walked, leaf);
+                earliest = earliest.min(moment);
+                if holds == waits_on {
+                    any = true;
+                    latest = latest.max(moment);
+                }
+            }
+            (any, if any { latest } else { earliest })
+        };
+        match node {
+            Node::All(parts) => {
+                let (failing, moment) = parts_of(parts, false, reading);
+                (!failing, moment)
+            }
+            Node::Any(parts) => parts_of(parts, true, reading),
+            Node::Not(part) => {
+                let (holds, moment) = self.changes_at(part, reading, walked, leaf);
+                (!holds, moment)
+            }
+            Node::InSegment(index) => (walked.matched[*index], walked.moments[*index]),
+            _ => {
+                let holds = self.holds(node, reading, walked.matched);
+                (holds, leaf(node, reading))
+            }
+        }
     }
 
     fn holds(&self, node: &Node, reading: &mut Reading, matched: &[bool]) -> bool {
@@ -464,6 +544,13 @@ impl RuleSet {
             Operand::Text(_) => None,
         }
     }
+}
+
+/// The segments decided so far in a walk of the conditions: whether each is held, and
+/// when it may next change.
+struct Walked<'a> {
+    matched: &'a [bool],
+    moments: &'a [f64],
 }
 
 /// A computed trait index in `node` that is not below `count`.

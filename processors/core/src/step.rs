@@ -42,7 +42,7 @@ use crate::placement::Placement;
 use crate::profile::{CART_ABANDONMENT_AFTER, DAY};
 use crate::rows::{self, RowError};
 use crate::rules::RuleSet;
-use crate::timing::{expires, next_due};
+use crate::timing::{self, expires, Timer, NEVER};
 use crate::traits::TraitValue;
 use crate::user::{Change, Labels, Reason, User};
 
@@ -252,6 +252,7 @@ pub fn run_partition(
         queue: BinaryHeap::new(),
         stale: Map::default(),
         stale_queue: BinaryHeap::new(),
+        floors: FxHashMap::default(),
     };
     pass.load(&options.due)?;
     let mut firing = options.opened;
@@ -265,11 +266,8 @@ pub fn run_partition(
                 } else {
                     Reason::Event
                 };
-                let (unsettled, sooner) = pass.event(event, position, reason);
-                if sooner.is_some() {
-                    pass.set_due(&event.user_id, sooner);
-                }
-                pass.moved(&event.user_id, event.timestamp, behind || unsettled);
+                let (unsettled, read) = pass.event(event, position, reason);
+                pass.moved(&event.user_id, event.timestamp, behind || unsettled, read);
             }
             Item::Merge { anonymous_id, into } => {
                 pass.user(anonymous_id)?;
@@ -284,7 +282,7 @@ pub fn run_partition(
                 pass.catch_up(into, f64::NEG_INFINITY)?;
                 pass.absorb(source_id, into, state)?;
                 let as_of = pass.step.users[into].as_of;
-                pass.moved(into, as_of, true);
+                pass.moved(into, as_of, true, None);
             }
             Item::Advance { until } => {
                 pass.settle(*until)?;
@@ -313,19 +311,23 @@ pub fn run_partition(
     Ok(pass.step)
 }
 
-/// The user's next due time as of their latest evaluation: [`next_due`], or the next
-/// UTC midnight that labels examples sooner when users take them (which remembers the
-/// other, see [`crate::examples::Examples::others_due`]).
-fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Option<i64> {
+/// The user's timer as of their latest evaluation: [`timing::timer`], due at the next UTC
+/// midnight that labels examples when that is sooner and users take them (which
+/// remembers the other, see [`crate::examples::Examples::others_due`]).
+fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Timer {
     let rules = &classifier.rules;
     let clustered = &classifier.clustered;
-    let others = next_due(&user.profile, user.as_of, rules, clustered, retention);
+    let timer = timing::timer(&user.profile, user.as_of, rules, clustered, retention);
     if !classifier.examples || user.profile.last_seen.is_none() {
-        return others;
+        return timer;
     }
+    let others = timer.due;
     user.examples.others_due = Some(others);
     let next = labels_due(user);
-    Some(others.map_or(next, |others| others.min(next)))
+    Timer {
+        due: Some(others.map_or(next, |others| others.min(next))),
+        floor: timer.floor.min(next as f64),
+    }
 }
 
 /// The next UTC midnight that labels examples (see [`LABEL_EVERY_DAYS`]) after the user's
@@ -449,7 +451,7 @@ pub fn relabel(
     }
     for user_id in &ids {
         let user = &mut users[user_id];
-        let due = timer_of(user, classifier, retention);
+        let due = timer_of(user, classifier, retention).due;
         if due != user.due {
             user.due = due;
             timers.insert(user_id.clone(), due);
@@ -479,10 +481,13 @@ pub fn relabel(
 /// The step's state as it passes over the items: its users and their timers.
 ///
 /// A user's due time is recomputed lazily. An on-time event at `t` can only add
-/// deadlines at least `rules.min_delay` later, so until the watermark or the user's next
-/// event reaches the earlier of that and their previous due time, nothing of theirs can
-/// be due; it is recomputed then, or at the end of the step. Late events and events that
-/// change a feature of `rules.settleable` are recomputed at once.
+/// deadlines at least `rules.min_delay` later; an event that moves what the conditions
+/// read can also bring back the moment of a part of a condition the due time left out
+/// (see [`Timer::floor`]), and one counted in a computed trait the moment its tests flip.
+/// Until the watermark or the user's next event reaches the earliest of those, nothing
+/// of theirs can be due; it is recomputed then, or at the end of the step. Late events,
+/// events that change a feature of `rules.settleable`, and events that move what the
+/// conditions read of a user not timed yet in this step are recomputed at once.
 struct Pass<'a> {
     step: Step,
     /// The rows and labels of the users as loaded, to tell at the end which ones changed.
@@ -494,6 +499,8 @@ struct Pass<'a> {
     queue: BinaryHeap<Reverse<(i64, String)>>,
     stale: Map<String, f64>,
     stale_queue: BinaryHeap<Reverse<Bound>>,
+    /// The floors (see [`Timer::floor`]) of the users timed in this step.
+    floors: FxHashMap<String, f64>,
 }
 
 impl Pass<'_> {
@@ -541,26 +548,32 @@ impl Pass<'_> {
     }
 
     /// Something at `moment` changed the user: their due time must be recomputed, at
-    /// once when `exact`, else by the time anything can be due.
-    fn moved(&mut self, user_id: &str, moment: f64, exact: bool) {
+    /// once when `exact`, else by the time anything can be due. `read` is `None` when
+    /// nothing the conditions read moved, else the moment by which the tests of the
+    /// computed traits the event counted may flip.
+    fn moved(&mut self, user_id: &str, moment: f64, exact: bool, read: Option<f64>) {
         let user = &self.step.users[user_id];
         if user.alias_of.is_some() {
             return;
         }
-        if exact {
-            self.reschedule(user_id);
-        } else if !self.stale.contains_key(user_id) {
-            let due = user.due.map_or(f64::INFINITY, |d| d as f64);
-            let bound = (moment + self.rules.min_delay).min(due);
-            self.stale.insert(user_id.to_string(), bound);
-            self.stale_queue
-                .push(Reverse(Bound(bound, user_id.to_string())));
+        let soonest = moment + self.rules.min_delay;
+        let bound = match (exact, read, self.floors.get(user_id)) {
+            (true, _, _) | (false, Some(_), None) => return self.reschedule(user_id),
+            (false, Some(flips), Some(&floor)) => soonest.min(floor).min(flips),
+            (false, None, _) => soonest.min(user.due.map_or(NEVER, |d| d as f64)),
+        };
+        if self.stale.get(user_id).is_some_and(|&stale| stale <= bound) {
+            return;
         }
+        self.stale.insert(user_id.to_string(), bound);
+        self.stale_queue
+            .push(Reverse(Bound(bound, user_id.to_string())));
     }
 
     /// The user needs no timer any more (merged away, expired or erased).
     fn drop_timer(&mut self, user_id: &str) {
         self.stale.shift_remove(user_id);
+        self.floors.remove(user_id);
         self.set_due(user_id, None);
     }
 
@@ -680,8 +693,9 @@ impl Pass<'_> {
             return;
         }
         let user = self.step.users.get_mut(user_id).expect("a loaded user");
-        let due = timer_of(user, self.classifier, self.retention);
-        self.set_due(user_id, due);
+        let timer = timer_of(user, self.classifier, self.retention);
+        self.floors.insert(user_id.to_string(), timer.floor);
+        self.set_due(user_id, timer.due);
     }
 
     fn set_due(&mut self, user_id: &str, moment: Option<i64>) {
@@ -697,9 +711,10 @@ impl Pass<'_> {
     }
 
     /// Apply one event, whose changes carry `reason`: whether it changed a feature of the
-    /// rules' `settleable` (the user's timer must be recomputed now), and a due time
-    /// sooner than the user's when a test of a computed trait it counted may flip sooner.
-    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> (bool, Option<i64>) {
+    /// rules' `settleable` (the user's timer must be recomputed now), and, when it moved
+    /// what the conditions read, the moment by which the tests of the computed traits it
+    /// counted may flip ([`NEVER`] when it counted in none).
+    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> (bool, Option<f64>) {
         let user_id = event.user_id.as_str();
         let rules = self.rules;
         let step = &mut self.step;
@@ -718,7 +733,7 @@ impl Pass<'_> {
             return (false, None);
         }
         step.applied += 1;
-        let mut sooner = None;
+        let mut read = None;
         let other = if event.kind == Kind::Identify {
             &event.anonymous_id
         } else {
@@ -744,23 +759,21 @@ impl Pass<'_> {
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
             || (rules.reads_traits && !event.traits.is_empty())
+            || (rules.reads_clocks && event.kind.is_behaviour())
             || counting
         {
             step.changes
                 .extend(evaluate(user_id, user, rules, reason, None));
-            let flips = rules.computed_flips(&user.profile, &counted, user.as_of);
-            if flips.is_finite() && user.due.is_none_or(|due| flips.ceil() < due as f64) {
-                let flip = flips.ceil() as i64;
-                sooner = Some(flip);
-                let others = &mut user.examples.others_due;
-                *others = others.map(|due| Some(due.map_or(flip, |due| due.min(flip))));
-            }
+            read = Some(match counting {
+                true => rules.computed_flips(&user.profile, &counted, user.as_of),
+                false => NEVER,
+            });
         } else {
             // what the rules read is as it was: their answer too
             user.as_of = user.as_of.max(user.profile.latest().unwrap_or(0) as f64);
         }
         let unsettled = touched & rules.settleable != 0 || rules.clocks_any(&event.traits);
-        (unsettled, sooner)
+        (unsettled, read)
     }
 
     fn merge(&mut self, anonymous_id: &str, into: &str, position: usize) {

@@ -23,7 +23,7 @@ use crate::features::{
     CLOCK_FEATURES, FEATURES, LIFETIME_FEATURES,
 };
 use crate::profile::{Profile, DAY, MINUTE, REVENUE, SESSION_CART, SESSION_GAP};
-use crate::rules::{Operand, RuleSet};
+use crate::rules::{Node, Operand, RuleSet};
 
 /// What a horizon is when nothing but new events can change a value.
 pub const NEVER: f64 = f64::INFINITY;
@@ -257,82 +257,73 @@ const SEARCH_STEPS: usize = 2 * DAY as usize;
 pub const REFRESH_EVERY: f64 = (7 * DAY) as f64;
 
 /// Horizons of one reading's features, each computed once.
-struct Horizons<'r, 'p> {
-    reading: &'r mut Reading<'p>,
+struct Horizons {
     known: Vec<Option<f64>>,
 }
 
-impl Horizons<'_, '_> {
-    fn feature(&mut self, index: usize) -> f64 {
+impl Horizons {
+    fn feature(&mut self, reading: &Reading, index: usize) -> f64 {
         let key = timing_key(index);
         if let Some(moment) = self.known[key] {
             return moment;
         }
-        let reading = &self.reading;
         let moment = feature_changes_at(reading.profile, index, reading.as_of, reading.cart_after);
         self.known[key] = Some(moment);
         moment
     }
+
+    /// The first moment after the reading's at which the condition `node` (one that is
+    /// not `all`, `any`, `not` or `segment`) may change its truth for a user who sends
+    /// nothing. A comparison of a feature that time can only lower is left out while
+    /// lowering it cannot change its truth (`orders_30d >= 1` when there is no order).
+    fn leaf(&mut self, rules: &RuleSet, node: &Node, reading: &mut Reading) -> f64 {
+        let (profile, as_of) = (reading.profile, reading.as_of);
+        match node {
+            Node::Compare(comparison)
+                if set_of(&CLOCK_FEATURES) & (1 << comparison.feature) != 0 =>
+            {
+                let threshold = rules.threshold(&comparison.value).unwrap_or(f64::NAN);
+                if threshold.is_nan() {
+                    return NEVER;
+                }
+                let name = FEATURES[comparison.feature].0;
+                crosses_at(profile, name, comparison.op, threshold, as_of)
+            }
+            Node::Compare(comparison) => {
+                if let Operand::Number(threshold) = comparison.value {
+                    let value = reading.number(comparison.feature);
+                    if shrinking(comparison.feature) && settled(value, comparison.op, threshold) {
+                        return NEVER;
+                    }
+                }
+                self.feature(reading, comparison.feature)
+            }
+            Node::Burst { kind, within, .. } => burst_changes_at(profile, *kind, *within, as_of),
+            Node::Trait { name, test } => test.changes_at(profile.traits.get(name), as_of),
+            Node::Computed { index, test } => {
+                let value = rules.computed_read(*index, reading);
+                rules.test_flips_at(*index, test, profile, as_of, value)
+            }
+            Node::Sequence(sequence) => sequence.changes_at(&rules.computed, profile, as_of),
+            Node::Absence(absence) => absence.changes_at(&rules.computed, profile, as_of),
+            Node::Prediction { .. } => rules.predictions_change_at(as_of),
+            Node::All(_) | Node::Any(_) | Node::Not(_) | Node::InSegment(_) => NEVER,
+        }
+    }
 }
 
-/// The earliest event time after the reading's at which any segment's condition may
-/// change for a user who sends no new events; [`NEVER`] if none. A comparison of a
-/// feature that time can only lower is left out while lowering it cannot change its
-/// truth (`orders_30d >= 1` when there is no order).
-fn rules_change_at(rules: &RuleSet, horizons: &mut Horizons) -> f64 {
-    let mut moment = NEVER;
-    for comparison in &rules.windowed {
-        if let Operand::Number(threshold) = comparison.value {
-            if shrinking(comparison.feature) {
-                let value = horizons.reading.number(comparison.feature);
-                if settled(value, comparison.op, threshold) {
-                    continue;
-                }
-            }
-        }
-        moment = moment.min(horizons.feature(comparison.feature));
-    }
-    for (index, test) in &rules.computed_tests {
-        let (profile, as_of) = (horizons.reading.profile, horizons.reading.as_of);
-        let value = rules.computed_read(*index, horizons.reading);
-        moment = moment.min(rules.test_flips_at(*index, test, profile, as_of, value));
-    }
-    let reading = &horizons.reading;
-    for comparison in &rules.crossings {
-        let threshold = rules.threshold(&comparison.value).unwrap_or(f64::NAN);
-        if !threshold.is_nan() {
-            let name = FEATURES[comparison.feature].0;
-            let crossing = crosses_at(
-                reading.profile,
-                name,
-                comparison.op,
-                threshold,
-                reading.as_of,
-            );
-            moment = moment.min(crossing);
-        }
-    }
-    for (name, test) in &rules.trait_clocks {
-        let value = reading.profile.traits.get(name);
-        moment = moment.min(test.changes_at(value, reading.as_of));
-    }
-    let profile = reading.profile;
-    for sequence in &rules.sequences {
-        moment = moment.min(sequence.changes_at(&rules.computed, profile, reading.as_of));
-    }
-    for absence in &rules.absences {
-        moment = moment.min(absence.changes_at(&rules.computed, profile, reading.as_of));
-    }
-    moment = moment.min(rules.predictions_change_at(reading.as_of));
-    for (kind, within) in &rules.bursts {
-        moment = moment.min(burst_changes_at(
-            reading.profile,
-            *kind,
-            *within,
-            reading.as_of,
-        ));
-    }
-    moment
+/// When a user's timer is next due, and the least moment it may be brought forward to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timer {
+    /// See [`next_due`].
+    pub due: Option<i64>,
+    /// The earliest moment at which any condition of any segment may change its truth,
+    /// whether or not that can move a membership now: `due` leaves out a part of an `all`
+    /// that does not hold while another part cannot flip sooner, but an event that makes
+    /// the other part hold brings that part's moment back. An event that moves what
+    /// conditions read brings the timer forward to no sooner than the earlier of this and
+    /// its own deadlines.
+    pub floor: f64,
 }
 
 /// Whether `value op threshold` keeps its truth while `value` only falls toward 0.
@@ -352,10 +343,11 @@ fn settled(value: f64, op: Op, threshold: f64) -> bool {
 
 /// The user's next timer as of their latest evaluation (whole epoch seconds) for anything
 /// but a snapshot (see [`crate::examples`]), or `None`: the earliest time at which a
-/// rule's condition may change, one of the `refreshed` features (the clustering features)
-/// changes as windows slide (on the weekly grid), or the user expires after `retention`
-/// seconds without events. It may come early, never late. Clock features among
-/// `refreshed` go along with the others.
+/// segment's membership may change (see [`RuleSet::membership_changes_at`]), a computed
+/// trait compared with a percentile changes value, one of the `refreshed` features (the
+/// clustering features) changes as windows slide (on the weekly grid), or the user
+/// expires after `retention` seconds without events. It may come early, never late.
+/// Clock features among `refreshed` go along with the others.
 pub fn next_due(
     profile: &Profile,
     as_of: f64,
@@ -363,17 +355,37 @@ pub fn next_due(
     refreshed: &[usize],
     retention: f64,
 ) -> Option<i64> {
+    timer(profile, as_of, rules, refreshed, retention).due
+}
+
+/// [`next_due`], with the least moment an event can bring it forward to.
+pub fn timer(
+    profile: &Profile,
+    as_of: f64,
+    rules: &RuleSet,
+    refreshed: &[usize],
+    retention: f64,
+) -> Timer {
     let mut reading = Reading::new(profile, as_of, rules.cart_after);
     let mut horizons = Horizons {
-        reading: &mut reading,
         known: vec![None; FEATURES.len() + 11],
     };
-    let mut moment = rules_change_at(rules, &mut horizons);
+    let mut floor = NEVER;
+    let mut moment = rules.membership_changes_at(&mut reading, &mut |node, reading| {
+        let moment = horizons.leaf(rules, node, reading);
+        floor = floor.min(moment);
+        moment
+    });
+    for &index in &rules.sampled {
+        let definition = &rules.computed[index];
+        let changes = definition.changes_at(profile.computed.get(&definition.key), as_of);
+        moment = moment.min(changes);
+    }
     let clock = set_of(&CLOCK_FEATURES);
     let slid = refreshed
         .iter()
         .filter(|&&index| clock & (1 << index) == 0)
-        .map(|&index| horizons.feature(index))
+        .map(|&index| horizons.feature(&reading, index))
         .fold(NEVER, f64::min);
     if slid.is_finite() {
         moment = moment.min((slid / REFRESH_EVERY).ceil() * REFRESH_EVERY);
@@ -381,7 +393,10 @@ pub fn next_due(
     if let Some(last_seen) = profile.last_seen {
         moment = moment.min((last_seen as f64 + retention).max(as_of) + 1.0);
     }
-    moment.is_finite().then(|| moment.ceil() as i64)
+    Timer {
+        due: moment.is_finite().then(|| moment.ceil() as i64),
+        floor: floor.min(moment),
+    }
 }
 
 /// Whether a user last seen at `last_seen` has had no events for longer than `retention`
