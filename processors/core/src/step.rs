@@ -266,8 +266,7 @@ pub fn run_partition(
                 } else {
                     Reason::Event
                 };
-                let (unsettled, read) = pass.event(event, position, reason);
-                pass.moved(&event.user_id, event.timestamp, behind || unsettled, read);
+                pass.event(event, position, reason, behind);
             }
             Item::Merge { anonymous_id, into } => {
                 pass.user(anonymous_id)?;
@@ -316,8 +315,14 @@ pub fn run_partition(
 /// remembers the other, see [`crate::examples::Examples::others_due`]).
 fn timer_of(user: &mut User, classifier: &Classifier, retention: f64) -> Timer {
     let rules = &classifier.rules;
-    let clustered = &classifier.clustered;
-    let timer = timing::timer(&user.profile, user.as_of, rules, clustered, retention);
+    let mut reading = Reading::new(&user.profile, user.as_of, rules.cart_after);
+    let timer = timing::timer(&mut reading, rules, &classifier.clustered, retention);
+    with_labels(user, classifier, timer)
+}
+
+/// `timer`, due at the next UTC midnight that labels examples when that is sooner (see
+/// [`timer_of`]).
+fn with_labels(user: &mut User, classifier: &Classifier, timer: Timer) -> Timer {
     if !classifier.examples || user.profile.last_seen.is_none() {
         return timer;
     }
@@ -374,20 +379,57 @@ pub fn evaluate(
     reason: Reason,
     as_of: Option<f64>,
 ) -> Option<Change> {
+    evaluate_then(user_id, user, rules, reason, as_of, |_| ()).0
+}
+
+/// [`evaluate`], and the user's timer as of then (see [`timer_of`]), read from the one
+/// reading the rules were evaluated with.
+fn evaluate_timed(
+    user_id: &str,
+    user: &mut User,
+    classifier: &Classifier,
+    retention: f64,
+    reason: Reason,
+    as_of: Option<f64>,
+) -> (Option<Change>, Timer) {
+    let rules = &classifier.rules;
+    let clustered = &classifier.clustered;
+    let (change, timer) = evaluate_then(user_id, user, rules, reason, as_of, |reading| {
+        timing::timer(reading, rules, clustered, retention)
+    });
+    (change, with_labels(user, classifier, timer))
+}
+
+/// [`evaluate`], handing the reading the rules were evaluated with to `then`.
+fn evaluate_then<T>(
+    user_id: &str,
+    user: &mut User,
+    rules: &RuleSet,
+    reason: Reason,
+    as_of: Option<f64>,
+    then: impl FnOnce(&mut Reading) -> T,
+) -> (Option<Change>, T) {
     let latest = user.profile.latest().unwrap_or(0) as f64;
     let moment = user.as_of.max(latest).max(as_of.unwrap_or(0.0));
     user.as_of = moment;
     rules.refresh(&mut user.profile, moment);
-    let segments = rules.evaluate(&mut Reading::new(&user.profile, moment, rules.cart_after));
-    let mut change = user.labels.move_to(segments, user_id, reason, moment)?;
-    if !user.profile.cart.is_empty() {
-        let (lines, changed_at) = user.profile.open_cart();
-        if !lines.is_empty() {
-            change.cart = lines;
-            change.cart_changed_at = changed_at;
-        }
-    }
-    Some(change)
+    let mut reading = Reading::new(&user.profile, moment, rules.cart_after);
+    let segments = rules.evaluate(&mut reading);
+    let then = then(&mut reading);
+    let change = user
+        .labels
+        .move_to(segments, user_id, reason, moment)
+        .map(|mut change| {
+            if !user.profile.cart.is_empty() {
+                let (lines, changed_at) = user.profile.open_cart();
+                if !lines.is_empty() {
+                    change.cart = lines;
+                    change.cart_changed_at = changed_at;
+                }
+            }
+            change
+        });
+    (change, then)
 }
 
 /// The user's numeric features as of their latest evaluation, in vector order, with
@@ -667,13 +709,16 @@ impl Pass<'_> {
                 return;
             }
         }
-        let change = evaluate(user_id, user, self.rules, Reason::Time, Some(moment as f64));
+        let (classifier, retention) = (self.classifier, self.retention);
+        let at = Some(moment as f64);
+        let (change, timer) =
+            evaluate_timed(user_id, user, classifier, retention, Reason::Time, at);
         self.step.changes.extend(change);
         self.step
             .touched
             .entry(user_id.to_string())
             .or_insert(Reason::Time);
-        self.reschedule(user_id);
+        self.time(user_id, timer);
     }
 
     /// Take the user's snapshots due by `moment` when users take examples (see
@@ -694,6 +739,12 @@ impl Pass<'_> {
         }
         let user = self.step.users.get_mut(user_id).expect("a loaded user");
         let timer = timer_of(user, self.classifier, self.retention);
+        self.time(user_id, timer);
+    }
+
+    /// Set the user's timer, their due time no longer stale.
+    fn time(&mut self, user_id: &str, timer: Timer) {
+        self.stale.shift_remove(user_id);
         self.floors.insert(user_id.to_string(), timer.floor);
         self.set_due(user_id, timer.due);
     }
@@ -710,12 +761,14 @@ impl Pass<'_> {
         }
     }
 
-    /// Apply one event, whose changes carry `reason`: whether it changed a feature of the
-    /// rules' `settleable` (the user's timer must be recomputed now), and, when it moved
-    /// what the conditions read, the moment by which the tests of the computed traits it
-    /// counted may flip ([`NEVER`] when it counted in none).
-    fn event(&mut self, event: &Event, position: usize, reason: Reason) -> (bool, Option<f64>) {
+    /// Apply one event, whose changes carry `reason`, and see to the user's timer: it is
+    /// recomputed now when the event is `behind` the user's evaluation, changed a feature of
+    /// the rules' `settleable`, or moved what the conditions read of a user not timed yet
+    /// in this step (from the reading the rules were evaluated with); else it is stale by
+    /// the time anything can be due (see [`Pass::moved`]).
+    fn event(&mut self, event: &Event, position: usize, reason: Reason, behind: bool) {
         let user_id = event.user_id.as_str();
+        let moment = event.timestamp;
         let rules = self.rules;
         let step = &mut self.step;
         let user = step.users.get_mut(user_id).expect("caught up");
@@ -726,14 +779,13 @@ impl Pass<'_> {
                 body: Vec::new(),
                 position,
             });
-            return (false, None);
+            return self.moved(user_id, moment, behind, None);
         }
         if !user.first_time(event) {
             step.duplicates += 1;
-            return (false, None);
+            return self.moved(user_id, moment, behind, None);
         }
         step.applied += 1;
-        let mut read = None;
         let other = if event.kind == Kind::Identify {
             &event.anonymous_id
         } else {
@@ -755,25 +807,33 @@ impl Pass<'_> {
         let counting = !counted.is_empty();
         let touched = touched_features(event.kind, started);
         step.touched.insert(user_id.to_string(), reason);
-        if user.profile.events == 1
+        let unsettled = touched & rules.settleable != 0 || rules.clocks_any(&event.traits);
+        let exact = behind || unsettled;
+        let read = user.profile.events == 1
             || touched & rules.reads != 0
             || rules.counts_bursts_of(event.kind)
             || (rules.reads_traits && !event.traits.is_empty())
             || (rules.reads_clocks && event.kind.is_behaviour())
-            || counting
-        {
-            step.changes
-                .extend(evaluate(user_id, user, rules, reason, None));
-            read = Some(match counting {
-                true => rules.computed_flips(&user.profile, &counted, user.as_of),
-                false => NEVER,
-            });
-        } else {
+            || counting;
+        if !read {
             // what the rules read is as it was: their answer too
             user.as_of = user.as_of.max(user.profile.latest().unwrap_or(0) as f64);
+            return self.moved(user_id, moment, exact, None);
         }
-        let unsettled = touched & rules.settleable != 0 || rules.clocks_any(&event.traits);
-        (unsettled, read)
+        if exact || !self.floors.contains_key(user_id) {
+            let (classifier, retention) = (self.classifier, self.retention);
+            let (change, timer) =
+                evaluate_timed(user_id, user, classifier, retention, reason, None);
+            step.changes.extend(change);
+            return self.time(user_id, timer);
+        }
+        step.changes
+            .extend(evaluate(user_id, user, rules, reason, None));
+        let flips = match counting {
+            true => rules.computed_flips(&user.profile, &counted, user.as_of),
+            false => NEVER,
+        };
+        self.moved(user_id, moment, false, Some(flips));
     }
 
     fn merge(&mut self, anonymous_id: &str, into: &str, position: usize) {

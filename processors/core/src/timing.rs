@@ -355,23 +355,19 @@ pub fn next_due(
     refreshed: &[usize],
     retention: f64,
 ) -> Option<i64> {
-    timer(profile, as_of, rules, refreshed, retention).due
+    let mut reading = Reading::new(profile, as_of, rules.cart_after);
+    timer(&mut reading, rules, refreshed, retention).due
 }
 
-/// [`next_due`], with the least moment an event can bring it forward to.
-pub fn timer(
-    profile: &Profile,
-    as_of: f64,
-    rules: &RuleSet,
-    refreshed: &[usize],
-    retention: f64,
-) -> Timer {
-    let mut reading = Reading::new(profile, as_of, rules.cart_after);
+/// [`next_due`] of the reading's user as of the reading's moment (a reading made with the
+/// rules' `cart_after`), with the least moment an event can bring it forward to.
+pub fn timer(reading: &mut Reading, rules: &RuleSet, refreshed: &[usize], retention: f64) -> Timer {
+    let (profile, as_of) = (reading.profile, reading.as_of);
     let mut horizons = Horizons {
         known: vec![None; FEATURES.len() + 11],
     };
     let mut floor = NEVER;
-    let mut moment = rules.membership_changes_at(&mut reading, &mut |node, reading| {
+    let mut moment = rules.membership_changes_at(reading, &mut |node, reading| {
         let moment = horizons.leaf(rules, node, reading);
         floor = floor.min(moment);
         moment
@@ -385,7 +381,7 @@ pub fn timer(
     let slid = refreshed
         .iter()
         .filter(|&&index| clock & (1 << index) == 0)
-        .map(|&index| horizons.feature(&reading, index))
+        .map(|&index| horizons.feature(reading, index))
         .fold(NEVER, f64::min);
     if slid.is_finite() {
         moment = moment.min((slid / REFRESH_EVERY).ceil() * REFRESH_EVERY);
