@@ -316,10 +316,15 @@ impl RuleSet {
                 }
             }
         }
+        self.names_of(&matched)
+    }
+
+    /// The names of the segments `matched` marks, in file order.
+    fn names_of(&self, matched: &[bool]) -> Vec<String> {
         self.names
             .iter()
             .zip(matched)
-            .filter(|(_, m)| *m)
+            .filter(|(_, m)| **m)
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -332,12 +337,13 @@ impl RuleSet {
     /// has flipped: it waits for the latest of those parts' moments (and so does an `any`
     /// that holds, for the parts that hold); otherwise it is the earliest of its parts'.
     /// A segment in a priority group also moves when a segment before it in the group
-    /// does. Every leaf is given to `leaf`, none skipped.
+    /// does. Every leaf is given to `leaf`, none skipped. The segments the reading meets
+    /// come with it, as [`RuleSet::evaluate`] gives them.
     pub fn membership_changes_at(
         &self,
         reading: &mut Reading,
         leaf: &mut dyn FnMut(&Node, &mut Reading) -> f64,
-    ) -> f64 {
+    ) -> (f64, Vec<String>) {
         let mut matched = vec![false; self.names.len()];
         let mut moments = vec![NEVER; self.names.len()];
         let mut taken: Vec<&str> = Vec::new();
@@ -363,7 +369,8 @@ impl RuleSet {
                 }
             }
         }
-        moments.into_iter().fold(NEVER, f64::min)
+        let moment = moments.into_iter().fold(NEVER, f64::min);
+        (moment, self.names_of(&matched))
     }
 
     /// Whether `node` holds, and the first moment it may flip (see

@@ -332,6 +332,7 @@ fn with_labels(user: &mut User, classifier: &Classifier, timer: Timer) -> Timer 
     Timer {
         due: Some(others.map_or(next, |others| others.min(next))),
         floor: timer.floor.min(next as f64),
+        ..timer
     }
 }
 
@@ -379,7 +380,10 @@ pub fn evaluate(
     reason: Reason,
     as_of: Option<f64>,
 ) -> Option<Change> {
-    evaluate_then(user_id, user, rules, reason, as_of, |_| ()).0
+    evaluate_then(user_id, user, rules, reason, as_of, |reading| {
+        (rules.evaluate(reading), ())
+    })
+    .0
 }
 
 /// [`evaluate`], and the user's timer as of then (see [`timer_of`]), read from the one
@@ -395,27 +399,28 @@ fn evaluate_timed(
     let rules = &classifier.rules;
     let clustered = &classifier.clustered;
     let (change, timer) = evaluate_then(user_id, user, rules, reason, as_of, |reading| {
-        timing::timer(reading, rules, clustered, retention)
+        let timer = timing::timer(reading, rules, clustered, retention);
+        (timer.segments.clone(), timer)
     });
     (change, with_labels(user, classifier, timer))
 }
 
-/// [`evaluate`], handing the reading the rules were evaluated with to `then`.
+/// [`evaluate`], the segments given by `then` from the reading as of the evaluation's
+/// moment (with what else it reads there).
 fn evaluate_then<T>(
     user_id: &str,
     user: &mut User,
     rules: &RuleSet,
     reason: Reason,
     as_of: Option<f64>,
-    then: impl FnOnce(&mut Reading) -> T,
+    then: impl FnOnce(&mut Reading) -> (Vec<String>, T),
 ) -> (Option<Change>, T) {
     let latest = user.profile.latest().unwrap_or(0) as f64;
     let moment = user.as_of.max(latest).max(as_of.unwrap_or(0.0));
     user.as_of = moment;
     rules.refresh(&mut user.profile, moment);
     let mut reading = Reading::new(&user.profile, moment, rules.cart_after);
-    let segments = rules.evaluate(&mut reading);
-    let then = then(&mut reading);
+    let (segments, then) = then(&mut reading);
     let change = user
         .labels
         .move_to(segments, user_id, reason, moment)

@@ -313,7 +313,7 @@ impl Horizons {
 }
 
 /// When a user's timer is next due, and the least moment it may be brought forward to.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Timer {
     /// See [`next_due`].
     pub due: Option<i64>,
@@ -324,6 +324,9 @@ pub struct Timer {
     /// conditions read brings the timer forward to no sooner than the earlier of this and
     /// its own deadlines.
     pub floor: f64,
+    /// The segments the reading meets, as [`RuleSet::evaluate`] gives them: the timer
+    /// evaluates every condition on its way.
+    pub segments: Vec<String>,
 }
 
 /// Whether `value op threshold` keeps its truth while `value` only falls toward 0.
@@ -367,7 +370,7 @@ pub fn timer(reading: &mut Reading, rules: &RuleSet, refreshed: &[usize], retent
         known: vec![None; FEATURES.len() + 11],
     };
     let mut floor = NEVER;
-    let mut moment = rules.membership_changes_at(reading, &mut |node, reading| {
+    let (mut moment, segments) = rules.membership_changes_at(reading, &mut |node, reading| {
         let moment = horizons.leaf(rules, node, reading);
         floor = floor.min(moment);
         moment
@@ -392,6 +395,7 @@ pub fn timer(reading: &mut Reading, rules: &RuleSet, refreshed: &[usize], retent
     Timer {
         due: moment.is_finite().then(|| moment.ceil() as i64),
         floor: floor.min(moment),
+        segments,
     }
 }
 
